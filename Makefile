@@ -1,0 +1,55 @@
+# tlsrelay — see README.md. `make bench` is the main job; `make test` the test suite.
+GO        ?= go
+BIN       := bin
+PKGS      := ./...
+# BENCH_QUICK=1 make bench: the short run (within 2 minutes).
+BENCH_ARGS ?=
+
+.PHONY: all build test test-short bench bench-go demo lint fuzz bench-deps clean
+
+all: build
+
+build:
+	$(GO) build -o $(BIN)/tlsrelay ./cmd/tlsrelay
+	$(GO) build -o $(BIN)/tlsrelay-bench ./cmd/tlsrelay-bench
+
+# The whole suite with the race detector: unit, integration over loopback,
+# and the differential tests against nginx and openssl when they are
+# installed (.ci/run installs them).
+test: lint
+	$(GO) test -race -timeout 14m -count=1 $(PKGS)
+
+test-short:
+	$(GO) test -short -count=1 $(PKGS)
+
+# The headline: builds both binaries, runs tlsrelay beside NGINX (and HAProxy)
+# when installed, writes BENCHMARKS.md, bench/results.json and the charts.
+bench: build
+	./$(BIN)/tlsrelay-bench -tlsrelay $(BIN)/tlsrelay -out . $(BENCH_ARGS)
+
+# Go micro-benchmarks only.
+bench-go:
+	$(GO) test -run '^$$' -bench . -benchmem $(PKGS)
+
+demo: build
+	./$(BIN)/tlsrelay demo
+
+lint:
+	$(GO) vet $(PKGS)
+	@out=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \
+	if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
+
+# A minute of fuzzing per parser.
+FUZZTIME ?= 60s
+fuzz:
+	$(GO) test ./engine/conf -run '^$$' -fuzz FuzzParse -fuzztime $(FUZZTIME)
+	$(GO) test ./tlsbridge -run '^$$' -fuzz FuzzCipherString -fuzztime $(FUZZTIME)
+
+# The peers that `make bench` compares against, and the programs the
+# differential tests call, from Debian's packages.
+bench-deps:
+	apt-get update
+	DEBIAN_FRONTEND=noninteractive apt-get install -y nginx libnginx-mod-stream haproxy openssl
+
+clean:
+	rm -rf $(BIN)
