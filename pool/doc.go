@@ -1,0 +1,54 @@
+// Package pool holds tlsrelay's upstream groups: the servers of an
+// `upstream {}` block (or the implicit group of `proxy_pass host:port`),
+// their parameters, the balancers that pick one of them for a client
+// session, and the passive health accounting of `max_fails`/`fail_timeout`
+// that `proxy_next_upstream` relies on.
+//
+// # Groups and peers
+//
+// [NewGroup] builds a [Group] from a [GroupConfig] at load time. Server names
+// are resolved then, as NGINX does without `resolve`: a name that resolves to
+// several addresses gives several [Peer] values with the same parameters, in
+// the resolver's order with IPv4 addresses first. Backup servers form a
+// second tier that is consulted only when no primary server can be used.
+//
+// # Balancers
+//
+// The methods are those of NGINX's stream module, matched to its source
+// (ngx_stream_upstream_round_robin.c and the hash, least_conn and random
+// modules) so that the same configuration spreads the same clients the same
+// way:
+//
+//   - "" (default): smooth weighted round robin, with effective weights that
+//     drop by weight/max_fails on each failure and recover by one per pass.
+//   - "least_conn": fewest active connections per weight; ties are broken by
+//     weighted round robin among the tied peers.
+//   - "hash": Cache::Memcached-compatible hashing of a per-session key, with
+//     rehashing (at most 20 steps) past unusable peers, then round robin.
+//     With Consistent, a ketama ring of 160 points per unit of weight.
+//   - "random": weighted random; with Two, the less loaded of two distinct
+//     random picks. The random source is injectable ([GroupConfig.Rand]).
+//
+// A peer is skipped while it is `down`, while it is banned (max_fails failures,
+// the last less than fail_timeout ago), while it is at max_conns, and when the
+// session has already tried it. After fail_timeout one probe is let through;
+// a successful connect revives the peer.
+//
+// # Sessions
+//
+// A [Selection] is one client session's walk over a group: NGINX's per-request
+// peer data (the tried bitmap, the tries count, the hash state). Each call to
+// [Selection.Next] that returns a peer is ended by exactly one call to
+// [Selection.Failed] (the connect, PROXY header, TLS handshake or verification
+// failed) or [Selection.Release] (the session is over), with
+// [Selection.Connected] in between on success.
+//
+// # Concurrency
+//
+// A Group is shared by all event loops and is safe for concurrent use: one
+// mutex per group guards the balancer state and the health counters, the
+// equivalent of NGINX's `zone` (state shared by all workers) rather than its
+// per-worker default. A Selection belongs to one session and is used from one
+// goroutine at a time (the session's event loop). Peer counters are atomics
+// and may be read from any goroutine.
+package pool
