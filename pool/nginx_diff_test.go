@@ -1,0 +1,288 @@
+package pool
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+)
+
+// The differential test runs the same upstream groups through the real NGINX
+// (stream module) and through Group, connects the same clients in the same
+// order, and compares which backend served each connection.
+
+const nginxStreamModule = "/usr/lib/nginx/modules/ngx_stream_module.so"
+
+// diffServer is one server line: a live backend (its index), or a dead
+// address (connection refused) when dead is set.
+type diffServer struct {
+	backend int
+	dead    bool
+	weight  int
+	params  string // "down", "backup", "max_fails=2" ...
+}
+
+type diffCase struct {
+	name     string
+	balancer string // the balancing directive, "" for round robin
+	bc       BalancerConfig
+	servers  []diffServer
+	conns    int
+	// clientIP gives the source address of connection i (for hash
+	// $remote_addr); nil: 127.0.0.1.
+	clientIP func(i int) string
+}
+
+// clientIPs spreads clients over 127.0.0.2..127.0.0.61.
+func clientIPs(i int) string { return fmt.Sprintf("127.0.0.%d", 2+i%60) }
+
+func TestNginxDifferential(t *testing.T) {
+	nginx, err := exec.LookPath("nginx")
+	if err != nil {
+		t.Skip("nginx not installed; .ci/run installs it")
+	}
+	if _, err := os.Stat(nginxStreamModule); err != nil {
+		t.Skip("nginx stream module not installed; .ci/run installs it")
+	}
+
+	cases := []diffCase{
+		{name: "wrr-5-1-1", servers: []diffServer{{0, false, 5, ""}, {1, false, 1, ""}, {2, false, 1, ""}}, conns: 35},
+		{name: "wrr-3-2-1-1", servers: []diffServer{{0, false, 3, ""}, {1, false, 2, ""}, {2, false, 1, ""}, {3, false, 1, ""}}, conns: 42},
+		{name: "wrr-equal", servers: []diffServer{{0, false, 1, ""}, {1, false, 1, ""}, {2, false, 1, ""}}, conns: 12},
+		{name: "wrr-down", servers: []diffServer{{0, false, 2, ""}, {1, false, 3, "down"}, {2, false, 1, ""}, {3, false, 1, ""}}, conns: 24},
+		{name: "wrr-dead", servers: []diffServer{{0, false, 2, ""}, {0, true, 3, "max_fails=2"}, {2, false, 1, ""}, {1, true, 1, ""}}, conns: 24},
+		{name: "backup", servers: []diffServer{{0, true, 1, ""}, {1, true, 2, ""}, {2, false, 1, "backup"}, {3, false, 2, "backup"}}, conns: 12},
+		{name: "least-conn", balancer: "least_conn;", bc: BalancerConfig{Method: MethodLeastConn},
+			servers: []diffServer{{0, false, 3, ""}, {1, false, 1, ""}, {2, true, 2, ""}, {3, false, 1, ""}}, conns: 24},
+		{name: "hash", balancer: "hash $remote_addr;", bc: BalancerConfig{Method: MethodHash, Key: "$remote_addr"},
+			servers: []diffServer{{0, false, 1, ""}, {1, false, 2, ""}, {2, false, 1, ""}, {3, false, 3, ""}}, conns: 60, clientIP: clientIPs},
+		{name: "hash-dead-down", balancer: "hash $remote_addr;", bc: BalancerConfig{Method: MethodHash, Key: "$remote_addr"},
+			servers: []diffServer{{0, false, 1, ""}, {0, true, 2, ""}, {2, false, 1, "down"}, {3, false, 1, ""}, {4, false, 1, ""}}, conns: 60, clientIP: clientIPs},
+		{name: "chash", balancer: "hash $remote_addr consistent;", bc: BalancerConfig{Method: MethodHash, Key: "$remote_addr", Consistent: true},
+			servers: []diffServer{{0, false, 1, ""}, {1, false, 1, ""}, {2, false, 2, ""}, {3, false, 1, ""}}, conns: 60, clientIP: clientIPs},
+		{name: "chash-dead-down", balancer: "hash $remote_addr consistent;", bc: BalancerConfig{Method: MethodHash, Key: "$remote_addr", Consistent: true},
+			servers: []diffServer{{0, false, 1, ""}, {0, true, 1, ""}, {2, false, 1, "down"}, {3, false, 2, ""}, {4, false, 1, ""}}, conns: 60, clientIP: clientIPs},
+	}
+
+	const nBackends = 5
+	backends := make([]string, nBackends)
+	for i := range backends {
+		backends[i] = startIndexBackend(t, i)
+	}
+
+	dir := t.TempDir()
+	var conf strings.Builder
+	fmt.Fprintf(&conf, "load_module %s;\nworker_processes 1;\npid %s;\nerror_log %s info;\n",
+		nginxStreamModule, filepath.Join(dir, "nginx.pid"), filepath.Join(dir, "error.log"))
+	conf.WriteString("events { worker_connections 512; }\nstream {\n")
+	probe := freePort(t)
+	fmt.Fprintf(&conf, "  server { listen %s; proxy_pass %s; }\n", probe, backends[0])
+
+	groups := make([]*Group, len(cases))
+	listen := make([]string, len(cases))
+	for ci, c := range cases {
+		gc := GroupConfig{Name: c.name, Balancer: c.bc}
+		fmt.Fprintf(&conf, "  upstream %s {\n", c.name)
+		if c.balancer != "" {
+			fmt.Fprintf(&conf, "    %s\n", c.balancer)
+		}
+		for _, s := range c.servers {
+			addr := backends[s.backend]
+			if s.dead {
+				addr = freePort(t)
+			}
+			sc := NewServerConfig(addr)
+			sc.Weight = s.weight
+			for _, p := range strings.Fields(s.params) {
+				switch {
+				case p == "down":
+					sc.Down = true
+				case p == "backup":
+					sc.Backup = true
+				case strings.HasPrefix(p, "max_fails="):
+					sc.MaxFails, _ = strconv.Atoi(strings.TrimPrefix(p, "max_fails="))
+				default:
+					t.Fatalf("test bug: param %q", p)
+				}
+			}
+			gc.Servers = append(gc.Servers, sc)
+			fmt.Fprintf(&conf, "    server %s weight=%d %s;\n", addr, s.weight, s.params)
+		}
+		conf.WriteString("  }\n")
+		listen[ci] = freePort(t)
+		fmt.Fprintf(&conf, "  server { listen %s; proxy_pass %s; proxy_connect_timeout 5s; }\n", listen[ci], c.name)
+		g, err := NewGroup(gc, nil)
+		if err != nil {
+			t.Fatalf("%s: %v", c.name, err)
+		}
+		groups[ci] = g
+	}
+	conf.WriteString("}\n")
+	confPath := filepath.Join(dir, "nginx.conf")
+	if err := os.WriteFile(confPath, []byte(conf.String()), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	startNginx(t, nginx, dir, confPath, probe)
+
+	for ci, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			g := groups[ci]
+			now := time.Now()
+			var got, want []string
+			for i := range c.conns {
+				ip := "127.0.0.1"
+				if c.clientIP != nil {
+					ip = c.clientIP(i)
+				}
+				got = append(got, connectThrough(t, listen[ci], ip))
+				want = append(want, simulate(g, ip, backends, now))
+			}
+			t.Logf("nginx: %v", got)
+			if !slices.Equal(got, want) {
+				t.Errorf("nginx and Group disagree\nnginx: %v\nGroup: %v\nconfig:\n%s", got, want, conf.String())
+			}
+		})
+	}
+}
+
+// simulate runs one client session through g the way the proxy does: try
+// peers until one is alive (dead addresses are not among backends) or none
+// is left. It returns the index of the backend that served, or "502".
+func simulate(g *Group, clientIP string, backends []string, now time.Time) string {
+	s := g.NewSelection(clientIP, 0, now)
+	for {
+		p, err := s.Next(now)
+		if err != nil {
+			return "502"
+		}
+		idx := -1
+		for i, b := range backends {
+			if b == p.Name {
+				idx = i
+			}
+		}
+		if idx < 0 {
+			s.Failed(p, now)
+			if s.TriesLeft() == 0 {
+				return "502"
+			}
+			continue
+		}
+		s.Connected(p, now)
+		s.Release(p)
+		return strconv.Itoa(idx)
+	}
+}
+
+// connectThrough connects to addr from clientIP and returns what the backend
+// behind it said (its index), or "502" when NGINX closed without data.
+func connectThrough(t *testing.T, addr, clientIP string) string {
+	t.Helper()
+	d := net.Dialer{Timeout: 5 * time.Second, LocalAddr: &net.TCPAddr{IP: net.ParseIP(clientIP)}}
+	c, err := d.Dial("tcp", addr)
+	if err != nil {
+		t.Fatalf("connecting to nginx from %s: %v", clientIP, err)
+	}
+	defer c.Close()
+	if err := c.SetDeadline(time.Now().Add(10 * time.Second)); err != nil {
+		t.Fatal(err)
+	}
+	b, err := io.ReadAll(c)
+	if err != nil && !errors.Is(err, net.ErrClosed) && !isReset(err) {
+		t.Fatalf("reading from nginx: %v", err)
+	}
+	if len(b) == 0 {
+		return "502"
+	}
+	return string(bytes.TrimSpace(b))
+}
+
+func isReset(err error) bool {
+	var ne *net.OpError
+	return errors.As(err, &ne) && strings.Contains(ne.Err.Error(), "reset")
+}
+
+// startIndexBackend serves i (as text) to every connection and closes it.
+func startIndexBackend(t *testing.T, i int) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			fmt.Fprintf(c, "%d\n", i)
+			c.Close()
+		}
+	}()
+	return ln.Addr().String()
+}
+
+// freePort returns a loopback address nothing listens on (now).
+func freePort(t *testing.T) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := ln.Addr().String()
+	ln.Close()
+	return addr
+}
+
+// startNginx runs nginx in the foreground, kills it at cleanup, and waits
+// (bounded) until probe accepts.
+func startNginx(t *testing.T, nginx, dir, confPath, probe string) {
+	t.Helper()
+	cmd := exec.Command(nginx, "-p", dir, "-e", filepath.Join(dir, "error.log"), "-c", confPath,
+		"-g", "daemon off; master_process off;")
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	cmd.Stdout = &stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatalf("starting nginx: %v", err)
+	}
+	exited := make(chan error, 1)
+	go func() { exited <- cmd.Wait() }()
+	t.Cleanup(func() {
+		cmd.Process.Kill()
+		<-exited
+		if t.Failed() {
+			log, _ := os.ReadFile(filepath.Join(dir, "error.log"))
+			t.Logf("nginx stderr:\n%s\nerror.log:\n%s", stderr.String(), log)
+		}
+	})
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		select {
+		case err := <-exited:
+			exited <- err
+			log, _ := os.ReadFile(filepath.Join(dir, "error.log"))
+			t.Fatalf("nginx exited: %v\n%s\n%s", err, stderr.String(), log)
+		default:
+		}
+		c, err := net.DialTimeout("tcp", probe, time.Second)
+		if err == nil {
+			c.Close()
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("nginx did not listen on %s within 10s: %v", probe, err)
+		}
+		time.Sleep(20 * time.Millisecond) // bounded poll for the listener, not a sync sleep
+	}
+}
