@@ -3,7 +3,6 @@ package pool
 import (
 	"hash/crc32"
 	"math/rand/v2"
-	"strconv"
 	"time"
 )
 
@@ -142,11 +141,10 @@ func (s *Selection) getHash(now time.Time) *Peer {
 	if s.hashTries > maxHashTries || t.single || len(s.key) == 0 {
 		return s.getRR(now)
 	}
-	var buf [20]byte
 	for {
 		var h uint32
 		if s.rehash > 0 {
-			h = crc32.Update(0, crc32.IEEETable, strconv.AppendUint(buf[:0], uint64(s.rehash), 10))
+			h = crc32Decimal(0, s.rehash)
 		}
 		h = crc32.Update(h, crc32.IEEETable, s.key)
 		s.hash += (h >> 16) & 0x7fff
@@ -167,6 +165,27 @@ func (s *Selection) getHash(now time.Time) *Peer {
 			return s.getRR(now)
 		}
 	}
+}
+
+// crc32Decimal is crc32.Update with the decimal digits of n, without the
+// slice that would make crc32.Update's argument escape to the heap.
+func crc32Decimal(crc uint32, n int) uint32 {
+	var digits [20]byte
+	i := len(digits)
+	for {
+		i--
+		digits[i] = byte('0' + n%10)
+		n /= 10
+		if n == 0 {
+			break
+		}
+	}
+	tab := crc32.IEEETable
+	crc = ^crc
+	for _, d := range digits[i:] {
+		crc = tab[byte(crc)^d] ^ crc>>8
+	}
+	return ^crc
 }
 
 // findPoint returns the index of the first ring point >= hash (len(points)

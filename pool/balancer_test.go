@@ -727,3 +727,12 @@ func TestConcurrentSessions(t *testing.T) {
 		}
 	}
 }
+
+func TestCRC32Decimal(t *testing.T) {
+	for _, n := range []int{0, 1, 9, 10, 21, 12345} {
+		want := crc32.Update(0xdeadbeef, crc32.IEEETable, []byte(strconv.Itoa(n)))
+		if got := crc32Decimal(0xdeadbeef, n); got != want {
+			t.Errorf("crc32Decimal(%d) = %#x, want %#x", n, got, want)
+		}
+	}
+}

@@ -13,9 +13,9 @@ import (
 // or Release.
 type Selection struct {
 	g         *Group
-	backup    bool // walking the backup tier (NGINX's rrp->peers = peers->next)
-	tried     []uint64
-	triedBuf  [2]uint64
+	backup    bool      // walking the backup tier (NGINX's rrp->peers = peers->next)
+	tried     [2]uint64 // NGINX's tried bitmap, for tiers of up to 128 peers
+	triedMore []uint64  // the bitmap of larger tiers
 	current   *Peer
 	start     time.Time
 	triesLeft int
@@ -42,13 +42,16 @@ func (g *Group) NewSelection(hashKey string, tries int, now time.Time) *Selectio
 // InitSelection is NewSelection into a Selection the caller owns (embedded in
 // a session, or reused), so that starting a session need not allocate.
 func (g *Group) InitSelection(s *Selection, hashKey string, tries int, now time.Time) {
-	*s = Selection{g: g, start: now, key: append(s.key[:0], hashKey...)}
-	words := (g.maxTier + 63) / 64
-	if words <= len(s.triedBuf) {
-		s.tried = s.triedBuf[:words]
-	} else {
-		s.tried = make([]uint64, words)
+	var more []uint64
+	if words := (g.maxTier + 63) / 64; words > len(s.tried) {
+		if cap(s.triedMore) >= words {
+			more = s.triedMore[:words]
+			clear(more)
+		} else {
+			more = make([]uint64, words)
+		}
 	}
+	*s = Selection{g: g, start: now, key: append(s.key[:0], hashKey...), triedMore: more}
 	s.triesLeft = g.Tries()
 	if tries > 0 && s.triesLeft > tries {
 		s.triesLeft = tries
@@ -199,8 +202,20 @@ func (s *Selection) tier() *tier {
 	return &s.g.primary
 }
 
-func (s *Selection) isTried(i int) bool { return s.tried[i/64]&(1<<(i%64)) != 0 }
-func (s *Selection) setTried(i int)     { s.tried[i/64] |= 1 << (i % 64) }
+func (s *Selection) isTried(i int) bool {
+	if s.triedMore != nil {
+		return s.triedMore[i/64]&(1<<(i%64)) != 0
+	}
+	return s.tried[i/64]&(1<<(i%64)) != 0
+}
+
+func (s *Selection) setTried(i int) {
+	if s.triedMore != nil {
+		s.triedMore[i/64] |= 1 << (i % 64)
+		return
+	}
+	s.tried[i/64] |= 1 << (i % 64)
+}
 
 // toBackup switches the session to the backup tier, if there is one and it
 // is not there yet, clearing the tried bitmap.
@@ -209,6 +224,7 @@ func (s *Selection) toBackup() bool {
 		return false
 	}
 	s.backup = true
-	clear(s.tried)
+	clear(s.tried[:])
+	clear(s.triedMore)
 	return true
 }
