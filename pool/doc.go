@@ -43,6 +43,35 @@
 // failed) or [Selection.Release] (the session is over), with
 // [Selection.Connected] in between on success.
 //
+// Failed and Release both end the connection Next counted: a peer that
+// failed is not released afterwards. [Selection.TriesLeft] says whether
+// proxy_next_upstream may try again; Next still works on the first call of a
+// session that has no tries (all servers down), and then reports
+// ErrNoLivePeers.
+//
+// # Dialing
+//
+// The dialer (TCP connect, PROXY header, TLS handshake under
+// proxy_connect_timeout, verification) and the bounded handshake workers
+// also live in this package (dialer.go); they report each attempt's outcome
+// to the session's Selection.
+//
+// # Where this differs from NGINX
+//
+//   - State is shared by all event loops, as NGINX with `zone`; without
+//     `zone` each NGINX worker balances on its own, so with several workers
+//     NGINX's sequence is an interleaving of per-worker sequences.
+//   - NGINX measures fail_timeout on a clock of whole seconds, so its bans
+//     last up to a second longer; here they last exactly fail_timeout.
+//   - The natural number of tries counts servers not marked down, as current
+//     NGINX does (1.22 also counted down servers; the outcome is the same,
+//     since down servers are never picked).
+//   - Backup servers with hash or random balancing are an error in
+//     [NewGroup] as well as in the configuration layer (NGINX's parser
+//     refuses the `backup` parameter in such groups).
+//   - A single-server group keeps NGINX's behaviour (no failure accounting,
+//     no retry), documented at [Selection.Failed].
+//
 // # Concurrency
 //
 // A Group is shared by all event loops and is safe for concurrent use: one

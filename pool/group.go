@@ -34,7 +34,8 @@ const (
 
 // ErrNoLivePeers is returned by [Selection.Next] when no server of the group
 // can be used. The error returned wraps it with the group's name, in NGINX's
-// words: `no live upstreams while connecting to upstream "backend"`.
+// words: `no live upstreams while connecting to upstream "backend"` (hence no
+// "pool: " prefix: the text is the one NGINX users search their logs for).
 var ErrNoLivePeers = errors.New("no live upstreams")
 
 // ErrNoTriesLeft is returned by [Selection.Next] when the session has used
