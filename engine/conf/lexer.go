@@ -19,6 +19,7 @@ type directive struct {
 	pos     Pos // line of the ";" or "{" that ends the directive
 	isBlock bool
 	block   []*directive
+	end     Pos // line of the closing "}" of a block
 }
 
 // What read found at the end of a directive.
@@ -254,6 +255,7 @@ func (l *lexer) block(inBlock bool) ([]*directive, error) {
 			if d.block, err = l.block(true); err != nil {
 				return nil, err
 			}
+			d.end = l.pos()
 		}
 		list = append(list, d)
 	}

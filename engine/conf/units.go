@@ -2,6 +2,7 @@ package conf
 
 import (
 	"math"
+	"strconv"
 	"strings"
 	"time"
 )
@@ -224,24 +225,4 @@ func formatSize(n int64) string {
 	return itoa64(n)
 }
 
-func itoa64(n int64) string {
-	if n == 0 {
-		return "0"
-	}
-	neg := n < 0
-	if neg {
-		n = -n
-	}
-	var buf [20]byte
-	i := len(buf)
-	for n > 0 {
-		i--
-		buf[i] = byte('0' + n%10)
-		n /= 10
-	}
-	if neg {
-		i--
-		buf[i] = '-'
-	}
-	return string(buf[i:])
-}
+func itoa64(n int64) string { return strconv.FormatInt(n, 10) }

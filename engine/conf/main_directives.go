@@ -1,0 +1,206 @@
+package conf
+
+import (
+	"strings"
+)
+
+func (p *parser) dupMain(d *directive) error {
+	if p.seenMain == nil {
+		p.seenMain = map[string]bool{}
+	}
+	if p.seenMain[d.name] {
+		return Errorf(d.pos, "%q directive is duplicate", d.name)
+	}
+	p.seenMain[d.name] = true
+	p.cfg.Main.Pos[d.name] = d.pos
+	return nil
+}
+
+func (p *parser) workerProcesses(d *directive, _ ctx) error {
+	if err := p.dupMain(d); err != nil {
+		return err
+	}
+	if d.args[0] == "auto" {
+		p.cfg.Main.WorkerProcesses = 0
+		return nil
+	}
+	n, ok := atoiInt(d.args[0])
+	if !ok {
+		return Errorf(d.pos, "%q directive invalid value", d.name)
+	}
+	if n == 0 {
+		p.warnf(d.pos, "\"worker_processes 0\" runs one event loop")
+		n = 1
+	}
+	p.cfg.Main.WorkerProcesses = n
+	return nil
+}
+
+// workerCPUAffinity is `auto [mask]` or one mask of 0/1 characters per
+// event loop, CPU 0 rightmost.
+func (p *parser) workerCPUAffinity(d *directive, _ ctx) error {
+	if err := p.dupMain(d); err != nil {
+		return err
+	}
+	aff := CPUAffinity{}
+	args := d.args
+	if args[0] == "auto" {
+		if len(args) > 2 {
+			return Errorf(d.pos, "invalid number of arguments in %q directive", d.name)
+		}
+		aff.Auto = true
+		args = args[1:]
+	}
+	for _, a := range args {
+		if len(a) > 64 {
+			return Errorf(d.pos, "\"worker_cpu_affinity\" supports up to 64 CPUs only")
+		}
+		var mask uint64
+		for i := 0; i < len(a); i++ {
+			c := a[len(a)-1-i]
+			switch c {
+			case '0':
+			case '1':
+				mask |= 1 << i
+			case ' ':
+			default:
+				return Errorf(d.pos, "invalid character \"%c\" in \"worker_cpu_affinity\"", c)
+			}
+		}
+		aff.Masks = append(aff.Masks, mask)
+	}
+	p.cfg.Main.CPUAffinity = aff
+	return nil
+}
+
+func (p *parser) workerRlimitNofile(d *directive, _ ctx) error {
+	if err := p.dupMain(d); err != nil {
+		return err
+	}
+	return numArg(d, &p.cfg.Main.RlimitNofile)
+}
+
+func (p *parser) pid(d *directive, _ ctx) error {
+	if err := p.dupMain(d); err != nil {
+		return err
+	}
+	if d.args[0] == "off" {
+		p.cfg.Main.PID = ""
+		return nil
+	}
+	p.cfg.Main.PID = p.prefixPath(d.args[0])
+	return nil
+}
+
+func (p *parser) daemon(d *directive, _ ctx) error {
+	if err := p.dupMain(d); err != nil {
+		return err
+	}
+	if err := flagArg(d, &p.cfg.Main.Daemon); err != nil {
+		return err
+	}
+	p.cfg.Main.DaemonPos = d.pos
+	if p.cfg.Main.Daemon {
+		p.warnf(d.pos, "\"daemon on\" is ignored: tlsrelay always runs in the foreground")
+	}
+	return nil
+}
+
+func (p *parser) events(d *directive, _ ctx) error {
+	if err := p.dupMain(d); err != nil {
+		return err
+	}
+	return p.walk(d.block, ctxEvents)
+}
+
+func (p *parser) workerConnections(d *directive, _ ctx) error {
+	if err := p.dupMain(d); err != nil {
+		return err
+	}
+	if err := numArg(d, &p.cfg.Main.WorkerConnections); err != nil {
+		return err
+	}
+	return nil
+}
+
+func (p *parser) ignoredEvents(d *directive, _ ctx) error {
+	if err := p.dupMain(d); err != nil {
+		return err
+	}
+	p.warnf(d.pos, "%q directive is ignored", d.name)
+	return nil
+}
+
+func (p *parser) ignoredEventsFlag(d *directive, _ ctx) error {
+	if err := p.dupMain(d); err != nil {
+		return err
+	}
+	var b bool
+	if err := flagArg(d, &b); err != nil {
+		return err
+	}
+	p.warnf(d.pos, "%q directive is ignored", d.name)
+	return nil
+}
+
+func (p *parser) mainErrorLog(d *directive, _ ctx) error {
+	l, err := parseErrorLog(p, d)
+	if err != nil {
+		return err
+	}
+	p.cfg.Main.ErrorLog = append(p.cfg.Main.ErrorLog, l)
+	return nil
+}
+
+func mergeErrorLog(p *parser, m *mergeable, d *directive) error {
+	l, err := parseErrorLog(p, d)
+	if err != nil {
+		return err
+	}
+	m.ErrorLogs = append(m.ErrorLogs, l)
+	return nil
+}
+
+// parseErrorLog is `error_log file [level]` (ngx_log_set_levels): one
+// level, plus any debug_* masks, which tlsrelay treats as debug.
+func parseErrorLog(p *parser, d *directive) (ErrorLog, error) {
+	l := ErrorLog{Path: p.prefixPath(d.args[0]), Level: "error", Pos: d.pos}
+	levelSet := false
+	for _, a := range d.args[1:] {
+		switch a {
+		case "debug", "info", "notice", "warn", "error", "crit", "alert", "emerg":
+			if levelSet {
+				return ErrorLog{}, Errorf(d.pos, "duplicate log level %q", a)
+			}
+			l.Level, levelSet = a, true
+		default:
+			if !strings.HasPrefix(a, "debug_") || !isDebugMask(a) {
+				return ErrorLog{}, Errorf(d.pos, "invalid log level %q", a)
+			}
+			if !levelSet {
+				l.Level = "debug"
+			}
+		}
+	}
+	return l, nil
+}
+
+func isDebugMask(s string) bool {
+	switch s {
+	case "debug_core", "debug_alloc", "debug_mutex", "debug_event", "debug_http", "debug_mail", "debug_stream":
+		return true
+	}
+	return false
+}
+
+func (p *parser) ignoredNumber(d *directive, _ ctx) error {
+	if p.streamSeen[d.name] {
+		return Errorf(d.pos, "%q directive is duplicate", d.name)
+	}
+	p.streamSeen[d.name] = true
+	var n int64
+	if err := sizeArg(d, &n); err != nil {
+		return err
+	}
+	return nil
+}

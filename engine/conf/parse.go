@@ -1,0 +1,311 @@
+package conf
+
+import (
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+	"syscall"
+	"unicode"
+)
+
+// LoadOptions are the command-line inputs to Load and Parse.
+type LoadOptions struct {
+	// Prefix is NGINX's -p: relative pid and error_log paths are taken
+	// from it. "": the directory of the configuration file.
+	Prefix string
+	// Directives is NGINX's -g: main-context directives parsed after the
+	// file, as if appended to it.
+	Directives string
+}
+
+// maxIncludeDepth bounds nested includes (NGINX has no bound and recurses
+// until it runs out of file descriptors on an include loop).
+const maxIncludeDepth = 32
+
+// Load reads the configuration file at path with its includes and returns
+// it validated, with the warnings to print (skipped NGINX directives,
+// deprecated forms). Errors are *Error values with a position.
+func Load(path string, opts LoadOptions) (*Config, []Warning, error) {
+	abs, err := filepath.Abs(path)
+	if err != nil {
+		return nil, nil, fmt.Errorf("resolving %s: %w", path, err)
+	}
+	src, err := os.ReadFile(abs)
+	if err != nil {
+		return nil, nil, openError(Pos{}, abs, err)
+	}
+	return Parse(abs, src, opts)
+}
+
+// Parse is Load for a configuration already in memory; name stands for its
+// file name in positions, and its directory is where relative includes and
+// certificate paths are taken from (the current directory when name has
+// none).
+func Parse(name string, src []byte, opts LoadOptions) (*Config, []Warning, error) {
+	confPrefix := filepath.Dir(name)
+	if abs, err := filepath.Abs(confPrefix); err == nil {
+		confPrefix = abs
+	}
+	prefix := opts.Prefix
+	if prefix == "" {
+		prefix = confPrefix
+	} else if abs, err := filepath.Abs(prefix); err == nil {
+		prefix = abs
+	}
+	p := &parser{
+		cfg: &Config{
+			File:       name,
+			Prefix:     prefix,
+			ConfPrefix: confPrefix,
+			Main: Main{
+				WorkerProcesses:   1,
+				Daemon:            true,
+				WorkerConnections: 512,
+				Pos:               map[string]Pos{},
+			},
+		},
+	}
+	tree, err := parseTree(name, src, false)
+	if err != nil {
+		return nil, nil, err
+	}
+	if err := p.walk(tree, ctxMain); err != nil {
+		return nil, p.warnings, err
+	}
+	if opts.Directives != "" {
+		tree, err := parseTree(commandLine, []byte(opts.Directives), true)
+		if err != nil {
+			return nil, p.warnings, err
+		}
+		if err := p.walk(tree, ctxMain); err != nil {
+			return nil, p.warnings, err
+		}
+	}
+	if err := p.finish(); err != nil {
+		return nil, p.warnings, err
+	}
+	return p.cfg, p.warnings, nil
+}
+
+// ctx is a configuration context, a bit so a directive can allow several.
+type ctx uint
+
+const (
+	ctxMain ctx = 1 << iota
+	ctxEvents
+	ctxStream
+	ctxServer
+	ctxUpstream
+	ctxSkipped // inside a skipped block (http, mail): nothing is looked at
+)
+
+// level is the stream or a server level of the mergeable settings: the
+// directives written there (by name, in order) and their values applied to
+// defaults, kept for duplicate checks and for stream-level inheritance.
+type level struct {
+	m   mergeable
+	set map[string][]*directive
+}
+
+func newLevel() *level {
+	return &level{m: defaultMergeable(), set: map[string][]*directive{}}
+}
+
+// serverState is a server block being parsed.
+type serverState struct {
+	srv *Server
+	lvl *level
+	end Pos
+}
+
+// parser walks directive trees and builds the Config.
+type parser struct {
+	cfg      *Config
+	warnings []Warning
+	depth    int  // include depth
+	replay   bool // re-applying directives when inheriting: no warnings
+
+	seenMain    map[string]bool
+	streamLvl   *level
+	streamSeen  map[string]bool
+	servers     []*serverState
+	server      *serverState // the server block being parsed
+	upstream    *Upstream    // the upstream block being parsed
+	upSeen      map[string]bool
+	zoneSizes   map[string]int64
+	zoneUsers   map[string]Pos
+	backupPos   map[*Upstream]Pos // first backup server of each block
+	listenAddrs map[string]bool
+}
+
+func (p *parser) warnf(pos Pos, format string, args ...any) {
+	if p.replay {
+		return
+	}
+	p.warnings = append(p.warnings, Warning{Pos: pos, Msg: fmt.Sprintf(format, args...)})
+}
+
+func (p *parser) walk(list []*directive, c ctx) error {
+	for _, d := range list {
+		if err := p.dispatch(d, c); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// dispatch runs one directive in context c with NGINX's checks in NGINX's
+// order: known name, context, block or not, number of arguments.
+func (p *parser) dispatch(d *directive, c ctx) error {
+	if d.name == "include" {
+		return p.include(d, c)
+	}
+	if to, ok := deprecatedAlias(d.name); ok {
+		p.warnf(d.pos, "the %q directive is deprecated, use the %q directive instead", d.name, to)
+		alias := *d
+		alias.name = to
+		d = &alias
+	}
+	specs := specsFor(d.name)
+	if len(specs) == 0 {
+		switch {
+		case isSkipped(d.name):
+			if c != ctxMain {
+				return Errorf(d.pos, "%q directive is not allowed here", d.name)
+			}
+			p.warnf(d.pos, "%q directive is ignored: tlsrelay is a stream proxy only", d.name)
+			return nil
+		case isUnsupported(d.name):
+			return Errorf(d.pos, "%q is not supported", d.name)
+		}
+		return Errorf(d.pos, "unknown directive %q", d.name)
+	}
+	for _, s := range specs {
+		if s.ctx&c == 0 {
+			continue
+		}
+		if !s.block && d.isBlock {
+			return Errorf(d.pos, "directive %q is not terminated by \";\"", d.name)
+		}
+		if s.block && !d.isBlock {
+			return Errorf(d.pos, "directive %q has no opening \"{\"", d.name)
+		}
+		if n := len(d.args); n < s.min || (s.max >= 0 && n > s.max) {
+			return Errorf(d.pos, "invalid number of arguments in %q directive", d.name)
+		}
+		if s.merge != nil {
+			return p.mergeable(d, c, s)
+		}
+		return s.fn(p, d, c)
+	}
+	return Errorf(d.pos, "%q directive is not allowed here", d.name)
+}
+
+// mergeable records a directive that may appear at stream and server
+// level: checks duplicates at its level and validates it by applying it to
+// the level's values.
+func (p *parser) mergeable(d *directive, c ctx, s spec) error {
+	lvl := p.streamLvl
+	if c == ctxServer {
+		lvl = p.server.lvl
+	}
+	prev := lvl.set[d.name]
+	if len(prev) > 0 && !s.multi {
+		return Errorf(d.pos, "%q directive is duplicate", d.name)
+	}
+	if len(prev) == 0 && s.reset != nil {
+		s.reset(&lvl.m)
+	}
+	if err := s.merge(p, &lvl.m, d); err != nil {
+		return err
+	}
+	lvl.m.setPos(d.name, d.pos)
+	lvl.set[d.name] = append(prev, d)
+	return nil
+}
+
+// include reads the files an include names and runs their directives in
+// the current context. Relative names are taken from the directory of the
+// main file; a glob matching nothing is fine, a missing plain file is not.
+func (p *parser) include(d *directive, c ctx) error {
+	if len(d.args) != 1 || d.isBlock {
+		if d.isBlock {
+			return Errorf(d.pos, "directive \"include\" is not terminated by \";\"")
+		}
+		return Errorf(d.pos, "invalid number of arguments in \"include\" directive")
+	}
+	if p.depth >= maxIncludeDepth {
+		return Errorf(d.pos, "too many nested includes (%d): include loop?", maxIncludeDepth)
+	}
+	name := p.confPath(d.args[0])
+	files := []string{name}
+	if strings.ContainsAny(name, "*?[") {
+		m, err := filepath.Glob(name)
+		if err != nil {
+			return Errorf(d.pos, "glob() %q failed: %v", name, err)
+		}
+		sort.Strings(m)
+		files = m
+	}
+	for _, f := range files {
+		src, err := os.ReadFile(f)
+		if err != nil {
+			return openError(d.pos, f, err)
+		}
+		tree, err := parseTree(f, src, false)
+		if err != nil {
+			return err
+		}
+		p.depth++
+		err = p.walk(tree, c)
+		p.depth--
+		if err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// openError words a failed open like NGINX: open() "x" failed (2: No such
+// file or directory).
+func openError(pos Pos, name string, err error) error {
+	var errno syscall.Errno
+	if errors.As(err, &errno) {
+		msg := []rune(errno.Error())
+		if len(msg) > 0 {
+			msg[0] = unicode.ToUpper(msg[0])
+		}
+		return &Error{Pos: pos, Level: LevelEmerg, Err: err,
+			Msg: fmt.Sprintf("open() %q failed (%d: %s)", name, int(errno), string(msg))}
+	}
+	var pe *fs.PathError
+	if errors.As(err, &pe) {
+		err = pe.Err
+	}
+	return &Error{Pos: pos, Level: LevelEmerg, Err: err, Msg: fmt.Sprintf("open() %q failed (%v)", name, err)}
+}
+
+// confPath makes a file name absolute against the configuration prefix
+// (the main file's directory), as ngx_conf_full_name(..., 1). Names with
+// variables are returned as written.
+func (p *parser) confPath(name string) string {
+	if name == "" || filepath.IsAbs(name) || strings.Contains(name, "$") {
+		return name
+	}
+	return filepath.Join(p.cfg.ConfPrefix, name)
+}
+
+// prefixPath makes a file name absolute against the prefix (-p), as
+// ngx_conf_full_name(..., 0) does for pid and logs. "stderr", syslog: and
+// memory: targets and names with variables are returned as written.
+func (p *parser) prefixPath(name string) string {
+	if name == "" || name == "stderr" || filepath.IsAbs(name) || strings.Contains(name, "$") ||
+		strings.HasPrefix(name, "syslog:") || strings.HasPrefix(name, "memory:") {
+		return name
+	}
+	return filepath.Join(p.cfg.Prefix, name)
+}

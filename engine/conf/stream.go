@@ -1,0 +1,690 @@
+package conf
+
+import (
+	"net"
+	"strconv"
+	"strings"
+)
+
+func (p *parser) stream(d *directive, _ ctx) error {
+	if err := p.dupMain(d); err != nil {
+		return err
+	}
+	p.cfg.Stream = &Stream{Pos: d.pos, LogFormats: map[string]*LogFormat{}}
+	p.streamLvl = newLevel()
+	p.streamSeen = map[string]bool{}
+	p.zoneSizes = map[string]int64{}
+	p.zoneUsers = map[string]Pos{}
+	p.backupPos = map[*Upstream]Pos{}
+	p.listenAddrs = map[string]bool{}
+	return p.walk(d.block, ctxStream)
+}
+
+func (p *parser) serverBlock(d *directive, _ ctx) error {
+	st := &serverState{srv: &Server{Pos: d.pos}, lvl: newLevel(), end: d.end}
+	p.server = st
+	defer func() { p.server = nil }()
+	if err := p.walk(d.block, ctxServer); err != nil {
+		return err
+	}
+	if len(st.srv.Listen) == 0 {
+		return Errorf(d.end, "no \"listen\" is defined for server")
+	}
+	p.servers = append(p.servers, st)
+	p.cfg.Stream.Servers = append(p.cfg.Stream.Servers, st.srv)
+	return nil
+}
+
+// listen parses `listen address [parameters]` (ngx_stream_core_listen).
+func (p *parser) listen(d *directive, _ ctx) error {
+	l := Listen{Pos: d.pos, Network: "tcp", Backlog: 511, IPv6Only: true}
+	addr, err := listenAddr(d.args[0])
+	if err != "" {
+		return Errorf(d.pos, "%s in %q of the \"listen\" directive", err, d.args[0])
+	}
+	l.Addr = addr
+	if strings.HasPrefix(addr, "unix:") {
+		l.Network = "unix"
+	}
+	for _, a := range d.args[1:] {
+		name, val, hasVal := strings.Cut(a, "=")
+		switch {
+		case a == "bind":
+			l.Bind = true
+		case a == "reuseport":
+			l.ReusePort = true
+		case a == "proxy_protocol":
+			l.ProxyProtocol = true
+		case a == "deferred":
+			l.Deferred = true
+		case a == "default_server":
+			l.DefaultServer = true
+		case a == "udp", a == "ssl", a == "quic", name == "accept_filter", name == "setfib", a == "multipath":
+			return Errorf(d.pos, "\"listen ... %s\" is not supported", name)
+		case hasVal && name == "backlog":
+			n, ok := atoiInt(val)
+			if !ok || n == 0 {
+				return Errorf(d.pos, "invalid backlog %q", a)
+			}
+			l.Backlog = n
+		case hasVal && (name == "rcvbuf" || name == "sndbuf"):
+			n, ok := ParseSize(val)
+			if !ok {
+				return Errorf(d.pos, "invalid %s %q", name, val)
+			}
+			if name == "rcvbuf" {
+				l.Rcvbuf = n
+			} else {
+				l.Sndbuf = n
+			}
+		case hasVal && name == "fastopen":
+			n, ok := atoiInt(val)
+			if !ok {
+				return Errorf(d.pos, "invalid fastopen %q", a)
+			}
+			l.FastOpen = n
+		case hasVal && name == "ipv6only":
+			switch val {
+			case "on":
+				l.IPv6Only = true
+			case "off":
+				l.IPv6Only = false
+			default:
+				return Errorf(d.pos, "invalid ipv6only flags %q", val)
+			}
+			l.Bind = true
+		case hasVal && name == "so_keepalive":
+			ka, ok := parseKeepAlive(val)
+			if !ok {
+				return Errorf(d.pos, "invalid so_keepalive value: %q", val)
+			}
+			l.KeepAlive = ka
+			l.Bind = true
+		default:
+			return Errorf(d.pos, "the invalid %q parameter", a)
+		}
+	}
+	if p.listenAddrs[l.Addr] {
+		return Errorf(d.pos, "duplicate %q address and port pair", l.Addr)
+	}
+	p.listenAddrs[l.Addr] = true
+	p.server.srv.Listen = append(p.server.srv.Listen, l)
+	return nil
+}
+
+// listenAddr normalises a listen address: a bare port becomes
+// 0.0.0.0:port, "*" becomes 0.0.0.0. Unlike NGINX, an address without a
+// port is an error. It returns NGINX's error text.
+func listenAddr(s string) (string, string) {
+	if strings.HasPrefix(s, "unix:") {
+		if len(s) == len("unix:") {
+			return "", "no path in the unix domain socket"
+		}
+		return s, ""
+	}
+	if strings.Contains(s, "-") && !strings.HasPrefix(s, "[") {
+		return "", "port ranges are not supported"
+	}
+	if n, ok := atoi(s); ok {
+		if n < 1 || n > 65535 {
+			return "", "invalid port"
+		}
+		return "0.0.0.0:" + s, ""
+	}
+	host, port, errText := splitHostPort(s)
+	if errText != "" {
+		return "", errText
+	}
+	if port == 0 {
+		return "", "no port"
+	}
+	if host == "" {
+		return "", "no host"
+	}
+	if host == "*" {
+		host = "0.0.0.0"
+	}
+	return net.JoinHostPort(host, strconv.Itoa(port)), ""
+}
+
+// splitHostPort splits "host:port", "[v6]:port", "host" or "[v6]" as
+// ngx_parse_inet_url does; port 0 means none was given. It returns
+// NGINX's error texts ("invalid port", "invalid host", ...).
+func splitHostPort(s string) (string, int, string) {
+	host, rest := s, ""
+	if strings.HasPrefix(s, "[") {
+		end := strings.IndexByte(s, ']')
+		if end < 0 {
+			return "", 0, "invalid host"
+		}
+		host, rest = s[1:end], s[end+1:]
+		if ip := net.ParseIP(host); ip == nil || ip.To4() != nil && !strings.Contains(host, ":") {
+			return "", 0, "invalid IPv6 address"
+		}
+		if rest == "" {
+			return host, 0, ""
+		}
+		if rest[0] != ':' {
+			return "", 0, "invalid host"
+		}
+		rest = rest[1:]
+	} else if i := strings.LastIndexByte(s, ':'); i >= 0 {
+		host, rest = s[:i], s[i+1:]
+		if strings.Contains(host, ":") {
+			return "", 0, "invalid host"
+		}
+	} else {
+		return s, 0, ""
+	}
+	n, ok := atoi(rest)
+	if !ok || n < 1 || n > 65535 {
+		return "", 0, "invalid port"
+	}
+	return host, int(n), ""
+}
+
+// parseKeepAlive parses so_keepalive=on|off|[idle]:[intvl]:[cnt].
+func parseKeepAlive(v string) (KeepAlive, bool) {
+	switch v {
+	case "on":
+		return KeepAlive{Mode: 1}, true
+	case "off":
+		return KeepAlive{Mode: -1}, true
+	}
+	parts := strings.Split(v, ":")
+	if len(parts) != 3 {
+		return KeepAlive{}, false
+	}
+	ka := KeepAlive{Mode: 2}
+	set := false
+	if parts[0] != "" {
+		t, ok := ParseDuration(parts[0], true)
+		if !ok || t == 0 {
+			return KeepAlive{}, false
+		}
+		ka.Idle, set = t, true
+	}
+	if parts[1] != "" {
+		t, ok := ParseDuration(parts[1], true)
+		if !ok || t == 0 {
+			return KeepAlive{}, false
+		}
+		ka.Intvl, set = t, true
+	}
+	if parts[2] != "" {
+		n, ok := atoiInt(parts[2])
+		if !ok || n == 0 {
+			return KeepAlive{}, false
+		}
+		ka.Cnt, set = n, true
+	}
+	return ka, set
+}
+
+func (p *parser) proxyPass(d *directive, _ ctx) error {
+	srv := p.server.srv
+	if srv.ProxyPass != "" {
+		return Errorf(d.pos, "%q directive is duplicate", d.name)
+	}
+	v := d.args[0]
+	srv.ProxyPass, srv.ProxyPassPos = v, d.pos
+	if strings.Contains(v, "$") {
+		srv.ProxyPassVariables = true
+		return nil
+	}
+	if strings.HasPrefix(v, "unix:") {
+		if len(v) == len("unix:") {
+			return Errorf(d.pos, "no path in the unix domain socket in upstream %q", v)
+		}
+		return nil
+	}
+	host, _, errText := splitHostPort(v)
+	if errText == "" && host == "" {
+		errText = "no host"
+	}
+	if errText != "" {
+		return Errorf(d.pos, "%s in upstream %q", errText, v)
+	}
+	return nil
+}
+
+// upstreamBlock is `upstream name { ... }`.
+func (p *parser) upstreamBlock(d *directive, _ ctx) error {
+	name := d.args[0]
+	for _, u := range p.cfg.Stream.Upstreams {
+		if strings.EqualFold(u.Name, name) {
+			return Errorf(d.pos, "duplicate upstream %q", name)
+		}
+	}
+	u := &Upstream{Name: name, Pos: d.pos}
+	p.upstream, p.upSeen = u, map[string]bool{}
+	defer func() { p.upstream, p.upSeen = nil, nil }()
+	if err := p.walk(d.block, ctxUpstream); err != nil {
+		return err
+	}
+	if len(u.Servers) == 0 {
+		return Errorf(d.end, "no servers are inside upstream")
+	}
+	p.cfg.Stream.Upstreams = append(p.cfg.Stream.Upstreams, u)
+	return nil
+}
+
+// upstreamServer is `server address [parameters]` in an upstream block.
+func (p *parser) upstreamServer(d *directive, _ ctx) error {
+	u := p.upstream
+	s := UpstreamServer{Pos: d.pos, Addr: d.args[0], Weight: 1, MaxFails: 1, FailTimeout: 10e9}
+	for _, a := range d.args[1:] {
+		name, val, hasVal := strings.Cut(a, "=")
+		bad := false
+		switch {
+		case hasVal && name == "weight":
+			n, ok := atoiInt(val)
+			bad = !ok || n == 0
+			s.Weight = n
+		case hasVal && name == "max_conns":
+			n, ok := atoiInt(val)
+			bad = !ok
+			s.MaxConns = n
+		case hasVal && name == "max_fails":
+			n, ok := atoiInt(val)
+			bad = !ok
+			s.MaxFails = n
+		case hasVal && name == "fail_timeout":
+			t, ok := ParseDuration(val, true)
+			bad = !ok
+			s.FailTimeout = t
+		case hasVal && name == "service":
+			bad = val == ""
+			s.Service = val
+		case hasVal && name == "slow_start":
+			return Errorf(d.pos, "\"server ... slow_start\" is not supported")
+		case !hasVal && a == "backup":
+			if u.Method == "hash" || u.Method == "random" {
+				return Errorf(d.pos, "balancing method does not support parameter %q", a)
+			}
+			s.Backup = true
+			if _, ok := p.backupPos[u]; !ok {
+				p.backupPos[u] = d.pos
+			}
+		case !hasVal && a == "down":
+			s.Down = true
+		case !hasVal && a == "resolve":
+			s.Resolve = true
+		default:
+			bad = true
+		}
+		if bad {
+			return Errorf(d.pos, "invalid parameter %q", a)
+		}
+	}
+	if s.Service != "" && !s.Resolve {
+		return Errorf(d.pos, "service upstream %q requires \"resolve\" parameter", s.Addr)
+	}
+	if strings.HasPrefix(s.Addr, "unix:") {
+		if len(s.Addr) == len("unix:") {
+			return Errorf(d.pos, "no path in the unix domain socket in upstream %q", s.Addr)
+		}
+		s.Unix, s.Host = true, s.Addr[len("unix:"):]
+	} else {
+		host, port, errText := splitHostPort(s.Addr)
+		switch {
+		case errText != "":
+		case host == "":
+			errText = "no host"
+		case port == 0 && s.Service == "":
+			errText = "no port"
+		case port != 0 && s.Service != "":
+			return Errorf(d.pos, "service upstream %q may not have port", s.Addr)
+		}
+		if errText != "" {
+			return Errorf(d.pos, "%s in upstream %q", errText, s.Addr)
+		}
+		s.Host, s.Port = host, port
+	}
+	u.Servers = append(u.Servers, s)
+	return nil
+}
+
+// setMethod records the balancing method, warning as NGINX does when an
+// upstream sets two.
+func (p *parser) setMethod(d *directive, method string) error {
+	u := p.upstream
+	if u.Method != "" || p.upSeen["method"] {
+		p.warnf(d.pos, "load balancing method redefined")
+	}
+	p.upSeen["method"] = true
+	if _, ok := p.backupPos[u]; ok && (method == "hash" || method == "random") {
+		return Errorf(d.pos, "balancing method does not support parameter \"backup\"")
+	}
+	u.Method, u.MethodPos = method, d.pos
+	u.HashKey, u.Consistent, u.RandomTwo, u.LeastTime, u.LeastTimeInflight = "", false, false, "", false
+	return nil
+}
+
+func (p *parser) hash(d *directive, _ ctx) error {
+	if len(d.args) == 2 && d.args[1] != "consistent" {
+		return Errorf(d.pos, "invalid parameter %q", d.args[1])
+	}
+	if err := p.setMethod(d, "hash"); err != nil {
+		return err
+	}
+	p.upstream.HashKey = d.args[0]
+	p.upstream.Consistent = len(d.args) == 2
+	return nil
+}
+
+func (p *parser) random(d *directive, _ ctx) error {
+	two := false
+	if len(d.args) > 0 {
+		if d.args[0] != "two" {
+			return Errorf(d.pos, "invalid parameter %q", d.args[0])
+		}
+		two = true
+		if len(d.args) == 2 {
+			switch {
+			case d.args[1] == "least_conn":
+			case strings.HasPrefix(d.args[1], "least_time="):
+				return Errorf(d.pos, "\"random two least_time\" is not supported")
+			default:
+				return Errorf(d.pos, "invalid parameter %q", d.args[1])
+			}
+		}
+	}
+	if err := p.setMethod(d, "random"); err != nil {
+		return err
+	}
+	p.upstream.RandomTwo = two
+	return nil
+}
+
+func (p *parser) leastConn(d *directive, _ ctx) error {
+	return p.setMethod(d, "least_conn")
+}
+
+func (p *parser) leastTime(d *directive, _ ctx) error {
+	switch d.args[0] {
+	case "connect", "first_byte", "last_byte":
+	default:
+		return Errorf(d.pos, "invalid parameter %q", d.args[0])
+	}
+	if len(d.args) == 2 && d.args[1] != "inflight" {
+		return Errorf(d.pos, "invalid parameter %q", d.args[1])
+	}
+	if err := p.setMethod(d, "least_time"); err != nil {
+		return err
+	}
+	p.upstream.LeastTime = d.args[0]
+	p.upstream.LeastTimeInflight = len(d.args) == 2
+	return nil
+}
+
+// zone is `zone name [size]`; NGINX needs a size somewhere for each name
+// (checked in finish) and at least 8 pages.
+func (p *parser) zone(d *directive, _ ctx) error {
+	u := p.upstream
+	if u.Zone != "" {
+		return Errorf(d.pos, "%q directive is duplicate", d.name)
+	}
+	u.Zone = d.args[0]
+	if len(d.args) == 2 {
+		n, ok := ParseSize(d.args[1])
+		if !ok {
+			return Errorf(d.pos, "invalid zone size %q", d.args[1])
+		}
+		if n < 8*4096 {
+			return Errorf(d.pos, "zone %q is too small", d.args[1])
+		}
+		u.ZoneSize = n
+		if prev, ok := p.zoneSizes[u.Zone]; ok && prev != n && prev != 0 {
+			return Errorf(d.pos, "the size %d of shared memory zone %q conflicts with already declared size %d",
+				n, u.Zone, prev)
+		}
+		p.zoneSizes[u.Zone] = n
+	} else if _, ok := p.zoneSizes[u.Zone]; !ok {
+		p.zoneSizes[u.Zone] = 0
+	}
+	if _, ok := p.zoneUsers[u.Zone]; !ok {
+		p.zoneUsers[u.Zone] = d.pos
+	}
+	return nil
+}
+
+func (p *parser) upstreamResolver(d *directive, _ ctx) error {
+	if p.upstream.Resolver != nil {
+		return Errorf(d.pos, "%q directive is duplicate", d.name)
+	}
+	r, err := parseResolver(d)
+	p.upstream.Resolver = r
+	return err
+}
+
+func (p *parser) upstreamResolverTimeout(d *directive, _ ctx) error {
+	if p.upSeen[d.name] {
+		return Errorf(d.pos, "%q directive is duplicate", d.name)
+	}
+	p.upSeen[d.name] = true
+	return msecArg(d, &p.upstream.ResolverTimeout)
+}
+
+// parseResolver is `resolver address ... [valid=time] [ipv4=on|off]
+// [ipv6=on|off]`.
+func parseResolver(d *directive) (*Resolver, error) {
+	r := &Resolver{IPv4: true, IPv6: true, Pos: d.pos}
+	for _, a := range d.args {
+		name, val, hasVal := strings.Cut(a, "=")
+		switch {
+		case hasVal && name == "valid":
+			t, ok := ParseDuration(val, true)
+			if !ok {
+				return nil, Errorf(d.pos, "invalid parameter: %s", a)
+			}
+			r.Valid = t
+		case hasVal && (name == "ipv4" || name == "ipv6"):
+			var on bool
+			switch val {
+			case "on":
+				on = true
+			case "off":
+			default:
+				return nil, Errorf(d.pos, "invalid parameter: %s", a)
+			}
+			if name == "ipv4" {
+				r.IPv4 = on
+			} else {
+				r.IPv6 = on
+			}
+		case hasVal && name == "status_zone":
+			return nil, Errorf(d.pos, "\"resolver ... status_zone\" is not supported")
+		default:
+			host, _, errText := splitHostPort(a)
+			if errText != "" || host == "" {
+				return nil, Errorf(d.pos, "invalid resolver address %q", a)
+			}
+			r.Addrs = append(r.Addrs, a)
+		}
+	}
+	if !r.IPv4 && !r.IPv6 {
+		return nil, Errorf(d.pos, "\"ipv4\" and \"ipv6\" cannot both be \"off\"")
+	}
+	if len(r.Addrs) == 0 {
+		return nil, Errorf(d.pos, "no name servers defined")
+	}
+	return r, nil
+}
+
+// logFormat is `log_format name [escape=default|json|none] string ...`.
+func (p *parser) logFormat(d *directive, _ ctx) error {
+	name := d.args[0]
+	if _, ok := p.cfg.Stream.LogFormats[name]; ok {
+		return Errorf(d.pos, "duplicate \"log_format\" name %q", name)
+	}
+	f := &LogFormat{Name: name, Escape: "default", Pos: d.pos}
+	rest := d.args[1:]
+	if v, ok := strings.CutPrefix(rest[0], "escape="); ok {
+		switch v {
+		case "default", "json", "none":
+			f.Escape = v
+		default:
+			return Errorf(d.pos, "unknown log format escaping %q", v)
+		}
+		rest = rest[1:]
+		if len(rest) == 0 {
+			return Errorf(d.pos, "invalid number of arguments in \"log_format\" directive")
+		}
+	}
+	f.Format = strings.Join(rest, "")
+	p.cfg.Stream.LogFormats[name] = f
+	return nil
+}
+
+// mergeAccessLog is `access_log path format [buffer=size] [gzip[=level]]
+// [flush=time] [if=condition] | off`.
+func mergeAccessLog(p *parser, m *mergeable, d *directive) error {
+	if d.args[0] == "off" {
+		if len(d.args) > 1 {
+			return Errorf(d.pos, "invalid parameter %q", d.args[1])
+		}
+		m.AccessLogs = append(m.AccessLogs, AccessLog{Pos: d.pos, Off: true})
+		return nil
+	}
+	l := AccessLog{Pos: d.pos, Path: p.prefixPath(d.args[0])}
+	if len(d.args) < 2 {
+		return Errorf(d.pos, "log format is not specified")
+	}
+	l.Format = d.args[1]
+	if _, ok := p.cfg.Stream.LogFormats[l.Format]; !ok {
+		return Errorf(d.pos, "unknown log format %q", l.Format)
+	}
+	for _, a := range d.args[2:] {
+		name, val, hasVal := strings.Cut(a, "=")
+		switch {
+		case hasVal && name == "buffer":
+			n, ok := ParseSize(val)
+			if !ok {
+				return Errorf(d.pos, "invalid buffer size %q", val)
+			}
+			l.Buffer = n
+		case name == "gzip":
+			l.Gzip = 1
+			if hasVal {
+				n, ok := atoiInt(val)
+				if !ok || n < 1 || n > 9 {
+					return Errorf(d.pos, "invalid compression level %q", val)
+				}
+				l.Gzip = n
+			}
+		case hasVal && name == "flush":
+			t, ok := ParseDuration(val, false)
+			if !ok {
+				return Errorf(d.pos, "invalid flush time %q", val)
+			}
+			l.Flush = t
+		case hasVal && name == "if":
+			l.If = val
+		default:
+			return Errorf(d.pos, "invalid parameter %q", a)
+		}
+	}
+	if l.Flush != 0 && l.Buffer == 0 && l.Gzip == 0 {
+		return Errorf(d.pos, "no buffer is defined for access_log %q", d.args[0])
+	}
+	if l.Gzip != 0 && l.Buffer == 0 {
+		l.Buffer = 64 << 10
+	}
+	m.AccessLogs = append(m.AccessLogs, l)
+	return nil
+}
+
+// mergeProxyBind is `proxy_bind address [transparent] | off`.
+func mergeProxyBind(p *parser, m *mergeable, d *directive) error {
+	if d.args[0] == "off" {
+		if len(d.args) > 1 {
+			return Errorf(d.pos, "invalid number of arguments in %q directive", d.name)
+		}
+		m.Proxy.Bind = nil
+		return nil
+	}
+	b := &Bind{Addr: d.args[0]}
+	if len(d.args) == 2 {
+		if d.args[1] != "transparent" {
+			return Errorf(d.pos, "invalid parameter %q", d.args[1])
+		}
+		b.Transparent = true
+	}
+	if !strings.Contains(b.Addr, "$") {
+		if net.ParseIP(strings.Trim(b.Addr, "[]")) == nil {
+			if _, _, errText := splitHostPort(b.Addr); errText != "" {
+				return Errorf(d.pos, "invalid address %q", b.Addr)
+			}
+		}
+	}
+	m.Proxy.Bind = b
+	return nil
+}
+
+// mergeProtocols is ngx_conf_set_bitmask_slot over the TLS versions: values
+// add up, repeated ones are warned about.
+func mergeProtocols(p *parser, m *mergeable, d *directive) error {
+	for _, a := range d.args {
+		canon := ""
+		for _, v := range []string{"SSLv2", "SSLv3", "TLSv1", "TLSv1.1", "TLSv1.2", "TLSv1.3"} {
+			if strings.EqualFold(a, v) {
+				canon = v
+			}
+		}
+		if canon == "" {
+			return Errorf(d.pos, "invalid value %q", a)
+		}
+		dup := false
+		for _, have := range m.Proxy.SSL.Protocols {
+			dup = dup || have == canon
+		}
+		if dup {
+			p.warnf(d.pos, "duplicate value %q", a)
+			continue
+		}
+		m.Proxy.SSL.Protocols = append(m.Proxy.SSL.Protocols, canon)
+	}
+	order := map[string]int{"SSLv2": 0, "SSLv3": 1, "TLSv1": 2, "TLSv1.1": 3, "TLSv1.2": 4, "TLSv1.3": 5}
+	ps := m.Proxy.SSL.Protocols
+	for i := 1; i < len(ps); i++ {
+		for j := i; j > 0 && order[ps[j]] < order[ps[j-1]]; j-- {
+			ps[j], ps[j-1] = ps[j-1], ps[j]
+		}
+	}
+	return nil
+}
+
+// mergeCertificateCache is `proxy_ssl_certificate_cache off | max=N
+// [inactive=time] [valid=time]`.
+func mergeCertificateCache(p *parser, m *mergeable, d *directive) error {
+	c := CertificateCache{Inactive: 10e9, Valid: 60e9}
+	if d.args[0] == "off" {
+		if len(d.args) > 1 {
+			return Errorf(d.pos, "invalid parameter %q", d.args[1])
+		}
+		m.Proxy.SSL.CertificateCache = c
+		return nil
+	}
+	for _, a := range d.args {
+		name, val, _ := strings.Cut(a, "=")
+		var ok bool
+		switch name {
+		case "max":
+			c.Max, ok = atoiInt(val)
+			ok = ok && c.Max > 0
+		case "inactive":
+			c.Inactive, ok = ParseDuration(val, true)
+		case "valid":
+			c.Valid, ok = ParseDuration(val, true)
+		}
+		if !ok {
+			return Errorf(d.pos, "invalid parameter %q", a)
+		}
+	}
+	if c.Max == 0 {
+		return Errorf(d.pos, "%q must have \"max\" parameter", d.name)
+	}
+	m.Proxy.SSL.CertificateCache = c
+	return nil
+}
