@@ -1,6 +1,7 @@
 package pool
 
 import (
+	"bufio"
 	"bytes"
 	"errors"
 	"fmt"
@@ -37,6 +38,9 @@ type diffCase struct {
 	bc       BalancerConfig
 	servers  []diffServer
 	conns    int
+	// hold keeps every connection open until the case ends, so that
+	// active connection counts (least_conn, max_conns) build up.
+	hold bool
 	// clientIP gives the source address of connection i (for hash
 	// $remote_addr); nil: 127.0.0.1.
 	clientIP func(i int) string
@@ -69,14 +73,26 @@ func TestNginxDifferential(t *testing.T) {
 			servers: []diffServer{{0, false, 1, ""}, {0, true, 2, ""}, {2, false, 1, "down"}, {3, false, 1, ""}, {4, false, 1, ""}}, conns: 60, clientIP: clientIPs},
 		{name: "chash", balancer: "hash $remote_addr consistent;", bc: BalancerConfig{Method: MethodHash, Key: "$remote_addr", Consistent: true},
 			servers: []diffServer{{0, false, 1, ""}, {1, false, 1, ""}, {2, false, 2, ""}, {3, false, 1, ""}}, conns: 60, clientIP: clientIPs},
+		{name: "least-conn-held", balancer: "least_conn;", bc: BalancerConfig{Method: MethodLeastConn}, hold: true,
+			servers: []diffServer{{0, false, 2, ""}, {1, false, 1, ""}, {2, true, 1, ""}, {3, false, 3, "max_conns=2"}, {4, false, 1, "max_conns=1"}}, conns: 20},
+		{name: "wrr-max-conns-held", hold: true,
+			servers: []diffServer{{0, false, 5, "max_conns=2"}, {1, false, 1, ""}, {2, false, 2, "max_conns=1"}}, conns: 12},
+		{name: "backup-max-conns-held", hold: true,
+			servers: []diffServer{{0, false, 1, "max_conns=2"}, {1, false, 2, "max_conns=1"}, {2, false, 1, "backup max_conns=3"}, {3, false, 1, "backup"}}, conns: 10},
+		{name: "least-conn-backup-held", balancer: "least_conn;", bc: BalancerConfig{Method: MethodLeastConn}, hold: true,
+			servers: []diffServer{{0, false, 1, "max_conns=1"}, {1, false, 1, "max_conns=2"}, {2, false, 1, "backup max_conns=2"}, {3, false, 2, "backup"}}, conns: 10},
+		{name: "all-full-held", hold: true,
+			servers: []diffServer{{0, false, 1, "max_conns=1"}, {1, true, 1, ""}, {2, false, 3, "max_conns=2"}}, conns: 6},
 		{name: "chash-dead-down", balancer: "hash $remote_addr consistent;", bc: BalancerConfig{Method: MethodHash, Key: "$remote_addr", Consistent: true},
 			servers: []diffServer{{0, false, 1, ""}, {0, true, 1, ""}, {2, false, 1, "down"}, {3, false, 2, ""}, {4, false, 1, ""}}, conns: 60, clientIP: clientIPs},
 	}
 
 	const nBackends = 5
 	backends := make([]string, nBackends)
+	holders := make([]string, nBackends)
 	for i := range backends {
-		backends[i] = startIndexBackend(t, i)
+		backends[i] = startIndexBackend(t, i, false)
+		holders[i] = startIndexBackend(t, i, true)
 	}
 
 	dir := t.TempDir()
@@ -97,6 +113,9 @@ func TestNginxDifferential(t *testing.T) {
 		}
 		for _, s := range c.servers {
 			addr := backends[s.backend]
+			if c.hold {
+				addr = holders[s.backend]
+			}
 			if s.dead {
 				addr = freePort(t)
 			}
@@ -110,6 +129,8 @@ func TestNginxDifferential(t *testing.T) {
 					sc.Backup = true
 				case strings.HasPrefix(p, "max_fails="):
 					sc.MaxFails, _ = strconv.Atoi(strings.TrimPrefix(p, "max_fails="))
+				case strings.HasPrefix(p, "max_conns="):
+					sc.MaxConns, _ = strconv.Atoi(strings.TrimPrefix(p, "max_conns="))
 				default:
 					t.Fatalf("test bug: param %q", p)
 				}
@@ -137,14 +158,18 @@ func TestNginxDifferential(t *testing.T) {
 		t.Run(c.name, func(t *testing.T) {
 			g := groups[ci]
 			now := time.Now()
+			live := backends
+			if c.hold {
+				live = holders
+			}
 			var got, want []string
 			for i := range c.conns {
 				ip := "127.0.0.1"
 				if c.clientIP != nil {
 					ip = c.clientIP(i)
 				}
-				got = append(got, connectThrough(t, listen[ci], ip))
-				want = append(want, simulate(g, ip, backends, now))
+				got = append(got, connectThrough(t, listen[ci], ip, c.hold))
+				want = append(want, simulate(g, ip, live, now, c.hold))
 			}
 			t.Logf("nginx: %v", got)
 			if !slices.Equal(got, want) {
@@ -156,8 +181,9 @@ func TestNginxDifferential(t *testing.T) {
 
 // simulate runs one client session through g the way the proxy does: try
 // peers until one is alive (dead addresses are not among backends) or none
-// is left. It returns the index of the backend that served, or "502".
-func simulate(g *Group, clientIP string, backends []string, now time.Time) string {
+// is left. It returns the index of the backend that served, or "502". With
+// hold, the session stays open.
+func simulate(g *Group, clientIP string, backends []string, now time.Time, hold bool) string {
 	s := g.NewSelection(clientIP, 0, now)
 	for {
 		p, err := s.Next(now)
@@ -178,24 +204,37 @@ func simulate(g *Group, clientIP string, backends []string, now time.Time) strin
 			continue
 		}
 		s.Connected(p, now)
-		s.Release(p)
+		if !hold {
+			s.Release(p)
+		}
 		return strconv.Itoa(idx)
 	}
 }
 
 // connectThrough connects to addr from clientIP and returns what the backend
-// behind it said (its index), or "502" when NGINX closed without data.
-func connectThrough(t *testing.T, addr, clientIP string) string {
+// behind it said (its index), or "502" when NGINX closed without data. With
+// hold, it reads only the index and leaves the connection open until the
+// test ends; otherwise it reads until the backend closed (and so NGINX ended
+// the session).
+func connectThrough(t *testing.T, addr, clientIP string, hold bool) string {
 	t.Helper()
 	d := net.Dialer{Timeout: 5 * time.Second, LocalAddr: &net.TCPAddr{IP: net.ParseIP(clientIP)}}
 	c, err := d.Dial("tcp", addr)
 	if err != nil {
 		t.Fatalf("connecting to nginx from %s: %v", clientIP, err)
 	}
-	defer c.Close()
 	if err := c.SetDeadline(time.Now().Add(10 * time.Second)); err != nil {
 		t.Fatal(err)
 	}
+	if hold {
+		t.Cleanup(func() { c.Close() })
+		line, err := bufio.NewReader(c).ReadString('\n')
+		if err != nil && len(line) == 0 {
+			return "502"
+		}
+		return strings.TrimSpace(line)
+	}
+	defer c.Close()
 	b, err := io.ReadAll(c)
 	if err != nil && !errors.Is(err, net.ErrClosed) && !isReset(err) {
 		t.Fatalf("reading from nginx: %v", err)
@@ -211,8 +250,9 @@ func isReset(err error) bool {
 	return errors.As(err, &ne) && strings.Contains(ne.Err.Error(), "reset")
 }
 
-// startIndexBackend serves i (as text) to every connection and closes it.
-func startIndexBackend(t *testing.T, i int) string {
+// startIndexBackend serves i (as text) to every connection and closes it;
+// with hold, it closes only when the other side has.
+func startIndexBackend(t *testing.T, i int, hold bool) string {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -226,6 +266,13 @@ func startIndexBackend(t *testing.T, i int) string {
 				return
 			}
 			fmt.Fprintf(c, "%d\n", i)
+			if hold {
+				go func() {
+					io.Copy(io.Discard, c)
+					c.Close()
+				}()
+				continue
+			}
 			c.Close()
 		}
 	}()
