@@ -333,3 +333,88 @@ func startNginx(t *testing.T, nginx, dir, confPath, probe string) {
 		time.Sleep(20 * time.Millisecond) // bounded poll for the listener, not a sync sleep
 	}
 }
+
+// TestNginxDifferentialRecovery checks the ban, the probe after fail_timeout
+// and the slow return of the effective weight against NGINX: a server that
+// refuses connections is banned, comes back to life, and is probed once its
+// fail_timeout (1s) is over. NGINX's clock has whole seconds, so the test
+// waits 2.5s, long enough that both agree the ban is over.
+func TestNginxDifferentialRecovery(t *testing.T) {
+	nginx, err := exec.LookPath("nginx")
+	if err != nil {
+		t.Skip("nginx not installed; .ci/run installs it")
+	}
+	if _, err := os.Stat(nginxStreamModule); err != nil {
+		t.Skip("nginx stream module not installed; .ci/run installs it")
+	}
+	if testing.Short() {
+		t.Skip("waits for a fail_timeout")
+	}
+	a := startIndexBackend(t, 0, false)
+	b := startIndexBackend(t, 2, false)
+	x := freePort(t) // dead until phase 2
+	dir := t.TempDir()
+	probe, listen := freePort(t), freePort(t)
+	conf := fmt.Sprintf(`load_module %s;
+worker_processes 1;
+pid %s;
+error_log %s info;
+events { worker_connections 64; }
+stream {
+  server { listen %s; proxy_pass %s; }
+  upstream recovery {
+    server %s weight=1;
+    server %s weight=3 max_fails=1 fail_timeout=1s;
+    server %s weight=1;
+  }
+  server { listen %s; proxy_pass recovery; }
+}
+`, nginxStreamModule, filepath.Join(dir, "nginx.pid"), filepath.Join(dir, "error.log"), probe, a, a, x, b, listen)
+	confPath := filepath.Join(dir, "nginx.conf")
+	if err := os.WriteFile(confPath, []byte(conf), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	g, err := NewGroup(GroupConfig{Name: "recovery", Servers: []ServerConfig{
+		NewServerConfig(a),
+		{Addr: x, Weight: 3, MaxFails: 1, FailTimeout: time.Second},
+		NewServerConfig(b),
+	}}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	startNginx(t, nginx, dir, confPath, probe)
+
+	run := func(phase string, n int, live []string) {
+		t.Helper()
+		var got, want []string
+		now := time.Now()
+		for range n {
+			got = append(got, connectThrough(t, listen, "127.0.0.1", false))
+			want = append(want, simulate(g, "127.0.0.1", live, now, false))
+		}
+		t.Logf("%s: nginx %v", phase, got)
+		if !slices.Equal(got, want) {
+			t.Errorf("%s: nginx and Group disagree\nnginx: %v\nGroup: %v", phase, got, want)
+		}
+	}
+	// x refuses: banned after its first failure.
+	run("banned", 8, []string{a, "", b})
+
+	ln, err := net.Listen("tcp", x)
+	if err != nil {
+		t.Skipf("cannot take %s back for the revived server: %v", x, err)
+	}
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			fmt.Fprintf(c, "1\n")
+			c.Close()
+		}
+	}()
+	t.Cleanup(func() { ln.Close() })
+	time.Sleep(2500 * time.Millisecond) // the fail_timeout under test
+	run("revived", 16, []string{a, x, b})
+}
