@@ -78,6 +78,7 @@
 // mutex per group guards the balancer state and the health counters, the
 // equivalent of NGINX's `zone` (state shared by all workers) rather than its
 // per-worker default. A Selection belongs to one session and is used from one
-// goroutine at a time (the session's event loop). Peer counters are atomics
+// goroutine at a time (the session's event loop, or the dial worker it is
+// handed to for the duration of a dial job). Peer counters are atomics
 // and may be read from any goroutine.
 package pool

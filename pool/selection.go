@@ -6,8 +6,10 @@ import (
 
 // Selection is one client session's walk over a group: which peers it tried,
 // how many tries it has left, and the hash state, as NGINX keeps them per
-// session. It is used from one goroutine at a time, the session's event loop;
-// the group's shared state is locked inside each method.
+// session. It is used by one goroutine at a time: the session's event loop,
+// or the dial worker the session handed it to (with a happens-before edge,
+// such as a channel send, at each handoff); the group's shared state is
+// locked inside each method.
 //
 // Every peer that Next returns must be given back exactly once, with Failed
 // or Release.
@@ -81,7 +83,7 @@ func (s *Selection) Current() *Peer { return s.current }
 // Next picks the next peer to connect to and counts a connection on it. It
 // returns an error wrapping ErrNoLivePeers when no peer can be used, and
 // ErrNoTriesLeft when a previous attempt failed and no tries are left.
-// It does not allocate. Runs on the session's event loop.
+// It does not allocate. Runs on the goroutine that owns the session.
 func (s *Selection) Next(now time.Time) (*Peer, error) {
 	if s.attempts > 0 && s.triesLeft == 0 {
 		return nil, ErrNoTriesLeft
@@ -128,7 +130,7 @@ func (s *Selection) Next(now time.Time) (*Peer, error) {
 // try is left afterwards: NGINX's behaviour, which makes max_fails and
 // fail_timeout meaningless there (known problem #16 of the reference); it is
 // kept so that a configuration behaves as under NGINX.
-// Runs on the session's event loop.
+// Runs on the goroutine that owns the session.
 func (s *Selection) Failed(p *Peer, now time.Time) (disabled bool) {
 	g := s.g
 	p.nFailures.Add(1)
@@ -159,8 +161,8 @@ func (s *Selection) Failed(p *Peer, now time.Time) (disabled bool) {
 
 // Connected records that the connection to p is established (after the TLS
 // handshake and verification): if p was probed after its fail_timeout, its
-// failures are forgotten, as NGINX's notify on connect. Runs on the session's
-// event loop.
+// failures are forgotten, as NGINX's notify on connect. Runs on the
+// goroutine that owns the session.
 func (s *Selection) Connected(p *Peer, now time.Time) {
 	g := s.g
 	g.mu.Lock()
@@ -170,7 +172,7 @@ func (s *Selection) Connected(p *Peer, now time.Time) {
 
 // Release ends p's connection when the session is over (or gives up before
 // connecting for a reason that is not p's fault), as NGINX's free without
-// NGX_PEER_FAILED. Runs on the session's event loop.
+// NGX_PEER_FAILED. Runs on the goroutine that owns the session.
 func (s *Selection) Release(p *Peer) {
 	g := s.g
 	g.mu.Lock()
