@@ -1,0 +1,320 @@
+// Command tlsrelay is a TCP-to-TLS proxy: NGINX's stream { proxy_ssl on; }
+// as one Go binary that reads the same configuration.
+//
+// Usage follows nginx:
+//
+//	tlsrelay [-?hvVtTq] [-s signal] [-p prefix] [-c filename] [-g directives]
+//	tlsrelay demo [args]
+//
+// The prefix defaults to the current directory and the configuration file
+// to conf/tlsrelay.conf under it. tlsrelay always runs in the foreground.
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"runtime"
+	"runtime/debug"
+	"strconv"
+	"strings"
+	"syscall"
+
+	"github.com/tlsrelay/tlsrelay/engine"
+	"github.com/tlsrelay/tlsrelay/engine/conf"
+)
+
+// Version is the version string printed by -v.
+const Version = "tlsrelay/0.1.0"
+
+// defaultConf is the configuration file, relative to the prefix.
+const defaultConf = "conf/tlsrelay.conf"
+
+func main() {
+	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
+}
+
+// options are the parsed command line.
+type options struct {
+	help, version, build bool
+	test, dump, quiet    bool
+	signal               string
+	prefix, conf, global string
+}
+
+// run is the whole command; it returns the exit code. stdout receives the
+// -T dump, stderr everything else, as with nginx.
+func run(args []string, stdout, stderr io.Writer) int {
+	if len(args) > 0 && args[0] == "demo" {
+		return runDemo(args[1:])
+	}
+	o, err := parseArgs(args)
+	if err != nil {
+		fmt.Fprintf(stderr, "tlsrelay: %v\n", err)
+		return 1
+	}
+	if o.version || o.build || o.help {
+		fmt.Fprintf(stderr, "tlsrelay version: %s\n", Version)
+		if o.build {
+			printBuild(stderr)
+		}
+		if o.help {
+			printUsage(stderr)
+		}
+		return 0
+	}
+	if o.prefix == "" {
+		wd, err := os.Getwd()
+		if err != nil {
+			fmt.Fprintf(stderr, "tlsrelay: [emerg] getting the current directory: %v\n", err)
+			return 1
+		}
+		o.prefix = wd
+	}
+	if o.conf == "" {
+		o.conf = defaultConf
+	}
+	if !filepath.IsAbs(o.conf) {
+		o.conf = filepath.Join(o.prefix, o.conf)
+	}
+	switch {
+	case o.test || o.dump:
+		return test(o, stdout, stderr)
+	case o.signal != "":
+		return sendSignal(o, stderr)
+	}
+	return serve(o, stderr)
+}
+
+// parseArgs reads nginx-style options: single letters that may be
+// combined ("-tq"), with -p, -c, -g and -s taking the rest of the word or
+// the next argument.
+func parseArgs(args []string) (options, error) {
+	var o options
+	for i := 0; i < len(args); i++ {
+		a := args[i]
+		if len(a) < 2 || a[0] != '-' {
+			return o, fmt.Errorf("invalid option: %q", a)
+		}
+		for j := 1; j < len(a); j++ {
+			switch a[j] {
+			case '?', 'h':
+				o.help = true
+			case 'v':
+				o.version = true
+			case 'V':
+				o.version, o.build = true, true
+			case 't':
+				o.test = true
+			case 'T':
+				o.test, o.dump = true, true
+			case 'q':
+				o.quiet = true
+			case 'p', 'c', 'g', 's':
+				flag := a[j]
+				val := a[j+1:]
+				if val == "" {
+					if i+1 >= len(args) {
+						what := map[byte]string{'p': "directory name", 'c': "file name", 'g': "parameter",
+							's': "parameter"}[flag]
+						return o, fmt.Errorf("option \"-%c\" requires %s", flag, what)
+					}
+					i++
+					val = args[i]
+				}
+				switch flag {
+				case 'p':
+					o.prefix = val
+				case 'c':
+					o.conf = val
+				case 'g':
+					o.global = val
+				case 's':
+					switch val {
+					case "stop", "quit", "reopen", "reload":
+						o.signal = val
+					default:
+						return o, fmt.Errorf("invalid option: \"-s %s\"", val)
+					}
+				}
+				j = len(a)
+			default:
+				return o, fmt.Errorf("invalid option: \"%s\"", a[j:])
+			}
+		}
+	}
+	return o, nil
+}
+
+func printUsage(w io.Writer) {
+	fmt.Fprint(w, `Usage: tlsrelay [-?hvVtTq] [-s signal] [-p prefix]
+                [-c filename] [-g directives]
+       tlsrelay demo [args]
+
+Options:
+  -?,-h         : this help
+  -v            : show version and exit
+  -V            : show version and build information and exit
+  -t            : test configuration and exit
+  -T            : test configuration, dump the effective configuration and exit
+  -q            : suppress non-error messages during configuration testing
+  -s signal     : send signal to the running process (read from the pid file):
+                  stop, quit, reopen, reload
+  -p prefix     : set prefix path (default: the current directory)
+  -c filename   : set configuration file (default: conf/tlsrelay.conf)
+  -g directives : set global directives out of configuration file
+`)
+}
+
+func printBuild(w io.Writer) {
+	fmt.Fprintf(w, "built with %s %s/%s\n", runtime.Version(), runtime.GOOS, runtime.GOARCH)
+	bi, ok := debug.ReadBuildInfo()
+	if !ok {
+		return
+	}
+	for _, s := range bi.Settings {
+		if s.Key == "vcs.revision" || s.Key == "vcs.time" || s.Key == "vcs.modified" {
+			fmt.Fprintf(w, "%s: %s\n", s.Key, s.Value)
+		}
+	}
+	for _, d := range bi.Deps {
+		if strings.HasPrefix(d.Path, "github.com/panjf2000/gnet") {
+			fmt.Fprintf(w, "gnet: %s %s\n", d.Path, d.Version)
+		}
+	}
+}
+
+// load reads the configuration and prints its warnings.
+func load(o options, stderr io.Writer) (*conf.Config, error) {
+	cfg, warns, err := conf.Load(o.conf, conf.LoadOptions{Prefix: o.prefix, Directives: o.global})
+	for _, w := range warns {
+		fmt.Fprintf(stderr, "tlsrelay: %s\n", w)
+	}
+	if err != nil {
+		return nil, err
+	}
+	for _, w := range cfg.Insecure() {
+		fmt.Fprintf(stderr, "tlsrelay: %s\n", w)
+	}
+	return cfg, nil
+}
+
+// printErr prints err in nginx's form, "tlsrelay: [emerg] ...".
+func printErr(stderr io.Writer, err error) {
+	msg := err.Error()
+	if !strings.HasPrefix(msg, "[") {
+		msg = "[emerg] " + msg
+	}
+	fmt.Fprintf(stderr, "tlsrelay: %s\n", msg)
+}
+
+// test is -t and -T: load, check with the engine (which builds TLS
+// policies without binding), report as nginx -t does.
+func test(o options, stdout, stderr io.Writer) int {
+	cfg, err := load(o, stderr)
+	if err == nil {
+		var warns []string
+		warns, err = engine.Check(cfg)
+		for _, w := range warns {
+			if !strings.HasPrefix(w, "[") {
+				w = "[warn] " + w
+			}
+			fmt.Fprintf(stderr, "tlsrelay: %s\n", w)
+		}
+	}
+	if err != nil {
+		printErr(stderr, err)
+		fmt.Fprintf(stderr, "tlsrelay: configuration file %s test failed\n", o.conf)
+		return 1
+	}
+	if !o.quiet {
+		fmt.Fprintf(stderr, "tlsrelay: the configuration file %s syntax is ok\n", o.conf)
+		fmt.Fprintf(stderr, "tlsrelay: configuration file %s test is successful\n", o.conf)
+	}
+	if o.dump {
+		fmt.Fprintf(stdout, "# configuration file %s (effective, defaults filled in):\n", o.conf)
+		io.WriteString(stdout, cfg.Format())
+	}
+	return 0
+}
+
+// sendSignal is -s: signal the process whose pid the pid file holds.
+func sendSignal(o options, stderr io.Writer) int {
+	cfg, err := load(o, stderr)
+	if err != nil {
+		printErr(stderr, err)
+		return 1
+	}
+	if cfg.Main.PID == "" {
+		fmt.Fprintf(stderr, "tlsrelay: [error] no \"pid\" directive in %s: cannot find the running process\n", o.conf)
+		return 1
+	}
+	data, err := os.ReadFile(cfg.Main.PID)
+	if err != nil {
+		fmt.Fprintf(stderr, "tlsrelay: [error] open() %q failed (%v)\n", cfg.Main.PID, errors.Unwrap(err))
+		return 1
+	}
+	pid, err := strconv.Atoi(strings.TrimSpace(string(data)))
+	if err != nil || pid <= 0 {
+		fmt.Fprintf(stderr, "tlsrelay: [error] invalid PID number %q in %q\n", strings.TrimSpace(string(data)), cfg.Main.PID)
+		return 1
+	}
+	sig := map[string]syscall.Signal{"stop": syscall.SIGTERM, "quit": syscall.SIGQUIT,
+		"reopen": syscall.SIGUSR1, "reload": syscall.SIGHUP}[o.signal]
+	if err := syscall.Kill(pid, sig); err != nil {
+		fmt.Fprintf(stderr, "tlsrelay: [alert] kill(%d, %d) failed (%v)\n", pid, int(sig), err)
+		return 1
+	}
+	return 0
+}
+
+// serve is the run path: load, write the pid file, run the engine until
+// SIGTERM/SIGINT (stop now) or SIGQUIT (graceful stop).
+func serve(o options, stderr io.Writer) int {
+	cfg, err := load(o, stderr)
+	if err != nil {
+		printErr(stderr, err)
+		return 1
+	}
+	if cfg.Stream == nil || len(cfg.Stream.Servers) == 0 {
+		fmt.Fprintf(stderr, "tlsrelay: [emerg] no \"stream\" server in %s: nothing to serve\n", o.conf)
+		return 1
+	}
+	if n := cfg.Main.RlimitNofile; n > 0 {
+		lim := syscall.Rlimit{Cur: uint64(n), Max: uint64(n)}
+		if err := syscall.Setrlimit(syscall.RLIMIT_NOFILE, &lim); err != nil {
+			fmt.Fprintf(stderr, "tlsrelay: [alert] setrlimit(RLIMIT_NOFILE, %d) failed (%v), ignored\n", n, err)
+		}
+	}
+	if cfg.Main.PID != "" {
+		if err := os.WriteFile(cfg.Main.PID, []byte(strconv.Itoa(os.Getpid())+"\n"), 0o644); err != nil {
+			fmt.Fprintf(stderr, "tlsrelay: [emerg] writing pid file: %v\n", err)
+			return 1
+		}
+		defer os.Remove(cfg.Main.PID)
+	}
+
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
+	defer stop()
+	quitSig := make(chan os.Signal, 1)
+	signal.Notify(quitSig, syscall.SIGQUIT)
+	defer signal.Stop(quitSig)
+	quit := make(chan struct{})
+	go func() {
+		select {
+		case <-quitSig:
+			close(quit)
+		case <-ctx.Done():
+		}
+	}()
+
+	if err := engine.Run(ctx, cfg, engine.Options{Quit: quit}); err != nil {
+		printErr(stderr, err)
+		return 1
+	}
+	return 0
+}
