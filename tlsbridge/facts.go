@@ -1,0 +1,67 @@
+package tlsbridge
+
+import (
+	"crypto/tls"
+	"fmt"
+	"time"
+)
+
+// HandshakeFacts are what logs and metrics record about one upstream
+// handshake. The zero value describes no handshake.
+type HandshakeFacts struct {
+	Version     uint16 // tls.VersionTLS12, ...; 0 when the handshake failed
+	CipherSuite uint16
+	Resumed     bool
+	ALPN        string
+	Duration    time.Duration
+	PeerSubject string // the upstream leaf's subject, RFC 2253 form; "" if none
+	Reason      Reason // ReasonNone on success
+	Err         error
+}
+
+// FactsOf collects the facts of a handshake that took d and ended with err
+// (cs is ignored when err is not nil).
+func FactsOf(cs tls.ConnectionState, d time.Duration, err error) HandshakeFacts {
+	f := HandshakeFacts{Duration: d, Reason: Classify(err), Err: err}
+	if err != nil {
+		return f
+	}
+	f.Version = cs.Version
+	f.CipherSuite = cs.CipherSuite
+	f.Resumed = cs.DidResume
+	f.ALPN = cs.NegotiatedProtocol
+	if len(cs.PeerCertificates) > 0 {
+		f.PeerSubject = cs.PeerCertificates[0].Subject.String()
+	}
+	return f
+}
+
+// VersionName returns the negotiated version as NGINX spells it
+// ("TLSv1.3"), or "-" when there is none.
+func (f HandshakeFacts) VersionName() string {
+	if f.Version == 0 {
+		return "-"
+	}
+	return versionName(f.Version)
+}
+
+// CipherName returns the IANA name of the negotiated suite, or "-".
+func (f HandshakeFacts) CipherName() string {
+	if f.CipherSuite == 0 {
+		return "-"
+	}
+	return tls.CipherSuiteName(f.CipherSuite)
+}
+
+// String returns a one-line summary for debug logs, e.g.
+// "TLSv1.3 TLS_AES_128_GCM_SHA256 resumed 412µs CN=backend".
+func (f HandshakeFacts) String() string {
+	if f.Err != nil {
+		return fmt.Sprintf("failed (%s) after %s: %v", f.Reason, f.Duration.Round(time.Microsecond), f.Err)
+	}
+	mode := "full"
+	if f.Resumed {
+		mode = "resumed"
+	}
+	return fmt.Sprintf("%s %s %s %s %s", f.VersionName(), f.CipherName(), mode, f.Duration.Round(time.Microsecond), f.PeerSubject)
+}

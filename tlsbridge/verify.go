@@ -1,0 +1,269 @@
+package tlsbridge
+
+import (
+	"bytes"
+	"crypto/x509"
+	"encoding/pem"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"time"
+)
+
+// trustStore is the loaded proxy_ssl_trusted_certificate and proxy_ssl_crl
+// of one policy. Immutable after loadTrust.
+type trustStore struct {
+	// roots are the self-signed certificates of the trusted file: the only
+	// trust anchors, since NGINX does not set X509_V_FLAG_PARTIAL_CHAIN.
+	roots *x509.CertPool
+	// inner are the trusted file's other certificates; like OpenSSL, we use
+	// them to build chains, and they count towards the depth.
+	inner []*x509.Certificate
+	// crls, when non-nil, turns on CRL checking of every certificate in the
+	// chain (X509_V_FLAG_CRL_CHECK | X509_V_FLAG_CRL_CHECK_ALL).
+	crls   []*x509.RevocationList
+	digest [32]byte
+	now    func() time.Time
+}
+
+// loadTrust reads the trusted-certificate file and, if crlFile is set, the
+// CRL file.
+func loadTrust(trustedFile, crlFile string) (*trustStore, error) {
+	certs, err := readCertificates(trustedFile)
+	if err != nil {
+		return nil, fmt.Errorf("loading proxy_ssl_trusted_certificate %q: %w", trustedFile, err)
+	}
+	ts := &trustStore{roots: x509.NewCertPool(), now: time.Now}
+	var rootDER, innerDER, crlDER [][]byte
+	for _, c := range certs {
+		if selfSigned(c) {
+			ts.roots.AddCert(c)
+			rootDER = append(rootDER, c.Raw)
+		} else {
+			ts.inner = append(ts.inner, c)
+			innerDER = append(innerDER, c.Raw)
+		}
+	}
+	if crlFile != "" {
+		if ts.crls, err = readCRLs(crlFile); err != nil {
+			return nil, fmt.Errorf("loading proxy_ssl_crl %q: %w", crlFile, err)
+		}
+		for _, l := range ts.crls {
+			crlDER = append(crlDER, l.Raw)
+		}
+		if len(crlDER) == 0 {
+			crlDER = [][]byte{{}}
+		}
+	}
+	ts.digest = trustDigest(rootDER, innerDER, crlDER)
+	return ts, nil
+}
+
+// readCertificates parses every CERTIFICATE block of a PEM file.
+func readCertificates(path string) ([]*x509.Certificate, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, err
+	}
+	var certs []*x509.Certificate
+	for n := 1; ; n++ {
+		var b *pem.Block
+		b, data = pem.Decode(data)
+		if b == nil {
+			break
+		}
+		if b.Type != "CERTIFICATE" && b.Type != "TRUSTED CERTIFICATE" {
+			continue
+		}
+		c, err := x509.ParseCertificate(b.Bytes)
+		if err != nil {
+			return nil, fmt.Errorf("parsing certificate #%d: %w", n, err)
+		}
+		certs = append(certs, c)
+	}
+	if len(certs) == 0 {
+		return nil, errors.New("no PEM certificate found")
+	}
+	return certs, nil
+}
+
+// readCRLs parses every X509 CRL block of a PEM file.
+func readCRLs(path string) ([]*x509.RevocationList, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, err
+	}
+	var out []*x509.RevocationList
+	for n := 1; ; n++ {
+		var b *pem.Block
+		b, data = pem.Decode(data)
+		if b == nil {
+			break
+		}
+		if b.Type != "X509 CRL" {
+			continue
+		}
+		l, err := x509.ParseRevocationList(b.Bytes)
+		if err != nil {
+			return nil, fmt.Errorf("parsing CRL #%d: %w", n, err)
+		}
+		out = append(out, l)
+	}
+	if len(out) == 0 {
+		return nil, errors.New("no PEM X509 CRL found")
+	}
+	return out, nil
+}
+
+// selfSigned reports whether c is issued by itself and its signature checks
+// out with its own key: OpenSSL's notion of a trust anchor.
+func selfSigned(c *x509.Certificate) bool {
+	if !bytes.Equal(c.RawIssuer, c.RawSubject) {
+		return false
+	}
+	return c.CheckSignatureFrom(c) == nil || c.CheckSignature(c.SignatureAlgorithm, c.RawTBSCertificate, c.Signature) == nil
+}
+
+// verify checks the upstream's certificates (leaf first, as sent, or as
+// stored in a resumed session) against the trust store, the depth limit,
+// the CRLs and name. It runs in crypto/tls's VerifyConnection, on the
+// handshaking goroutine.
+func (ts *trustStore) verify(certs []*x509.Certificate, name string, depth int) error {
+	if len(certs) == 0 {
+		return &VerifyError{Reason: ReasonBadCertificate, Detail: "upstream sent no certificate"}
+	}
+	leaf := certs[0]
+	inter := x509.NewCertPool()
+	for _, c := range certs[1:] {
+		inter.AddCert(c)
+	}
+	for _, c := range ts.inner {
+		inter.AddCert(c)
+	}
+	now := ts.now()
+	chains, err := leaf.Verify(x509.VerifyOptions{
+		Roots:         ts.roots,
+		Intermediates: inter,
+		CurrentTime:   now,
+		KeyUsages:     []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
+	})
+	if err != nil {
+		return chainError(leaf, err)
+	}
+	best := chains[0]
+	for _, ch := range chains[1:] {
+		if len(ch) < len(best) {
+			best = ch
+		}
+	}
+	if n := intermediates(best); n > depth {
+		return &VerifyError{Reason: ReasonDepth, Detail: fmt.Sprintf(
+			"upstream certificate chain has %d intermediate certificate%s, proxy_ssl_verify_depth is %d", n, plural(n), depth)}
+	}
+	if ts.crls != nil {
+		if err := ts.checkCRLs(best, now); err != nil {
+			return err
+		}
+	}
+	if err := checkName(leaf, name); err != nil {
+		return err
+	}
+	return nil
+}
+
+// intermediates counts the CA certificates between leaf and anchor.
+func intermediates(chain []*x509.Certificate) int {
+	if len(chain) <= 2 {
+		return 0
+	}
+	return len(chain) - 2
+}
+
+func plural(n int) string {
+	if n == 1 {
+		return ""
+	}
+	return "s"
+}
+
+// chainError turns an x509 verification error into a VerifyError.
+func chainError(leaf *x509.Certificate, err error) error {
+	var ua x509.UnknownAuthorityError
+	var ci x509.CertificateInvalidError
+	switch {
+	case errors.As(err, &ua):
+		issuer := leaf.Issuer.String()
+		if ua.Cert != nil {
+			issuer = ua.Cert.Issuer.String()
+		}
+		return &VerifyError{Reason: ReasonUnknownCA, Err: err, Detail: fmt.Sprintf(
+			"upstream certificate verify error: unable to get local issuer certificate: no chain from %q to a self-signed root in proxy_ssl_trusted_certificate (last issuer %q)",
+			leaf.Subject.String(), issuer)}
+	case errors.As(err, &ci) && ci.Reason == x509.Expired:
+		c := ci.Cert
+		what := "has expired"
+		if time.Now().Before(c.NotBefore) {
+			what = "is not yet valid"
+		}
+		return &VerifyError{Reason: ReasonExpired, Err: err, Detail: fmt.Sprintf(
+			"upstream certificate %s: %q (valid %s to %s)", what, c.Subject.String(),
+			c.NotBefore.UTC().Format(time.RFC3339), c.NotAfter.UTC().Format(time.RFC3339))}
+	}
+	return &VerifyError{Reason: ReasonBadCertificate, Err: err, Detail: "upstream certificate verify error: " + err.Error()}
+}
+
+// checkName matches the leaf against the verify name: DNS SANs for host
+// names, IP SANs for IP literals (NGINX matches DNS names only).
+func checkName(leaf *x509.Certificate, name string) error {
+	if name == "" {
+		return nil
+	}
+	if ip := net.ParseIP(name); ip != nil {
+		for _, a := range leaf.IPAddresses {
+			if a.Equal(ip) {
+				return nil
+			}
+		}
+	} else if leaf.VerifyHostname(name) == nil {
+		return nil
+	}
+	return &VerifyError{Reason: ReasonNameMismatch, Detail: fmt.Sprintf("upstream certificate does not match %q", name)}
+}
+
+// checkCRLs enforces CRL_CHECK_ALL on chain (leaf first, anchor last): every
+// certificate below the anchor needs a current CRL from its issuer, signed
+// by that issuer, that does not list it.
+func (ts *trustStore) checkCRLs(chain []*x509.Certificate, now time.Time) error {
+	for i := 0; i+1 < len(chain); i++ {
+		c, issuer := chain[i], chain[i+1]
+		var crl *x509.RevocationList
+		for _, l := range ts.crls {
+			if !bytes.Equal(l.RawIssuer, issuer.RawSubject) || l.CheckSignatureFrom(issuer) != nil {
+				continue
+			}
+			if crl == nil || l.ThisUpdate.After(crl.ThisUpdate) {
+				crl = l
+			}
+		}
+		if crl == nil {
+			return &VerifyError{Reason: ReasonCRL, Detail: fmt.Sprintf(
+				"upstream certificate verify error: unable to get certificate CRL: proxy_ssl_crl has no CRL issued by %q", issuer.Subject.String())}
+		}
+		if now.Before(crl.ThisUpdate) {
+			return &VerifyError{Reason: ReasonCRL, Detail: fmt.Sprintf(
+				"upstream certificate verify error: CRL is not yet valid: CRL of %q is valid from %s", issuer.Subject.String(), crl.ThisUpdate.UTC().Format(time.RFC3339))}
+		}
+		if !crl.NextUpdate.IsZero() && now.After(crl.NextUpdate) {
+			return &VerifyError{Reason: ReasonCRL, Detail: fmt.Sprintf(
+				"upstream certificate verify error: CRL has expired: CRL of %q was due for update at %s", issuer.Subject.String(), crl.NextUpdate.UTC().Format(time.RFC3339))}
+		}
+		for _, e := range crl.RevokedCertificateEntries {
+			if e.SerialNumber.Cmp(c.SerialNumber) == 0 {
+				return &VerifyError{Reason: ReasonRevoked, Detail: fmt.Sprintf(
+					"upstream certificate is revoked (serial %X, subject %q, revoked %s)", c.SerialNumber, c.Subject.String(), e.RevocationTime.UTC().Format(time.RFC3339))}
+			}
+		}
+	}
+	return nil
+}
