@@ -68,6 +68,10 @@ type Conn struct {
 func NewConn(raw net.Conn, cfg *tls.Config) *Conn {
 	c := &Conn{}
 	c.a.raw = raw
+	// crypto/tls keys its session cache on RemoteAddr when ServerName is
+	// empty, also for tickets stored after the handshake: keep both
+	// addresses past Detach.
+	c.a.local, c.a.remote = raw.LocalAddr(), raw.RemoteAddr()
 	c.tc = tls.Client(&c.a, cfg)
 	return c
 }
@@ -145,9 +149,10 @@ func (c *Conn) Close() error {
 
 // adapter is the net.Conn under the tls.Conn.
 type adapter struct {
-	raw net.Conn // the socket while handshaking; nil once detached
-	src Source
-	dst Sink
+	raw           net.Conn // the socket while handshaking; nil once detached
+	local, remote net.Addr
+	src           Source
+	dst           Sink
 }
 
 func (a *adapter) Read(p []byte) (int, error) {
@@ -181,19 +186,8 @@ func (a *adapter) Close() error {
 	return nil
 }
 
-func (a *adapter) LocalAddr() net.Addr {
-	if a.raw != nil {
-		return a.raw.LocalAddr()
-	}
-	return nil
-}
-
-func (a *adapter) RemoteAddr() net.Addr {
-	if a.raw != nil {
-		return a.raw.RemoteAddr()
-	}
-	return nil
-}
+func (a *adapter) LocalAddr() net.Addr  { return a.local }
+func (a *adapter) RemoteAddr() net.Addr { return a.remote }
 
 // Deadlines apply to the handshake only; crypto/tls also sets one around
 // close_notify, which must not fail in loop mode.

@@ -1,0 +1,234 @@
+package engine
+
+import (
+	"context"
+	"crypto/tls"
+	"fmt"
+	"net"
+	"net/netip"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/tlsrelay/tlsrelay/engine/conf"
+	"github.com/tlsrelay/tlsrelay/pool"
+	"github.com/tlsrelay/tlsrelay/tlsbridge"
+)
+
+// plan is everything a configuration describes, built and checked but not
+// yet serving: what Check stops at and Run starts from.
+type plan struct {
+	cfg      *conf.Config
+	servers  []*server
+	store    *tlsbridge.SessionStore
+	warnings []string
+}
+
+// server is the runtime form of one server{} block. It is immutable once
+// built and shared by every loop.
+type server struct {
+	conf   *conf.Server
+	group  *pool.Group
+	policy *tlsbridge.Policy // nil when proxy_ssl is off
+	// listen addresses of this block, as "ip:port".
+	listen []string
+
+	connectTimeout time.Duration
+	idleTimeout    time.Duration
+	nextUpstream   bool
+	tries          int
+	nextTimeout    time.Duration
+	proxyProtocol  int
+	// name is how logs name the block: its first listen address.
+	name string
+}
+
+// build loads and checks everything cfg describes without binding a port.
+// resolve resolves upstream host names (nil: the system resolver).
+func build(cfg *conf.Config, resolve func(ctx context.Context, host string) ([]netip.Addr, error)) (*plan, error) {
+	p := &plan{cfg: cfg, store: tlsbridge.NewSessionStore(tlsbridge.SessionStoreOptions{})}
+	if cfg.Stream == nil {
+		return p, nil
+	}
+	groups := map[*conf.Upstream]*pool.Group{}
+	for _, sc := range cfg.Stream.Servers {
+		if sc.ProxyPassVariables {
+			return nil, conf.Errorf(sc.ProxyPassPos, "proxy_pass with variables is not supported")
+		}
+		s := &server{
+			conf:           sc,
+			connectTimeout: sc.Proxy.ConnectTimeout,
+			idleTimeout:    sc.Proxy.Timeout,
+			nextUpstream:   sc.Proxy.NextUpstream,
+			tries:          sc.Proxy.NextUpstreamTries,
+			nextTimeout:    sc.Proxy.NextUpstreamTimeout,
+			proxyProtocol:  sc.Proxy.ProxyProtocol,
+		}
+		for _, l := range sc.Listen {
+			s.listen = append(s.listen, l.Addr)
+		}
+		if len(s.listen) > 0 {
+			s.name = s.listen[0]
+		}
+		g, ok := groups[sc.Upstream]
+		if !ok {
+			var err error
+			g, err = newGroup(sc.Upstream, resolve)
+			if err != nil {
+				return nil, err
+			}
+			groups[sc.Upstream] = g
+		}
+		s.group = g
+		if sc.Proxy.SSL.Enabled {
+			pol, err := newPolicy(&sc.Proxy.SSL, sc.Pos, p.store)
+			if err != nil {
+				return nil, err
+			}
+			s.policy = pol
+			for _, w := range pol.Warnings() {
+				p.warnings = append(p.warnings, fmt.Sprintf("%s in %s", w, sc.Pos))
+			}
+		}
+		p.servers = append(p.servers, s)
+	}
+	return p, nil
+}
+
+// newGroup builds the pool group of an upstream block (or implicit group).
+func newGroup(u *conf.Upstream, resolve func(ctx context.Context, host string) ([]netip.Addr, error)) (*pool.Group, error) {
+	gc := pool.GroupConfig{
+		Name:     u.Name,
+		Implicit: u.Implicit,
+		Balancer: pool.BalancerConfig{
+			Method: u.Method, Key: u.HashKey, Consistent: u.Consistent, Two: u.RandomTwo,
+		},
+	}
+	for _, us := range u.Servers {
+		if us.Unix {
+			return nil, conf.Errorf(us.Pos, "unix domain socket upstreams are not supported")
+		}
+		gc.Servers = append(gc.Servers, pool.ServerConfig{
+			Addr:        net.JoinHostPort(us.Host, strconv.Itoa(us.Port)),
+			Weight:      us.Weight,
+			MaxFails:    us.MaxFails,
+			MaxConns:    us.MaxConns,
+			FailTimeout: us.FailTimeout,
+			Backup:      us.Backup,
+			Down:        us.Down,
+		})
+	}
+	g, err := pool.NewGroup(gc, resolve)
+	if err != nil {
+		return nil, conf.Errorf(u.Pos, "%v", err)
+	}
+	return g, nil
+}
+
+// newPolicy builds a server's upstream TLS policy; errors carry the
+// position of the directive most likely at fault.
+func newPolicy(ssl *conf.SSL, fallback conf.Pos, store *tlsbridge.SessionStore) (*tlsbridge.Policy, error) {
+	pc := tlsbridge.PolicyConfig{
+		Certificate:        ssl.Certificate,
+		CertificateKey:     ssl.CertificateKey,
+		PasswordFile:       ssl.PasswordFile,
+		Protocols:          ssl.Protocols,
+		Ciphers:            ssl.Ciphers,
+		Name:               ssl.Name,
+		ServerName:         ssl.ServerName,
+		Verify:             ssl.Verify,
+		VerifyDepth:        ssl.VerifyDepth,
+		TrustedCertificate: ssl.TrustedCertificate,
+		CRL:                ssl.CRL,
+		SessionReuse:       ssl.SessionReuse,
+		ALPN:               ssl.ALPN,
+	}
+	for _, cc := range ssl.ConfCommands {
+		pc.ConfCommands = append(pc.ConfCommands, tlsbridge.ConfCommand{Name: cc.Name, Value: cc.Value})
+	}
+	var st *tlsbridge.SessionStore
+	if ssl.SessionReuse {
+		st = store
+	}
+	pol, err := tlsbridge.NewPolicy(pc, st)
+	if err != nil {
+		pos := fallback
+		if pp, ok := ssl.Pos["proxy_ssl"]; ok {
+			pos = pp
+		}
+		if pp, ok := ssl.Pos[directiveOf(err, ssl)]; ok {
+			pos = pp
+		}
+		return nil, conf.Errorf(pos, "%v", err)
+	}
+	return pol, nil
+}
+
+// tlsConfig returns the TLS configuration to dial p with for a session
+// whose local and remote addresses are given.
+func (s *server) tlsConfig(p *pool.Peer, remote, local net.Addr, full bool) (*tls.Config, error) {
+	t := tlsbridge.Target{Addr: p.Addr.String(), Host: p.Host}
+	var v tlsbridge.Vars
+	if remote != nil {
+		v.RemoteAddr = hostOf(remote)
+	}
+	if local != nil {
+		v.ServerAddr = hostOf(local)
+		v.ServerPort = portOf(local)
+	}
+	if full {
+		return s.policy.ConfigWithoutResumption(t, v)
+	}
+	return s.policy.ClientConfig(t, v)
+}
+
+func hostOf(a net.Addr) string {
+	if ta, ok := a.(*net.TCPAddr); ok {
+		return ta.IP.String()
+	}
+	h, _, err := net.SplitHostPort(a.String())
+	if err != nil {
+		return a.String()
+	}
+	return h
+}
+
+func portOf(a net.Addr) string {
+	if ta, ok := a.(*net.TCPAddr); ok {
+		return strconv.Itoa(ta.Port)
+	}
+	_, p, _ := net.SplitHostPort(a.String())
+	return p
+}
+
+// directiveOf guesses which proxy_ssl_* directive a policy error is about,
+// from the file it names or the setting it mentions, so the error can point
+// at the right line.
+func directiveOf(err error, ssl *conf.SSL) string {
+	msg := err.Error()
+	for _, f := range []struct{ path, directive string }{
+		{ssl.CertificateKey, "proxy_ssl_certificate_key"},
+		{ssl.PasswordFile, "proxy_ssl_password_file"},
+		{ssl.TrustedCertificate, "proxy_ssl_trusted_certificate"},
+		{ssl.CRL, "proxy_ssl_crl"},
+		{ssl.Certificate, "proxy_ssl_certificate"},
+	} {
+		if f.path != "" && strings.Contains(msg, f.path) {
+			return f.directive
+		}
+	}
+	lower := strings.ToLower(msg)
+	for _, k := range []struct{ word, directive string }{
+		{"conf_command", "proxy_ssl_conf_command"},
+		{"cipher", "proxy_ssl_ciphers"},
+		{"protocol", "proxy_ssl_protocols"},
+		{"alpn", "proxy_ssl_alpn"},
+		{"name", "proxy_ssl_name"},
+		{"depth", "proxy_ssl_verify_depth"},
+	} {
+		if strings.Contains(lower, k.word) {
+			return k.directive
+		}
+	}
+	return "proxy_ssl"
+}

@@ -1,0 +1,130 @@
+package engine
+
+import (
+	"fmt"
+	"io"
+	"os"
+	"strconv"
+	"sync"
+	"time"
+)
+
+// Level is an error-log severity, NGINX's eight levels.
+type Level int
+
+// Levels, least severe first.
+const (
+	LevelDebug Level = iota
+	LevelInfo
+	LevelNotice
+	LevelWarn
+	LevelError
+	LevelCrit
+	LevelAlert
+	LevelEmerg
+)
+
+var levelNames = [...]string{"debug", "info", "notice", "warn", "error", "crit", "alert", "emerg"}
+
+// String returns NGINX's name of the level.
+func (l Level) String() string {
+	if l < 0 || int(l) >= len(levelNames) {
+		return "Level(" + strconv.Itoa(int(l)) + ")"
+	}
+	return levelNames[l]
+}
+
+// ParseLevel maps an error_log level name to a Level; "" is "error", NGINX's
+// default.
+func ParseLevel(s string) (Level, bool) {
+	if s == "" {
+		return LevelError, true
+	}
+	for i, n := range levelNames {
+		if n == s {
+			return Level(i), true
+		}
+	}
+	return 0, false
+}
+
+// ErrorLog writes NGINX-style error-log lines:
+//
+//	2026/11/28 11:30:00 [error] 4242#0: *17 connect() failed ... while connecting to upstream, client: 127.0.0.1, ...
+//
+// It is safe for concurrent use; each line is one write.
+type ErrorLog struct {
+	mu    sync.Mutex
+	w     io.Writer
+	min   Level
+	pid   string
+	buf   []byte
+	close func() error
+}
+
+// NewErrorLog returns a log writing lines of level min and above to w.
+func NewErrorLog(w io.Writer, min Level) *ErrorLog {
+	return &ErrorLog{w: w, min: min, pid: strconv.Itoa(os.Getpid())}
+}
+
+// OpenErrorLog opens path for appending ("stderr" is standard error).
+func OpenErrorLog(path string, min Level) (*ErrorLog, error) {
+	if path == "" || path == "stderr" {
+		return NewErrorLog(os.Stderr, min), nil
+	}
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o644)
+	if err != nil {
+		return nil, fmt.Errorf("opening error log: %w", err)
+	}
+	l := NewErrorLog(f, min)
+	l.close = f.Close
+	return l, nil
+}
+
+func stderr() io.Writer { return os.Stderr }
+
+// Enabled reports whether lines of level l are written.
+func (l *ErrorLog) Enabled(lv Level) bool { return l != nil && lv >= l.min }
+
+// Logf writes one line at level lv; conn is the connection number shown as
+// "*N" (0: none).
+func (l *ErrorLog) Logf(lv Level, conn uint64, format string, args ...any) {
+	if !l.Enabled(lv) {
+		return
+	}
+	now := time.Now()
+	l.mu.Lock()
+	b := now.AppendFormat(l.buf[:0], "2006/01/02 15:04:05")
+	b = append(b, " ["...)
+	b = append(b, lv.String()...)
+	b = append(b, "] "...)
+	b = append(b, l.pid...)
+	b = append(b, "#0: "...)
+	if conn != 0 {
+		b = append(b, '*')
+		b = strconv.AppendUint(b, conn, 10)
+		b = append(b, ' ')
+	}
+	b = fmt.Appendf(b, format, args...)
+	b = append(b, '\n')
+	l.w.Write(b)
+	l.buf = b
+	l.mu.Unlock()
+}
+
+// Close closes the underlying file, if the log opened one.
+func (l *ErrorLog) Close() error {
+	if l == nil || l.close == nil {
+		return nil
+	}
+	return l.close()
+}
+
+// gnetLogger routes gnet's own messages into the error log.
+type gnetLogger struct{ l *ErrorLog }
+
+func (g gnetLogger) Debugf(format string, args ...any) { g.l.Logf(LevelDebug, 0, format, args...) }
+func (g gnetLogger) Infof(format string, args ...any)  { g.l.Logf(LevelInfo, 0, format, args...) }
+func (g gnetLogger) Warnf(format string, args ...any)  { g.l.Logf(LevelWarn, 0, format, args...) }
+func (g gnetLogger) Errorf(format string, args ...any) { g.l.Logf(LevelError, 0, format, args...) }
+func (g gnetLogger) Fatalf(format string, args ...any) { g.l.Logf(LevelEmerg, 0, format, args...) }

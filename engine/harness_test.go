@@ -1,0 +1,232 @@
+package engine
+
+import (
+	"bytes"
+	"context"
+	"crypto/tls"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/tlsrelay/tlsrelay/bench/backend"
+	"github.com/tlsrelay/tlsrelay/engine/conf"
+	"github.com/tlsrelay/tlsrelay/tlsbridge/pki"
+)
+
+// testbed is a PKI on disk, some upstreams and a running engine.
+type testbed struct {
+	t     *testing.T
+	set   *pki.Set
+	files pki.Files
+	dir   string
+	ups   []*backend.Server
+	eng   *Engine
+	addr  string // the first listener
+	log   *bytes.Buffer
+	logMu *sync.Mutex
+	done  chan error
+	stop  context.CancelFunc
+	quit  chan struct{}
+}
+
+func newPKI(t *testing.T, k pki.KeyType, n int) (*pki.Set, pki.Files, string) {
+	t.Helper()
+	set, err := pki.NewSet(k, n)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	files, err := set.WriteFiles(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return set, files, dir
+}
+
+// startUpstreams starts n TLS upstreams with the set's server chain that
+// require its client certificate; mod may adjust each config.
+func startUpstreams(t *testing.T, set *pki.Set, n int, mode backend.Mode, mod func(i int, c *tls.Config)) []*backend.Server {
+	t.Helper()
+	var ups []*backend.Server
+	for i := 0; i < n; i++ {
+		cfg := set.ServerConfig()
+		if mod != nil {
+			mod(i, cfg)
+		}
+		s, err := backend.Start(backend.Config{TLS: cfg, Mode: mode})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { s.Close() })
+		ups = append(ups, s)
+	}
+	return ups
+}
+
+// syncBuffer is a bytes.Buffer safe for the log's writer and the test.
+type syncBuffer struct {
+	mu *sync.Mutex
+	b  *bytes.Buffer
+}
+
+func (s syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+// startEngine parses text as a configuration ("{{dir}}" is replaced by
+// the PKI directory) and serves it until the test ends.
+func startEngine(t *testing.T, dir, text string) *testbed {
+	t.Helper()
+	text = strings.ReplaceAll(text, "{{dir}}", dir)
+	// NGINX refuses port 0 in listen; take a free port from the kernel.
+	for strings.Contains(text, "127.0.0.1:0;") {
+		text = strings.Replace(text, "127.0.0.1:0;", freeAddr(t)+";", 1)
+	}
+	path := filepath.Join(dir, "tlsrelay.conf")
+	if err := os.WriteFile(path, []byte(text), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cfg, _, err := conf.Load(path, conf.LoadOptions{Prefix: dir})
+	if err != nil {
+		t.Fatalf("loading configuration: %v\n%s", err, text)
+	}
+	tb := &testbed{t: t, dir: dir, log: &bytes.Buffer{}, logMu: &sync.Mutex{}, done: make(chan error, 1), quit: make(chan struct{})}
+	ready := make(chan []net.Addr, 1)
+	e, err := New(cfg, Options{
+		Log:         NewErrorLog(syncBuffer{tb.logMu, tb.log}, LevelInfo),
+		Ready:       func(a []net.Addr) { ready <- a },
+		Quit:        tb.quit,
+		QuitTimeout: 10 * time.Second,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	tb.eng = e
+	ctx, cancel := context.WithCancel(context.Background())
+	tb.stop = cancel
+	go func() { tb.done <- e.Serve(ctx) }()
+	select {
+	case a := <-ready:
+		tb.addr = a[0].String()
+	case err := <-tb.done:
+		t.Fatalf("engine stopped before it was ready: %v", err)
+	case <-time.After(10 * time.Second):
+		t.Fatal("engine not ready after 10s")
+	}
+	t.Cleanup(func() {
+		cancel()
+		select {
+		case <-tb.done:
+		case <-time.After(30 * time.Second):
+			t.Error("engine did not stop within 30s")
+		}
+		if t.Failed() {
+			t.Logf("error log:\n%s", tb.logText())
+		}
+	})
+	return tb
+}
+
+func (tb *testbed) logText() string {
+	tb.logMu.Lock()
+	defer tb.logMu.Unlock()
+	return tb.log.String()
+}
+
+// upstreamBlock renders an upstream block for the servers.
+func upstreamBlock(name string, ups []*backend.Server, params ...string) string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "upstream %s {\n", name)
+	for i, u := range ups {
+		p := ""
+		if i < len(params) {
+			p = " " + params[i]
+		}
+		fmt.Fprintf(&b, "    server %s%s;\n", u.Addr(), p)
+	}
+	b.WriteString("}\n")
+	return b.String()
+}
+
+// guideServer is the server block of NGINX's guide, pointed at local files.
+const guideServer = `
+    server {
+        listen     127.0.0.1:0;
+        proxy_pass backend;
+        proxy_ssl  on;
+
+        proxy_ssl_certificate         {{dir}}/client.pem;
+        proxy_ssl_certificate_key     {{dir}}/client.key;
+        proxy_ssl_protocols           TLSv1.2 TLSv1.3;
+        proxy_ssl_ciphers             HIGH:!aNULL:!MD5;
+        proxy_ssl_trusted_certificate {{dir}}/ca.pem;
+
+        proxy_ssl_verify        on;
+        proxy_ssl_verify_depth  2;
+        proxy_ssl_session_reuse on;
+        %s
+    }
+`
+
+// guideConf is the guide's configuration over ups with extra directives in
+// the server block.
+func guideConf(ups []*backend.Server, extra string) string {
+	return "worker_processes 2;\nstream {\n" + upstreamBlock("backend", ups) + fmt.Sprintf(guideServer, extra) + "}\n"
+}
+
+// echoOnce connects, writes payload, reads the same number of bytes back
+// and closes; it returns what came back.
+func echoOnce(addr string, payload []byte, timeout time.Duration) ([]byte, error) {
+	c, err := net.DialTimeout("tcp", addr, timeout)
+	if err != nil {
+		return nil, err
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(timeout))
+	errc := make(chan error, 1)
+	go func() {
+		_, err := c.Write(payload)
+		errc <- err
+	}()
+	got := make([]byte, len(payload))
+	if _, err := io.ReadFull(c, got); err != nil {
+		return got, fmt.Errorf("reading echo: %w", err)
+	}
+	if err := <-errc; err != nil {
+		return got, fmt.Errorf("writing: %w", err)
+	}
+	return got, nil
+}
+
+// waitFor polls cond until it holds or the deadline passes; conditions
+// here are counters that other goroutines advance, so polling is the event.
+func waitFor(t *testing.T, what string, d time.Duration, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(d)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out after %v waiting for %s", d, what)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// freeAddr returns a loopback address with a port the kernel just handed
+// out (and that was released again).
+func freeAddr(t *testing.T) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	return ln.Addr().String()
+}

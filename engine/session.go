@@ -1,0 +1,619 @@
+package engine
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"io"
+	"net"
+	"os"
+	"sync/atomic"
+	"time"
+
+	"github.com/panjf2000/gnet/v2"
+	"golang.org/x/sys/unix"
+
+	"github.com/tlsrelay/tlsrelay/pool"
+	"github.com/tlsrelay/tlsrelay/tlsbridge"
+)
+
+// Watermarks of the bytes a session lets queue toward one socket. Above
+// high the other socket stops being read (first by not consuming, then by
+// detaching it from gnet, see pause); below low it is read again.
+const (
+	highWater = 512 << 10
+	lowWater  = 128 << 10
+	// preconnectCap bounds what a client may send before its upstream is
+	// ready; past it the client is paused until then.
+	preconnectCap = 64 << 10
+)
+
+type phase uint8
+
+const (
+	phaseConnecting phase = iota // waiting for the dialer
+	phaseOpen                    // relaying
+	phaseClosing                 // one side ended; flushing the other
+	phaseDone                    // finished; late events are ignored
+)
+
+// session is one client connection and its upstream connection. All of its
+// methods run on its loop, except dialDone (a dialer worker) and the
+// atomic cancelled flag.
+type session struct {
+	e   *Engine
+	lp  *loop
+	srv *server
+	id  uint64
+
+	cli, up side
+	tc      *tlsbridge.Conn // nil for a plaintext upstream
+	peer    *pool.Peer
+	sel     pool.Selection
+	job     pool.DialJob
+
+	phase     phase
+	cancelled atomic.Bool // read by the dialer worker
+	remote    net.Addr
+	local     net.Addr
+
+	start      time.Time
+	lastActive int64 // loop tick of the last traffic
+	idle       timer // proxy_timeout
+	poll       timer // backpressure and drain polling
+
+	cliEOF, upEOF bool
+	reason        string // why the session ended, for the log
+
+	fromClient, toClient, fromUp, toUp int64
+}
+
+// upOpen is the context of an upstream conn being enrolled after its
+// handshake.
+type upOpen struct {
+	s   *session
+	res pool.DialResult
+}
+
+// reattach is the context of a paused socket being re-adopted.
+type reattach struct {
+	s  *session
+	sd *side
+}
+
+// newSession starts a session for the client conn c. Runs on c's loop.
+func (e *Engine) newSession(c gnet.Conn, lp *loop, srv *server) *session {
+	s := &session{e: e, lp: lp, srv: srv, id: e.connID.Add(1), start: time.Now()}
+	s.cli.c, s.cli.state, s.cli.fd = c, sideAttached, -1
+	s.up.fd = -1
+	s.remote, s.local = c.RemoteAddr(), c.LocalAddr()
+	s.idle.fire = s.onIdle
+	s.poll.fire = s.onPoll
+	s.lastActive = lp.wheel.now
+	c.SetContext(s)
+
+	srv.group.InitSelection(&s.sel, srv.hashKey(s.remote, s.local), srv.tries, s.start)
+	s.job = pool.DialJob{
+		Sel:                 &s.sel,
+		ConnectTimeout:      srv.connectTimeout,
+		NextUpstream:        srv.nextUpstream,
+		NextUpstreamTimeout: srv.nextTimeout,
+		Cancelled:           s.cancelled.Load,
+		OnFailure:           s.dialAttemptFailed,
+		Done:                s.dialDone,
+	}
+	if srv.policy != nil {
+		s.job.TLS = s.tlsConfig
+	}
+	if srv.proxyProtocol != 0 {
+		s.job.ProxyHeader = s.proxyHeader
+	}
+	e.stats.Accepted.Add(1)
+	e.stats.Active.Add(1)
+	lp.sessions++
+	if err := e.dialer.Submit(&s.job); err != nil {
+		e.log.Logf(LevelError, s.id, "%v while connecting to upstream, client: %s, server: %s", err, hostOf(s.remote), srv.name)
+		s.finish("dial queue full")
+		return s
+	}
+	return s
+}
+
+// tlsConfig gives the dialer the TLS configuration for a peer. Runs on a
+// dialer worker; it reads only immutable fields.
+func (s *session) tlsConfig(p *pool.Peer) (*tls.Config, error) {
+	return s.srv.tlsConfig(p, s.remote, s.local, false)
+}
+
+// dialAttemptFailed logs one failed attempt. Runs on a dialer worker.
+func (s *session) dialAttemptFailed(a pool.Attempt, disabled bool) {
+	s.e.stats.HandshakeFailures.Add(1)
+	s.e.log.Logf(LevelError, s.id, "%v, client: %s, server: %s, upstream: \"%s\"",
+		a.Err, hostOf(s.remote), s.srv.name, a.Peer)
+	if disabled {
+		s.e.log.Logf(LevelWarn, s.id, "upstream server temporarily disabled while connecting to upstream, client: %s, server: %s, upstream: \"%s\"",
+			hostOf(s.remote), s.srv.name, a.Peer)
+	}
+}
+
+// dialDone receives the dialer's outcome. Runs on a dialer worker: it hands
+// the socket to the session's loop and touches nothing else.
+func (s *session) dialDone(r pool.DialResult) {
+	el := s.lp.el
+	if r.Err != nil {
+		err := r.Err
+		el.Execute(context.Background(), gnet.RunnableFunc(func(context.Context) error {
+			s.dialFailed(err)
+			return nil
+		}))
+		return
+	}
+	ch, err := el.Enroll(gnet.NewContext(context.Background(), &upOpen{s: s, res: r}), r.Raw)
+	if err == nil {
+		if res := <-ch; res.Err != nil {
+			err = res.Err
+		}
+	}
+	if err != nil {
+		r.Raw.Close()
+		el.Execute(context.Background(), gnet.RunnableFunc(func(context.Context) error {
+			s.peer = r.Peer
+			s.dialFailed(err)
+			return nil
+		}))
+	}
+}
+
+// dialFailed ends a session whose upstream could not be reached. Runs on
+// the loop.
+func (s *session) dialFailed(err error) {
+	if s.phase == phaseDone {
+		return
+	}
+	if !errors.Is(err, context.Canceled) {
+		s.e.log.Logf(LevelError, s.id, "%v while connecting to upstream, client: %s, server: %s",
+			err, hostOf(s.remote), s.srv.name)
+	}
+	s.finish("upstream unreachable")
+}
+
+// onUpstreamOpen adopts the upstream conn. Runs on the loop.
+func (s *session) onUpstreamOpen(c gnet.Conn, r pool.DialResult) {
+	s.peer = r.Peer
+	if s.phase == phaseDone {
+		s.sel.Release(r.Peer)
+		s.peer = nil
+		c.Close()
+		return
+	}
+	c.SetContext(s)
+	s.up.c, s.up.state = c, sideAttached
+	if r.TLS != nil {
+		s.tc = r.TLS
+		s.tc.Detach(&s.up, &s.up)
+		if r.State.DidResume {
+			s.e.stats.Resumed.Add(1)
+		} else {
+			s.e.stats.Full.Add(1)
+		}
+	}
+	s.phase = phaseOpen
+	s.touch()
+	if s.srv.idleTimeout > 0 {
+		s.lp.wheel.arm(&s.idle, s.lp.ticks(s.srv.idleTimeout))
+	}
+	if s.e.log.Enabled(LevelInfo) {
+		s.e.log.Logf(LevelInfo, s.id, "proxy %s connected to %s", s.up.c.LocalAddr(), s.peer)
+	}
+	// Bytes crypto/tls read ahead during the handshake (a TLS 1.3
+	// NewSessionTicket) fire no event: read them now, so the ticket is
+	// stored even if the session ends at once.
+	s.pumpToClient(false)
+	if s.phase == phaseDone {
+		return
+	}
+	if s.cli.state == sideDetached {
+		s.resume(&s.cli)
+	} else {
+		s.pumpToUp(false)
+	}
+	if s.cliEOF {
+		s.clientEnded()
+	}
+}
+
+// onClientTraffic runs on the loop when the client conn has input.
+func (s *session) onClientTraffic(c gnet.Conn) {
+	if c != s.cli.c {
+		return
+	}
+	s.touch()
+	switch s.phase {
+	case phaseClosing:
+		c.Discard(-1) // the upstream is gone; nothing to deliver to
+	case phaseConnecting:
+		if c.InboundBuffered() > preconnectCap {
+			s.pause(&s.cli)
+		}
+	case phaseOpen:
+		s.pumpToUp(false)
+	}
+}
+
+// onUpstreamTraffic runs on the loop when the upstream conn has input.
+func (s *session) onUpstreamTraffic(c gnet.Conn) {
+	if c != s.up.c {
+		return
+	}
+	s.touch()
+	switch s.phase {
+	case phaseOpen:
+		s.pumpToClient(false)
+	case phaseClosing:
+		if s.cli.state == sideClosed {
+			c.Discard(-1) // the client is gone; nothing to deliver to
+		} else {
+			s.pumpToClient(true)
+		}
+	}
+}
+
+// pumpToUp moves client input to the upstream until the upstream's queue
+// passes the high watermark (unless force: at the client's end every byte
+// goes).
+func (s *session) pumpToUp(force bool) {
+	buf := s.lp.scratch
+	for force || s.up.pending() < highWater {
+		n, _ := s.cli.Read(buf)
+		if n == 0 {
+			break
+		}
+		s.fromClient += int64(n)
+		s.toUp += int64(n)
+		if s.tc != nil {
+			s.tc.Write(buf[:n])
+		} else {
+			s.up.Write(buf[:n])
+		}
+		if s.phase == phaseDone {
+			return
+		}
+	}
+	if !force && s.up.pending() >= highWater && s.cli.state == sideAttached {
+		s.pause(&s.cli)
+	}
+}
+
+// pumpToClient moves upstream input to the client until the client's queue
+// passes the high watermark (unless force).
+func (s *session) pumpToClient(force bool) {
+	buf := s.lp.scratch
+	for force || s.cli.pending() < highWater {
+		var n int
+		var err error
+		if s.tc != nil {
+			n, err = s.tc.Read(buf)
+		} else {
+			n, _ = s.up.Read(buf)
+			if n == 0 {
+				err = tlsbridge.ErrWouldBlock
+			}
+		}
+		if n > 0 {
+			s.fromUp += int64(n)
+			s.toClient += int64(n)
+			s.cli.Write(buf[:n])
+			if s.phase == phaseDone {
+				return
+			}
+		}
+		if err == nil {
+			continue
+		}
+		if errors.Is(err, tlsbridge.ErrWouldBlock) {
+			break
+		}
+		if err == io.EOF {
+			// close_notify: the upstream is done sending.
+			if !s.upEOF {
+				s.upEOF = true
+				s.upstreamEnded()
+			}
+			return
+		}
+		s.e.log.Logf(LevelError, s.id, "reading from upstream failed: %v, client: %s, server: %s, upstream: \"%s\"",
+			err, hostOf(s.remote), s.srv.name, s.peer)
+		s.upEOF = true
+		s.upstreamEnded()
+		return
+	}
+	if !force && s.cli.pending() >= highWater && s.up.state == sideAttached {
+		s.pause(&s.up)
+	}
+}
+
+// pause stops reading sd's socket: gnet cannot stop reading a conn, so the
+// session keeps a duplicate of the descriptor and closes the gnet conn; the
+// socket stays open and the kernel's buffers push back on the peer. gnet
+// drops queued output on close, so with output queued the pause waits.
+func (s *session) pause(sd *side) {
+	if sd.state != sideAttached {
+		return
+	}
+	if sd.c.OutboundBuffered() > 0 {
+		sd.wantPause = true
+		s.armPoll()
+		return
+	}
+	fd, err := sd.c.Dup()
+	if err != nil {
+		s.e.log.Logf(LevelWarn, s.id, "pausing a connection: dup: %v", err)
+		return
+	}
+	sd.wantPause = false
+	sd.fd = fd
+	sd.spill(sd.c)
+	sd.state = sideDetaching
+	s.e.stats.Pauses.Add(1)
+	sd.c.Close()
+	s.armPoll()
+}
+
+// resume re-adopts a paused socket into the loop. The new conn arrives in
+// OnOpen (onReattach).
+func (s *session) resume(sd *side) {
+	if sd.state != sideDetached {
+		return
+	}
+	f := os.NewFile(uintptr(sd.fd), "tlsrelay-paused")
+	nc, err := net.FileConn(f)
+	f.Close()
+	sd.fd = -1
+	if err != nil {
+		sd.state = sideClosed
+		s.e.log.Logf(LevelError, s.id, "resuming a paused connection: %v", err)
+		s.finish("resume failed")
+		return
+	}
+	sd.state = sideEnrolling
+	if _, err := s.lp.el.Enroll(gnet.NewContext(context.Background(), &reattach{s: s, sd: sd}), nc); err != nil {
+		nc.Close()
+		sd.state = sideClosed
+		s.e.log.Logf(LevelError, s.id, "resuming a paused connection: %v", err)
+		s.finish("resume failed")
+	}
+}
+
+// onReattach adopts a resumed socket. Runs on the loop.
+func (s *session) onReattach(c gnet.Conn, sd *side) {
+	if s.phase == phaseDone || sd.state != sideEnrolling {
+		c.Close()
+		return
+	}
+	c.SetContext(s)
+	sd.c, sd.state = c, sideAttached
+	sd.flushOut()
+	switch s.phase {
+	case phaseOpen:
+		s.pumpToUp(false)
+		if s.phase == phaseOpen {
+			s.pumpToClient(false)
+		}
+	case phaseClosing:
+		s.armPoll()
+	}
+}
+
+// onClose runs on the loop when gnet closes one of the session's conns:
+// after a pause, a peer's FIN or reset, a write error, or our own Close.
+func (s *session) onClose(c gnet.Conn, err error) {
+	var sd *side
+	switch c {
+	case s.cli.c:
+		sd = &s.cli
+	case s.up.c:
+		sd = &s.up
+	default:
+		return // a conn the session already let go
+	}
+	if s.phase == phaseDone {
+		sd.c, sd.state = nil, sideClosed
+		return
+	}
+	// What gnet read but the session did not consume is about to be
+	// dropped with the conn: keep it.
+	sd.spill(c)
+	sd.c = nil
+	if sd.state == sideDetaching {
+		sd.state = sideDetached
+		s.armPoll()
+		return
+	}
+	sd.state = sideClosed
+	if sd.out != nil {
+		sd.out.Reset()
+	}
+	if sd == &s.cli {
+		s.cliEOF = true
+		if s.phase != phaseConnecting {
+			s.clientEnded()
+		}
+		// While connecting, the upstream is opened anyway and gets what
+		// the client sent (onUpstreamOpen), as NGINX does.
+		return
+	}
+	s.upEOF = true
+	if s.phase == phaseOpen || s.phase == phaseClosing {
+		// Deliver what the upstream sent before it closed.
+		s.pumpToClient(true)
+		s.upstreamEnded()
+	}
+}
+
+// clientEnded runs when the client sent its last byte: everything it sent
+// goes to the upstream, then close_notify, then the session ends once the
+// upstream has taken it all.
+func (s *session) clientEnded() {
+	if s.phase == phaseDone {
+		return
+	}
+	if s.up.state == sideDetached {
+		s.resume(&s.up)
+	}
+	if s.up.state != sideClosed {
+		s.pumpToUp(true)
+		if s.tc != nil && s.phase != phaseDone {
+			s.tc.CloseWrite()
+		}
+	}
+	s.reason = "client closed"
+	s.drainThenFinish()
+}
+
+// upstreamEnded runs when the upstream sent its last byte (close_notify or
+// FIN): the client gets everything, then the session ends.
+func (s *session) upstreamEnded() {
+	if s.phase == phaseDone {
+		return
+	}
+	if s.cli.state == sideDetached {
+		s.resume(&s.cli)
+	}
+	if s.reason == "" {
+		s.reason = "upstream closed"
+	}
+	s.drainThenFinish()
+}
+
+// drainThenFinish ends the session once both sockets' queues are empty;
+// gnet's Close would drop queued output.
+func (s *session) drainThenFinish() {
+	s.phase = phaseClosing
+	if s.drained() {
+		s.finish(s.reason)
+		return
+	}
+	s.armPoll()
+}
+
+func (s *session) drained() bool {
+	for _, sd := range [...]*side{&s.cli, &s.up} {
+		switch sd.state {
+		case sideAttached:
+			if sd.pending() > 0 {
+				return false
+			}
+		case sideEnrolling, sideDetaching:
+			return false
+		case sideDetached:
+			if sd.out != nil && len(sd.out.B) > 0 {
+				return false
+			}
+		}
+	}
+	return true
+}
+
+// finish ends the session and frees what it holds. Runs on the loop.
+func (s *session) finish(reason string) {
+	if s.phase == phaseDone {
+		return
+	}
+	s.phase = phaseDone
+	if s.reason == "" {
+		s.reason = reason
+	}
+	s.cancelled.Store(true)
+	s.lp.wheel.disarm(&s.idle)
+	s.lp.wheel.disarm(&s.poll)
+	for _, sd := range [...]*side{&s.cli, &s.up} {
+		switch sd.state {
+		case sideAttached, sideDetaching:
+			sd.c.Close()
+		case sideDetached:
+			unix.Close(sd.fd)
+			sd.fd = -1
+		}
+		sd.release()
+	}
+	if s.peer != nil {
+		s.sel.Release(s.peer)
+		s.peer = nil
+	}
+	s.e.stats.Active.Add(-1)
+	s.e.stats.BytesFromClient.Add(s.fromClient)
+	s.e.stats.BytesToClient.Add(s.toClient)
+	s.lp.sessions--
+	if s.e.log.Enabled(LevelInfo) {
+		s.e.log.Logf(LevelInfo, s.id, "%s, bytes from/to client:%d/%d, bytes from/to upstream:%d/%d",
+			s.reason, s.fromClient, s.toClient, s.fromUp, s.toUp)
+	}
+	s.lp.sessionEnded()
+}
+
+// touch records traffic for proxy_timeout.
+func (s *session) touch() { s.lastActive = s.lp.wheel.now }
+
+// onIdle fires when proxy_timeout may have passed without traffic.
+func (s *session) onIdle() {
+	idle := s.lp.ticks(s.srv.idleTimeout)
+	if left := s.lastActive + idle - s.lp.wheel.now; left > 0 {
+		s.lp.wheel.arm(&s.idle, left)
+		return
+	}
+	if s.e.log.Enabled(LevelInfo) {
+		s.e.log.Logf(LevelInfo, s.id, "upstream timed out (110: Connection timed out) while proxying connection, client: %s, server: %s, upstream: \"%s\"",
+			hostOf(s.remote), s.srv.name, s.peer)
+	}
+	s.e.stats.IdleTimeouts.Add(1)
+	s.reason = "idle timeout"
+	s.finish("idle timeout")
+}
+
+func (s *session) armPoll() {
+	if !s.poll.armed {
+		s.lp.wheel.arm(&s.poll, 1)
+	}
+}
+
+// onPoll retries what waits on a queue draining: a pause that had to wait,
+// a paused socket whose counterpart drained, a close that must flush.
+func (s *session) onPoll() {
+	if s.phase == phaseDone {
+		return
+	}
+	again := false
+	for _, sd := range [...]*side{&s.cli, &s.up} {
+		if sd.wantPause && sd.state == sideAttached {
+			s.pause(sd)
+			again = again || sd.wantPause
+		}
+	}
+	if s.phase == phaseOpen {
+		if s.cli.state == sideDetached && s.up.pending() < lowWater {
+			s.resume(&s.cli)
+		} else if s.cli.state == sideDetached || s.cli.state == sideDetaching {
+			again = true
+		}
+		if s.up.state == sideDetached && s.cli.pending() < lowWater {
+			s.resume(&s.up)
+		} else if s.up.state == sideDetached || s.up.state == sideDetaching {
+			again = true
+		}
+	}
+	if s.phase == phaseClosing {
+		if s.drained() {
+			s.finish(s.reason)
+			return
+		}
+		for _, sd := range [...]*side{&s.cli, &s.up} {
+			if sd.state == sideDetached && sd.out != nil && len(sd.out.B) > 0 {
+				s.resume(sd)
+			}
+		}
+		again = true
+	}
+	if again && s.phase != phaseDone {
+		s.lp.wheel.arm(&s.poll, 1)
+	}
+}

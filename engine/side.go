@@ -1,0 +1,149 @@
+package engine
+
+import (
+	"github.com/panjf2000/gnet/v2"
+	"github.com/valyala/bytebufferpool"
+)
+
+// sideState is where one socket of a session stands.
+type sideState uint8
+
+const (
+	// sideNone: no socket yet (the upstream while connecting).
+	sideNone sideState = iota
+	// sideAttached: a gnet conn on the session's loop owns the socket.
+	sideAttached
+	// sideDetaching: the gnet conn is being closed to pause reading; the
+	// session holds a duplicate descriptor that keeps the socket open.
+	sideDetaching
+	// sideDetached: no gnet conn; the kernel's buffers fill and TCP flow
+	// control pushes back on the peer.
+	sideDetached
+	// sideEnrolling: the duplicate is being re-adopted by the loop.
+	sideEnrolling
+	// sideClosed: the socket is gone.
+	sideClosed
+)
+
+// side is one socket of a session with the bytes the session holds for
+// it. All of it runs on the session's loop.
+//
+// It is the tlsbridge Source and Sink of the upstream socket: Read serves
+// bytes taken off the socket (spilled first, then gnet's inbound buffer),
+// Write hands bytes to gnet or, while the socket is not attached, keeps them
+// until it is.
+type side struct {
+	c     gnet.Conn
+	state sideState
+	fd    int // the duplicate held while detached; -1 otherwise
+	// wantPause: a pause was asked for while gnet still had output queued
+	// on this socket (closing the conn would drop it); retried on ticks.
+	wantPause bool
+	// in holds input taken off gnet but not yet consumed (at a pause, or
+	// at close); inOff is how much of it was consumed.
+	in    *bytebufferpool.ByteBuffer
+	inOff int
+	// out holds output written while the socket was not attached.
+	out *bytebufferpool.ByteBuffer
+}
+
+// Read implements tlsbridge.Source. It never blocks; 0 means empty.
+func (sd *side) Read(p []byte) (int, error) {
+	if sd.in != nil && sd.inOff < len(sd.in.B) {
+		n := copy(p, sd.in.B[sd.inOff:])
+		sd.inOff += n
+		if sd.inOff == len(sd.in.B) {
+			sd.in.Reset()
+			sd.inOff = 0
+		}
+		return n, nil
+	}
+	if sd.state == sideAttached && sd.c != nil {
+		n, _ := sd.c.Read(p)
+		return n, nil
+	}
+	return 0, nil
+}
+
+// buffered returns how many input bytes are waiting to be consumed.
+func (sd *side) buffered() int {
+	n := 0
+	if sd.in != nil {
+		n = len(sd.in.B) - sd.inOff
+	}
+	if sd.state == sideAttached && sd.c != nil {
+		n += sd.c.InboundBuffered()
+	}
+	return n
+}
+
+// Write implements tlsbridge.Sink: it accepts every byte. A socket error
+// makes gnet close the conn, which the session learns from OnClose.
+func (sd *side) Write(p []byte) (int, error) {
+	if sd.state == sideAttached && sd.c != nil && (sd.out == nil || len(sd.out.B) == 0) {
+		sd.c.Write(p)
+		return len(p), nil
+	}
+	if sd.state == sideClosed {
+		return len(p), nil
+	}
+	if sd.out == nil {
+		sd.out = bytebufferpool.Get()
+	}
+	sd.out.Write(p)
+	return len(p), nil
+}
+
+// pending returns the output bytes not yet handed to the kernel.
+func (sd *side) pending() int {
+	n := 0
+	if sd.out != nil {
+		n = len(sd.out.B)
+	}
+	if sd.state == sideAttached && sd.c != nil {
+		n += sd.c.OutboundBuffered()
+	}
+	return n
+}
+
+// spill moves everything gnet holds for c into sd.in: before a pause or at
+// close, when gnet is about to drop it.
+func (sd *side) spill(c gnet.Conn) {
+	n := c.InboundBuffered()
+	if n == 0 {
+		return
+	}
+	if sd.in == nil {
+		sd.in = bytebufferpool.Get()
+	}
+	b := sd.in.B
+	if cap(b)-len(b) < n {
+		nb := make([]byte, len(b), len(b)+n)
+		copy(nb, b)
+		b = nb
+	}
+	m, _ := c.Read(b[len(b) : len(b)+n])
+	sd.in.B = b[:len(b)+m]
+}
+
+// flushOut hands bytes kept while detached to the newly attached conn.
+func (sd *side) flushOut() {
+	if sd.out == nil || len(sd.out.B) == 0 || sd.state != sideAttached {
+		return
+	}
+	sd.c.Write(sd.out.B)
+	sd.out.Reset()
+}
+
+// release returns the side's buffers to the pool.
+func (sd *side) release() {
+	if sd.in != nil {
+		bytebufferpool.Put(sd.in)
+		sd.in = nil
+		sd.inOff = 0
+	}
+	if sd.out != nil {
+		bytebufferpool.Put(sd.out)
+		sd.out = nil
+	}
+}

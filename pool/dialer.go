@@ -1,0 +1,258 @@
+package pool
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"net"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/tlsrelay/tlsrelay/tlsbridge"
+)
+
+// The dialer establishes upstream connections for client sessions: pick a
+// peer, TCP connect under proxy_connect_timeout, write the PROXY header in
+// clear, run the TLS handshake under a fresh proxy_connect_timeout, and on
+// failure walk on to the next peer as proxy_next_upstream allows.
+// Handshakes block inside crypto/tls, so they run on a bounded set of worker
+// goroutines, never on an event loop.
+
+// ErrQueueFull is returned when more sessions wait for an upstream than the
+// dialer's queue holds.
+var ErrQueueFull = errors.New("pool: dial queue full")
+
+// ErrHandshakeTimeout is the error of a TLS handshake that did not finish
+// within proxy_connect_timeout. NGINX logs nothing specific for it (known
+// problem #12 of the reference); we name it.
+var ErrHandshakeTimeout = errors.New("TLS handshake timed out")
+
+// ErrConnectTimeout is the error of a TCP connect that did not finish within
+// proxy_connect_timeout.
+var ErrConnectTimeout = errors.New("upstream timed out (110: Connection timed out) while connecting to upstream")
+
+// Attempt is one try of a session on one peer, for $upstream_addr and
+// $upstream_connect_time.
+type Attempt struct {
+	Peer *Peer
+	// Connect is the TCP connect time; Handshake the TLS handshake time (0
+	// without TLS). Both are zero when the attempt failed before them.
+	Connect, Handshake time.Duration
+	Err                error
+}
+
+// DialJob asks for an upstream connection for one client session. The
+// session fills it on its event loop and must not touch it (or its
+// Selection) again until Done has been called.
+type DialJob struct {
+	// Sel is the session's walk over its group.
+	Sel *Selection
+	// TLS returns the client configuration for a peer; nil TLS means a
+	// plaintext upstream.
+	TLS func(p *Peer) (*tls.Config, error)
+	// ConnectTimeout bounds the TCP connect and, afresh, the handshake.
+	ConnectTimeout time.Duration
+	// NextUpstream is proxy_next_upstream; NextUpstreamTimeout bounds the
+	// whole walk (0: no limit).
+	NextUpstream        bool
+	NextUpstreamTimeout time.Duration
+	// ProxyHeader, if set, returns the PROXY protocol header to write in
+	// clear before the handshake, given the upstream connection's local
+	// address.
+	ProxyHeader func(local net.Addr) []byte
+	// Cancelled, if set, is polled between steps: the client went away.
+	Cancelled func() bool
+	// OnFailure, if set, is called on the worker after each failed attempt
+	// (to log it), with whether the peer is now disabled.
+	OnFailure func(a Attempt, disabled bool)
+	// Done is called on the worker goroutine exactly once with the outcome.
+	Done func(r DialResult)
+
+	// Attempts is filled as the walk goes; it is the session's after Done.
+	Attempts []Attempt
+}
+
+// DialResult is the outcome of a DialJob.
+type DialResult struct {
+	Peer *Peer
+	// Raw is the connected socket: the caller hands it to its event loop.
+	Raw *net.TCPConn
+	// TLS drives the session's TLS connection, or is nil for plaintext.
+	TLS *tlsbridge.Conn
+	// State is the handshake's outcome (zero without TLS).
+	State tls.ConnectionState
+	// Err is set when no peer could be reached; Raw and TLS are nil then.
+	Err error
+}
+
+// DialerConfig sizes a Dialer. The zero value is usable.
+type DialerConfig struct {
+	// Workers is the number of handshake goroutines. Zero: 256. Each blocks
+	// on one connect or handshake at a time.
+	Workers int
+	// Queue is how many jobs may wait for a worker. Zero: 65536.
+	Queue int
+}
+
+// Dialer runs dial jobs on a bounded set of worker goroutines. Submit is
+// safe from any goroutine.
+type Dialer struct {
+	jobs   chan *DialJob
+	wg     sync.WaitGroup
+	stopMu sync.RWMutex
+	closed bool
+	dialer net.Dialer
+}
+
+// NewDialer starts the workers.
+func NewDialer(c DialerConfig) *Dialer {
+	workers, queue := c.Workers, c.Queue
+	if workers <= 0 {
+		workers = 256
+	}
+	if queue <= 0 {
+		queue = 65536
+	}
+	d := &Dialer{jobs: make(chan *DialJob, queue)}
+	// Go's dialer would turn on keepalive probes every 15s; NGINX leaves
+	// SO_KEEPALIVE off unless proxy_socket_keepalive is on.
+	d.dialer.KeepAlive = -1
+	d.wg.Add(workers)
+	for i := 0; i < workers; i++ {
+		go d.work()
+	}
+	return d
+}
+
+// Submit queues j. It never blocks: when the queue is full it returns
+// ErrQueueFull and j.Done is not called.
+func (d *Dialer) Submit(j *DialJob) error {
+	d.stopMu.RLock()
+	defer d.stopMu.RUnlock()
+	if d.closed {
+		return net.ErrClosed
+	}
+	select {
+	case d.jobs <- j:
+		return nil
+	default:
+		return ErrQueueFull
+	}
+}
+
+// Close stops the workers after the queued jobs are done.
+func (d *Dialer) Close() {
+	d.stopMu.Lock()
+	if !d.closed {
+		d.closed = true
+		close(d.jobs)
+	}
+	d.stopMu.Unlock()
+	d.wg.Wait()
+}
+
+func (d *Dialer) work() {
+	defer d.wg.Done()
+	for j := range d.jobs {
+		j.Done(d.run(j))
+	}
+}
+
+// run walks the session's group until a peer answers or none is left.
+func (d *Dialer) run(j *DialJob) DialResult {
+	start := time.Now()
+	var lastErr error
+	for {
+		if j.Cancelled != nil && j.Cancelled() {
+			return DialResult{Err: context.Canceled}
+		}
+		now := time.Now()
+		p, err := j.Sel.Next(now)
+		if err != nil {
+			if lastErr != nil && errors.Is(err, ErrNoTriesLeft) {
+				return DialResult{Err: lastErr}
+			}
+			return DialResult{Err: err}
+		}
+		res, a := d.attempt(j, p)
+		j.Attempts = append(j.Attempts, a)
+		if a.Err == nil {
+			j.Sel.Connected(p, time.Now())
+			return res
+		}
+		lastErr = a.Err
+		disabled := j.Sel.Failed(p, time.Now())
+		if j.OnFailure != nil {
+			j.OnFailure(a, disabled)
+		}
+		if !j.NextUpstream {
+			return DialResult{Err: lastErr}
+		}
+		if j.NextUpstreamTimeout > 0 && time.Since(start) >= j.NextUpstreamTimeout {
+			return DialResult{Err: lastErr}
+		}
+	}
+}
+
+// attempt connects to one peer and handshakes.
+func (d *Dialer) attempt(j *DialJob, p *Peer) (DialResult, Attempt) {
+	a := Attempt{Peer: p}
+	t0 := time.Now()
+	timeout := j.ConnectTimeout
+	if timeout <= 0 {
+		timeout = 60 * time.Second
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	c, err := d.dialer.DialContext(ctx, "tcp", p.Addr.String())
+	cancel()
+	if err != nil {
+		if errors.Is(err, context.DeadlineExceeded) || isTimeout(err) {
+			err = ErrConnectTimeout
+		} else if errors.Is(err, syscall.ECONNREFUSED) {
+			err = fmt.Errorf("connect() failed (111: Connection refused) while connecting to upstream: %w", err)
+		} else {
+			err = fmt.Errorf("connect() failed while connecting to upstream: %w", err)
+		}
+		a.Err = err
+		return DialResult{}, a
+	}
+	raw := c.(*net.TCPConn)
+	a.Connect = time.Since(t0)
+	if j.ProxyHeader != nil {
+		if _, err := raw.Write(j.ProxyHeader(raw.LocalAddr())); err != nil {
+			raw.Close()
+			a.Err = fmt.Errorf("sending PROXY protocol header to upstream: %w", err)
+			return DialResult{}, a
+		}
+	}
+	if j.TLS == nil {
+		return DialResult{Peer: p, Raw: raw}, a
+	}
+	cfg, err := j.TLS(p)
+	if err != nil {
+		raw.Close()
+		a.Err = err
+		return DialResult{}, a
+	}
+	t1 := time.Now()
+	tc := tlsbridge.NewConn(raw, cfg)
+	if err := tc.Handshake(t1.Add(timeout)); err != nil {
+		tc.Close()
+		if isTimeout(err) {
+			err = fmt.Errorf("%w after %v", ErrHandshakeTimeout, timeout)
+		} else {
+			err = fmt.Errorf("TLS handshake failed: %w", err)
+		}
+		a.Err = err
+		return DialResult{}, a
+	}
+	a.Handshake = time.Since(t1)
+	return DialResult{Peer: p, Raw: raw, TLS: tc, State: tc.ConnectionState()}, a
+}
+
+func isTimeout(err error) bool {
+	var ne net.Error
+	return errors.As(err, &ne) && ne.Timeout()
+}
