@@ -19,4 +19,3 @@ type Options struct {
 	// Ready, if set, is called once with the bound listener addresses.
 	Ready func(addrs []net.Addr)
 }
-

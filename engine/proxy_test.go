@@ -549,4 +549,3 @@ func TestGracefulQuit(t *testing.T) {
 		t.Fatal("Serve did not return after the last session ended")
 	}
 }
-
