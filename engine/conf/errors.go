@@ -13,10 +13,11 @@ type Pos struct {
 	Line int
 }
 
-// String returns "file:line", or "" for the zero Pos.
+// String returns "file:line"; "" for the zero Pos, and the file alone
+// when there is no line ("command line" for -g directives).
 func (p Pos) String() string {
-	if p.File == "" && p.Line == 0 {
-		return ""
+	if p.Line == 0 {
+		return p.File
 	}
 	return p.File + ":" + strconv.Itoa(p.Line)
 }
