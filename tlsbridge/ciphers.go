@@ -217,6 +217,10 @@ type CipherList struct {
 	// implement (PSK and SRP suites, which a client offers only with PSK
 	// or SRP configured, are left out, as is whatever @SECLEVEL excludes).
 	Missing []string
+	// Offered is what an OpenSSL client would offer in its ClientHello
+	// (TLS ≤1.2 part): the list after @SECLEVEL, without PSK and SRP
+	// suites; `openssl ciphers -s` prints it. Go and Missing partition it.
+	Offered []string
 	// OpenSSL is the whole list in OpenSSL's order, as `openssl ciphers`
 	// prints it without -s (TLS 1.3 suites excluded).
 	OpenSSL []string
@@ -290,6 +294,7 @@ func ParseCipherString(s string) (CipherList, error) {
 		if !secLevelAllows(st.secLevel, n.s) || n.s.kx&(kPSKAll|kSRP) != 0 || n.s.au&aSRP != 0 {
 			continue
 		}
+		cl.Offered = append(cl.Offered, n.s.name)
 		if goSuites[n.s.id] {
 			cl.Go = append(cl.Go, n.s.id)
 		} else {
@@ -353,7 +358,7 @@ func secLevelAllows(level int, s *osslSuite) bool {
 func itemSep(c byte) bool { return c == ':' || c == ' ' || c == ';' || c == ',' }
 
 func nameChar(c byte) bool {
-	return c >= 'A' && c <= 'Z' || c >= 'a' && c <= 'z' || c >= '0' && c <= '9' || c == '-' || c == '_' || c == '.' || c == '='
+	return c >= 'A' && c <= 'Z' || c >= 'a' && c <= 'z' || c >= '0' && c <= '9' || c == '-' || c == '.' || c == '='
 }
 
 // process is ssl_cipher_process_rulestr.
@@ -469,10 +474,7 @@ func (st *cipherState) process(s string) error {
 			}
 		case found:
 			st.apply(rule, func(c *osslSuite) bool {
-				if id != 0 {
-					return c.id == id
-				}
-				return (kx == 0 || kx&c.kx != 0) && (au == 0 || au&c.au != 0) && (enc == 0 || enc&c.enc != 0) &&
+				return (id == 0 || c.id == id) && (kx == 0 || kx&c.kx != 0) && (au == 0 || au&c.au != 0) && (enc == 0 || enc&c.enc != 0) &&
 					(mac == 0 || mac&c.mac != 0) && (minTLS == 0 || minTLS == c.minTLS) &&
 					(strength&strStrongMask == 0 || strength&strStrongMask&c.strength != 0) &&
 					(strength&strDefaultMsk == 0 || strength&strDefaultMsk&c.strength != 0)
@@ -502,7 +504,7 @@ func combine(acc *algBits, m algBits) bool {
 
 func lookupSuite(name string) *osslSuite {
 	for i := range opensslSuites {
-		if opensslSuites[i].name == name || opensslSuites[i].std == name {
+		if opensslSuites[i].name == name {
 			return &opensslSuites[i]
 		}
 	}

@@ -9,6 +9,7 @@ package main
 import (
 	"bytes"
 	"fmt"
+	"go/format"
 	"os"
 	"os/exec"
 	"strconv"
@@ -96,53 +97,24 @@ func main() {
 	// aliases place the eNULL suites.
 	all := ids("ALL")
 	order := append([]uint16(nil), all...)
-	pos := func(id uint16) int {
-		for i, x := range order {
-			if x == id {
-				return i
-			}
+	// OpenSSL's default ordering ends with bumps that leave five groups:
+	// (EC)DHE+AEAD, other (EC)DHE, other AEAD, other TLSv1.2, the rest;
+	// within each, strength order, so an eNULL suite (strength 0) ends
+	// its group. Check the groups on "ALL", then place the eNULL suites.
+	for i := 1; i < len(order); i++ {
+		if group(byID[order[i-1]]) > group(byID[order[i]]) {
+			panic("ALL is not in group order at " + byID[order[i]].name)
 		}
-		return -1
 	}
-	for _, s := range suites {
-		if pos(s.id) >= 0 {
-			continue
-		}
-		// Place an eNULL suite after the last suite that precedes it in the
-		// subsequence of its key exchange.
-		var seq []uint16
-		for _, spec := range []string{kxAlias(s.kx)} {
-			seq = ids(spec)
-		}
+	for _, id := range ids("eNULL") {
+		g := group(byID[id])
 		at := 0
-		for i, x := range seq {
-			if x == s.id {
-				for j := i - 1; j >= 0; j-- {
-					if p := pos(seq[j]); p >= 0 {
-						at = p + 1
-						break
-					}
-				}
-				if i == 0 && len(seq) > 1 {
-					at = pos(seq[1])
-					if at < 0 {
-						at = len(order)
-					}
-				}
-				break
+		for i, x := range order {
+			if group(byID[x]) <= g {
+				at = i + 1
 			}
 		}
-		order = append(order[:at], append([]uint16{s.id}, order[at:]...)...)
-	}
-
-	// The eNULL suites among themselves follow the order of "eNULL".
-	nulls := ids("eNULL")
-	k := 0
-	for i, id := range order {
-		if byID[id].enc == "None" {
-			order[i] = nulls[k]
-			k++
-		}
+		order = append(order[:at], append([]uint16{id}, order[at:]...)...)
 	}
 
 	var b strings.Builder
@@ -167,7 +139,27 @@ func main() {
 			kxConst(s.kx), auConst(s.au), enc, macConst(s.mac), verConst(s.ver), bits, strings.Join(str, "|"))
 	}
 	b.WriteString("}\n")
-	os.Stdout.WriteString(b.String())
+	src, err := format.Source([]byte(b.String()))
+	if err != nil {
+		panic(err)
+	}
+	os.Stdout.Write(src)
+}
+
+func group(s *suite) int {
+	dhe := s.kx == "ECDH" || s.kx == "DH"
+	aead := s.mac == "AEAD"
+	switch {
+	case dhe && aead:
+		return 0
+	case dhe:
+		return 1
+	case aead:
+		return 2
+	case s.ver == "TLSv1.2":
+		return 3
+	}
+	return 4
 }
 
 func kxAlias(kx string) string {
