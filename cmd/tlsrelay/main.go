@@ -194,13 +194,27 @@ func load(o options, stderr io.Writer) (*conf.Config, error) {
 	for _, w := range warns {
 		fmt.Fprintf(stderr, "tlsrelay: %s\n", w)
 	}
-	if err != nil {
-		return nil, err
-	}
+	return cfg, err
+}
+
+// insecure returns the configuration's insecure-setting warnings that the
+// engine's own warnings do not already cover (same directive, same place).
+func insecure(cfg *conf.Config, engineWarns []string) []string {
+	var out []string
 	for _, w := range cfg.Insecure() {
-		fmt.Fprintf(stderr, "tlsrelay: %s\n", w)
+		name := w.Msg
+		if _, rest, ok := strings.Cut(w.Msg, `"`); ok {
+			name, _, _ = strings.Cut(rest, `"`)
+		}
+		dup := false
+		for _, e := range engineWarns {
+			dup = dup || strings.Contains(e, name) && strings.HasSuffix(e, " in "+w.Pos.String())
+		}
+		if !dup {
+			out = append(out, w.String())
+		}
 	}
-	return cfg, nil
+	return out
 }
 
 // printErr prints err in nginx's form, "tlsrelay: [emerg] ...".
@@ -219,7 +233,7 @@ func test(o options, stdout, stderr io.Writer) int {
 	if err == nil {
 		var warns []string
 		warns, err = engine.Check(cfg)
-		for _, w := range warns {
+		for _, w := range append(insecure(cfg, warns), warns...) {
 			if !strings.HasPrefix(w, "[") {
 				w = "[warn] " + w
 			}
@@ -279,6 +293,9 @@ func serve(o options, stderr io.Writer) int {
 	if err != nil {
 		printErr(stderr, err)
 		return 1
+	}
+	for _, w := range insecure(cfg, nil) {
+		fmt.Fprintf(stderr, "tlsrelay: %s\n", w)
 	}
 	if cfg.Stream == nil || len(cfg.Stream.Servers) == 0 {
 		fmt.Fprintf(stderr, "tlsrelay: [emerg] no \"stream\" server in %s: nothing to serve\n", o.conf)
