@@ -265,6 +265,15 @@ func (p *parser) upstreamBlock(d *directive, _ ctx) error {
 	if len(u.Servers) == 0 {
 		return Errorf(d.end, "no servers are inside upstream")
 	}
+	if u.Method == "hash" || u.Method == "random" {
+		primary := false
+		for _, s := range u.Servers {
+			primary = primary || !s.Backup
+		}
+		if !primary {
+			return Errorf(d.end, "no servers in upstream %q", u.Name)
+		}
+	}
 	p.cfg.Stream.Upstreams = append(p.cfg.Stream.Upstreams, u)
 	return nil
 }
@@ -353,8 +362,10 @@ func (p *parser) setMethod(d *directive, method string) error {
 		p.warnf(d.pos, "load balancing method redefined")
 	}
 	p.upSeen["method"] = true
-	if _, ok := p.backupPos[u]; ok && (method == "hash" || method == "random") {
-		return Errorf(d.pos, "balancing method does not support parameter \"backup\"")
+	if bp, ok := p.backupPos[u]; ok && (method == "hash" || method == "random") {
+		// NGINX accepts backup servers written before the method and
+		// never uses them.
+		p.warnf(bp, "backup servers of upstream %q are never used with the %q balancing method", u.Name, method)
 	}
 	u.Method, u.MethodPos = method, d.pos
 	u.HashKey, u.Consistent, u.RandomTwo, u.LeastTime, u.LeastTimeInflight = "", false, false, "", false
