@@ -28,7 +28,7 @@ const (
 	ReasonCRL                      // a CRL is missing, expired, not yet valid or badly signed
 	ReasonBadCertificate           // any other certificate problem (usage, constraints, no certificate)
 	ReasonProtocol                 // no protocol version in common
-	ReasonCipher                   // no cipher suite (or group) in common
+	ReasonCipher                   // no cipher suite or group in common (alert handshake_failure; a TLS 1.2 server may also send it for a missing client certificate)
 	ReasonClientCertRefused        // the upstream rejected or required our client certificate
 	ReasonTimeout                  // the handshake did not finish in time
 	ReasonClosed                   // the upstream closed or reset the connection during the handshake
