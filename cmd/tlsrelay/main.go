@@ -307,14 +307,7 @@ func serve(o options, stderr io.Writer) int {
 			fmt.Fprintf(stderr, "tlsrelay: [alert] setrlimit(RLIMIT_NOFILE, %d) failed (%v), ignored\n", n, err)
 		}
 	}
-	if cfg.Main.PID != "" {
-		if err := os.WriteFile(cfg.Main.PID, []byte(strconv.Itoa(os.Getpid())+"\n"), 0o644); err != nil {
-			fmt.Fprintf(stderr, "tlsrelay: [emerg] writing pid file: %v\n", err)
-			return 1
-		}
-		defer os.Remove(cfg.Main.PID)
-	}
-
+	// Signals are caught before the pid file tells anyone where to send them.
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
 	quitSig := make(chan os.Signal, 1)
@@ -328,6 +321,14 @@ func serve(o options, stderr io.Writer) int {
 		case <-ctx.Done():
 		}
 	}()
+
+	if cfg.Main.PID != "" {
+		if err := os.WriteFile(cfg.Main.PID, []byte(strconv.Itoa(os.Getpid())+"\n"), 0o644); err != nil {
+			fmt.Fprintf(stderr, "tlsrelay: [emerg] writing pid file: %v\n", err)
+			return 1
+		}
+		defer os.Remove(cfg.Main.PID)
+	}
 
 	if err := engine.Run(ctx, cfg, engine.Options{Quit: quit}); err != nil {
 		printErr(stderr, err)

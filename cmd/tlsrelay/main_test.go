@@ -2,12 +2,15 @@ package main
 
 import (
 	"bytes"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"reflect"
+	"strconv"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/tlsrelay/tlsrelay/engine/conf"
 	"github.com/tlsrelay/tlsrelay/tlsbridge/pki"
@@ -123,9 +126,7 @@ func TestGuideExampleMissingFiles(t *testing.T) {
 // TestLocalExample checks docs/examples/secure-upstream-local.conf with the
 // certificates next to it, through a built binary as a user would.
 func TestLocalExample(t *testing.T) {
-	if testing.Short() {
-		t.Skip("builds the binary")
-	}
+	bin := buildBinary(t)
 	dir := t.TempDir()
 	certs(t, dir)
 	src, err := os.ReadFile(filepath.Join(examples, "secure-upstream-local.conf"))
@@ -135,10 +136,6 @@ func TestLocalExample(t *testing.T) {
 	path := filepath.Join(dir, "tlsrelay.conf")
 	if err := os.WriteFile(path, src, 0o644); err != nil {
 		t.Fatal(err)
-	}
-	bin := filepath.Join(t.TempDir(), "tlsrelay")
-	if out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput(); err != nil {
-		t.Fatalf("go build: %v\n%s", err, out)
 	}
 	cmd := exec.Command(bin, "-t", "-c", path)
 	var stderr bytes.Buffer
@@ -295,5 +292,91 @@ func TestSignalWithoutPid(t *testing.T) {
 	code, _, stderr := runCmd("-s", "stop", "-p", dir, "-c", path)
 	if code != 1 || !strings.Contains(stderr, `open() "`+filepath.Join(dir, "run.pid")+`" failed`) {
 		t.Errorf("-s stop: %d %s", code, stderr)
+	}
+}
+
+// buildBinary builds the command into a temporary directory.
+func buildBinary(t *testing.T) string {
+	t.Helper()
+	if testing.Short() {
+		t.Skip("builds the binary")
+	}
+	bin := filepath.Join(t.TempDir(), "tlsrelay")
+	if out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput(); err != nil {
+		t.Fatalf("go build: %v\n%s", err, out)
+	}
+	return bin
+}
+
+// freePort returns a loopback port nothing listens on right now.
+func freePort(t *testing.T) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	_, port, _ := net.SplitHostPort(ln.Addr().String())
+	return port
+}
+
+// TestServeSignals runs the binary, waits for its pid file, stops it with
+// `tlsrelay -s quit` and `-s stop`, and checks the pid file is removed.
+func TestServeSignals(t *testing.T) {
+	bin := buildBinary(t)
+	for _, sig := range []string{"quit", "stop"} {
+		t.Run(sig, func(t *testing.T) {
+			dir := t.TempDir()
+			path := filepath.Join(dir, "t.conf")
+			pid := filepath.Join(dir, "run.pid")
+			src := "pid run.pid;\nstream { server { listen 127.0.0.1:" + freePort(t) + "; proxy_pass 127.0.0.1:" +
+				freePort(t) + "; } }\n"
+			if err := os.WriteFile(path, []byte(src), 0o644); err != nil {
+				t.Fatal(err)
+			}
+			cmd := exec.Command(bin, "-p", dir, "-c", path)
+			var stderr bytes.Buffer
+			cmd.Stderr = &stderr
+			if err := cmd.Start(); err != nil {
+				t.Fatal(err)
+			}
+			done := make(chan error, 1)
+			go func() { done <- cmd.Wait() }()
+			deadline := time.After(20 * time.Second)
+			tick := time.NewTicker(10 * time.Millisecond)
+			defer tick.Stop()
+		wait:
+			for {
+				select {
+				case err := <-done:
+					t.Fatalf("tlsrelay exited early: %v\n%s", err, stderr.String())
+				case <-deadline:
+					cmd.Process.Kill()
+					t.Fatalf("no pid file after 20s\n%s", stderr.String())
+				case <-tick.C:
+					if data, err := os.ReadFile(pid); err == nil && strings.HasSuffix(string(data), "\n") {
+						if got := strings.TrimSpace(string(data)); got != strconv.Itoa(cmd.Process.Pid) {
+							t.Errorf("pid file holds %q, want %d", got, cmd.Process.Pid)
+						}
+						break wait
+					}
+				}
+			}
+			if out, err := exec.Command(bin, "-p", dir, "-c", path, "-s", sig).CombinedOutput(); err != nil {
+				t.Fatalf("tlsrelay -s %s: %v\n%s", sig, err, out)
+			}
+			select {
+			case err := <-done:
+				if err != nil {
+					t.Errorf("tlsrelay after -s %s: %v\n%s", sig, err, stderr.String())
+				}
+			case <-deadline:
+				cmd.Process.Kill()
+				t.Fatalf("tlsrelay did not stop after -s %s\n%s", sig, stderr.String())
+			}
+			if _, err := os.Stat(pid); !os.IsNotExist(err) {
+				t.Errorf("pid file left behind: %v", err)
+			}
+		})
 	}
 }
