@@ -14,7 +14,6 @@ type confResult struct {
 	curves             []tls.CurveID
 	minProto, maxProto uint16 // 0: open
 	warnings           []string
-	tls13Warning       string // only relevant when TLS 1.3 is enabled
 }
 
 // groupNames maps OpenSSL group names (case-insensitive) to crypto/tls.
@@ -133,7 +132,6 @@ func applyConfCommands(cmds []ConfCommand, cipherString string) (confResult, err
 			}
 			if missing := without(goTLS13Suites, list); len(missing) > 0 {
 				if len(list) == 0 {
-					r.tls13Warning = fmt.Sprintf("proxy_ssl_conf_command %s is empty, which disables TLS 1.3 in OpenSSL; crypto/tls always offers %s", c.Name, strings.Join(goTLS13Suites, ":"))
 					return r, fail("an empty list disables TLS 1.3 in OpenSSL; use proxy_ssl_protocols without TLSv1.3 instead")
 				}
 				return r, fail("crypto/tls always offers the TLS 1.3 suites %s and cannot leave out %s; list all three (order is crypto/tls's own) or disable TLSv1.3",

@@ -157,9 +157,6 @@ func NewPolicy(pc PolicyConfig, store *SessionStore) (*Policy, error) {
 			p.warnings = append(p.warnings, fmt.Sprintf("proxy_ssl_ciphers enables suites crypto/tls lists as insecure: %s", strings.Join(ins, ":")))
 		}
 	}
-	if cc.tls13Warning != "" && p.maxVer == tls.VersionTLS13 {
-		p.warnings = append(p.warnings, cc.tls13Warning)
-	}
 	for _, a := range pc.ALPN {
 		if a == "" || len(a) > 255 {
 			p.warnings = append(p.warnings, fmt.Sprintf("proxy_ssl_alpn: protocol %q skipped (must be 1 to 255 bytes)", a))
@@ -211,7 +208,11 @@ func (p *Policy) Warnings() []string {
 
 // Config returns a copy of the configuration the policy was built from.
 func (p *Policy) Config() PolicyConfig {
-	return p.pc
+	pc := p.pc
+	pc.Protocols = append([]string(nil), pc.Protocols...)
+	pc.ConfCommands = append([]ConfCommand(nil), pc.ConfCommands...)
+	pc.ALPN = append([]string(nil), pc.ALPN...)
+	return pc
 }
 
 // Ciphers returns the evaluated proxy_ssl_ciphers string.
