@@ -198,7 +198,8 @@ func load(o options, stderr io.Writer) (*conf.Config, error) {
 }
 
 // insecure returns the configuration's insecure-setting warnings that the
-// engine's own warnings do not already cover (same directive, same place).
+// engine's own warnings do not already cover (a warning about the same
+// directive).
 func insecure(cfg *conf.Config, engineWarns []string) []string {
 	var out []string
 	for _, w := range cfg.Insecure() {
@@ -208,7 +209,7 @@ func insecure(cfg *conf.Config, engineWarns []string) []string {
 		}
 		dup := false
 		for _, e := range engineWarns {
-			dup = dup || strings.Contains(e, name) && strings.HasSuffix(e, " in "+w.Pos.String())
+			dup = dup || strings.Contains(e, name+" ")
 		}
 		if !dup {
 			out = append(out, w.String())

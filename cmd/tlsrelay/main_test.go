@@ -177,7 +177,7 @@ func TestTestOutput(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	write("daemon on;\nuser www;\nstream { server { listen 1234; proxy_pass 127.0.0.1:4321; proxy_ssl on; } }\n")
+	write("daemon on;\nuser www;\nstream { server { listen 1234; proxy_pass 127.0.0.1:4321;\nproxy_ssl on; } }\n")
 	code, stdout, stderr := runCmd("-t", "-c", path)
 	head := "tlsrelay: [warn] \"daemon on\" is ignored: tlsrelay always runs in the foreground in " + path + ":1\n" +
 		"tlsrelay: [warn] \"user\" directive is ignored: tlsrelay is a stream proxy only in " + path + ":2\n"

@@ -252,12 +252,12 @@ func proxySpec(name string) (spec, bool) {
 	case "proxy_ssl_certificate":
 		return set(func(p *parser, m *mergeable, d *directive) error {
 			m.Proxy.SSL.Certificate = p.confPath(d.args[0])
-			return nil
+			return checkVariables(d, d.args[0])
 		})
 	case "proxy_ssl_certificate_key":
 		return set(func(p *parser, m *mergeable, d *directive) error {
 			m.Proxy.SSL.CertificateKey = keyPath(p, d.args[0])
-			return nil
+			return checkVariables(d, d.args[0])
 		})
 	case "proxy_ssl_password_file":
 		return set(func(p *parser, m *mergeable, d *directive) error {
@@ -282,7 +282,7 @@ func proxySpec(name string) (spec, bool) {
 	case "proxy_ssl_name":
 		return set(func(p *parser, m *mergeable, d *directive) error {
 			m.Proxy.SSL.Name = d.args[0]
-			return nil
+			return checkVariables(d, d.args[0])
 		})
 	case "proxy_ssl_server_name":
 		return set(func(p *parser, m *mergeable, d *directive) error { return flagArg(d, &m.Proxy.SSL.ServerName) })
@@ -310,6 +310,9 @@ func proxySpec(name string) (spec, bool) {
 			for _, a := range d.args {
 				if len(a) == 0 || len(a) > 255 {
 					return Errorf(d.pos, "invalid value %q in %q directive", a, d.name)
+				}
+				if err := checkVariables(d, a); err != nil {
+					return err
 				}
 			}
 			m.Proxy.SSL.ALPN = append([]string(nil), d.args...)

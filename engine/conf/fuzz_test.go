@@ -18,7 +18,7 @@ func FuzzParse(f *testing.F) {
 			"server { listen [::]:80 ipv6only=off so_keepalive=1m::3; proxy_pass b; } }",
 		"stream { log_format f escape=json '$remote_addr \"x\"'; access_log /tmp/x f buffer=8k flush=1s; }",
 		"http { server { listen 80; } } mail {} user nobody;",
-		"stream { server { listen 80; proxy_pass $upstream_name; proxy_ssl_name ${host}x; } }",
+		"stream { server { listen 80; proxy_pass $remote_addr:1; proxy_ssl_name ${server_addr}x; } }",
 		"a \"b\\\"c\" 'd\\'e' f\\ g;",
 		"stream { resolver 1.1.1.1 [::1]:53 valid=10s ipv6=off; resolver_timeout 5s; }",
 		"# comment\nstream {\n}\n}",

@@ -121,6 +121,9 @@ var nginxDiffCases = []struct {
 	{"cpu affinity", "worker_processes 2; worker_cpu_affinity 01 10;", true, false},
 	{"bad cpu affinity", "worker_cpu_affinity 012;", false, true},
 	{"duplicate stream", "stream {} stream {}", false, true},
+	{"unknown variable", "stream { server { listen 1; proxy_pass $backend; } }", false, false},
+	{"braced variable", "stream { log_format f '${remote_addr}x $upstream_connect_time'; }", true, false},
+	{"unclosed variable bracket", "stream { log_format f '${remote_addr'; }", false, false},
 	{"deprecated buffer", "stream { server { listen 1; proxy_pass 127.0.0.1:2; proxy_downstream_buffer 8k; } }", true, false},
 	{"too long token", "stream { log_format f " + strings.Repeat("a", 4100) + "; }", false, false},
 }

@@ -108,7 +108,7 @@ func TestParseErrors(t *testing.T) {
 		{"slow_start", "stream { upstream b { server a:1 slow_start=10s; } }", `"server ... slow_start" is not supported in t.conf:1`},
 		{"backup with hash", "stream { upstream b { hash $remote_addr; server a:1 backup; } }",
 			`balancing method does not support parameter "backup" in t.conf:1`},
-		{"only backup then hash", "stream { upstream b { server a:2 backup; hash $x; } }",
+		{"only backup then hash", "stream { upstream b { server a:2 backup; hash $remote_addr; } }",
 			`no servers in upstream "b" in t.conf:1`},
 		{"hash args", "stream { upstream b { server a:1; hash; } }", `invalid number of arguments in "hash" directive in t.conf:1`},
 		{"hash param", "stream { upstream b { server a:1; hash $x foo; } }", `invalid parameter "foo" in t.conf:1`},
@@ -156,6 +156,15 @@ func TestParseErrors(t *testing.T) {
 			`cannot load trusted certificate "/nonexistent/ca": no such file or directory in t.conf:1`},
 		{"files not read without proxy_ssl", srv("proxy_ssl_certificate /nonexistent/x.crt; proxy_ssl_verify on;"), ""},
 		{"trusted not read without verify", srv("proxy_ssl on; proxy_ssl_trusted_certificate /nonexistent/ca;"), ""},
+
+		// variables
+		{"unknown variable", "stream { server { listen 80; proxy_pass $backend; } }", `unknown "backend" variable in t.conf:1`},
+		{"unknown variable in format", "stream { log_format f '$remote_addr $http_host'; }", `unknown "http_host" variable in t.conf:1`},
+		{"unclosed bracket", srv("proxy_ssl_name ${server_addr;"), `the closing bracket in "server_addr" variable is missing in t.conf:1`},
+		{"empty variable name", srv("proxy_ssl_name a$;"), `invalid variable name in "a$" in t.conf:1`},
+		{"unknown variable in if", "stream { log_format f x; access_log /tmp/x f if=$loggable; }", `unknown "loggable" variable in t.conf:1`},
+		{"known variables", "stream { log_format f '$remote_addr ${status}x $upstream_addr $proxy_protocol_tlv_0x01'; " +
+			"server { listen 80; proxy_pass $remote_addr:$server_port; proxy_bind $server_addr; } }", ""},
 
 		// core and logs
 		{"tcp_nodelay", srv("tcp_nodelay x;"), `invalid value "x" in "tcp_nodelay" directive, it must be "on" or "off" in t.conf:1`},

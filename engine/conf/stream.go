@@ -230,7 +230,7 @@ func (p *parser) proxyPass(d *directive, _ ctx) error {
 	srv.ProxyPass, srv.ProxyPassPos = v, d.pos
 	if strings.Contains(v, "$") {
 		srv.ProxyPassVariables = true
-		return nil
+		return checkVariables(d, v)
 	}
 	if strings.HasPrefix(v, "unix:") {
 		if len(v) == len("unix:") {
@@ -375,6 +375,9 @@ func (p *parser) setMethod(d *directive, method string) error {
 func (p *parser) hash(d *directive, _ ctx) error {
 	if len(d.args) == 2 && d.args[1] != "consistent" {
 		return Errorf(d.pos, "invalid parameter %q", d.args[1])
+	}
+	if err := checkVariables(d, d.args[0]); err != nil {
+		return err
 	}
 	if err := p.setMethod(d, "hash"); err != nil {
 		return err
@@ -544,6 +547,9 @@ func (p *parser) logFormat(d *directive, _ ctx) error {
 		}
 	}
 	f.Format = strings.Join(rest, "")
+	if err := checkVariables(d, f.Format); err != nil {
+		return err
+	}
 	p.cfg.Stream.LogFormats[name] = f
 	return nil
 }
@@ -557,6 +563,9 @@ func mergeAccessLog(p *parser, m *mergeable, d *directive) error {
 		}
 		m.AccessLogs = append(m.AccessLogs, AccessLog{Pos: d.pos, Off: true})
 		return nil
+	}
+	if err := checkVariables(d, d.args[0]); err != nil {
+		return err
 	}
 	l := AccessLog{Pos: d.pos, Path: p.prefixPath(d.args[0])}
 	if len(d.args) < 2 {
@@ -591,6 +600,9 @@ func mergeAccessLog(p *parser, m *mergeable, d *directive) error {
 			}
 			l.Flush = t
 		case hasVal && name == "if":
+			if err := checkVariables(d, val); err != nil {
+				return err
+			}
 			l.If = val
 		default:
 			return Errorf(d.pos, "invalid parameter %q", a)
@@ -621,6 +633,9 @@ func mergeProxyBind(p *parser, m *mergeable, d *directive) error {
 			return Errorf(d.pos, "invalid parameter %q", d.args[1])
 		}
 		b.Transparent = true
+	}
+	if err := checkVariables(d, b.Addr); err != nil {
+		return err
 	}
 	if !strings.Contains(b.Addr, "$") {
 		if net.ParseIP(strings.Trim(b.Addr, "[]")) == nil {

@@ -72,7 +72,7 @@ func TestTLSFiles(t *testing.T) {
 		{"password file missing", "proxy_ssl_certificate client.pem; proxy_ssl_certificate_key encrypted.key; " +
 			"proxy_ssl_password_file nope;",
 			`cannot load certificate key "DIR/encrypted.key": reading proxy_ssl_password_file: no such file or directory`},
-		{"variables skip files", "proxy_ssl_certificate $cert; proxy_ssl_certificate_key $key;", ""},
+		{"variables skip files", "proxy_ssl_certificate /c/$server_port.pem; proxy_ssl_certificate_key /c/${server_port}.key;", ""},
 		{"trusted garbage", "proxy_ssl_verify on; proxy_ssl_trusted_certificate garbage.pem;",
 			`cannot load trusted certificate "DIR/garbage.pem": no PEM data found (want "CERTIFICATE" blocks)`},
 		{"crl garbage", "proxy_ssl_verify on; proxy_ssl_trusted_certificate ca.pem; proxy_ssl_crl ca.pem;",

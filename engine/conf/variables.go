@@ -1,0 +1,65 @@
+package conf
+
+import "strings"
+
+// knownVariable reports whether NGINX's stream core and upstream modules
+// define the variable (ngx_stream_variables.c, ngx_stream_upstream.c).
+// Variables of modules tlsrelay does not implement (ssl_*, ssl_preread_*,
+// realip_*, geoip_*, map and geo results) are unknown here.
+func knownVariable(name string) bool {
+	if strings.HasPrefix(name, "proxy_protocol_tlv_") {
+		return true
+	}
+	switch name {
+	case "binary_remote_addr", "remote_addr", "remote_port", "proxy_protocol_addr", "proxy_protocol_port",
+		"proxy_protocol_server_addr", "proxy_protocol_server_port", "server_addr", "server_port",
+		"bytes_sent", "bytes_received", "session_time", "status", "connection", "nginx_version",
+		"hostname", "pid", "msec", "time_iso8601", "time_local", "protocol",
+		"upstream_addr", "upstream_bytes_sent", "upstream_bytes_received", "upstream_connect_time",
+		"upstream_first_byte_time", "upstream_session_time":
+		return true
+	}
+	return false
+}
+
+// checkVariables checks the variables in a value as NGINX compiles it
+// (ngx_stream_script_compile): $name or ${name}, name made of letters,
+// digits and "_"; $1..$9 are regex captures.
+func checkVariables(d *directive, value string) error {
+	for i := 0; i < len(value); i++ {
+		if value[i] != '$' {
+			continue
+		}
+		i++
+		if i < len(value) && value[i] >= '1' && value[i] <= '9' {
+			continue
+		}
+		braced := i < len(value) && value[i] == '{'
+		if braced {
+			i++
+		}
+		start := i
+		for i < len(value) && isVarChar(value[i]) {
+			i++
+		}
+		name := value[start:i]
+		if braced {
+			if i >= len(value) || value[i] != '}' {
+				return Errorf(d.pos, "the closing bracket in %q variable is missing", name)
+			}
+		} else {
+			i--
+		}
+		if name == "" {
+			return Errorf(d.pos, "invalid variable name in %q", value)
+		}
+		if !knownVariable(name) {
+			return Errorf(d.pos, "unknown %q variable", name)
+		}
+	}
+	return nil
+}
+
+func isVarChar(c byte) bool {
+	return c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '_'
+}
