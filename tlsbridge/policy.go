@@ -143,7 +143,10 @@ func NewPolicy(pc PolicyConfig, store *SessionStore) (*Policy, error) {
 	if p.ciphers, err = ParseCipherString(cc.cipherString); err != nil {
 		return nil, fmt.Errorf("proxy_ssl_ciphers %q: %w", cc.cipherString, err)
 	}
-	if len(p.ciphers.Missing) > 0 {
+	// The suites DEFAULT selects that crypto/tls lacks (or lists as
+	// insecure) are NGINX's defaults too: only an explicit string warns.
+	explicit := pc.Ciphers != "" || cc.cipherString != cipherString
+	if explicit && len(p.ciphers.Missing) > 0 {
 		p.warnings = append(p.warnings, fmt.Sprintf("proxy_ssl_ciphers selects %d suites crypto/tls does not implement: %s",
 			len(p.ciphers.Missing), strings.Join(p.ciphers.Missing, ":")))
 	}
@@ -153,7 +156,7 @@ func NewPolicy(pc PolicyConfig, store *SessionStore) (*Policy, error) {
 				cc.cipherString, strings.Join(p.ciphers.OpenSSL, ":"))
 		}
 		p.suites = p.ciphers.Go
-		if ins := insecureNames(p.suites); len(ins) > 0 {
+		if ins := insecureNames(p.suites); explicit && len(ins) > 0 {
 			p.warnings = append(p.warnings, fmt.Sprintf("proxy_ssl_ciphers enables suites crypto/tls lists as insecure: %s", strings.Join(ins, ":")))
 		}
 	}
