@@ -1,6 +1,9 @@
 package conf
 
-import "time"
+import (
+	"strings"
+	"time"
+)
 
 // Config is a parsed and validated configuration. Defaults are filled in:
 // every field holds the value tlsrelay will use. A Config is not modified
@@ -93,11 +96,11 @@ type Stream struct {
 	Proxy Proxy
 }
 
-// Upstream returns the upstream block called name (explicit blocks only),
-// or nil.
+// Upstream returns the upstream block called name (explicit blocks only;
+// names compare case-insensitively, as proxy_pass matches them), or nil.
 func (s *Stream) Upstream(name string) *Upstream {
 	for _, u := range s.Upstreams {
-		if !u.Implicit && u.Name == name {
+		if !u.Implicit && strings.EqualFold(u.Name, name) {
 			return u
 		}
 	}

@@ -100,7 +100,6 @@ const (
 	ctxStream
 	ctxServer
 	ctxUpstream
-	ctxSkipped // inside a skipped block (http, mail): nothing is looked at
 )
 
 // level is the stream or a server level of the mergeable settings: the
