@@ -30,7 +30,7 @@ import (
 func loadClientCertificate(certFile, keyFile, passwordFile string) (*tls.Certificate, error) {
 	certs, err := readCertificates(certFile)
 	if err != nil {
-		return nil, fmt.Errorf("loading certificate %q: %w", certFile, err)
+		return nil, configError("proxy_ssl_certificate", fmt.Errorf("loading certificate %q: %w", certFile, err))
 	}
 	key, err := loadPrivateKey(keyFile, passwordFile)
 	if err != nil {
@@ -38,7 +38,7 @@ func loadClientCertificate(certFile, keyFile, passwordFile string) (*tls.Certifi
 	}
 	pub, ok := certs[0].PublicKey.(interface{ Equal(crypto.PublicKey) bool })
 	if !ok || !pub.Equal(key.Public()) {
-		return nil, fmt.Errorf("loading certificate key %q: the key does not match certificate %q (%s)", keyFile, certFile, certs[0].Subject)
+		return nil, configError("proxy_ssl_certificate_key", fmt.Errorf("loading certificate key %q: the key does not match certificate %q (%s)", keyFile, certFile, certs[0].Subject))
 	}
 	tc := &tls.Certificate{PrivateKey: key, Leaf: certs[0]}
 	for _, c := range certs {
@@ -52,14 +52,14 @@ func loadClientCertificate(certFile, keyFile, passwordFile string) (*tls.Certifi
 func readPasswords(path string) ([]string, error) {
 	data, err := os.ReadFile(path)
 	if err != nil {
-		return nil, fmt.Errorf("loading proxy_ssl_password_file %q: %w", path, err)
+		return nil, configError("proxy_ssl_password_file", fmt.Errorf("loading proxy_ssl_password_file %q: %w", path, err))
 	}
 	var out []string
 	for _, l := range strings.FieldsFunc(string(data), func(r rune) bool { return r == '\n' || r == '\r' }) {
 		out = append(out, l)
 	}
 	if len(out) == 0 {
-		return nil, fmt.Errorf("loading proxy_ssl_password_file %q: the file holds no password", path)
+		return nil, configError("proxy_ssl_password_file", fmt.Errorf("loading proxy_ssl_password_file %q: the file holds no password", path))
 	}
 	return out, nil
 }
@@ -68,7 +68,9 @@ func readPasswords(path string) ([]string, error) {
 // SEC1 EC, PKCS#8 (RSA, ECDSA, Ed25519), PKCS#8 encrypted with PBES2, or a
 // legacy "Proc-Type: 4,ENCRYPTED" block.
 func loadPrivateKey(keyFile, passwordFile string) (crypto.Signer, error) {
-	wrap := func(err error) error { return fmt.Errorf("loading certificate key %q: %w", keyFile, err) }
+	wrap := func(err error) error {
+		return configError("proxy_ssl_certificate_key", fmt.Errorf("loading certificate key %q: %w", keyFile, err))
+	}
 	data, err := os.ReadFile(keyFile)
 	if err != nil {
 		return nil, wrap(err)
@@ -123,7 +125,7 @@ func loadPrivateKey(keyFile, passwordFile string) (crypto.Signer, error) {
 		}
 		return k, nil
 	}
-	return nil, fmt.Errorf("no password in %q decrypts %q (%d tried, last error: %v)", passwordFile, keyFile, len(passwords), lastErr)
+	return nil, configError("proxy_ssl_password_file", fmt.Errorf("no password in %q decrypts %q (%d tried, last error: %v)", passwordFile, keyFile, len(passwords), lastErr))
 }
 
 // parsePrivateKey parses a DER key of the given PEM type.

@@ -3,6 +3,7 @@ package tlsbridge
 import (
 	"bytes"
 	"crypto/tls"
+	"errors"
 	"os/exec"
 	"path/filepath"
 	"strings"
@@ -154,5 +155,32 @@ func TestLoadKeysOpenSSLGenerated(t *testing.T) {
 				t.Fatal("server did not get our certificate")
 			}
 		})
+	}
+}
+
+func TestConfigErrorDirectives(t *testing.T) {
+	f := pkiFiles(t, mustSet(t, pki.ECDSAP256, 0))
+	missing := filepath.Join(t.TempDir(), "missing.pem")
+	enc, _ := mustSet(t, pki.ECDSAP256, 0).Client.Leaf.EncryptedKeyPEM("x")
+	for _, tc := range []struct {
+		pc   PolicyConfig
+		want string
+	}{
+		{PolicyConfig{Certificate: missing, CertificateKey: f.ClientKey}, "proxy_ssl_certificate"},
+		{PolicyConfig{Certificate: f.ClientCert, CertificateKey: missing}, "proxy_ssl_certificate_key"},
+		{PolicyConfig{Certificate: f.ClientCert, CertificateKey: writeFile(t, "k.pem", enc), PasswordFile: missing}, "proxy_ssl_password_file"},
+		{PolicyConfig{Verify: true, TrustedCertificate: missing}, "proxy_ssl_trusted_certificate"},
+		{PolicyConfig{Verify: true, TrustedCertificate: f.CA, CRL: missing}, "proxy_ssl_crl"},
+		{PolicyConfig{Verify: true}, "proxy_ssl_verify"},
+		{PolicyConfig{Ciphers: "@BAD"}, "proxy_ssl_ciphers"},
+		{PolicyConfig{Protocols: []string{"SSLv3"}}, "proxy_ssl_protocols"},
+		{PolicyConfig{Name: "$nope"}, "proxy_ssl_name"},
+		{PolicyConfig{ConfCommands: []ConfCommand{{"Foo", "x"}}}, "proxy_ssl_conf_command"},
+	} {
+		_, err := NewPolicy(tc.pc, nil)
+		var ce *ConfigError
+		if !errors.As(err, &ce) || ce.Directive != tc.want {
+			t.Errorf("%+v: error %v, want a ConfigError for %s", tc.pc, err, tc.want)
+		}
 	}
 }

@@ -121,11 +121,11 @@ func NewPolicy(pc PolicyConfig, store *SessionStore) (*Policy, error) {
 
 	var err error
 	if p.name, err = parseNameTemplate(pc.Name); err != nil {
-		return nil, err
+		return nil, configError("proxy_ssl_name", err)
 	}
 	enabled, err := parseProtocols(pc.Protocols)
 	if err != nil {
-		return nil, err
+		return nil, configError("proxy_ssl_protocols", err)
 	}
 	cipherString := pc.Ciphers
 	if cipherString == "" {
@@ -133,15 +133,15 @@ func NewPolicy(pc PolicyConfig, store *SessionStore) (*Policy, error) {
 	}
 	cc, err := applyConfCommands(pc.ConfCommands, cipherString)
 	if err != nil {
-		return nil, err
+		return nil, configError("proxy_ssl_conf_command", err)
 	}
 	p.warnings = append(p.warnings, cc.warnings...)
 	p.curves = cc.curves
 	if p.minVer, p.maxVer, err = protocolSpan(enabled, cc.minProto, cc.maxProto, &p.warnings); err != nil {
-		return nil, err
+		return nil, configError("proxy_ssl_protocols", err)
 	}
 	if p.ciphers, err = ParseCipherString(cc.cipherString); err != nil {
-		return nil, fmt.Errorf("proxy_ssl_ciphers %q: %w", cc.cipherString, err)
+		return nil, configError("proxy_ssl_ciphers", fmt.Errorf("proxy_ssl_ciphers %q: %w", cc.cipherString, err))
 	}
 	// The suites DEFAULT selects that crypto/tls lacks (or lists as
 	// insecure) are NGINX's defaults too: only an explicit string warns.
@@ -152,8 +152,8 @@ func NewPolicy(pc PolicyConfig, store *SessionStore) (*Policy, error) {
 	}
 	if p.minVer <= tls.VersionTLS12 {
 		if len(p.ciphers.Go) == 0 {
-			return nil, fmt.Errorf("proxy_ssl_ciphers %q selects no cipher suite crypto/tls implements, and TLS 1.2 or older is enabled (OpenSSL would offer: %s)",
-				cc.cipherString, strings.Join(p.ciphers.OpenSSL, ":"))
+			return nil, configError("proxy_ssl_ciphers", fmt.Errorf("proxy_ssl_ciphers %q selects no cipher suite crypto/tls implements, and TLS 1.2 or older is enabled (OpenSSL would offer: %s)",
+				cc.cipherString, strings.Join(p.ciphers.OpenSSL, ":")))
 		}
 		p.suites = p.ciphers.Go
 		if ins := insecureNames(p.suites); explicit && len(ins) > 0 {
@@ -170,10 +170,10 @@ func NewPolicy(pc PolicyConfig, store *SessionStore) (*Policy, error) {
 
 	if pc.Certificate != "" || pc.CertificateKey != "" {
 		if pc.Certificate == "" {
-			return nil, errors.New("proxy_ssl_certificate_key is set without proxy_ssl_certificate")
+			return nil, configError("proxy_ssl_certificate_key", errors.New("proxy_ssl_certificate_key is set without proxy_ssl_certificate"))
 		}
 		if pc.CertificateKey == "" {
-			return nil, fmt.Errorf("no proxy_ssl_certificate_key for proxy_ssl_certificate %q", pc.Certificate)
+			return nil, configError("proxy_ssl_certificate", fmt.Errorf("no proxy_ssl_certificate_key for proxy_ssl_certificate %q", pc.Certificate))
 		}
 		if p.cert, err = loadClientCertificate(pc.Certificate, pc.CertificateKey, pc.PasswordFile); err != nil {
 			return nil, err
@@ -182,10 +182,10 @@ func NewPolicy(pc PolicyConfig, store *SessionStore) (*Policy, error) {
 
 	if pc.Verify {
 		if pc.TrustedCertificate == "" {
-			return nil, errors.New("no proxy_ssl_trusted_certificate for proxy_ssl_verify")
+			return nil, configError("proxy_ssl_verify", errors.New("no proxy_ssl_trusted_certificate for proxy_ssl_verify"))
 		}
 		if pc.VerifyDepth < 0 {
-			return nil, fmt.Errorf("proxy_ssl_verify_depth %d is negative", pc.VerifyDepth)
+			return nil, configError("proxy_ssl_verify_depth", fmt.Errorf("proxy_ssl_verify_depth %d is negative", pc.VerifyDepth))
 		}
 		if p.trust, err = loadTrust(pc.TrustedCertificate, pc.CRL); err != nil {
 			return nil, err
@@ -199,6 +199,23 @@ func NewPolicy(pc PolicyConfig, store *SessionStore) (*Policy, error) {
 	}
 	p.fp = p.computeFingerprint()
 	return p, nil
+}
+
+// ConfigError is an error of NewPolicy, with the directive it concerns so
+// that the engine can point at its file:line.
+type ConfigError struct {
+	Directive string // e.g. "proxy_ssl_ciphers"
+	Err       error
+}
+
+// Error returns the message; the directive is named in it already.
+func (e *ConfigError) Error() string { return e.Err.Error() }
+
+// Unwrap returns the underlying error.
+func (e *ConfigError) Unwrap() error { return e.Err }
+
+func configError(directive string, err error) error {
+	return &ConfigError{Directive: directive, Err: err}
 }
 
 // Warnings returns what `tlsrelay -t` should print about this policy:

@@ -32,7 +32,7 @@ type trustStore struct {
 func loadTrust(trustedFile, crlFile string) (*trustStore, error) {
 	certs, err := readCertificates(trustedFile)
 	if err != nil {
-		return nil, fmt.Errorf("loading proxy_ssl_trusted_certificate %q: %w", trustedFile, err)
+		return nil, configError("proxy_ssl_trusted_certificate", fmt.Errorf("loading proxy_ssl_trusted_certificate %q: %w", trustedFile, err))
 	}
 	ts := &trustStore{roots: x509.NewCertPool(), now: time.Now}
 	var rootDER, innerDER, crlDER [][]byte
@@ -47,7 +47,7 @@ func loadTrust(trustedFile, crlFile string) (*trustStore, error) {
 	}
 	if crlFile != "" {
 		if ts.crls, err = readCRLs(crlFile); err != nil {
-			return nil, fmt.Errorf("loading proxy_ssl_crl %q: %w", crlFile, err)
+			return nil, configError("proxy_ssl_crl", fmt.Errorf("loading proxy_ssl_crl %q: %w", crlFile, err))
 		}
 		for _, l := range ts.crls {
 			crlDER = append(crlDER, l.Raw)
