@@ -12,6 +12,11 @@
 // directives, and returns an immutable [*Policy]. Every method of Policy may
 // be called from any goroutine.
 //
+// NewPolicy's errors are [*ConfigError] values naming the directive at
+// fault; [Policy.Warnings] lists what `tlsrelay -t` should warn about, and
+// [Policy.Ciphers] what the cipher string selects (its Missing suites are
+// what `tlsrelay -T` lists).
+//
 // [Policy.ClientConfig] returns the *tls.Config to dial one [Target] with. It
 // always sets InsecureSkipVerify and, when proxy_ssl_verify is on, does its
 // own checks in VerifyConnection (chain to a self-signed root of the trusted
@@ -33,7 +38,8 @@
 // another block's policy verified. After each handshake the dialer calls
 // [Policy.Observe], which counts full, resumed and refused handshakes per
 // endpoint, drops refused tickets and says whether to retry once with a full
-// handshake ([Policy.ConfigWithoutResumption]).
+// handshake ([Policy.ConfigWithoutResumption]). SessionStore methods are
+// safe for concurrent use too.
 //
 // Where tlsrelay deliberately differs from NGINX, docs/tls.md says so and why.
 package tlsbridge

@@ -143,6 +143,9 @@ func NewPolicy(pc PolicyConfig, store *SessionStore) (*Policy, error) {
 	if p.ciphers, err = ParseCipherString(cc.cipherString); err != nil {
 		return nil, configError("proxy_ssl_ciphers", fmt.Errorf("proxy_ssl_ciphers %q: %w", cc.cipherString, err))
 	}
+	if p.ciphers.SuiteB {
+		p.warnings = append(p.warnings, "proxy_ssl_ciphers: Suite B selects its cipher suites only; groups and signature algorithms are not restricted as in OpenSSL (use proxy_ssl_conf_command Groups)")
+	}
 	// The suites DEFAULT selects that crypto/tls lacks (or lists as
 	// insecure) are NGINX's defaults too: only an explicit string warns.
 	explicit := pc.Ciphers != "" || cc.cipherString != cipherString

@@ -20,6 +20,10 @@ const (
 	DefaultSessionMaxAge = 2 * time.Hour
 	// maxPending bounds the handed-out tickets awaiting Observe per key.
 	maxPending = 64
+	// maxSlots bounds the number of keys (proxy_ssl_name with
+	// $remote_addr makes one per client address); past it, keys without
+	// tickets are forgotten.
+	maxSlots = 1 << 16
 )
 
 // SessionStoreOptions shape a SessionStore. The zero value is the defaults.
@@ -108,6 +112,9 @@ func (s *SessionStore) slot(key, endpoint string) *sessionSlot {
 	defer s.mu.Unlock()
 	sl := s.slots[key]
 	if sl == nil {
+		if len(s.slots) >= maxSlots {
+			s.pruneLocked()
+		}
 		c := s.endpoints[endpoint]
 		if c == nil {
 			c = new(endpointCounter)
@@ -117,6 +124,26 @@ func (s *SessionStore) slot(key, endpoint string) *sessionSlot {
 		s.slots[key] = sl
 	}
 	return sl
+}
+
+// pruneLocked forgets keys that hold no ticket, or half of all keys if
+// every one holds some. Views keep working on a forgotten slot; its tickets
+// are simply no longer shared with new views.
+func (s *SessionStore) pruneLocked() {
+	for k, sl := range s.slots {
+		sl.mu.Lock()
+		empty := len(sl.tickets) == 0
+		sl.mu.Unlock()
+		if empty {
+			delete(s.slots, k)
+		}
+	}
+	for k := range s.slots {
+		if len(s.slots) < maxSlots/2 {
+			break
+		}
+		delete(s.slots, k)
+	}
 }
 
 // count records a handshake made without session reuse.
