@@ -19,7 +19,7 @@ type Reason int
 
 // Failure reasons.
 const (
-	ReasonNone              Reason = iota
+	ReasonNone              Reason = iota // no failure
 	ReasonUnknownCA                // no chain to a self-signed root of proxy_ssl_trusted_certificate
 	ReasonNameMismatch             // certificate does not match the verify name
 	ReasonDepth                    // more intermediates than proxy_ssl_verify_depth

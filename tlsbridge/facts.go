@@ -9,14 +9,14 @@ import (
 // HandshakeFacts are what logs and metrics record about one upstream
 // handshake. The zero value describes no handshake.
 type HandshakeFacts struct {
-	Version     uint16 // tls.VersionTLS12, ...; 0 when the handshake failed
-	CipherSuite uint16
-	Resumed     bool
-	ALPN        string
-	Duration    time.Duration
-	PeerSubject string // the upstream leaf's subject, RFC 2253 form; "" if none
-	Reason      Reason // ReasonNone on success
-	Err         error
+	Version     uint16        // tls.VersionTLS12, ...; 0 when the handshake failed
+	CipherSuite uint16        // IANA id; 0 when the handshake failed
+	Resumed     bool          // an abbreviated (resumed) handshake
+	ALPN        string        // the negotiated proxy_ssl_alpn protocol, if any
+	Duration    time.Duration // the handshake's wall time, as the dialer measured it
+	PeerSubject string        // the upstream leaf's subject, RFC 2253 form; "" if none
+	Reason      Reason        // ReasonNone on success
+	Err         error         // the handshake error, nil on success
 }
 
 // FactsOf collects the facts of a handshake that took d and ended with err
