@@ -20,19 +20,19 @@ type Reason int
 // Failure reasons.
 const (
 	ReasonNone              Reason = iota // no failure
-	ReasonUnknownCA                // no chain to a self-signed root of proxy_ssl_trusted_certificate
-	ReasonNameMismatch             // certificate does not match the verify name
-	ReasonDepth                    // more intermediates than proxy_ssl_verify_depth
-	ReasonExpired                  // a certificate in the chain is expired or not yet valid
-	ReasonRevoked                  // a certificate in the chain is on a CRL
-	ReasonCRL                      // a CRL is missing, expired, not yet valid or badly signed
-	ReasonBadCertificate           // any other certificate problem (usage, constraints, no certificate)
-	ReasonProtocol                 // no protocol version in common
-	ReasonCipher                   // no cipher suite or group in common (alert handshake_failure; a TLS 1.2 server may also send it for a missing client certificate)
-	ReasonClientCertRefused        // the upstream rejected or required our client certificate
-	ReasonTimeout                  // the handshake did not finish in time
-	ReasonClosed                   // the upstream closed or reset the connection during the handshake
-	ReasonHandshake                // any other handshake failure (alerts, malformed messages)
+	ReasonUnknownCA                       // no chain to a self-signed root of proxy_ssl_trusted_certificate
+	ReasonNameMismatch                    // certificate does not match the verify name
+	ReasonDepth                           // more intermediates than proxy_ssl_verify_depth
+	ReasonExpired                         // a certificate in the chain is expired or not yet valid
+	ReasonRevoked                         // a certificate in the chain is on a CRL
+	ReasonCRL                             // a CRL is missing, expired, not yet valid or badly signed
+	ReasonBadCertificate                  // any other certificate problem (usage, constraints, no certificate)
+	ReasonProtocol                        // no protocol version in common
+	ReasonCipher                          // no cipher suite or group in common (alert handshake_failure; a TLS 1.2 server may also send it for a missing client certificate)
+	ReasonClientCertRefused               // the upstream rejected or required our client certificate
+	ReasonTimeout                         // the handshake did not finish in time
+	ReasonClosed                          // the upstream closed or reset the connection during the handshake
+	ReasonHandshake                       // any other handshake failure (alerts, malformed messages)
 )
 
 var reasonNames = [...]string{
