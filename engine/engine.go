@@ -19,8 +19,13 @@ import (
 	"github.com/tlsrelay/tlsrelay/pool"
 )
 
-// tick is the resolution of the per-loop timer wheels.
-const tick = 10 * time.Millisecond
+// tick is the resolution of the per-loop timer wheels; pollTick the
+// interval at which sessions waiting for a queue to drain are polled (gnet
+// has no drained callback).
+const (
+	tick     = 10 * time.Millisecond
+	pollTick = time.Millisecond
+)
 
 // Stats are the engine's counters. Every field may be read from any
 // goroutine.
@@ -73,6 +78,37 @@ type loop struct {
 	scratch  []byte
 	sessions int
 	start    time.Time
+
+	// polled are the sessions waiting for a queue to drain; npolled is
+	// its length for the ticker goroutine, which queues a poll only when
+	// there is something to poll.
+	polled     []*session
+	pollSpare  []*session
+	npolled    atomic.Int32
+	wheelDue   atomic.Bool
+	pollQueued atomic.Bool
+}
+
+// addPolled puts s on the poll list. Runs on the loop.
+func (lp *loop) addPolled(s *session) {
+	lp.polled = append(lp.polled, s)
+	lp.npolled.Store(int32(len(lp.polled)))
+}
+
+// runPolls polls every waiting session once. Runs on the loop.
+func (lp *loop) runPolls() {
+	list := lp.polled
+	lp.polled = lp.pollSpare[:0]
+	for i, s := range list {
+		list[i] = nil
+		if s.onPoll() {
+			lp.polled = append(lp.polled, s)
+		} else {
+			s.polled = false
+		}
+	}
+	lp.pollSpare = list[:0]
+	lp.npolled.Store(int32(len(lp.polled)))
 }
 
 // ticks converts a duration to wheel ticks, rounding up.
@@ -265,15 +301,18 @@ func (e *Engine) tickLoops() {
 	case <-e.stopped:
 		return
 	}
-	t := time.NewTicker(tick)
+	t := time.NewTicker(pollTick)
 	defer t.Stop()
 	var loops []*loop
+	n := 0
 	for {
 		select {
 		case <-e.stopped:
 			return
 		case <-t.C:
 		}
+		n++
+		wheel := n%int(tick/pollTick) == 0
 		loops = loops[:0]
 		e.loopsMu.Lock()
 		for _, lp := range e.loops {
@@ -281,16 +320,30 @@ func (e *Engine) tickLoops() {
 		}
 		e.loopsMu.Unlock()
 		for _, lp := range loops {
-			lp.el.Execute(context.Background(), lp)
+			if wheel {
+				lp.wheelDue.Store(true)
+			} else if lp.npolled.Load() == 0 {
+				continue
+			}
+			// One queued task at a time: a busy loop that has not run the
+			// last one yet does not get another.
+			if lp.pollQueued.CompareAndSwap(false, true) {
+				lp.el.Execute(context.Background(), lp)
+			}
 		}
 	}
 }
 
-// Run advances the loop's wheel; it is the Runnable the ticker queues. Runs
-// on the loop.
+// Run advances the loop's wheel when due and polls the waiting sessions;
+// it is the Runnable the ticker queues. Runs on the loop.
 func (lp *loop) Run(context.Context) error {
-	now := int64(time.Since(lp.start) / tick)
-	lp.wheel.advance(now)
+	lp.pollQueued.Store(false)
+	if len(lp.polled) > 0 {
+		lp.runPolls()
+	}
+	if lp.wheelDue.Swap(false) {
+		lp.wheel.advance(int64(time.Since(lp.start) / tick))
+	}
 	return nil
 }
 

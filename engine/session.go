@@ -23,6 +23,10 @@ import (
 const (
 	highWater = 512 << 10
 	lowWater  = 128 << 10
+	// stallCap is how much unconsumed input a socket may hold in gnet
+	// while its counterpart is congested before it is paused for real
+	// (detached); short congestion never costs a detach.
+	stallCap = 256 << 10
 	// preconnectCap bounds what a client may send before its upstream is
 	// ready; past it the client is paused until then.
 	preconnectCap = 64 << 10
@@ -60,7 +64,7 @@ type session struct {
 	start      time.Time
 	lastActive int64 // loop tick of the last traffic
 	idle       timer // proxy_timeout
-	poll       timer // backpressure and drain polling
+	polled     bool  // on its loop's poll list (backpressure, drain)
 
 	cliEOF, upEOF bool
 	reason        string // why the session ended, for the log
@@ -88,7 +92,6 @@ func (e *Engine) newSession(c gnet.Conn, lp *loop, srv *server) *session {
 	s.up.fd = -1
 	s.remote, s.local = c.RemoteAddr(), c.LocalAddr()
 	s.idle.fire = s.onIdle
-	s.poll.fire = s.onPoll
 	s.lastActive = lp.wheel.now
 	c.SetContext(s)
 
@@ -236,7 +239,11 @@ func (s *session) onClientTraffic(c gnet.Conn) {
 			s.pause(&s.cli)
 		}
 	case phaseOpen:
-		s.pumpToUp(false)
+		if s.cli.stalled {
+			s.stall(&s.cli)
+		} else {
+			s.pumpToUp(false)
+		}
 	}
 }
 
@@ -248,7 +255,11 @@ func (s *session) onUpstreamTraffic(c gnet.Conn) {
 	s.touch()
 	switch s.phase {
 	case phaseOpen:
-		s.pumpToClient(false)
+		if s.up.stalled {
+			s.stall(&s.up)
+		} else {
+			s.pumpToClient(false)
+		}
 	case phaseClosing:
 		if s.cli.state == sideClosed {
 			c.Discard(-1) // the client is gone; nothing to deliver to
@@ -279,8 +290,8 @@ func (s *session) pumpToUp(force bool) {
 			return
 		}
 	}
-	if !force && s.up.pending() >= highWater && s.cli.state == sideAttached {
-		s.pause(&s.cli)
+	if !force && s.up.pending() >= highWater {
+		s.stall(&s.cli)
 	}
 }
 
@@ -327,9 +338,20 @@ func (s *session) pumpToClient(force bool) {
 		s.upstreamEnded()
 		return
 	}
-	if !force && s.cli.pending() >= highWater && s.up.state == sideAttached {
-		s.pause(&s.up)
+	if !force && s.cli.pending() >= highWater {
+		s.stall(&s.up)
 	}
+}
+
+// stall stops consuming sd's input because the other socket is congested;
+// gnet keeps reading it, so past stallCap the socket is paused. Polling
+// lifts the stall once the other socket drains.
+func (s *session) stall(sd *side) {
+	sd.stalled = true
+	if sd.buffered() > stallCap {
+		s.pause(sd)
+	}
+	s.armPoll()
 }
 
 // pause stops reading sd's socket: gnet cannot stop reading a conn, so the
@@ -525,7 +547,6 @@ func (s *session) finish(reason string) {
 	}
 	s.cancelled.Store(true)
 	s.lp.wheel.disarm(&s.idle)
-	s.lp.wheel.disarm(&s.poll)
 	for _, sd := range [...]*side{&s.cli, &s.up} {
 		switch sd.state {
 		case sideAttached, sideDetaching:
@@ -570,17 +591,22 @@ func (s *session) onIdle() {
 	s.finish("idle timeout")
 }
 
+// armPoll puts the session on its loop's poll list; onPoll runs about
+// every millisecond until it reports nothing left to wait for.
 func (s *session) armPoll() {
-	if !s.poll.armed {
-		s.lp.wheel.arm(&s.poll, 1)
+	if !s.polled {
+		s.polled = true
+		s.lp.addPolled(s)
 	}
 }
 
 // onPoll retries what waits on a queue draining: a pause that had to wait,
-// a paused socket whose counterpart drained, a close that must flush.
-func (s *session) onPoll() {
+// a stalled or paused socket whose counterpart drained, a close that must
+// flush. It reports whether the session must stay on the poll list. Runs
+// on the loop.
+func (s *session) onPoll() bool {
 	if s.phase == phaseDone {
-		return
+		return false
 	}
 	again := false
 	for _, sd := range [...]*side{&s.cli, &s.up} {
@@ -590,21 +616,13 @@ func (s *session) onPoll() {
 		}
 	}
 	if s.phase == phaseOpen {
-		if s.cli.state == sideDetached && s.up.pending() < lowWater {
-			s.resume(&s.cli)
-		} else if s.cli.state == sideDetached || s.cli.state == sideDetaching {
-			again = true
-		}
-		if s.up.state == sideDetached && s.cli.pending() < lowWater {
-			s.resume(&s.up)
-		} else if s.up.state == sideDetached || s.up.state == sideDetaching {
-			again = true
-		}
+		again = s.unstall(&s.cli, &s.up) || again
+		again = s.unstall(&s.up, &s.cli) || again
 	}
 	if s.phase == phaseClosing {
 		if s.drained() {
 			s.finish(s.reason)
-			return
+			return false
 		}
 		for _, sd := range [...]*side{&s.cli, &s.up} {
 			if sd.state == sideDetached && sd.out != nil && len(sd.out.B) > 0 {
@@ -613,7 +631,31 @@ func (s *session) onPoll() {
 		}
 		again = true
 	}
-	if again && s.phase != phaseDone {
-		s.lp.wheel.arm(&s.poll, 1)
+	return again && s.phase != phaseDone
+}
+
+// unstall lets src be consumed again once dst has drained below the low
+// watermark. It reports whether src still waits.
+func (s *session) unstall(src, dst *side) bool {
+	if !src.stalled {
+		return false
 	}
+	if dst.pending() >= lowWater {
+		return true
+	}
+	switch src.state {
+	case sideDetached:
+		src.stalled = false
+		s.resume(src)
+		return false
+	case sideDetaching, sideEnrolling:
+		return true
+	}
+	src.stalled = false
+	if src == &s.cli {
+		s.pumpToUp(false)
+	} else {
+		s.pumpToClient(false)
+	}
+	return src.stalled
 }

@@ -39,6 +39,9 @@ type side struct {
 	// wantPause: a pause was asked for while gnet still had output queued
 	// on this socket (closing the conn would drop it); retried on ticks.
 	wantPause bool
+	// stalled: the other socket is congested, so this one's input is not
+	// consumed (it stays in gnet, or the socket is paused).
+	stalled bool
 	// in holds input taken off gnet but not yet consumed (at a pause, or
 	// at close); inOff is how much of it was consumed.
 	in    *bytebufferpool.ByteBuffer
