@@ -198,24 +198,44 @@ func load(o options, stderr io.Writer) (*conf.Config, error) {
 }
 
 // insecure returns the configuration's insecure-setting warnings that the
-// engine's own warnings do not already cover (a warning about the same
-// directive).
+// engine's own warnings do not already cover.
 func insecure(cfg *conf.Config, engineWarns []string) []string {
 	var out []string
 	for _, w := range cfg.Insecure() {
-		name := w.Msg
-		if _, rest, ok := strings.Cut(w.Msg, `"`); ok {
-			name, _, _ = strings.Cut(rest, `"`)
-		}
-		dup := false
-		for _, e := range engineWarns {
-			dup = dup || strings.Contains(e, name+" ")
-		}
-		if !dup {
+		if !engineCovers(w, engineWarns) {
 			out = append(out, w.String())
 		}
 	}
 	return out
+}
+
+// engineCovers reports whether the engine's warnings already say what w
+// says: they name the same directive (proxy_ssl_verify) or every protocol
+// version w names.
+func engineCovers(w conf.Warning, engineWarns []string) bool {
+	var terms []string
+	if rest, ok := strings.CutPrefix(w.Msg, `"proxy_ssl_protocols" enables `); ok {
+		versions, _, _ := strings.Cut(rest, ",")
+		terms = strings.Fields(versions)
+	} else if _, rest, ok := strings.Cut(w.Msg, `"`); ok {
+		name, _, _ := strings.Cut(rest, `"`)
+		terms = []string{name}
+	}
+	if len(terms) == 0 {
+		return false
+	}
+	for _, term := range terms {
+		found := false
+		for _, e := range engineWarns {
+			for _, word := range strings.FieldsFunc(e, func(r rune) bool { return strings.ContainsRune(" \t:,;()\"'", r) }) {
+				found = found || word == term
+			}
+		}
+		if !found {
+			return false
+		}
+	}
+	return true
 }
 
 // printErr prints err in nginx's form, "tlsrelay: [emerg] ...".
