@@ -4,6 +4,7 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"net"
+	"os/exec"
 	"strings"
 	"testing"
 
@@ -101,4 +102,43 @@ func TestClientConfigCached(t *testing.T) {
 	if c3.ClientSessionCache != nil || c1.ClientSessionCache == nil {
 		t.Fatal("session caches wrong")
 	}
+}
+
+// TestNameMatchingDifferential compares our name check with OpenSSL's
+// X509_check_host / X509_check_ip (`openssl x509 -checkhost/-checkip`) on
+// wildcard and IP cases. The one known difference, OpenSSL's fallback to
+// the subject CN when a certificate has no DNS SAN, is left out: we do not
+// fall back (docs/tls.md).
+func TestNameMatchingDifferential(t *testing.T) {
+	if _, err := exec.LookPath("openssl"); err != nil {
+		t.Skip("openssl not installed")
+	}
+	root, _ := pki.NewRoot("root", pki.Options{})
+	leaf, err := pki.NewLeaf("cn.example.net", root, pki.Options{
+		DNSNames: []string{"*.example.com", "exact.example.org", "*.sub.example.net", "xn--bcher-kva.example"},
+		IPs:      []net.IP{net.ParseIP("10.0.0.7"), net.ParseIP("2001:db8::1")},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	file := writeFile(t, "leaf.pem", leaf.CertPEM())
+	names := []string{"a.example.com", "A.EXAMPLE.COM", "example.com", "a.b.example.com", "exact.example.org",
+		"other.example.org", "x.sub.example.net", "sub.example.net", "xn--bcher-kva.example", "cn.example.net",
+		"10.0.0.7", "10.0.0.8", "2001:db8::1", "2001:db8:0:0:0:0:0:1", "2001:db8::2"}
+	for _, n := range names {
+		flag := "-checkhost"
+		if net.ParseIP(n) != nil {
+			flag = "-checkip"
+		}
+		out, err := exec.Command("openssl", "x509", "-in", file, "-noout", flag, n).CombinedOutput()
+		if err != nil {
+			t.Fatalf("openssl: %v %s", err, out)
+		}
+		want := !strings.Contains(string(out), "NOT match")
+		got := checkName(leaf.Cert, n) == nil
+		if got != want {
+			t.Errorf("%q: ours match=%v, openssl match=%v", n, got, want)
+		}
+	}
+	t.Logf("%d names agree with OpenSSL's X509_check_host/X509_check_ip", len(names))
 }
