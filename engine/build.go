@@ -2,6 +2,7 @@ package engine
 
 import (
 	"context"
+	"errors"
 	"crypto/tls"
 	"fmt"
 	"net"
@@ -39,6 +40,9 @@ type server struct {
 	tries          int
 	nextTimeout    time.Duration
 	proxyProtocol  int
+	// nameVars: proxy_ssl_name uses variables, so each session passes
+	// its addresses to the policy.
+	nameVars bool
 	// name is how logs name the block: its first listen address.
 	name string
 }
@@ -86,6 +90,7 @@ func build(cfg *conf.Config, resolve func(ctx context.Context, host string) ([]n
 				return nil, err
 			}
 			s.policy = pol
+			s.nameVars = strings.Contains(sc.Proxy.SSL.Name, "$")
 			for _, w := range pol.Warnings() {
 				p.warnings = append(p.warnings, fmt.Sprintf("%s in %s", w, sc.Pos))
 			}
@@ -146,18 +151,18 @@ func newPolicy(ssl *conf.SSL, fallback conf.Pos, store *tlsbridge.SessionStore) 
 	for _, cc := range ssl.ConfCommands {
 		pc.ConfCommands = append(pc.ConfCommands, tlsbridge.ConfCommand{Name: cc.Name, Value: cc.Value})
 	}
-	var st *tlsbridge.SessionStore
-	if ssl.SessionReuse {
-		st = store
-	}
-	pol, err := tlsbridge.NewPolicy(pc, st)
+	// The store also counts handshakes when session reuse is off.
+	pol, err := tlsbridge.NewPolicy(pc, store)
 	if err != nil {
 		pos := fallback
 		if pp, ok := ssl.Pos["proxy_ssl"]; ok {
 			pos = pp
 		}
-		if pp, ok := ssl.Pos[directiveOf(err, ssl)]; ok {
-			pos = pp
+		var ce *tlsbridge.ConfigError
+		if errors.As(err, &ce) {
+			if pp, ok := ssl.Pos[ce.Directive]; ok {
+				pos = pp
+			}
 		}
 		return nil, conf.Errorf(pos, "%v", err)
 	}
@@ -167,19 +172,26 @@ func newPolicy(ssl *conf.SSL, fallback conf.Pos, store *tlsbridge.SessionStore) 
 // tlsConfig returns the TLS configuration to dial p with for a session
 // whose local and remote addresses are given.
 func (s *server) tlsConfig(p *pool.Peer, remote, local net.Addr, full bool) (*tls.Config, error) {
-	t := tlsbridge.Target{Addr: p.Addr.String(), Host: p.Host}
-	var v tlsbridge.Vars
-	if remote != nil {
-		v.RemoteAddr = hostOf(remote)
-	}
-	if local != nil {
-		v.ServerAddr = hostOf(local)
-		v.ServerPort = portOf(local)
-	}
+	t, v := s.target(p, remote, local)
 	if full {
 		return s.policy.ConfigWithoutResumption(t, v)
 	}
 	return s.policy.ClientConfig(t, v)
+}
+
+// target describes peer p and the session's variables to the TLS policy.
+func (s *server) target(p *pool.Peer, remote, local net.Addr) (tlsbridge.Target, tlsbridge.Vars) {
+	t := tlsbridge.Target{Addr: p.Name, Host: p.Host}
+	if p.Addr.IsValid() {
+		t.Addr = p.Addr.String()
+	}
+	var v tlsbridge.Vars
+	if s.nameVars {
+		v.RemoteAddr = hostOf(remote)
+		v.ServerAddr = hostOf(local)
+		v.ServerPort = portOf(local)
+	}
+	return t, v
 }
 
 func hostOf(a net.Addr) string {
@@ -199,36 +211,4 @@ func portOf(a net.Addr) string {
 	}
 	_, p, _ := net.SplitHostPort(a.String())
 	return p
-}
-
-// directiveOf guesses which proxy_ssl_* directive a policy error is about,
-// from the file it names or the setting it mentions, so the error can point
-// at the right line.
-func directiveOf(err error, ssl *conf.SSL) string {
-	msg := err.Error()
-	for _, f := range []struct{ path, directive string }{
-		{ssl.CertificateKey, "proxy_ssl_certificate_key"},
-		{ssl.PasswordFile, "proxy_ssl_password_file"},
-		{ssl.TrustedCertificate, "proxy_ssl_trusted_certificate"},
-		{ssl.CRL, "proxy_ssl_crl"},
-		{ssl.Certificate, "proxy_ssl_certificate"},
-	} {
-		if f.path != "" && strings.Contains(msg, f.path) {
-			return f.directive
-		}
-	}
-	lower := strings.ToLower(msg)
-	for _, k := range []struct{ word, directive string }{
-		{"conf_command", "proxy_ssl_conf_command"},
-		{"cipher", "proxy_ssl_ciphers"},
-		{"protocol", "proxy_ssl_protocols"},
-		{"alpn", "proxy_ssl_alpn"},
-		{"name", "proxy_ssl_name"},
-		{"depth", "proxy_ssl_verify_depth"},
-	} {
-		if strings.Contains(lower, k.word) {
-			return k.directive
-		}
-	}
-	return "proxy_ssl"
 }

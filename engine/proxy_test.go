@@ -3,6 +3,8 @@ package engine
 import (
 	"bytes"
 	"crypto/rand"
+	"crypto/tls"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -547,5 +549,80 @@ func TestGracefulQuit(t *testing.T) {
 		tb.done <- nil // for the cleanup
 	case <-time.After(10 * time.Second):
 		t.Fatal("Serve did not return after the last session ended")
+	}
+}
+
+// TestRefusedResumptionRetriesFull: a TLS 1.2 upstream that aborts every
+// resumed handshake (as servers with broken resumption do: "digest check
+// failed") still serves every client: the proxy drops the ticket and
+// retries once with a full handshake, without counting the peer as failed.
+// (In TLS 1.3 a server's objection comes after the client's Finished, as a
+// read error; servers refuse a PSK by ignoring it, see the next test.)
+func TestRefusedResumptionRetriesFull(t *testing.T) {
+	set, _, dir := newPKI(t, pki.ECDSAP256, 1)
+	for _, proto := range []string{"TLSv1.2"} {
+		t.Run(proto, func(t *testing.T) {
+			ups := startUpstreams(t, set, 1, backend.Echo, func(_ int, c *tls.Config) {
+				c.VerifyConnection = func(cs tls.ConnectionState) error {
+					if cs.DidResume {
+						return errors.New("resumption refused")
+					}
+					return nil
+				}
+			})
+			text := strings.Replace(guideConf(ups, ""), "proxy_ssl_protocols           TLSv1.2 TLSv1.3;",
+				"proxy_ssl_protocols "+proto+";", 1)
+			tb := startEngine(t, dir, text)
+			for i := 0; i < 5; i++ {
+				if _, err := echoOnce(tb.addr, []byte("x"), 10*time.Second); err != nil {
+					t.Fatalf("connection %d: %v", i, err)
+				}
+			}
+			st := ups[0].Stats()
+			if st.HandshakeErrors == 0 {
+				t.Fatal("the proxy never offered a ticket")
+			}
+			if got := ups[0].Stats().Resumed; got != 0 {
+				t.Fatalf("%d resumed handshakes completed", got)
+			}
+			if tb.eng.Stats().Full.Load() != 5 {
+				t.Fatalf("full handshakes %d, want 5", tb.eng.Stats().Full.Load())
+			}
+		})
+	}
+}
+
+// TestRefusedTicketFallsBackToFull: an upstream that cannot decrypt the
+// tickets it is offered (its keys rotate) answers with full handshakes;
+// every client is served, for TLS 1.2 and 1.3.
+func TestRefusedTicketFallsBackToFull(t *testing.T) {
+	set, _, dir := newPKI(t, pki.ECDSAP256, 1)
+	for _, proto := range []string{"TLSv1.2", "TLSv1.3"} {
+		t.Run(proto, func(t *testing.T) {
+			ups := startUpstreams(t, set, 1, backend.Echo, func(_ int, c *tls.Config) {
+				base := c.Clone()
+				c.GetConfigForClient = func(*tls.ClientHelloInfo) (*tls.Config, error) {
+					cc := base.Clone()
+					var k [32]byte
+					rand.Read(k[:])
+					cc.SetSessionTicketKeys([][32]byte{k})
+					return cc, nil
+				}
+			})
+			text := strings.Replace(guideConf(ups, ""), "proxy_ssl_protocols           TLSv1.2 TLSv1.3;",
+				"proxy_ssl_protocols "+proto+";", 1)
+			tb := startEngine(t, dir, text)
+			for i := 0; i < 5; i++ {
+				if _, err := echoOnce(tb.addr, []byte("x"), 10*time.Second); err != nil {
+					t.Fatalf("connection %d: %v", i, err)
+				}
+			}
+			if st := ups[0].Stats(); st.Handshakes != 5 || st.Resumed != 0 || st.HandshakeErrors != 0 {
+				t.Fatalf("upstream %+v, want 5 full handshakes", st)
+			}
+			if got := tb.eng.Stats().Full.Load(); got != 5 {
+				t.Fatalf("proxy counted %d full handshakes, want 5", got)
+			}
+		})
 	}
 }

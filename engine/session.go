@@ -107,6 +107,8 @@ func (e *Engine) newSession(c gnet.Conn, lp *loop, srv *server) *session {
 	}
 	if srv.policy != nil {
 		s.job.TLS = s.tlsConfig
+		s.job.FullTLS = s.fullTLSConfig
+		s.job.Observe = s.observeHandshake
 	}
 	if srv.proxyProtocol != 0 {
 		s.job.ProxyHeader = s.proxyHeader
@@ -126,6 +128,19 @@ func (e *Engine) newSession(c gnet.Conn, lp *loop, srv *server) *session {
 // dialer worker; it reads only immutable fields.
 func (s *session) tlsConfig(p *pool.Peer) (*tls.Config, error) {
 	return s.srv.tlsConfig(p, s.remote, s.local, false)
+}
+
+// fullTLSConfig is tlsConfig without session resumption. Runs on a dialer
+// worker.
+func (s *session) fullTLSConfig(p *pool.Peer) (*tls.Config, error) {
+	return s.srv.tlsConfig(p, s.remote, s.local, true)
+}
+
+// observeHandshake feeds the policy's session accounting. Runs on a dialer
+// worker.
+func (s *session) observeHandshake(p *pool.Peer, cs tls.ConnectionState, err error) bool {
+	t, v := s.srv.target(p, s.remote, s.local)
+	return s.srv.policy.Observe(t, v, cs, err)
 }
 
 // dialAttemptFailed logs one failed attempt. Runs on a dialer worker.

@@ -52,6 +52,12 @@ type DialJob struct {
 	// TLS returns the client configuration for a peer; nil TLS means a
 	// plaintext upstream.
 	TLS func(p *Peer) (*tls.Config, error)
+	// Observe, if set, is told the outcome of every handshake (cs is the
+	// state after a successful one). It returns true when the handshake
+	// failed after offering a session ticket and deserves one retry with
+	// a full handshake, for which FullTLS gives the configuration.
+	Observe func(p *Peer, cs tls.ConnectionState, err error) (retryFull bool)
+	FullTLS func(p *Peer) (*tls.Config, error)
 	// ConnectTimeout bounds the TCP connect and, afresh, the handshake.
 	ConnectTimeout time.Duration
 	// NextUpstream is proxy_next_upstream; NextUpstreamTimeout bounds the
@@ -196,8 +202,20 @@ func (d *Dialer) run(j *DialJob) DialResult {
 	}
 }
 
-// attempt connects to one peer and handshakes.
+// attempt connects to one peer and handshakes. A handshake that failed
+// after offering a session ticket is retried once on a new connection with
+// a full handshake (the ticket is dropped by Observe): servers that mishandle
+// resumption ("digest check failed") then still work, and the retry does
+// not count against the peer.
 func (d *Dialer) attempt(j *DialJob, p *Peer) (DialResult, Attempt) {
+	res, a, retry := d.attemptOnce(j, p, j.TLS)
+	if retry && j.FullTLS != nil {
+		res, a, _ = d.attemptOnce(j, p, j.FullTLS)
+	}
+	return res, a
+}
+
+func (d *Dialer) attemptOnce(j *DialJob, p *Peer, tlsFor func(*Peer) (*tls.Config, error)) (DialResult, Attempt, bool) {
 	a := Attempt{Peer: p}
 	t0 := time.Now()
 	timeout := j.ConnectTimeout
@@ -216,7 +234,7 @@ func (d *Dialer) attempt(j *DialJob, p *Peer) (DialResult, Attempt) {
 			err = fmt.Errorf("connect() failed while connecting to upstream: %w", err)
 		}
 		a.Err = err
-		return DialResult{}, a
+		return DialResult{}, a, false
 	}
 	raw := c.(*net.TCPConn)
 	a.Connect = time.Since(t0)
@@ -224,21 +242,30 @@ func (d *Dialer) attempt(j *DialJob, p *Peer) (DialResult, Attempt) {
 		if _, err := raw.Write(j.ProxyHeader(raw.LocalAddr())); err != nil {
 			raw.Close()
 			a.Err = fmt.Errorf("sending PROXY protocol header to upstream: %w", err)
-			return DialResult{}, a
+			return DialResult{}, a, false
 		}
 	}
-	if j.TLS == nil {
-		return DialResult{Peer: p, Raw: raw}, a
+	if tlsFor == nil {
+		return DialResult{Peer: p, Raw: raw}, a, false
 	}
-	cfg, err := j.TLS(p)
+	cfg, err := tlsFor(p)
 	if err != nil {
 		raw.Close()
 		a.Err = err
-		return DialResult{}, a
+		return DialResult{}, a, false
 	}
 	t1 := time.Now()
 	tc := tlsbridge.NewConn(raw, cfg)
-	if err := tc.Handshake(t1.Add(timeout)); err != nil {
+	err = tc.Handshake(t1.Add(timeout))
+	retry := false
+	if j.Observe != nil {
+		var cs tls.ConnectionState
+		if err == nil {
+			cs = tc.ConnectionState()
+		}
+		retry = j.Observe(p, cs, err)
+	}
+	if err != nil {
 		tc.Close()
 		if isTimeout(err) {
 			err = fmt.Errorf("%w after %v", ErrHandshakeTimeout, timeout)
@@ -246,10 +273,10 @@ func (d *Dialer) attempt(j *DialJob, p *Peer) (DialResult, Attempt) {
 			err = fmt.Errorf("TLS handshake failed: %w", err)
 		}
 		a.Err = err
-		return DialResult{}, a
+		return DialResult{}, a, retry
 	}
 	a.Handshake = time.Since(t1)
-	return DialResult{Peer: p, Raw: raw, TLS: tc, State: tc.ConnectionState()}, a
+	return DialResult{Peer: p, Raw: raw, TLS: tc, State: tc.ConnectionState()}, a, false
 }
 
 func isTimeout(err error) bool {
