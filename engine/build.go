@@ -92,7 +92,7 @@ func build(cfg *conf.Config, resolve func(ctx context.Context, host string) ([]n
 			s.policy = pol
 			s.nameVars = strings.Contains(sc.Proxy.SSL.Name, "$")
 			for _, w := range pol.Warnings() {
-				p.warnings = append(p.warnings, fmt.Sprintf("%s in %s", w, sc.Pos))
+				p.warnings = append(p.warnings, fmt.Sprintf("%s in %s", w, warningPos(w, &sc.Proxy.SSL, sc.Pos)))
 			}
 		}
 		p.servers = append(p.servers, s)
@@ -211,4 +211,22 @@ func portOf(a net.Addr) string {
 	}
 	_, p, _ := net.SplitHostPort(a.String())
 	return p
+}
+
+// warningPos points a policy warning at the directive it is about: the one
+// it names, or proxy_ssl_protocols for a protocol version.
+func warningPos(w string, ssl *conf.SSL, fallback conf.Pos) conf.Pos {
+	d := ""
+	if strings.HasPrefix(w, "proxy_ssl_") {
+		d, _, _ = strings.Cut(w, " ")
+	} else if strings.HasPrefix(w, "TLSv1") {
+		d = "proxy_ssl_protocols"
+	}
+	if pos, ok := ssl.Pos[d]; ok {
+		return pos
+	}
+	if pos, ok := ssl.Pos["proxy_ssl"]; ok {
+		return pos
+	}
+	return fallback
 }
