@@ -1,0 +1,25 @@
+// Package bench is the benchmark harness behind `make bench`: it runs
+// tlsrelay beside NGINX (and HAProxy when installed) on the same machine, in
+// the same run, against Go TLS upstreams (package bench/backend), and writes
+// BENCHMARKS.md, a JSON file and SVG charts.
+//
+// What it measures, per proxy, in rounds that alternate between the proxies:
+//
+//   - handshake cost: the proxy's own CPU time per new client connection
+//     (utime+stime from /proc/PID/stat of the proxy's processes alone),
+//     connections per second and the latency of connect + first echo, for
+//     full and resumed upstream handshakes, TLS 1.2 and 1.3, ECDSA P-256 and
+//     RSA-2048 certificates, with a client certificate;
+//   - the resumption hit rate as the upstreams count it (DidResume);
+//   - throughput with 1 and 16 long connections and CPU seconds per GiB;
+//   - RSS per idle proxied connection with thousands of connections held;
+//   - reference speeds of Go's crypto on this CPU, and from them the least
+//     each handshake kind must cost (its crypto floor).
+//
+// The upstreams run in a child process (see ServeBackends) so that neither
+// the harness nor the backends need more than the per-process descriptor
+// limit when thousands of connections are held.
+//
+// Everything listens on loopback only, and every load loop is bounded in
+// connection count and in time.
+package bench

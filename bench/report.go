@@ -1,0 +1,481 @@
+package bench
+
+import (
+	"encoding/json"
+	"fmt"
+	"html"
+	"math"
+	"os"
+	"path/filepath"
+	"strings"
+)
+
+// Report file names, relative to the output directory.
+const (
+	ReportFile        = "BENCHMARKS.md"
+	JSONFile          = "bench/results.json"
+	HandshakeChart    = "bench/handshake-cost.svg"
+	MemoryChart       = "bench/memory-per-conn.svg"
+	subjectName       = "tlsrelay"
+	baselineName      = "NGINX"
+	maxErrorTextWidth = 160
+)
+
+// WriteReport writes BENCHMARKS.md, the JSON file and both charts under
+// dir.
+func WriteReport(dir string, res *Results) error {
+	if err := os.MkdirAll(filepath.Join(dir, "bench"), 0o755); err != nil {
+		return fmt.Errorf("making %s/bench: %w", dir, err)
+	}
+	js, err := json.MarshalIndent(res, "", "  ")
+	if err != nil {
+		return fmt.Errorf("encoding results: %w", err)
+	}
+	files := []struct {
+		name string
+		data []byte
+	}{
+		{JSONFile, append(js, '\n')},
+		{HandshakeChart, []byte(HandshakeSVG(res))},
+		{MemoryChart, []byte(MemorySVG(res))},
+		{ReportFile, []byte(Markdown(res))},
+	}
+	for _, f := range files {
+		path := filepath.Join(dir, f.name)
+		if err := os.WriteFile(path, f.data, 0o644); err != nil {
+			return fmt.Errorf("writing %s: %w", path, err)
+		}
+	}
+	return nil
+}
+
+// columns returns the names of the proxies that were measured.
+func columns(res *Results) []string {
+	var out []string
+	for _, p := range res.Peers {
+		if p.Available {
+			out = append(out, p.Name)
+		}
+	}
+	return out
+}
+
+func hasColumn(cols []string, name string) bool {
+	for _, c := range cols {
+		if c == name {
+			return true
+		}
+	}
+	return false
+}
+
+// num formats a value with a precision that suits its size.
+func num(v float64) string {
+	a := math.Abs(v)
+	switch {
+	case math.IsNaN(v):
+		return "–"
+	case a >= 100:
+		return fmt.Sprintf("%.0f", v)
+	case a >= 10:
+		return fmt.Sprintf("%.1f", v)
+	default:
+		return fmt.Sprintf("%.2f", v)
+	}
+}
+
+// summaryText renders "median (min–max)", or the median alone for one
+// round; scale multiplies every value.
+func summaryText(s Summary, scale float64) string {
+	if !s.Valid() {
+		return "–"
+	}
+	if s.N == 1 || s.Min == s.Max {
+		return num(s.Median * scale)
+	}
+	return fmt.Sprintf("%s (%s–%s)", num(s.Median*scale), num(s.Min*scale), num(s.Max*scale))
+}
+
+// errorText renders an error cell: "n/a (error: …)", shortened and safe
+// inside a table.
+func errorText(err string) string {
+	err = strings.Join(strings.Fields(err), " ")
+	if len([]rune(err)) > maxErrorTextWidth {
+		err = string([]rune(err)[:maxErrorTextWidth]) + "…"
+	}
+	return "n/a (error: " + strings.ReplaceAll(err, "|", "\\|") + ")"
+}
+
+// cellText renders one value of one proxy: the summary, the error when no
+// round succeeded, or the summary with a dagger when some failed.
+func cellText(s Summary, err string, scale float64) string {
+	switch {
+	case !s.Valid() && err != "":
+		return errorText(err)
+	case err != "":
+		return summaryText(s, scale) + " †"
+	default:
+		return summaryText(s, scale)
+	}
+}
+
+// ratioText renders subject/baseline medians as "0.42×".
+func ratioText(a, b Summary) string {
+	r := Ratio(a, b)
+	if math.IsNaN(r) {
+		return "–"
+	}
+	return fmt.Sprintf("%.2f×", r)
+}
+
+type mdTable struct {
+	b      *strings.Builder
+	header []string
+}
+
+func newTable(b *strings.Builder, header ...string) *mdTable {
+	t := &mdTable{b: b, header: header}
+	b.WriteString("| " + strings.Join(header, " | ") + " |\n")
+	seps := make([]string, len(header))
+	for i := range seps {
+		seps[i] = "---"
+		if i > 0 {
+			seps[i] = "--:"
+		}
+	}
+	b.WriteString("|" + strings.Join(seps, "|") + "|\n")
+	return t
+}
+
+func (t *mdTable) row(cells ...string) {
+	t.b.WriteString("| " + strings.Join(cells, " | ") + " |\n")
+}
+
+// Markdown renders BENCHMARKS.md.
+func Markdown(res *Results) string {
+	var b strings.Builder
+	cols := columns(res)
+	ratioHead := subjectName + "/" + baselineName
+	haveRatio := hasColumn(cols, subjectName) && hasColumn(cols, baselineName)
+	if !haveRatio {
+		ratioHead = subjectName + "/" + baselineName + " (needs both)"
+	}
+	fmt.Fprintf(&b, "# Benchmarks\n\n")
+	fmt.Fprintf(&b, "Written by `tlsrelay-bench` (`make bench`) on %s; do not edit by hand. The method is in\n", res.Started.UTC().Format("2006-01-02 15:04 MST"))
+	fmt.Fprintf(&b, "[docs/benchmarks.md](docs/benchmarks.md); every number below comes from the run described here.\n\n")
+	fmt.Fprintf(&b, "```\n%s\n```\n\n", res.Command)
+	mode := "default"
+	if res.Quick {
+		mode = "quick (BENCH_QUICK=1)"
+	}
+	fmt.Fprintf(&b, "Run: %s, %d round(s) per proxy and configuration, rounds alternating between the proxies; the run took %s.\n",
+		mode, res.Rounds, fmtSeconds(res.Seconds))
+	fmt.Fprintf(&b, "Each cell is the median over rounds, with (min–max) when there were several. Ratios are %s medians divided by %s medians from this same run: below 1× means tlsrelay needs less (CPU, memory, latency) — or, for rates, that it is slower.\n", subjectName, baselineName)
+	fmt.Fprintf(&b, "Proxies: `worker_processes %d` for tlsrelay and NGINX, `nbthread %d` for HAProxy; nothing is pinned.\n\n", res.Workers, res.Workers)
+
+	b.WriteString("## Machine and versions\n\n")
+	t := newTable(&b, "", "")
+	m := res.Machine
+	t.row("CPU", fmt.Sprintf("%s, %d cores", m.CPU, m.Cores))
+	t.row("Memory", m.MemTotal)
+	t.row("Kernel", m.Kernel)
+	t.row("Go", m.Go)
+	t.row("OpenSSL", orDash(m.OpenSSL))
+	for _, p := range res.Peers {
+		v := orDash(p.Version)
+		if !p.Available {
+			v = "not measured: " + p.Note
+		}
+		t.row(p.Name, v)
+	}
+	b.WriteString("\n")
+
+	if len(res.Handshake) > 0 {
+		b.WriteString("## 1. Handshake cost\n\n")
+		fmt.Fprintf(&b, "New client connections through the proxy: %d concurrent Go clients each connect in plaintext, write 16 bytes, read the echo and close, for %s or %d connections per round, after a warm-up. The proxy makes one upstream TLS connection per client, with a client certificate (mutual TLS), verifying a chain of leaf + %d intermediate, X25519 key exchange. *Full* is `proxy_ssl_session_reuse off`, *resumed* is `on`.\n\n",
+			res.LoadWorkers, fmtSeconds(res.HandshakeSeconds), res.HandshakeMaxConns, Intermediates)
+		fmt.Fprintf(&b, "![proxy CPU per new connection](%s)\n\n", HandshakeChart)
+		b.WriteString("### Proxy CPU per new client connection (µs; utime+stime of the proxy's processes ÷ connections)\n\n")
+		head := []string{"handshake", "crypto floor (Go)"}
+		head = append(head, cols...)
+		head = append(head, ratioHead)
+		t := newTable(&b, head...)
+		for _, row := range res.Handshake {
+			floor := "–"
+			if row.Floor != nil {
+				floor = num(row.Floor.Micros)
+			}
+			cells := []string{row.Name, floor}
+			for _, c := range cols {
+				hc := row.Cells[c]
+				cells = append(cells, cellText(hc.CPUMicros, hc.Err, 1))
+			}
+			cells = append(cells, handshakeRatio(row, func(c *HandshakeCell) Summary { return c.CPUMicros }))
+			t.row(cells...)
+		}
+		b.WriteString("\n### New connections per second\n\n")
+		t = newTable(&b, append(append([]string{"handshake"}, cols...), ratioHead)...)
+		for _, row := range res.Handshake {
+			cells := []string{row.Name}
+			for _, c := range cols {
+				hc := row.Cells[c]
+				cells = append(cells, cellText(hc.ConnsPerSec, hc.Err, 1))
+			}
+			cells = append(cells, handshakeRatio(row, func(c *HandshakeCell) Summary { return c.ConnsPerSec }))
+			t.row(cells...)
+		}
+		b.WriteString("\n### Latency of connect + first echo, p50 / p99 (ms)\n\n")
+		t = newTable(&b, append(append([]string{"handshake"}, cols...), ratioHead+" p50", "p99")...)
+		for _, row := range res.Handshake {
+			cells := []string{row.Name}
+			for _, c := range cols {
+				hc := row.Cells[c]
+				if !hc.P50Millis.Valid() {
+					cells = append(cells, cellText(Summary{}, hc.Err, 1))
+					continue
+				}
+				cells = append(cells, num(hc.P50Millis.Median)+" / "+num(hc.P99Millis.Median))
+			}
+			cells = append(cells,
+				handshakeRatio(row, func(c *HandshakeCell) Summary { return c.P50Millis }),
+				handshakeRatio(row, func(c *HandshakeCell) Summary { return c.P99Millis }))
+			t.row(cells...)
+		}
+		b.WriteString("\n## 2. Resumption hit rate (as the upstreams count it: `DidResume` ÷ handshakes)\n\n")
+		t = newTable(&b, append(append([]string{"handshake"}, cols...), ratioHead)...)
+		for _, row := range res.Handshake {
+			cells := []string{row.Name}
+			for _, c := range cols {
+				hc := row.Cells[c]
+				s := cellText(hc.HitRate, hc.Err, 100)
+				if hc.HitRate.Valid() {
+					s = strings.Replace(s, " ", "% ", 1)
+					if !strings.Contains(s, "%") {
+						s += "%"
+					}
+				}
+				cells = append(cells, s)
+			}
+			cells = append(cells, handshakeRatio(row, func(c *HandshakeCell) Summary { return c.HitRate }))
+			t.row(cells...)
+		}
+		b.WriteString("\n")
+	}
+	if len(res.Micro) > 0 {
+		b.WriteString("### Go micro-benchmark: one handshake without sockets\n\n")
+		b.WriteString("`bench/handshake_test.go` (`go test -bench Handshake ./bench`), run here through `testing.Benchmark`: a Go client and a Go server in one process over an in-memory pipe, mutual TLS with ECDSA P-256, X25519; the time is client **plus** server.\n\n")
+		t := newTable(&b, "benchmark", "µs/op", "allocs/op", "KiB/op")
+		for _, m := range res.Micro {
+			t.row(m.Name, num(m.NsPerOp/1e3), fmt.Sprint(m.AllocsPerOp), num(float64(m.BytesPerOp)/1024))
+		}
+		b.WriteString("\n")
+	}
+	if len(res.Throughput) > 0 {
+		b.WriteString("## 3. Throughput\n\n")
+		b.WriteString("Long connections through the proxy, TLS 1.3 upstream (AES-128-GCM or ChaCha20 as negotiated, resumed handshakes): each upstream sends a fixed number of bytes and closes, the client reads to EOF and checks the count. MiB/s is payload over the round's wall time; CPU s/GiB is the proxy's CPU time per GiB of payload.\n\n")
+		t := newTable(&b, append(append([]string{"connections", "metric"}, cols...), ratioHead)...)
+		for _, row := range res.Throughput {
+			label := fmt.Sprintf("%d × %d MiB", row.Conns, row.BytesPerConn>>20)
+			for _, metric := range []struct {
+				name string
+				get  func(*ThroughputCell) Summary
+			}{
+				{"MiB/s", func(c *ThroughputCell) Summary { return c.MiBps }},
+				{"proxy CPU s/GiB", func(c *ThroughputCell) Summary { return c.CPUSecPerGiB }},
+			} {
+				cells := []string{label, metric.name}
+				for _, c := range cols {
+					tc := row.Cells[c]
+					cells = append(cells, cellText(metric.get(tc), tc.Err, 1))
+				}
+				ratio := "–"
+				if s, n := row.Cells[subjectName], row.Cells[baselineName]; s != nil && n != nil {
+					ratio = ratioText(metric.get(s), metric.get(n))
+				}
+				t.row(append(cells, ratio)...)
+			}
+		}
+		b.WriteString("\n")
+	}
+	if len(res.Memory) > 0 {
+		b.WriteString("## 4. Memory per idle proxied connection\n\n")
+		b.WriteString("Each client connects, sends one byte, reads the echo (so the upstream TLS 1.3 session is up) and stays idle; KiB/conn = (RSS with N held − RSS before) ÷ N, RSS = VmRSS summed over the proxy's processes (NGINX: master + workers).\n\n")
+		fmt.Fprintf(&b, "![RSS per idle connection](%s)\n\n", MemoryChart)
+		t := newTable(&b, append(append([]string{"held connections"}, cols...), ratioHead)...)
+		for _, row := range res.Memory {
+			cells := []string{fmt.Sprint(row.Held)}
+			for _, c := range cols {
+				mc := row.Cells[c]
+				cells = append(cells, cellText(mc.KiBPerConn, mc.Err, 1))
+			}
+			ratio := "–"
+			if s, n := row.Cells[subjectName], row.Cells[baselineName]; s != nil && n != nil {
+				ratio = ratioText(s.KiBPerConn, n.KiBPerConn)
+			}
+			t.row(append(cells, ratio)...)
+		}
+		b.WriteString("\n")
+	}
+	if len(res.Crypto) > 0 {
+		b.WriteString("## 5. Reference limits of this CPU (Go crypto, one core)\n\n")
+		t := newTable(&b, "operation", "µs/op", "MiB/s")
+		for _, c := range res.Crypto {
+			mb := ""
+			if c.MiBps > 0 {
+				mb = num(c.MiBps)
+			}
+			t.row(c.Name, num(c.Micros()), mb)
+		}
+		b.WriteString("\nThe crypto floor of each handshake kind is what the proxy (the TLS client) must at least compute, from these speeds; hashing and key derivation are left out, so it is a lower bound:\n\n")
+		t = newTable(&b, "handshake", "floor µs", "counted")
+		for _, k := range HandshakeKinds() {
+			f := CryptoFloor(k, res.Crypto)
+			t.row(k.String(), num(f.Micros), f.Ops)
+		}
+		b.WriteString("\nNGINX and HAProxy use OpenSSL, whose primitives differ in speed from Go's; the floor is Go's.\n\n")
+	}
+	var notes []string
+	notes = append(notes, res.Notes...)
+	if strings.Contains(b.String(), " †") {
+		notes = append(notes, "† some rounds of this cell failed; the value is over the rounds that succeeded (bench/results.json has each round's error).")
+	}
+	if len(notes) > 0 {
+		b.WriteString("## Notes\n\n")
+		for _, n := range notes {
+			b.WriteString("- " + n + "\n")
+		}
+		b.WriteString("\n")
+	}
+	b.WriteString("Raw numbers, per round: [bench/results.json](bench/results.json).\n")
+	return b.String()
+}
+
+func handshakeRatio(row HandshakeRow, get func(*HandshakeCell) Summary) string {
+	s, n := row.Cells[subjectName], row.Cells[baselineName]
+	if s == nil || n == nil {
+		return "–"
+	}
+	return ratioText(get(s), get(n))
+}
+
+func orDash(s string) string {
+	if s == "" {
+		return "–"
+	}
+	return s
+}
+
+func fmtSeconds(s float64) string {
+	if s < 60 {
+		return fmt.Sprintf("%.1f s", s)
+	}
+	return fmt.Sprintf("%d min %02d s", int(s)/60, int(s)%60)
+}
+
+// barGroup is one group of bars in a chart: one bar per proxy, and an
+// optional marker (the crypto floor).
+type barGroup struct {
+	label  string
+	values map[string]float64 // NaN or missing: no value
+	marker float64            // NaN: none
+}
+
+var chartColors = []string{"#2f6db5", "#d9822b", "#3c9a5f", "#8e5ab5"}
+
+// barChart renders horizontal grouped bars as a standalone SVG.
+func barChart(title, unit, markerName string, peers []string, groups []barGroup) string {
+	const (
+		left, barW, right = 200.0, 520.0, 150.0
+		barH, gap, top    = 14.0, 12.0, 56.0
+	)
+	max := 0.0
+	for _, g := range groups {
+		for _, v := range g.values {
+			if !math.IsNaN(v) && v > max {
+				max = v
+			}
+		}
+		if !math.IsNaN(g.marker) && g.marker > max {
+			max = g.marker
+		}
+	}
+	if max == 0 {
+		max = 1
+	}
+	height := top + float64(len(groups))*(float64(len(peers))*barH+gap) + 20
+	width := left + barW + right
+	var b strings.Builder
+	fmt.Fprintf(&b, `<svg xmlns="http://www.w3.org/2000/svg" width="%.0f" height="%.0f" viewBox="0 0 %.0f %.0f" font-family="sans-serif" font-size="11">`+"\n", width, height, width, height)
+	fmt.Fprintf(&b, `<rect width="100%%" height="100%%" fill="white"/>`+"\n")
+	fmt.Fprintf(&b, `<text x="10" y="18" font-size="14" font-weight="bold">%s</text>`+"\n", html.EscapeString(title))
+	x := 10.0
+	for i, p := range peers {
+		fmt.Fprintf(&b, `<rect x="%.0f" y="28" width="12" height="12" fill="%s"/><text x="%.0f" y="38">%s</text>`+"\n", x, chartColors[i%len(chartColors)], x+16, html.EscapeString(p))
+		x += 24 + 7*float64(len(p))
+	}
+	if markerName != "" {
+		fmt.Fprintf(&b, `<line x1="%.0f" y1="26" x2="%.0f" y2="42" stroke="black" stroke-width="2"/><text x="%.0f" y="38">%s</text>`+"\n", x, x, x+6, html.EscapeString(markerName))
+	}
+	y := top
+	for _, g := range groups {
+		gh := float64(len(peers)) * barH
+		fmt.Fprintf(&b, `<text x="%.0f" y="%.1f" text-anchor="end">%s</text>`+"\n", left-8, y+gh/2+4, html.EscapeString(g.label))
+		for i, p := range peers {
+			v, ok := g.values[p]
+			by := y + float64(i)*barH
+			if !ok || math.IsNaN(v) {
+				fmt.Fprintf(&b, `<text x="%.0f" y="%.1f" fill="#888">%s: n/a</text>`+"\n", left+4, by+barH-3, html.EscapeString(p))
+				continue
+			}
+			w := v / max * barW
+			fmt.Fprintf(&b, `<rect x="%.0f" y="%.1f" width="%.1f" height="%.1f" fill="%s"><title>%s %s: %s %s</title></rect>`+"\n",
+				left, by+1, w, barH-2, chartColors[i%len(chartColors)], html.EscapeString(g.label), html.EscapeString(p), num(v), html.EscapeString(unit))
+			fmt.Fprintf(&b, `<text x="%.1f" y="%.1f">%s %s</text>`+"\n", left+w+4, by+barH-3, num(v), html.EscapeString(unit))
+		}
+		if !math.IsNaN(g.marker) {
+			mx := left + g.marker/max*barW
+			fmt.Fprintf(&b, `<line x1="%.1f" y1="%.1f" x2="%.1f" y2="%.1f" stroke="black" stroke-width="2"><title>%s: %s %s</title></line>`+"\n",
+				mx, y-2, mx, y+gh+2, html.EscapeString(markerName), num(g.marker), html.EscapeString(unit))
+		}
+		y += gh + gap
+	}
+	fmt.Fprintf(&b, `<line x1="%.0f" y1="%.0f" x2="%.0f" y2="%.0f" stroke="#444"/>`+"\n", left, top-4, left, y-gap+4)
+	b.WriteString("</svg>\n")
+	return b.String()
+}
+
+// HandshakeSVG charts the proxy CPU per new connection of each handshake
+// kind per proxy, with the crypto floor marked.
+func HandshakeSVG(res *Results) string {
+	cols := columns(res)
+	var groups []barGroup
+	for _, row := range res.Handshake {
+		g := barGroup{label: row.Name, values: map[string]float64{}, marker: math.NaN()}
+		if row.Floor != nil {
+			g.marker = row.Floor.Micros
+		}
+		for _, c := range cols {
+			if hc := row.Cells[c]; hc != nil && hc.CPUMicros.Valid() {
+				g.values[c] = hc.CPUMicros.Median
+			}
+		}
+		groups = append(groups, g)
+	}
+	return barChart("Proxy CPU per new client connection (median µs)", "µs", "crypto floor (Go)", cols, groups)
+}
+
+// MemorySVG charts the RSS per idle proxied connection per proxy.
+func MemorySVG(res *Results) string {
+	cols := columns(res)
+	var groups []barGroup
+	for _, row := range res.Memory {
+		g := barGroup{label: fmt.Sprintf("%d idle connections", row.Held), values: map[string]float64{}, marker: math.NaN()}
+		for _, c := range cols {
+			if mc := row.Cells[c]; mc != nil && mc.KiBPerConn.Valid() {
+				g.values[c] = mc.KiBPerConn.Median
+			}
+		}
+		groups = append(groups, g)
+	}
+	return barChart("RSS per idle proxied connection (median KiB)", "KiB", "", cols, groups)
+}

@@ -1,0 +1,125 @@
+package bench
+
+import "time"
+
+// Results is everything one run measured; it is written as
+// bench/results.json and rendered as BENCHMARKS.md.
+type Results struct {
+	Started time.Time `json:"started"`
+	// Seconds is the wall time of the whole run.
+	Seconds float64 `json:"seconds"`
+	// Command is the command line that produced the results.
+	Command string  `json:"command"`
+	Machine Machine `json:"machine"`
+	Workers int     `json:"workers"`
+	Rounds  int     `json:"rounds"`
+	Quick   bool    `json:"quick"`
+	// LoadWorkers is the load generator's concurrency in handshake rounds.
+	LoadWorkers int `json:"load_workers"`
+	// HandshakeSeconds and HandshakeMaxConns bound each handshake round.
+	HandshakeSeconds  float64 `json:"handshake_seconds"`
+	HandshakeMaxConns int     `json:"handshake_max_conns"`
+
+	Peers      []PeerInfo      `json:"peers"`
+	Crypto     []CryptoRef     `json:"crypto,omitempty"`
+	Micro      []MicroResult   `json:"micro,omitempty"`
+	Handshake  []HandshakeRow  `json:"handshake,omitempty"`
+	Throughput []ThroughputRow `json:"throughput,omitempty"`
+	Memory     []MemoryRow     `json:"memory,omitempty"`
+	// Notes are things the reader must know: missing peers, failures.
+	Notes []string `json:"notes,omitempty"`
+}
+
+// PeerInfo describes one proxy column.
+type PeerInfo struct {
+	Name    string `json:"name"`
+	Version string `json:"version,omitempty"`
+	// Available is false when the proxy is not installed; it then has no
+	// column.
+	Available bool   `json:"available"`
+	Note      string `json:"note,omitempty"`
+}
+
+// HandshakeRow is one handshake kind across the proxies.
+type HandshakeRow struct {
+	Kind  HandshakeKind `json:"kind"`
+	Name  string        `json:"name"`
+	Floor *Floor        `json:"floor,omitempty"`
+	// Cells by proxy name.
+	Cells map[string]*HandshakeCell `json:"cells"`
+}
+
+// HandshakeCell is one proxy's result for one handshake kind.
+type HandshakeCell struct {
+	// Err is set when no round succeeded, or says how many failed.
+	Err string `json:"error,omitempty"`
+	// CPUMicros is the proxy's CPU time per completed connection.
+	CPUMicros   Summary          `json:"cpu_us_per_conn"`
+	ConnsPerSec Summary          `json:"conns_per_s"`
+	P50Millis   Summary          `json:"p50_ms"`
+	P99Millis   Summary          `json:"p99_ms"`
+	HitRate     Summary          `json:"resumed_fraction"`
+	Rounds      []HandshakeRound `json:"rounds"`
+}
+
+// HandshakeRound is one round of new connections through one proxy.
+type HandshakeRound struct {
+	Err         string  `json:"error,omitempty"`
+	Conns       int     `json:"conns"`
+	Errors      int     `json:"errors"`
+	Seconds     float64 `json:"seconds"`
+	CPUSeconds  float64 `json:"cpu_s"`
+	CPUMicros   float64 `json:"cpu_us_per_conn"`
+	ConnsPerSec float64 `json:"conns_per_s"`
+	P50Millis   float64 `json:"p50_ms"`
+	P99Millis   float64 `json:"p99_ms"`
+	Handshakes  int64   `json:"upstream_handshakes"`
+	Resumed     int64   `json:"upstream_resumed"`
+	HitRate     float64 `json:"resumed_fraction"`
+}
+
+// ThroughputRow is one throughput configuration across the proxies.
+type ThroughputRow struct {
+	Conns        int                        `json:"conns"`
+	BytesPerConn int64                      `json:"bytes_per_conn"`
+	Cells        map[string]*ThroughputCell `json:"cells"`
+}
+
+// ThroughputCell is one proxy's throughput result.
+type ThroughputCell struct {
+	Err          string            `json:"error,omitempty"`
+	MiBps        Summary           `json:"mib_per_s"`
+	CPUSecPerGiB Summary           `json:"cpu_s_per_gib"`
+	Rounds       []ThroughputRound `json:"rounds"`
+}
+
+// ThroughputRound is one throughput round through one proxy.
+type ThroughputRound struct {
+	Err          string  `json:"error,omitempty"`
+	Bytes        int64   `json:"bytes"`
+	Seconds      float64 `json:"seconds"`
+	CPUSeconds   float64 `json:"cpu_s"`
+	MiBps        float64 `json:"mib_per_s"`
+	CPUSecPerGiB float64 `json:"cpu_s_per_gib"`
+}
+
+// MemoryRow is one count of held connections across the proxies.
+type MemoryRow struct {
+	Held  int                    `json:"held"`
+	Cells map[string]*MemoryCell `json:"cells"`
+}
+
+// MemoryCell is one proxy's memory result for one count.
+type MemoryCell struct {
+	Err        string        `json:"error,omitempty"`
+	KiBPerConn Summary       `json:"kib_per_conn"`
+	Rounds     []MemoryRound `json:"rounds"`
+}
+
+// MemoryRound is one measurement of RSS with connections held.
+type MemoryRound struct {
+	Err         string  `json:"error,omitempty"`
+	BaselineMiB float64 `json:"baseline_rss_mib"`
+	HeldMiB     float64 `json:"held_rss_mib"`
+	KiBPerConn  float64 `json:"kib_per_conn"`
+}

@@ -1,0 +1,570 @@
+package bench
+
+import (
+	"context"
+	"crypto/tls"
+	"fmt"
+	"os"
+	"time"
+
+	"github.com/tlsrelay/tlsrelay/tlsbridge/pki"
+)
+
+// Row groups a run can be limited to (Options.Only).
+const (
+	RowCrypto     = "crypto"
+	RowMicro      = "micro"
+	RowHandshake  = "handshake"
+	RowThroughput = "throughput"
+	RowMemory     = "memory"
+)
+
+// AllRows lists the row groups in the order a run measures them.
+var AllRows = []string{RowCrypto, RowMicro, RowHandshake, RowThroughput, RowMemory}
+
+// Options configure a run. Zero fields take the defaults their comments
+// give; Quick changes several of them.
+type Options struct {
+	// Peers are the proxies, in column order. The first is the subject
+	// (tlsrelay) and the second the baseline every ratio divides by
+	// (NGINX). A peer that fails still gets its "n/a (error)" cells.
+	Peers []Peer
+	// Dir is a scratch directory for certificates, configurations and
+	// logs; it must exist.
+	Dir string
+	// Workers is worker_processes for tlsrelay and NGINX and nbthread for
+	// HAProxy. Default 2.
+	Workers int
+	// Rounds per proxy and configuration. Default 3, quick 1.
+	Rounds int
+	// Quick shortens every round so that the whole run takes under two
+	// minutes on two cores.
+	Quick bool
+	// LoadWorkers is the number of concurrent clients in handshake rounds.
+	// Default 16.
+	LoadWorkers int
+	// Only limits the run to these row groups; nil or empty means all.
+	Only map[string]bool
+	// HandshakeDuration bounds a handshake round. Default 2.5s, quick 0.8s.
+	HandshakeDuration time.Duration
+	// HandshakeMaxConns bounds a handshake round. Default 20000.
+	HandshakeMaxConns int
+	// StreamBytes is what a throughput round moves in total, split over
+	// its connections. Default 256 MiB, quick 64 MiB.
+	StreamBytes int64
+	// Held are the numbers of idle connections the memory rounds hold, in
+	// increasing order. Default 2000 and 9000.
+	Held []int
+	// StartBackends starts the upstreams. Default StartLocalBackends.
+	StartBackends func(BackendSpec) (Backends, error)
+	// Step, if set, is called before each measured step with a label and
+	// after it with the step's outcome (done true).
+	Step func(label string, done bool, outcome string)
+	// TotalSteps, if set, is told the number of steps before the first.
+	TotalSteps func(n int)
+}
+
+func (o *Options) setDefaults() {
+	if o.Workers <= 0 {
+		o.Workers = 2
+	}
+	if o.Rounds <= 0 {
+		o.Rounds = 3
+		if o.Quick {
+			o.Rounds = 1
+		}
+	}
+	if o.LoadWorkers <= 0 {
+		o.LoadWorkers = 16
+	}
+	if o.HandshakeDuration <= 0 {
+		o.HandshakeDuration = 2500 * time.Millisecond
+		if o.Quick {
+			o.HandshakeDuration = 800 * time.Millisecond
+		}
+	}
+	if o.HandshakeMaxConns <= 0 {
+		o.HandshakeMaxConns = 20000
+	}
+	if o.StreamBytes <= 0 {
+		o.StreamBytes = 256 << 20
+		if o.Quick {
+			o.StreamBytes = 64 << 20
+		}
+	}
+	if len(o.Held) == 0 {
+		o.Held = []int{2000, 9000}
+	}
+	if o.StartBackends == nil {
+		o.StartBackends = StartLocalBackends
+	}
+	if o.Step == nil {
+		o.Step = func(string, bool, string) {}
+	}
+	if o.TotalSteps == nil {
+		o.TotalSteps = func(int) {}
+	}
+}
+
+func (o *Options) want(row string) bool { return len(o.Only) == 0 || o.Only[row] }
+
+// runner holds the state of one run.
+type runner struct {
+	ctx      context.Context
+	o        Options
+	res      *Results
+	material map[pki.KeyType]*Material
+}
+
+// Run measures everything Options ask for and returns the results. It fails
+// only when the harness itself cannot work (no certificates, no backends);
+// a proxy that fails gets error cells.
+func Run(ctx context.Context, o Options) (*Results, error) {
+	o.setDefaults()
+	r := &runner{ctx: ctx, o: o, material: map[pki.KeyType]*Material{}}
+	r.res = &Results{
+		Started: time.Now(), Machine: DescribeMachine(), Workers: o.Workers, Rounds: o.Rounds,
+		Quick: o.Quick, LoadWorkers: o.LoadWorkers, HandshakeSeconds: o.HandshakeDuration.Seconds(),
+		HandshakeMaxConns: o.HandshakeMaxConns,
+	}
+	o.TotalSteps(r.countSteps())
+	for _, key := range []pki.KeyType{pki.ECDSAP256, pki.RSA2048} {
+		m, err := WriteMaterial(o.Dir, key)
+		if err != nil {
+			return nil, err
+		}
+		r.material[key] = m
+	}
+	if o.want(RowCrypto) {
+		refs, err := MeasureCrypto(func(name string) { o.Step("crypto: "+name, false, "") })
+		if err != nil {
+			return nil, err
+		}
+		r.res.Crypto = refs
+	}
+	if o.want(RowMicro) {
+		micro, err := MeasureMicro(func(name string) { o.Step("Go handshake micro-benchmark: "+name, false, "") })
+		if err != nil {
+			return nil, err
+		}
+		r.res.Micro = micro
+	}
+	steps := []struct {
+		row string
+		fn  func() error
+	}{
+		{RowHandshake, r.handshakes},
+		{RowThroughput, r.throughput},
+		{RowMemory, r.memory},
+	}
+	for _, s := range steps {
+		if !o.want(s.row) {
+			continue
+		}
+		if err := ctx.Err(); err != nil {
+			return r.res, err
+		}
+		if err := s.fn(); err != nil {
+			return r.res, err
+		}
+	}
+	r.res.Seconds = time.Since(r.res.Started).Seconds()
+	return r.res, nil
+}
+
+func (r *runner) countSteps() int {
+	n := 0
+	peers := len(r.o.Peers)
+	if r.o.want(RowCrypto) {
+		n += 8
+	}
+	if r.o.want(RowMicro) {
+		n += 4
+	}
+	if r.o.want(RowHandshake) {
+		n += len(HandshakeKinds()) * r.o.Rounds * peers
+	}
+	if r.o.want(RowThroughput) {
+		n += 2 * r.o.Rounds * peers
+	}
+	if r.o.want(RowMemory) {
+		n += r.o.Rounds * peers
+	}
+	return n
+}
+
+// order returns the peers in the order of round i: as given on even rounds,
+// reversed on odd ones, so that no proxy always runs first (A B, B A, ...).
+func order(peers []Peer, i int) []Peer {
+	out := append([]Peer(nil), peers...)
+	if i%2 == 1 {
+		for a, b := 0, len(out)-1; a < b; a, b = a+1, b-1 {
+			out[a], out[b] = out[b], out[a]
+		}
+	}
+	return out
+}
+
+// spec returns a ProxySpec with a fresh listen port and directory.
+func (r *runner) spec(p Peer, key pki.KeyType, version uint16, reuse bool, upstreams []string) (ProxySpec, error) {
+	addr, err := FreePort()
+	if err != nil {
+		return ProxySpec{}, err
+	}
+	dir, err := os.MkdirTemp(r.o.Dir, p.Name()+"-")
+	if err != nil {
+		return ProxySpec{}, fmt.Errorf("making a directory for %s: %w", p.Name(), err)
+	}
+	return ProxySpec{
+		Listen: addr, Upstreams: upstreams, Workers: r.o.Workers, Version: version, Reuse: reuse,
+		Material: r.material[key], Dir: dir,
+	}, nil
+}
+
+func (r *runner) backends(key pki.KeyType, mode string, sourceBytes int64) (Backends, error) {
+	m := r.material[key]
+	return r.o.StartBackends(BackendSpec{
+		Mode: mode, SourceBytes: sourceBytes,
+		CertFile: m.Files.ServerCert, KeyFile: m.Files.ServerKey, CAFile: m.Files.CA,
+	})
+}
+
+// quiesce waits until the upstreams hold no connection (the proxy has
+// closed every upstream session of the round), at most limit.
+func quiesce(b Backends, limit time.Duration) {
+	deadline := time.Now().Add(limit)
+	for time.Now().Before(deadline) {
+		st, err := b.Stats()
+		if err != nil || st.Active == 0 {
+			return
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+func (r *runner) handshakes() error {
+	kinds := HandshakeKinds()
+	for _, key := range []pki.KeyType{pki.ECDSAP256, pki.RSA2048} {
+		b, err := r.backends(key, "echo", 0)
+		if err != nil {
+			return fmt.Errorf("starting %s backends: %w", key, err)
+		}
+		for _, k := range kinds {
+			if k.Key != key {
+				continue
+			}
+			row := HandshakeRow{Kind: k, Name: k.String(), Cells: map[string]*HandshakeCell{}}
+			if len(r.res.Crypto) > 0 {
+				f := CryptoFloor(k, r.res.Crypto)
+				row.Floor = &f
+			}
+			for _, p := range r.o.Peers {
+				row.Cells[p.Name()] = &HandshakeCell{}
+			}
+			for i := 0; i < r.o.Rounds; i++ {
+				for _, p := range order(r.o.Peers, i) {
+					if err := r.ctx.Err(); err != nil {
+						b.Close()
+						return err
+					}
+					label := fmt.Sprintf("handshake %s · %s · round %d/%d", k, p.Name(), i+1, r.o.Rounds)
+					r.o.Step(label, false, "")
+					hr := r.handshakeRound(p, k, b)
+					cell := row.Cells[p.Name()]
+					cell.Rounds = append(cell.Rounds, hr)
+					if hr.Err != "" {
+						r.o.Step(label, true, "error: "+hr.Err)
+					} else {
+						r.o.Step(label, true, fmt.Sprintf("%.0f µs/conn, %.0f conns/s, p99 %.2f ms, resumed %.0f%%",
+							hr.CPUMicros, hr.ConnsPerSec, hr.P99Millis, 100*hr.HitRate))
+					}
+				}
+			}
+			for _, c := range row.Cells {
+				c.summarize()
+			}
+			r.res.Handshake = append(r.res.Handshake, row)
+		}
+		b.Close()
+	}
+	return nil
+}
+
+func (c *HandshakeCell) summarize() {
+	var cpu, cps, p50, p99, hit []float64
+	var errs []string
+	for _, rd := range c.Rounds {
+		if rd.Err != "" {
+			errs = append(errs, rd.Err)
+			continue
+		}
+		cpu = append(cpu, rd.CPUMicros)
+		cps = append(cps, rd.ConnsPerSec)
+		p50 = append(p50, rd.P50Millis)
+		p99 = append(p99, rd.P99Millis)
+		if rd.Handshakes > 0 {
+			hit = append(hit, rd.HitRate)
+		}
+	}
+	c.CPUMicros, c.ConnsPerSec = Summarize(cpu), Summarize(cps)
+	c.P50Millis, c.P99Millis, c.HitRate = Summarize(p50), Summarize(p99), Summarize(hit)
+	c.Err = cellError(errs, len(c.Rounds))
+}
+
+// cellError says why a cell has no value, or how many of its rounds failed.
+func cellError(errs []string, rounds int) string {
+	switch {
+	case len(errs) == 0:
+		return ""
+	case len(errs) == rounds:
+		return errs[0]
+	default:
+		return fmt.Sprintf("%d of %d rounds failed: %s", len(errs), rounds, errs[0])
+	}
+}
+
+func (r *runner) handshakeRound(p Peer, k HandshakeKind, b Backends) HandshakeRound {
+	var hr HandshakeRound
+	spec, err := r.spec(p, k.Key, k.Version, k.Resumed, b.Addrs())
+	if err != nil {
+		hr.Err = err.Error()
+		return hr
+	}
+	in, err := p.Start(spec)
+	if err != nil {
+		hr.Err = err.Error()
+		return hr
+	}
+	defer in.Stop()
+	if err := CheckEcho(spec.Listen, 5*time.Second); err != nil {
+		hr.Err = fmt.Sprintf("no echo through %s: %v", p.Name(), err)
+		return hr
+	}
+	// Warm up: every worker and every upstream gets its first (full)
+	// handshake and its first ticket before the measurement.
+	warm := RunConnLoad(r.ctx, ConnLoad{Addr: spec.Listen, Workers: r.o.LoadWorkers,
+		MaxConns: 4 * r.o.LoadWorkers, Duration: 10 * time.Second})
+	if warm.Conns == 0 {
+		hr.Err = fmt.Sprintf("warm-up failed: %v", warm.FirstErr)
+		return hr
+	}
+	quiesce(b, 2*time.Second)
+	cpu0, err0 := in.CPU()
+	st0, err1 := b.Stats()
+	lr := RunConnLoad(r.ctx, ConnLoad{Addr: spec.Listen, Workers: r.o.LoadWorkers,
+		MaxConns: r.o.HandshakeMaxConns, Duration: r.o.HandshakeDuration})
+	quiesce(b, 3*time.Second)
+	cpu1, err2 := in.CPU()
+	st1, err3 := b.Stats()
+	for _, err := range []error{err0, err1, err2, err3} {
+		if err != nil {
+			hr.Err = err.Error()
+			return hr
+		}
+	}
+	hr.Conns, hr.Errors, hr.Seconds = lr.Conns, lr.Errors, lr.Elapsed.Seconds()
+	if lr.Conns == 0 {
+		hr.Err = fmt.Sprintf("no connection completed: %v", lr.FirstErr)
+		return hr
+	}
+	if lr.Errors*100 > lr.Conns+lr.Errors {
+		hr.Err = fmt.Sprintf("%d of %d connections failed: %v", lr.Errors, lr.Conns+lr.Errors, lr.FirstErr)
+		return hr
+	}
+	hr.CPUSeconds = (cpu1 - cpu0).Seconds()
+	hr.CPUMicros = hr.CPUSeconds * 1e6 / float64(lr.Conns)
+	hr.ConnsPerSec = float64(lr.Conns) / lr.Elapsed.Seconds()
+	hr.P50Millis = float64(Percentile(lr.Latencies, 50)) / 1e6
+	hr.P99Millis = float64(Percentile(lr.Latencies, 99)) / 1e6
+	hr.Handshakes, hr.Resumed = st1.Handshakes-st0.Handshakes, st1.Resumed-st0.Resumed
+	if hr.Handshakes > 0 {
+		hr.HitRate = float64(hr.Resumed) / float64(hr.Handshakes)
+	}
+	return hr
+}
+
+func (r *runner) throughput() error {
+	for _, conns := range []int{1, 16} {
+		each := r.o.StreamBytes / int64(conns)
+		b, err := r.backends(pki.ECDSAP256, "source", each)
+		if err != nil {
+			return fmt.Errorf("starting source backends: %w", err)
+		}
+		row := ThroughputRow{Conns: conns, BytesPerConn: each, Cells: map[string]*ThroughputCell{}}
+		for _, p := range r.o.Peers {
+			row.Cells[p.Name()] = &ThroughputCell{}
+		}
+		for i := 0; i < r.o.Rounds; i++ {
+			for _, p := range order(r.o.Peers, i) {
+				if err := r.ctx.Err(); err != nil {
+					b.Close()
+					return err
+				}
+				label := fmt.Sprintf("throughput %d conn × %d MiB · %s · round %d/%d", conns, each>>20, p.Name(), i+1, r.o.Rounds)
+				r.o.Step(label, false, "")
+				tr := r.throughputRound(p, b, conns, each)
+				row.Cells[p.Name()].Rounds = append(row.Cells[p.Name()].Rounds, tr)
+				if tr.Err != "" {
+					r.o.Step(label, true, "error: "+tr.Err)
+				} else {
+					r.o.Step(label, true, fmt.Sprintf("%.0f MiB/s, %.2f CPU s/GiB", tr.MiBps, tr.CPUSecPerGiB))
+				}
+			}
+		}
+		b.Close()
+		for _, c := range row.Cells {
+			var mbs, cpg []float64
+			var errs []string
+			for _, rd := range c.Rounds {
+				if rd.Err != "" {
+					errs = append(errs, rd.Err)
+					continue
+				}
+				mbs = append(mbs, rd.MiBps)
+				cpg = append(cpg, rd.CPUSecPerGiB)
+			}
+			c.MiBps, c.CPUSecPerGiB, c.Err = Summarize(mbs), Summarize(cpg), cellError(errs, len(c.Rounds))
+		}
+		r.res.Throughput = append(r.res.Throughput, row)
+	}
+	return nil
+}
+
+func (r *runner) throughputRound(p Peer, b Backends, conns int, each int64) ThroughputRound {
+	var tr ThroughputRound
+	spec, err := r.spec(p, pki.ECDSAP256, tls.VersionTLS13, true, b.Addrs())
+	if err != nil {
+		tr.Err = err.Error()
+		return tr
+	}
+	in, err := p.Start(spec)
+	if err != nil {
+		tr.Err = err.Error()
+		return tr
+	}
+	defer in.Stop()
+	cpu0, err := in.CPU()
+	if err != nil {
+		tr.Err = err.Error()
+		return tr
+	}
+	sr, err := RunStreams(r.ctx, spec.Listen, conns, each, 60*time.Second)
+	if err != nil {
+		tr.Err = err.Error()
+		return tr
+	}
+	quiesce(b, 3*time.Second)
+	cpu1, err := in.CPU()
+	if err != nil {
+		tr.Err = err.Error()
+		return tr
+	}
+	tr.Bytes, tr.Seconds, tr.CPUSeconds = sr.Bytes, sr.Elapsed.Seconds(), (cpu1 - cpu0).Seconds()
+	tr.MiBps = float64(sr.Bytes) / (1 << 20) / tr.Seconds
+	tr.CPUSecPerGiB = tr.CPUSeconds / (float64(sr.Bytes) / (1 << 30))
+	return tr
+}
+
+func (r *runner) memory() error {
+	b, err := r.backends(pki.ECDSAP256, "echo", 0)
+	if err != nil {
+		return fmt.Errorf("starting echo backends: %w", err)
+	}
+	defer b.Close()
+	rows := make([]MemoryRow, len(r.o.Held))
+	for j, n := range r.o.Held {
+		rows[j] = MemoryRow{Held: n, Cells: map[string]*MemoryCell{}}
+		for _, p := range r.o.Peers {
+			rows[j].Cells[p.Name()] = &MemoryCell{}
+		}
+	}
+	for i := 0; i < r.o.Rounds; i++ {
+		for _, p := range order(r.o.Peers, i) {
+			if err := r.ctx.Err(); err != nil {
+				return err
+			}
+			label := fmt.Sprintf("memory %v idle conns · %s · round %d/%d", r.o.Held, p.Name(), i+1, r.o.Rounds)
+			r.o.Step(label, false, "")
+			mrs := r.memoryRound(p, b)
+			outcome := ""
+			for j := range rows {
+				rows[j].Cells[p.Name()].Rounds = append(rows[j].Cells[p.Name()].Rounds, mrs[j])
+				if mrs[j].Err != "" {
+					outcome += fmt.Sprintf("%d: error: %s; ", r.o.Held[j], mrs[j].Err)
+				} else {
+					outcome += fmt.Sprintf("%d: %.1f KiB/conn; ", r.o.Held[j], mrs[j].KiBPerConn)
+				}
+			}
+			r.o.Step(label, true, outcome)
+			quiesce(b, 10*time.Second)
+		}
+	}
+	for j := range rows {
+		for _, c := range rows[j].Cells {
+			var kib []float64
+			var errs []string
+			for _, rd := range c.Rounds {
+				if rd.Err != "" {
+					errs = append(errs, rd.Err)
+					continue
+				}
+				kib = append(kib, rd.KiBPerConn)
+			}
+			c.KiBPerConn, c.Err = Summarize(kib), cellError(errs, len(c.Rounds))
+		}
+	}
+	r.res.Memory = append(r.res.Memory, rows...)
+	return nil
+}
+
+// memoryRound holds r.o.Held connections (in increasing steps) through one
+// proxy and returns one result per count.
+func (r *runner) memoryRound(p Peer, b Backends) []MemoryRound {
+	out := make([]MemoryRound, len(r.o.Held))
+	fail := func(from int, err error) []MemoryRound {
+		for j := from; j < len(out); j++ {
+			out[j].Err = err.Error()
+		}
+		return out
+	}
+	spec, err := r.spec(p, pki.ECDSAP256, tls.VersionTLS13, true, b.Addrs())
+	if err != nil {
+		return fail(0, err)
+	}
+	in, err := p.Start(spec)
+	if err != nil {
+		return fail(0, err)
+	}
+	defer in.Stop()
+	warm := RunConnLoad(r.ctx, ConnLoad{Addr: spec.Listen, Workers: r.o.LoadWorkers,
+		MaxConns: 8 * r.o.LoadWorkers, Duration: 10 * time.Second})
+	if warm.Conns == 0 {
+		return fail(0, fmt.Errorf("warm-up failed: %w", warm.FirstErr))
+	}
+	quiesce(b, 2*time.Second)
+	time.Sleep(300 * time.Millisecond)
+	base, err := in.RSS()
+	if err != nil {
+		return fail(0, err)
+	}
+	var h Holder
+	defer h.Close()
+	for j, n := range r.o.Held {
+		ctx, cancel := context.WithTimeout(r.ctx, 90*time.Second)
+		err := h.Open(ctx, spec.Listen, n-h.Len(), 32)
+		cancel()
+		if err != nil {
+			return fail(j, fmt.Errorf("holding %d connections (%d open): %w", n, h.Len(), err))
+		}
+		time.Sleep(500 * time.Millisecond)
+		rss, err := in.RSS()
+		if err != nil {
+			return fail(j, err)
+		}
+		out[j] = MemoryRound{
+			BaselineMiB: float64(base) / (1 << 20), HeldMiB: float64(rss) / (1 << 20),
+			KiBPerConn: float64(rss-base) / 1024 / float64(n),
+		}
+	}
+	return out
+}
