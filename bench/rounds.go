@@ -55,6 +55,8 @@ type Options struct {
 	// Held are the numbers of idle connections the memory rounds hold, in
 	// increasing order. Default 2000 and 9000.
 	Held []int
+	// Kinds are the handshake rows. Default HandshakeKinds().
+	Kinds []HandshakeKind
 	// StartBackends starts the upstreams. Default StartLocalBackends.
 	StartBackends func(BackendSpec) (Backends, error)
 	// Step, if set, is called before each measured step with a label and
@@ -94,6 +96,9 @@ func (o *Options) setDefaults() {
 	}
 	if len(o.Held) == 0 {
 		o.Held = []int{2000, 9000}
+	}
+	if len(o.Kinds) == 0 {
+		o.Kinds = HandshakeKinds()
 	}
 	if o.StartBackends == nil {
 		o.StartBackends = StartLocalBackends
@@ -182,7 +187,7 @@ func (r *runner) countSteps() int {
 		n += 4
 	}
 	if r.o.want(RowHandshake) {
-		n += len(HandshakeKinds()) * r.o.Rounds * peers
+		n += len(r.o.Kinds) * r.o.Rounds * peers
 	}
 	if r.o.want(RowThroughput) {
 		n += 2 * r.o.Rounds * peers
@@ -243,16 +248,21 @@ func quiesce(b Backends, limit time.Duration) {
 }
 
 func (r *runner) handshakes() error {
-	kinds := HandshakeKinds()
 	for _, key := range []pki.KeyType{pki.ECDSAP256, pki.RSA2048} {
+		var kinds []HandshakeKind
+		for _, k := range r.o.Kinds {
+			if k.Key == key {
+				kinds = append(kinds, k)
+			}
+		}
+		if len(kinds) == 0 {
+			continue
+		}
 		b, err := r.backends(key, "echo", 0)
 		if err != nil {
 			return fmt.Errorf("starting %s backends: %w", key, err)
 		}
 		for _, k := range kinds {
-			if k.Key != key {
-				continue
-			}
 			row := HandshakeRow{Kind: k, Name: k.String(), Cells: map[string]*HandshakeCell{}}
 			if len(r.res.Crypto) > 0 {
 				f := CryptoFloor(k, r.res.Crypto)

@@ -1,0 +1,126 @@
+package bench
+
+import (
+	"crypto/tls"
+	"strings"
+	"testing"
+
+	"github.com/tlsrelay/tlsrelay/tlsbridge/pki"
+)
+
+func testSpec(version uint16, reuse bool) ProxySpec {
+	return ProxySpec{
+		Listen: "127.0.0.1:4000", Upstreams: []string{"127.0.0.1:5001", "127.0.0.1:5002"},
+		Workers: 2, Version: version, Reuse: reuse, Dir: "/tmp/x",
+		Material: &Material{
+			Key: pki.ECDSAP256, ClientCombined: "/m/client-combined.pem",
+			Files: pki.Files{CA: "/m/ca.pem", ClientCert: "/m/client.pem", ClientKey: "/m/client.key"},
+		},
+	}
+}
+
+func TestTlsrelayConfig(t *testing.T) {
+	cfg, err := TlsrelayConfig(testSpec(tls.VersionTLS13, true))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{
+		"worker_processes 2;",
+		"server 127.0.0.1:5001;", "server 127.0.0.1:5002;",
+		"listen 127.0.0.1:4000;", "proxy_pass backend;", "proxy_ssl on;",
+		"proxy_ssl_certificate /m/client.pem;", "proxy_ssl_certificate_key /m/client.key;",
+		"proxy_ssl_trusted_certificate /m/ca.pem;", "proxy_ssl_verify on;", "proxy_ssl_verify_depth 2;",
+		"proxy_ssl_name localhost;", "proxy_ssl_protocols TLSv1.3;", "proxy_ssl_session_reuse on;",
+		"proxy_ssl_conf_command Groups X25519:P-256;",
+	} {
+		if !strings.Contains(cfg, want) {
+			t.Errorf("config lacks %q:\n%s", want, cfg)
+		}
+	}
+	if strings.Contains(cfg, "load_module") || strings.Contains(cfg, "events") {
+		t.Errorf("tlsrelay config has NGINX-only directives:\n%s", cfg)
+	}
+}
+
+func TestNginxConfig(t *testing.T) {
+	cfg, err := NginxConfig(testSpec(tls.VersionTLS12, false), "/mod/ngx_stream_module.so")
+	if err != nil {
+		t.Fatal(err)
+	}
+	stream, _ := renderStream(testSpec(tls.VersionTLS12, false))
+	for _, want := range []string{
+		"load_module /mod/ngx_stream_module.so;", "worker_processes 2;", "worker_rlimit_nofile 20000;",
+		"daemon off;", "master_process on;", "pid /tmp/x/nginx.pid;", "error_log /tmp/x/error.log",
+		"worker_connections 20000;", "proxy_ssl_protocols TLSv1.2;", "proxy_ssl_session_reuse off;",
+		stream, // the very same stream block as tlsrelay's
+	} {
+		if !strings.Contains(cfg, want) {
+			t.Errorf("config lacks %q:\n%s", want, cfg)
+		}
+	}
+	if strings.Index(cfg, "load_module") > strings.Index(cfg, "stream {") {
+		t.Error("load_module must come before the stream block")
+	}
+}
+
+func TestHAProxyConfig(t *testing.T) {
+	on := HAProxyConfig(testSpec(tls.VersionTLS13, true))
+	for _, want := range []string{
+		"nbthread 2", "mode tcp", "bind 127.0.0.1:4000", "balance roundrobin",
+		"server s1 127.0.0.1:5001 ssl crt /m/client-combined.pem ca-file /m/ca.pem verify required verifyhost localhost ssl-min-ver TLSv1.3 ssl-max-ver TLSv1.3\n",
+		"server s2 127.0.0.1:5002 ssl",
+	} {
+		if !strings.Contains(on, want) {
+			t.Errorf("config lacks %q:\n%s", want, on)
+		}
+	}
+	if strings.Contains(on, "no-ssl-reuse") {
+		t.Errorf("reuse on, but no-ssl-reuse:\n%s", on)
+	}
+	off := HAProxyConfig(testSpec(tls.VersionTLS12, false))
+	if strings.Count(off, "no-ssl-reuse") != 2 || !strings.Contains(off, "ssl-max-ver TLSv1.2") {
+		t.Errorf("reuse off, TLS 1.2:\n%s", off)
+	}
+}
+
+func TestOrderAlternates(t *testing.T) {
+	peers := []Peer{Tlsrelay{}, Nginx{}, HAProxy{}}
+	names := func(ps []Peer) string {
+		var s []string
+		for _, p := range ps {
+			s = append(s, p.Name())
+		}
+		return strings.Join(s, " ")
+	}
+	if got := names(order(peers, 0)); got != "tlsrelay NGINX HAProxy" {
+		t.Errorf("round 0: %s", got)
+	}
+	if got := names(order(peers, 1)); got != "HAProxy NGINX tlsrelay" {
+		t.Errorf("round 1: %s", got)
+	}
+	if got := names(peers); got != "tlsrelay NGINX HAProxy" {
+		t.Errorf("order changed its argument: %s", got)
+	}
+}
+
+func TestCryptoFloor(t *testing.T) {
+	refs := []CryptoRef{
+		{Name: OpX25519KeyGen, NsPerOp: 30e3}, {Name: OpX25519Shared, NsPerOp: 40e3},
+		{Name: OpECDSASign, NsPerOp: 20e3}, {Name: OpECDSAVerify, NsPerOp: 60e3},
+		{Name: OpRSASign, NsPerOp: 1000e3}, {Name: OpRSAVerify, NsPerOp: 30e3},
+		{Name: OpAESGCMRecord, NsPerOp: 0.5e3},
+	}
+	for _, tt := range []struct {
+		k    HandshakeKind
+		want float64
+	}{
+		{HandshakeKind{tls.VersionTLS13, pki.ECDSAP256, false}, 30 + 40 + 20 + 3*60},
+		{HandshakeKind{tls.VersionTLS12, pki.RSA2048, false}, 30 + 40 + 1000 + 3*30},
+		{HandshakeKind{tls.VersionTLS13, pki.RSA2048, true}, 70},
+		{HandshakeKind{tls.VersionTLS12, pki.ECDSAP256, true}, 2},
+	} {
+		if got := CryptoFloor(tt.k, refs).Micros; got != tt.want {
+			t.Errorf("%s: floor %v, want %v", tt.k, got, tt.want)
+		}
+	}
+}

@@ -1,0 +1,107 @@
+package bench
+
+import (
+	"crypto/tls"
+	"encoding/xml"
+	"io"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/tlsrelay/tlsrelay/tlsbridge/pki"
+)
+
+func sampleResults() *Results {
+	k := HandshakeKind{Version: tls.VersionTLS13, Key: pki.ECDSAP256}
+	one := func(v float64) Summary { return Summarize([]float64{v}) }
+	return &Results{
+		Started: time.Date(2026, 11, 28, 12, 0, 0, 0, time.UTC), Seconds: 75, Command: "tlsrelay-bench -out .",
+		Workers: 2, Rounds: 3, LoadWorkers: 16, HandshakeSeconds: 2.5, HandshakeMaxConns: 20000,
+		Machine: Machine{CPU: "Test CPU", Cores: 2, Kernel: "6.1", Go: "go1.26.8"},
+		Peers: []PeerInfo{
+			{Name: "tlsrelay", Available: true},
+			{Name: "NGINX", Version: "nginx/1.22.1", Available: true},
+			{Name: "HAProxy", Note: "not installed"},
+		},
+		Crypto: []CryptoRef{{Name: OpX25519KeyGen, NsPerOp: 30e3}, {Name: OpAESGCMBulk, NsPerOp: 5e3, MiBps: 3000}},
+		Handshake: []HandshakeRow{{
+			Kind: k, Name: k.String(), Floor: &Floor{Micros: 300, Ops: "x"},
+			Cells: map[string]*HandshakeCell{
+				"tlsrelay": {CPUMicros: Summarize([]float64{400, 500, 450}), ConnsPerSec: one(900), P50Millis: one(1), P99Millis: one(3), HitRate: one(0)},
+				"NGINX":    {CPUMicros: one(900), ConnsPerSec: one(450), P50Millis: one(2), P99Millis: one(6), HitRate: one(0)},
+			},
+		}},
+		Throughput: []ThroughputRow{{Conns: 1, BytesPerConn: 64 << 20, Cells: map[string]*ThroughputCell{
+			"tlsrelay": {Err: "starting tlsrelay: exit status 1 | bad"},
+			"NGINX":    {MiBps: one(200), CPUSecPerGiB: one(1.5)},
+		}}},
+		Memory: []MemoryRow{{Held: 2000, Cells: map[string]*MemoryCell{
+			"tlsrelay": {KiBPerConn: one(20), Err: "1 of 3 rounds failed: x"},
+			"NGINX":    {KiBPerConn: one(40)},
+		}}},
+	}
+}
+
+func TestMarkdown(t *testing.T) {
+	md := Markdown(sampleResults())
+	for _, want := range []string{
+		"| TLS1.3 ecdsa-p256 full | 300 | 450 (400–500) | 900 | 0.50× |", // CPU µs and ratio
+		"| TLS1.3 ecdsa-p256 full | 900 | 450 | 2.00× |",                 // conns/s
+		"n/a (error: starting tlsrelay: exit status 1 \\| bad)",          // pipes escaped
+		"| 2000 | 20.0 † | 40.0 | 0.50× |",
+		"HAProxy | not measured: not installed",
+		"tlsrelay-bench -out .", "Test CPU, 2 cores", "nginx/1.22.1",
+		"bench/handshake-cost.svg", "bench/memory-per-conn.svg",
+	} {
+		if !strings.Contains(md, want) {
+			t.Errorf("report lacks %q:\n%s", want, md)
+		}
+	}
+	if strings.Contains(md, "| HAProxy |  ") || strings.Contains(md, "NaN") {
+		t.Errorf("report has a column for a missing peer or a NaN:\n%s", md)
+	}
+}
+
+func checkSVG(t *testing.T, name, svg string) {
+	t.Helper()
+	d := xml.NewDecoder(strings.NewReader(svg))
+	for {
+		_, err := d.Token()
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			t.Fatalf("%s is not well-formed XML: %v\n%s", name, err, svg)
+		}
+	}
+	if strings.Contains(svg, "NaN") {
+		t.Errorf("%s has a NaN:\n%s", name, svg)
+	}
+}
+
+func TestCharts(t *testing.T) {
+	res := sampleResults()
+	hs := HandshakeSVG(res)
+	checkSVG(t, "handshake chart", hs)
+	if !strings.Contains(hs, "crypto floor") || !strings.Contains(hs, "tlsrelay") {
+		t.Errorf("handshake chart lacks the floor or a proxy:\n%s", hs)
+	}
+	checkSVG(t, "memory chart", MemorySVG(res))
+	checkSVG(t, "empty chart", MemorySVG(&Results{}))
+}
+
+func TestWriteReport(t *testing.T) {
+	dir := t.TempDir()
+	res := sampleResults()
+	res.Handshake[0].Cells["NGINX"].HitRate = Summary{} // no value: must still encode
+	if err := WriteReport(dir, res); err != nil {
+		t.Fatal(err)
+	}
+	for _, f := range []string{ReportFile, JSONFile, HandshakeChart, MemoryChart} {
+		if st, err := os.Stat(filepath.Join(dir, f)); err != nil || st.Size() == 0 {
+			t.Errorf("%s: %v", f, err)
+		}
+	}
+}
