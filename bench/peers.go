@@ -237,8 +237,8 @@ func (in *Instance) logTail() string {
 }
 
 // startProcess runs argv with stderr and stdout into logPath, waits until
-// listen accepts a TCP connection, and collects the pids (main process plus
-// wantChildren children, when wantChildren > 0).
+// listen accepts a TCP connection, and collects the pids: the main process
+// and its children, waiting for at least wantChildren of them.
 func startProcess(name string, argv []string, logPath, listen string, wantChildren int) (*Instance, error) {
 	logf, err := os.Create(logPath)
 	if err != nil {
@@ -283,7 +283,7 @@ func (in *Instance) waitReady(listen string, wantChildren int) error {
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
-	for wantChildren > 0 {
+	for {
 		kids, err := Children(in.cmd.Process.Pid)
 		if err != nil {
 			return err

@@ -18,7 +18,7 @@ const (
 	MemoryChart       = "bench/memory-per-conn.svg"
 	subjectName       = "tlsrelay"
 	baselineName      = "NGINX"
-	maxErrorTextWidth = 160
+	maxErrorTextWidth = 100
 )
 
 // WriteReport writes BENCHMARKS.md, the JSON file and both charts under
@@ -174,7 +174,7 @@ func Markdown(res *Results) string {
 	fmt.Fprintf(&b, "Proxies: `worker_processes %d` for tlsrelay and NGINX, `nbthread %d` for HAProxy; nothing is pinned.\n\n", res.Workers, res.Workers)
 
 	b.WriteString("## Machine and versions\n\n")
-	t := newTable(&b, "", "")
+	t := newTable(&b, "item", "value")
 	m := res.Machine
 	t.row("CPU", fmt.Sprintf("%s, %d cores", m.CPU, m.Cores))
 	t.row("Memory", m.MemTotal)
@@ -247,14 +247,7 @@ func Markdown(res *Results) string {
 			cells := []string{row.Name}
 			for _, c := range cols {
 				hc := row.Cells[c]
-				s := cellText(hc.HitRate, hc.Err, 100)
-				if hc.HitRate.Valid() {
-					s = strings.Replace(s, " ", "% ", 1)
-					if !strings.Contains(s, "%") {
-						s += "%"
-					}
-				}
-				cells = append(cells, s)
+				cells = append(cells, percentText(hc.HitRate, hc.Err))
 			}
 			cells = append(cells, handshakeRatio(row, func(c *HandshakeCell) Summary { return c.HitRate }))
 			t.row(cells...)
@@ -272,7 +265,7 @@ func Markdown(res *Results) string {
 	}
 	if len(res.Throughput) > 0 {
 		b.WriteString("## 3. Throughput\n\n")
-		b.WriteString("Long connections through the proxy, TLS 1.3 upstream (AES-128-GCM or ChaCha20 as negotiated, resumed handshakes): each upstream sends a fixed number of bytes and closes, the client reads to EOF and checks the count. MiB/s is payload over the round's wall time; CPU s/GiB is the proxy's CPU time per GiB of payload.\n\n")
+		b.WriteString("Long connections through the proxy, TLS 1.3 upstream with ECDSA P-256 certificates and reuse on (the Go upstreams pick AES-128-GCM on CPUs with AES instructions): each upstream sends a fixed number of bytes and closes, the client reads to EOF and checks the count. MiB/s is payload over the round's wall time; CPU s/GiB is the proxy's CPU time per GiB of payload.\n\n")
 		t := newTable(&b, append(append([]string{"connections", "metric"}, cols...), ratioHead)...)
 		for _, row := range res.Throughput {
 			label := fmt.Sprintf("%d × %d MiB", row.Conns, row.BytesPerConn>>20)
@@ -336,6 +329,7 @@ func Markdown(res *Results) string {
 	}
 	var notes []string
 	notes = append(notes, res.Notes...)
+	notes = append(notes, resumptionNotes(res)...)
 	if strings.Contains(b.String(), " †") {
 		notes = append(notes, "† some rounds of this cell failed; the value is over the rounds that succeeded (bench/results.json has each round's error).")
 	}
@@ -348,6 +342,45 @@ func Markdown(res *Results) string {
 	}
 	b.WriteString("Raw numbers, per round: [bench/results.json](bench/results.json).\n")
 	return b.String()
+}
+
+// resumptionNotes points out proxies that resumed few upstream handshakes
+// with reuse on, or resumed any with reuse off.
+func resumptionNotes(res *Results) []string {
+	var out []string
+	for _, row := range res.Handshake {
+		for _, c := range columns(res) {
+			hc := row.Cells[c]
+			if hc == nil || !hc.HitRate.Valid() {
+				continue
+			}
+			switch {
+			case row.Kind.Resumed && hc.HitRate.Median < 0.9:
+				out = append(out, fmt.Sprintf("%s resumed only %.0f%% of the upstream handshakes in \"%s\" (session reuse on); its CPU per connection there mixes full and resumed handshakes.",
+					c, 100*hc.HitRate.Median, row.Name))
+			case !row.Kind.Resumed && hc.HitRate.Max > 0:
+				out = append(out, fmt.Sprintf("%s resumed %.0f%% of the upstream handshakes in \"%s\" although session reuse was off.",
+					c, 100*hc.HitRate.Max, row.Name))
+			}
+		}
+	}
+	return out
+}
+
+// percentText renders a fraction summary as percentages.
+func percentText(s Summary, err string) string {
+	if !s.Valid() {
+		return cellText(s, err, 1)
+	}
+	p := func(v float64) string { return fmt.Sprintf("%.0f%%", 100*v) }
+	out := p(s.Median)
+	if s.N > 1 && s.Min != s.Max {
+		out += " (" + p(s.Min) + "–" + p(s.Max) + ")"
+	}
+	if err != "" {
+		out += " †"
+	}
+	return out
 }
 
 func handshakeRatio(row HandshakeRow, get func(*HandshakeCell) Summary) string {

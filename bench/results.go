@@ -75,6 +75,8 @@ type HandshakeRound struct {
 	P99Millis   float64 `json:"p99_ms"`
 	Handshakes  int64   `json:"upstream_handshakes"`
 	Resumed     int64   `json:"upstream_resumed"`
+	// UpstreamErrors are handshakes the upstreams saw fail.
+	UpstreamErrors int64 `json:"upstream_handshake_errors"`
 	HitRate     float64 `json:"resumed_fraction"`
 }
 

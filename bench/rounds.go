@@ -387,6 +387,7 @@ func (r *runner) handshakeRound(p Peer, k HandshakeKind, b Backends) HandshakeRo
 	hr.P50Millis = float64(Percentile(lr.Latencies, 50)) / 1e6
 	hr.P99Millis = float64(Percentile(lr.Latencies, 99)) / 1e6
 	hr.Handshakes, hr.Resumed = st1.Handshakes-st0.Handshakes, st1.Resumed-st0.Resumed
+	hr.UpstreamErrors = st1.HandshakeErrors - st0.HandshakeErrors
 	if hr.Handshakes > 0 {
 		hr.HitRate = float64(hr.Resumed) / float64(hr.Handshakes)
 	}
