@@ -76,8 +76,8 @@ type HandshakeRound struct {
 	Handshakes  int64   `json:"upstream_handshakes"`
 	Resumed     int64   `json:"upstream_resumed"`
 	// UpstreamErrors are handshakes the upstreams saw fail.
-	UpstreamErrors int64 `json:"upstream_handshake_errors"`
-	HitRate     float64 `json:"resumed_fraction"`
+	UpstreamErrors int64   `json:"upstream_handshake_errors"`
+	HitRate        float64 `json:"resumed_fraction"`
 }
 
 // ThroughputRow is one throughput configuration across the proxies.
