@@ -22,6 +22,7 @@ type plan struct {
 	cfg      *conf.Config
 	servers  []*server
 	store    *tlsbridge.SessionStore
+	logs     *logSet
 	warnings []string
 }
 
@@ -45,12 +46,19 @@ type server struct {
 	nameVars bool
 	// name is how logs name the block: its first listen address.
 	name string
+	// accessLogs are the block's access_log directives, opened.
+	accessLogs []accessLog
 }
 
 // build loads and checks everything cfg describes without binding a port.
 // resolve resolves upstream host names (nil: the system resolver).
-func build(cfg *conf.Config, resolve func(ctx context.Context, host string) ([]netip.Addr, error)) (*plan, error) {
-	p := &plan{cfg: cfg, store: tlsbridge.NewSessionStore(tlsbridge.SessionStoreOptions{})}
+// openLogs opens the access logs (Run); Check leaves files alone.
+func build(cfg *conf.Config, openLogs bool, resolve func(ctx context.Context, host string) ([]netip.Addr, error)) (*plan, error) {
+	p := &plan{
+		cfg:   cfg,
+		store: tlsbridge.NewSessionStore(tlsbridge.SessionStoreOptions{}),
+		logs:  &logSet{writers: map[string]*logWriter{}, formats: map[string]*logFormat{}},
+	}
 	if cfg.Stream == nil {
 		return p, nil
 	}
@@ -94,6 +102,14 @@ func build(cfg *conf.Config, resolve func(ctx context.Context, host string) ([]n
 			for _, w := range pol.Warnings() {
 				p.warnings = append(p.warnings, fmt.Sprintf("%s in %s", w, warningPos(w, &sc.Proxy.SSL, sc.Pos)))
 			}
+		}
+		if openLogs {
+			als, err := p.logs.open(cfg, sc.AccessLogs)
+			if err != nil {
+				p.logs.close()
+				return nil, err
+			}
+			s.accessLogs = als
 		}
 		p.servers = append(p.servers, s)
 	}

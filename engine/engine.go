@@ -78,6 +78,8 @@ type loop struct {
 	scratch  []byte
 	sessions int
 	start    time.Time
+	// logScratch renders access-log lines.
+	logScratch []byte
 
 	// polled are the sessions waiting for a queue to drain; npolled is
 	// its length for the ticker goroutine, which queues a poll only when
@@ -128,7 +130,7 @@ func (lp *loop) sessionEnded() {
 // as `tlsrelay -t` needs. It returns the warnings to print for legal but
 // insecure settings.
 func Check(cfg *conf.Config) (warnings []string, err error) {
-	p, err := build(cfg, nil)
+	p, err := build(cfg, false, nil)
 	if err != nil {
 		return nil, err
 	}
@@ -137,7 +139,7 @@ func Check(cfg *conf.Config) (warnings []string, err error) {
 
 // New builds an engine from cfg. Nothing is bound until Serve.
 func New(cfg *conf.Config, opts Options) (*Engine, error) {
-	p, err := build(cfg, nil)
+	p, err := build(cfg, true, nil)
 	if err != nil {
 		return nil, err
 	}
@@ -209,6 +211,7 @@ func (e *Engine) Serve(ctx context.Context) error {
 	e.dialer = pool.NewDialer(pool.DialerConfig{})
 	defer e.dialer.Close()
 	defer e.log.Close()
+	defer e.plan.logs.close()
 
 	loops := e.plan.cfg.Main.WorkerProcesses
 	if loops <= 0 {
@@ -313,6 +316,9 @@ func (e *Engine) tickLoops() {
 		}
 		n++
 		wheel := n%int(tick/pollTick) == 0
+		if n%int(100*time.Millisecond/pollTick) == 0 {
+			e.plan.logs.flushDue(time.Now())
+		}
 		loops = loops[:0]
 		e.loopsMu.Lock()
 		for _, lp := range e.loops {

@@ -626,3 +626,31 @@ func TestRefusedTicketFallsBackToFull(t *testing.T) {
 		})
 	}
 }
+
+// TestClientCertRefusedTLS13: a TLS 1.3 upstream that does not accept the
+// proxy's client certificate rejects it after the handshake; the first
+// read fails and the log says why.
+func TestClientCertRefusedTLS13(t *testing.T) {
+	set, _, dir := newPKI(t, pki.ECDSAP256, 1)
+	other, err := pki.NewSet(pki.ECDSAP256, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ups := startUpstreams(t, set, 1, backend.Echo, func(_ int, c *tls.Config) {
+		c.ClientCAs = pki.Pool(other.Root) // not the proxy's CA
+	})
+	tb := startEngine(t, dir, guideConf(ups, ""))
+	c, err := net.Dial("tcp", tb.addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(10 * time.Second))
+	c.Write([]byte("x"))
+	if n, err := c.Read(make([]byte, 1)); n != 0 || err == nil {
+		t.Fatalf("read %d, %v; want the session closed", n, err)
+	}
+	waitFor(t, "the refusal in the log", 5*time.Second, func() bool {
+		return strings.Contains(tb.logText(), "reading from upstream failed (client_cert_refused)")
+	})
+}

@@ -68,6 +68,15 @@ type session struct {
 
 	cliEOF, upEOF bool
 	reason        string // why the session ended, for the log
+	status        int    // $status: 200, or 502/500/503 when no upstream
+
+	// for the access log
+	upOpened   time.Time // the upstream conn was adopted
+	firstByte  time.Time // the first byte from the upstream
+	tlsVersion uint16
+	tlsCipher  uint16
+	tlsResumed bool
+	readErr    error // a TLS error after the handshake
 
 	fromClient, toClient, fromUp, toUp int64
 }
@@ -87,7 +96,7 @@ type reattach struct {
 
 // newSession starts a session for the client conn c. Runs on c's loop.
 func (e *Engine) newSession(c gnet.Conn, lp *loop, srv *server) *session {
-	s := &session{e: e, lp: lp, srv: srv, id: e.connID.Add(1), start: time.Now()}
+	s := &session{e: e, lp: lp, srv: srv, id: e.connID.Add(1), start: time.Now(), status: 200}
 	s.cli.c, s.cli.state, s.cli.fd = c, sideAttached, -1
 	s.up.fd = -1
 	s.remote, s.local = c.RemoteAddr(), c.LocalAddr()
@@ -118,6 +127,7 @@ func (e *Engine) newSession(c gnet.Conn, lp *loop, srv *server) *session {
 	lp.sessions++
 	if err := e.dialer.Submit(&s.job); err != nil {
 		e.log.Logf(LevelError, s.id, "%v while connecting to upstream, client: %s, server: %s", err, hostOf(s.remote), srv.name)
+		s.status = 503
 		s.finish("dial queue full")
 		return s
 	}
@@ -191,6 +201,7 @@ func (s *session) dialFailed(err error) {
 	if !errors.Is(err, context.Canceled) {
 		s.e.log.Logf(LevelError, s.id, "%v while connecting to upstream, client: %s, server: %s",
 			err, hostOf(s.remote), s.srv.name)
+		s.status = 502
 	}
 	s.finish("upstream unreachable")
 }
@@ -206,9 +217,11 @@ func (s *session) onUpstreamOpen(c gnet.Conn, r pool.DialResult) {
 	}
 	c.SetContext(s)
 	s.up.c, s.up.state = c, sideAttached
+	s.upOpened = time.Now()
 	if r.TLS != nil {
 		s.tc = r.TLS
 		s.tc.Detach(&s.up, &s.up)
+		s.tlsVersion, s.tlsCipher, s.tlsResumed = r.State.Version, r.State.CipherSuite, r.State.DidResume
 		if r.State.DidResume {
 			s.e.stats.Resumed.Add(1)
 		} else {
@@ -326,6 +339,9 @@ func (s *session) pumpToClient(force bool) {
 			}
 		}
 		if n > 0 {
+			if s.fromUp == 0 {
+				s.firstByte = time.Now()
+			}
 			s.fromUp += int64(n)
 			s.toClient += int64(n)
 			s.cli.Write(buf[:n])
@@ -347,8 +363,11 @@ func (s *session) pumpToClient(force bool) {
 			}
 			return
 		}
-		s.e.log.Logf(LevelError, s.id, "reading from upstream failed: %v, client: %s, server: %s, upstream: \"%s\"",
-			err, hostOf(s.remote), s.srv.name, s.peer)
+		// A TLS 1.3 upstream that refuses the client certificate says so
+		// only after the handshake: the first read fails.
+		s.readErr = err
+		s.e.log.Logf(LevelError, s.id, "reading from upstream failed (%s): %v, client: %s, server: %s, upstream: \"%s\"",
+			tlsbridge.Classify(err), err, hostOf(s.remote), s.srv.name, s.peer)
 		s.upEOF = true
 		s.upstreamEnded()
 		return
@@ -575,6 +594,9 @@ func (s *session) finish(reason string) {
 	if s.peer != nil {
 		s.sel.Release(s.peer)
 		s.peer = nil
+	}
+	if len(s.srv.accessLogs) > 0 {
+		s.logAccess(time.Now())
 	}
 	s.e.stats.Active.Add(-1)
 	s.e.stats.BytesFromClient.Add(s.fromClient)

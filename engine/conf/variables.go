@@ -4,7 +4,8 @@ import "strings"
 
 // knownVariable reports whether NGINX's stream core and upstream modules
 // define the variable (ngx_stream_variables.c, ngx_stream_upstream.c).
-// Variables of modules tlsrelay does not implement (ssl_*, ssl_preread_*,
+// tlsrelay adds a few of its own (see docs/configuration.md). Variables of
+// modules tlsrelay does not implement (ssl_*, ssl_preread_*,
 // realip_*, geoip_*, map and geo results) are unknown here.
 func knownVariable(name string) bool {
 	if strings.HasPrefix(name, "proxy_protocol_tlv_") {
@@ -17,6 +18,12 @@ func knownVariable(name string) bool {
 		"hostname", "pid", "msec", "time_iso8601", "time_local", "protocol",
 		"upstream_addr", "upstream_bytes_sent", "upstream_bytes_received", "upstream_connect_time",
 		"upstream_first_byte_time", "upstream_session_time":
+		return true
+	// tlsrelay's own, for the access log (NGINX's stream module has no
+	// upstream TLS variables).
+	case "upstream_tcp_connect_time", "upstream_ssl_protocol", "upstream_ssl_cipher",
+		"upstream_ssl_session_reused", "upstream_ssl_handshake_time",
+		"upstream_ssl_server_subject", "upstream_ssl_error", "close_reason":
 		return true
 	}
 	return false

@@ -1,0 +1,546 @@
+package engine
+
+import (
+	"crypto/tls"
+	"fmt"
+	"io"
+	"os"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/klauspost/compress/gzip"
+
+	"github.com/tlsrelay/tlsrelay/engine/conf"
+	"github.com/tlsrelay/tlsrelay/pool"
+	"github.com/tlsrelay/tlsrelay/tlsbridge"
+)
+
+// The access log writes one line per session when it ends, in a
+// log_format of NGINX's stream log module. Variables are compiled once
+// into segments; a line is rendered into the loop's scratch buffer and
+// handed to the file's writer, which is shared by every loop (one mutex).
+
+// varID names a log variable.
+type varID uint8
+
+const (
+	varLiteral varID = iota
+	varRemoteAddr
+	varRemotePort
+	varServerAddr
+	varServerPort
+	varProtocol
+	varBytesSent
+	varBytesReceived
+	varSessionTime
+	varStatus
+	varConnection
+	varPid
+	varHostname
+	varMsec
+	varTimeISO8601
+	varTimeLocal
+	varNginxVersion
+	varUpstreamAddr
+	varUpstreamBytesSent
+	varUpstreamBytesReceived
+	varUpstreamConnectTime
+	varUpstreamFirstByteTime
+	varUpstreamSessionTime
+	varUpstreamTCPConnectTime
+	varUpstreamSSLProtocol
+	varUpstreamSSLCipher
+	varUpstreamSSLSessionReused
+	varUpstreamSSLHandshakeTime
+	varUpstreamSSLServerSubject
+	varUpstreamSSLError
+	varCloseReason
+	varEmpty // a variable tlsrelay knows but cannot fill: "-" or ""
+)
+
+// logVars maps variable names to ids. The upstream_ssl_* and
+// upstream_tcp_connect_time variables and close_reason are tlsrelay's own
+// (NGINX has no upstream TLS variables in its stream module).
+var logVarNames = map[string]varID{
+	"remote_addr": varRemoteAddr, "remote_port": varRemotePort,
+	"server_addr": varServerAddr, "server_port": varServerPort,
+	"protocol": varProtocol, "bytes_sent": varBytesSent, "bytes_received": varBytesReceived,
+	"session_time": varSessionTime, "status": varStatus, "connection": varConnection,
+	"pid": varPid, "hostname": varHostname, "msec": varMsec,
+	"time_iso8601": varTimeISO8601, "time_local": varTimeLocal, "nginx_version": varNginxVersion,
+	"upstream_addr": varUpstreamAddr, "upstream_bytes_sent": varUpstreamBytesSent,
+	"upstream_bytes_received": varUpstreamBytesReceived, "upstream_connect_time": varUpstreamConnectTime,
+	"upstream_first_byte_time": varUpstreamFirstByteTime, "upstream_session_time": varUpstreamSessionTime,
+	"upstream_tcp_connect_time": varUpstreamTCPConnectTime,
+	"upstream_ssl_protocol":     varUpstreamSSLProtocol, "upstream_ssl_cipher": varUpstreamSSLCipher,
+	"upstream_ssl_session_reused": varUpstreamSSLSessionReused,
+	"upstream_ssl_handshake_time": varUpstreamSSLHandshakeTime,
+	"upstream_ssl_server_subject": varUpstreamSSLServerSubject,
+	"upstream_ssl_error":          varUpstreamSSLError,
+	"close_reason":                varCloseReason,
+}
+
+// logSegment is a literal or a variable of a compiled log format.
+type logSegment struct {
+	id  varID
+	lit string
+}
+
+type escapeMode uint8
+
+const (
+	escapeDefault escapeMode = iota
+	escapeJSON
+	escapeNone
+)
+
+// logFormat is a compiled log_format.
+type logFormat struct {
+	segs   []logSegment
+	escape escapeMode
+}
+
+// compileFormat turns a format string into segments. Unknown variables are
+// rendered empty: the configuration parser has already refused names that
+// neither NGINX nor tlsrelay define.
+func compileFormat(f string, esc string) *logFormat {
+	lf := &logFormat{}
+	switch esc {
+	case "json":
+		lf.escape = escapeJSON
+	case "none":
+		lf.escape = escapeNone
+	}
+	lit := strings.Builder{}
+	flush := func() {
+		if lit.Len() > 0 {
+			lf.segs = append(lf.segs, logSegment{lit: lit.String()})
+			lit.Reset()
+		}
+	}
+	for i := 0; i < len(f); i++ {
+		if f[i] != '$' {
+			lit.WriteByte(f[i])
+			continue
+		}
+		j := i + 1
+		braced := j < len(f) && f[j] == '{'
+		if braced {
+			j++
+		}
+		k := j
+		for k < len(f) && isVarByte(f[k]) {
+			k++
+		}
+		name := f[j:k]
+		if name == "" {
+			lit.WriteByte('$')
+			continue
+		}
+		if braced && k < len(f) && f[k] == '}' {
+			k++
+		}
+		flush()
+		id, ok := logVarNames[name]
+		if !ok {
+			id = varEmpty
+		}
+		lf.segs = append(lf.segs, logSegment{id: id})
+		i = k - 1
+	}
+	flush()
+	return lf
+}
+
+func isVarByte(c byte) bool {
+	return c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '_'
+}
+
+// accessLog is one access_log directive of a server.
+type accessLog struct {
+	w      *logWriter
+	format *logFormat
+	cond   *logFormat // if=; nil: always
+}
+
+// logWriter is one open access-log file, shared by every server and loop
+// that logs to it. Methods are safe for concurrent use.
+type logWriter struct {
+	mu      sync.Mutex
+	path    string
+	f       *os.File
+	size    int    // buffer= in bytes; 0: a write per line
+	pending []byte // buffered lines
+	level   int    // gzip level; 0: plain
+	gz      *gzip.Writer
+	flush   time.Duration // flush=; 0: only when the buffer fills
+	oldest  time.Time     // when pending got its first line
+	err     error         // the last write error, reported once
+}
+
+// openLogWriter opens path for appending. buffer > 0 buffers lines up to
+// that size; level > 0 gzips each flushed buffer into a gzip member of its
+// own, as NGINX does (zcat reads the file whole).
+func openLogWriter(path string, buffer int64, level int, flush time.Duration) (*logWriter, error) {
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o644)
+	if err != nil {
+		return nil, fmt.Errorf("opening access log: %w", err)
+	}
+	w := &logWriter{path: path, f: f, size: int(buffer), level: level, flush: flush}
+	if w.size > 0 {
+		w.pending = make([]byte, 0, w.size)
+	}
+	if level > 0 {
+		if w.gz, err = gzip.NewWriterLevel(io.Discard, level); err != nil {
+			f.Close()
+			return nil, fmt.Errorf("setting up gzip for the access log: %w", err)
+		}
+	}
+	return w, nil
+}
+
+// write logs one line (with its newline).
+func (w *logWriter) write(line []byte, now time.Time) error {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.size == 0 {
+		_, err := w.f.Write(line)
+		return err
+	}
+	var err error
+	if len(w.pending)+len(line) > w.size && len(w.pending) > 0 {
+		err = w.flushLocked()
+	}
+	if len(w.pending) == 0 {
+		w.oldest = now
+	}
+	w.pending = append(w.pending, line...)
+	if len(w.pending) >= w.size {
+		err = w.flushLocked()
+	}
+	return err
+}
+
+// flushDue writes the buffer if its oldest line is older than flush=.
+func (w *logWriter) flushDue(now time.Time) error {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.flush > 0 && len(w.pending) > 0 && now.Sub(w.oldest) >= w.flush {
+		return w.flushLocked()
+	}
+	return nil
+}
+
+func (w *logWriter) flushLocked() error {
+	if len(w.pending) == 0 {
+		return nil
+	}
+	var err error
+	if w.gz != nil {
+		w.gz.Reset(w.f)
+		if _, err = w.gz.Write(w.pending); err == nil {
+			err = w.gz.Close()
+		}
+	} else {
+		_, err = w.f.Write(w.pending)
+	}
+	w.pending = w.pending[:0]
+	return err
+}
+
+// close flushes and closes the file.
+func (w *logWriter) close() error {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	err := w.flushLocked()
+	if cerr := w.f.Close(); err == nil {
+		err = cerr
+	}
+	return err
+}
+
+// logSet owns the open access-log files of an engine, one per path.
+type logSet struct {
+	writers map[string]*logWriter
+	formats map[string]*logFormat
+}
+
+// open returns the server's access logs for the configuration's
+// access_log directives.
+func (ls *logSet) open(cfg *conf.Config, logs []conf.AccessLog) ([]accessLog, error) {
+	var out []accessLog
+	for _, l := range logs {
+		if l.Off {
+			return nil, nil
+		}
+		if strings.Contains(l.Path, "$") {
+			return nil, conf.Errorf(l.Pos, "access_log path with variables is not supported")
+		}
+		lf := ls.formats[l.Format]
+		if lf == nil {
+			def := cfg.Stream.LogFormats[l.Format]
+			if def == nil {
+				return nil, conf.Errorf(l.Pos, "unknown log format %q", l.Format)
+			}
+			lf = compileFormat(def.Format, def.Escape)
+			ls.formats[l.Format] = lf
+		}
+		w := ls.writers[l.Path]
+		if w == nil {
+			var err error
+			if w, err = openLogWriter(l.Path, l.Buffer, l.Gzip, l.Flush); err != nil {
+				return nil, conf.Errorf(l.Pos, "%v", err)
+			}
+			ls.writers[l.Path] = w
+		}
+		al := accessLog{w: w, format: lf}
+		if l.If != "" {
+			al.cond = compileFormat(l.If, "none")
+		}
+		out = append(out, al)
+	}
+	return out, nil
+}
+
+// flushDue flushes buffers past their flush= time. Any goroutine.
+func (ls *logSet) flushDue(now time.Time) {
+	for _, w := range ls.writers {
+		w.flushDue(now)
+	}
+}
+
+// close flushes and closes every file.
+func (ls *logSet) close() {
+	for _, w := range ls.writers {
+		w.close()
+	}
+}
+
+// logSession writes the session's line to each of its server's access
+// logs. Runs on the session's loop, with the loop's scratch buffer.
+func (s *session) logAccess(now time.Time) {
+	for _, al := range s.srv.accessLogs {
+		if al.cond != nil {
+			v := s.render(s.lp.logScratch[:0], al.cond, now)
+			if len(v) == 0 || (len(v) == 1 && v[0] == '0') {
+				continue
+			}
+		}
+		line := s.render(s.lp.logScratch[:0], al.format, now)
+		line = append(line, '\n')
+		if err := al.w.write(line, now); err != nil && s.e.log.Enabled(LevelAlert) {
+			s.e.log.Logf(LevelAlert, 0, "writing access log %q: %v", al.w.path, err)
+		}
+		s.lp.logScratch = line[:0]
+	}
+}
+
+// render appends the session's rendering of f to b.
+func (s *session) render(b []byte, f *logFormat, now time.Time) []byte {
+	for _, sg := range f.segs {
+		if sg.id == varLiteral {
+			b = append(b, sg.lit...)
+			continue
+		}
+		start := len(b)
+		b = s.appendVar(b, sg.id, now)
+		if f.escape != escapeNone {
+			b = escapeTail(b, start, f.escape)
+		}
+	}
+	return b
+}
+
+// appendVar appends the value of one variable.
+func (s *session) appendVar(b []byte, id varID, now time.Time) []byte {
+	switch id {
+	case varRemoteAddr:
+		return append(b, hostOf(s.remote)...)
+	case varRemotePort:
+		return append(b, portOf(s.remote)...)
+	case varServerAddr:
+		return append(b, hostOf(s.local)...)
+	case varServerPort:
+		return append(b, portOf(s.local)...)
+	case varProtocol:
+		return append(b, "TCP"...)
+	case varBytesSent:
+		return strconv.AppendInt(b, s.toClient, 10)
+	case varBytesReceived:
+		return strconv.AppendInt(b, s.fromClient, 10)
+	case varSessionTime:
+		return appendSeconds(b, now.Sub(s.start))
+	case varStatus:
+		return strconv.AppendInt(b, int64(s.status), 10)
+	case varConnection:
+		return strconv.AppendUint(b, s.id, 10)
+	case varPid:
+		return strconv.AppendInt(b, int64(os.Getpid()), 10)
+	case varHostname:
+		h, _ := os.Hostname()
+		return append(b, h...)
+	case varMsec:
+		ms := now.UnixMilli()
+		b = strconv.AppendInt(b, ms/1000, 10)
+		b = append(b, '.')
+		return appendPadded(b, ms%1000, 3)
+	case varTimeISO8601:
+		return now.AppendFormat(b, "2006-01-02T15:04:05-07:00")
+	case varTimeLocal:
+		return now.AppendFormat(b, "02/Jan/2006:15:04:05 -0700")
+	case varNginxVersion:
+		return append(b, "1.22.1"...)
+	case varUpstreamAddr:
+		if len(s.job.Attempts) == 0 {
+			return append(b, s.srv.group.Name()...)
+		}
+		return s.appendAttempts(b, func(b []byte, a *pool.Attempt, _ bool) []byte { return append(b, a.Peer.String()...) })
+	case varUpstreamBytesSent:
+		return s.appendAttempts(b, func(b []byte, _ *pool.Attempt, cur bool) []byte {
+			if !cur {
+				return append(b, '0')
+			}
+			return strconv.AppendInt(b, s.toUp, 10)
+		})
+	case varUpstreamBytesReceived:
+		return s.appendAttempts(b, func(b []byte, _ *pool.Attempt, cur bool) []byte {
+			if !cur {
+				return append(b, '0')
+			}
+			return strconv.AppendInt(b, s.fromUp, 10)
+		})
+	case varUpstreamConnectTime:
+		return s.appendAttempts(b, func(b []byte, a *pool.Attempt, _ bool) []byte {
+			if a.Err != nil {
+				return append(b, '-')
+			}
+			return appendSeconds(b, a.Connect+a.Handshake)
+		})
+	case varUpstreamTCPConnectTime:
+		return s.appendAttempts(b, func(b []byte, a *pool.Attempt, _ bool) []byte {
+			if a.Connect == 0 {
+				return append(b, '-')
+			}
+			return appendSeconds(b, a.Connect)
+		})
+	case varUpstreamFirstByteTime:
+		return s.appendAttempts(b, func(b []byte, a *pool.Attempt, cur bool) []byte {
+			if !cur || s.firstByte.IsZero() {
+				return append(b, '-')
+			}
+			return appendSeconds(b, s.firstByte.Sub(s.upOpened)+a.Connect+a.Handshake)
+		})
+	case varUpstreamSessionTime:
+		return s.appendAttempts(b, func(b []byte, a *pool.Attempt, cur bool) []byte {
+			if !cur {
+				return append(b, '-')
+			}
+			return appendSeconds(b, now.Sub(s.upOpened)+a.Connect+a.Handshake)
+		})
+	case varUpstreamSSLProtocol:
+		if s.tlsVersion != 0 {
+			return append(b, tlsbridge.HandshakeFacts{Version: s.tlsVersion}.VersionName()...)
+		}
+	case varUpstreamSSLCipher:
+		if s.tlsCipher != 0 {
+			return append(b, tls.CipherSuiteName(s.tlsCipher)...)
+		}
+	case varUpstreamSSLSessionReused:
+		if s.tlsVersion != 0 {
+			if s.tlsResumed {
+				return append(b, 'r')
+			}
+			return append(b, '.')
+		}
+	case varUpstreamSSLHandshakeTime:
+		if n := len(s.job.Attempts); s.tlsVersion != 0 && n > 0 {
+			return appendSeconds(b, s.job.Attempts[n-1].Handshake)
+		}
+	case varUpstreamSSLServerSubject:
+		if s.tc != nil {
+			if cs := s.tc.ConnectionState(); len(cs.PeerCertificates) > 0 {
+				return append(b, cs.PeerCertificates[0].Subject.String()...)
+			}
+		}
+	case varUpstreamSSLError:
+		if s.readErr != nil {
+			return append(b, tlsbridge.Classify(s.readErr).String()...)
+		}
+		for i := len(s.job.Attempts) - 1; i >= 0; i-- {
+			if err := s.job.Attempts[i].Err; err != nil {
+				return append(b, tlsbridge.Classify(err).String()...)
+			}
+		}
+	case varCloseReason:
+		return append(b, s.reason...)
+	}
+	return b
+}
+
+// appendAttempts renders one value per upstream attempt, comma-separated,
+// as NGINX's $upstream_* variables; cur marks the attempt the session
+// relayed through.
+func (s *session) appendAttempts(b []byte, f func(b []byte, a *pool.Attempt, cur bool) []byte) []byte {
+	last := len(s.job.Attempts) - 1
+	for i := range s.job.Attempts {
+		if i > 0 {
+			b = append(b, ", "...)
+		}
+		b = f(b, &s.job.Attempts[i], i == last && s.up.state != sideNone)
+	}
+	return b
+}
+
+// appendSeconds renders d as NGINX does: seconds with millisecond
+// resolution, "0.012".
+func appendSeconds(b []byte, d time.Duration) []byte {
+	ms := d.Milliseconds()
+	b = strconv.AppendInt(b, ms/1000, 10)
+	b = append(b, '.')
+	return appendPadded(b, ms%1000, 3)
+}
+
+func appendPadded(b []byte, v int64, width int) []byte {
+	var tmp [20]byte
+	s := strconv.AppendInt(tmp[:0], v, 10)
+	for i := len(s); i < width; i++ {
+		b = append(b, '0')
+	}
+	return append(b, s...)
+}
+
+// escapeTail escapes b[start:] in place (by rebuilding the tail), as
+// NGINX's log module: default escapes '"', '\\' and bytes outside 32..126
+// as \xHH; json escapes as a JSON string body.
+func escapeTail(b []byte, start int, mode escapeMode) []byte {
+	clean := true
+	for _, c := range b[start:] {
+		if c == '"' || c == '\\' || c < 32 || c > 126 {
+			clean = false
+			break
+		}
+	}
+	if clean {
+		return b
+	}
+	val := append([]byte(nil), b[start:]...)
+	b = b[:start]
+	const hex = "0123456789ABCDEF"
+	for _, c := range val {
+		switch {
+		case mode == escapeJSON && (c == '"' || c == '\\'):
+			b = append(b, '\\', c)
+		case mode == escapeJSON && c < 32:
+			b = append(b, '\\', 'u', '0', '0', hex[c>>4], hex[c&15])
+		case mode == escapeJSON:
+			b = append(b, c)
+		case c == '"' || c == '\\' || c < 32 || c > 126:
+			b = append(b, '\\', 'x', hex[c>>4], hex[c&15])
+		default:
+			b = append(b, c)
+		}
+	}
+	return b
+}

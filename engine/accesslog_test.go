@@ -1,0 +1,168 @@
+package engine
+
+import (
+	"compress/gzip"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/tlsrelay/tlsrelay/bench/backend"
+	"github.com/tlsrelay/tlsrelay/tlsbridge/pki"
+)
+
+func TestCompileFormat(t *testing.T) {
+	for _, tc := range []struct {
+		in   string
+		segs []logSegment
+	}{
+		{"plain", []logSegment{{lit: "plain"}}},
+		{"$remote_addr", []logSegment{{id: varRemoteAddr}}},
+		{"a ${status}b", []logSegment{{lit: "a "}, {id: varStatus}, {lit: "b"}}},
+		{"$status$bytes_sent", []logSegment{{id: varStatus}, {id: varBytesSent}}},
+		{"cost $ 5", []logSegment{{lit: "cost $ 5"}}},
+		{"$nosuch x", []logSegment{{id: varEmpty}, {lit: " x"}}},
+		{"$upstream_ssl_session_reused", []logSegment{{id: varUpstreamSSLSessionReused}}},
+	} {
+		got := compileFormat(tc.in, "").segs
+		if len(got) != len(tc.segs) {
+			t.Fatalf("%q: %+v, want %+v", tc.in, got, tc.segs)
+		}
+		for i := range got {
+			if got[i] != tc.segs[i] {
+				t.Fatalf("%q: %+v, want %+v", tc.in, got, tc.segs)
+			}
+		}
+	}
+}
+
+func TestEscape(t *testing.T) {
+	for _, tc := range []struct {
+		in   string
+		mode escapeMode
+		want string
+	}{
+		{`plain`, escapeDefault, `plain`},
+		{`a"b\c`, escapeDefault, `a\x22b\x5Cc`},
+		{"tab\there\xff", escapeDefault, `tab\x09here\xFF`},
+		{`a"b\c`, escapeJSON, `a\"b\\c`},
+		{"nl\n", escapeJSON, `nl\u000A`},
+	} {
+		b := []byte("pre:")
+		b = append(b, tc.in...)
+		got := string(escapeTail(b, 4, tc.mode))
+		if got != "pre:"+tc.want {
+			t.Errorf("%q mode %d: %q, want %q", tc.in, tc.mode, got, "pre:"+tc.want)
+		}
+	}
+}
+
+func FuzzCompileFormat(f *testing.F) {
+	f.Add("$remote_addr [$time_local] $status ${bytes_sent}b")
+	f.Add("${")
+	f.Add("$$$")
+	f.Fuzz(func(t *testing.T, s string) {
+		lf := compileFormat(s, "json")
+		// Literal text survives compilation unchanged.
+		var lits strings.Builder
+		for _, sg := range lf.segs {
+			if sg.id == varLiteral {
+				lits.WriteString(sg.lit)
+			}
+		}
+		if strings.Count(s, "$") == 0 && lits.String() != s {
+			t.Fatalf("literal %q became %q", s, lits.String())
+		}
+	})
+}
+
+// TestAccessLog: one line per session with NGINX's variables and ours,
+// including a failed session (502) and gzip-buffered output.
+func TestAccessLog(t *testing.T) {
+	set, _, dir := newPKI(t, pki.ECDSAP256, 1)
+	ups := startUpstreams(t, set, 1, backend.Echo, nil)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	dead := ln.Addr().String()
+	ln.Close()
+	logPath := filepath.Join(dir, "access.log")
+	gzPath := filepath.Join(dir, "access.log.gz")
+	text := "stream {\n" +
+		`log_format main '$remote_addr $status $bytes_sent $bytes_received up="$upstream_addr" ` +
+		`ct=$upstream_connect_time ub=$upstream_bytes_sent/$upstream_bytes_received ` +
+		`tls=$upstream_ssl_protocol/$upstream_ssl_session_reused err=$upstream_ssl_error why="$close_reason"';` + "\n" +
+		upstreamBlock("backend", ups) +
+		"upstream deadgroup { server " + dead + "; }\n" +
+		fmt.Sprintf(guideServer, "access_log "+logPath+" main; access_log "+gzPath+" main gzip buffer=1k;") +
+		strings.Replace(fmt.Sprintf(guideServer, "access_log "+logPath+" main;"), "proxy_pass backend;", "proxy_pass deadgroup;", 1) +
+		"}\n"
+	tb := startEngine(t, dir, text)
+	var second string
+	for _, a := range tb.eng.Addrs() {
+		if a.String() != tb.addr {
+			second = a.String()
+		}
+	}
+	for i := 0; i < 3; i++ {
+		if _, err := echoOnce(tb.addr, []byte("hello"), 10*time.Second); err != nil {
+			t.Fatal(err)
+		}
+	}
+	c, err := net.Dial("tcp", second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.SetDeadline(time.Now().Add(10 * time.Second))
+	io.ReadAll(c)
+	c.Close()
+	waitFor(t, "four access-log lines", 10*time.Second, func() bool {
+		b, _ := os.ReadFile(logPath)
+		return strings.Count(string(b), "\n") == 4
+	})
+	b, _ := os.ReadFile(logPath)
+	lines := strings.Split(strings.TrimSpace(string(b)), "\n")
+	ok := regexp.MustCompile(`^127\.0\.0\.1 200 5 5 up="127\.0\.0\.1:\d+" ct=0\.\d{3} ub=5/5 tls=TLSv1\.3/[.r] err= why="client closed"$`)
+	resumed := 0
+	for _, l := range lines[:3] {
+		if !ok.MatchString(l) {
+			t.Fatalf("line %q does not match %v", l, ok)
+		}
+		if strings.Contains(l, "/r ") {
+			resumed++
+		}
+	}
+	if resumed != 2 {
+		t.Fatalf("%d lines show a resumed session, want 2:\n%s", resumed, b)
+	}
+	bad := regexp.MustCompile(`^127\.0\.0\.1 502 0 0 up="127\.0\.0\.1:\d+" ct=- ub=0/0 tls=/ err=\S+ why="upstream unreachable"$`)
+	if !bad.MatchString(lines[3]) {
+		t.Fatalf("failed session line %q does not match %v", lines[3], bad)
+	}
+	// Stop the engine so the gzip buffer is flushed, then read it back.
+	tb.stop()
+	<-tb.done
+	tb.done <- nil
+	f, err := os.Open(gzPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	zr, err := gzip.NewReader(f)
+	if err != nil {
+		t.Fatal(err)
+	}
+	plain, err := io.ReadAll(zr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n := strings.Count(string(plain), "\n"); n != 3 {
+		t.Fatalf("gzip log has %d lines, want 3:\n%s", n, plain)
+	}
+}
