@@ -316,7 +316,7 @@ func versionOf(argv ...string) string {
 type Tlsrelay struct {
 	Path string
 	// Build describes the binary (e.g. the commit it was built from); it
-	// is what Version returns.
+	// is added to what `tlsrelay -v` prints.
 	Build string
 }
 
@@ -324,7 +324,16 @@ type Tlsrelay struct {
 func (t Tlsrelay) Name() string { return "tlsrelay" }
 
 // Version implements Peer.
-func (t Tlsrelay) Version() string { return t.Build }
+func (t Tlsrelay) Version() string {
+	v := versionOf(t.Path, "-v")
+	switch {
+	case v == "":
+		return t.Build
+	case t.Build == "":
+		return v
+	}
+	return v + ", " + t.Build
+}
 
 // Start implements Peer.
 func (t Tlsrelay) Start(s ProxySpec) (*Instance, error) {

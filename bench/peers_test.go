@@ -123,4 +123,7 @@ func TestCryptoFloor(t *testing.T) {
 			t.Errorf("%s: floor %v, want %v", tt.k, got, tt.want)
 		}
 	}
+	if got := CryptoFloor(HandshakeKind{tls.VersionTLS13, pki.ECDSAP256, false}, refs).CachedMicros; got != 30+40+20+60 {
+		t.Errorf("cached-chain floor %v, want %v", got, 30+40+20+60)
+	}
 }

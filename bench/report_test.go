@@ -27,7 +27,7 @@ func sampleResults() *Results {
 		},
 		Crypto: []CryptoRef{{Name: OpX25519KeyGen, NsPerOp: 30e3}, {Name: OpAESGCMBulk, NsPerOp: 5e3, MiBps: 3000}},
 		Handshake: []HandshakeRow{{
-			Kind: k, Name: k.String(), Floor: &Floor{Micros: 300, Ops: "x"},
+			Kind: k, Name: k.String(), Floor: &Floor{Micros: 300, CachedMicros: 300, Ops: "x"},
 			Cells: map[string]*HandshakeCell{
 				"tlsrelay": {CPUMicros: Summarize([]float64{400, 500, 450}), ConnsPerSec: one(900), P50Millis: one(1), P99Millis: one(3), HitRate: one(0)},
 				"NGINX":    {CPUMicros: one(900), ConnsPerSec: one(450), P50Millis: one(2), P99Millis: one(6), HitRate: one(0)},
