@@ -71,7 +71,7 @@ type Server struct {
 	ln  net.Listener
 
 	accepted, handshakes, resumed, hsErrors atomic.Int64
-	bytesIn, bytesOut, active              atomic.Int64
+	bytesIn, bytesOut, active               atomic.Int64
 
 	mu        sync.Mutex
 	subjects  map[string]int64 // client certificate subjects seen
