@@ -50,7 +50,7 @@ type Options struct {
 	// HandshakeMaxConns bounds a handshake round. Default 20000.
 	HandshakeMaxConns int
 	// StreamBytes is what a throughput round moves in total, split over
-	// its connections. Default 256 MiB, quick 64 MiB.
+	// its connections. Default 512 MiB, quick 64 MiB.
 	StreamBytes int64
 	// Held are the numbers of idle connections the memory rounds hold, in
 	// increasing order. Default 2000 and 9000.
@@ -89,7 +89,7 @@ func (o *Options) setDefaults() {
 		o.HandshakeMaxConns = 20000
 	}
 	if o.StreamBytes <= 0 {
-		o.StreamBytes = 256 << 20
+		o.StreamBytes = 512 << 20
 		if o.Quick {
 			o.StreamBytes = 64 << 20
 		}
