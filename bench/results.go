@@ -20,12 +20,14 @@ type Results struct {
 	HandshakeSeconds  float64 `json:"handshake_seconds"`
 	HandshakeMaxConns int     `json:"handshake_max_conns"`
 
-	Peers      []PeerInfo      `json:"peers"`
-	Crypto     []CryptoRef     `json:"crypto,omitempty"`
-	Micro      []MicroResult   `json:"micro,omitempty"`
-	Handshake  []HandshakeRow  `json:"handshake,omitempty"`
-	Throughput []ThroughputRow `json:"throughput,omitempty"`
-	Memory     []MemoryRow     `json:"memory,omitempty"`
+	Peers  []PeerInfo  `json:"peers"`
+	Crypto []CryptoRef `json:"crypto,omitempty"`
+	// OpenSSLCrypto are the same primitives timed by `openssl speed`.
+	OpenSSLCrypto []CryptoRef     `json:"openssl_crypto,omitempty"`
+	Micro         []MicroResult   `json:"micro,omitempty"`
+	Handshake     []HandshakeRow  `json:"handshake,omitempty"`
+	Throughput    []ThroughputRow `json:"throughput,omitempty"`
+	Memory        []MemoryRow     `json:"memory,omitempty"`
 	// Notes are things the reader must know: missing peers, failures.
 	Notes []string `json:"notes,omitempty"`
 }
@@ -42,9 +44,11 @@ type PeerInfo struct {
 
 // HandshakeRow is one handshake kind across the proxies.
 type HandshakeRow struct {
-	Kind  HandshakeKind `json:"kind"`
-	Name  string        `json:"name"`
-	Floor *Floor        `json:"floor,omitempty"`
+	Kind HandshakeKind `json:"kind"`
+	Name string        `json:"name"`
+	// Floor is Go's crypto floor, OpenSSLFloor OpenSSL's.
+	Floor        *Floor `json:"floor,omitempty"`
+	OpenSSLFloor *Floor `json:"openssl_floor,omitempty"`
 	// Cells by proxy name.
 	Cells map[string]*HandshakeCell `json:"cells"`
 }

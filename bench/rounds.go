@@ -55,6 +55,9 @@ type Options struct {
 	// Held are the numbers of idle connections the memory rounds hold, in
 	// increasing order. Default 2000 and 9000.
 	Held []int
+	// OpenSSL is the openssl binary whose `openssl speed` gives the floor
+	// of the OpenSSL-based proxies; "" skips it.
+	OpenSSL string
 	// Kinds are the handshake rows. Default HandshakeKinds().
 	Kinds []HandshakeKind
 	// StartBackends starts the upstreams. Default StartLocalBackends.
@@ -146,6 +149,14 @@ func Run(ctx context.Context, o Options) (*Results, error) {
 			return nil, err
 		}
 		r.res.Crypto = refs
+		if o.OpenSSL != "" {
+			o.Step("crypto: openssl speed rsa2048 ecdsap256 ecdhx25519", false, "")
+			ssl, err := MeasureOpenSSL(o.OpenSSL)
+			if err != nil {
+				r.res.Notes = append(r.res.Notes, "No OpenSSL floor: "+err.Error())
+			}
+			r.res.OpenSSLCrypto = ssl
+		}
 	}
 	if o.want(RowMicro) {
 		micro, err := MeasureMicro(func(name string) { o.Step("Go handshake micro-benchmark: "+name, false, "") })
@@ -182,6 +193,9 @@ func (r *runner) countSteps() int {
 	peers := len(r.o.Peers)
 	if r.o.want(RowCrypto) {
 		n += 8
+		if r.o.OpenSSL != "" {
+			n++
+		}
 	}
 	if r.o.want(RowMicro) {
 		n += 4
@@ -267,6 +281,12 @@ func (r *runner) handshakes() error {
 			if len(r.res.Crypto) > 0 {
 				f := CryptoFloor(k, r.res.Crypto)
 				row.Floor = &f
+			}
+			// OpenSSL's speed run has no AES record size to count a resumed
+			// TLS 1.2 handshake with.
+			if len(r.res.OpenSSLCrypto) > 0 && !(k.Resumed && k.Version == tls.VersionTLS12) {
+				f := CryptoFloor(k, r.res.OpenSSLCrypto)
+				row.OpenSSLFloor = &f
 			}
 			for _, p := range r.o.Peers {
 				row.Cells[p.Name()] = &HandshakeCell{}

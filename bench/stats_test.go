@@ -55,3 +55,30 @@ func TestRatio(t *testing.T) {
 		t.Errorf("missing baseline: got %v, want NaN", r)
 	}
 }
+
+func TestParseOpenSSLSpeed(t *testing.T) {
+	out := `version: 3.0.22
+                  sign    verify    sign/s verify/s
+rsa 2048 bits 0.001112s 0.000033s    1000.0  40000.0
+                              sign    verify    sign/s verify/s
+ 256 bits ecdsa (nistp256)   0.0000s   0.0001s  25000.0   8000.0
+                              op      op/s
+ 253 bits ecdh (X25519)   0.0001s  20000.0
+`
+	refs, err := parseOpenSSLSpeed(out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := map[string]float64{
+		OpRSASign: 1e6, OpRSAVerify: 25e3, OpECDSASign: 40e3, OpECDSAVerify: 125e3,
+		OpX25519KeyGen: 50e3, OpX25519Shared: 50e3,
+	}
+	for _, r := range refs {
+		if math.Abs(r.NsPerOp-want[r.Name]) > 1e-6 {
+			t.Errorf("%s: %v ns, want %v", r.Name, r.NsPerOp, want[r.Name])
+		}
+	}
+	if _, err := parseOpenSSLSpeed("nothing"); err == nil {
+		t.Error("no rates: no error")
+	}
+}

@@ -74,6 +74,7 @@ func run(args []string) error {
 		nginxPath    = fs.String("nginx", "", `nginx binary (default: from PATH; "none" to skip)`)
 		nginxModule  = fs.String("nginx-module", "/usr/lib/nginx/modules/ngx_stream_module.so", "NGINX stream module to load (skipped when the file does not exist)")
 		haproxyPath  = fs.String("haproxy", "", `haproxy binary (default: from PATH; "none" to skip)`)
+		opensslPath  = fs.String("openssl", "openssl", `openssl binary for "openssl speed" ("none" to skip)`)
 		out          = fs.String("out", ".", "directory to write BENCHMARKS.md and bench/ files into")
 		quick        = fs.Bool("quick", os.Getenv("BENCH_QUICK") == "1", "quick run (under 2 minutes): 1 round, shorter rounds")
 		rounds       = fs.Int("rounds", 0, "rounds per proxy and configuration (default 3, quick 1)")
@@ -134,10 +135,17 @@ func run(args []string) error {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 
+	sslPath := ""
+	if *opensslPath != "none" {
+		if p, err := exec.LookPath(*opensslPath); err == nil {
+			sslPath = p
+		}
+	}
+
 	prog := bench.NewProgress(os.Stderr, bench.IsTerminal(os.Stderr))
 	res, runErr := bench.Run(ctx, bench.Options{
 		Peers: peers, Dir: scratch, Workers: *workers, Rounds: *rounds, Quick: *quick,
-		LoadWorkers: *loadWorkers, Only: onlyRows,
+		LoadWorkers: *loadWorkers, Only: onlyRows, OpenSSL: sslPath,
 		StartBackends: func(s bench.BackendSpec) (bench.Backends, error) { return bench.StartChildBackends(exe, s) },
 		Step:          prog.Step,
 		TotalSteps:    prog.SetTotal,
