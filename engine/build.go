@@ -48,6 +48,18 @@ type server struct {
 	name string
 	// accessLogs are the block's access_log directives, opened.
 	accessLogs []accessLog
+	// listenOpts are the listen directives (socket options per accepted
+	// client).
+	listenOpts []conf.Listen
+	// highWater and lowWater bound what a session queues toward one
+	// socket: 32 × proxy_buffer_size (16k: 512 KiB), clamped to
+	// 64 KiB..8 MiB, and a quarter of it.
+	highWater, lowWater int
+	// uploadRate and downloadRate are proxy_upload_rate and
+	// proxy_download_rate in bytes per second; 0: unlimited.
+	uploadRate, downloadRate int64
+	// sock are the upstream socket's options.
+	sock pool.SocketOptions
 }
 
 // build loads and checks everything cfg describes without binding a port.
@@ -64,8 +76,8 @@ func build(cfg *conf.Config, openLogs bool, resolve func(ctx context.Context, ho
 	}
 	groups := map[*conf.Upstream]*pool.Group{}
 	for _, sc := range cfg.Stream.Servers {
-		if sc.ProxyPassVariables {
-			return nil, conf.Errorf(sc.ProxyPassPos, "proxy_pass with variables is not supported")
+		if err := checkSupported(sc); err != nil {
+			return nil, err
 		}
 		s := &server{
 			conf:           sc,
@@ -78,6 +90,23 @@ func build(cfg *conf.Config, openLogs bool, resolve func(ctx context.Context, ho
 		}
 		for _, l := range sc.Listen {
 			s.listen = append(s.listen, l.Addr)
+			s.listenOpts = append(s.listenOpts, l)
+		}
+		s.highWater = clamp(sc.Proxy.BufferSize*32, 64<<10, 8<<20)
+		s.lowWater = s.highWater / 4
+		s.uploadRate, s.downloadRate = sc.Proxy.UploadRate, sc.Proxy.DownloadRate
+		s.sock = pool.SocketOptions{
+			KeepAlive: sc.Proxy.SocketKeepalive,
+			Rcvbuf:    int(sc.Proxy.SocketRcvbuf),
+			Sndbuf:    int(sc.Proxy.SocketSndbuf),
+			NoDelay:   sc.Core.TCPNoDelay,
+		}
+		if b := sc.Proxy.Bind; b != nil {
+			ip, err := netip.ParseAddr(b.Addr)
+			if err != nil {
+				return nil, conf.Errorf(sc.Proxy.Pos["proxy_bind"], "invalid proxy_bind address %q", b.Addr)
+			}
+			s.sock.Bind, s.sock.Transparent = ip, b.Transparent
 		}
 		if len(s.listen) > 0 {
 			s.name = s.listen[0]
@@ -245,4 +274,46 @@ func warningPos(w string, ssl *conf.SSL, fallback conf.Pos) conf.Pos {
 		return pos
 	}
 	return fallback
+}
+
+func clamp(v, lo, hi int64) int {
+	if v < lo {
+		return int(lo)
+	}
+	if v > hi {
+		return int(hi)
+	}
+	return int(v)
+}
+
+// checkSupported refuses, with the directive's position, settings the
+// configuration language accepts (they are NGINX's) but the engine cannot
+// honour: silently ignoring them would change what a session does.
+func checkSupported(sc *conf.Server) error {
+	if sc.ProxyPassVariables {
+		return conf.Errorf(sc.ProxyPassPos, "proxy_pass with variables is not supported")
+	}
+	if sc.Proxy.HalfClose {
+		return conf.Errorf(sc.Proxy.Pos["proxy_half_close"],
+			"\"proxy_half_close on\" is not supported: the event loop (gnet) closes a connection when its peer half-closes it")
+	}
+	if b := sc.Proxy.Bind; b != nil && strings.Contains(b.Addr, "$") {
+		return conf.Errorf(sc.Proxy.Pos["proxy_bind"], "proxy_bind with variables is not supported")
+	}
+	for _, l := range sc.Listen {
+		switch {
+		case l.Network != "" && l.Network != "tcp":
+			return conf.Errorf(l.Pos, "listen on %q is not supported: TCP addresses only", l.Addr)
+		case l.ProxyProtocol:
+			return conf.Errorf(l.Pos, "\"proxy_protocol\" parameter of \"listen\" is not supported: clients cannot send a PROXY header")
+		}
+	}
+	if u := sc.Upstream; u != nil {
+		for _, us := range u.Servers {
+			if us.Resolve || us.Service != "" {
+				return conf.Errorf(us.Pos, "\"resolve\" and \"service=\" are not supported: names are resolved when the configuration is loaded")
+			}
+		}
+	}
+	return nil
 }

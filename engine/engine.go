@@ -55,7 +55,7 @@ type Engine struct {
 
 	// byAddr maps a listening "ip:port" (the bound port, after boot) to
 	// its server block; set in OnBoot, read-only afterwards.
-	byAddr   map[string]*server
+	byAddr   map[string]*listener
 	protoAdr []string // gnet listen addresses, "tcp://ip:port"
 	eng      gnet.Engine
 	booted   chan struct{}
@@ -67,6 +67,36 @@ type Engine struct {
 	loopsMu sync.Mutex
 	loops   map[gnet.EventLoop]*loop
 	stopped chan struct{}
+}
+
+// listener is one bound listen address: its server block and the socket
+// options accepted clients get. Immutable after OnBoot.
+type listener struct {
+	srv  *server
+	opts conf.Listen
+	// setOpts: some option needs a setsockopt per accepted client.
+	setOpts bool
+}
+
+// apply sets the listen directive's per-connection options on an accepted
+// client. Runs on the client's loop.
+func (l *listener) apply(c gnet.Conn) {
+	o := &l.opts
+	switch o.KeepAlive.Mode {
+	case 1:
+		c.SetKeepAlive(true, 0, 0, 0)
+	case 2:
+		c.SetKeepAlive(true, o.KeepAlive.Idle, o.KeepAlive.Intvl, o.KeepAlive.Cnt)
+	}
+	if o.Rcvbuf > 0 {
+		c.SetReadBuffer(int(o.Rcvbuf))
+	}
+	if o.Sndbuf > 0 {
+		c.SetWriteBuffer(int(o.Sndbuf))
+	}
+	if !l.srv.conf.Core.TCPNoDelay {
+		c.SetNoDelay(false)
+	}
 }
 
 // loop is the engine's state for one gnet event loop. Everything in it is
@@ -145,7 +175,7 @@ func New(cfg *conf.Config, opts Options) (*Engine, error) {
 	}
 	e := &Engine{
 		plan: p, opts: opts,
-		byAddr: map[string]*server{}, loops: map[gnet.EventLoop]*loop{},
+		byAddr: map[string]*listener{}, loops: map[gnet.EventLoop]*loop{},
 		booted: make(chan struct{}), stopped: make(chan struct{}),
 	}
 	e.log = opts.Log
@@ -394,7 +424,7 @@ func (e *Engine) pinLoop(i int) {
 func (e *Engine) OnBoot(eng gnet.Engine) gnet.Action {
 	e.eng = eng
 	for _, s := range e.plan.servers {
-		for _, a := range s.listen {
+		for i, a := range s.listen {
 			bound := a
 			if fd, err := eng.DupListener("tcp", a); err == nil {
 				if sa, err := unix.Getsockname(fd); err == nil {
@@ -402,7 +432,9 @@ func (e *Engine) OnBoot(eng gnet.Engine) gnet.Action {
 				}
 				unix.Close(fd)
 			}
-			e.byAddr[bound] = s
+			l := &listener{srv: s, opts: s.listenOpts[i]}
+			l.setOpts = l.opts.KeepAlive.Mode > 0 || l.opts.Rcvbuf > 0 || l.opts.Sndbuf > 0 || !s.conf.Core.TCPNoDelay
+			e.byAddr[bound] = l
 			if ta, err := net.ResolveTCPAddr("tcp", bound); err == nil {
 				e.addrs = append(e.addrs, ta)
 			}
@@ -425,8 +457,8 @@ func sockaddrString(sa unix.Sockaddr, fallback string) string {
 	return fallback
 }
 
-// serverFor finds the server block a client reached through local.
-func (e *Engine) serverFor(local net.Addr) *server {
+// listenerFor finds the listener a client reached through local.
+func (e *Engine) listenerFor(local net.Addr) *listener {
 	ta, ok := local.(*net.TCPAddr)
 	if !ok {
 		return nil
@@ -457,12 +489,15 @@ func (e *Engine) OnOpen(c gnet.Conn) ([]byte, gnet.Action) {
 	if e.quitting.Load() {
 		return nil, gnet.Close
 	}
-	srv := e.serverFor(c.LocalAddr())
-	if srv == nil {
+	l := e.listenerFor(c.LocalAddr())
+	if l == nil {
 		e.log.Logf(LevelError, 0, "no server for %s", c.LocalAddr())
 		return nil, gnet.Close
 	}
-	e.newSession(c, e.loopOf(c.EventLoop()), srv)
+	if l.setOpts {
+		l.apply(c)
+	}
+	e.newSession(c, e.loopOf(c.EventLoop()), l.srv)
 	return nil, gnet.None
 }
 

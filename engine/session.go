@@ -17,19 +17,15 @@ import (
 	"github.com/tlsrelay/tlsrelay/tlsbridge"
 )
 
-// Watermarks of the bytes a session lets queue toward one socket. Above
-// high the other socket stops being read (first by not consuming, then by
-// detaching it from gnet, see pause); below low it is read again.
+// What a session lets queue toward one socket is bounded by its server's
+// watermarks (server.highWater, 32 × proxy_buffer_size): above high the
+// other socket stops being read (first by not consuming, then by detaching
+// it from gnet, see pause); below low it is read again.
 const (
-	highWater = 512 << 10
-	lowWater  = 128 << 10
 	// stallCap is how much unconsumed input a socket may hold in gnet
 	// while its counterpart is congested before it is paused for real
 	// (detached); short congestion never costs a detach.
 	stallCap = 256 << 10
-	// preconnectCap bounds what a client may send before its upstream is
-	// ready; past it the client is paused until then.
-	preconnectCap = 64 << 10
 )
 
 type phase uint8
@@ -64,9 +60,12 @@ type session struct {
 	start      time.Time
 	lastActive int64 // loop tick of the last traffic
 	idle       timer // proxy_timeout
+	rate       timer // proxy_upload_rate, proxy_download_rate
 	polled     bool  // on its loop's poll list (backpressure, drain)
 
 	cliEOF, upEOF bool
+	held          bool // a rate limit holds back part of an ended peer's bytes
+	closeNotified bool // close_notify went to the upstream
 	reason        string // why the session ended, for the log
 	status        int    // $status: 200, or 502/500/503 when no upstream
 
@@ -101,6 +100,7 @@ func (e *Engine) newSession(c gnet.Conn, lp *loop, srv *server) *session {
 	s.up.fd = -1
 	s.remote, s.local = c.RemoteAddr(), c.LocalAddr()
 	s.idle.fire = s.onIdle
+	s.rate.fire = s.onRate
 	s.lastActive = lp.wheel.now
 	c.SetContext(s)
 
@@ -112,6 +112,7 @@ func (e *Engine) newSession(c gnet.Conn, lp *loop, srv *server) *session {
 		NextUpstreamTimeout: srv.nextTimeout,
 		Cancelled:           s.cancelled.Load,
 		OnFailure:           s.dialAttemptFailed,
+		Socket:              srv.sock,
 		Done:                s.dialDone,
 	}
 	if srv.policy != nil {
@@ -243,12 +244,15 @@ func (s *session) onUpstreamOpen(c gnet.Conn, r pool.DialResult) {
 	if s.phase == phaseDone {
 		return
 	}
-	if s.cli.state == sideDetached {
-		s.resume(&s.cli)
+	if s.cli.stalled {
+		// What the client sent while the upstream was dialed.
+		if s.unstall(&s.cli, &s.up) {
+			s.armPoll()
+		}
 	} else {
 		s.pumpToUp(false)
 	}
-	if s.cliEOF {
+	if s.cliEOF && s.phase != phaseDone {
 		s.clientEnded()
 	}
 }
@@ -263,9 +267,9 @@ func (s *session) onClientTraffic(c gnet.Conn) {
 	case phaseClosing:
 		c.Discard(-1) // the upstream is gone; nothing to deliver to
 	case phaseConnecting:
-		if c.InboundBuffered() > preconnectCap {
-			s.pause(&s.cli)
-		}
+		// Nothing to relay to yet: gnet keeps the bytes, and past
+		// stallCap the client is paused until the upstream is ready.
+		s.stall(&s.cli)
 	case phaseOpen:
 		if s.cli.stalled {
 			s.stall(&s.cli)
@@ -301,8 +305,20 @@ func (s *session) onUpstreamTraffic(c gnet.Conn) {
 // passes the high watermark (unless force: at the client's end every byte
 // goes).
 func (s *session) pumpToUp(force bool) {
-	buf := s.lp.scratch
-	for force || s.up.pending() < highWater {
+	for force || s.up.pending() < s.srv.highWater {
+		buf := s.lp.scratch
+		if s.srv.uploadRate > 0 {
+			limit := s.allowance(s.srv.uploadRate, s.fromClient)
+			if limit <= 0 {
+				if s.cli.buffered() > 0 {
+					s.rateHold(&s.cli, force, s.srv.uploadRate, s.fromClient)
+				}
+				return
+			}
+			if int64(len(buf)) > limit {
+				buf = buf[:limit]
+			}
+		}
 		n, _ := s.cli.Read(buf)
 		if n == 0 {
 			break
@@ -318,7 +334,7 @@ func (s *session) pumpToUp(force bool) {
 			return
 		}
 	}
-	if !force && s.up.pending() >= highWater {
+	if !force && s.up.pending() >= s.srv.highWater {
 		s.stall(&s.cli)
 	}
 }
@@ -326,8 +342,23 @@ func (s *session) pumpToUp(force bool) {
 // pumpToClient moves upstream input to the client until the client's queue
 // passes the high watermark (unless force).
 func (s *session) pumpToClient(force bool) {
-	buf := s.lp.scratch
-	for force || s.cli.pending() < highWater {
+	// more: the last read filled its buffer, so crypto/tls may hold more
+	// plaintext than the socket's buffered bytes show.
+	more := true
+	for force || s.cli.pending() < s.srv.highWater {
+		buf := s.lp.scratch
+		if s.srv.downloadRate > 0 {
+			limit := s.allowance(s.srv.downloadRate, s.fromUp)
+			if limit <= 0 {
+				if more || s.up.buffered() > 0 {
+					s.rateHold(&s.up, force, s.srv.downloadRate, s.fromUp)
+				}
+				return
+			}
+			if int64(len(buf)) > limit {
+				buf = buf[:limit]
+			}
+		}
 		var n int
 		var err error
 		if s.tc != nil {
@@ -338,6 +369,7 @@ func (s *session) pumpToClient(force bool) {
 				err = tlsbridge.ErrWouldBlock
 			}
 		}
+		more = n == len(buf)
 		if n > 0 {
 			if s.fromUp == 0 {
 				s.firstByte = time.Now()
@@ -372,8 +404,58 @@ func (s *session) pumpToClient(force bool) {
 		s.upstreamEnded()
 		return
 	}
-	if !force && s.cli.pending() >= highWater {
+	if !force && s.cli.pending() >= s.srv.highWater {
 		s.stall(&s.up)
+	}
+}
+
+// allowance is how many more bytes a rate-limited direction may move now,
+// NGINX's rule: rate × (whole seconds since the session began + 1) − moved.
+func (s *session) allowance(rate, moved int64) int64 {
+	secs := int64(time.Since(s.start)/time.Second) + 1
+	return rate*secs - moved
+}
+
+// rateHold stops consuming sd until its rate allowance turns positive
+// again: at the next whole second of the session (NGINX's granularity).
+// While relaying, sd stalls; while flushing after a peer ended (force),
+// the session holds its close until the rest has gone at the rate.
+func (s *session) rateHold(sd *side, force bool, rate, moved int64) {
+	if force {
+		s.held = true
+	} else {
+		sd.rateLimited = true
+		s.stall(sd)
+	}
+	el := time.Since(s.start)
+	next := (el/time.Second + 1) * time.Second
+	if over := moved - rate*int64(next/time.Second); over > 0 {
+		// Far over (a large first read): wait until the rate covers it.
+		next += time.Duration(over * int64(time.Second) / rate)
+	}
+	s.lp.wheel.arm(&s.rate, s.lp.ticks(next-el))
+}
+
+// onRate lifts rate stalls and holds. Runs on the loop.
+func (s *session) onRate() {
+	if s.phase == phaseClosing && s.held {
+		s.flushEnded()
+		if s.phase == phaseClosing {
+			s.drainThenFinish()
+		}
+		return
+	}
+	if s.phase != phaseOpen {
+		return
+	}
+	for _, pair := range [...][2]*side{{&s.cli, &s.up}, {&s.up, &s.cli}} {
+		src, dst := pair[0], pair[1]
+		if src.rateLimited {
+			src.rateLimited = false
+			if s.unstall(src, dst) {
+				s.armPoll()
+			}
+		}
 	}
 }
 
@@ -516,14 +598,31 @@ func (s *session) clientEnded() {
 	if s.up.state == sideDetached {
 		s.resume(&s.up)
 	}
-	if s.up.state != sideClosed {
+	s.reason = "client closed"
+	s.flushEnded()
+	if s.phase != phaseDone {
+		s.drainThenFinish()
+	}
+}
+
+// flushEnded delivers what a peer that ended sent: the client's bytes to
+// the upstream, then close_notify; the upstream's bytes to the client. A
+// rate limit may hold part of it until the rate timer (s.held).
+func (s *session) flushEnded() {
+	s.held = false
+	if s.cliEOF && s.up.state != sideClosed && !s.closeNotified {
 		s.pumpToUp(true)
-		if s.tc != nil && s.phase != phaseDone {
+		if s.phase == phaseDone {
+			return
+		}
+		if !s.held && s.tc != nil {
 			s.tc.CloseWrite()
+			s.closeNotified = true
 		}
 	}
-	s.reason = "client closed"
-	s.drainThenFinish()
+	if s.upEOF && s.cli.state != sideClosed {
+		s.pumpToClient(true)
+	}
 }
 
 // upstreamEnded runs when the upstream sent its last byte (close_notify or
@@ -553,6 +652,9 @@ func (s *session) drainThenFinish() {
 }
 
 func (s *session) drained() bool {
+	if s.held {
+		return false
+	}
 	for _, sd := range [...]*side{&s.cli, &s.up} {
 		switch sd.state {
 		case sideAttached:
@@ -581,6 +683,7 @@ func (s *session) finish(reason string) {
 	}
 	s.cancelled.Store(true)
 	s.lp.wheel.disarm(&s.idle)
+	s.lp.wheel.disarm(&s.rate)
 	for _, sd := range [...]*side{&s.cli, &s.up} {
 		switch sd.state {
 		case sideAttached, sideDetaching:
@@ -677,7 +780,10 @@ func (s *session) unstall(src, dst *side) bool {
 	if !src.stalled {
 		return false
 	}
-	if dst.pending() >= lowWater {
+	if src.rateLimited {
+		return false // the rate timer lifts it
+	}
+	if dst.pending() >= s.srv.lowWater {
 		return true
 	}
 	switch src.state {

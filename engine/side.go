@@ -42,6 +42,9 @@ type side struct {
 	// stalled: the other socket is congested, so this one's input is not
 	// consumed (it stays in gnet, or the socket is paused).
 	stalled bool
+	// rateLimited: stalled by proxy_upload_rate/proxy_download_rate until
+	// the session's rate timer fires.
+	rateLimited bool
 	// in holds input taken off gnet but not yet consumed (at a pause, or
 	// at close); inOff is how much of it was consumed.
 	in    *bytebufferpool.ByteBuffer

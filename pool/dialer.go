@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"net/netip"
 	"sync"
 	"syscall"
 	"time"
@@ -43,6 +44,21 @@ type Attempt struct {
 	Err                error
 }
 
+// SocketOptions are the upstream socket's options (proxy_bind,
+// proxy_socket_keepalive, proxy_socket_rcvbuf/sndbuf, tcp_nodelay). The
+// zero value is the system's defaults, keepalive off and Nagle on; the
+// engine sets NoDelay from tcp_nodelay (on by default, as in NGINX).
+type SocketOptions struct {
+	KeepAlive      bool
+	Rcvbuf, Sndbuf int
+	NoDelay        bool
+	// Bind is the source address; the zero Addr lets the system choose.
+	Bind netip.Addr
+	// Transparent binds to a non-local address (IP_TRANSPARENT; needs
+	// CAP_NET_ADMIN).
+	Transparent bool
+}
+
 // DialJob asks for an upstream connection for one client session. The
 // session fills it on its event loop and must not touch it (or its
 // Selection) again until Done has been called.
@@ -64,6 +80,8 @@ type DialJob struct {
 	// whole walk (0: no limit).
 	NextUpstream        bool
 	NextUpstreamTimeout time.Duration
+	// Socket are the upstream socket's options.
+	Socket SocketOptions
 	// ProxyHeader, if set, returns the PROXY protocol header to write in
 	// clear before the handshake, given the upstream connection's local
 	// address.
@@ -109,7 +127,6 @@ type Dialer struct {
 	wg     sync.WaitGroup
 	stopMu sync.RWMutex
 	closed bool
-	dialer net.Dialer
 }
 
 // NewDialer starts the workers.
@@ -122,9 +139,6 @@ func NewDialer(c DialerConfig) *Dialer {
 		queue = 65536
 	}
 	d := &Dialer{jobs: make(chan *DialJob, queue)}
-	// Go's dialer would turn on keepalive probes every 15s; NGINX leaves
-	// SO_KEEPALIVE off unless proxy_socket_keepalive is on.
-	d.dialer.KeepAlive = -1
 	d.wg.Add(workers)
 	for i := 0; i < workers; i++ {
 		go d.work()
@@ -223,7 +237,7 @@ func (d *Dialer) attemptOnce(j *DialJob, p *Peer, tlsFor func(*Peer) (*tls.Confi
 		timeout = 60 * time.Second
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), timeout)
-	c, err := d.dialer.DialContext(ctx, "tcp", p.Addr.String())
+	c, err := dialerFor(&j.Socket).DialContext(ctx, "tcp", p.Addr.String())
 	cancel()
 	if err != nil {
 		if errors.Is(err, context.DeadlineExceeded) || isTimeout(err) {
@@ -238,6 +252,9 @@ func (d *Dialer) attemptOnce(j *DialJob, p *Peer, tlsFor func(*Peer) (*tls.Confi
 	}
 	raw := c.(*net.TCPConn)
 	a.Connect = time.Since(t0)
+	if !j.Socket.NoDelay {
+		raw.SetNoDelay(false)
+	}
 	if j.ProxyHeader != nil {
 		if _, err := raw.Write(j.ProxyHeader(raw.LocalAddr())); err != nil {
 			raw.Close()
@@ -277,6 +294,44 @@ func (d *Dialer) attemptOnce(j *DialJob, p *Peer, tlsFor func(*Peer) (*tls.Confi
 	}
 	a.Handshake = time.Since(t1)
 	return DialResult{Peer: p, Raw: raw, TLS: tc, State: tc.ConnectionState()}, a, false
+}
+
+// dialerFor returns a net.Dialer applying o.
+func dialerFor(o *SocketOptions) *net.Dialer {
+	d := &net.Dialer{KeepAlive: -1}
+	if o.KeepAlive {
+		// SO_KEEPALIVE with the system's timers, as NGINX.
+		d.KeepAliveConfig = net.KeepAliveConfig{Enable: true, Idle: -1, Interval: -1, Count: -1}
+		d.KeepAlive = 0
+	}
+	if o.Bind.IsValid() {
+		d.LocalAddr = &net.TCPAddr{IP: o.Bind.AsSlice()}
+	}
+	if o.Rcvbuf > 0 || o.Sndbuf > 0 || o.Transparent {
+		opts := *o
+		d.Control = func(_, _ string, rc syscall.RawConn) error {
+			var serr error
+			err := rc.Control(func(fd uintptr) {
+				if opts.Rcvbuf > 0 {
+					serr = errors.Join(serr, syscall.SetsockoptInt(int(fd), syscall.SOL_SOCKET, syscall.SO_RCVBUF, opts.Rcvbuf))
+				}
+				if opts.Sndbuf > 0 {
+					serr = errors.Join(serr, syscall.SetsockoptInt(int(fd), syscall.SOL_SOCKET, syscall.SO_SNDBUF, opts.Sndbuf))
+				}
+				if opts.Transparent {
+					serr = errors.Join(serr, syscall.SetsockoptInt(int(fd), syscall.SOL_IP, syscall.IP_TRANSPARENT, 1))
+				}
+			})
+			if err != nil {
+				return err
+			}
+			if serr != nil {
+				return fmt.Errorf("setting upstream socket options: %w", serr)
+			}
+			return nil
+		}
+	}
+	return d
 }
 
 func isTimeout(err error) bool {
