@@ -1,9 +1,11 @@
 package bench
 
 import (
+	"fmt"
 	"os"
 	"os/exec"
 	"runtime"
+	"strconv"
 	"strings"
 )
 
@@ -14,7 +16,7 @@ type Machine struct {
 	Kernel  string `json:"kernel"`
 	Go      string `json:"go"`
 	OpenSSL string `json:"openssl,omitempty"`
-	// MemTotal is the first line of /proc/meminfo.
+	// MemTotal is MemTotal from /proc/meminfo, e.g. "23.5 GiB".
 	MemTotal string `json:"mem_total,omitempty"`
 }
 
@@ -30,7 +32,12 @@ func DescribeMachine() Machine {
 	}
 	if data, err := os.ReadFile("/proc/meminfo"); err == nil {
 		line, _, _ := strings.Cut(string(data), "\n")
-		m.MemTotal = strings.Join(strings.Fields(strings.TrimPrefix(line, "MemTotal:")), " ")
+		f := strings.Fields(strings.TrimPrefix(line, "MemTotal:"))
+		if len(f) == 2 && f[1] == "kB" {
+			if kb, err := strconv.ParseFloat(f[0], 64); err == nil {
+				m.MemTotal = fmt.Sprintf("%.1f GiB", kb/(1<<20))
+			}
+		}
 	}
 	if out, err := exec.Command("openssl", "version").Output(); err == nil {
 		m.OpenSSL = strings.TrimSpace(string(out))

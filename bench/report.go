@@ -175,7 +175,8 @@ func Markdown(res *Results) string {
 	fmt.Fprintf(&b, "Proxies: `worker_processes %d` for tlsrelay and NGINX, `nbthread %d` for HAProxy; nothing is pinned.\n\n", res.Workers, res.Workers)
 
 	b.WriteString("## Machine and versions\n\n")
-	t := newTable(&b, "item", "value")
+	b.WriteString("| | |\n|---|---|\n")
+	t := &mdTable{b: &b}
 	m := res.Machine
 	t.row("CPU", fmt.Sprintf("%s, %d cores", m.CPU, m.Cores))
 	t.row("Memory", m.MemTotal)
