@@ -174,6 +174,14 @@ func Markdown(res *Results) string {
 	fmt.Fprintf(&b, "Each cell is the median over rounds, with (min–max) when there were several. Ratios are %s medians divided by %s medians from this same run: below 1× means tlsrelay needs less (CPU, memory, latency) — or, for rates, that it is slower.\n", subjectName, baselineName)
 	fmt.Fprintf(&b, "Proxies: `worker_processes %d` for tlsrelay and NGINX, `nbthread %d` for HAProxy; nothing is pinned.\n\n", res.Workers, res.Workers)
 
+	if glance := atAGlance(res); len(glance) > 0 {
+		b.WriteString("## At a glance\n\n")
+		for _, g := range glance {
+			b.WriteString("- " + g + "\n")
+		}
+		b.WriteString("\n")
+	}
+
 	b.WriteString("## Machine and versions\n\n")
 	b.WriteString("| | |\n|---|---|\n")
 	t := &mdTable{b: &b}
@@ -363,6 +371,63 @@ func Markdown(res *Results) string {
 	}
 	b.WriteString("Raw numbers, per round: [bench/results.json](bench/results.json).\n")
 	return b.String()
+}
+
+// atAGlance summarises the tlsrelay/NGINX ratios of the run in a few
+// lines; it is empty without both proxies.
+func atAGlance(res *Results) []string {
+	cols := columns(res)
+	if !hasColumn(cols, subjectName) || !hasColumn(cols, baselineName) {
+		return nil
+	}
+	var out []string
+	type kr struct {
+		name  string
+		ratio float64
+	}
+	var rs []kr
+	for _, row := range res.Handshake {
+		if r := Ratio(row.Cells[subjectName].CPUMicros, row.Cells[baselineName].CPUMicros); !math.IsNaN(r) {
+			rs = append(rs, kr{row.Name, r})
+		}
+	}
+	if len(rs) > 0 {
+		var parts []string
+		for _, k := range rs {
+			parts = append(parts, fmt.Sprintf("%s %.2f×", k.name, k.ratio))
+		}
+		out = append(out, "Proxy CPU per new connection, tlsrelay/NGINX (lower is better for tlsrelay): "+strings.Join(parts, "; ")+".")
+	}
+	for _, row := range res.Throughput {
+		s, n := row.Cells[subjectName], row.Cells[baselineName]
+		if r := Ratio(s.MiBps, n.MiBps); !math.IsNaN(r) {
+			out = append(out, fmt.Sprintf("Throughput with %d connection(s): tlsrelay %s MiB/s, NGINX %s MiB/s (%.2f×); CPU per GiB %.2f×.",
+				row.Conns, num(s.MiBps.Median), num(n.MiBps.Median), r, Ratio(s.CPUSecPerGiB, n.CPUSecPerGiB)))
+		}
+	}
+	if len(res.Memory) > 0 {
+		row := res.Memory[len(res.Memory)-1]
+		s, n := row.Cells[subjectName], row.Cells[baselineName]
+		if r := Ratio(s.KiBPerConn, n.KiBPerConn); !math.IsNaN(r) {
+			out = append(out, fmt.Sprintf("Memory per idle proxied connection at %d held: tlsrelay %s KiB, NGINX %s KiB (%.2f×).",
+				row.Held, num(s.KiBPerConn.Median), num(n.KiBPerConn.Median), r))
+		}
+	}
+	lowest := func(name string) (float64, bool) {
+		low, ok := 2.0, false
+		for _, row := range res.Handshake {
+			if c := row.Cells[name]; row.Kind.Resumed && c != nil && c.HitRate.Valid() {
+				low, ok = math.Min(low, c.HitRate.Min), true
+			}
+		}
+		return low, ok
+	}
+	if a, ok := lowest(subjectName); ok {
+		if b, ok := lowest(baselineName); ok {
+			out = append(out, fmt.Sprintf("Upstream resumption with reuse on, lowest round over all kinds: tlsrelay %.0f%%, NGINX %.0f%%.", 100*a, 100*b))
+		}
+	}
+	return out
 }
 
 // resumptionNotes points out proxies that resumed few upstream handshakes
