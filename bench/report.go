@@ -359,6 +359,7 @@ func Markdown(res *Results) string {
 	var notes []string
 	notes = append(notes, res.Notes...)
 	notes = append(notes, resumptionNotes(res)...)
+	notes = append(notes, errorNotes(res)...)
 	if strings.Contains(b.String(), " †") {
 		notes = append(notes, "† some rounds of this cell failed; the value is over the rounds that succeeded (bench/results.json has each round's error).")
 	}
@@ -425,6 +426,36 @@ func atAGlance(res *Results) []string {
 	if a, ok := lowest(subjectName); ok {
 		if b, ok := lowest(baselineName); ok {
 			out = append(out, fmt.Sprintf("Upstream resumption with reuse on, lowest round over all kinds: tlsrelay %.0f%%, NGINX %.0f%%.", 100*a, 100*b))
+		}
+	}
+	return out
+}
+
+// errorNotes reports client connections that failed and upstream
+// handshakes that failed in rounds that still counted.
+func errorNotes(res *Results) []string {
+	var out []string
+	for _, row := range res.Handshake {
+		for _, c := range columns(res) {
+			hc := row.Cells[c]
+			if hc == nil {
+				continue
+			}
+			var failed, total int
+			var upErr int64
+			for _, rd := range hc.Rounds {
+				if rd.Err == "" {
+					failed += rd.Errors
+					total += rd.Conns + rd.Errors
+					upErr += rd.UpstreamErrors
+				}
+			}
+			if failed > 0 {
+				out = append(out, fmt.Sprintf("%s: %d of %d client connections failed in \"%s\" (rounds with more than 1%% failures count as failed).", c, failed, total, row.Name))
+			}
+			if upErr > 0 {
+				out = append(out, fmt.Sprintf("%s: the upstreams saw %d failed handshakes in \"%s\".", c, upErr, row.Name))
+			}
 		}
 	}
 	return out
