@@ -265,3 +265,9 @@ func (c *childBackends) Close() error {
 		return <-done
 	}
 }
+
+// Interface guards.
+var (
+	_ Backends = (*localBackends)(nil)
+	_ Backends = (*childBackends)(nil)
+)

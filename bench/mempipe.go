@@ -80,3 +80,5 @@ func (c *memConn) RemoteAddr() net.Addr             { return memAddr{} }
 func (c *memConn) SetDeadline(time.Time) error      { return nil }
 func (c *memConn) SetReadDeadline(time.Time) error  { return nil }
 func (c *memConn) SetWriteDeadline(time.Time) error { return nil }
+
+var _ net.Conn = (*memConn)(nil)

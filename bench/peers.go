@@ -407,3 +407,10 @@ func FreePort() (string, error) {
 	defer ln.Close()
 	return ln.Addr().String(), nil
 }
+
+// Interface guards.
+var (
+	_ Peer = Tlsrelay{}
+	_ Peer = Nginx{}
+	_ Peer = HAProxy{}
+)
