@@ -47,15 +47,15 @@ func RunConnLoad(ctx context.Context, l ConnLoad) ConnResult {
 	if timeout <= 0 {
 		timeout = 5 * time.Second
 	}
-	ctx, cancel := context.WithTimeout(ctx, l.Duration)
-	defer cancel()
 	var (
 		started atomic.Int64
 		mu      sync.Mutex
 		res     ConnResult
 		wg      sync.WaitGroup
 	)
-	res.Latencies = make([]time.Duration, 0, l.MaxConns)
+	res.Latencies = make([]time.Duration, 0, min(l.MaxConns, 1<<16))
+	ctx, cancel := context.WithTimeout(ctx, l.Duration)
+	defer cancel()
 	t0 := time.Now()
 	for w := 0; w < l.Workers; w++ {
 		wg.Add(1)
