@@ -176,4 +176,3 @@ func TestProxyProtocolHeader(t *testing.T) {
 		})
 	}
 }
-

@@ -64,8 +64,8 @@ type session struct {
 	polled     bool  // on its loop's poll list (backpressure, drain)
 
 	cliEOF, upEOF bool
-	held          bool // a rate limit holds back part of an ended peer's bytes
-	closeNotified bool // close_notify went to the upstream
+	held          bool   // a rate limit holds back part of an ended peer's bytes
+	closeNotified bool   // close_notify went to the upstream
 	reason        string // why the session ended, for the log
 	status        int    // $status: 200, or 502/500/503 when no upstream
 
@@ -179,8 +179,14 @@ func (s *session) dialDone(r pool.DialResult) {
 	}
 	ch, err := el.Enroll(gnet.NewContext(context.Background(), &upOpen{s: s, res: r}), r.Raw)
 	if err == nil {
-		if res := <-ch; res.Err != nil {
+		// gnet's enroll waits for the loop to register the conn; a loop
+		// that stops first never does, so do not wait past the engine.
+		select {
+		case res := <-ch:
 			err = res.Err
+		case <-s.e.stopped:
+			r.Raw.Close()
+			return
 		}
 	}
 	if err != nil {
