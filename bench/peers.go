@@ -245,7 +245,14 @@ func startProcess(name string, argv []string, logPath, listen string, wantChildr
 		return nil, fmt.Errorf("creating %s: %w", logPath, err)
 	}
 	defer logf.Close()
-	cmd := exec.Command(argv[0], argv[1:]...)
+	// The process runs in its private directory, so a relative program
+	// path ("bin/tlsrelay", as make bench passes it) must be made absolute
+	// first.
+	prog, err := absProgram(argv[0])
+	if err != nil {
+		return nil, fmt.Errorf("starting %s: %w", name, err)
+	}
+	cmd := exec.Command(prog, argv[1:]...)
 	cmd.Stdout, cmd.Stderr = logf, logf
 	cmd.Dir = filepath.Dir(logPath)
 	if err := cmd.Start(); err != nil {
@@ -261,6 +268,19 @@ func startProcess(name string, argv []string, logPath, listen string, wantChildr
 		return nil, err
 	}
 	return in, nil
+}
+
+// absProgram returns path made absolute when it names a file relative to
+// the working directory; a bare name ("nginx") is left for PATH lookup.
+func absProgram(path string) (string, error) {
+	if !strings.ContainsRune(path, filepath.Separator) || filepath.IsAbs(path) {
+		return path, nil
+	}
+	abs, err := filepath.Abs(path)
+	if err != nil {
+		return "", fmt.Errorf("resolving %s: %w", path, err)
+	}
+	return abs, nil
 }
 
 func (in *Instance) waitReady(listen string, wantChildren int) error {

@@ -2,6 +2,8 @@ package bench
 
 import (
 	"crypto/tls"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 
@@ -125,5 +127,35 @@ func TestCryptoFloor(t *testing.T) {
 	}
 	if got := CryptoFloor(HandshakeKind{tls.VersionTLS13, pki.ECDSAP256, false}, refs).CachedMicros; got != 30+40+20+60 {
 		t.Errorf("cached-chain floor %v, want %v", got, 30+40+20+60)
+	}
+}
+
+// TestStartRelativePath: a proxy given as a relative path ("bin/tlsrelay",
+// as make bench passes it) starts although it runs in its own directory.
+func TestStartRelativePath(t *testing.T) {
+	wd, err := os.Getwd()
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	// A stand-in proxy: a shell script that listens with nothing; it only
+	// has to start, so use one that exits at once and check the error is
+	// about its exit, not about finding it.
+	script := filepath.Join(dir, "fake-proxy")
+	if err := os.WriteFile(script, []byte("#!/bin/sh\necho fake proxy ran\nexit 3\n"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	rel, err := filepath.Rel(wd, script)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(rel, "/") {
+		t.Fatalf("want a relative path with a directory, got %q", rel)
+	}
+	work := t.TempDir()
+	addr, _ := FreePort()
+	_, err = startProcess("fake", []string{rel}, filepath.Join(work, "fake.log"), addr, 0)
+	if err == nil || !strings.Contains(err.Error(), "fake proxy ran") {
+		t.Fatalf("got %v, want the fake proxy's exit with its output", err)
 	}
 }
