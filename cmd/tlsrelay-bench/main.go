@@ -83,6 +83,7 @@ func run(args []string) error {
 		only         = fs.String("only", "", "comma-separated row groups to run: "+strings.Join(bench.AllRows, ","))
 		benchtime    = fs.Duration("benchtime", 0, "time per Go crypto and handshake micro-benchmark (default 1s, quick 200ms)")
 		keep         = fs.Bool("keep", false, "keep the scratch directory (configurations, logs)")
+		kindsFlag    = fs.String("kinds", "", `comma-separated handshake rows to run, e.g. "TLS1.3 ecdsa-p256 resumed" (default all)`)
 	)
 	if err := fs.Parse(args); err != nil {
 		return err
@@ -111,6 +112,11 @@ func run(args []string) error {
 			return fmt.Errorf("-only: unknown row group %q (have %s)", r, strings.Join(bench.AllRows, ","))
 		}
 		onlyRows[r] = true
+	}
+
+	kinds, err := chooseKinds(*kindsFlag)
+	if err != nil {
+		return err
 	}
 
 	exe, err := os.Executable()
@@ -145,7 +151,7 @@ func run(args []string) error {
 	prog := bench.NewProgress(os.Stderr, bench.IsTerminal(os.Stderr))
 	res, runErr := bench.Run(ctx, bench.Options{
 		Peers: peers, Dir: scratch, Workers: *workers, Rounds: *rounds, Quick: *quick,
-		LoadWorkers: *loadWorkers, Only: onlyRows, OpenSSL: sslPath,
+		LoadWorkers: *loadWorkers, Only: onlyRows, OpenSSL: sslPath, Kinds: kinds,
 		StartBackends: func(s bench.BackendSpec) (bench.Backends, error) { return bench.StartChildBackends(exe, s) },
 		Step:          prog.Step,
 		TotalSteps:    prog.SetTotal,
@@ -215,6 +221,30 @@ func choosePeers(tlsrelayPath, nginxPath, nginxModule, haproxyPath string) ([]be
 		notes = append(notes, "HAProxy "+why+".")
 	}
 	return peers, infos, notes
+}
+
+// chooseKinds parses -kinds: names of handshake rows, any case.
+func chooseKinds(list string) ([]bench.HandshakeKind, error) {
+	var out []bench.HandshakeKind
+	for _, name := range strings.Split(list, ",") {
+		name = strings.TrimSpace(name)
+		if name == "" {
+			continue
+		}
+		var found bool
+		var names []string
+		for _, k := range bench.HandshakeKinds() {
+			names = append(names, k.String())
+			if strings.EqualFold(k.String(), name) {
+				out = append(out, k)
+				found = true
+			}
+		}
+		if !found {
+			return nil, fmt.Errorf("-kinds: unknown handshake %q (have %s)", name, strings.Join(names, ", "))
+		}
+	}
+	return out, nil
 }
 
 // gitDescribe names the checked-out commit, for the tlsrelay version line.
