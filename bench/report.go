@@ -324,6 +324,29 @@ func Markdown(res *Results) string {
 			}
 			t.row(append(cells, ratio)...)
 		}
+		b.WriteString("\n### Idle CPU (% of one core) while the connections are held and nothing moves\n\n")
+		b.WriteString("Sampled over a couple of seconds after the RSS reading; \"none held\" is the proxy after its warm-up, before the first connection is held. Timers and polling show here.\n\n")
+		t = newTable(&b, append(append([]string{"held connections"}, cols...), ratioHead)...)
+		if len(res.Memory) > 0 {
+			cells := []string{"none held"}
+			for _, c := range cols {
+				mc := res.Memory[0].Cells[c]
+				cells = append(cells, oneDecimal(mc.BaselineIdleCPUPct, mc.Err))
+			}
+			t.row(append(cells, "–")...)
+		}
+		for _, row := range res.Memory {
+			cells := []string{fmt.Sprint(row.Held)}
+			for _, c := range cols {
+				mc := row.Cells[c]
+				cells = append(cells, oneDecimal(mc.IdleCPUPct, mc.Err))
+			}
+			ratio := "–"
+			if s, n := row.Cells[subjectName], row.Cells[baselineName]; s != nil && n != nil {
+				ratio = ratioText(s.IdleCPUPct, n.IdleCPUPct)
+			}
+			t.row(append(cells, ratio)...)
+		}
 		b.WriteString("\n")
 	}
 	if len(res.Crypto) > 0 {
@@ -480,6 +503,21 @@ func resumptionNotes(res *Results) []string {
 					c, 100*hc.HitRate.Max, row.Name))
 			}
 		}
+	}
+	return out
+}
+
+// oneDecimal renders a summary with one decimal, for CPU percentages.
+func oneDecimal(s Summary, err string) string {
+	if !s.Valid() {
+		return cellText(s, err, 1)
+	}
+	out := fmt.Sprintf("%.1f", s.Median)
+	if s.N > 1 && s.Min != s.Max {
+		out += fmt.Sprintf(" (%.1f–%.1f)", s.Min, s.Max)
+	}
+	if err != "" {
+		out += " †"
 	}
 	return out
 }

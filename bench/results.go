@@ -117,9 +117,14 @@ type MemoryRow struct {
 
 // MemoryCell is one proxy's memory result for one count.
 type MemoryCell struct {
-	Err        string        `json:"error,omitempty"`
-	KiBPerConn Summary       `json:"kib_per_conn"`
-	Rounds     []MemoryRound `json:"rounds"`
+	Err        string  `json:"error,omitempty"`
+	KiBPerConn Summary `json:"kib_per_conn"`
+	// IdleCPUPct is the proxy's CPU use, in percent of one core, while
+	// the connections are held and nothing moves; BaselineIdleCPUPct the
+	// same with no connection.
+	IdleCPUPct         Summary       `json:"idle_cpu_pct"`
+	BaselineIdleCPUPct Summary       `json:"baseline_idle_cpu_pct"`
+	Rounds             []MemoryRound `json:"rounds"`
 }
 
 // MemoryRound is one measurement of RSS with connections held.
@@ -128,4 +133,8 @@ type MemoryRound struct {
 	BaselineMiB float64 `json:"baseline_rss_mib"`
 	HeldMiB     float64 `json:"held_rss_mib"`
 	KiBPerConn  float64 `json:"kib_per_conn"`
+	// IdleCPUPct and BaselineIdleCPUPct: CPU use in percent of one core
+	// with the connections held idle, and before any was opened.
+	IdleCPUPct         float64 `json:"idle_cpu_pct"`
+	BaselineIdleCPUPct float64 `json:"baseline_idle_cpu_pct"`
 }

@@ -537,7 +537,7 @@ func (r *runner) memory() error {
 	}
 	for j := range rows {
 		for _, c := range rows[j].Cells {
-			var kib []float64
+			var kib, idle, idle0 []float64
 			var errs []string
 			for _, rd := range c.Rounds {
 				if rd.Err != "" {
@@ -545,8 +545,11 @@ func (r *runner) memory() error {
 					continue
 				}
 				kib = append(kib, rd.KiBPerConn)
+				idle = append(idle, rd.IdleCPUPct)
+				idle0 = append(idle0, rd.BaselineIdleCPUPct)
 			}
 			c.KiBPerConn, c.Err = Summarize(kib), cellError(errs, len(c.Rounds))
+			c.IdleCPUPct, c.BaselineIdleCPUPct = Summarize(idle), Summarize(idle0)
 		}
 	}
 	r.res.Memory = append(r.res.Memory, rows...)
@@ -583,6 +586,10 @@ func (r *runner) memoryRound(p Peer, b Backends) []MemoryRound {
 	if err != nil {
 		return fail(0, err)
 	}
+	idle0, err := idleCPU(in, r.idleWindow())
+	if err != nil {
+		return fail(0, err)
+	}
 	var h Holder
 	defer h.Close()
 	for j, n := range r.o.Held {
@@ -597,10 +604,39 @@ func (r *runner) memoryRound(p Peer, b Backends) []MemoryRound {
 		if err != nil {
 			return fail(j, err)
 		}
+		idle, err := idleCPU(in, r.idleWindow())
+		if err != nil {
+			return fail(j, err)
+		}
 		out[j] = MemoryRound{
 			BaselineMiB: float64(base) / (1 << 20), HeldMiB: float64(rss) / (1 << 20),
-			KiBPerConn: float64(rss-base) / 1024 / float64(n),
+			KiBPerConn:         float64(rss-base) / 1024 / float64(n),
+			BaselineIdleCPUPct: idle0, IdleCPUPct: idle,
 		}
 	}
 	return out
+}
+
+// idleWindow is how long idle CPU is sampled: 2s, quick 1s.
+func (r *runner) idleWindow() time.Duration {
+	if r.o.Quick {
+		return time.Second
+	}
+	return 2 * time.Second
+}
+
+// idleCPU returns the proxy's CPU use over window, in percent of one core,
+// while nothing is sent through it.
+func idleCPU(in *Instance, window time.Duration) (float64, error) {
+	c0, err := in.CPU()
+	if err != nil {
+		return 0, err
+	}
+	t0 := time.Now()
+	time.Sleep(window)
+	c1, err := in.CPU()
+	if err != nil {
+		return 0, err
+	}
+	return 100 * (c1 - c0).Seconds() / time.Since(t0).Seconds(), nil
 }
