@@ -30,7 +30,7 @@ func TestSmokeNginx(t *testing.T) {
 	dir := t.TempDir()
 	res, err := Run(t.Context(), Options{
 		Peers: []Peer{Tlsrelay{Path: filepath.Join(dir, "no-such-tlsrelay")}, Nginx{Path: ng, Module: mod}},
-		Dir:   dir, Rounds: 1, LoadWorkers: 4,
+		Dir:   dir, Rounds: 1, LoadWorkers: 4, Quick: true,
 		Only:              map[string]bool{RowHandshake: true, RowThroughput: true, RowMemory: true},
 		Kinds:             []HandshakeKind{{Version: tls.VersionTLS13, Key: pki.ECDSAP256, Resumed: true}},
 		HandshakeDuration: 300 * time.Millisecond,
