@@ -436,6 +436,10 @@ func atAGlance(res *Results) []string {
 			out = append(out, fmt.Sprintf("Memory per idle proxied connection at %d held: tlsrelay %s KiB, NGINX %s KiB (%.2f×).",
 				row.Held, num(s.KiBPerConn.Median), num(n.KiBPerConn.Median), r))
 		}
+		if s.IdleCPUPct.Valid() && n.IdleCPUPct.Valid() {
+			out = append(out, fmt.Sprintf("Idle CPU with %d connections held: tlsrelay %.1f%%, NGINX %.1f%% of one core.",
+				row.Held, s.IdleCPUPct.Median, n.IdleCPUPct.Median))
+		}
 	}
 	lowest := func(name string) (float64, bool) {
 		low, ok := 2.0, false
