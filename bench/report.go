@@ -411,7 +411,11 @@ func atAGlance(res *Results) []string {
 	}
 	var rs []kr
 	for _, row := range res.Handshake {
-		if r := Ratio(row.Cells[subjectName].CPUMicros, row.Cells[baselineName].CPUMicros); !math.IsNaN(r) {
+		s, n := row.Cells[subjectName], row.Cells[baselineName]
+		if s == nil || n == nil {
+			continue
+		}
+		if r := Ratio(s.CPUMicros, n.CPUMicros); !math.IsNaN(r) {
 			rs = append(rs, kr{row.Name, r})
 		}
 	}
@@ -424,12 +428,15 @@ func atAGlance(res *Results) []string {
 	}
 	for _, row := range res.Throughput {
 		s, n := row.Cells[subjectName], row.Cells[baselineName]
+		if s == nil || n == nil {
+			continue
+		}
 		if r := Ratio(s.MiBps, n.MiBps); !math.IsNaN(r) {
 			out = append(out, fmt.Sprintf("Throughput with %d connection(s): tlsrelay %s MiB/s, NGINX %s MiB/s (%.2f×); CPU per GiB %.2f×.",
 				row.Conns, num(s.MiBps.Median), num(n.MiBps.Median), r, Ratio(s.CPUSecPerGiB, n.CPUSecPerGiB)))
 		}
 	}
-	if len(res.Memory) > 0 {
+	if len(res.Memory) > 0 && res.Memory[len(res.Memory)-1].Cells[subjectName] != nil && res.Memory[len(res.Memory)-1].Cells[baselineName] != nil {
 		row := res.Memory[len(res.Memory)-1]
 		s, n := row.Cells[subjectName], row.Cells[baselineName]
 		if r := Ratio(s.KiBPerConn, n.KiBPerConn); !math.IsNaN(r) {
