@@ -36,6 +36,7 @@ type Stats struct {
 	Resumed           atomic.Int64 // upstream handshakes that resumed a session
 	HandshakeFailures atomic.Int64 // failed upstream attempts (connect, handshake, verify)
 	IdleTimeouts      atomic.Int64 // sessions ended by proxy_timeout
+	Stalls            atomic.Int64 // times a side stopped being consumed (backpressure, rate)
 	Pauses            atomic.Int64 // times a socket was paused for backpressure
 	BytesFromClient   atomic.Int64 // of finished sessions
 	BytesToClient     atomic.Int64 // of finished sessions

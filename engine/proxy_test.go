@@ -349,10 +349,14 @@ func TestUpstreamSendsAndCloses(t *testing.T) {
 // reads does not make the proxy buffer the difference.
 func TestBackpressure(t *testing.T) {
 	if testing.Short() {
-		t.Skip("moves 2×48 MiB at a limited rate")
+		t.Skip("moves 2×32 MiB at a limited rate")
 	}
-	const size = 48 << 20
-	const rate = 24 << 20 // bytes per second at the slow end
+	// The slow end is far slower than the fast one even on a loaded
+	// machine, and the payload is well above the bound (kernel socket
+	// buffers absorb a few MiB without the proxy's heap).
+	const size = 32 << 20
+	const rate = 6 << 20 // bytes per second at the slow end
+	const bound = 12 << 20
 	set, _, dir := newPKI(t, pki.ECDSAP256, 1)
 
 	t.Run("upload", func(t *testing.T) {
@@ -375,11 +379,11 @@ func TestBackpressure(t *testing.T) {
 		}
 		c.Close()
 		waitFor(t, "the upload at the upstream", 60*time.Second, func() bool { return srv.Stats().BytesIn == size })
-		if grow := peak(); grow > 24<<20 {
+		if grow := peak(); grow > bound {
 			t.Fatalf("heap grew by %d MiB while relaying %d MiB", grow>>20, size>>20)
 		}
-		if tb.eng.Stats().Pauses.Load() == 0 {
-			t.Fatal("the client was never paused")
+		if tb.eng.Stats().Stalls.Load() == 0 {
+			t.Fatal("backpressure never engaged")
 		}
 	})
 	t.Run("download", func(t *testing.T) {
@@ -401,33 +405,35 @@ func TestBackpressure(t *testing.T) {
 		if err != nil || n != size {
 			t.Fatalf("read %d, %v; want %d", n, err, size)
 		}
-		if grow := peak(); grow > 24<<20 {
+		if grow := peak(); grow > bound {
 			t.Fatalf("heap grew by %d MiB while relaying %d MiB", grow>>20, size>>20)
 		}
-		if tb.eng.Stats().Pauses.Load() == 0 {
-			t.Fatal("the upstream was never paused")
+		if tb.eng.Stats().Stalls.Load() == 0 {
+			t.Fatal("backpressure never engaged")
 		}
 	})
 }
 
-// heapWatch samples the heap in use until the returned function is called,
-// which returns the peak growth in bytes.
+// heapWatch samples the live heap (after a collection, so garbage does
+// not count) until the returned function is called, which returns the
+// peak growth in bytes.
 func heapWatch(t *testing.T) func() uint64 {
 	runtime.GC()
 	var ms runtime.MemStats
 	runtime.ReadMemStats(&ms)
-	base := ms.HeapInuse
+	base := ms.HeapAlloc
 	stop := make(chan struct{})
 	peakc := make(chan uint64, 1)
 	go func() {
 		var peak uint64
-		tk := time.NewTicker(20 * time.Millisecond)
+		tk := time.NewTicker(50 * time.Millisecond)
 		defer tk.Stop()
 		for {
+			runtime.GC()
 			var ms runtime.MemStats
 			runtime.ReadMemStats(&ms)
-			if ms.HeapInuse > base && ms.HeapInuse-base > peak {
-				peak = ms.HeapInuse - base
+			if ms.HeapAlloc > base && ms.HeapAlloc-base > peak {
+				peak = ms.HeapAlloc - base
 			}
 			select {
 			case <-stop:

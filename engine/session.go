@@ -469,6 +469,9 @@ func (s *session) onRate() {
 // gnet keeps reading it, so past stallCap the socket is paused. Polling
 // lifts the stall once the other socket drains.
 func (s *session) stall(sd *side) {
+	if !sd.stalled {
+		s.e.stats.Stalls.Add(1)
+	}
 	sd.stalled = true
 	if sd.buffered() > stallCap {
 		s.pause(sd)
