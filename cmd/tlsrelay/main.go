@@ -35,6 +35,15 @@ const Version = "tlsrelay/0.1.0"
 const defaultConf = "conf/tlsrelay.conf"
 
 func main() {
+	// Every new upstream session allocates ~30 KiB that dies with its
+	// handshake (crypto/tls message building), so the collector's pace
+	// matters: GOGC=200 cut the proxy's CPU per resumed TLS 1.3
+	// connection by ~10% on the 2-core bench machine for ~5 KiB more RSS
+	// per idle connection (16 to 21 KiB; NGINX: 63). The environment's
+	// GOGC, when set, wins.
+	if os.Getenv("GOGC") == "" {
+		debug.SetGCPercent(200)
+	}
 	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
 }
 
