@@ -21,7 +21,7 @@ import (
 
 // TestGuideExampleEcho runs NGINX's guide configuration against three
 // local upstreams that require the client certificate and checks that
-// payloads from 1 byte to 16 MiB (100 MiB without -short) come back
+// payloads from 1 byte to 100 MiB (16 MiB with -short) come back
 // byte-exact.
 func TestGuideExampleEcho(t *testing.T) {
 	set, _, dir := newPKI(t, pki.ECDSAP256, 1)
@@ -29,7 +29,7 @@ func TestGuideExampleEcho(t *testing.T) {
 	tb := startEngine(t, dir, guideConf(ups, ""))
 
 	sizes := []int{1, 2, 100, 16 << 10, 16<<10 + 1, 1 << 20, 16 << 20}
-	if !testing.Short() && !raceEnabled {
+	if !testing.Short() {
 		sizes = append(sizes, 100<<20)
 	}
 	for _, n := range sizes {
@@ -494,7 +494,7 @@ func TestNoLeaks(t *testing.T) {
 	waitFor(t, "sessions to end", 10*time.Second, func() bool { return tb.eng.Stats().Active.Load() == 0 })
 	g0, f0 := runtime.NumGoroutine(), countFDs(t)
 	n := 10000
-	if testing.Short() || raceEnabled {
+	if testing.Short() {
 		n = 2000
 	}
 	run(n)
