@@ -660,3 +660,62 @@ func TestClientCertRefusedTLS13(t *testing.T) {
 		return strings.Contains(tb.logText(), "reading from upstream failed (client_cert_refused)")
 	})
 }
+
+// TestFailureReasonsLogged: each kind of upstream failure has its own text
+// in the error log, naming the upstream, and counts as a failed attempt.
+func TestFailureReasonsLogged(t *testing.T) {
+	set, _, dir := newPKI(t, pki.ECDSAP256, 2) // two intermediates
+	other, err := pki.NewSet(pki.ECDSAP256, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		name  string
+		mod   func(c *tls.Config)
+		extra string
+		want  string
+	}{
+		{"depth", nil, "proxy_ssl_verify_depth 1;",
+			"upstream certificate chain has 2 intermediate certificates, proxy_ssl_verify_depth is 1"},
+		{"name", nil, "proxy_ssl_name other.example;", `upstream certificate does not match "other.example"`},
+		{"unknown CA", func(c *tls.Config) { c.Certificates = []tls.Certificate{other.Server.TLSCertificate()} }, "",
+			"unable to get local issuer certificate"},
+		{"protocol", func(c *tls.Config) { c.MaxVersion = tls.VersionTLS12 }, "proxy_ssl_protocols TLSv1.3;", "protocol"},
+		{"client certificate refused", func(c *tls.Config) {
+			c.MaxVersion = tls.VersionTLS12
+			c.ClientCAs = pki.Pool(other.Root)
+		}, "proxy_ssl_protocols TLSv1.2;", "certificate"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			ups := startUpstreams(t, set, 1, backend.Echo, func(_ int, c *tls.Config) {
+				if tc.mod != nil {
+					tc.mod(c)
+				}
+			})
+			text := guideConf(ups, tc.extra)
+			if strings.Contains(tc.extra, "proxy_ssl_verify_depth") {
+				text = strings.Replace(text, "proxy_ssl_verify_depth  2;", "", 1)
+			}
+			if strings.Contains(tc.extra, "proxy_ssl_protocols") {
+				text = strings.Replace(text, "proxy_ssl_protocols           TLSv1.2 TLSv1.3;", "", 1)
+			}
+			tb := startEngine(t, dir, text)
+			c, err := net.Dial("tcp", tb.addr)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer c.Close()
+			c.SetDeadline(time.Now().Add(10 * time.Second))
+			if n, err := c.Read(make([]byte, 1)); n != 0 || err == nil {
+				t.Fatalf("read %d, %v; want the session closed", n, err)
+			}
+			waitFor(t, "the failure in the log", 5*time.Second, func() bool {
+				log := tb.logText()
+				return strings.Contains(log, tc.want) && strings.Contains(log, `upstream: "`+ups[0].Addr()+`"`)
+			})
+			if tb.eng.Stats().HandshakeFailures.Load() != 1 {
+				t.Fatalf("%d failed attempts counted, want 1", tb.eng.Stats().HandshakeFailures.Load())
+			}
+		})
+	}
+}

@@ -157,8 +157,13 @@ func (s *session) observeHandshake(p *pool.Peer, cs tls.ConnectionState, err err
 // dialAttemptFailed logs one failed attempt. Runs on a dialer worker.
 func (s *session) dialAttemptFailed(a pool.Attempt, disabled bool) {
 	s.e.stats.HandshakeFailures.Add(1)
-	s.e.log.Logf(LevelError, s.id, "%v, client: %s, server: %s, upstream: \"%s\"",
-		a.Err, hostOf(s.remote), s.srv.name, a.Peer)
+	if a.Handshaking {
+		s.e.log.Logf(LevelError, s.id, "%v (%s) while SSL handshaking to upstream, client: %s, server: %s, upstream: \"%s\"",
+			a.Err, tlsbridge.Classify(a.Err), hostOf(s.remote), s.srv.name, a.Peer)
+	} else {
+		s.e.log.Logf(LevelError, s.id, "%v while connecting to upstream, client: %s, server: %s, upstream: \"%s\"",
+			a.Err, hostOf(s.remote), s.srv.name, a.Peer)
+	}
 	if disabled {
 		s.e.log.Logf(LevelWarn, s.id, "upstream server temporarily disabled while connecting to upstream, client: %s, server: %s, upstream: \"%s\"",
 			hostOf(s.remote), s.srv.name, a.Peer)
@@ -206,9 +211,17 @@ func (s *session) dialFailed(err error) {
 		return
 	}
 	if !errors.Is(err, context.Canceled) {
-		s.e.log.Logf(LevelError, s.id, "%v while connecting to upstream, client: %s, server: %s",
-			err, hostOf(s.remote), s.srv.name)
 		s.status = 502
+		// The last attempt's error was logged with its attempt; what is
+		// left to say is that none worked (or that none could be tried).
+		if n := len(s.job.Attempts); n > 0 && s.job.Attempts[n-1].Err == err {
+			if n > 1 {
+				s.e.log.Logf(LevelError, s.id, "no upstream could be reached after %d attempts, client: %s, server: %s, upstream: \"%s\"",
+					n, hostOf(s.remote), s.srv.name, s.srv.group.Name())
+			}
+		} else {
+			s.e.log.Logf(LevelError, s.id, "%v, client: %s, server: %s", err, hostOf(s.remote), s.srv.name)
+		}
 	}
 	s.finish("upstream unreachable")
 }

@@ -32,7 +32,7 @@ var ErrHandshakeTimeout = errors.New("TLS handshake timed out")
 
 // ErrConnectTimeout is the error of a TCP connect that did not finish within
 // proxy_connect_timeout.
-var ErrConnectTimeout = errors.New("upstream timed out (110: Connection timed out) while connecting to upstream")
+var ErrConnectTimeout = errors.New("upstream timed out (110: Connection timed out)")
 
 // Attempt is one try of a session on one peer, for $upstream_addr and
 // $upstream_connect_time.
@@ -42,6 +42,9 @@ type Attempt struct {
 	// without TLS). Both are zero when the attempt failed before them.
 	Connect, Handshake time.Duration
 	Err                error
+	// Handshaking: the attempt failed in the TLS handshake (NGINX's
+	// "while SSL handshaking to upstream"), not while connecting.
+	Handshaking bool
 }
 
 // SocketOptions are the upstream socket's options (proxy_bind,
@@ -243,9 +246,9 @@ func (d *Dialer) attemptOnce(j *DialJob, p *Peer, tlsFor func(*Peer) (*tls.Confi
 		if errors.Is(err, context.DeadlineExceeded) || isTimeout(err) {
 			err = ErrConnectTimeout
 		} else if errors.Is(err, syscall.ECONNREFUSED) {
-			err = fmt.Errorf("connect() failed (111: Connection refused) while connecting to upstream: %w", err)
+			err = fmt.Errorf("connect() failed (111: Connection refused): %w", err)
 		} else {
-			err = fmt.Errorf("connect() failed while connecting to upstream: %w", err)
+			err = fmt.Errorf("connect() failed: %w", err)
 		}
 		a.Err = err
 		return DialResult{}, a, false
@@ -258,7 +261,7 @@ func (d *Dialer) attemptOnce(j *DialJob, p *Peer, tlsFor func(*Peer) (*tls.Confi
 	if j.ProxyHeader != nil {
 		if _, err := raw.Write(j.ProxyHeader(raw.LocalAddr())); err != nil {
 			raw.Close()
-			a.Err = fmt.Errorf("sending PROXY protocol header to upstream: %w", err)
+			a.Err = fmt.Errorf("sending the PROXY protocol header failed: %w", err)
 			return DialResult{}, a, false
 		}
 	}
@@ -290,6 +293,7 @@ func (d *Dialer) attemptOnce(j *DialJob, p *Peer, tlsFor func(*Peer) (*tls.Confi
 			err = fmt.Errorf("TLS handshake failed: %w", err)
 		}
 		a.Err = err
+		a.Handshaking = true
 		return DialResult{}, a, retry
 	}
 	a.Handshake = time.Since(t1)
