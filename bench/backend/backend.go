@@ -14,6 +14,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"net"
 	"sync"
 	"sync/atomic"
@@ -118,36 +119,19 @@ func (s *Server) Stats() Stats {
 
 // Subjects returns how many handshakes presented each client certificate
 // subject (the empty string counts handshakes without one).
-func (s *Server) Subjects() map[string]int64 {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	out := make(map[string]int64, len(s.subjects))
-	for k, v := range s.subjects {
-		out[k] = v
-	}
-	return out
-}
+func (s *Server) Subjects() map[string]int64 { return snapshot(&s.mu, s.subjects) }
 
 // ServerNames returns how many handshakes carried each SNI value.
-func (s *Server) ServerNames() map[string]int64 {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	out := make(map[string]int64, len(s.sni))
-	for k, v := range s.sni {
-		out[k] = v
-	}
-	return out
-}
+func (s *Server) ServerNames() map[string]int64 { return snapshot(&s.mu, s.sni) }
 
 // Versions returns how many handshakes negotiated each TLS version.
-func (s *Server) Versions() map[uint16]int64 {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	out := make(map[uint16]int64, len(s.versions))
-	for k, v := range s.versions {
-		out[k] = v
-	}
-	return out
+func (s *Server) Versions() map[uint16]int64 { return snapshot(&s.mu, s.versions) }
+
+// snapshot copies a counter map under mu.
+func snapshot[K comparable](mu *sync.Mutex, m map[K]int64) map[K]int64 {
+	mu.Lock()
+	defer mu.Unlock()
+	return maps.Clone(m)
 }
 
 // LastError returns the last handshake error the server saw.
