@@ -12,6 +12,7 @@ import (
 	"runtime"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -718,4 +719,53 @@ func TestFailureReasonsLogged(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestConnectTimeout: an upstream that never answers the SYN (its accept
+// queue is full) is given up on after proxy_connect_timeout, and the next
+// server is tried.
+func TestConnectTimeout(t *testing.T) {
+	set, _, dir := newPKI(t, pki.ECDSAP256, 1)
+	good := startUpstreams(t, set, 1, backend.Echo, nil)[0]
+	// A listening socket with a backlog of 0 that never accepts: once its
+	// queue holds a connection, further SYNs are dropped.
+	fd, err := syscall.Socket(syscall.AF_INET, syscall.SOCK_STREAM, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer syscall.Close(fd)
+	if err := syscall.Bind(fd, &syscall.SockaddrInet4{Addr: [4]byte{127, 0, 0, 1}}); err != nil {
+		t.Fatal(err)
+	}
+	if err := syscall.Listen(fd, 0); err != nil {
+		t.Fatal(err)
+	}
+	sa, _ := syscall.Getsockname(fd)
+	full := fmt.Sprintf("127.0.0.1:%d", sa.(*syscall.SockaddrInet4).Port)
+	var fillers []net.Conn
+	defer func() {
+		for _, c := range fillers {
+			c.Close()
+		}
+	}()
+	for i := 0; i < 4; i++ {
+		c, err := net.DialTimeout("tcp", full, 200*time.Millisecond)
+		if err != nil {
+			break // the queue is full: SYNs go unanswered now
+		}
+		fillers = append(fillers, c)
+	}
+	text := "worker_processes 1;\nstream {\nupstream backend {\n    server " + full + ";\n    server " + good.Addr() + ";\n}\n" +
+		fmt.Sprintf(guideServer, "proxy_connect_timeout 300ms;") + "}\n"
+	tb := startEngine(t, dir, text)
+	start := time.Now()
+	if _, err := echoOnce(tb.addr, []byte("hi"), 10*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	if el := time.Since(start); el < 250*time.Millisecond {
+		t.Fatalf("served after %v: the unanswering server was not tried first", el)
+	}
+	waitFor(t, "the timeout in the log", 5*time.Second, func() bool {
+		return strings.Contains(tb.logText(), "upstream timed out (110: Connection timed out) while connecting to upstream")
+	})
 }
