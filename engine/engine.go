@@ -21,10 +21,14 @@ import (
 
 // tick is the resolution of the per-loop timer wheels; pollTick the
 // interval at which sessions waiting for a queue to drain are polled (gnet
-// has no drained callback).
+// has no drained callback); idleTick how often the ticker wakes when no
+// loop saw traffic since its last wake, so that an engine holding idle
+// connections costs next to no CPU (timeouts then fire up to idleTick
+// late).
 const (
 	tick     = 10 * time.Millisecond
 	pollTick = time.Millisecond
+	idleTick = 250 * time.Millisecond
 )
 
 // Stats are the engine's counters. Every field may be read from any
@@ -68,6 +72,7 @@ type Engine struct {
 	loopsMu sync.Mutex
 	loops   map[gnet.EventLoop]*loop
 	stopped chan struct{}
+	kick    chan struct{} // wakes the ticker early
 }
 
 // listener is one bound listen address: its server block and the socket
@@ -120,12 +125,42 @@ type loop struct {
 	npolled    atomic.Int32
 	wheelDue   atomic.Bool
 	pollQueued atomic.Bool
+	// active is set on traffic and cleared by the ticker.
+	active atomic.Bool
+	// wakeBy is the wall time (UnixNano) of the nearest timer armed for
+	// less than idleTick ahead, so an idle ticker still wakes for it; 0:
+	// none. Timers further out may fire up to idleTick late when idle.
+	wakeBy atomic.Int64
+}
+
+// arm arms a wheel timer d ticks ahead and tells the ticker about it when
+// it is near. Runs on the loop.
+func (lp *loop) arm(t *timer, d int64) {
+	lp.wheel.arm(t, d)
+	if time.Duration(d)*tick < idleTick {
+		at := lp.start.Add(time.Duration(t.deadline) * tick).UnixNano()
+		if w := lp.wakeBy.Load(); w == 0 || at < w {
+			lp.wakeBy.Store(at)
+			lp.e.kickTicker()
+		}
+	}
+}
+
+// touch records traffic on the loop for the ticker's pace. Runs on the
+// loop; a load first keeps the common case a read.
+func (lp *loop) touch() {
+	if !lp.active.Load() {
+		lp.active.Store(true)
+	}
 }
 
 // addPolled puts s on the poll list. Runs on the loop.
 func (lp *loop) addPolled(s *session) {
 	lp.polled = append(lp.polled, s)
 	lp.npolled.Store(int32(len(lp.polled)))
+	if len(lp.polled) == 1 {
+		lp.e.kickTicker()
+	}
 }
 
 // runPolls polls every waiting session once. Runs on the loop.
@@ -177,7 +212,7 @@ func New(cfg *conf.Config, opts Options) (*Engine, error) {
 	e := &Engine{
 		plan: p, opts: opts,
 		byAddr: map[string]*listener{}, loops: map[gnet.EventLoop]*loop{},
-		booted: make(chan struct{}), stopped: make(chan struct{}),
+		booted: make(chan struct{}), stopped: make(chan struct{}), kick: make(chan struct{}, 1),
 	}
 	e.log = opts.Log
 	if e.log == nil {
@@ -335,20 +370,25 @@ func (e *Engine) tickLoops() {
 	case <-e.stopped:
 		return
 	}
-	t := time.NewTicker(pollTick)
+	t := time.NewTimer(tick)
 	defer t.Stop()
 	var loops []*loop
-	n := 0
+	lastWheel, lastFlush := time.Now(), time.Now()
 	for {
 		select {
 		case <-e.stopped:
 			return
 		case <-t.C:
+		case <-e.kick:
 		}
-		n++
-		wheel := n%int(tick/pollTick) == 0
-		if n%int(100*time.Millisecond/pollTick) == 0 {
-			e.plan.logs.flushDue(time.Now())
+		now := time.Now()
+		wheel := now.Sub(lastWheel) >= tick
+		if wheel {
+			lastWheel = now
+		}
+		if now.Sub(lastFlush) >= 100*time.Millisecond {
+			lastFlush = now
+			e.plan.logs.flushDue(now)
 		}
 		loops = loops[:0]
 		e.loopsMu.Lock()
@@ -356,10 +396,25 @@ func (e *Engine) tickLoops() {
 			loops = append(loops, lp)
 		}
 		e.loopsMu.Unlock()
+		next := idleTick
 		for _, lp := range loops {
+			polled := lp.npolled.Load() > 0
+			if polled {
+				next = pollTick
+			} else if lp.active.Swap(false) && next > tick {
+				next = tick
+			}
+			if w := lp.wakeBy.Load(); w != 0 {
+				if d := time.Duration(w - now.UnixNano()); d <= 0 {
+					lp.wakeBy.CompareAndSwap(w, 0)
+					wheel = true
+				} else if d < next {
+					next = d
+				}
+			}
 			if wheel {
 				lp.wheelDue.Store(true)
-			} else if lp.npolled.Load() == 0 {
+			} else if !polled {
 				continue
 			}
 			// One queued task at a time: a busy loop that has not run the
@@ -368,6 +423,16 @@ func (e *Engine) tickLoops() {
 				lp.el.Execute(context.Background(), lp)
 			}
 		}
+		t.Reset(next)
+	}
+}
+
+// kickTicker wakes the ticker at once (a session started waiting on a
+// queue). Safe from any goroutine.
+func (e *Engine) kickTicker() {
+	select {
+	case e.kick <- struct{}{}:
+	default:
 	}
 }
 
@@ -498,7 +563,9 @@ func (e *Engine) OnOpen(c gnet.Conn) ([]byte, gnet.Action) {
 	if l.setOpts {
 		l.apply(c)
 	}
-	e.newSession(c, e.loopOf(c.EventLoop()), l.srv)
+	lp := e.loopOf(c.EventLoop())
+	lp.touch()
+	e.newSession(c, lp, l.srv)
 	return nil, gnet.None
 }
 
@@ -509,6 +576,7 @@ func (e *Engine) OnTraffic(c gnet.Conn) gnet.Action {
 		c.Discard(-1)
 		return gnet.None
 	}
+	s.lp.touch()
 	if c == s.cli.c {
 		s.onClientTraffic(c)
 	} else {

@@ -251,7 +251,7 @@ func (s *session) onUpstreamOpen(c gnet.Conn, r pool.DialResult) {
 	s.phase = phaseOpen
 	s.touch()
 	if s.srv.idleTimeout > 0 {
-		s.lp.wheel.arm(&s.idle, s.lp.ticks(s.srv.idleTimeout))
+		s.lp.arm(&s.idle, s.lp.ticks(s.srv.idleTimeout))
 	}
 	if s.e.log.Enabled(LevelInfo) {
 		s.e.log.Logf(LevelInfo, s.id, "proxy %s connected to %s", s.up.c.LocalAddr(), s.peer)
@@ -452,7 +452,7 @@ func (s *session) rateHold(sd *side, force bool, rate, moved int64) {
 		// Far over (a large first read): wait until the rate covers it.
 		next += time.Duration(over * int64(time.Second) / rate)
 	}
-	s.lp.wheel.arm(&s.rate, s.lp.ticks(next-el))
+	s.lp.arm(&s.rate, s.lp.ticks(next-el))
 }
 
 // onRate lifts rate stalls and holds. Runs on the loop.
@@ -741,7 +741,7 @@ func (s *session) touch() { s.lastActive = s.lp.wheel.now }
 func (s *session) onIdle() {
 	idle := s.lp.ticks(s.srv.idleTimeout)
 	if left := s.lastActive + idle - s.lp.wheel.now; left > 0 {
-		s.lp.wheel.arm(&s.idle, left)
+		s.lp.arm(&s.idle, left)
 		return
 	}
 	if s.e.log.Enabled(LevelInfo) {
