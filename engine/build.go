@@ -44,6 +44,9 @@ type server struct {
 	// nameVars: proxy_ssl_name uses variables, so each session passes
 	// its addresses to the policy.
 	nameVars bool
+	// targets describe the group's peers to the TLS policy, built once
+	// so that the per-connection path formats no address.
+	targets map[*pool.Peer]tlsbridge.Target
 	// name is how logs name the block: its first listen address.
 	name string
 	// accessLogs are the block's access_log directives, opened.
@@ -121,6 +124,14 @@ func build(cfg *conf.Config, openLogs bool, resolve func(ctx context.Context, ho
 			groups[sc.Upstream] = g
 		}
 		s.group = g
+		s.targets = make(map[*pool.Peer]tlsbridge.Target, len(g.Peers()))
+		for _, p := range g.Peers() {
+			t := tlsbridge.Target{Addr: p.Name, Host: p.Host}
+			if p.Addr.IsValid() {
+				t.Addr = p.Addr.String()
+			}
+			s.targets[p] = t
+		}
 		if sc.Proxy.SSL.Enabled {
 			pol, err := newPolicy(&sc.Proxy.SSL, sc.Pos, p.store)
 			if err != nil {
@@ -226,10 +237,7 @@ func (s *server) tlsConfig(p *pool.Peer, remote, local net.Addr, full bool) (*tl
 
 // target describes peer p and the session's variables to the TLS policy.
 func (s *server) target(p *pool.Peer, remote, local net.Addr) (tlsbridge.Target, tlsbridge.Vars) {
-	t := tlsbridge.Target{Addr: p.Name, Host: p.Host}
-	if p.Addr.IsValid() {
-		t.Addr = p.Addr.String()
-	}
+	t := s.targets[p]
 	var v tlsbridge.Vars
 	if s.nameVars {
 		v.RemoteAddr = hostOf(remote)
