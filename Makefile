@@ -45,6 +45,8 @@ fuzz:
 	$(GO) test ./engine/conf -run '^$$' -fuzz FuzzParse -fuzztime $(FUZZTIME)
 	$(GO) test ./tlsbridge -run '^$$' -fuzz FuzzCipherString -fuzztime $(FUZZTIME)
 	$(GO) test ./engine -run '^$$' -fuzz FuzzCompileFormat -fuzztime $(FUZZTIME)
+	$(GO) test ./tlsbridge -run '^$$' -fuzz FuzzNameTemplate -fuzztime $(FUZZTIME)
+	$(GO) test ./tlsbridge -run '^$$' -fuzz FuzzPrivateKey -fuzztime $(FUZZTIME)
 
 # The peers that `make bench` compares against, and the programs the
 # differential tests call, from Debian's packages.
