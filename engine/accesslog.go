@@ -177,7 +177,6 @@ type logWriter struct {
 	gz      *gzip.Writer
 	flush   time.Duration // flush=; 0: only when the buffer fills
 	oldest  time.Time     // when pending got its first line
-	err     error         // the last write error, reported once
 }
 
 // openLogWriter opens path for appending. buffer > 0 buffers lines up to

@@ -22,10 +22,7 @@ import (
 // testbed is a PKI on disk, some upstreams and a running engine.
 type testbed struct {
 	t     *testing.T
-	set   *pki.Set
-	files pki.Files
 	dir   string
-	ups   []*backend.Server
 	eng   *Engine
 	addr  string // the first listener
 	log   *bytes.Buffer

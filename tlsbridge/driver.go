@@ -123,7 +123,8 @@ func (c *Conn) Read(p []byte) (int, error) {
 	n, err := c.tc.Read(p)
 	if err != nil {
 		var ne net.Error
-		if errors.As(err, &ne) && ne.Temporary() { //nolint:staticcheck // Temporary is what crypto/tls checks.
+		//lint:ignore SA1019 Temporary is exactly what crypto/tls checks to keep a read error retryable.
+		if errors.As(err, &ne) && ne.Temporary() {
 			err = ErrWouldBlock
 		}
 	}

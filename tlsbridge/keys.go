@@ -54,10 +54,7 @@ func readPasswords(path string) ([]string, error) {
 	if err != nil {
 		return nil, configError("proxy_ssl_password_file", fmt.Errorf("loading proxy_ssl_password_file %q: %w", path, err))
 	}
-	var out []string
-	for _, l := range strings.FieldsFunc(string(data), func(r rune) bool { return r == '\n' || r == '\r' }) {
-		out = append(out, l)
-	}
+	out := strings.FieldsFunc(string(data), func(r rune) bool { return r == '\n' || r == '\r' })
 	if len(out) == 0 {
 		return nil, configError("proxy_ssl_password_file", fmt.Errorf("loading proxy_ssl_password_file %q: the file holds no password", path))
 	}
@@ -85,6 +82,7 @@ func loadPrivateKey(keyFile, passwordFile string) (crypto.Signer, error) {
 			break
 		}
 	}
+	//lint:ignore SA1019 legacy "Proc-Type: 4,ENCRYPTED" keys are what proxy_ssl_password_file must read (openssl rsa/ec -aes256 writes them).
 	encrypted := block.Type == "ENCRYPTED PRIVATE KEY" || x509.IsEncryptedPEMBlock(block) //nolint:staticcheck // legacy PEM encryption is what openssl writes
 	if !encrypted {
 		k, err := parsePrivateKey(block.Type, block.Bytes)
@@ -108,6 +106,7 @@ func loadPrivateKey(keyFile, passwordFile string) (crypto.Signer, error) {
 			der, err = decryptPKCS8(block.Bytes, []byte(pw))
 			typ = "PRIVATE KEY"
 		} else {
+			//lint:ignore SA1019 legacy "Proc-Type: 4,ENCRYPTED" keys are what proxy_ssl_password_file must read (openssl rsa/ec -aes256 writes them).
 			der, err = x509.DecryptPEMBlock(block, []byte(pw)) //nolint:staticcheck // see above
 		}
 		if err != nil {

@@ -156,13 +156,11 @@ func (ts *trustStore) verify(certs []*x509.Certificate, name string, depth int) 
 	ts.chainsMu.Lock()
 	best := ts.chains[key]
 	ts.chainsMu.Unlock()
-	if best != nil {
-		// The path was verified before; only time can have changed it.
-		for _, c := range best {
-			if now.Before(c.NotBefore) || now.After(c.NotAfter) {
-				best = nil
-				break
-			}
+	// A path verified before can only have been changed by time.
+	for _, c := range best {
+		if now.Before(c.NotBefore) || now.After(c.NotAfter) {
+			best = nil
+			break
 		}
 	}
 	if best == nil {
