@@ -50,7 +50,7 @@ func (s *Selection) getRR(now time.Time) *Peer {
 			p = nil
 		}
 	} else {
-		p = s.smoothWRR(t, now)
+		p = s.smoothWRR(t, now, anyServer)
 	}
 	if p == nil && s.toBackup() {
 		return s.getRR(now)
@@ -58,13 +58,17 @@ func (s *Selection) getRR(now time.Time) *Peer {
 	return p
 }
 
+// anyServer makes smoothWRR consider the peers of every server.
+const anyServer = -1
+
 // smoothWRR is ngx_stream_upstream_get_peer: smooth weighted round robin over
-// the usable, untried peers of t.
-func (s *Selection) smoothWRR(t *tier, now time.Time) *Peer {
+// the usable, untried peers of t (only those of one server unless server is
+// anyServer, as the consistent hash needs).
+func (s *Selection) smoothWRR(t *tier, now time.Time, server int) *Peer {
 	var best *Peer
 	total := 0
 	for i, p := range t.peers {
-		if s.isTried(i) || !usable(p, now) {
+		if (server != anyServer && p.server != server) || s.isTried(i) || !usable(p, now) {
 			continue
 		}
 		p.currentWeight += p.effectiveWeight
@@ -216,25 +220,7 @@ func (s *Selection) getCHash(now time.Time) *Peer {
 	}
 	points := s.g.points
 	for {
-		server := points[s.hash%uint32(len(points))].server
-		var best *Peer
-		total := 0
-		for i, p := range t.peers {
-			if p.server != server || s.isTried(i) || !usable(p, now) {
-				continue
-			}
-			p.currentWeight += p.effectiveWeight
-			total += p.effectiveWeight
-			if p.effectiveWeight < p.Weight {
-				p.effectiveWeight++
-			}
-			if best == nil || p.currentWeight > best.currentWeight {
-				best = p
-			}
-		}
-		if best != nil {
-			best.currentWeight -= total
-			s.picked(best, now)
+		if best := s.smoothWRR(t, now, points[s.hash%uint32(len(points))].server); best != nil {
 			return best
 		}
 		s.hash++
