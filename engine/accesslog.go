@@ -376,10 +376,9 @@ func (s *session) appendVar(b []byte, id varID, now time.Time) []byte {
 	case varConnection:
 		return strconv.AppendUint(b, s.id, 10)
 	case varPid:
-		return strconv.AppendInt(b, int64(os.Getpid()), 10)
+		return append(b, s.e.pid...)
 	case varHostname:
-		h, _ := os.Hostname()
-		return append(b, h...)
+		return append(b, s.e.hostname...)
 	case varMsec:
 		ms := now.UnixMilli()
 		b = strconv.AppendInt(b, ms/1000, 10)

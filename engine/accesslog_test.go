@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -97,7 +98,7 @@ func TestAccessLog(t *testing.T) {
 	text := "stream {\n" +
 		`log_format main '$remote_addr $status $bytes_sent $bytes_received up="$upstream_addr" ` +
 		`ct=$upstream_connect_time ub=$upstream_bytes_sent/$upstream_bytes_received ` +
-		`tls=$upstream_ssl_protocol/$upstream_ssl_session_reused err=$upstream_ssl_error why="$close_reason"';` + "\n" +
+		`tls=$upstream_ssl_protocol/$upstream_ssl_session_reused err=$upstream_ssl_error why="$close_reason" pid=$pid';` + "\n" +
 		upstreamBlock("backend", ups) +
 		"upstream deadgroup { server " + dead + "; }\n" +
 		fmt.Sprintf(guideServer, "access_log "+logPath+" main; access_log "+gzPath+" main gzip buffer=1k;") +
@@ -128,7 +129,7 @@ func TestAccessLog(t *testing.T) {
 	})
 	b, _ := os.ReadFile(logPath)
 	lines := strings.Split(strings.TrimSpace(string(b)), "\n")
-	ok := regexp.MustCompile(`^127\.0\.0\.1 200 5 5 up="127\.0\.0\.1:\d+" ct=0\.\d{3} ub=5/5 tls=TLSv1\.3/[.r] err= why="client closed"$`)
+	ok := regexp.MustCompile(`^127\.0\.0\.1 200 5 5 up="127\.0\.0\.1:\d+" ct=0\.\d{3} ub=5/5 tls=TLSv1\.3/[.r] err= why="client closed" pid=` + strconv.Itoa(os.Getpid()) + `$`)
 	resumed := 0
 	for _, l := range lines[:3] {
 		if !ok.MatchString(l) {
@@ -141,7 +142,7 @@ func TestAccessLog(t *testing.T) {
 	if resumed != 2 {
 		t.Fatalf("%d lines show a resumed session, want 2:\n%s", resumed, b)
 	}
-	bad := regexp.MustCompile(`^127\.0\.0\.1 502 0 0 up="127\.0\.0\.1:\d+" ct=- ub=0/0 tls=/ err=\S+ why="upstream unreachable"$`)
+	bad := regexp.MustCompile(`^127\.0\.0\.1 502 0 0 up="127\.0\.0\.1:\d+" ct=- ub=0/0 tls=/ err=\S+ why="upstream unreachable" pid=\d+$`)
 	if !bad.MatchString(lines[3]) {
 		t.Fatalf("failed session line %q does not match %v", lines[3], bad)
 	}

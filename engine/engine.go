@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"os"
 	"runtime"
 	"strconv"
 	"strings"
@@ -67,7 +68,9 @@ type Engine struct {
 	addrs    []net.Addr
 
 	quitting atomic.Bool
-	stopping sync.Once
+	// pid and hostname, for $pid and $hostname: fixed for the process.
+	pid, hostname string
+	stopping      sync.Once
 
 	loopsMu sync.Mutex
 	loops   map[gnet.EventLoop]*loop
@@ -214,6 +217,8 @@ func New(cfg *conf.Config, opts Options) (*Engine, error) {
 		byAddr: map[string]*listener{}, loops: map[gnet.EventLoop]*loop{},
 		booted: make(chan struct{}), stopped: make(chan struct{}), kick: make(chan struct{}, 1),
 	}
+	e.pid = strconv.Itoa(os.Getpid())
+	e.hostname, _ = os.Hostname()
 	e.log = opts.Log
 	if e.log == nil {
 		e.log, err = openErrorLog(cfg)
