@@ -14,7 +14,7 @@ import (
 	"sync"
 	"time"
 
-	"github.com/tlsrelay/tlsrelay/bench/backend"
+	"github.com/tlsrelay/tlsrelay/internal/backend"
 )
 
 // BackendSpec describes a group of upstream servers for one phase of the

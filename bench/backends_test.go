@@ -7,8 +7,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/tlsrelay/tlsrelay/bench/backend"
-	"github.com/tlsrelay/tlsrelay/tlsbridge/pki"
+	"github.com/tlsrelay/tlsrelay/internal/backend"
+	"github.com/tlsrelay/tlsrelay/internal/pki"
 )
 
 // TestServeBackends drives the child protocol over pipes: addresses first,

@@ -15,7 +15,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/tlsrelay/tlsrelay/tlsbridge/pki"
+	"github.com/tlsrelay/tlsrelay/internal/pki"
 )
 
 // Names of the reference operations.

@@ -6,7 +6,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/tlsrelay/tlsrelay/bench/backend"
+	"github.com/tlsrelay/tlsrelay/internal/backend"
 )
 
 // The load generators against plaintext Go servers, no proxy in between.

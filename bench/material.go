@@ -5,7 +5,7 @@ import (
 	"os"
 	"path/filepath"
 
-	"github.com/tlsrelay/tlsrelay/tlsbridge/pki"
+	"github.com/tlsrelay/tlsrelay/internal/pki"
 )
 
 // Intermediates is how many intermediate CAs sit under the root in every

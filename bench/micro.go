@@ -6,7 +6,7 @@ import (
 	"io"
 	"testing"
 
-	"github.com/tlsrelay/tlsrelay/tlsbridge/pki"
+	"github.com/tlsrelay/tlsrelay/internal/pki"
 )
 
 // HandshakeKind is one kind of upstream handshake the harness measures.

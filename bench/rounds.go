@@ -7,7 +7,7 @@ import (
 	"os"
 	"time"
 
-	"github.com/tlsrelay/tlsrelay/tlsbridge/pki"
+	"github.com/tlsrelay/tlsrelay/internal/pki"
 )
 
 // Row groups a run can be limited to (Options.Only).

@@ -9,7 +9,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/tlsrelay/tlsrelay/tlsbridge/pki"
+	"github.com/tlsrelay/tlsrelay/internal/pki"
 )
 
 // TestSmokeNginx runs one tiny round of each measured row against NGINX,

@@ -13,8 +13,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/tlsrelay/tlsrelay/bench/backend"
-	"github.com/tlsrelay/tlsrelay/tlsbridge/pki"
+	"github.com/tlsrelay/tlsrelay/internal/backend"
+	"github.com/tlsrelay/tlsrelay/internal/pki"
 )
 
 func TestCompileFormat(t *testing.T) {

@@ -9,9 +9,9 @@ import (
 	"testing"
 	"time"
 
-	"github.com/tlsrelay/tlsrelay/bench/backend"
 	"github.com/tlsrelay/tlsrelay/engine/conf"
-	"github.com/tlsrelay/tlsrelay/tlsbridge/pki"
+	"github.com/tlsrelay/tlsrelay/internal/backend"
+	"github.com/tlsrelay/tlsrelay/internal/pki"
 )
 
 // TestUnsupportedSettings: NGINX settings the engine cannot honour are

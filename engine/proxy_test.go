@@ -16,8 +16,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/tlsrelay/tlsrelay/bench/backend"
-	"github.com/tlsrelay/tlsrelay/tlsbridge/pki"
+	"github.com/tlsrelay/tlsrelay/internal/backend"
+	"github.com/tlsrelay/tlsrelay/internal/pki"
 )
 
 // TestGuideExampleEcho runs NGINX's guide configuration against three

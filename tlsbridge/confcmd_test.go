@@ -7,7 +7,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/tlsrelay/tlsrelay/tlsbridge/pki"
+	"github.com/tlsrelay/tlsrelay/internal/pki"
 )
 
 func TestConfCommands(t *testing.T) {

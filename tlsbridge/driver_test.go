@@ -10,8 +10,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/tlsrelay/tlsrelay/bench/backend"
-	"github.com/tlsrelay/tlsrelay/tlsbridge/pki"
+	"github.com/tlsrelay/tlsrelay/internal/backend"
+	"github.com/tlsrelay/tlsrelay/internal/pki"
 )
 
 // memSource is a Source fed by the test, a few bytes at a time, as an

@@ -8,7 +8,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/tlsrelay/tlsrelay/tlsbridge/pki"
+	"github.com/tlsrelay/tlsrelay/internal/pki"
 )
 
 // TestResumptionThreeServers dials three servers with independent ticket

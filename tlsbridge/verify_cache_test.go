@@ -5,7 +5,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/tlsrelay/tlsrelay/tlsbridge/pki"
+	"github.com/tlsrelay/tlsrelay/internal/pki"
 )
 
 // TestVerifyChainCache: a chain seen before is not rebuilt, but name,

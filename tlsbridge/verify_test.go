@@ -10,7 +10,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/tlsrelay/tlsrelay/tlsbridge/pki"
+	"github.com/tlsrelay/tlsrelay/internal/pki"
 )
 
 func pemOf(certs ...*pki.Cert) []byte {

@@ -12,10 +12,10 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/tlsrelay/tlsrelay/bench/backend"
 	"github.com/tlsrelay/tlsrelay/engine"
 	"github.com/tlsrelay/tlsrelay/engine/conf"
-	"github.com/tlsrelay/tlsrelay/tlsbridge/pki"
+	"github.com/tlsrelay/tlsrelay/internal/backend"
+	"github.com/tlsrelay/tlsrelay/internal/pki"
 )
 
 // demoConf is NGINX's guide example ("Securing TCP Traffic to Upstream

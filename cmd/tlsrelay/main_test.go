@@ -13,7 +13,7 @@ import (
 	"time"
 
 	"github.com/tlsrelay/tlsrelay/engine/conf"
-	"github.com/tlsrelay/tlsrelay/tlsbridge/pki"
+	"github.com/tlsrelay/tlsrelay/internal/pki"
 )
 
 const examples = "../../docs/examples"

@@ -11,7 +11,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/tlsrelay/tlsrelay/tlsbridge/pki"
+	"github.com/tlsrelay/tlsrelay/internal/pki"
 )
 
 // writePKI writes a test PKI plus a CRL, a broken file, an encrypted key

@@ -7,7 +7,7 @@ import (
 	"net"
 	"testing"
 
-	"github.com/tlsrelay/tlsrelay/tlsbridge/pki"
+	"github.com/tlsrelay/tlsrelay/internal/pki"
 )
 
 func TestEchoCountsResumption(t *testing.T) {
