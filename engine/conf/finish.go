@@ -51,7 +51,9 @@ func (p *parser) finish() error {
 			srv.ErrorLogs = append([]ErrorLog(nil), m.ErrorLog...)
 		}
 		if srv.ProxyPass == "" {
-			return Errorf(ss.end, "no handler for server")
+			// NGINX names the line of "server {" (ngx_stream_core_server
+			// records it before reading the block), not of its "}".
+			return Errorf(srv.Pos, "no handler for server")
 		}
 		if err := p.target(srv); err != nil {
 			return err

@@ -83,6 +83,11 @@ var nginxDiffCases = []struct {
 	{"proxy_pass variables", "stream { server { listen 1; proxy_pass $remote_addr:80; } }", true, false},
 	{"no listen", "stream { server { proxy_pass 127.0.0.1:2; } }", false, true},
 	{"no proxy_pass", "stream { server { listen 1; } }", false, true},
+	// Multi-line: NGINX names the line of "server {" / "upstream {".
+	{"no proxy_pass, lines", "stream {\n server {\n  listen 1;\n\n }\n}", false, true},
+	{"no listen, lines", "stream {\n server {\n  proxy_pass 127.0.0.1:2;\n\n }\n}", false, true},
+	{"empty upstream, lines", "stream {\n upstream b {\n\n }\n}", false, true},
+	{"only backup before hash, lines", "stream {\n upstream b {\n  server 127.0.0.1:2 backup;\n  hash $remote_addr;\n\n }\n}", false, true},
 	{"duplicate listen", "stream { server { listen 1; proxy_pass 127.0.0.1:2; } server { listen *:1; proxy_pass 127.0.0.1:2; } }", false, true},
 	{"listen params", "stream { server { listen 127.0.0.1:1 backlog=10 reuseport so_keepalive=30m::10 proxy_protocol; proxy_pass 127.0.0.1:2; } }", true, false},
 	{"listen bad param", "stream { server { listen 1 fast; proxy_pass 127.0.0.1:2; } }", false, true},

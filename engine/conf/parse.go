@@ -118,7 +118,6 @@ func newLevel() *level {
 type serverState struct {
 	srv *Server
 	lvl *level
-	end Pos
 }
 
 // parser walks directive trees and builds the Config.

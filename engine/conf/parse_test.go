@@ -72,8 +72,11 @@ func TestParseErrors(t *testing.T) {
 		{"multi_accept", "events { multi_accept x; }", `invalid value "x" in "multi_accept" directive, it must be "on" or "off" in t.conf:1`},
 
 		// server and listen
-		{"no listen", "stream { server { proxy_pass x:1;\n} }", `no "listen" is defined for server in t.conf:2`},
-		{"no proxy_pass", "stream { server { listen 80;\n} }", `no handler for server in t.conf:2`},
+		// Both name the line of "server {", as nginx -t does, not the "}".
+		{"no listen", "stream {\nserver {\nproxy_pass x:1;\n\n}\n}", `no "listen" is defined for server in t.conf:2`},
+		{"no proxy_pass", "stream {\nserver {\nlisten 80;\n\n}\n}", `no handler for server in t.conf:2`},
+		{"no proxy_pass second server", "stream {\nserver { listen 80; proxy_pass x:1; }\n\nserver\n{\nlisten 81;\n}\n}",
+			`no handler for server in t.conf:5`},
 		{"listen port", srv("listen 99999;"), `invalid port in "99999" of the "listen" directive in t.conf:1`},
 		{"listen no port", srv("listen 127.0.0.1;"), `no port in "127.0.0.1" of the "listen" directive in t.conf:1`},
 		{"listen param", srv("listen 81 foo;"), `the invalid "foo" parameter in t.conf:1`},
@@ -110,6 +113,8 @@ func TestParseErrors(t *testing.T) {
 			`balancing method does not support parameter "backup" in t.conf:1`},
 		{"only backup then hash", "stream { upstream b { server a:2 backup; hash $remote_addr; } }",
 			`no servers in upstream "b" in t.conf:1`},
+		{"only backup then hash, lines", "stream {\nupstream b {\nserver a:2 backup;\nhash $remote_addr;\n}\n}",
+			`no servers in upstream "b" in t.conf:2`},
 		{"hash args", "stream { upstream b { server a:1; hash; } }", `invalid number of arguments in "hash" directive in t.conf:1`},
 		{"hash param", "stream { upstream b { server a:1; hash $x foo; } }", `invalid parameter "foo" in t.conf:1`},
 		{"random param", "stream { upstream b { server a:1; random foo; } }", `invalid parameter "foo" in t.conf:1`},

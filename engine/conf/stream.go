@@ -21,14 +21,15 @@ func (p *parser) stream(d *directive, _ ctx) error {
 }
 
 func (p *parser) serverBlock(d *directive, _ ctx) error {
-	st := &serverState{srv: &Server{Pos: d.pos}, lvl: newLevel(), end: d.end}
+	st := &serverState{srv: &Server{Pos: d.pos}, lvl: newLevel()}
 	p.server = st
 	defer func() { p.server = nil }()
 	if err := p.walk(d.block, ctxServer); err != nil {
 		return err
 	}
 	if len(st.srv.Listen) == 0 {
-		return Errorf(d.end, "no \"listen\" is defined for server")
+		// NGINX names the line of "server {", not of its "}".
+		return Errorf(d.pos, "no \"listen\" is defined for server")
 	}
 	p.servers = append(p.servers, st)
 	p.cfg.Stream.Servers = append(p.cfg.Stream.Servers, st.srv)
@@ -271,7 +272,9 @@ func (p *parser) upstreamBlock(d *directive, _ ctx) error {
 			primary = primary || !s.Backup
 		}
 		if !primary {
-			return Errorf(d.end, "no servers in upstream %q", u.Name)
+			// NGINX names the line of "upstream {" here (and the "}" for
+			// an empty block above).
+			return Errorf(d.pos, "no servers in upstream %q", u.Name)
 		}
 	}
 	p.cfg.Stream.Upstreams = append(p.cfg.Stream.Upstreams, u)
