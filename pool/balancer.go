@@ -35,7 +35,7 @@ func usable(p *Peer, now time.Time) bool {
 func (s *Selection) picked(p *Peer, now time.Time) {
 	s.setTried(p.index)
 	if now.Sub(p.checked) > p.FailTimeout {
-		p.checked = now
+		p.setChecked(now)
 	}
 }
 

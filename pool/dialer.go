@@ -137,6 +137,12 @@ type DialerConfig struct {
 // per connection than 256), while upstreams with a long round trip still
 // get as many handshakes in flight as they need. Submit is safe from any
 // goroutine.
+//
+// The dialer also records what it learns into each peer, for metrics: the
+// TCP connect time ([Peer.ObserveConnect]), and for every TLS handshake its
+// time and whether it resumed ([Peer.ObserveHandshake]) or its failure class
+// ([Peer.ObserveHandshakeFailure]). [Dialer.Stats] reads its queue and
+// workers.
 type Dialer struct {
 	cfg    DialerConfig
 	jobs   chan *DialJob
@@ -147,6 +153,8 @@ type Dialer struct {
 	mu      sync.Mutex
 	workers int // running
 	idle    int // waiting for a job
+
+	stats dialerStats // atomics for Stats (stats.go)
 }
 
 // NewDialer starts the minimum number of workers.
@@ -178,16 +186,16 @@ func NewDialer(c DialerConfig) *Dialer {
 // spawnLocked starts a worker; d.mu is held.
 func (d *Dialer) spawnLocked() {
 	d.workers++
+	d.stats.workers.Store(int64(d.workers))
 	d.idle++
 	d.wg.Add(1)
 	go d.work()
 }
 
-// Workers returns how many worker goroutines run now.
+// Workers returns how many worker goroutines run now. Safe from any
+// goroutine.
 func (d *Dialer) Workers() int {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	return d.workers
+	return int(d.stats.workers.Load())
 }
 
 // Submit queues j. It never blocks: when the queue is full it returns
@@ -200,7 +208,9 @@ func (d *Dialer) Submit(j *DialJob) error {
 	}
 	select {
 	case d.jobs <- j:
+		d.stats.queued.Add(1)
 	default:
+		d.stats.rejected.Add(1)
 		return ErrQueueFull
 	}
 	// Every queued job needs a worker that is not busy yet.
@@ -236,7 +246,9 @@ func (d *Dialer) work() {
 			d.mu.Lock()
 			d.idle--
 			d.mu.Unlock()
+			d.stats.busy.Add(1)
 			j.Done(d.run(j))
+			d.stats.busy.Add(-1)
 			d.mu.Lock()
 			d.idle++
 			d.mu.Unlock()
@@ -245,6 +257,7 @@ func (d *Dialer) work() {
 			d.mu.Lock()
 			if d.workers > d.cfg.MinWorkers {
 				d.workers--
+				d.stats.workers.Store(int64(d.workers))
 				d.idle--
 				d.mu.Unlock()
 				return
@@ -327,6 +340,7 @@ func (d *Dialer) attemptOnce(j *DialJob, p *Peer, tlsFor func(*Peer) (*tls.Confi
 	}
 	raw := c.(*net.TCPConn)
 	a.Connect = time.Since(t0)
+	p.ObserveConnect(a.Connect)
 	if !j.Socket.NoDelay {
 		raw.SetNoDelay(false)
 	}
@@ -358,6 +372,7 @@ func (d *Dialer) attemptOnce(j *DialJob, p *Peer, tlsFor func(*Peer) (*tls.Confi
 		retry = j.Observe(p, cs, err)
 	}
 	if err != nil {
+		p.ObserveHandshakeFailure(tlsbridge.Classify(err))
 		tc.Close()
 		if isTimeout(err) {
 			err = fmt.Errorf("%w after %v", ErrHandshakeTimeout, timeout)
@@ -369,7 +384,9 @@ func (d *Dialer) attemptOnce(j *DialJob, p *Peer, tlsFor func(*Peer) (*tls.Confi
 		return DialResult{}, a, retry
 	}
 	a.Handshake = time.Since(t1)
-	return DialResult{Peer: p, Raw: raw, TLS: tc, State: tc.ConnectionState()}, a, false
+	state := tc.ConnectionState()
+	p.ObserveHandshake(a.Handshake, state.DidResume)
+	return DialResult{Peer: p, Raw: raw, TLS: tc, State: state}, a, false
 }
 
 // dialerFor returns a net.Dialer applying o.

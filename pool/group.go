@@ -108,7 +108,8 @@ type GroupConfig struct {
 
 // Peer is one address of one server of a group. Its exported fields are set
 // by [NewGroup] and must not be changed; its counters may be read from any
-// goroutine.
+// goroutine. Its metrics (handshakes, connect and handshake times, state)
+// are in stats.go.
 type Peer struct {
 	// Addr is the address connected to.
 	Addr netip.AddrPort
@@ -145,6 +146,8 @@ type Peer struct {
 	nFails    atomic.Int64
 	nSelected atomic.Uint64
 	nFailures atomic.Uint64
+
+	stats peerStats // handshake and connect facts (stats.go)
 }
 
 // Conns returns the peer's active connections (selected and not yet failed

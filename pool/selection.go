@@ -145,7 +145,7 @@ func (s *Selection) Failed(p *Peer, now time.Time) (disabled bool) {
 	p.fails++
 	p.nFails.Store(int64(p.fails))
 	p.accessed = now
-	p.checked = now
+	p.setChecked(now)
 	if p.MaxFails > 0 {
 		p.effectiveWeight -= p.Weight / p.MaxFails
 		disabled = p.fails >= p.MaxFails

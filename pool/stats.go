@@ -1,0 +1,248 @@
+package pool
+
+import (
+	"sync/atomic"
+	"time"
+
+	"github.com/tlsrelay/tlsrelay/tlsbridge"
+)
+
+// This file holds the facts a Peer and the Dialer count for metrics: every
+// record method is a few atomic additions, safe from any goroutine, takes no
+// lock and does not allocate; every read method is safe from any goroutine.
+// A peer's counters live as long as the Peer, so a peer carried over a
+// configuration reload keeps them.
+
+// HistogramBuckets is the number of finite buckets of a [Histogram].
+const HistogramBuckets = 16
+
+// HistogramBounds returns the inclusive upper bounds of a [Histogram]'s
+// finite buckets, from 100µs (a loopback TCP connect) to 10s (a handshake
+// near proxy_connect_timeout's usual values); a last bucket takes the rest.
+func HistogramBounds() [HistogramBuckets]time.Duration {
+	return [HistogramBuckets]time.Duration{
+		100 * time.Microsecond, 250 * time.Microsecond, 500 * time.Microsecond,
+		time.Millisecond, 2500 * time.Microsecond, 5 * time.Millisecond,
+		10 * time.Millisecond, 25 * time.Millisecond, 50 * time.Millisecond,
+		100 * time.Millisecond, 250 * time.Millisecond, 500 * time.Millisecond,
+		time.Second, 2500 * time.Millisecond, 5 * time.Second, 10 * time.Second,
+	}
+}
+
+// Histogram is a lock-free histogram of durations with the fixed buckets of
+// [HistogramBounds]. The zero value is empty and ready. Observe and Snapshot
+// are safe from any goroutine; a Snapshot taken while Observe runs may see
+// an observation in the count and not yet in the sum, never the reverse
+// inconsistency of buckets that disagree with the count.
+type Histogram struct {
+	counts [HistogramBuckets + 1]atomic.Uint64 // per bucket, not cumulative; the last is +Inf
+	sum    atomic.Int64                        // nanoseconds
+}
+
+// Observe records one duration. It does not allocate or lock.
+func (h *Histogram) Observe(d time.Duration) {
+	i := 0
+	for _, b := range HistogramBounds() {
+		if d <= b {
+			break
+		}
+		i++
+	}
+	h.counts[i].Add(1)
+	h.sum.Add(int64(d))
+}
+
+// HistogramSnapshot is a Histogram read at one time, in Prometheus's terms.
+type HistogramSnapshot struct {
+	// Count is the number of observations.
+	Count uint64
+	// Sum is the sum of the observations.
+	Sum time.Duration
+	// Cumulative[i] is the number of observations <= HistogramBounds()[i].
+	Cumulative [HistogramBuckets]uint64
+}
+
+// Snapshot reads the histogram.
+func (h *Histogram) Snapshot() HistogramSnapshot {
+	var s HistogramSnapshot
+	for i := range h.counts {
+		s.Count += h.counts[i].Load()
+		if i < HistogramBuckets {
+			s.Cumulative[i] = s.Count
+		}
+	}
+	s.Sum = time.Duration(h.sum.Load())
+	return s
+}
+
+// FailureClasses is the number of slots of [Peer.HandshakeFailures]: slot 0
+// counts failures of a class this package does not know ("other"), slot i
+// counts tlsbridge.Reason(i) for ReasonUnknownCA..ReasonHandshake.
+const FailureClasses = int(tlsbridge.ReasonHandshake) + 1
+
+// FailureClass returns the slot of r in [Peer.HandshakeFailures].
+func FailureClass(r tlsbridge.Reason) int {
+	if r > tlsbridge.ReasonNone && int(r) < FailureClasses {
+		return int(r)
+	}
+	return 0
+}
+
+// FailureClassName returns the label of slot i of [Peer.HandshakeFailures]:
+// "other" for 0, else the tlsbridge.Reason's name ("unknown_ca", "timeout",
+// ...), the class NGINX users know from $upstream_ssl_error's logs.
+func FailureClassName(i int) string {
+	if i <= 0 || i >= FailureClasses {
+		return "other"
+	}
+	return tlsbridge.Reason(i).String()
+}
+
+// peerStats are a Peer's handshake and connect facts.
+type peerStats struct {
+	hsFull, hsResumed atomic.Uint64
+	hsFailed          [FailureClasses]atomic.Uint64
+	handshakeTime     Histogram    // successful handshakes
+	connectTime       Histogram    // successful TCP connects
+	checkedNano       atomic.Int64 // mirror of Peer.checked, for State
+}
+
+// ObserveConnect records a successful TCP connect that took d. The dialer
+// calls it; safe from any goroutine, lock-free, no allocation.
+func (p *Peer) ObserveConnect(d time.Duration) { p.stats.connectTime.Observe(d) }
+
+// ObserveHandshake records a completed TLS handshake that took d, resumed or
+// full. The dialer calls it; safe from any goroutine, lock-free, no
+// allocation.
+func (p *Peer) ObserveHandshake(d time.Duration, resumed bool) {
+	if resumed {
+		p.stats.hsResumed.Add(1)
+	} else {
+		p.stats.hsFull.Add(1)
+	}
+	p.stats.handshakeTime.Observe(d)
+}
+
+// ObserveHandshakeFailure records a failed TLS handshake (verification
+// included) of class r, as tlsbridge.Classify returns it. The dialer calls
+// it for failures during the handshake; the engine may call it for a
+// failure it learns later (a TLS 1.3 client certificate refused at the first
+// read). Safe from any goroutine, lock-free, no allocation.
+func (p *Peer) ObserveHandshakeFailure(r tlsbridge.Reason) {
+	p.stats.hsFailed[FailureClass(r)].Add(1)
+}
+
+// Handshakes returns the peer's TLS handshakes so far: completed full and
+// resumed ones, and failed ones (all classes). A handshake retried without
+// a ticket after a failed resumption counts twice: once failed, once as
+// what the retry gave. Safe from any goroutine.
+func (p *Peer) Handshakes() (full, resumed, failed uint64) {
+	for i := range p.stats.hsFailed {
+		failed += p.stats.hsFailed[i].Load()
+	}
+	return p.stats.hsFull.Load(), p.stats.hsResumed.Load(), failed
+}
+
+// HandshakeFailures returns the failed handshakes by class, indexed as
+// [FailureClass] says. Safe from any goroutine.
+func (p *Peer) HandshakeFailures() [FailureClasses]uint64 {
+	var out [FailureClasses]uint64
+	for i := range p.stats.hsFailed {
+		out[i] = p.stats.hsFailed[i].Load()
+	}
+	return out
+}
+
+// HandshakeTime returns the durations of the peer's completed handshakes.
+// Safe from any goroutine.
+func (p *Peer) HandshakeTime() HistogramSnapshot { return p.stats.handshakeTime.Snapshot() }
+
+// ConnectTime returns the durations of the peer's successful TCP connects.
+// Safe from any goroutine.
+func (p *Peer) ConnectTime() HistogramSnapshot { return p.stats.connectTime.Snapshot() }
+
+// PeerState is a peer's availability, as a scrape reports it.
+type PeerState uint8
+
+// Peer states.
+const (
+	// PeerUp: the balancers may pick the peer (max_conns aside).
+	PeerUp PeerState = iota
+	// PeerBanned: max_fails failures, the last within fail_timeout; no
+	// session picks it (but one probe after fail_timeout).
+	PeerBanned
+	// PeerDown: the server is marked `down` in the configuration.
+	PeerDown
+)
+
+// PeerStates is the number of PeerState values.
+const PeerStates = 3
+
+// String returns "up", "banned" or "down".
+func (s PeerState) String() string {
+	switch s {
+	case PeerUp:
+		return "up"
+	case PeerBanned:
+		return "banned"
+	case PeerDown:
+		return "down"
+	}
+	return "unknown"
+}
+
+// State returns the peer's state at now, from the same facts the balancers
+// use (a peer being probed after its fail_timeout is banned until the probe
+// succeeds). It reads atomics only, so it may lag a concurrent failure by
+// one call. Safe from any goroutine.
+func (p *Peer) State(now time.Time) PeerState {
+	if p.Down {
+		return PeerDown
+	}
+	if p.MaxFails > 0 && p.nFails.Load() >= int64(p.MaxFails) &&
+		now.Sub(time.Unix(0, p.stats.checkedNano.Load())) <= p.FailTimeout {
+		return PeerBanned
+	}
+	return PeerUp
+}
+
+// setChecked sets p.checked and its mirror. Called with the group's lock
+// held.
+func (p *Peer) setChecked(now time.Time) {
+	p.checked = now
+	p.stats.checkedNano.Store(now.UnixNano())
+}
+
+// DialerStats are a Dialer's gauges and counters at one time.
+type DialerStats struct {
+	// QueueDepth is the number of jobs waiting for a worker; QueueCapacity
+	// the most that may wait (DialerConfig.Queue).
+	QueueDepth, QueueCapacity int
+	// Workers is the number of worker goroutines running, Busy how many of
+	// them run a job, MaxWorkers the bound (DialerConfig.MaxWorkers).
+	Workers, Busy, MaxWorkers int
+	// Queued counts the jobs Submit accepted, Rejected those it refused
+	// with ErrQueueFull.
+	Queued, Rejected uint64
+}
+
+// dialerStats are the Dialer's atomics.
+type dialerStats struct {
+	workers, busy    atomic.Int64
+	queued, rejected atomic.Uint64
+}
+
+// Stats reads the dialer's gauges and counters without taking its locks.
+// Safe from any goroutine.
+func (d *Dialer) Stats() DialerStats {
+	w, b := int(d.stats.workers.Load()), int(d.stats.busy.Load())
+	return DialerStats{
+		QueueDepth:    len(d.jobs),
+		QueueCapacity: cap(d.jobs),
+		Workers:       w,
+		Busy:          min(max(b, 0), w),
+		MaxWorkers:    d.cfg.MaxWorkers,
+		Queued:        d.stats.queued.Load(),
+		Rejected:      d.stats.rejected.Load(),
+	}
+}
