@@ -51,6 +51,41 @@ type SessionStore struct {
 	mu        sync.Mutex
 	slots     map[string]*sessionSlot     // guarded by mu
 	endpoints map[string]*endpointCounter // guarded by mu
+
+	// Running counts for Counters, updated where the store mutates under
+	// its locks and read without them.
+	nTickets, nKeys                   atomic.Int64
+	stored, evicted, expired, refused atomic.Uint64
+}
+
+// StoreCounters are a SessionStore's gauges and counters at one time. Only
+// keys the store still shares count (see the key limit): then
+// Stored - Evicted - Expired - Refused = Tickets.
+type StoreCounters struct {
+	// Tickets is the number of sessions held now. Expired sessions are
+	// dropped lazily, when their key is next used or Snapshot runs, and
+	// count until then.
+	Tickets int64
+	// Keys is the number of (endpoint, policy, names) keys held now.
+	Keys int64
+	// Stored counts sessions stored (tickets received).
+	Stored uint64
+	// Evicted counts sessions dropped to make room: past TicketsPerKey,
+	// past the key limit, or by Flush.
+	Evicted uint64
+	// Expired counts sessions dropped at their expiry (MaxAge or the
+	// lifetime the server gave).
+	Expired uint64
+	// Refused counts sessions dropped because the upstream did not resume
+	// with them (a full handshake, or a failed one, after the offer).
+	Refused uint64
+}
+
+// Counters reads the store's gauges and counters without taking its locks.
+// Safe from any goroutine.
+func (s *SessionStore) Counters() StoreCounters {
+	return StoreCounters{Tickets: s.nTickets.Load(), Keys: s.nKeys.Load(), Stored: s.stored.Load(),
+		Evicted: s.evicted.Load(), Expired: s.expired.Load(), Refused: s.refused.Load()}
 }
 
 // NewSessionStore returns an empty store.
@@ -98,6 +133,17 @@ type sessionSlot struct {
 	tickets  []*ticket // newest first; guarded by mu
 	pending  []*ticket // handed out by Get, oldest first; guarded by mu
 	failures int       // Put(nil) calls not yet seen by observe; guarded by mu
+	detached bool      // forgotten by the store, out of its counts; guarded by mu
+}
+
+// dropped accounts for n tickets leaving the slot into counter c. Called
+// with sl.mu held.
+func (sl *sessionSlot) dropped(n int, c *atomic.Uint64) {
+	if n == 0 || sl.detached {
+		return
+	}
+	sl.store.nTickets.Add(-int64(n))
+	c.Add(uint64(n))
 }
 
 type ticket struct {
@@ -122,6 +168,7 @@ func (s *SessionStore) slot(key, endpoint string) *sessionSlot {
 		}
 		sl = &sessionSlot{store: s, endpoint: endpoint, counts: c}
 		s.slots[key] = sl
+		s.nKeys.Add(1)
 	}
 	return sl
 }
@@ -133,16 +180,25 @@ func (s *SessionStore) pruneLocked() {
 	for k, sl := range s.slots {
 		sl.mu.Lock()
 		empty := len(sl.tickets) == 0
+		if empty {
+			sl.detached = true
+		}
 		sl.mu.Unlock()
 		if empty {
 			delete(s.slots, k)
+			s.nKeys.Add(-1)
 		}
 	}
-	for k := range s.slots {
+	for k, sl := range s.slots {
 		if len(s.slots) < maxSlots/2 {
 			break
 		}
+		sl.mu.Lock()
+		sl.dropped(len(sl.tickets), &s.evicted)
+		sl.detached = true
+		sl.mu.Unlock()
 		delete(s.slots, k)
+		s.nKeys.Add(-1)
 	}
 }
 
@@ -211,6 +267,7 @@ func (s *SessionStore) Flush() {
 	s.mu.Unlock()
 	for _, sl := range slots {
 		sl.mu.Lock()
+		sl.dropped(len(sl.tickets), &s.evicted)
 		sl.tickets, sl.pending = nil, nil
 		sl.mu.Unlock()
 	}
@@ -225,6 +282,7 @@ func (sl *sessionSlot) expireLocked(now time.Time) {
 		}
 	}
 	clear(sl.tickets[len(kept):])
+	sl.dropped(len(sl.tickets)-len(kept), &sl.store.expired)
 	sl.tickets = kept
 }
 
@@ -268,7 +326,12 @@ func (sl *sessionSlot) put(cs *tls.ClientSessionState) {
 	sl.tickets = append(sl.tickets, nil)
 	copy(sl.tickets[1:], sl.tickets)
 	sl.tickets[0] = t
+	if !sl.detached {
+		sl.store.stored.Add(1)
+		sl.store.nTickets.Add(1)
+	}
 	if len(sl.tickets) > sl.store.perKey {
+		sl.dropped(len(sl.tickets)-sl.store.perKey, &sl.store.evicted)
 		clear(sl.tickets[sl.store.perKey:])
 		sl.tickets = sl.tickets[:sl.store.perKey]
 	}
@@ -286,6 +349,8 @@ func (sl *sessionSlot) dropPendingLocked() bool {
 	for i, x := range sl.tickets {
 		if x == t {
 			sl.tickets = append(sl.tickets[:i], sl.tickets[i+1:]...)
+			sl.tickets[len(sl.tickets):cap(sl.tickets)][0] = nil
+			sl.dropped(1, &sl.store.refused)
 			break
 		}
 	}
