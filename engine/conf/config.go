@@ -51,6 +51,17 @@ type Main struct {
 	// WorkerConnections bounds open connections per event loop (events {
 	// worker_connections }), both sides counted as NGINX does. Default 512.
 	WorkerConnections int
+	// WorkerShutdownTimeout is worker_shutdown_timeout, as NGINX: once a
+	// configuration is replaced (reload) or the process quits gracefully,
+	// its sessions still open after this long are closed. 0 (the
+	// default): no limit, sessions run to their natural end.
+	WorkerShutdownTimeout time.Duration
+	// MetricsListen is metrics_listen (tlsrelay's own directive): the
+	// "host:port" (or "[v6]:port") address the Prometheus endpoint
+	// (GET /metrics) listens on. "": no metrics endpoint (the default).
+	// MetricsListenPos is where it was set.
+	MetricsListen    string
+	MetricsListenPos Pos
 	// Pos records where each main/events directive was set, by name.
 	Pos map[string]Pos
 }
@@ -300,6 +311,19 @@ type SSL struct {
 	ALPN []string
 	// CertificateCache is proxy_ssl_certificate_cache.
 	CertificateCache CertificateCache
+	// KeyLog is proxy_ssl_key_log (an NGINX Plus directive): the file the
+	// TLS secrets of every upstream handshake are appended to, in the NSS
+	// key log format (SSLKEYLOGFILE), so that a capture can be decrypted.
+	// Absolute; a relative path is taken from the prefix, as log files
+	// are. "": none (the default). For debugging only: Insecure warns.
+	KeyLog string
+	// Watch is proxy_ssl_watch (tlsrelay's own directive): how often the
+	// files of the client certificate, its key and password file, the
+	// trusted certificates and the CRL are polled for changes, which are
+	// then loaded without a reload. 0: off (the default). At least one
+	// second. Inherited from the stream level only by servers with
+	// proxy_ssl on and something to watch; elsewhere it is 0.
+	Watch time.Duration
 	// Pos records where each proxy_ssl* directive that produced this value
 	// was written, keyed by directive name ("proxy_ssl_certificate", ...).
 	// Missing: default. For proxy_ssl_conf_command see ConfCommand.Pos.

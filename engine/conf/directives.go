@@ -105,6 +105,10 @@ func specsFor(name string) []spec {
 		return one(ctxMain, 1, 1, (*parser).pid)
 	case "daemon":
 		return one(ctxMain, 1, 1, (*parser).daemon)
+	case "worker_shutdown_timeout":
+		return one(ctxMain, 1, 1, (*parser).workerShutdownTimeout)
+	case "metrics_listen":
+		return one(ctxMain, 1, 1, (*parser).metricsListen)
 	case "events":
 		return blk(ctxMain, 0, 0, (*parser).events)
 	case "stream":
@@ -321,6 +325,16 @@ func proxySpec(name string) (spec, bool) {
 	case "proxy_ssl_certificate_cache":
 		s.max = 3
 		return set(mergeCertificateCache)
+	case "proxy_ssl_key_log":
+		return set(func(p *parser, m *mergeable, d *directive) error {
+			if strings.Contains(d.args[0], "$") {
+				return Errorf(d.pos, "variables in %q are not supported", d.name)
+			}
+			m.Proxy.SSL.KeyLog = p.prefixPath(d.args[0])
+			return nil
+		})
+	case "proxy_ssl_watch":
+		return set(mergeWatch)
 	}
 	return spec{}, false
 }
@@ -348,7 +362,7 @@ func deprecatedAlias(name string) (string, bool) {
 // nothing to do with a stream proxy; they are skipped with a warning.
 func isSkipped(name string) bool {
 	switch name {
-	case "user", "load_module", "master_process", "worker_shutdown_timeout", "env",
+	case "user", "load_module", "master_process", "env",
 		"timer_resolution", "pcre_jit", "lock_file", "worker_priority", "working_directory",
 		"worker_rlimit_core", "ssl_engine", "thread_pool", "debug_points", "google_perftools_profiles",
 		"ssl_object_cache_inheritable", "http", "mail", "quic_bpf":
@@ -369,7 +383,7 @@ func isUnsupported(name string) bool {
 	switch name {
 	case "allow", "deny", "geo", "map", "map_hash_max_size", "map_hash_bucket_size",
 		"split_clients", "return", "set", "pass", "set_real_ip_from", "server_name",
-		"match", "state", "keyval", "keyval_zone", "proxy_session_drop", "proxy_ssl_key_log",
+		"match", "state", "keyval", "keyval_zone", "proxy_session_drop",
 		"proxy_bind_dynamic", "open_log_file_cache", "status_zone", "sticky", "ntlm",
 		"keepalive", "keepalive_timeout", "keepalive_requests", "keepalive_time", "queue",
 		"least_conn_two", "otel_exporter", "otel_trace", "otel_span_name", "proxy_pass_error_message":

@@ -11,9 +11,11 @@
 // from its configuration prefix.
 //
 // Contexts: the main context (worker_processes, worker_cpu_affinity,
-// worker_rlimit_nofile, error_log, pid, daemon), an optional events block
+// worker_rlimit_nofile, worker_shutdown_timeout, error_log, pid, daemon, and
+// tlsrelay's own metrics_listen), an optional events block
 // (worker_connections) and the stream block with its server and upstream
-// blocks. Directives of NGINX that have nothing to do with a stream proxy
+// blocks. Besides NGINX's proxy_ssl_* directives, stream and server blocks
+// take proxy_ssl_key_log (NGINX Plus's) and tlsrelay's own proxy_ssl_watch. Directives of NGINX that have nothing to do with a stream proxy
 // (user, load_module, http {}, mail {}, ...) are skipped with one warning
 // each. Directives of NGINX's stream modules that tlsrelay does not
 // implement are refused with `"X" is not supported`; anything else is an

@@ -46,6 +46,12 @@ func (c *Config) Format() string {
 	if m.PID != "" {
 		w(0, "pid", m.PID)
 	}
+	if m.WorkerShutdownTimeout > 0 {
+		w(0, "worker_shutdown_timeout", formatDuration(m.WorkerShutdownTimeout))
+	}
+	if m.MetricsListen != "" {
+		w(0, "metrics_listen", m.MetricsListen)
+	}
 	w(0, "daemon", "off")
 	b.WriteString("\nevents {\n")
 	w(1, "worker_connections", strconv.Itoa(m.WorkerConnections))
@@ -230,6 +236,14 @@ func formatProxy(w func(int, string, ...string), p *Proxy) {
 	if s.CertificateCache.Max > 0 {
 		w(2, "proxy_ssl_certificate_cache", "max="+strconv.Itoa(s.CertificateCache.Max),
 			"inactive="+formatDuration(s.CertificateCache.Inactive), "valid="+formatDuration(s.CertificateCache.Valid))
+	}
+	if s.KeyLog != "" {
+		w(2, "proxy_ssl_key_log", s.KeyLog)
+	}
+	if s.Watch > 0 {
+		w(2, "proxy_ssl_watch", formatDuration(s.Watch))
+	} else {
+		w(2, "proxy_ssl_watch", "off")
 	}
 }
 

@@ -22,6 +22,9 @@ func FuzzParse(f *testing.F) {
 		"a \"b\\\"c\" 'd\\'e' f\\ g;",
 		"stream { resolver 1.1.1.1 [::1]:53 valid=10s ipv6=off; resolver_timeout 5s; }",
 		"# comment\nstream {\n}\n}",
+		"worker_shutdown_timeout 30s; metrics_listen 127.0.0.1:9100;",
+		"metrics_listen [::1]:9100; stream { proxy_ssl_watch 5s; proxy_ssl_key_log /tmp/keys; " +
+			"server { listen 80; proxy_pass 127.0.0.1:1; proxy_ssl on; proxy_ssl_watch off; } }",
 	} {
 		f.Add([]byte(seed))
 	}

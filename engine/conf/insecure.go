@@ -3,9 +3,9 @@ package conf
 import "strings"
 
 // Insecure returns warnings for legal but insecure settings of servers
-// with proxy_ssl on: proxy_ssl_verify off, and protocols older than TLS
-// 1.2. `tlsrelay -t` prints them without failing. A setting inherited by
-// several servers is reported once, at the directive.
+// with proxy_ssl on: proxy_ssl_verify off, protocols older than TLS 1.2,
+// and proxy_ssl_key_log. `tlsrelay -t` prints them without failing. A
+// setting inherited by several servers is reported once, at the directive.
 func (c *Config) Insecure() []Warning {
 	if c.Stream == nil {
 		return nil
@@ -41,6 +41,10 @@ func (c *Config) Insecure() []Warning {
 		if len(old) > 0 {
 			add(Warning{Pos: s.Pos["proxy_ssl_protocols"],
 				Msg: "\"proxy_ssl_protocols\" enables " + strings.Join(old, " ") + ", which are insecure"})
+		}
+		if s.KeyLog != "" {
+			add(Warning{Pos: s.Pos["proxy_ssl_key_log"],
+				Msg: "\"proxy_ssl_key_log\" is for debugging: it writes the TLS secrets of every upstream connection to " + s.KeyLog})
 		}
 	}
 	return out

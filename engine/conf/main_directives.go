@@ -1,6 +1,8 @@
 package conf
 
 import (
+	"net"
+	"strconv"
 	"strings"
 )
 
@@ -103,6 +105,51 @@ func (p *parser) daemon(d *directive, _ ctx) error {
 	if p.cfg.Main.Daemon {
 		p.warnf(d.pos, "\"daemon on\" is ignored: tlsrelay always runs in the foreground")
 	}
+	return nil
+}
+
+// workerShutdownTimeout is `worker_shutdown_timeout time` (NGINX's msec
+// slot; 0 is allowed and means no limit, as in NGINX).
+func (p *parser) workerShutdownTimeout(d *directive, _ ctx) error {
+	if err := p.dupMain(d); err != nil {
+		return err
+	}
+	return msecArg(d, &p.cfg.Main.WorkerShutdownTimeout)
+}
+
+// metricsListen is `metrics_listen address:port`, tlsrelay's own: the
+// address of the Prometheus endpoint. The host is required (an IP
+// literal, a name, or "*" for all IPv4 addresses) and so is the port.
+func (p *parser) metricsListen(d *directive, _ ctx) error {
+	if err := p.dupMain(d); err != nil {
+		return err
+	}
+	a := d.args[0]
+	bad := func(why string) error {
+		return Errorf(d.pos, "%s in %q of the \"metrics_listen\" directive (ADDRESS:PORT expected, e.g. 127.0.0.1:9100)", why, a)
+	}
+	if strings.HasPrefix(a, "unix:") {
+		return bad("unix domain sockets are not supported")
+	}
+	if _, ok := atoi(a); ok {
+		return bad("no address")
+	}
+	if strings.Contains(a, "$") {
+		return bad("variables are not supported")
+	}
+	host, port, errText := splitHostPort(a)
+	switch {
+	case errText != "":
+		return bad(errText)
+	case port == 0:
+		return bad("no port")
+	case host == "":
+		return bad("no host")
+	case host == "*":
+		host = "0.0.0.0"
+	}
+	p.cfg.Main.MetricsListen = net.JoinHostPort(host, strconv.Itoa(port))
+	p.cfg.Main.MetricsListenPos = d.pos
 	return nil
 }
 

@@ -122,6 +122,16 @@ var nginxDiffCases = []struct {
 	{"resolver", "stream { resolver 127.0.0.1 valid=10s ipv6=off; resolver_timeout 5s; }", true, false},
 	{"bad resolver param", "stream { resolver 127.0.0.1 ipv6=maybe; }", false, true},
 	{"main directives", "worker_processes auto; worker_rlimit_nofile 1024; daemon off;", true, false},
+	{"worker_shutdown_timeout", "worker_shutdown_timeout 10s;", true, false},
+	{"worker_shutdown_timeout 0", "worker_shutdown_timeout 0;", true, false},
+	{"worker_shutdown_timeout bad", "worker_shutdown_timeout 10x;", false, true},
+	{"worker_shutdown_timeout month", "worker_shutdown_timeout 1M;", false, true},
+	{"worker_shutdown_timeout duplicate", "worker_shutdown_timeout 1s;\nworker_shutdown_timeout 2s;", false, true},
+	{"worker_shutdown_timeout args", "worker_shutdown_timeout;", false, true},
+	{"worker_shutdown_timeout in stream", "stream { worker_shutdown_timeout 1s; }", false, true},
+	// metrics_listen, proxy_ssl_watch (tlsrelay's own) and proxy_ssl_key_log
+	// (NGINX Plus only) are unknown to NGINX 1.22: they are not fed to it;
+	// engine/conf's own table tests (ops_test.go) cover them.
 	{"bad worker_processes", "worker_processes many;", false, true},
 	{"cpu affinity", "worker_processes 2; worker_cpu_affinity 01 10;", true, false},
 	{"bad cpu affinity", "worker_cpu_affinity 012;", false, true},

@@ -50,7 +50,7 @@ func TestParseErrors(t *testing.T) {
 		{"eof", "stream {\n", `unexpected end of file, expecting "}" in t.conf:2`},
 		{"unsupported", srv("ssl_preread on;"), `"ssl_preread" is not supported in t.conf:1`},
 		{"unsupported health", srv("health_check;"), `"health_check" is not supported in t.conf:1`},
-		{"unsupported key log", srv("proxy_ssl_key_log /x;"), `"proxy_ssl_key_log" is not supported in t.conf:1`},
+		{"unsupported session drop", srv("proxy_session_drop on;"), `"proxy_session_drop" is not supported in t.conf:1`},
 		{"unsupported udp", "stream { server { listen 53 udp; proxy_pass x:1; } }",
 			`"listen ... udp" is not supported in t.conf:1`},
 		{"unsupported ssl listen", "stream { server { listen 443 ssl; proxy_pass x:1; } }",
