@@ -24,15 +24,28 @@ import (
 	"strings"
 )
 
+// readFunc reads a whole file; the loaders take one so that Reload can
+// record what it read (see fileReader).
+type readFunc func(path string) ([]byte, error)
+
 // loadClientCertificate reads proxy_ssl_certificate (leaf first, then any
 // intermediates) and proxy_ssl_certificate_key, decrypting the key with the
 // lines of passwordFile when it is encrypted, and checks that they match.
 func loadClientCertificate(certFile, keyFile, passwordFile string) (*tls.Certificate, error) {
-	certs, err := readCertificates(certFile)
+	return loadClientCertificateWith(plainReader, certFile, keyFile, passwordFile)
+}
+
+// plainReader gives each file to the loaders as os.ReadFile reads it.
+func plainReader(string) readFunc { return os.ReadFile }
+
+// loadClientCertificateWith is loadClientCertificate reading each file
+// through reader(directive).
+func loadClientCertificateWith(reader func(directive string) readFunc, certFile, keyFile, passwordFile string) (*tls.Certificate, error) {
+	certs, err := readCertificatesWith(reader("proxy_ssl_certificate"), certFile)
 	if err != nil {
 		return nil, configError("proxy_ssl_certificate", fmt.Errorf("loading certificate %q: %w", certFile, err))
 	}
-	key, err := loadPrivateKey(keyFile, passwordFile)
+	key, err := loadPrivateKeyWith(reader("proxy_ssl_certificate_key"), reader("proxy_ssl_password_file"), keyFile, passwordFile)
 	if err != nil {
 		return nil, err
 	}
@@ -50,7 +63,11 @@ func loadClientCertificate(certFile, keyFile, passwordFile string) (*tls.Certifi
 // readPasswords reads proxy_ssl_password_file: one password per line, empty
 // lines skipped, as NGINX's ngx_ssl_read_password_file.
 func readPasswords(path string) ([]string, error) {
-	data, err := os.ReadFile(path)
+	return readPasswordsWith(os.ReadFile, path)
+}
+
+func readPasswordsWith(read readFunc, path string) ([]string, error) {
+	data, err := read(path)
 	if err != nil {
 		return nil, configError("proxy_ssl_password_file", fmt.Errorf("loading proxy_ssl_password_file %q: %w", path, err))
 	}
@@ -65,10 +82,16 @@ func readPasswords(path string) ([]string, error) {
 // SEC1 EC, PKCS#8 (RSA, ECDSA, Ed25519), PKCS#8 encrypted with PBES2, or a
 // legacy "Proc-Type: 4,ENCRYPTED" block.
 func loadPrivateKey(keyFile, passwordFile string) (crypto.Signer, error) {
+	return loadPrivateKeyWith(os.ReadFile, os.ReadFile, keyFile, passwordFile)
+}
+
+// loadPrivateKeyWith is loadPrivateKey reading the key with readKey and the
+// password file with readPassword.
+func loadPrivateKeyWith(readKey, readPassword readFunc, keyFile, passwordFile string) (crypto.Signer, error) {
 	wrap := func(err error) error {
 		return configError("proxy_ssl_certificate_key", fmt.Errorf("loading certificate key %q: %w", keyFile, err))
 	}
-	data, err := os.ReadFile(keyFile)
+	data, err := readKey(keyFile)
 	if err != nil {
 		return nil, wrap(err)
 	}
@@ -94,7 +117,7 @@ func loadPrivateKey(keyFile, passwordFile string) (crypto.Signer, error) {
 	if passwordFile == "" {
 		return nil, wrap(errors.New("the key is encrypted and proxy_ssl_password_file is not set"))
 	}
-	passwords, err := readPasswords(passwordFile)
+	passwords, err := readPasswordsWith(readPassword, passwordFile)
 	if err != nil {
 		return nil, err
 	}

@@ -8,11 +8,13 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"sort"
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 )
 
 // ConfCommand is one proxy_ssl_conf_command directive: an OpenSSL
@@ -55,6 +57,15 @@ type PolicyConfig struct {
 	ConfCommands []ConfCommand
 	// ALPN is the proxy_ssl_alpn list offered to the upstream.
 	ALPN []string
+	// KeyLog is proxy_ssl_key_log: the file the TLS secrets of every
+	// upstream handshake are appended to (NSS key log format, through
+	// tls.Config.KeyLogWriter). "" = none. It needs KeyLogFiles.
+	KeyLog string
+	// KeyLogFiles opens KeyLog, sharing one descriptor among the policies
+	// that name the same file. Required when KeyLog is set; ignored
+	// otherwise. It is not part of the policy's configuration proper and
+	// is not copied (Config returns the same pointer).
+	KeyLogFiles *KeyLogFiles
 }
 
 // Target is one upstream endpoint as the dialer sees it.
@@ -74,13 +85,13 @@ type Vars struct {
 }
 
 // Policy is the loaded upstream TLS policy of one server{} block. It is
-// immutable after NewPolicy and safe for concurrent use: every method may be
-// called from any goroutine.
+// safe for concurrent use: every method may be called from any goroutine.
+// Its settings are fixed by NewPolicy; its file-backed material (client
+// certificate and key, trusted certificates, CRLs) may be replaced as a
+// whole by Reload (see rotate.go), which new handshakes then use.
 type Policy struct {
 	pc       PolicyConfig
 	name     nameTemplate
-	cert     *tls.Certificate // nil: no client certificate
-	trust    *trustStore      // nil unless Verify
 	minVer   uint16
 	maxVer   uint16
 	ciphers  CipherList
@@ -89,8 +100,33 @@ type Policy struct {
 	alpn     []string
 	store    *SessionStore // nil when session reuse is off
 	sessions *SessionStore // the store given to NewPolicy, for counts; may be nil
-	fp       string
+	keyLog   io.Writer     // nil without proxy_ssl_key_log
 	warnings []string
+
+	// mat is the current material, never nil after NewPolicy; Reload
+	// stores a new one (serialised by reloadMu).
+	mat      atomic.Pointer[material]
+	reloadMu sync.Mutex
+	// trust is the trust store NewPolicy loaded (nil unless Verify): the
+	// first material's, shared with it, so tests can set its clock. The
+	// handshakes use mat's.
+	trust *trustStore
+}
+
+// material is the file-backed part of a policy and what depends on it:
+// the client certificate, the trust store, the fingerprint that keys the
+// session store, and the tls.Configs built from them. A material is never
+// modified once stored in Policy.mat (its config cache aside); Reload
+// replaces it whole, so a handshake sees one consistent generation.
+type material struct {
+	cert  *tls.Certificate // nil: no client certificate
+	trust *trustStore      // nil unless Verify
+	fp    string
+	// files are the files read to build it, in reading order, with their
+	// content hashes: equal lists mean equal material.
+	files []fileState
+	// stats are the watched files' states taken just before reading them.
+	stats []fileStat
 
 	mu      sync.RWMutex
 	configs map[configKey]*tls.Config // guarded by mu
@@ -113,7 +149,7 @@ const maxCachedConfigs = 4096
 // name the file or setting and the reason; the engine prefixes the
 // directive's file:line.
 func NewPolicy(pc PolicyConfig, store *SessionStore) (*Policy, error) {
-	p := &Policy{pc: pc, configs: make(map[configKey]*tls.Config)}
+	p := &Policy{pc: pc}
 	pc.Protocols = append([]string(nil), pc.Protocols...)
 	pc.ConfCommands = append([]ConfCommand(nil), pc.ConfCommands...)
 	pc.ALPN = append([]string(nil), pc.ALPN...)
@@ -178,9 +214,6 @@ func NewPolicy(pc PolicyConfig, store *SessionStore) (*Policy, error) {
 		if pc.CertificateKey == "" {
 			return nil, configError("proxy_ssl_certificate", fmt.Errorf("no proxy_ssl_certificate_key for proxy_ssl_certificate %q", pc.Certificate))
 		}
-		if p.cert, err = loadClientCertificate(pc.Certificate, pc.CertificateKey, pc.PasswordFile); err != nil {
-			return nil, err
-		}
 	}
 
 	if pc.Verify {
@@ -190,18 +223,52 @@ func NewPolicy(pc PolicyConfig, store *SessionStore) (*Policy, error) {
 		if pc.VerifyDepth < 0 {
 			return nil, configError("proxy_ssl_verify_depth", fmt.Errorf("proxy_ssl_verify_depth %d is negative", pc.VerifyDepth))
 		}
-		if p.trust, err = loadTrust(pc.TrustedCertificate, pc.CRL); err != nil {
-			return nil, err
-		}
 	} else {
 		p.warnings = append(p.warnings, "proxy_ssl_verify is off: the upstream certificate is not checked")
+	}
+	m, err := p.loadMaterial()
+	if err != nil {
+		return nil, err
+	}
+	p.trust = m.trust
+	p.mat.Store(m)
+
+	if pc.KeyLog != "" {
+		if pc.KeyLogFiles == nil {
+			return nil, configError("proxy_ssl_key_log", fmt.Errorf("proxy_ssl_key_log %q: no KeyLogFiles set to open it with", pc.KeyLog))
+		}
+		if p.keyLog, err = pc.KeyLogFiles.Open(pc.KeyLog); err != nil {
+			return nil, configError("proxy_ssl_key_log", err)
+		}
 	}
 	p.sessions = store
 	if pc.SessionReuse {
 		p.store = store
 	}
-	p.fp = p.computeFingerprint()
 	return p, nil
+}
+
+// loadMaterial reads and checks the policy's files (client certificate,
+// key and password file; with Verify the trusted certificates and CRL),
+// exactly as NewPolicy does, and returns them as a new material with its
+// fingerprint. It has no effect on p.
+func (p *Policy) loadMaterial() (*material, error) {
+	m := &material{configs: make(map[configKey]*tls.Config), stats: statFiles(p.watchedFiles())}
+	r := &fileReader{}
+	var err error
+	if p.pc.Certificate != "" {
+		if m.cert, err = loadClientCertificateWith(r.reader, p.pc.Certificate, p.pc.CertificateKey, p.pc.PasswordFile); err != nil {
+			return nil, err
+		}
+	}
+	if p.pc.Verify {
+		if m.trust, err = loadTrustWith(r.reader, p.pc.TrustedCertificate, p.pc.CRL); err != nil {
+			return nil, err
+		}
+	}
+	m.files = r.files
+	m.fp = p.computeFingerprint(m)
+	return m, nil
 }
 
 // ConfigError is an error of NewPolicy, with the directive it concerns so
@@ -247,12 +314,15 @@ func (p *Policy) Ciphers() CipherList {
 // session may be trusted for: the name template and SNI setting, the trust
 // roots, verify depth and CRLs, the client certificate, protocol versions,
 // cipher suites, groups and ALPN. Two policies with equal fingerprints may
-// share sessions.
+// share sessions. It changes when Reload loads a different client
+// certificate or trust material, so sessions made under the old material
+// are not resumed under the new.
 func (p *Policy) Fingerprint() string {
-	return p.fp
+	return p.mat.Load().fp
 }
 
-func (p *Policy) computeFingerprint() string {
+// computeFingerprint hashes p's settings with the material m.
+func (p *Policy) computeFingerprint(m *material) string {
 	h := sha256.New()
 	field := func(tag string, b []byte) {
 		var n [8]byte
@@ -264,12 +334,12 @@ func (p *Policy) computeFingerprint() string {
 	field("name", []byte(p.pc.Name))
 	field("sni", []byte(strconv.FormatBool(p.pc.ServerName)))
 	field("verify", []byte(strconv.FormatBool(p.pc.Verify)))
-	if p.trust != nil {
+	if m.trust != nil {
 		field("depth", []byte(strconv.Itoa(p.pc.VerifyDepth)))
-		field("trust", p.trust.digest[:])
+		field("trust", m.trust.digest[:])
 	}
-	if p.cert != nil {
-		for _, der := range p.cert.Certificate {
+	if m.cert != nil {
+		for _, der := range m.cert.Certificate {
 			field("cert", der)
 		}
 	}
@@ -290,7 +360,8 @@ func (p *Policy) computeFingerprint() string {
 // connection whose variables are v. Without variables in proxy_ssl_name the
 // config is built once per target and cached, so the call is cheap and does
 // not allocate; with variables there is one per distinct evaluated name.
-// The result is shared: callers must not modify it.
+// The result is shared: callers must not modify it. It holds the material
+// current at the call; after a Reload, later calls return new configs.
 func (p *Policy) ClientConfig(t Target, v Vars) (*tls.Config, error) {
 	return p.clientConfig(t, v, p.store != nil)
 }
@@ -307,26 +378,27 @@ func (p *Policy) clientConfig(t Target, v Vars, resume bool) (*tls.Config, error
 	if p.name.hasVars {
 		k.name = p.name.eval(v)
 	}
-	p.mu.RLock()
-	cfg := p.configs[k]
-	p.mu.RUnlock()
+	m := p.mat.Load()
+	m.mu.RLock()
+	cfg := m.configs[k]
+	m.mu.RUnlock()
 	if cfg != nil {
 		return cfg, nil
 	}
-	cfg, err := p.buildConfig(t, k.name, resume)
+	cfg, err := p.buildConfig(m, t, k.name, resume)
 	if err != nil {
 		return nil, err
 	}
-	p.mu.Lock()
-	if old := p.configs[k]; old != nil {
+	m.mu.Lock()
+	if old := m.configs[k]; old != nil {
 		cfg = old
 	} else {
-		if len(p.configs) >= maxCachedConfigs {
-			clear(p.configs)
+		if len(m.configs) >= maxCachedConfigs {
+			clear(m.configs)
 		}
-		p.configs[k] = cfg
+		m.configs[k] = cfg
 	}
-	p.mu.Unlock()
+	m.mu.Unlock()
 	return cfg, nil
 }
 
@@ -342,7 +414,9 @@ func (p *Policy) clientConfig(t Target, v Vars, resume bool) (*tls.Config, error
 // Tickets handed to concurrent handshakes to the same key are matched to
 // outcomes in order; when handshakes overlap, a refusal may drop a sibling
 // ticket instead of the refused one. That costs at most one extra full
-// handshake, and counts stay exact.
+// handshake, and counts stay exact. A handshake that started before a
+// Reload is observed against the new material's key: its ticket
+// bookkeeping (not its counts) is lost, at worst one retry not made.
 func (p *Policy) Observe(t Target, v Vars, cs tls.ConnectionState, err error) (retryFull bool) {
 	if p.store == nil {
 		if p.sessions != nil {
@@ -405,7 +479,7 @@ func sniAllowed(name string) bool {
 	return net.ParseIP(name) == nil
 }
 
-func (p *Policy) buildConfig(t Target, evaluated string, resume bool) (*tls.Config, error) {
+func (p *Policy) buildConfig(m *material, t Target, evaluated string, resume bool) (*tls.Config, error) {
 	verifyName, sni := p.names(t, evaluated)
 	cfg := &tls.Config{
 		ServerName:         sni,
@@ -415,24 +489,25 @@ func (p *Policy) buildConfig(t Target, evaluated string, resume bool) (*tls.Conf
 		CipherSuites:       p.suites,
 		CurvePreferences:   p.curves,
 		NextProtos:         p.alpn,
+		KeyLogWriter:       p.keyLog,
 	}
-	if p.cert != nil {
-		cert := p.cert
+	if m.cert != nil {
+		cert := m.cert
 		// Like OpenSSL, send the configured certificate whatever CAs the
 		// upstream says it accepts.
 		cfg.GetClientCertificate = func(*tls.CertificateRequestInfo) (*tls.Certificate, error) {
 			return cert, nil
 		}
 	}
-	if p.trust != nil {
+	if m.trust != nil {
 		depth := p.pc.VerifyDepth
-		trust := p.trust
+		trust := m.trust
 		cfg.VerifyConnection = func(cs tls.ConnectionState) error {
 			return trust.verify(cs.PeerCertificates, verifyName, depth)
 		}
 	}
 	if resume && p.store != nil {
-		cfg.ClientSessionCache = p.store.view(sessionKey(t.Addr, p.fp, verifyName, sni), t.Addr)
+		cfg.ClientSessionCache = p.store.view(sessionKey(t.Addr, m.fp, verifyName, sni), t.Addr)
 	}
 	return cfg, nil
 }

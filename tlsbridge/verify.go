@@ -9,7 +9,6 @@ import (
 	"errors"
 	"fmt"
 	"net"
-	"os"
 	"sync"
 	"time"
 )
@@ -47,7 +46,12 @@ const maxCachedChains = 1024
 // loadTrust reads the trusted-certificate file and, if crlFile is set, the
 // CRL file.
 func loadTrust(trustedFile, crlFile string) (*trustStore, error) {
-	certs, err := readCertificates(trustedFile)
+	return loadTrustWith(plainReader, trustedFile, crlFile)
+}
+
+// loadTrustWith is loadTrust reading each file through reader(directive).
+func loadTrustWith(reader func(directive string) readFunc, trustedFile, crlFile string) (*trustStore, error) {
+	certs, err := readCertificatesWith(reader("proxy_ssl_trusted_certificate"), trustedFile)
 	if err != nil {
 		return nil, configError("proxy_ssl_trusted_certificate", fmt.Errorf("loading proxy_ssl_trusted_certificate %q: %w", trustedFile, err))
 	}
@@ -63,7 +67,7 @@ func loadTrust(trustedFile, crlFile string) (*trustStore, error) {
 		}
 	}
 	if crlFile != "" {
-		if ts.crls, err = readCRLs(crlFile); err != nil {
+		if ts.crls, err = readCRLsWith(reader("proxy_ssl_crl"), crlFile); err != nil {
 			return nil, configError("proxy_ssl_crl", fmt.Errorf("loading proxy_ssl_crl %q: %w", crlFile, err))
 		}
 		for _, l := range ts.crls {
@@ -77,9 +81,9 @@ func loadTrust(trustedFile, crlFile string) (*trustStore, error) {
 	return ts, nil
 }
 
-// readCertificates parses every CERTIFICATE block of a PEM file.
-func readCertificates(path string) ([]*x509.Certificate, error) {
-	data, err := os.ReadFile(path)
+// readCertificatesWith parses every CERTIFICATE block of a PEM file.
+func readCertificatesWith(read readFunc, path string) ([]*x509.Certificate, error) {
+	data, err := read(path)
 	if err != nil {
 		return nil, err
 	}
@@ -105,9 +109,9 @@ func readCertificates(path string) ([]*x509.Certificate, error) {
 	return certs, nil
 }
 
-// readCRLs parses every X509 CRL block of a PEM file.
-func readCRLs(path string) ([]*x509.RevocationList, error) {
-	data, err := os.ReadFile(path)
+// readCRLsWith parses every X509 CRL block of a PEM file.
+func readCRLsWith(read readFunc, path string) ([]*x509.RevocationList, error) {
+	data, err := read(path)
 	if err != nil {
 		return nil, err
 	}
