@@ -9,8 +9,8 @@
 // [NewPolicy] loads its files (client certificate and key, password file,
 // trusted certificates, CRLs), parses the OpenSSL cipher string
 // ([ParseCipherString]), the protocol list and the proxy_ssl_conf_command
-// directives, and returns an immutable [*Policy]. Every method of Policy may
-// be called from any goroutine.
+// directives, and returns a [*Policy] whose settings never change. Every
+// method of Policy may be called from any goroutine.
 //
 // NewPolicy's errors are [*ConfigError] values naming the directive at
 // fault; [Policy.Warnings] lists what `tlsrelay -t` should warn about, and
@@ -40,6 +40,19 @@
 // endpoint, drops refused tickets and says whether to retry once with a full
 // handshake ([Policy.ConfigWithoutResumption]). SessionStore methods are
 // safe for concurrent use too.
+//
+// # Rotation and key log
+//
+// The policy's file-backed material (client certificate, key and password
+// file, trusted certificates, CRLs) sits behind an atomic pointer.
+// [Policy.Reload] re-reads and fully checks the files and swaps the material
+// only when everything loads and some content changed; [Policy.Watch] polls
+// the files (proxy_ssl_watch) and calls it. New handshakes use the new
+// material, established connections keep theirs, and the fingerprint follows
+// the certificate and trust, so sessions are never resumed across a change.
+//
+// proxy_ssl_key_log sets tls.Config.KeyLogWriter to a file of a
+// [KeyLogFiles] set, shared by every policy that names the same path.
 //
 // Where tlsrelay deliberately differs from NGINX, docs/tls.md says so and why.
 package tlsbridge
