@@ -471,3 +471,53 @@ func TestWatchNothing(t *testing.T) {
 		t.Fatalf("Reload without files: changed %v, err %v", changed, err)
 	}
 }
+
+// TestRebuiltPolicyResumes: a policy built again from the same files (a
+// configuration reload) has the fingerprint of the one it replaces and
+// resumes its sessions, also after a rotation by Reload; a policy built
+// from the old files does not share the rotated one's sessions.
+func TestRebuiltPolicyResumes(t *testing.T) {
+	set := mustSet(t, pki.ECDSAP256, 0)
+	f := pkiFiles(t, set)
+	srv := startServer(t, set.ServerConfig())
+	store := NewSessionStore(SessionStoreOptions{})
+	pc := PolicyConfig{Certificate: f.ClientCert, CertificateKey: f.ClientKey,
+		Verify: true, VerifyDepth: 1, TrustedCertificate: f.CA, SessionReuse: true}
+	target := Target{Addr: srv.addr, Host: "localhost"}
+	dial := func(p *Policy) bool {
+		t.Helper()
+		cs, err := dialOnce(t, p, target, Vars{}, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		clientSerial(t, srv)
+		return cs.DidResume
+	}
+	p1 := mustPolicy(t, pc, store)
+	if dial(p1) {
+		t.Fatal("first handshake resumed")
+	}
+	p2 := mustPolicy(t, pc, store)
+	if p2.Fingerprint() != p1.Fingerprint() || !dial(p2) {
+		t.Fatal("a policy rebuilt from the same files does not resume the sessions of the one it replaces")
+	}
+	oldFiles := pkiFiles(t, set) // a copy of the files as they were
+	c2 := newClientChain(t, set, "tlsrelay client 2")
+	replaceFile(t, f.ClientCert, c2.ChainPEM())
+	replaceFile(t, f.ClientKey, c2.Leaf.KeyPEM())
+	if changed, err := p2.Reload(); !changed || err != nil {
+		t.Fatalf("Reload: changed %v, err %v", changed, err)
+	}
+	if dial(p2) {
+		t.Fatal("resumed a session made with the old client certificate")
+	}
+	p3 := mustPolicy(t, pc, store)
+	if p3.Fingerprint() != p2.Fingerprint() || !dial(p3) {
+		t.Fatal("a policy rebuilt after a rotation does not resume the rotated policy's sessions")
+	}
+	old := pc
+	old.Certificate, old.CertificateKey = oldFiles.ClientCert, oldFiles.ClientKey
+	if p4 := mustPolicy(t, old, store); p4.Fingerprint() != p1.Fingerprint() || p4.Fingerprint() == p3.Fingerprint() {
+		t.Fatal("fingerprints do not follow the client certificate")
+	}
+}
