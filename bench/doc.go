@@ -1,6 +1,6 @@
 // Package bench is the benchmark harness behind `make bench`: it runs
 // tlsrelay beside NGINX (and HAProxy when installed) on the same machine, in
-// the same run, against Go TLS upstreams (package bench/backend), and writes
+// the same run, against Go TLS upstreams (package internal/backend), and writes
 // BENCHMARKS.md, a JSON file and SVG charts.
 //
 // What it measures, per proxy, in rounds that alternate between the proxies:

@@ -169,6 +169,7 @@ type accessLog struct {
 // that logs to it. Methods are safe for concurrent use.
 type logWriter struct {
 	mu      sync.Mutex
+	key     string // in logFiles
 	path    string
 	f       *os.File
 	size    int    // buffer= in bytes; 0: a write per line
@@ -260,10 +261,113 @@ func (w *logWriter) close() error {
 	return err
 }
 
-// logSet owns the open access-log files of an engine, one per path.
+// reopen flushes what is buffered to the old file, opens path anew and
+// closes the old file: after logrotate renamed it, lines go to a fresh
+// file, none lost and none written twice.
+func (w *logWriter) reopen() error {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	ferr := w.flushLocked()
+	f, err := os.OpenFile(w.path, os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o644)
+	if err != nil {
+		return fmt.Errorf("reopening access log: %w", err)
+	}
+	old := w.f
+	w.f = f
+	if err := old.Close(); ferr == nil {
+		ferr = err
+	}
+	return ferr
+}
+
+// logFiles are the engine's open access-log files, shared by every plan
+// that logs to them: a reload keeps open a file the new configuration
+// names again, so old and new sessions append to one writer. Safe for
+// concurrent use.
+type logFiles struct {
+	mu   sync.Mutex
+	open map[string]*logWriter
+	refs map[*logWriter]int
+}
+
+func newLogFiles() *logFiles {
+	return &logFiles{open: map[string]*logWriter{}, refs: map[*logWriter]int{}}
+}
+
+// acquire returns the writer for path with these parameters, opening it
+// on first use.
+func (lf *logFiles) acquire(path string, buffer int64, level int, flush time.Duration) (*logWriter, error) {
+	key := fmt.Sprintf("%s\x00%d\x00%d\x00%d", path, buffer, level, flush)
+	lf.mu.Lock()
+	defer lf.mu.Unlock()
+	if w := lf.open[key]; w != nil {
+		lf.refs[w]++
+		return w, nil
+	}
+	w, err := openLogWriter(path, buffer, level, flush)
+	if err != nil {
+		return nil, err
+	}
+	w.key = key
+	lf.open[key] = w
+	lf.refs[w] = 1
+	return w, nil
+}
+
+// release drops one plan's use of w and closes it after the last.
+func (lf *logFiles) release(w *logWriter) {
+	lf.mu.Lock()
+	lf.refs[w]--
+	last := lf.refs[w] <= 0
+	if last {
+		delete(lf.refs, w)
+		delete(lf.open, w.key)
+	}
+	lf.mu.Unlock()
+	if last {
+		w.close()
+	}
+}
+
+// writers returns the open writers.
+func (lf *logFiles) writers() []*logWriter {
+	lf.mu.Lock()
+	defer lf.mu.Unlock()
+	out := make([]*logWriter, 0, len(lf.open))
+	for _, w := range lf.open {
+		out = append(out, w)
+	}
+	return out
+}
+
+// reopen reopens every file (SIGUSR1), returning the first error.
+func (lf *logFiles) reopen() error {
+	var first error
+	for _, w := range lf.writers() {
+		if err := w.reopen(); err != nil && first == nil {
+			first = err
+		}
+	}
+	return first
+}
+
+// flushDue flushes buffers past their flush= time. Any goroutine.
+func (lf *logFiles) flushDue(now time.Time) {
+	for _, w := range lf.writers() {
+		w.flushDue(now)
+	}
+}
+
+// logSet is one plan's access logs: the writers it holds in the engine's
+// logFiles, and the formats its directives compiled.
 type logSet struct {
-	writers map[string]*logWriter
+	files   *logFiles
+	held    map[*logWriter]bool
 	formats map[string]*logFormat
+}
+
+func newLogSet(files *logFiles) *logSet {
+	return &logSet{files: files, held: map[*logWriter]bool{}, formats: map[string]*logFormat{}}
 }
 
 // open returns the server's access logs for the configuration's
@@ -286,14 +390,14 @@ func (ls *logSet) open(cfg *conf.Config, logs []conf.AccessLog) ([]accessLog, er
 			lf = compileFormat(def.Format, def.Escape)
 			ls.formats[l.Format] = lf
 		}
-		w := ls.writers[l.Path]
-		if w == nil {
-			var err error
-			if w, err = openLogWriter(l.Path, l.Buffer, l.Gzip, l.Flush); err != nil {
-				return nil, conf.Errorf(l.Pos, "%v", err)
-			}
-			ls.writers[l.Path] = w
+		w, err := ls.files.acquire(l.Path, l.Buffer, l.Gzip, l.Flush)
+		if err != nil {
+			return nil, conf.Errorf(l.Pos, "%v", err)
 		}
+		if ls.held[w] {
+			ls.files.release(w) // one reference per plan
+		}
+		ls.held[w] = true
 		al := accessLog{w: w, format: lf}
 		if l.If != "" {
 			al.cond = compileFormat(l.If, "none")
@@ -303,18 +407,15 @@ func (ls *logSet) open(cfg *conf.Config, logs []conf.AccessLog) ([]accessLog, er
 	return out, nil
 }
 
-// flushDue flushes buffers past their flush= time. Any goroutine.
-func (ls *logSet) flushDue(now time.Time) {
-	for _, w := range ls.writers {
-		w.flushDue(now)
-	}
-}
-
-// close flushes and closes every file.
+// close releases the plan's writers (a file closes with its last plan).
 func (ls *logSet) close() {
-	for _, w := range ls.writers {
-		w.close()
+	if ls == nil || ls.files == nil {
+		return
 	}
+	for w := range ls.held {
+		ls.files.release(w)
+	}
+	ls.held = map[*logWriter]bool{}
 }
 
 // logSession writes the session's line to each of its server's access
@@ -541,4 +642,18 @@ func escapeTail(b []byte, start int, mode escapeMode) []byte {
 		}
 	}
 	return b
+}
+
+// closeAll flushes and closes every file still open (the engine stops).
+func (lf *logFiles) closeAll() {
+	lf.mu.Lock()
+	ws := make([]*logWriter, 0, len(lf.open))
+	for _, w := range lf.open {
+		ws = append(ws, w)
+	}
+	lf.open, lf.refs = map[string]*logWriter{}, map[*logWriter]int{}
+	lf.mu.Unlock()
+	for _, w := range ws {
+		w.close()
+	}
 }

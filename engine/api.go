@@ -18,4 +18,14 @@ type Options struct {
 	QuitTimeout time.Duration
 	// Ready, if set, is called once with the bound listener addresses.
 	Ready func(addrs []net.Addr)
+	// Listen, if set, supplies the listening sockets (see ListenFunc).
+	// Nil: each is bound as its listen directive says.
+	Listen ListenFunc
 }
+
+// ListenFunc supplies one listening socket for a listen directive. create
+// binds one as the directive says (backlog, reuseport, socket options); a
+// ListenFunc may call it, or return a socket it already holds: one
+// inherited across a binary upgrade, or one bound elsewhere (tests bind
+// port 0). It runs on the goroutine that starts or reloads the engine.
+type ListenFunc func(network, addr string, create func(network, addr string) (net.Listener, error)) (net.Listener, error)

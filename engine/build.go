@@ -9,6 +9,8 @@ import (
 	"net/netip"
 	"strconv"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/tlsrelay/tlsrelay/engine/conf"
@@ -24,6 +26,50 @@ type plan struct {
 	store    *tlsbridge.SessionStore
 	logs     *logSet
 	warnings []string
+
+	// sessions counts the sessions started on this plan that have not
+	// ended; once the plan is retired (a reload published another) and
+	// the count is zero, what only it holds is released.
+	sessions atomic.Int64
+	retired  atomic.Bool
+	release  sync.Once
+}
+
+// planEnv is what building a plan draws on besides the configuration.
+type planEnv struct {
+	// files opens access logs; nil: they are not opened (Check).
+	files *logFiles
+	// prev is the plan being replaced by a reload: its session store is
+	// carried over, so tickets of unchanged peers and policies resume.
+	prev *plan
+	// resolve resolves upstream host names (nil: the system resolver).
+	resolve func(ctx context.Context, host string) ([]netip.Addr, error)
+}
+
+// sessionStarted counts a session that started on p. Runs on a loop.
+func (p *plan) sessionStarted() { p.sessions.Add(1) }
+
+// sessionEnded counts a session of p that ended, and frees p after its
+// last session once it is retired. Runs on a loop.
+func (p *plan) sessionEnded() {
+	if p.sessions.Add(-1) == 0 && p.retired.Load() {
+		p.free()
+	}
+}
+
+// retire marks p as replaced: it frees itself with its last session (at
+// once if it has none). Runs on the reloading goroutine.
+func (p *plan) retire() {
+	p.retired.Store(true)
+	if p.sessions.Load() == 0 {
+		p.free()
+	}
+}
+
+// free releases what the plan holds: its access-log files (a file the
+// new plan also names stays open). Any goroutine, effective once.
+func (p *plan) free() {
+	p.release.Do(func() { p.logs.close() })
 }
 
 // server is the runtime form of one server{} block. It is immutable once
@@ -63,26 +109,50 @@ type server struct {
 	uploadRate, downloadRate int64
 	// sock are the upstream socket's options.
 	sock pool.SocketOptions
+	// hash is the upstream block's hash key, compiled; nil: the block
+	// does not balance by hash.
+	hash *hashTemplate
+	// plan is the plan the server belongs to.
+	plan *plan
 }
 
 // build loads and checks everything cfg describes without binding a port.
 // resolve resolves upstream host names (nil: the system resolver).
 // openLogs opens the access logs (Run); Check leaves files alone.
 func build(cfg *conf.Config, openLogs bool, resolve func(ctx context.Context, host string) ([]netip.Addr, error)) (*plan, error) {
-	p := &plan{
-		cfg:   cfg,
-		store: tlsbridge.NewSessionStore(tlsbridge.SessionStoreOptions{}),
-		logs:  &logSet{writers: map[string]*logWriter{}, formats: map[string]*logFormat{}},
+	env := planEnv{resolve: resolve}
+	if openLogs {
+		env.files = newLogFiles()
+	}
+	return buildPlan(cfg, env)
+}
+
+// buildPlan is build with what a reload carries over. On error nothing it
+// opened stays open.
+func buildPlan(cfg *conf.Config, env planEnv) (_ *plan, err error) {
+	resolve := env.resolve
+	openLogs := env.files != nil
+	p := &plan{cfg: cfg, logs: newLogSet(env.files)}
+	if env.prev != nil {
+		p.store = env.prev.store
+	} else {
+		p.store = tlsbridge.NewSessionStore(tlsbridge.SessionStoreOptions{})
 	}
 	if cfg.Stream == nil {
 		return p, nil
 	}
+	defer func() {
+		if err != nil {
+			p.logs.close()
+		}
+	}()
 	groups := map[*conf.Upstream]*pool.Group{}
 	for _, sc := range cfg.Stream.Servers {
 		if err := checkSupported(sc); err != nil {
 			return nil, err
 		}
 		s := &server{
+			plan:           p,
 			conf:           sc,
 			connectTimeout: sc.Proxy.ConnectTimeout,
 			idleTimeout:    sc.Proxy.Timeout,
@@ -124,6 +194,9 @@ func build(cfg *conf.Config, openLogs bool, resolve func(ctx context.Context, ho
 			groups[sc.Upstream] = g
 		}
 		s.group = g
+		if u := sc.Upstream; u != nil && u.HashKey != "" {
+			s.hash = compileHashKey(u.HashKey)
+		}
 		s.targets = make(map[*pool.Peer]tlsbridge.Target, len(g.Peers()))
 		for _, p := range g.Peers() {
 			t := tlsbridge.Target{Addr: p.Name, Host: p.Host}
@@ -146,7 +219,6 @@ func build(cfg *conf.Config, openLogs bool, resolve func(ctx context.Context, ho
 		if openLogs {
 			als, err := p.logs.open(cfg, sc.AccessLogs)
 			if err != nil {
-				p.logs.close()
 				return nil, err
 			}
 			s.accessLogs = als

@@ -6,6 +6,7 @@ import (
 	"os"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -56,15 +57,19 @@ func ParseLevel(s string) (Level, bool) {
 type ErrorLog struct {
 	mu    sync.Mutex
 	w     io.Writer
-	min   Level
+	min   atomic.Int32 // Level
 	pid   string
 	buf   []byte
 	close func() error
+	// path is the file the log opened ("" for a writer it was given).
+	path string
 }
 
 // NewErrorLog returns a log writing lines of level min and above to w.
 func NewErrorLog(w io.Writer, min Level) *ErrorLog {
-	return &ErrorLog{w: w, min: min, pid: strconv.Itoa(os.Getpid())}
+	l := &ErrorLog{w: w, pid: strconv.Itoa(os.Getpid())}
+	l.setLevel(min)
+	return l
 }
 
 // OpenErrorLog opens path for appending ("stderr" is standard error).
@@ -78,13 +83,60 @@ func OpenErrorLog(path string, min Level) (*ErrorLog, error) {
 	}
 	l := NewErrorLog(f, min)
 	l.close = f.Close
+	l.path = path
 	return l, nil
+}
+
+// Reopen opens the log's file anew, by its path, and closes the old one:
+// after logrotate renamed it, lines go to a fresh file. A log that opened
+// no file (stderr, a writer) is left alone. Safe for concurrent use; no
+// line is lost or written twice across the switch.
+func (l *ErrorLog) Reopen() error {
+	if l == nil {
+		return nil
+	}
+	l.mu.Lock()
+	path := l.path
+	l.mu.Unlock()
+	if path == "" {
+		return nil
+	}
+	return l.Reconfigure(path, l.level())
+}
+
+// Reconfigure points the log at path (opened for appending; "stderr" is
+// standard error) and level min, as a reload that changed error_log asks.
+// On error the log stays as it was. Safe for concurrent use.
+func (l *ErrorLog) Reconfigure(path string, min Level) error {
+	var w io.Writer = os.Stderr
+	var closeFn func() error
+	if path != "" && path != "stderr" {
+		f, err := os.OpenFile(path, os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o644)
+		if err != nil {
+			return fmt.Errorf("opening error log: %w", err)
+		}
+		w, closeFn = f, f.Close
+	} else {
+		path = ""
+	}
+	l.mu.Lock()
+	old := l.close
+	l.w, l.close, l.path = w, closeFn, path
+	l.mu.Unlock()
+	l.setLevel(min)
+	if old != nil {
+		return old()
+	}
+	return nil
 }
 
 func stderr() io.Writer { return os.Stderr }
 
 // Enabled reports whether lines of level l are written.
-func (l *ErrorLog) Enabled(lv Level) bool { return l != nil && lv >= l.min }
+func (l *ErrorLog) Enabled(lv Level) bool { return l != nil && lv >= l.level() }
+
+func (l *ErrorLog) level() Level       { return Level(l.min.Load()) }
+func (l *ErrorLog) setLevel(min Level) { l.min.Store(int32(min)) }
 
 // Logf writes one line at level lv; conn is the connection number shown as
 // "*N" (0: none).
@@ -114,10 +166,17 @@ func (l *ErrorLog) Logf(lv Level, conn uint64, format string, args ...any) {
 
 // Close closes the underlying file, if the log opened one.
 func (l *ErrorLog) Close() error {
-	if l == nil || l.close == nil {
+	if l == nil {
 		return nil
 	}
-	return l.close()
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.close == nil {
+		return nil
+	}
+	err := l.close()
+	l.close = nil
+	return err
 }
 
 // gnetLogger routes gnet's own messages into the error log.

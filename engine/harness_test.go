@@ -9,6 +9,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -83,9 +84,10 @@ func (s syncBuffer) Write(p []byte) (int, error) {
 func startEngine(t *testing.T, dir, text string) *testbed {
 	t.Helper()
 	text = strings.ReplaceAll(text, "{{dir}}", dir)
-	// NGINX refuses port 0 in listen; take a free port from the kernel.
-	for strings.Contains(text, "127.0.0.1:0;") {
-		text = strings.Replace(text, "127.0.0.1:0;", freeAddr(t)+";", 1)
+	// NGINX refuses port 0 in listen: each "127.0.0.1:0" becomes a
+	// placeholder port below 100 that portZero binds as port 0.
+	for n := 1; strings.Contains(text, "127.0.0.1:0;"); n++ {
+		text = strings.Replace(text, "127.0.0.1:0;", fmt.Sprintf("127.0.0.1:%d;", n), 1)
 	}
 	path := filepath.Join(dir, "tlsrelay.conf")
 	if err := os.WriteFile(path, []byte(text), 0o600); err != nil {
@@ -102,6 +104,7 @@ func startEngine(t *testing.T, dir, text string) *testbed {
 		Ready:       func(a []net.Addr) { ready <- a },
 		Quit:        tb.quit,
 		QuitTimeout: 10 * time.Second,
+		Listen:      portZero,
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -216,14 +219,14 @@ func waitFor(t *testing.T, what string, d time.Duration, cond func() bool) {
 	}
 }
 
-// freeAddr returns a loopback address with a port the kernel just handed
-// out (and that was released again).
-func freeAddr(t *testing.T) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
+// portZero is the tests' Options.Listen: the placeholder ports below 100
+// that startEngine writes into listen directives are bound as port 0, so
+// the kernel picks a free port and no test races for one.
+func portZero(network, addr string, create func(network, addr string) (net.Listener, error)) (net.Listener, error) {
+	if host, port, err := net.SplitHostPort(strings.SplitN(addr, "#", 2)[0]); err == nil && host == "127.0.0.1" {
+		if n, err := strconv.Atoi(port); err == nil && n < 100 {
+			return create(network, "127.0.0.1:0")
+		}
 	}
-	defer ln.Close()
-	return ln.Addr().String()
+	return create(network, addr)
 }

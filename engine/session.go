@@ -824,3 +824,12 @@ func (s *session) unstall(src, dst *side) bool {
 	}
 	return src.stalled
 }
+
+// onTraffic runs on the loop when one of the session's conns has input.
+func (s *session) onTraffic(c gnet.Conn) {
+	if c == s.cli.c {
+		s.onClientTraffic(c)
+	} else {
+		s.onUpstreamTraffic(c)
+	}
+}

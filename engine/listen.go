@@ -1,0 +1,379 @@
+package engine
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"github.com/panjf2000/gnet/v2"
+	"golang.org/x/sys/unix"
+
+	"github.com/tlsrelay/tlsrelay/engine/conf"
+)
+
+// acceptRetry is how long accepting pauses after the process ran out of
+// descriptors (EMFILE, ENFILE): NGINX's accept_mutex_delay. Established
+// sessions go on; accepting resumes once descriptors are free again.
+const acceptRetry = 500 * time.Millisecond
+
+// binding is what a listening socket's new clients get: the server block
+// and the listen directive's per-connection options. A reload swaps it
+// atomically; a client keeps the binding it was accepted under.
+type binding struct {
+	srv  *server
+	opts conf.Listen
+	// setOpts: some option needs a setsockopt per accepted client.
+	setOpts bool
+}
+
+func newBinding(srv *server, opts conf.Listen) *binding {
+	b := &binding{srv: srv, opts: opts}
+	b.setOpts = opts.KeepAlive.Mode > 0 || opts.Rcvbuf > 0 || opts.Sndbuf > 0 || !srv.conf.Core.TCPNoDelay
+	return b
+}
+
+// apply sets the listen directive's per-connection options on an accepted
+// client. Runs on the client's loop.
+func (b *binding) apply(c gnet.Conn) {
+	o := &b.opts
+	switch o.KeepAlive.Mode {
+	case 1:
+		c.SetKeepAlive(true, 0, 0, 0)
+	case 2:
+		c.SetKeepAlive(true, o.KeepAlive.Idle, o.KeepAlive.Intvl, o.KeepAlive.Cnt)
+	}
+	if o.Rcvbuf > 0 {
+		c.SetReadBuffer(int(o.Rcvbuf))
+	}
+	if o.Sndbuf > 0 {
+		c.SetWriteBuffer(int(o.Sndbuf))
+	}
+	if !b.srv.conf.Core.TCPNoDelay {
+		c.SetNoDelay(false)
+	}
+}
+
+// listenSock is one listening socket the engine owns, and its accept
+// goroutine. tlsrelay accepts on its own side and enrolls each client into
+// a loop, rather than letting gnet own the listeners: so that quit and
+// reload can close or add one socket alone, and so that running out of
+// descriptors pauses accepting instead of ending the engine.
+type listenSock struct {
+	e *Engine
+	// key identifies the socket across reloads: network, address, and
+	// the copy's index for reuseport.
+	key string
+	ln  *net.TCPListener
+	// lp is the loop a reuseport copy feeds; nil: the engine's loops in
+	// turn. Set before the socket starts and by reloads.
+	lp   atomic.Pointer[loop]
+	bind atomic.Pointer[binding]
+	// done is closed when the socket is closed; the accept goroutine
+	// returns.
+	done      chan struct{}
+	closeOnce sync.Once
+	addr      net.Addr
+}
+
+// accepted is the gnet context of a client conn being enrolled.
+type accepted struct {
+	b  *binding
+	lp *loop
+}
+
+// listenKey names the i-th socket of a listen directive.
+func listenKey(l conf.Listen, i int) string {
+	k := l.Network + " " + l.Addr
+	if i > 0 {
+		k += "#" + strconv.Itoa(i)
+	}
+	return k
+}
+
+// openListeners binds the sockets of every listen directive of p that is
+// not in keep (which maps keys to sockets already bound). It returns the
+// new sockets, and on error closes them. n is the number of loops (the
+// reuseport copies). Runs on the goroutine that starts or reloads.
+func (e *Engine) openListeners(p *plan, keep map[string]*listenSock, n int) (map[string]*listenSock, error) {
+	out := map[string]*listenSock{}
+	fail := func(err error) (map[string]*listenSock, error) {
+		for key, ls := range out {
+			if keep[key] == nil {
+				ls.close()
+			}
+		}
+		return nil, err
+	}
+	for _, s := range p.servers {
+		for _, l := range s.listenOpts {
+			copies := 1
+			if l.ReusePort {
+				copies = n
+			}
+			for i := 0; i < copies; i++ {
+				key := listenKey(l, i)
+				if _, dup := out[key]; dup {
+					return fail(conf.Errorf(l.Pos, "duplicate listen %s", l.Addr))
+				}
+				if old := keep[key]; old != nil {
+					if err := old.update(l); err != nil {
+						return fail(err)
+					}
+					out[key] = old
+					continue
+				}
+				ls, err := e.bindListener(l, i)
+				if err != nil {
+					return fail(err)
+				}
+				out[key] = ls
+			}
+		}
+	}
+	return out, nil
+}
+
+// bindListener binds the i-th socket of the listen directive l, through
+// Options.Listen when set.
+func (e *Engine) bindListener(l conf.Listen, i int) (*listenSock, error) {
+	create := func(network, addr string) (net.Listener, error) {
+		if j := strings.LastIndexByte(addr, '#'); j >= 0 {
+			addr = addr[:j]
+		}
+		return createListener(network, addr, l)
+	}
+	addr := l.Addr
+	if i > 0 {
+		addr += "#" + strconv.Itoa(i)
+	}
+	var nl net.Listener
+	var err error
+	if e.opts.Listen != nil {
+		nl, err = e.opts.Listen(l.Network, addr, create)
+	} else {
+		nl, err = create(l.Network, addr)
+	}
+	if err != nil {
+		return nil, err
+	}
+	tl, ok := nl.(*net.TCPListener)
+	if !ok {
+		nl.Close()
+		return nil, conf.Errorf(l.Pos, "listen %s: not a TCP socket (%T)", l.Addr, nl)
+	}
+	return &listenSock{e: e, key: listenKey(l, i), ln: tl, done: make(chan struct{}), addr: tl.Addr()}, nil
+}
+
+// createListener binds and listens as the listen directive says: one
+// socket, SO_REUSEPORT only with reuseport, the backlog= parameter
+// (default 511), and the socket options that accepted clients inherit.
+// Errors read like NGINX's: bind() to ADDR failed (98: Address already in
+// use).
+func createListener(network, addr string, l conf.Listen) (net.Listener, error) {
+	lc := net.ListenConfig{
+		// NGINX sets no keepalive unless so_keepalive says so; Go would
+		// turn it on for every accepted conn.
+		KeepAlive: -1,
+		Control: func(_, _ string, rc syscall.RawConn) error {
+			var serr error
+			err := rc.Control(func(fd uintptr) {
+				serr = setListenOpts(int(fd), l)
+			})
+			if err != nil {
+				return err
+			}
+			return serr
+		},
+	}
+	nl, err := lc.Listen(context.Background(), network, addr)
+	if err != nil {
+		var errno syscall.Errno
+		if errors.As(err, &errno) {
+			return nil, conf.Errorf(l.Pos, "bind() to %s failed (%d: %s)", addr, int(errno), strerror(errno))
+		}
+		return nil, conf.Errorf(l.Pos, "listen %s: %v", addr, err)
+	}
+	if err := relisten(nl, l.Backlog); err != nil {
+		nl.Close()
+		return nil, conf.Errorf(l.Pos, "listen() to %s, backlog %d failed: %v", addr, l.Backlog, err)
+	}
+	return nl, nil
+}
+
+// setListenOpts sets what must be set before bind(). Runs inside
+// RawConn.Control.
+func setListenOpts(fd int, l conf.Listen) error {
+	if err := unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_REUSEADDR, 1); err != nil {
+		return fmt.Errorf("setsockopt(SO_REUSEADDR): %w", err)
+	}
+	if l.ReusePort {
+		if err := unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_REUSEPORT, 1); err != nil {
+			return fmt.Errorf("setsockopt(SO_REUSEPORT): %w", err)
+		}
+	}
+	if strings.HasPrefix(l.Addr, "[") {
+		v := 0
+		if l.IPv6Only {
+			v = 1
+		}
+		if err := unix.SetsockoptInt(fd, unix.IPPROTO_IPV6, unix.IPV6_V6ONLY, v); err != nil {
+			return fmt.Errorf("setsockopt(IPV6_V6ONLY): %w", err)
+		}
+	}
+	return setLiveOpts(fd, l)
+}
+
+// setLiveOpts sets the listen options that may change on a live socket
+// (a reload): buffer sizes, deferred accept, TCP Fast Open.
+func setLiveOpts(fd int, l conf.Listen) error {
+	if l.Rcvbuf > 0 {
+		if err := unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_RCVBUF, int(l.Rcvbuf)); err != nil {
+			return fmt.Errorf("setsockopt(SO_RCVBUF, %d): %w", l.Rcvbuf, err)
+		}
+	}
+	if l.Sndbuf > 0 {
+		if err := unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_SNDBUF, int(l.Sndbuf)); err != nil {
+			return fmt.Errorf("setsockopt(SO_SNDBUF, %d): %w", l.Sndbuf, err)
+		}
+	}
+	if l.Deferred {
+		if err := unix.SetsockoptInt(fd, unix.IPPROTO_TCP, unix.TCP_DEFER_ACCEPT, 1); err != nil {
+			return fmt.Errorf("setsockopt(TCP_DEFER_ACCEPT): %w", err)
+		}
+	}
+	if l.FastOpen > 0 {
+		if err := unix.SetsockoptInt(fd, unix.IPPROTO_TCP, unix.TCP_FASTOPEN, l.FastOpen); err != nil {
+			return fmt.Errorf("setsockopt(TCP_FASTOPEN, %d): %w", l.FastOpen, err)
+		}
+	}
+	return nil
+}
+
+// relisten calls listen() again with the directive's backlog: Go listens
+// with the system's maximum, Linux lets a listening socket change it.
+func relisten(nl net.Listener, backlog int) error {
+	sc, ok := nl.(syscall.Conn)
+	if !ok {
+		return nil
+	}
+	rc, err := sc.SyscallConn()
+	if err != nil {
+		return err
+	}
+	if backlog <= 0 {
+		backlog = 511
+	}
+	var lerr error
+	if err := rc.Control(func(fd uintptr) { lerr = unix.Listen(int(fd), backlog) }); err != nil {
+		return err
+	}
+	return lerr
+}
+
+// update applies a reloaded listen directive to a socket that stays:
+// the backlog and the options that may change live. The reuseport copies
+// and the address are the socket's identity (they are in its key).
+func (ls *listenSock) update(l conf.Listen) error {
+	if err := relisten(ls.ln, l.Backlog); err != nil {
+		return conf.Errorf(l.Pos, "listen() to %s, backlog %d failed: %v", l.Addr, l.Backlog, err)
+	}
+	rc, err := ls.ln.SyscallConn()
+	if err != nil {
+		return conf.Errorf(l.Pos, "listen %s: %v", l.Addr, err)
+	}
+	var serr error
+	if err := rc.Control(func(fd uintptr) { serr = setLiveOpts(int(fd), l) }); err != nil {
+		serr = err
+	}
+	if serr != nil {
+		return conf.Errorf(l.Pos, "listen %s: %v", l.Addr, serr)
+	}
+	return nil
+}
+
+// strerror is errno's text as C's strerror gives it ("Address already in
+// use"), which NGINX's messages carry.
+func strerror(errno syscall.Errno) string {
+	s := errno.Error()
+	if s == "" {
+		return s
+	}
+	return strings.ToUpper(s[:1]) + s[1:]
+}
+
+// serve accepts clients until the socket is closed and hands each to a
+// loop. It is the socket's accept goroutine.
+func (ls *listenSock) serve() {
+	e := ls.e
+	var delay time.Duration
+	for {
+		c, err := ls.ln.AcceptTCP()
+		if err != nil {
+			if errors.Is(err, net.ErrClosed) {
+				return
+			}
+			var errno syscall.Errno
+			errors.As(err, &errno)
+			wait := acceptRetry
+			switch errno {
+			case unix.EMFILE, unix.ENFILE:
+				e.stats.AcceptFailures.Add(1)
+				e.log.Logf(LevelCrit, 0, "accept4() failed (%d: %s)", int(errno), strerror(errno))
+			case unix.ECONNABORTED, unix.EINTR, unix.EAGAIN:
+				continue
+			default:
+				e.stats.AcceptFailures.Add(1)
+				// Back off as net/http does: 5 ms doubling to 1 s.
+				if delay == 0 {
+					delay = 5 * time.Millisecond
+				} else if delay *= 2; delay > time.Second {
+					delay = time.Second
+				}
+				wait = delay
+				e.log.Logf(LevelAlert, 0, "accept4() failed: %v", err)
+			}
+			select {
+			case <-ls.done:
+				return
+			case <-time.After(wait):
+			}
+			continue
+		}
+		delay = 0
+		e.hand(c, ls)
+	}
+}
+
+// hand enrolls an accepted client into a loop. Runs on an accept
+// goroutine.
+func (e *Engine) hand(c *net.TCPConn, ls *listenSock) {
+	lp := ls.lp.Load()
+	if lp == nil {
+		lp = e.loops[int(e.nextLoop.Add(1)-1)%len(e.loops)]
+	}
+	ctx := gnet.NewContext(context.Background(), &accepted{b: ls.bind.Load(), lp: lp})
+	if _, err := lp.el.Enroll(ctx, c); err != nil {
+		// The engine is stopping.
+		c.Close()
+	}
+}
+
+// start begins accepting on the socket. Safe from any goroutine, once.
+func (ls *listenSock) start() { go ls.serve() }
+
+// close stops accepting: new connections to the address are refused (once
+// no socket of the address is left). Established sessions are not
+// touched. Safe from any goroutine, any number of times.
+func (ls *listenSock) close() {
+	ls.closeOnce.Do(func() {
+		close(ls.done)
+		ls.ln.Close()
+	})
+}

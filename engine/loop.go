@@ -1,0 +1,222 @@
+package engine
+
+import (
+	"context"
+	"runtime"
+	"sync/atomic"
+	"time"
+
+	"github.com/panjf2000/gnet/v2"
+	"golang.org/x/sys/unix"
+)
+
+// tick is the resolution of the per-loop timer wheels; pollTick the
+// interval at which sessions waiting for a queue to drain are polled (gnet
+// has no drained callback); idleTick how often the ticker wakes when no
+// loop saw traffic since its last wake, so that an engine holding idle
+// connections costs next to no CPU (timeouts then fire up to idleTick
+// late).
+const (
+	tick     = 10 * time.Millisecond
+	pollTick = time.Millisecond
+	idleTick = 250 * time.Millisecond
+)
+
+// loop is the engine's state for one gnet event loop. Everything in it is
+// used only on that loop, except el (goroutine-safe by gnet's contract)
+// and the atomics, which the ticker goroutine reads.
+type loop struct {
+	e        *Engine
+	el       gnet.EventLoop
+	idx      int
+	wheel    *wheel
+	scratch  []byte
+	sessions int
+	start    time.Time
+	// logScratch renders access-log lines.
+	logScratch []byte
+
+	// polled are the sessions waiting for a queue to drain; npolled is
+	// its length for the ticker goroutine, which queues a poll only when
+	// there is something to poll.
+	polled     []*session
+	pollSpare  []*session
+	npolled    atomic.Int32
+	wheelDue   atomic.Bool
+	pollQueued atomic.Bool
+	// active is set on traffic and cleared by the ticker.
+	active atomic.Bool
+	// wakeBy is the wall time (UnixNano) of the nearest timer armed for
+	// less than idleTick ahead, so an idle ticker still wakes for it; 0:
+	// none. Timers further out may fire up to idleTick late when idle.
+	wakeBy atomic.Int64
+}
+
+// newLoop makes the engine's state for the gnet loop el, the idx-th.
+// Runs on el (its first conn), so that CPU pinning applies to el's thread.
+func (e *Engine) newLoop(el gnet.EventLoop, idx int) *loop {
+	lp := &loop{e: e, el: el, idx: idx, wheel: newWheel(4096), scratch: make([]byte, 64<<10), start: time.Now()}
+	e.pinLoop(idx)
+	return lp
+}
+
+// arm arms a wheel timer d ticks ahead and tells the ticker about it when
+// it is near. Runs on the loop.
+func (lp *loop) arm(t *timer, d int64) {
+	lp.wheel.arm(t, d)
+	if time.Duration(d)*tick < idleTick {
+		at := lp.start.Add(time.Duration(t.deadline) * tick).UnixNano()
+		if w := lp.wakeBy.Load(); w == 0 || at < w {
+			lp.wakeBy.Store(at)
+			lp.e.kickTicker()
+		}
+	}
+}
+
+// touch records traffic on the loop for the ticker's pace. Runs on the
+// loop; a load first keeps the common case a read.
+func (lp *loop) touch() {
+	if !lp.active.Load() {
+		lp.active.Store(true)
+	}
+}
+
+// addPolled puts s on the poll list. Runs on the loop.
+func (lp *loop) addPolled(s *session) {
+	lp.polled = append(lp.polled, s)
+	lp.npolled.Store(int32(len(lp.polled)))
+	if len(lp.polled) == 1 {
+		lp.e.kickTicker()
+	}
+}
+
+// runPolls polls every waiting session once. Runs on the loop.
+func (lp *loop) runPolls() {
+	list := lp.polled
+	lp.polled = lp.pollSpare[:0]
+	for i, s := range list {
+		list[i] = nil
+		if s.onPoll() {
+			lp.polled = append(lp.polled, s)
+		} else {
+			s.polled = false
+		}
+	}
+	lp.pollSpare = list[:0]
+	lp.npolled.Store(int32(len(lp.polled)))
+}
+
+// ticks converts a duration to wheel ticks, rounding up.
+func (lp *loop) ticks(d time.Duration) int64 {
+	return int64((d + tick - 1) / tick)
+}
+
+// sessionEnded runs on the loop when one of its sessions finished.
+func (lp *loop) sessionEnded() {
+	if lp.e.quitting.Load() && lp.e.stats.Active.Load() == 0 {
+		lp.e.stopOnce()
+	}
+}
+
+// Run advances the loop's wheel when due and polls the waiting sessions;
+// it is the Runnable the ticker queues. Runs on the loop.
+func (lp *loop) Run(context.Context) error {
+	lp.pollQueued.Store(false)
+	if len(lp.polled) > 0 {
+		lp.runPolls()
+	}
+	if lp.wheelDue.Swap(false) {
+		lp.wheel.advance(int64(time.Since(lp.start) / tick))
+	}
+	return nil
+}
+
+// tickLoops advances every loop's wheel each tick, on the loop itself. It
+// is the ticker goroutine; it starts once the loops are known.
+func (e *Engine) tickLoops() {
+	select {
+	case <-e.booted:
+	case <-e.stopped:
+		return
+	}
+	t := time.NewTimer(tick)
+	defer t.Stop()
+	lastWheel, lastFlush := time.Now(), time.Now()
+	for {
+		select {
+		case <-e.stopped:
+			return
+		case <-t.C:
+		case <-e.kick:
+		}
+		now := time.Now()
+		wheel := now.Sub(lastWheel) >= tick
+		if wheel {
+			lastWheel = now
+		}
+		if now.Sub(lastFlush) >= 100*time.Millisecond {
+			lastFlush = now
+			e.flushLogs(now)
+		}
+		next := idleTick
+		for _, lp := range e.loops {
+			polled := lp.npolled.Load() > 0
+			if polled {
+				next = pollTick
+			} else if lp.active.Swap(false) && next > tick {
+				next = tick
+			}
+			if w := lp.wakeBy.Load(); w != 0 {
+				if d := time.Duration(w - now.UnixNano()); d <= 0 {
+					lp.wakeBy.CompareAndSwap(w, 0)
+					wheel = true
+				} else if d < next {
+					next = d
+				}
+			}
+			if wheel {
+				lp.wheelDue.Store(true)
+			} else if !polled {
+				continue
+			}
+			// One queued task at a time: a busy loop that has not run the
+			// last one yet does not get another.
+			if lp.pollQueued.CompareAndSwap(false, true) {
+				lp.el.Execute(context.Background(), lp)
+			}
+		}
+		t.Reset(next)
+	}
+}
+
+// kickTicker wakes the ticker at once (a session started waiting on a
+// queue). Safe from any goroutine.
+func (e *Engine) kickTicker() {
+	select {
+	case e.kick <- struct{}{}:
+	default:
+	}
+}
+
+// pinLoop applies worker_cpu_affinity to the calling loop's thread (loops
+// run with LockOSThread). Runs on the loop.
+func (e *Engine) pinLoop(i int) {
+	aff := e.cfg().Main.CPUAffinity
+	var set unix.CPUSet
+	switch {
+	case aff.Auto:
+		set.Set(i % runtime.NumCPU())
+	case len(aff.Masks) > 0:
+		m := aff.Masks[i%len(aff.Masks)]
+		for cpu := 0; cpu < 64; cpu++ {
+			if m&(1<<cpu) != 0 {
+				set.Set(cpu)
+			}
+		}
+	default:
+		return
+	}
+	if err := unix.SchedSetaffinity(0, &set); err != nil {
+		e.log.Logf(LevelAlert, 0, "sched_setaffinity() failed: %v", err)
+	}
+}

@@ -1,0 +1,131 @@
+package engine
+
+import (
+	"fmt"
+
+	"github.com/tlsrelay/tlsrelay/engine/conf"
+)
+
+// Reload replaces the configuration that new sessions start on, as
+// SIGHUP does for NGINX: cfg is built and checked fully, and the listening
+// sockets it adds are bound, before anything changes; on error nothing
+// changes and the error names the file and line. On success new sessions
+// use the new configuration (upstreams, balancers, TLS policies, logs,
+// timeouts); established sessions run on with the one they started on.
+// A listening socket whose address is unchanged keeps accepting
+// throughout; added addresses start accepting; removed ones stop (their
+// sessions go on). Session tickets carry over: a peer and TLS policy that
+// did not change resume at once.
+//
+// Reload is safe from any goroutine; reloads are serialized. It may be
+// called only while Serve runs (after Options.Ready).
+func (e *Engine) Reload(cfg *conf.Config) error {
+	e.reloadMu.Lock()
+	defer e.reloadMu.Unlock()
+	select {
+	case <-e.booted:
+	default:
+		return fmt.Errorf("reloading: the engine is not serving yet")
+	}
+	select {
+	case <-e.stopped:
+		return fmt.Errorf("reloading: the engine has stopped")
+	default:
+	}
+	if e.quitting.Load() {
+		return fmt.Errorf("reloading: the engine is shutting down")
+	}
+	old := e.plan.Load()
+	p, err := buildPlan(cfg, planEnv{files: e.files, prev: old})
+	if err != nil {
+		e.stats.ReloadsFailed.Add(1)
+		return err
+	}
+	if len(p.servers) == 0 {
+		p.free()
+		e.stats.ReloadsFailed.Add(1)
+		return fmt.Errorf("reloading: the configuration has no stream server")
+	}
+	if e.opts.Log == nil {
+		if err := e.reconfigureErrorLog(cfg); err != nil {
+			p.free()
+			e.stats.ReloadsFailed.Add(1)
+			return err
+		}
+	}
+
+	e.sockMu.Lock()
+	socks, err := e.openListeners(p, e.socks, len(e.loops))
+	if err != nil {
+		e.sockMu.Unlock()
+		p.free()
+		e.stats.ReloadsFailed.Add(1)
+		return err
+	}
+	prev := e.socks
+	e.socks = socks
+	// New sessions start on p from here: its plan first, then each
+	// socket's binding.
+	e.plan.Store(p)
+	e.bindAll(p)
+	for key, ls := range socks {
+		e.assignLoop(key, ls)
+		if prev[key] == nil {
+			ls.start()
+		}
+	}
+	for key, ls := range prev {
+		if socks[key] == nil {
+			ls.close()
+		}
+	}
+	e.sockMu.Unlock()
+	old.retire()
+	e.stats.ReloadsOK.Add(1)
+	e.log.Logf(LevelNotice, 0, "reconfigured: %d servers, %d listening sockets", len(p.servers), len(socks))
+	return nil
+}
+
+// reconfigureErrorLog points the error log at the new configuration's
+// error_log, when it changed.
+func (e *Engine) reconfigureErrorLog(cfg *conf.Config) error {
+	logs := cfg.Main.ErrorLog
+	if cfg.Stream != nil && len(cfg.Stream.ErrorLogs) > 0 {
+		logs = cfg.Stream.ErrorLogs
+	}
+	path, lv := "stderr", LevelError
+	var pos conf.Pos
+	if len(logs) > 0 {
+		path, pos = logs[0].Path, logs[0].Pos
+		if l, ok := ParseLevel(logs[0].Level); ok {
+			lv = l
+		}
+	}
+	e.log.mu.Lock()
+	same := e.log.path == path || (e.log.path == "" && (path == "stderr" || path == ""))
+	e.log.mu.Unlock()
+	if same {
+		e.log.setLevel(lv)
+		return nil
+	}
+	if err := e.log.Reconfigure(path, lv); err != nil {
+		return conf.Errorf(pos, "%v", err)
+	}
+	return nil
+}
+
+// Reopen reopens the error log and every access log by their paths, as
+// SIGUSR1 does for NGINX (logrotate renames the files, then signals).
+// Buffered access-log lines go to the old file first; nothing is lost or
+// written twice. Safe from any goroutine.
+func (e *Engine) Reopen() error {
+	err := e.files.reopen()
+	if lerr := e.log.Reopen(); err == nil {
+		err = lerr
+	}
+	if err != nil {
+		return fmt.Errorf("reopening logs: %w", err)
+	}
+	e.log.Logf(LevelNotice, 0, "reopened the logs")
+	return nil
+}
