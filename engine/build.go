@@ -33,6 +33,12 @@ type plan struct {
 	sessions atomic.Int64
 	retired  atomic.Bool
 	release  sync.Once
+	// ownKeyLogs is the key-log set of a plan built without the engine's
+	// (Check); closed with the plan.
+	ownKeyLogs *tlsbridge.KeyLogFiles
+	// stopWatch ends the proxy_ssl_watch goroutines of the plan's
+	// policies; nil until watch starts them.
+	stopWatch context.CancelFunc
 }
 
 // planEnv is what building a plan draws on besides the configuration.
@@ -44,6 +50,9 @@ type planEnv struct {
 	prev *plan
 	// resolve resolves upstream host names (nil: the system resolver).
 	resolve func(ctx context.Context, host string) ([]netip.Addr, error)
+	// keyLogs opens proxy_ssl_key_log files, one descriptor per path for
+	// the process; nil: the plan opens its own (Check).
+	keyLogs *tlsbridge.KeyLogFiles
 }
 
 // sessionStarted counts a session that started on p. Runs on a loop.
@@ -69,7 +78,36 @@ func (p *plan) retire() {
 // free releases what the plan holds: its access-log files (a file the
 // new plan also names stays open). Any goroutine, effective once.
 func (p *plan) free() {
-	p.release.Do(func() { p.logs.close() })
+	p.release.Do(func() {
+		if p.stopWatch != nil {
+			p.stopWatch()
+		}
+		p.logs.close()
+		if p.ownKeyLogs != nil {
+			p.ownKeyLogs.Close()
+		}
+	})
+}
+
+// watch starts a proxy_ssl_watch goroutine for each policy that asks for
+// one; they end when the plan is freed. Runs on the goroutine that
+// publishes the plan.
+func (p *plan) watch(log *ErrorLog) {
+	ctx, cancel := context.WithCancel(context.Background())
+	p.stopWatch = cancel
+	for _, s := range p.servers {
+		if s.policy == nil || s.conf.Proxy.SSL.Watch <= 0 {
+			continue
+		}
+		go s.policy.Watch(ctx, s.conf.Proxy.SSL.Watch, func(format string, args ...any) {
+			msg := fmt.Sprintf(format, args...)
+			lv := LevelNotice
+			if strings.Contains(msg, "keeping the files loaded before") {
+				lv = LevelError
+			}
+			log.Logf(lv, 0, "%s, server: %s", msg, s.name)
+		})
+	}
 }
 
 // server is the runtime form of one server{} block. It is immutable once
@@ -133,6 +171,10 @@ func buildPlan(cfg *conf.Config, env planEnv) (_ *plan, err error) {
 	resolve := env.resolve
 	openLogs := env.files != nil
 	p := &plan{cfg: cfg, logs: newLogSet(env.files)}
+	if env.keyLogs == nil {
+		p.ownKeyLogs = tlsbridge.NewKeyLogFiles()
+		env.keyLogs = p.ownKeyLogs
+	}
 	if env.prev != nil {
 		p.store = env.prev.store
 	} else {
@@ -143,7 +185,7 @@ func buildPlan(cfg *conf.Config, env planEnv) (_ *plan, err error) {
 	}
 	defer func() {
 		if err != nil {
-			p.logs.close()
+			p.free()
 		}
 	}()
 	groups := map[*conf.Upstream]*pool.Group{}
@@ -206,7 +248,7 @@ func buildPlan(cfg *conf.Config, env planEnv) (_ *plan, err error) {
 			s.targets[p] = t
 		}
 		if sc.Proxy.SSL.Enabled {
-			pol, err := newPolicy(&sc.Proxy.SSL, sc.Pos, p.store)
+			pol, err := newPolicy(&sc.Proxy.SSL, sc.Pos, p.store, env.keyLogs)
 			if err != nil {
 				return nil, err
 			}
@@ -260,7 +302,7 @@ func newGroup(u *conf.Upstream, resolve func(ctx context.Context, host string) (
 
 // newPolicy builds a server's upstream TLS policy; errors carry the
 // position of the directive most likely at fault.
-func newPolicy(ssl *conf.SSL, fallback conf.Pos, store *tlsbridge.SessionStore) (*tlsbridge.Policy, error) {
+func newPolicy(ssl *conf.SSL, fallback conf.Pos, store *tlsbridge.SessionStore, keyLogs *tlsbridge.KeyLogFiles) (*tlsbridge.Policy, error) {
 	pc := tlsbridge.PolicyConfig{
 		Certificate:        ssl.Certificate,
 		CertificateKey:     ssl.CertificateKey,
@@ -275,6 +317,8 @@ func newPolicy(ssl *conf.SSL, fallback conf.Pos, store *tlsbridge.SessionStore) 
 		CRL:                ssl.CRL,
 		SessionReuse:       ssl.SessionReuse,
 		ALPN:               ssl.ALPN,
+		KeyLog:             ssl.KeyLog,
+		KeyLogFiles:        keyLogs,
 	}
 	for _, cc := range ssl.ConfCommands {
 		pc.ConfCommands = append(pc.ConfCommands, tlsbridge.ConfCommand{Name: cc.Name, Value: cc.Value})

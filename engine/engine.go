@@ -18,6 +18,7 @@ import (
 
 	"github.com/tlsrelay/tlsrelay/engine/conf"
 	"github.com/tlsrelay/tlsrelay/pool"
+	"github.com/tlsrelay/tlsrelay/tlsbridge"
 )
 
 // Stats are the engine's counters. Every field may be read from any
@@ -67,8 +68,10 @@ type Engine struct {
 	// connects to it only to learn its loops.
 	door string
 
-	// files are the open access-log files, shared by the plans.
-	files *logFiles
+	// files are the open access-log files, shared by the plans; keyLogs
+	// the proxy_ssl_key_log files.
+	files   *logFiles
+	keyLogs *tlsbridge.KeyLogFiles
 	// reloadMu serializes reloads.
 	reloadMu sync.Mutex
 
@@ -95,18 +98,20 @@ func Check(cfg *conf.Config) (warnings []string, err error) {
 	if err != nil {
 		return nil, err
 	}
+	p.free()
 	return p.warnings, nil
 }
 
 // New builds an engine from cfg. Nothing is bound until Serve.
 func New(cfg *conf.Config, opts Options) (*Engine, error) {
-	files := newLogFiles()
-	p, err := buildPlan(cfg, planEnv{files: files})
+	files, keyLogs := newLogFiles(), tlsbridge.NewKeyLogFiles()
+	p, err := buildPlan(cfg, planEnv{files: files, keyLogs: keyLogs})
 	if err != nil {
 		return nil, err
 	}
 	e := &Engine{
 		files:   files,
+		keyLogs: keyLogs,
 		opts:    opts,
 		socks:   map[string]*listenSock{},
 		loopIdx: map[gnet.EventLoop]*loop{},
@@ -201,6 +206,7 @@ func (e *Engine) Serve(ctx context.Context) error {
 	p := e.plan.Load()
 	defer e.log.Close()
 	defer e.files.closeAll()
+	defer e.keyLogs.Close()
 	if len(p.servers) == 0 {
 		return errors.New("no listen addresses: the configuration has no stream server")
 	}
@@ -215,6 +221,7 @@ func (e *Engine) Serve(ctx context.Context) error {
 	e.sockMu.Unlock()
 	defer e.closeListeners()
 
+	p.watch(e.log)
 	e.dialer = pool.NewDialer(pool.DialerConfig{})
 	defer e.dialer.Close()
 

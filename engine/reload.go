@@ -36,7 +36,7 @@ func (e *Engine) Reload(cfg *conf.Config) error {
 		return fmt.Errorf("reloading: the engine is shutting down")
 	}
 	old := e.plan.Load()
-	p, err := buildPlan(cfg, planEnv{files: e.files, prev: old})
+	p, err := buildPlan(cfg, planEnv{files: e.files, keyLogs: e.keyLogs, prev: old})
 	if err != nil {
 		e.stats.ReloadsFailed.Add(1)
 		return err
@@ -80,6 +80,7 @@ func (e *Engine) Reload(cfg *conf.Config) error {
 		}
 	}
 	e.sockMu.Unlock()
+	p.watch(e.log)
 	old.retire()
 	e.stats.ReloadsOK.Add(1)
 	e.log.Logf(LevelNotice, 0, "reconfigured: %d servers, %d listening sockets", len(p.servers), len(socks))
@@ -120,6 +121,9 @@ func (e *Engine) reconfigureErrorLog(cfg *conf.Config) error {
 // written twice. Safe from any goroutine.
 func (e *Engine) Reopen() error {
 	err := e.files.reopen()
+	if kerr := e.keyLogs.Reopen(); err == nil {
+		err = kerr
+	}
 	if lerr := e.log.Reopen(); err == nil {
 		err = lerr
 	}
