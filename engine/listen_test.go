@@ -1,0 +1,90 @@
+package engine
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/tlsrelay/tlsrelay/engine/conf"
+	"github.com/tlsrelay/tlsrelay/internal/backend"
+	"github.com/tlsrelay/tlsrelay/internal/pki"
+)
+
+// TestSecondInstanceRefused: a second engine on an address the first
+// holds does not start silently beside it (each address is bound once,
+// without SO_REUSEPORT unless reuseport asks for it): Serve fails with
+// NGINX's bind() message and the directive's file:line.
+func TestSecondInstanceRefused(t *testing.T) {
+	set, _, dir := newPKI(t, pki.ECDSAP256, 1)
+	ups := startUpstreams(t, set, 1, backend.Echo, nil)
+	tb := startEngine(t, dir, guideConf(ups, ""))
+	text := strings.Replace(guideConf(ups, ""), "127.0.0.1:0;", tb.addr+";", 1)
+	text = strings.ReplaceAll(text, "{{dir}}", dir)
+	path := filepath.Join(t.TempDir(), "second.conf")
+	if err := os.WriteFile(path, []byte(text), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cfg, _, err := conf.Load(path, conf.LoadOptions{Prefix: dir})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var logMu sync.Mutex
+	e, err := New(cfg, Options{Log: NewErrorLog(syncBuffer{&logMu, &bytes.Buffer{}}, LevelInfo)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	err = e.Serve(ctx)
+	want := fmt.Sprintf("bind() to %s failed (98: Address already in use) in %s:", tb.addr, path)
+	if err == nil || !strings.Contains(err.Error(), want) {
+		t.Fatalf("second instance: %v, want %q", err, want)
+	}
+	// The first still serves every connection.
+	for i := 0; i < 10; i++ {
+		if _, err := echoOnce(tb.addr, []byte("first"), 10*time.Second); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+// TestListenBacklog: the listen() backlog is backlog= (NGINX's default
+// 511), as ss shows it (Send-Q of a listening socket).
+func TestListenBacklog(t *testing.T) {
+	ss, err := exec.LookPath("ss")
+	if err != nil {
+		t.Skip("ss (iproute2) is not installed")
+	}
+	set, _, dir := newPKI(t, pki.ECDSAP256, 1)
+	ups := startUpstreams(t, set, 1, backend.Echo, nil)
+	text := "worker_processes 2;\nstream {\n" + upstreamBlock("backend", ups) + fmt.Sprintf(guideServer, "") +
+		strings.Replace(fmt.Sprintf(guideServer, ""), "127.0.0.1:0;", "127.0.0.1:50 backlog=100;", 1) + "}\n"
+	tb := startEngine(t, dir, text)
+	addrs := tb.eng.Addrs()
+	if len(addrs) != 2 {
+		t.Fatalf("listeners %v", addrs)
+	}
+	for i, want := range []string{"511", "100"} {
+		port := addrs[i].(*net.TCPAddr).Port
+		out, err := exec.Command(ss, "-Hltn", fmt.Sprintf("sport = :%d", port)).Output()
+		if err != nil {
+			t.Fatalf("ss: %v", err)
+		}
+		lines := strings.Split(strings.TrimSpace(string(out)), "\n")
+		if len(lines) != 1 {
+			t.Fatalf("ss shows %d sockets on port %d, want 1 (no SO_REUSEPORT copies):\n%s", len(lines), port, out)
+		}
+		f := strings.Fields(lines[0])
+		if len(f) < 3 || f[2] != want {
+			t.Errorf("listener %d: ss says %q, want backlog %s", i, lines[0], want)
+		}
+	}
+}
