@@ -99,7 +99,8 @@ func TlsrelayConfig(s ProxySpec) (string, error) {
 	if err != nil {
 		return "", err
 	}
-	return fmt.Sprintf("# written by tlsrelay-bench\nworker_processes %d;\n\n%s", s.Workers, stream), nil
+	// The same worker_connections as NGINX's: tlsrelay enforces it.
+	return fmt.Sprintf("# written by tlsrelay-bench\nworker_processes %d;\nevents {\n    worker_connections 20000;\n}\n\n%s", s.Workers, stream), nil
 }
 
 // NginxConfig returns the configuration NGINX reads for spec: the same

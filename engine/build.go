@@ -21,8 +21,11 @@ import (
 // plan is everything a configuration describes, built and checked but not
 // yet serving: what Check stops at and Run starts from.
 type plan struct {
-	cfg      *conf.Config
-	servers  []*server
+	cfg     *conf.Config
+	servers []*server
+	// listens is the number of listen directives, which take one of
+	// each loop's worker_connections.
+	listens  int
 	store    *tlsbridge.SessionStore
 	logs     *logSet
 	warnings []string
@@ -204,6 +207,7 @@ func buildPlan(cfg *conf.Config, env planEnv) (_ *plan, err error) {
 			proxyProtocol:  sc.Proxy.ProxyProtocol,
 		}
 		for _, l := range sc.Listen {
+			p.listens++
 			s.listen = append(s.listen, l.Addr)
 			s.listenOpts = append(s.listenOpts, l)
 		}

@@ -35,6 +35,7 @@ type Stats struct {
 	BytesFromClient   atomic.Int64 // of finished sessions
 	BytesToClient     atomic.Int64 // of finished sessions
 	AcceptFailures    atomic.Int64 // accept() errors (EMFILE and others)
+	Refused           atomic.Int64 // clients closed at once: worker_connections reached
 	ReloadsOK         atomic.Int64 // reloads that took effect
 	ReloadsFailed     atomic.Int64 // reloads refused (the old configuration kept)
 }

@@ -40,6 +40,9 @@ func (h *handler) OnOpen(c gnet.Conn) ([]byte, gnet.Action) {
 			b.apply(c)
 		}
 		v.lp.touch()
+		if !v.lp.admit() {
+			return nil, gnet.Close
+		}
 		b.srv.plan.sessionStarted()
 		e.newSession(c, v.lp, b.srv)
 	case *upOpen:

@@ -179,7 +179,7 @@ const guideServer = `
 // guideConf is the guide's configuration over ups with extra directives in
 // the server block.
 func guideConf(ups []*backend.Server, extra string) string {
-	return "worker_processes 2;\nstream {\n" + upstreamBlock("backend", ups) + fmt.Sprintf(guideServer, extra) + "}\n"
+	return "worker_processes 2;\nevents { worker_connections 20000; }\nstream {\n" + upstreamBlock("backend", ups) + fmt.Sprintf(guideServer, extra) + "}\n"
 }
 
 // echoOnce connects, writes payload, reads the same number of bytes back

@@ -88,3 +88,33 @@ func TestListenBacklog(t *testing.T) {
 		}
 	}
 }
+
+// TestWorkerConnections: worker_connections bounds each loop as NGINX
+// counts: the listening socket takes one, each session two. With one loop
+// and 16, seven sessions are held; the eighth client is closed at once and
+// the log says why.
+func TestWorkerConnections(t *testing.T) {
+	set, _, dir := newPKI(t, pki.ECDSAP256, 1)
+	ups := startUpstreams(t, set, 1, backend.Echo, nil)
+	text := strings.NewReplacer("worker_processes 2;", "worker_processes 1;", "worker_connections 20000;", "worker_connections 16;").Replace(guideConf(ups, ""))
+	tb := startEngine(t, dir, text)
+	for i := 0; i < 7; i++ {
+		holdSession(t, tb.addr)
+	}
+	c, err := net.DialTimeout("tcp", tb.addr, 5*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(10 * time.Second))
+	c.Write([]byte("x"))
+	if n, err := c.Read(make([]byte, 1)); err == nil {
+		t.Fatalf("the eighth session got %d bytes back, want it closed", n)
+	}
+	if !strings.Contains(tb.logText(), "16 worker_connections are not enough") {
+		t.Errorf("the log does not say why:\n%s", tb.logText())
+	}
+	if n := tb.eng.Stats().Refused.Load(); n != 1 {
+		t.Errorf("Refused = %d, want 1", n)
+	}
+}

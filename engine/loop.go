@@ -106,6 +106,22 @@ func (lp *loop) runPolls() {
 	lp.npolled.Store(int32(len(lp.polled)))
 }
 
+// admit reports whether the loop may take one more session under
+// worker_connections, counted as NGINX counts connections: each listening
+// socket takes one in every loop, and a session two (its client and its
+// upstream). A client over the limit is closed at once and logged, as
+// NGINX does ("worker_connections are not enough"). Runs on the loop.
+func (lp *loop) admit() bool {
+	p := lp.e.plan.Load()
+	wc := p.cfg.Main.WorkerConnections
+	if wc <= 0 || 2*(lp.sessions+1)+p.listens <= wc {
+		return true
+	}
+	lp.e.stats.Refused.Add(1)
+	lp.e.log.Logf(LevelAlert, 0, "%d worker_connections are not enough", wc)
+	return false
+}
+
 // ticks converts a duration to wheel ticks, rounding up.
 func (lp *loop) ticks(d time.Duration) int64 {
 	return int64((d + tick - 1) / tick)
