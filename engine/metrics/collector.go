@@ -1,0 +1,287 @@
+package metrics
+
+import (
+	"iter"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/tlsrelay/tlsrelay/pool"
+	"github.com/tlsrelay/tlsrelay/tlsbridge"
+)
+
+// Sources are what a Collector reads at each scrape. A nil field leaves its
+// series out.
+type Sources struct {
+	// Engine is the engine's counters.
+	Engine *Engine
+	// Peers yields the peers of the current configuration with their
+	// group's name. It is called once per scrape, on the scrape's
+	// goroutine, and must be safe there (load the current configuration
+	// atomically, do not lock the data path).
+	Peers iter.Seq2[string, *pool.Peer]
+	// Dialer returns the current dialer. Called once per scrape.
+	Dialer func() *pool.Dialer
+	// Stores yields the current TLS session stores; their counts are
+	// added. Called once per scrape.
+	Stores iter.Seq[*tlsbridge.SessionStore]
+	// Now is the clock for the peers' states; nil means time.Now.
+	Now func() time.Time
+}
+
+// Collector is a prometheus.Collector of tlsrelay's series (listed in the
+// package documentation). It holds no counts of its own: Collect reads the
+// Sources' atomics and makes constant metrics, so a scrape never takes a
+// lock of the data path. Describe and Collect are safe from any goroutine.
+type Collector struct {
+	src Sources
+	d   descs
+}
+
+var _ prometheus.Collector = (*Collector)(nil)
+
+type descs struct {
+	accepted, active, ended, bytes                     *prometheus.Desc
+	stalls, pauses, idle                               *prometheus.Desc
+	reloads, lastReload                                *prometheus.Desc
+	handshakes, hsFailures, hsDuration, connDuration   *prometheus.Desc
+	selections, peerFailures, peerActive, peerState    *prometheus.Desc
+	queueDepth, queueCap, workers, workersMax, jobs    *prometheus.Desc
+	tickets, ticketKeys, ticketsStored, ticketsDropped *prometheus.Desc
+}
+
+// NewCollector returns a Collector reading src.
+func NewCollector(src Sources) *Collector {
+	if src.Now == nil {
+		src.Now = time.Now
+	}
+	n := func(name, help string, labels ...string) *prometheus.Desc {
+		return prometheus.NewDesc("tlsrelay_"+name, help, labels, nil)
+	}
+	up := []string{"upstream", "peer"}
+	return &Collector{src: src, d: descs{
+		accepted:       n("sessions_accepted_total", "Client connections accepted."),
+		active:         n("sessions_active", "Sessions open now."),
+		ended:          n("sessions_ended_total", "Sessions ended, by reason.", "reason"),
+		bytes:          n("bytes_total", "Bytes moved by finished sessions, by direction.", "direction"),
+		stalls:         n("backpressure_stalls_total", "Times a side of a session stopped being consumed (backpressure or rate limit)."),
+		pauses:         n("backpressure_pauses_total", "Times a socket was paused for backpressure."),
+		idle:           n("idle_timeouts_total", "Sessions ended by proxy_timeout."),
+		reloads:        n("reloads_total", "Configuration reloads, by result.", "result"),
+		lastReload:     n("last_reload_success_timestamp_seconds", "Unix time of the last configuration load that worked (0: none yet)."),
+		handshakes:     n("upstream_handshakes_total", "Upstream TLS handshakes, by outcome (failed includes every class of upstream_handshake_failures_total).", append(up, "outcome")...),
+		hsFailures:     n("upstream_handshake_failures_total", "Failed upstream TLS handshakes, by class.", append(up, "class")...),
+		hsDuration:     n("upstream_handshake_duration_seconds", "Duration of completed upstream TLS handshakes.", up...),
+		connDuration:   n("upstream_connect_duration_seconds", "Duration of successful upstream TCP connects.", up...),
+		selections:     n("upstream_peer_selections_total", "Times a balancer picked the peer.", up...),
+		peerFailures:   n("upstream_peer_failures_total", "Failed attempts on the peer (connect, PROXY header, TLS handshake, verification).", up...),
+		peerActive:     n("upstream_peer_active_connections", "Connections to the peer now (being set up or established).", up...),
+		peerState:      n("upstream_peer_state", "The peer's state: 1 for the current one of up, banned (max_fails within fail_timeout), down (configured down).", append(up, "state")...),
+		queueDepth:     n("dial_queue_depth", "Sessions waiting for a dial worker."),
+		queueCap:       n("dial_queue_capacity", "The most sessions that may wait for a dial worker."),
+		workers:        n("dial_workers", "Dial worker goroutines running, by state.", "state"),
+		workersMax:     n("dial_workers_max", "The most dial worker goroutines that may run."),
+		jobs:           n("dial_jobs_total", "Dial jobs submitted, by result (rejected: the queue was full).", "result"),
+		tickets:        n("session_tickets", "Upstream TLS sessions (tickets) held for resumption."),
+		ticketKeys:     n("session_ticket_keys", "Keys (endpoint, TLS policy, names) the session store holds tickets under."),
+		ticketsStored:  n("session_tickets_stored_total", "Upstream TLS sessions stored."),
+		ticketsDropped: n("session_tickets_dropped_total", "Upstream TLS sessions dropped, by reason (evicted for room, expired, refused by the upstream).", "reason"),
+	}}
+}
+
+// Describe sends the descriptors of every series.
+func (c *Collector) Describe(ch chan<- *prometheus.Desc) {
+	d := &c.d
+	for _, x := range []*prometheus.Desc{
+		d.accepted, d.active, d.ended, d.bytes, d.stalls, d.pauses, d.idle, d.reloads, d.lastReload,
+		d.handshakes, d.hsFailures, d.hsDuration, d.connDuration, d.selections, d.peerFailures, d.peerActive, d.peerState,
+		d.queueDepth, d.queueCap, d.workers, d.workersMax, d.jobs,
+		d.tickets, d.ticketKeys, d.ticketsStored, d.ticketsDropped,
+	} {
+		ch <- x
+	}
+}
+
+// Collect reads the sources and sends the series.
+func (c *Collector) Collect(ch chan<- prometheus.Metric) {
+	if c.src.Engine != nil {
+		c.collectEngine(ch, c.src.Engine.Snapshot())
+	}
+	if c.src.Peers != nil {
+		c.collectPeers(ch)
+	}
+	if c.src.Dialer != nil {
+		if dl := c.src.Dialer(); dl != nil {
+			c.collectDialer(ch, dl.Stats())
+		}
+	}
+	if c.src.Stores != nil {
+		var sum tlsbridge.StoreCounters
+		for s := range c.src.Stores {
+			if s == nil {
+				continue
+			}
+			x := s.Counters()
+			sum.Tickets += x.Tickets
+			sum.Keys += x.Keys
+			sum.Stored += x.Stored
+			sum.Evicted += x.Evicted
+			sum.Expired += x.Expired
+			sum.Refused += x.Refused
+		}
+		c.collectStores(ch, sum)
+	}
+}
+
+func counter(d *prometheus.Desc, v uint64, labels ...string) prometheus.Metric {
+	return prometheus.MustNewConstMetric(d, prometheus.CounterValue, float64(v), labels...)
+}
+
+func gauge(d *prometheus.Desc, v float64, labels ...string) prometheus.Metric {
+	return prometheus.MustNewConstMetric(d, prometheus.GaugeValue, v, labels...)
+}
+
+func (c *Collector) collectEngine(ch chan<- prometheus.Metric, s EngineSnapshot) {
+	d := &c.d
+	ch <- counter(d.accepted, s.Accepted)
+	ch <- gauge(d.active, float64(s.Active))
+	for r := range Reasons {
+		ch <- counter(d.ended, s.Ended[r], Reason(r).String())
+	}
+	ch <- counter(d.bytes, s.BytesFromClient, "from_client")
+	ch <- counter(d.bytes, s.BytesToClient, "to_client")
+	ch <- counter(d.bytes, s.BytesFromUp, "from_upstream")
+	ch <- counter(d.bytes, s.BytesToUp, "to_upstream")
+	ch <- counter(d.stalls, s.Stalls)
+	ch <- counter(d.pauses, s.Pauses)
+	ch <- counter(d.idle, s.IdleTimeouts)
+	ch <- counter(d.reloads, s.ReloadsOK, "ok")
+	ch <- counter(d.reloads, s.ReloadsFailed, "failed")
+	var last float64
+	if !s.LastLoad.IsZero() {
+		last = float64(s.LastLoad.UnixNano()) / 1e9
+	}
+	ch <- gauge(d.lastReload, last)
+}
+
+// peerAgg is what one (group, address) series shows: the sum of the peers
+// that share it.
+type peerAgg struct {
+	group, addr           string
+	full, resumed, failed uint64
+	byClass               [pool.FailureClasses]uint64
+	handshake, connect    pool.HistogramSnapshot
+	selected, failures    uint64
+	conns                 int64
+	state                 pool.PeerState
+}
+
+func addHist(a *pool.HistogramSnapshot, b pool.HistogramSnapshot) {
+	a.Count += b.Count
+	a.Sum += b.Sum
+	for i := range a.Cumulative {
+		a.Cumulative[i] += b.Cumulative[i]
+	}
+}
+
+// better reports whether state a is better than b (up > banned > down).
+func better(a, b pool.PeerState) bool {
+	rank := func(s pool.PeerState) int {
+		switch s {
+		case pool.PeerUp:
+			return 2
+		case pool.PeerBanned:
+			return 1
+		}
+		return 0
+	}
+	return rank(a) > rank(b)
+}
+
+func (c *Collector) collectPeers(ch chan<- prometheus.Metric) {
+	type key struct{ group, addr string }
+	now := c.src.Now()
+	index := map[key]int{}
+	var aggs []*peerAgg
+	for group, p := range c.src.Peers {
+		if p == nil {
+			continue
+		}
+		k := key{group, p.String()}
+		i, ok := index[k]
+		if !ok {
+			i = len(aggs)
+			index[k] = i
+			aggs = append(aggs, &peerAgg{group: group, addr: k.addr, state: pool.PeerDown})
+		}
+		a := aggs[i]
+		full, resumed, failed := p.Handshakes()
+		a.full += full
+		a.resumed += resumed
+		a.failed += failed
+		for j, n := range p.HandshakeFailures() {
+			a.byClass[j] += n
+		}
+		addHist(&a.handshake, p.HandshakeTime())
+		addHist(&a.connect, p.ConnectTime())
+		a.selected += p.Selected()
+		a.failures += p.Failures()
+		a.conns += int64(p.Conns())
+		if st := p.State(now); !ok || better(st, a.state) {
+			a.state = st
+		}
+	}
+	d := &c.d
+	for _, a := range aggs {
+		l := []string{a.group, a.addr}
+		ch <- counter(d.handshakes, a.full, a.group, a.addr, "full")
+		ch <- counter(d.handshakes, a.resumed, a.group, a.addr, "resumed")
+		ch <- counter(d.handshakes, a.failed, a.group, a.addr, "failed")
+		for j, n := range a.byClass {
+			ch <- counter(d.hsFailures, n, a.group, a.addr, pool.FailureClassName(j))
+		}
+		ch <- constHistogram(d.hsDuration, a.handshake, l...)
+		ch <- constHistogram(d.connDuration, a.connect, l...)
+		ch <- counter(d.selections, a.selected, l...)
+		ch <- counter(d.peerFailures, a.failures, l...)
+		ch <- gauge(d.peerActive, float64(a.conns), l...)
+		for s := range pool.PeerStates {
+			v := 0.0
+			if pool.PeerState(s) == a.state {
+				v = 1
+			}
+			ch <- gauge(d.peerState, v, a.group, a.addr, pool.PeerState(s).String())
+		}
+	}
+}
+
+// constHistogram turns a pool histogram into a Prometheus one, in seconds.
+func constHistogram(d *prometheus.Desc, h pool.HistogramSnapshot, labels ...string) prometheus.Metric {
+	bounds := pool.HistogramBounds()
+	buckets := make(map[float64]uint64, len(bounds))
+	for i, b := range bounds {
+		buckets[b.Seconds()] = h.Cumulative[i]
+	}
+	return prometheus.MustNewConstHistogram(d, h.Count, h.Sum.Seconds(), buckets, labels...)
+}
+
+func (c *Collector) collectDialer(ch chan<- prometheus.Metric, s pool.DialerStats) {
+	d := &c.d
+	ch <- gauge(d.queueDepth, float64(s.QueueDepth))
+	ch <- gauge(d.queueCap, float64(s.QueueCapacity))
+	ch <- gauge(d.workers, float64(s.Busy), "busy")
+	ch <- gauge(d.workers, float64(s.Workers-s.Busy), "idle")
+	ch <- gauge(d.workersMax, float64(s.MaxWorkers))
+	ch <- counter(d.jobs, s.Queued, "queued")
+	ch <- counter(d.jobs, s.Rejected, "rejected")
+}
+
+func (c *Collector) collectStores(ch chan<- prometheus.Metric, s tlsbridge.StoreCounters) {
+	d := &c.d
+	ch <- gauge(d.tickets, float64(s.Tickets))
+	ch <- gauge(d.ticketKeys, float64(s.Keys))
+	ch <- counter(d.ticketsStored, s.Stored)
+	ch <- counter(d.ticketsDropped, s.Evicted, "evicted")
+	ch <- counter(d.ticketsDropped, s.Expired, "expired")
+	ch <- counter(d.ticketsDropped, s.Refused, "refused")
+}

@@ -1,0 +1,205 @@
+package metrics
+
+import (
+	"sync/atomic"
+	"time"
+)
+
+// Reason is why a session ended: the reason label of
+// tlsrelay_sessions_ended_total.
+type Reason uint8
+
+// Session end reasons.
+const (
+	ReasonClientClosed        Reason = iota // the client closed its side
+	ReasonUpstreamClosed                    // the upstream closed its side
+	ReasonIdleTimeout                       // proxy_timeout passed without traffic
+	ReasonUpstreamUnreachable               // no upstream could be connected to
+	ReasonDialQueueFull                     // the dialer's queue was full
+	ReasonResumeFailed                      // a paused socket could not be resumed
+	ReasonShutdown                          // the engine stopped (worker_shutdown_timeout, stop)
+	ReasonOther                             // anything else
+)
+
+// Reasons is the number of Reason values.
+const Reasons = int(ReasonOther) + 1
+
+// String returns the label value: "client_closed", "upstream_closed",
+// "idle_timeout", "upstream_unreachable", "dial_queue_full",
+// "resume_failed", "shutdown" or "other".
+func (r Reason) String() string {
+	switch r {
+	case ReasonClientClosed:
+		return "client_closed"
+	case ReasonUpstreamClosed:
+		return "upstream_closed"
+	case ReasonIdleTimeout:
+		return "idle_timeout"
+	case ReasonUpstreamUnreachable:
+		return "upstream_unreachable"
+	case ReasonDialQueueFull:
+		return "dial_queue_full"
+	case ReasonResumeFailed:
+		return "resume_failed"
+	case ReasonShutdown:
+		return "shutdown"
+	}
+	return "other"
+}
+
+// ReasonOf maps the engine's texts for a session's end (those of its
+// error log and of the access log's reason) to a Reason: "client closed",
+// "upstream closed", "idle timeout", "upstream unreachable", "dial queue
+// full", "resume failed", "shutdown"; any other text is ReasonOther. It does
+// not allocate. Passing the Reason itself is cheaper; this is for callers
+// that only have the text.
+func ReasonOf(text string) Reason {
+	switch text {
+	case "client closed":
+		return ReasonClientClosed
+	case "upstream closed":
+		return ReasonUpstreamClosed
+	case "idle timeout":
+		return ReasonIdleTimeout
+	case "upstream unreachable":
+		return ReasonUpstreamUnreachable
+	case "dial queue full":
+		return ReasonDialQueueFull
+	case "resume failed":
+		return ReasonResumeFailed
+	case "shutdown":
+		return ReasonShutdown
+	}
+	return ReasonOther
+}
+
+// Engine holds the engine's own counters. The zero value is ready. Every
+// method is safe from any goroutine (event loops, dial workers, the
+// scrape), takes no lock and does not allocate: each is one or a few atomic
+// operations. Keep one Engine for the life of the process, across reloads,
+// so that its counters are never reset.
+type Engine struct {
+	accepted                           atomic.Uint64
+	active                             atomic.Int64
+	ended                              [Reasons]atomic.Uint64
+	fromClient, toClient, fromUp, toUp atomic.Uint64
+	stalls, pauses, idleTimeouts       atomic.Uint64
+	full, resumed, failedAttempts      atomic.Uint64
+	reloadsOK, reloadsFailed           atomic.Uint64
+	lastLoadNano                       atomic.Int64
+}
+
+// SessionAccepted counts a client connection accepted: a session starts.
+// Call it once per session, on the loop that accepted it.
+func (e *Engine) SessionAccepted() {
+	e.accepted.Add(1)
+	e.active.Add(1)
+}
+
+// SessionEnded counts a session's end, once per session that
+// SessionAccepted counted, with why it ended and the bytes it moved each
+// way. Negative byte counts are taken as zero.
+func (e *Engine) SessionEnded(r Reason, fromClient, toClient, fromUp, toUp int64) {
+	if int(r) >= Reasons {
+		r = ReasonOther
+	}
+	e.ended[r].Add(1)
+	e.active.Add(-1)
+	addBytes(&e.fromClient, fromClient)
+	addBytes(&e.toClient, toClient)
+	addBytes(&e.fromUp, fromUp)
+	addBytes(&e.toUp, toUp)
+}
+
+func addBytes(c *atomic.Uint64, n int64) {
+	if n > 0 {
+		c.Add(uint64(n))
+	}
+}
+
+// Stall counts a side that stopped being consumed (backpressure or rate
+// limit).
+func (e *Engine) Stall() { e.stalls.Add(1) }
+
+// Pause counts a socket paused for backpressure.
+func (e *Engine) Pause() { e.pauses.Add(1) }
+
+// IdleTimeout counts a session ended by proxy_timeout (it ends with
+// ReasonIdleTimeout as well).
+func (e *Engine) IdleTimeout() { e.idleTimeouts.Add(1) }
+
+// Handshake counts a completed upstream TLS handshake, for the totals of
+// [Engine.Snapshot] (the per-peer series come from the peers, which the
+// dialer feeds).
+func (e *Engine) Handshake(resumed bool) {
+	if resumed {
+		e.resumed.Add(1)
+	} else {
+		e.full.Add(1)
+	}
+}
+
+// AttemptFailed counts a failed upstream attempt (connect, PROXY header,
+// handshake or verification), for the totals of [Engine.Snapshot].
+func (e *Engine) AttemptFailed() { e.failedAttempts.Add(1) }
+
+// Loaded records the time of the first configuration load at start: the
+// last-success timestamp, without counting a reload.
+func (e *Engine) Loaded(t time.Time) { e.lastLoadNano.Store(t.UnixNano()) }
+
+// ReloadOK counts a reload that worked, at t.
+func (e *Engine) ReloadOK(t time.Time) {
+	e.reloadsOK.Add(1)
+	e.lastLoadNano.Store(t.UnixNano())
+}
+
+// ReloadFailed counts a reload refused (the old configuration goes on).
+func (e *Engine) ReloadFailed() { e.reloadsFailed.Add(1) }
+
+// Active returns the sessions open now.
+func (e *Engine) Active() int64 { return e.active.Load() }
+
+// EngineSnapshot is an Engine's counters at one time.
+type EngineSnapshot struct {
+	Accepted uint64
+	Active   int64
+	// Ended is indexed by Reason.
+	Ended                                                  [Reasons]uint64
+	BytesFromClient, BytesToClient, BytesFromUp, BytesToUp uint64
+	Stalls, Pauses, IdleTimeouts                           uint64
+	// Full and Resumed count completed upstream handshakes, FailedAttempts
+	// failed upstream attempts.
+	Full, Resumed, FailedAttempts uint64
+	ReloadsOK, ReloadsFailed      uint64
+	// LastLoad is the time of the last load that worked; zero before
+	// Loaded or ReloadOK.
+	LastLoad time.Time
+}
+
+// Snapshot reads every counter. Each is read atomically; the set is not
+// one instant (a session may be counted accepted and not yet ended).
+func (e *Engine) Snapshot() EngineSnapshot {
+	s := EngineSnapshot{
+		Accepted:        e.accepted.Load(),
+		Active:          e.active.Load(),
+		BytesFromClient: e.fromClient.Load(),
+		BytesToClient:   e.toClient.Load(),
+		BytesFromUp:     e.fromUp.Load(),
+		BytesToUp:       e.toUp.Load(),
+		Stalls:          e.stalls.Load(),
+		Pauses:          e.pauses.Load(),
+		IdleTimeouts:    e.idleTimeouts.Load(),
+		Full:            e.full.Load(),
+		Resumed:         e.resumed.Load(),
+		FailedAttempts:  e.failedAttempts.Load(),
+		ReloadsOK:       e.reloadsOK.Load(),
+		ReloadsFailed:   e.reloadsFailed.Load(),
+	}
+	for i := range e.ended {
+		s.Ended[i] = e.ended[i].Load()
+	}
+	if n := e.lastLoadNano.Load(); n != 0 {
+		s.LastLoad = time.Unix(0, n)
+	}
+	return s
+}
