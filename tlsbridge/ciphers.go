@@ -200,6 +200,18 @@ var cipherAliases = []cipherAlias{
 	{name: "EDH-RSA-DES-CBC3-SHA", kx: kDHE, au: aRSA, enc: enc3DES, mac: macSHA1, strength: strHigh | strFIPS},
 }
 
+// DefaultCiphers is tlsrelay's default proxy_ssl_ciphers (what an empty
+// PolicyConfig.Ciphers means): the ECDHE suites with AEAD ciphers, ECDSA
+// and RSA certificates, AES-GCM first, then ChaCha20-Poly1305. It is
+// Mozilla's "intermediate" list without the DHE suites crypto/tls lacks. It
+// differs from NGINX, whose default is OpenSSL's "DEFAULT": no RSA key
+// exchange (no forward secrecy) and no CBC suites, so TLSv1 and TLSv1.1,
+// which have neither AEAD nor SHA-2 suites, need proxy_ssl_ciphers set.
+// engine/conf fills in the same string (conf.DefaultProxySSLCiphers).
+const DefaultCiphers = "ECDHE-ECDSA-AES128-GCM-SHA256:ECDHE-RSA-AES128-GCM-SHA256:" +
+	"ECDHE-ECDSA-AES256-GCM-SHA384:ECDHE-RSA-AES256-GCM-SHA384:" +
+	"ECDHE-ECDSA-CHACHA20-POLY1305:ECDHE-RSA-CHACHA20-POLY1305"
+
 // opensslDefaultCiphers is OSSL_default_cipher_list() in OpenSSL 3.0.
 const opensslDefaultCiphers = "ALL:!COMPLEMENTOFDEFAULT:!eNULL"
 

@@ -31,7 +31,12 @@ func TestProtocols(t *testing.T) {
 	for _, v := range allVersions {
 		t.Run(versionName(v), func(t *testing.T) {
 			srv := startServer(t, serverWith(set, func(c *tls.Config) { c.MinVersion, c.MaxVersion = v, v }))
-			p := mustPolicy(t, PolicyConfig{Protocols: []string{versionName(v)}, Verify: true, VerifyDepth: 1, TrustedCertificate: f.CA}, nil)
+			pc := PolicyConfig{Protocols: []string{versionName(v)}, Verify: true, VerifyDepth: 1, TrustedCertificate: f.CA}
+			if v < tls.VersionTLS12 {
+				// The default list has TLS 1.2 suites only.
+				pc.Ciphers = "ECDHE+AES+SHA1"
+			}
+			p := mustPolicy(t, pc, nil)
 			cs, err := dialOnce(t, p, Target{Addr: srv.addr, Host: "localhost"}, Vars{}, nil)
 			if err != nil {
 				t.Fatal(err)
@@ -203,9 +208,19 @@ func TestFailureReasons(t *testing.T) {
 
 // TestOpenSSLServerTLSv1 shows what a Go server cannot: an OpenSSL server
 // that speaks TLSv1 only (with @SECLEVEL=0, as OpenSSL 3 needs for it).
+// The default cipher list has TLS 1.2 suites only: -t warns and the
+// handshake fails; with CBC suites asked for it succeeds.
 func TestOpenSSLServerTLSv1(t *testing.T) {
 	srv := startOpenSSLServer(t, "-tls1", "-cipher", "@SECLEVEL=0:ALL")
-	p := mustPolicy(t, PolicyConfig{Protocols: []string{"TLSv1", "TLSv1.1", "TLSv1.2"}}, nil)
+	protos := []string{"TLSv1", "TLSv1.1", "TLSv1.2"}
+	p := mustPolicy(t, PolicyConfig{Protocols: protos}, nil)
+	if !slices.ContainsFunc(p.Warnings(), func(w string) bool { return strings.Contains(w, "TLSv1 and TLSv1.1 cannot be negotiated") }) {
+		t.Fatalf("no warning that the default suites cannot do TLSv1: %q", p.Warnings())
+	}
+	if _, err := dialOpenSSL(t, p, srv); err == nil {
+		t.Fatal("TLSv1 handshake with the default (AEAD only) suites succeeded")
+	}
+	p = mustPolicy(t, PolicyConfig{Protocols: protos, Ciphers: "ECDHE+AES+SHA1"}, nil)
 	cs, err := dialOpenSSL(t, p, srv)
 	if err != nil {
 		t.Fatal(err)

@@ -35,7 +35,7 @@ type PolicyConfig struct {
 	// NGINX's default "TLSv1.2 TLSv1.3". "SSLv2" and "SSLv3" are refused.
 	Protocols []string
 	// Ciphers is an OpenSSL cipher string for TLS 1.2 and older; "" means
-	// "DEFAULT".
+	// DefaultCiphers (tlsrelay's default, not OpenSSL's "DEFAULT").
 	Ciphers string
 	// Name is proxy_ssl_name as written; it may contain $remote_addr,
 	// $server_addr and $server_port. "" means the host of each target.
@@ -165,7 +165,7 @@ func NewPolicy(pc PolicyConfig, store *SessionStore) (*Policy, error) {
 	}
 	cipherString := pc.Ciphers
 	if cipherString == "" {
-		cipherString = "DEFAULT"
+		cipherString = DefaultCiphers
 	}
 	cc, err := applyConfCommands(pc.ConfCommands, cipherString)
 	if err != nil {
@@ -176,18 +176,23 @@ func NewPolicy(pc PolicyConfig, store *SessionStore) (*Policy, error) {
 	if p.minVer, p.maxVer, err = protocolSpan(enabled, cc.minProto, cc.maxProto, &p.warnings); err != nil {
 		return nil, configError("proxy_ssl_protocols", err)
 	}
+	// The cipher string is the user's: proxy_ssl_ciphers as written (the
+	// engine passes the configuration's value; the default, DefaultCiphers,
+	// selects nothing to warn about) or a CipherString conf command, which
+	// the warnings then name.
+	cipherDirective := "proxy_ssl_ciphers"
+	if cc.cipherString != cipherString {
+		cipherDirective = "proxy_ssl_conf_command CipherString"
+	}
 	if p.ciphers, err = ParseCipherString(cc.cipherString); err != nil {
 		return nil, configError("proxy_ssl_ciphers", fmt.Errorf("proxy_ssl_ciphers %q: %w", cc.cipherString, err))
 	}
 	if p.ciphers.SuiteB {
-		p.warnings = append(p.warnings, "proxy_ssl_ciphers: Suite B selects its cipher suites only; groups and signature algorithms are not restricted as in OpenSSL (use proxy_ssl_conf_command Groups)")
+		p.warnings = append(p.warnings, cipherDirective+": Suite B selects its cipher suites only; groups and signature algorithms are not restricted as in OpenSSL (use proxy_ssl_conf_command Groups)")
 	}
-	// The suites DEFAULT selects that crypto/tls lacks (or lists as
-	// insecure) are NGINX's defaults too: only an explicit string warns.
-	explicit := pc.Ciphers != "" || cc.cipherString != cipherString
-	if explicit && len(p.ciphers.Missing) > 0 {
-		p.warnings = append(p.warnings, fmt.Sprintf("proxy_ssl_ciphers selects %d suites crypto/tls does not implement: %s",
-			len(p.ciphers.Missing), strings.Join(p.ciphers.Missing, ":")))
+	if len(p.ciphers.Missing) > 0 {
+		p.warnings = append(p.warnings, fmt.Sprintf("%s selects %d suites crypto/tls does not implement: %s",
+			cipherDirective, len(p.ciphers.Missing), strings.Join(p.ciphers.Missing, ":")))
 	}
 	if p.minVer <= tls.VersionTLS12 {
 		if len(p.ciphers.Go) == 0 {
@@ -195,8 +200,18 @@ func NewPolicy(pc PolicyConfig, store *SessionStore) (*Policy, error) {
 				cc.cipherString, strings.Join(p.ciphers.OpenSSL, ":")))
 		}
 		p.suites = p.ciphers.Go
-		if ins := insecureNames(p.suites); explicit && len(ins) > 0 {
-			p.warnings = append(p.warnings, fmt.Sprintf("proxy_ssl_ciphers enables suites crypto/tls lists as insecure: %s", strings.Join(ins, ":")))
+		if ins := insecureNames(p.suites); len(ins) > 0 {
+			p.warnings = append(p.warnings, fmt.Sprintf("%s enables suites crypto/tls lists as insecure: %s", cipherDirective, strings.Join(ins, ":")))
+		}
+		if p.minVer < tls.VersionTLS12 && !hasPreTLS12Suite(p.suites) {
+			var old []string
+			for _, name := range []string{"TLSv1", "TLSv1.1"} {
+				if protocolNames[name] >= p.minVer {
+					old = append(old, name)
+				}
+			}
+			p.warnings = append(p.warnings, fmt.Sprintf("proxy_ssl_protocols enables %s, but the cipher string %q selects only TLS 1.2 suites, "+
+				"so %s cannot be negotiated (add e.g. ECDHE+AES+SHA1 to proxy_ssl_ciphers)", strings.Join(old, " "), cc.cipherString, strings.Join(old, " and ")))
 		}
 	}
 	for _, a := range pc.ALPN {
@@ -515,6 +530,19 @@ func (p *Policy) buildConfig(m *material, t Target, evaluated string, resume boo
 // sessionKey is the store key of one (endpoint, policy, name) triple.
 func sessionKey(addr, fp, verifyName, sni string) string {
 	return addr + "\x00" + fp + "\x00" + verifyName + "\x00" + sni
+}
+
+// hasPreTLS12Suite reports whether one of ids (TLS ≤1.2 suites) can be
+// negotiated below TLS 1.2: AEAD and SHA-256/384 suites are TLS 1.2 only.
+func hasPreTLS12Suite(ids []uint16) bool {
+	for _, id := range ids {
+		for i := range opensslSuites {
+			if opensslSuites[i].id == id && opensslSuites[i].minTLS < verTLS12 {
+				return true
+			}
+		}
+	}
+	return false
 }
 
 func insecureNames(ids []uint16) []string {

@@ -287,7 +287,9 @@ type SSL struct {
 	// Protocols are the enabled versions, default TLSv1.2 TLSv1.3; any of
 	// SSLv2 SSLv3 TLSv1 TLSv1.1 TLSv1.2 TLSv1.3 in canonical spelling.
 	Protocols []string
-	// Ciphers is the OpenSSL cipher string for TLS <= 1.2 ("DEFAULT").
+	// Ciphers is the OpenSSL cipher string for TLS <= 1.2; default
+	// DefaultProxySSLCiphers (not NGINX's "DEFAULT"). Pos has
+	// "proxy_ssl_ciphers" only when the user wrote it.
 	Ciphers string
 	// Name is proxy_ssl_name as written (may hold variables); "" means
 	// the host part of proxy_pass (see DESIGN.md for how tlsrelay uses

@@ -42,7 +42,7 @@ func defaultMergeable() mergeable {
 			Responses:      -1,
 			SSL: SSL{
 				Protocols:    []string{"TLSv1.2", "TLSv1.3"},
-				Ciphers:      "DEFAULT",
+				Ciphers:      DefaultProxySSLCiphers,
 				VerifyDepth:  1,
 				SessionReuse: true,
 				CertificateCache: CertificateCache{
@@ -75,6 +75,15 @@ func (m *mergeable) setPos(name string, pos Pos) {
 		m.Core.Pos[name] = pos
 	}
 }
+
+// DefaultProxySSLCiphers is tlsrelay's default proxy_ssl_ciphers: the
+// ECDHE suites with AEAD ciphers only (no RSA key exchange, no CBC). NGINX's
+// default is OpenSSL's "DEFAULT"; docs/tls.md says where they differ. It
+// equals tlsbridge.DefaultCiphers (this package imports nothing of
+// tlsrelay's; a tlsbridge test checks that the two agree).
+const DefaultProxySSLCiphers = "ECDHE-ECDSA-AES128-GCM-SHA256:ECDHE-RSA-AES128-GCM-SHA256:" +
+	"ECDHE-ECDSA-AES256-GCM-SHA384:ECDHE-RSA-AES256-GCM-SHA384:" +
+	"ECDHE-ECDSA-CHACHA20-POLY1305:ECDHE-RSA-CHACHA20-POLY1305"
 
 // any1 as a spec's max: no upper limit on the number of arguments.
 const any1 = -1
