@@ -95,11 +95,12 @@ func loadPrivateKeyWith(readKey, readPassword readFunc, keyFile, passwordFile st
 	if err != nil {
 		return nil, wrap(err)
 	}
+	all := data
 	var block *pem.Block
 	for {
 		block, data = pem.Decode(data)
 		if block == nil {
-			return nil, wrap(errors.New("no PEM private key found"))
+			return nil, wrap(errors.New("no PEM private key found" + derHint(all, keyFile, pemKey)))
 		}
 		if strings.HasSuffix(block.Type, "PRIVATE KEY") {
 			break

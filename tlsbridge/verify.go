@@ -87,6 +87,7 @@ func readCertificatesWith(read readFunc, path string) ([]*x509.Certificate, erro
 	if err != nil {
 		return nil, err
 	}
+	all := data
 	var certs []*x509.Certificate
 	for n := 1; ; n++ {
 		var b *pem.Block
@@ -104,7 +105,7 @@ func readCertificatesWith(read readFunc, path string) ([]*x509.Certificate, erro
 		certs = append(certs, c)
 	}
 	if len(certs) == 0 {
-		return nil, errors.New("no PEM certificate found")
+		return nil, errors.New("no PEM certificate found" + derHint(all, path, pemCertificate))
 	}
 	return certs, nil
 }
@@ -115,6 +116,7 @@ func readCRLsWith(read readFunc, path string) ([]*x509.RevocationList, error) {
 	if err != nil {
 		return nil, err
 	}
+	all := data
 	var out []*x509.RevocationList
 	for n := 1; ; n++ {
 		var b *pem.Block
@@ -132,7 +134,7 @@ func readCRLsWith(read readFunc, path string) ([]*x509.RevocationList, error) {
 		out = append(out, l)
 	}
 	if len(out) == 0 {
-		return nil, errors.New("no PEM X509 CRL found")
+		return nil, errors.New("no PEM X509 CRL found" + derHint(all, path, pemCRL))
 	}
 	return out, nil
 }

@@ -277,7 +277,11 @@ func readCertificates(path, typ string) ([]byte, error) {
 		}
 	}
 	if n == 0 {
-		return nil, fmt.Errorf("%w (want %q blocks)", errNoPEM, typ)
+		kind := pemCertificate
+		if typ == "X509 CRL" {
+			kind = pemCRL
+		}
+		return nil, fmt.Errorf("%w (want %q blocks)%s", errNoPEM, typ, derHint(data, path, kind))
 	}
 	return data, nil
 }
@@ -307,7 +311,7 @@ func checkKey(s *SSL, certPEM []byte) error {
 		}
 	}
 	if key == nil {
-		return fmt.Errorf("%w (want a PRIVATE KEY block)", errNoPEM)
+		return fmt.Errorf("%w (want a PRIVATE KEY block)%s", errNoPEM, derHint(data, s.CertificateKey, pemKey))
 	}
 	if key.Type == "ENCRYPTED PRIVATE KEY" || key.Headers["Proc-Type"] == "4,ENCRYPTED" {
 		if s.PasswordFile == "" {
