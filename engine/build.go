@@ -25,8 +25,10 @@ type plan struct {
 	servers []*server
 	// listens is the number of listen directives, which take one of
 	// each loop's worker_connections.
-	listens  int
-	store    *tlsbridge.SessionStore
+	listens int
+	store   *tlsbridge.SessionStore
+	// groups are the upstream groups by name, for a reload to carry over.
+	groups   map[string]*pool.Group
 	logs     *logSet
 	warnings []string
 
@@ -173,7 +175,7 @@ func build(cfg *conf.Config, openLogs bool, resolve func(ctx context.Context, ho
 func buildPlan(cfg *conf.Config, env planEnv) (_ *plan, err error) {
 	resolve := env.resolve
 	openLogs := env.files != nil
-	p := &plan{cfg: cfg, logs: newLogSet(env.files)}
+	p := &plan{cfg: cfg, logs: newLogSet(env.files), groups: map[string]*pool.Group{}}
 	if env.keyLogs == nil {
 		p.ownKeyLogs = tlsbridge.NewKeyLogFiles()
 		env.keyLogs = p.ownKeyLogs
@@ -237,7 +239,20 @@ func buildPlan(cfg *conf.Config, env planEnv) (_ *plan, err error) {
 			if err != nil {
 				return nil, err
 			}
+			// A reload keeps an unchanged group whole (health,
+			// connections, weights, counters); a changed one inherits
+			// the state of the peers that stayed.
+			if env.prev != nil {
+				if old := env.prev.groups[g.Name()]; old != nil {
+					if g.SameAs(old) {
+						g = old
+					} else {
+						g.Inherit(old)
+					}
+				}
+			}
 			groups[sc.Upstream] = g
+			p.groups[g.Name()] = g
 		}
 		s.group = g
 		if u := sc.Upstream; u != nil && u.HashKey != "" {

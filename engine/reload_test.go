@@ -323,3 +323,40 @@ func TestReopen(t *testing.T) {
 		t.Errorf("new file has %d lines, want 2:\n%s", n, cur)
 	}
 }
+
+// TestReloadKeepsPeerHealth: a server banned by max_fails before a reload
+// stays banned after it (the group is carried over), so the first clients
+// after the reload do not pay for a connect to it again.
+func TestReloadKeepsPeerHealth(t *testing.T) {
+	set, _, dir := newPKI(t, pki.ECDSAP256, 1)
+	ups := startUpstreams(t, set, 1, backend.Echo, nil)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	dead := ln.Addr().String()
+	ln.Close()
+	text := "worker_processes 2;\nstream {\nupstream backend {\n    server " + dead + " max_fails=1 fail_timeout=60s;\n    server " + ups[0].Addr() + ";\n}\n" +
+		fmt.Sprintf(guideServer, "") + "}\n"
+	tb := startEngine(t, dir, text)
+	failures := func() int { return strings.Count(tb.logText(), "connect() failed") }
+	for i := 0; i < 4; i++ {
+		if _, err := echoOnce(tb.addr, []byte("x"), 10*time.Second); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if n := failures(); n != 1 {
+		t.Fatalf("before the reload %d failed connects, want 1:\n%s", n, tb.logText())
+	}
+	if err := tb.reload(text); err != nil {
+		t.Fatal(err)
+	}
+	for i := 0; i < 4; i++ {
+		if _, err := echoOnce(tb.addr, []byte("x"), 10*time.Second); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if n := failures(); n != 1 {
+		t.Errorf("after the reload %d failed connects in all, want still 1 (the ban carried over)", n)
+	}
+}

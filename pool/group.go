@@ -141,13 +141,14 @@ type Peer struct {
 	checked         time.Time // start of the current fail_timeout window
 	accessed        time.Time // time of the last failure
 
-	// Mirrors and totals for readers outside the lock.
-	nConns    atomic.Int64
-	nFails    atomic.Int64
-	nSelected atomic.Uint64
-	nFailures atomic.Uint64
+	// Mirrors for readers outside the lock.
+	nConns atomic.Int64
+	nFails atomic.Int64
 
-	stats peerStats // handshake and connect facts (stats.go)
+	// stats are the peer's cumulative counters (stats.go); a reload that
+	// keeps the peer hands the same stats to its successor (Inherit), so
+	// they are never reset.
+	stats *peerStats
 }
 
 // Conns returns the peer's active connections (selected and not yet failed
@@ -160,11 +161,11 @@ func (p *Peer) Fails() int { return int(p.nFails.Load()) }
 
 // Selected returns how many times the peer was selected. Safe from any
 // goroutine.
-func (p *Peer) Selected() uint64 { return p.nSelected.Load() }
+func (p *Peer) Selected() uint64 { return p.stats.selected.Load() }
 
 // Failures returns how many attempts on the peer failed. Safe from any
 // goroutine.
-func (p *Peer) Failures() uint64 { return p.nFailures.Load() }
+func (p *Peer) Failures() uint64 { return p.stats.failures.Load() }
 
 // String returns the peer's address, as NGINX's $upstream_addr shows it.
 func (p *Peer) String() string { return p.Addr.String() }
@@ -209,6 +210,7 @@ type Group struct {
 	points    []chashPoint
 	maxTier   int   // peers in the larger tier: the tried bitmap's size
 	errNoLive error // ErrNoLivePeers wrapped with the name, made once
+	balancer  BalancerConfig
 
 	mu   sync.Mutex // guards the peers' balancer and health state, and rand
 	rand rand.Source
@@ -221,7 +223,7 @@ func NewGroup(gc GroupConfig, resolve func(ctx context.Context, host string) ([]
 	if resolve == nil {
 		resolve = defaultResolve
 	}
-	g := &Group{name: gc.Name, rand: gc.Rand}
+	g := &Group{name: gc.Name, rand: gc.Rand, balancer: gc.Balancer}
 	g.errNoLive = fmt.Errorf("%w while connecting to upstream %q", ErrNoLivePeers, gc.Name)
 
 	b := gc.Balancer
@@ -290,6 +292,7 @@ func NewGroup(gc GroupConfig, resolve func(ctx context.Context, host string) ([]
 				Down:            sc.Down,
 				server:          id,
 				effectiveWeight: weight,
+				stats:           new(peerStats),
 			}
 			t := &g.primary
 			if sc.Backup {

@@ -113,7 +113,7 @@ func (s *Selection) Next(now time.Time) (*Peer, error) {
 	p.conns++
 	p.nConns.Store(int64(p.conns))
 	g.mu.Unlock()
-	p.nSelected.Add(1)
+	p.stats.selected.Add(1)
 	s.current = p
 	s.attempts++
 	return p, nil
@@ -133,7 +133,7 @@ func (s *Selection) Next(now time.Time) (*Peer, error) {
 // Runs on the goroutine that owns the session.
 func (s *Selection) Failed(p *Peer, now time.Time) (disabled bool) {
 	g := s.g
-	p.nFailures.Add(1)
+	p.stats.failures.Add(1)
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	p.conns--

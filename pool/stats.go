@@ -100,11 +100,12 @@ func FailureClassName(i int) string {
 
 // peerStats are a Peer's handshake and connect facts.
 type peerStats struct {
-	hsFull, hsResumed atomic.Uint64
-	hsFailed          [FailureClasses]atomic.Uint64
-	handshakeTime     Histogram    // successful handshakes
-	connectTime       Histogram    // successful TCP connects
-	checkedNano       atomic.Int64 // mirror of Peer.checked, for State
+	selected, failures atomic.Uint64 // times selected; failed attempts
+	hsFull, hsResumed  atomic.Uint64
+	hsFailed           [FailureClasses]atomic.Uint64
+	handshakeTime      Histogram    // successful handshakes
+	connectTime        Histogram    // successful TCP connects
+	checkedNano        atomic.Int64 // mirror of Peer.checked, for State
 }
 
 // ObserveConnect records a successful TCP connect that took d. The dialer
