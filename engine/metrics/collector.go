@@ -44,6 +44,7 @@ type descs struct {
 	accepted, active, ended, bytes                     *prometheus.Desc
 	stalls, pauses, idle                               *prometheus.Desc
 	reloads, lastReload                                *prometheus.Desc
+	acceptFailures, refused                            *prometheus.Desc
 	handshakes, hsFailures, hsDuration, connDuration   *prometheus.Desc
 	selections, peerFailures, peerActive, peerState    *prometheus.Desc
 	queueDepth, queueCap, workers, workersMax, jobs    *prometheus.Desc
@@ -68,6 +69,8 @@ func NewCollector(src Sources) *Collector {
 		pauses:         n("backpressure_pauses_total", "Times a socket was paused for backpressure."),
 		idle:           n("idle_timeouts_total", "Sessions ended by proxy_timeout."),
 		reloads:        n("reloads_total", "Configuration reloads, by result.", "result"),
+		acceptFailures: n("accept_failures_total", "accept() calls that failed (EMFILE, ENFILE and others); accepting pauses, sessions go on."),
+		refused:        n("sessions_refused_total", "Clients closed at once because their event loop had no worker_connections left."),
 		lastReload:     n("last_reload_success_timestamp_seconds", "Unix time of the last configuration load that worked (0: none yet)."),
 		handshakes:     n("upstream_handshakes_total", "Upstream TLS handshakes, by outcome (failed includes every class of upstream_handshake_failures_total).", append(up, "outcome")...),
 		hsFailures:     n("upstream_handshake_failures_total", "Failed upstream TLS handshakes, by class.", append(up, "class")...),
@@ -94,6 +97,7 @@ func (c *Collector) Describe(ch chan<- *prometheus.Desc) {
 	d := &c.d
 	for _, x := range []*prometheus.Desc{
 		d.accepted, d.active, d.ended, d.bytes, d.stalls, d.pauses, d.idle, d.reloads, d.lastReload,
+		d.acceptFailures, d.refused,
 		d.handshakes, d.hsFailures, d.hsDuration, d.connDuration, d.selections, d.peerFailures, d.peerActive, d.peerState,
 		d.queueDepth, d.queueCap, d.workers, d.workersMax, d.jobs,
 		d.tickets, d.ticketKeys, d.ticketsStored, d.ticketsDropped,
@@ -157,6 +161,8 @@ func (c *Collector) collectEngine(ch chan<- prometheus.Metric, s EngineSnapshot)
 	ch <- counter(d.idle, s.IdleTimeouts)
 	ch <- counter(d.reloads, s.ReloadsOK, "ok")
 	ch <- counter(d.reloads, s.ReloadsFailed, "failed")
+	ch <- counter(d.acceptFailures, s.AcceptFailures)
+	ch <- counter(d.refused, s.Refused)
 	var last float64
 	if !s.LastLoad.IsZero() {
 		last = float64(s.LastLoad.UnixNano()) / 1e9

@@ -41,6 +41,8 @@
 //	backpressure_stalls_total                    counter  times a side stopped being consumed
 //	backpressure_pauses_total                    counter  times a socket was paused
 //	idle_timeouts_total                          counter  sessions ended by proxy_timeout
+//	accept_failures_total                        counter  failed accept() calls (EMFILE, ...); accepting pauses
+//	sessions_refused_total                       counter  clients closed: no worker_connections left
 //	reloads_total{result}                        counter  result: ok, failed
 //	last_reload_success_timestamp_seconds        gauge    unix time of the last configuration load that worked
 //	                                                      (the first load included); 0 before it

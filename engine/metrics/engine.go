@@ -87,7 +87,16 @@ type Engine struct {
 	full, resumed, failedAttempts      atomic.Uint64
 	reloadsOK, reloadsFailed           atomic.Uint64
 	lastLoadNano                       atomic.Int64
+	acceptFailures, refused            atomic.Uint64
 }
+
+// AcceptFailed counts an accept() that failed (EMFILE, ENFILE and
+// others); accepting pauses and the process goes on.
+func (e *Engine) AcceptFailed() { e.acceptFailures.Add(1) }
+
+// Refused counts a client closed at once because its loop had no
+// worker_connections left.
+func (e *Engine) Refused() { e.refused.Add(1) }
 
 // SessionAccepted counts a client connection accepted: a session starts.
 // Call it once per session, on the loop that accepted it.
@@ -171,6 +180,9 @@ type EngineSnapshot struct {
 	// failed upstream attempts.
 	Full, Resumed, FailedAttempts uint64
 	ReloadsOK, ReloadsFailed      uint64
+	// AcceptFailures counts failed accept() calls; Refused clients closed
+	// for want of worker_connections.
+	AcceptFailures, Refused uint64
 	// LastLoad is the time of the last load that worked; zero before
 	// Loaded or ReloadOK.
 	LastLoad time.Time
@@ -194,6 +206,8 @@ func (e *Engine) Snapshot() EngineSnapshot {
 		FailedAttempts:  e.failedAttempts.Load(),
 		ReloadsOK:       e.reloadsOK.Load(),
 		ReloadsFailed:   e.reloadsFailed.Load(),
+		AcceptFailures:  e.acceptFailures.Load(),
+		Refused:         e.refused.Load(),
 	}
 	for i := range e.ended {
 		s.Ended[i] = e.ended[i].Load()
