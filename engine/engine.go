@@ -17,6 +17,7 @@ import (
 	"github.com/panjf2000/gnet/v2"
 
 	"github.com/tlsrelay/tlsrelay/engine/conf"
+	"github.com/tlsrelay/tlsrelay/engine/metrics"
 	"github.com/tlsrelay/tlsrelay/pool"
 	"github.com/tlsrelay/tlsrelay/tlsbridge"
 )
@@ -75,6 +76,12 @@ type Engine struct {
 	keyLogs *tlsbridge.KeyLogFiles
 	// reloadMu serializes reloads.
 	reloadMu sync.Mutex
+	// m are the engine's counters, for the life of the process.
+	m *metrics.Engine
+	// metricsEP is the metrics_listen endpoint (nil: none); guarded by
+	// reloadMu once serving. metricsAddr is its bound address, a string.
+	metricsEP   *metricsEndpoint
+	metricsAddr atomic.Value
 
 	// socks are the listening sockets by key; guarded by sockMu.
 	sockMu sync.Mutex
@@ -113,6 +120,7 @@ func New(cfg *conf.Config, opts Options) (*Engine, error) {
 	e := &Engine{
 		files:   files,
 		keyLogs: keyLogs,
+		m:       new(metrics.Engine),
 		opts:    opts,
 		socks:   map[string]*listenSock{},
 		loopIdx: map[gnet.EventLoop]*loop{},
@@ -221,6 +229,13 @@ func (e *Engine) Serve(ctx context.Context) error {
 	e.bindAll(p)
 	e.sockMu.Unlock()
 	defer e.closeListeners()
+	ep, err := e.listenMetrics(p.cfg)
+	if err != nil {
+		return err
+	}
+	e.metricsEP = ep
+	defer e.closeMetrics()
+	e.m.Loaded(time.Now())
 
 	p.watch(e.log)
 	e.dialer = pool.NewDialer(pool.DialerConfig{})
@@ -415,6 +430,16 @@ func (e *Engine) stop() {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	e.eng.Stop(ctx)
+}
+
+// closeMetrics stops the metrics endpoint.
+func (e *Engine) closeMetrics() {
+	e.reloadMu.Lock()
+	defer e.reloadMu.Unlock()
+	if e.metricsEP != nil {
+		e.metricsEP.srv.Close()
+		e.metricsEP = nil
+	}
 }
 
 // flushLogs flushes access-log buffers past their flush= time. Runs on

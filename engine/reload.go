@@ -2,6 +2,7 @@ package engine
 
 import (
 	"fmt"
+	"time"
 
 	"github.com/tlsrelay/tlsrelay/engine/conf"
 )
@@ -39,17 +40,33 @@ func (e *Engine) Reload(cfg *conf.Config) error {
 	p, err := buildPlan(cfg, planEnv{files: e.files, keyLogs: e.keyLogs, prev: old})
 	if err != nil {
 		e.stats.ReloadsFailed.Add(1)
+		e.m.ReloadFailed()
 		return err
 	}
 	if len(p.servers) == 0 {
 		p.free()
 		e.stats.ReloadsFailed.Add(1)
+		e.m.ReloadFailed()
 		return fmt.Errorf("reloading: the configuration has no stream server")
 	}
 	if e.opts.Log == nil {
 		if err := e.reconfigureErrorLog(cfg); err != nil {
 			p.free()
 			e.stats.ReloadsFailed.Add(1)
+			e.m.ReloadFailed()
+			return err
+		}
+	}
+
+	// A changed metrics_listen: bind the new address before anything
+	// changes, close the old one after.
+	var ep *metricsEndpoint
+	oldEP := e.metricsEP
+	if cfg.Main.MetricsListen != "" && (oldEP == nil || oldEP.addr != cfg.Main.MetricsListen) {
+		if ep, err = e.listenMetrics(cfg); err != nil {
+			p.free()
+			e.stats.ReloadsFailed.Add(1)
+			e.m.ReloadFailed()
 			return err
 		}
 	}
@@ -58,8 +75,12 @@ func (e *Engine) Reload(cfg *conf.Config) error {
 	socks, err := e.openListeners(p, e.socks, len(e.loops))
 	if err != nil {
 		e.sockMu.Unlock()
+		if ep != nil {
+			ep.srv.Close()
+		}
 		p.free()
 		e.stats.ReloadsFailed.Add(1)
+		e.m.ReloadFailed()
 		return err
 	}
 	prev := e.socks
@@ -80,9 +101,21 @@ func (e *Engine) Reload(cfg *conf.Config) error {
 		}
 	}
 	e.sockMu.Unlock()
+	switch {
+	case ep != nil:
+		if oldEP != nil {
+			oldEP.srv.Close()
+		}
+		e.metricsEP = ep
+	case cfg.Main.MetricsListen == "" && oldEP != nil:
+		oldEP.srv.Close()
+		e.metricsEP = nil
+		e.metricsAddr.Store("")
+	}
 	p.watch(e.log)
 	old.retire()
 	e.stats.ReloadsOK.Add(1)
+	e.m.ReloadOK(time.Now())
 	e.log.Logf(LevelNotice, 0, "reconfigured: %d servers, %d listening sockets", len(p.servers), len(socks))
 	return nil
 }
