@@ -292,7 +292,7 @@ type SSL struct {
 	// "proxy_ssl_ciphers" only when the user wrote it.
 	Ciphers string
 	// Name is proxy_ssl_name as written (may hold variables); "" means
-	// the host part of proxy_pass (see DESIGN.md for how tlsrelay uses
+	// the host part of proxy_pass (see docs/tls.md for how tlsrelay uses
 	// each upstream server's own host instead of the group name).
 	Name string
 	// ServerName sends SNI (proxy_ssl_server_name, off).
