@@ -26,7 +26,8 @@ type ConfCommand struct {
 // PolicyConfig is the upstream TLS policy of one server{} block as
 // configured: plain data, filled by the engine from engine/conf. The zero
 // value is NGINX's defaults except VerifyDepth, which the engine passes
-// explicitly (NGINX's default is 1).
+// explicitly (NGINX's default is 1), and Ciphers, whose default is
+// tlsrelay's DefaultCiphers rather than OpenSSL's "DEFAULT".
 type PolicyConfig struct {
 	// Certificate, CertificateKey and PasswordFile are file paths
 	// (proxy_ssl_certificate, _certificate_key, _password_file); "" = none.
