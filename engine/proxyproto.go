@@ -6,20 +6,32 @@ import (
 	"strconv"
 )
 
-// proxyHeader returns the PROXY protocol header (proxy_protocol on: v1,
-// v2: binary) that tells the upstream who the client is. Runs on a dialer
-// worker; it reads only fields fixed at the session's start.
-func (s *session) proxyHeader(upLocal net.Addr) []byte {
+// proxyMode is what PROXY protocol header a server block sends its
+// upstreams (proxy_protocol; conf.Proxy.ProxyProtocol's values).
+type proxyMode uint8
+
+const (
+	proxyOff proxyMode = iota // no header
+	proxyV1                   // the text header
+	proxyV2                   // the binary header
+)
+
+// proxyHeader returns the PROXY protocol header that tells the upstream
+// who the client is; the dialer writes it in clear before the handshake.
+// Runs on a dialer worker (see dialwork.go); it reads only fields fixed at
+// the session's start. upLocal (the upstream socket's own address) is not
+// part of the header.
+func (s *session) proxyHeader(_ net.Addr) []byte {
 	src, _ := s.remote.(*net.TCPAddr)
 	dst, _ := s.local.(*net.TCPAddr)
-	if s.srv.proxyProtocol == 2 {
-		return proxyV2(src, dst)
+	if proxyMode(s.srv.proxyProtocol) == proxyV2 {
+		return proxyV2Header(src, dst)
 	}
-	return proxyV1(src, dst)
+	return proxyV1Header(src, dst)
 }
 
-// proxyV1 is the text header: "PROXY TCP4 src dst sport dport\r\n".
-func proxyV1(src, dst *net.TCPAddr) []byte {
+// proxyV1Header is the text header: "PROXY TCP4 src dst sport dport\r\n".
+func proxyV1Header(src, dst *net.TCPAddr) []byte {
 	if src == nil || dst == nil {
 		return []byte("PROXY UNKNOWN\r\n")
 	}
@@ -43,8 +55,8 @@ func proxyV1(src, dst *net.TCPAddr) []byte {
 
 var proxyV2Sig = [12]byte{0x0D, 0x0A, 0x0D, 0x0A, 0x00, 0x0D, 0x0A, 0x51, 0x55, 0x49, 0x54, 0x0A}
 
-// proxyV2 is the binary header, version 2, command PROXY, over TCP.
-func proxyV2(src, dst *net.TCPAddr) []byte {
+// proxyV2Header is the binary header, version 2, command PROXY, over TCP.
+func proxyV2Header(src, dst *net.TCPAddr) []byte {
 	b := make([]byte, 0, 16+36)
 	b = append(b, proxyV2Sig[:]...)
 	if src == nil || dst == nil {

@@ -1,12 +1,53 @@
 package engine
 
+// A session is one client connection and its upstream connection: this file
+// holds its lifecycle. The traffic callbacks and the one pump that serves
+// both directions are in pump.go, flow control (stall, pause, resume, rate
+// timers, polling) in flow.go, what runs on a dialer worker in dialwork.go,
+// the PROXY header in proxyproto.go, and the socket halves in side.go.
+//
+// Phases. A session is connecting (waiting for the dialer), open
+// (relaying), closing (one side ended; the other is being flushed) or done.
+// Every change goes through enter, which allows only
+//
+//	connecting -> open     the upstream conn was adopted (onUpstreamOpen)
+//	connecting -> done     no upstream: the dial failed or was not queued
+//	open       -> closing  one side ended (drainThenFinish)
+//	open       -> done     proxy_timeout, a paused socket that cannot resume
+//	closing    -> done     both queues drained, or as from open
+//
+// and logs any other change at alert, as the bug it is, without making it.
+// A client that leaves while connecting does not end the session: the
+// upstream is opened anyway and gets what the client sent, as in NGINX.
+//
+// Goroutines. Everything here runs on the session's loop, except the
+// functions in dialwork.go and proxyHeader (a dialer worker; they touch
+// only fields fixed before the dial job was submitted and atomics, and
+// hand results to the loop through gnet's Execute and Enroll) and the
+// cancelled flag (read by the dialer worker).
+//
+// Re-entrancy. gnet's Conn.Write may fail and close the conn on the spot:
+// OnClose then runs before Write returns (gnet's write error path calls
+// the loop's close, which calls OnClose). So every entry point that may
+// write (the traffic callbacks, onUpstreamOpen, onReattach, onClose,
+// onPoll, onRate) runs as one step between begin and end. During a step,
+// onClose only records what gnet is about to drop (the side's unread
+// input, spilled; the side becomes closed, so later writes to it are
+// discarded and reads serve only what was spilled) and latches the close;
+// a pump stops moving bytes once a close is latched. The reaction to a
+// latched close (clientEnded, upstreamEnded) runs once, when the outermost
+// step ends. finish may run inside a step: it closes and releases
+// everything and leaves every side closed, so the rest of the step finds
+// nothing to read and nowhere to write. The remaining phaseDone checks are
+// at entry points and reactions (late events), in finish (a second call),
+// and at the top of what a step may still call after finish (clientEnded,
+// upstreamEnded, drainThenFinish; the pump runs only while open or
+// closing), never after a write.
+
 import (
 	"context"
-	"crypto/tls"
 	"errors"
-	"io"
 	"net"
-	"os"
 	"sync/atomic"
 	"time"
 
@@ -17,17 +58,7 @@ import (
 	"github.com/tlsrelay/tlsrelay/tlsbridge"
 )
 
-// What a session lets queue toward one socket is bounded by its server's
-// watermarks (server.highWater, 32 × proxy_buffer_size): above high the
-// other socket stops being read (first by not consuming, then by detaching
-// it from gnet, see pause); below low it is read again.
-const (
-	// stallCap is how much unconsumed input a socket may hold in gnet
-	// while its counterpart is congested before it is paused for real
-	// (detached); short congestion never costs a detach.
-	stallCap = 256 << 10
-)
-
+// phase is where a session is in its life; see the file comment.
 type phase uint8
 
 const (
@@ -37,9 +68,37 @@ const (
 	phaseDone                    // finished; late events are ignored
 )
 
-// session is one client connection and its upstream connection. All of its
-// methods run on its loop, except dialDone (a dialer worker) and the
-// atomic cancelled flag.
+// String names the phase, for the alert about an illegal transition.
+func (p phase) String() string {
+	switch p {
+	case phaseConnecting:
+		return "connecting"
+	case phaseOpen:
+		return "open"
+	case phaseClosing:
+		return "closing"
+	case phaseDone:
+		return "done"
+	}
+	return "phase?"
+}
+
+// can reports whether a session may go from p to next.
+func (p phase) can(next phase) bool {
+	switch p {
+	case phaseConnecting:
+		return next == phaseOpen || next == phaseDone
+	case phaseOpen:
+		return next == phaseClosing || next == phaseDone
+	case phaseClosing:
+		return next == phaseDone
+	}
+	return false
+}
+
+// session is one client connection and its upstream connection. Its
+// methods run on its loop unless their comment says otherwise (see the
+// file comment).
 type session struct {
 	e   *Engine
 	lp  *loop
@@ -47,15 +106,22 @@ type session struct {
 	id  uint64
 
 	cli, up side
-	tc      *tlsbridge.Conn // nil for a plaintext upstream
-	peer    *pool.Peer
-	sel     pool.Selection
-	job     pool.DialJob
+	// cliToUp and upToCli are the two directions the pump moves bytes in.
+	cliToUp, upToCli direction
+	tc               *tlsbridge.Conn // nil for a plaintext upstream
+	peer             *pool.Peer
+	sel              pool.Selection
+	job              pool.DialJob
 
-	phase     phase
-	cancelled atomic.Bool // read by the dialer worker
+	phase     phase // changed only by enter
+	cancelled atomic.Bool
 	remote    net.Addr
 	local     net.Addr
+
+	// busy counts the steps running (nested when a step's write re-enters
+	// through OnClose); latch holds the closes that arrived during them.
+	busy  int
+	latch closeLatch
 
 	start      time.Time
 	lastActive int64 // loop tick of the last traffic
@@ -80,6 +146,20 @@ type session struct {
 	fromClient, toClient, fromUp, toUp int64
 }
 
+// closeLatch records the closes gnet reported during a step, in order. A
+// side closes at most once (sideClosed is final), so two is enough.
+type closeLatch struct {
+	n  int
+	ev [2]closeEvent
+}
+
+// closeEvent is one latched close: the side and gnet's reason (nil for a
+// peer's FIN or our own Close, else the read or write error).
+type closeEvent struct {
+	sd  *side
+	err error
+}
+
 // upOpen is the context of an upstream conn being enrolled after its
 // handshake.
 type upOpen struct {
@@ -93,11 +173,28 @@ type reattach struct {
 	sd *side
 }
 
-// newSession starts a session for the client conn c. Runs on c's loop.
+// newSession starts a session for the client conn c and submits its dial
+// job. Runs on c's loop.
 func (e *Engine) newSession(c gnet.Conn, lp *loop, srv *server) *session {
+	s := e.openSession(c, lp, srv)
+	if err := e.dialer.Submit(&s.job); err != nil {
+		e.log.Logf(LevelError, s.id, "%v while connecting to upstream, client: %s, server: %s", err, hostOf(s.remote), srv.name)
+		s.status = 503
+		s.finish("dial queue full")
+	}
+	return s
+}
+
+// openSession builds a connecting session for c with its dial job ready to
+// submit, and counts it. Runs on c's loop.
+func (e *Engine) openSession(c gnet.Conn, lp *loop, srv *server) *session {
 	s := &session{e: e, lp: lp, srv: srv, id: e.connID.Add(1), start: time.Now(), status: 200}
 	s.cli.c, s.cli.state, s.cli.fd = c, sideAttached, -1
 	s.up.fd = -1
+	s.cliToUp = direction{src: &s.cli, dst: &s.up, from: &s.cli, to: &s.up,
+		rate: srv.uploadRate, moved: &s.fromClient, sent: &s.toUp}
+	s.upToCli = direction{src: &s.up, dst: &s.cli, from: &s.up, to: &s.cli,
+		rate: srv.downloadRate, moved: &s.fromUp, sent: &s.toClient, first: &s.firstByte, upstream: true}
 	s.remote, s.local = c.RemoteAddr(), c.LocalAddr()
 	s.idle.fire = s.onIdle
 	s.rate.fire = s.onRate
@@ -120,92 +217,47 @@ func (e *Engine) newSession(c gnet.Conn, lp *loop, srv *server) *session {
 		s.job.FullTLS = s.fullTLSConfig
 		s.job.Observe = s.observeHandshake
 	}
-	if srv.proxyProtocol != 0 {
+	if proxyMode(srv.proxyProtocol) != proxyOff {
 		s.job.ProxyHeader = s.proxyHeader
 	}
 	e.stats.Accepted.Add(1)
 	e.stats.Active.Add(1)
 	lp.sessions++
-	if err := e.dialer.Submit(&s.job); err != nil {
-		e.log.Logf(LevelError, s.id, "%v while connecting to upstream, client: %s, server: %s", err, hostOf(s.remote), srv.name)
-		s.status = 503
-		s.finish("dial queue full")
-		return s
-	}
 	return s
 }
 
-// tlsConfig gives the dialer the TLS configuration for a peer. Runs on a
-// dialer worker; it reads only immutable fields.
-func (s *session) tlsConfig(p *pool.Peer) (*tls.Config, error) {
-	return s.srv.tlsConfig(p, s.remote, s.local, false)
-}
-
-// fullTLSConfig is tlsConfig without session resumption. Runs on a dialer
-// worker.
-func (s *session) fullTLSConfig(p *pool.Peer) (*tls.Config, error) {
-	return s.srv.tlsConfig(p, s.remote, s.local, true)
-}
-
-// observeHandshake feeds the policy's session accounting. Runs on a dialer
-// worker.
-func (s *session) observeHandshake(p *pool.Peer, cs tls.ConnectionState, err error) bool {
-	t, v := s.srv.target(p, s.remote, s.local)
-	return s.srv.policy.Observe(t, v, cs, err)
-}
-
-// dialAttemptFailed logs one failed attempt. Runs on a dialer worker.
-func (s *session) dialAttemptFailed(a pool.Attempt, disabled bool) {
-	s.e.stats.HandshakeFailures.Add(1)
-	if a.Handshaking {
-		s.e.log.Logf(LevelError, s.id, "%v (%s) while SSL handshaking to upstream, client: %s, server: %s, upstream: \"%s\"",
-			a.Err, tlsbridge.Classify(a.Err), hostOf(s.remote), s.srv.name, a.Peer)
-	} else {
-		s.e.log.Logf(LevelError, s.id, "%v while connecting to upstream, client: %s, server: %s, upstream: \"%s\"",
-			a.Err, hostOf(s.remote), s.srv.name, a.Peer)
-	}
-	if disabled {
-		s.e.log.Logf(LevelWarn, s.id, "upstream server temporarily disabled while connecting to upstream, client: %s, server: %s, upstream: \"%s\"",
-			hostOf(s.remote), s.srv.name, a.Peer)
-	}
-}
-
-// dialDone receives the dialer's outcome. Runs on a dialer worker: it hands
-// the socket to the session's loop and touches nothing else.
-func (s *session) dialDone(r pool.DialResult) {
-	el := s.lp.el
-	if r.Err != nil {
-		err := r.Err
-		el.Execute(context.Background(), gnet.RunnableFunc(func(context.Context) error {
-			s.dialFailed(err)
-			return nil
-		}))
+// enter moves the session to phase next: the only assignment of s.phase.
+// An illegal change is a bug; it is logged at alert and not made.
+func (s *session) enter(next phase) {
+	if !s.phase.can(next) {
+		s.e.log.Logf(LevelAlert, s.id, "bug: session phase %s -> %s is not a legal transition", s.phase, next)
 		return
 	}
-	ch, err := el.Enroll(gnet.NewContext(context.Background(), &upOpen{s: s, res: r}), r.Raw)
-	if err == nil {
-		// gnet's enroll waits for the loop to register the conn; a loop
-		// that stops first never does, so do not wait past the engine.
-		select {
-		case res := <-ch:
-			err = res.Err
-		case <-s.e.stopped:
-			r.Raw.Close()
-			return
-		}
+	s.phase = next
+}
+
+// begin starts a step (see the file comment).
+func (s *session) begin() { s.busy++ }
+
+// end ends a step; the outermost one reacts to the closes latched during
+// it, each once, in the order they came. A reaction is itself part of the
+// step, so a close its writes cause is latched and handled next.
+func (s *session) end() {
+	if s.busy > 1 {
+		s.busy--
+		return
 	}
-	if err != nil {
-		r.Raw.Close()
-		el.Execute(context.Background(), gnet.RunnableFunc(func(context.Context) error {
-			s.peer = r.Peer
-			s.dialFailed(err)
-			return nil
-		}))
+	for s.latch.n > 0 {
+		ev := s.latch.ev[0]
+		s.latch.ev[0], s.latch.ev[1] = s.latch.ev[1], closeEvent{}
+		s.latch.n--
+		s.sideEnded(ev.sd, ev.err)
 	}
+	s.busy = 0
 }
 
 // dialFailed ends a session whose upstream could not be reached. Runs on
-// the loop.
+// the loop (queued by dialDone).
 func (s *session) dialFailed(err error) {
 	if s.phase == phaseDone {
 		return
@@ -226,7 +278,8 @@ func (s *session) dialFailed(err error) {
 	s.finish("upstream unreachable")
 }
 
-// onUpstreamOpen adopts the upstream conn. Runs on the loop.
+// onUpstreamOpen adopts the upstream conn. Runs on the loop, from OnOpen
+// of a conn whose context is an *upOpen.
 func (s *session) onUpstreamOpen(c gnet.Conn, r pool.DialResult) {
 	s.peer = r.Peer
 	if s.phase == phaseDone {
@@ -235,12 +288,15 @@ func (s *session) onUpstreamOpen(c gnet.Conn, r pool.DialResult) {
 		c.Close()
 		return
 	}
+	s.begin()
+	defer s.end()
 	c.SetContext(s)
 	s.up.c, s.up.state = c, sideAttached
 	s.upOpened = time.Now()
 	if r.TLS != nil {
 		s.tc = r.TLS
 		s.tc.Detach(&s.up, &s.up)
+		s.cliToUp.to, s.upToCli.from = s.tc, s.tc
 		s.tlsVersion, s.tlsCipher, s.tlsResumed = r.State.Version, r.State.CipherSuite, r.State.DidResume
 		if r.State.DidResume {
 			s.e.stats.Resumed.Add(1)
@@ -248,7 +304,7 @@ func (s *session) onUpstreamOpen(c gnet.Conn, r pool.DialResult) {
 			s.e.stats.Full.Add(1)
 		}
 	}
-	s.phase = phaseOpen
+	s.enter(phaseOpen)
 	s.touch()
 	if s.srv.idleTimeout > 0 {
 		s.lp.arm(&s.idle, s.lp.ticks(s.srv.idleTimeout))
@@ -256,316 +312,31 @@ func (s *session) onUpstreamOpen(c gnet.Conn, r pool.DialResult) {
 	if s.e.log.Enabled(LevelInfo) {
 		s.e.log.Logf(LevelInfo, s.id, "proxy %s connected to %s", s.up.c.LocalAddr(), s.peer)
 	}
+	// The client may have left while the upstream was dialed; a close
+	// latched during this step is handled when it ends.
+	cliGone := s.cliEOF
 	// Bytes crypto/tls read ahead during the handshake (a TLS 1.3
 	// NewSessionTicket) fire no event: read them now, so the ticket is
 	// stored even if the session ends at once.
-	s.pumpToClient(false)
-	if s.phase == phaseDone {
-		return
-	}
+	s.pump(&s.upToCli, false)
 	if s.cli.stalled {
 		// What the client sent while the upstream was dialed.
-		if s.unstall(&s.cli, &s.up) {
+		if s.unstall(&s.cliToUp) {
 			s.armPoll()
 		}
 	} else {
-		s.pumpToUp(false)
+		s.pump(&s.cliToUp, false)
 	}
-	if s.cliEOF && s.phase != phaseDone {
+	if cliGone {
 		s.clientEnded()
 	}
 }
 
-// onClientTraffic runs on the loop when the client conn has input.
-func (s *session) onClientTraffic(c gnet.Conn) {
-	if c != s.cli.c {
-		return
-	}
-	s.touch()
-	switch s.phase {
-	case phaseClosing:
-		c.Discard(-1) // the upstream is gone; nothing to deliver to
-	case phaseConnecting:
-		// Nothing to relay to yet: gnet keeps the bytes, and past
-		// stallCap the client is paused until the upstream is ready.
-		s.stall(&s.cli)
-	case phaseOpen:
-		if s.cli.stalled {
-			s.stall(&s.cli)
-		} else {
-			s.pumpToUp(false)
-		}
-	}
-}
-
-// onUpstreamTraffic runs on the loop when the upstream conn has input.
-func (s *session) onUpstreamTraffic(c gnet.Conn) {
-	if c != s.up.c {
-		return
-	}
-	s.touch()
-	switch s.phase {
-	case phaseOpen:
-		if s.up.stalled {
-			s.stall(&s.up)
-		} else {
-			s.pumpToClient(false)
-		}
-	case phaseClosing:
-		if s.cli.state == sideClosed {
-			c.Discard(-1) // the client is gone; nothing to deliver to
-		} else {
-			s.pumpToClient(true)
-		}
-	}
-}
-
-// pumpToUp moves client input to the upstream until the upstream's queue
-// passes the high watermark (unless force: at the client's end every byte
-// goes).
-func (s *session) pumpToUp(force bool) {
-	for force || s.up.pending() < s.srv.highWater {
-		buf := s.lp.scratch
-		if s.srv.uploadRate > 0 {
-			limit := s.allowance(s.srv.uploadRate, s.fromClient)
-			if limit <= 0 {
-				if s.cli.buffered() > 0 {
-					s.rateHold(&s.cli, force, s.srv.uploadRate, s.fromClient)
-				}
-				return
-			}
-			if int64(len(buf)) > limit {
-				buf = buf[:limit]
-			}
-		}
-		n, _ := s.cli.Read(buf)
-		if n == 0 {
-			break
-		}
-		s.fromClient += int64(n)
-		s.toUp += int64(n)
-		if s.tc != nil {
-			s.tc.Write(buf[:n])
-		} else {
-			s.up.Write(buf[:n])
-		}
-		if s.phase == phaseDone {
-			return
-		}
-	}
-	if !force && s.up.pending() >= s.srv.highWater {
-		s.stall(&s.cli)
-	}
-}
-
-// pumpToClient moves upstream input to the client until the client's queue
-// passes the high watermark (unless force).
-func (s *session) pumpToClient(force bool) {
-	// more: the last read filled its buffer, so crypto/tls may hold more
-	// plaintext than the socket's buffered bytes show.
-	more := true
-	for force || s.cli.pending() < s.srv.highWater {
-		buf := s.lp.scratch
-		if s.srv.downloadRate > 0 {
-			limit := s.allowance(s.srv.downloadRate, s.fromUp)
-			if limit <= 0 {
-				if more || s.up.buffered() > 0 {
-					s.rateHold(&s.up, force, s.srv.downloadRate, s.fromUp)
-				}
-				return
-			}
-			if int64(len(buf)) > limit {
-				buf = buf[:limit]
-			}
-		}
-		var n int
-		var err error
-		if s.tc != nil {
-			n, err = s.tc.Read(buf)
-		} else {
-			n, _ = s.up.Read(buf)
-			if n == 0 {
-				err = tlsbridge.ErrWouldBlock
-			}
-		}
-		more = n == len(buf)
-		if n > 0 {
-			if s.fromUp == 0 {
-				s.firstByte = time.Now()
-			}
-			s.fromUp += int64(n)
-			s.toClient += int64(n)
-			s.cli.Write(buf[:n])
-			if s.phase == phaseDone {
-				return
-			}
-		}
-		if err == nil {
-			continue
-		}
-		if errors.Is(err, tlsbridge.ErrWouldBlock) {
-			break
-		}
-		if err == io.EOF {
-			// close_notify: the upstream is done sending.
-			if !s.upEOF {
-				s.upEOF = true
-				s.upstreamEnded()
-			}
-			return
-		}
-		// A TLS 1.3 upstream that refuses the client certificate says so
-		// only after the handshake: the first read fails.
-		s.readErr = err
-		s.e.log.Logf(LevelError, s.id, "reading from upstream failed (%s): %v, client: %s, server: %s, upstream: \"%s\"",
-			tlsbridge.Classify(err), err, hostOf(s.remote), s.srv.name, s.peer)
-		s.upEOF = true
-		s.upstreamEnded()
-		return
-	}
-	if !force && s.cli.pending() >= s.srv.highWater {
-		s.stall(&s.up)
-	}
-}
-
-// allowance is how many more bytes a rate-limited direction may move now,
-// NGINX's rule: rate × (whole seconds since the session began + 1) − moved.
-func (s *session) allowance(rate, moved int64) int64 {
-	secs := int64(time.Since(s.start)/time.Second) + 1
-	return rate*secs - moved
-}
-
-// rateHold stops consuming sd until its rate allowance turns positive
-// again: at the next whole second of the session (NGINX's granularity).
-// While relaying, sd stalls; while flushing after a peer ended (force),
-// the session holds its close until the rest has gone at the rate.
-func (s *session) rateHold(sd *side, force bool, rate, moved int64) {
-	if force {
-		s.held = true
-	} else {
-		sd.rateLimited = true
-		s.stall(sd)
-	}
-	el := time.Since(s.start)
-	next := (el/time.Second + 1) * time.Second
-	if over := moved - rate*int64(next/time.Second); over > 0 {
-		// Far over (a large first read): wait until the rate covers it.
-		next += time.Duration(over * int64(time.Second) / rate)
-	}
-	s.lp.arm(&s.rate, s.lp.ticks(next-el))
-}
-
-// onRate lifts rate stalls and holds. Runs on the loop.
-func (s *session) onRate() {
-	if s.phase == phaseClosing && s.held {
-		s.flushEnded()
-		if s.phase == phaseClosing {
-			s.drainThenFinish()
-		}
-		return
-	}
-	if s.phase != phaseOpen {
-		return
-	}
-	for _, pair := range [...][2]*side{{&s.cli, &s.up}, {&s.up, &s.cli}} {
-		src, dst := pair[0], pair[1]
-		if src.rateLimited {
-			src.rateLimited = false
-			if s.unstall(src, dst) {
-				s.armPoll()
-			}
-		}
-	}
-}
-
-// stall stops consuming sd's input because the other socket is congested;
-// gnet keeps reading it, so past stallCap the socket is paused. Polling
-// lifts the stall once the other socket drains.
-func (s *session) stall(sd *side) {
-	if !sd.stalled {
-		s.e.stats.Stalls.Add(1)
-	}
-	sd.stalled = true
-	if sd.buffered() > stallCap {
-		s.pause(sd)
-	}
-	s.armPoll()
-}
-
-// pause stops reading sd's socket: gnet cannot stop reading a conn, so the
-// session keeps a duplicate of the descriptor and closes the gnet conn; the
-// socket stays open and the kernel's buffers push back on the peer. gnet
-// drops queued output on close, so with output queued the pause waits.
-func (s *session) pause(sd *side) {
-	if sd.state != sideAttached {
-		return
-	}
-	if sd.c.OutboundBuffered() > 0 {
-		sd.wantPause = true
-		s.armPoll()
-		return
-	}
-	fd, err := sd.c.Dup()
-	if err != nil {
-		s.e.log.Logf(LevelWarn, s.id, "pausing a connection: dup: %v", err)
-		return
-	}
-	sd.wantPause = false
-	sd.fd = fd
-	sd.spill(sd.c)
-	sd.state = sideDetaching
-	s.e.stats.Pauses.Add(1)
-	sd.c.Close()
-	s.armPoll()
-}
-
-// resume re-adopts a paused socket into the loop. The new conn arrives in
-// OnOpen (onReattach).
-func (s *session) resume(sd *side) {
-	if sd.state != sideDetached {
-		return
-	}
-	f := os.NewFile(uintptr(sd.fd), "tlsrelay-paused")
-	nc, err := net.FileConn(f)
-	f.Close()
-	sd.fd = -1
-	if err != nil {
-		sd.state = sideClosed
-		s.e.log.Logf(LevelError, s.id, "resuming a paused connection: %v", err)
-		s.finish("resume failed")
-		return
-	}
-	sd.state = sideEnrolling
-	if _, err := s.lp.el.Enroll(gnet.NewContext(context.Background(), &reattach{s: s, sd: sd}), nc); err != nil {
-		nc.Close()
-		sd.state = sideClosed
-		s.e.log.Logf(LevelError, s.id, "resuming a paused connection: %v", err)
-		s.finish("resume failed")
-	}
-}
-
-// onReattach adopts a resumed socket. Runs on the loop.
-func (s *session) onReattach(c gnet.Conn, sd *side) {
-	if s.phase == phaseDone || sd.state != sideEnrolling {
-		c.Close()
-		return
-	}
-	c.SetContext(s)
-	sd.c, sd.state = c, sideAttached
-	sd.flushOut()
-	switch s.phase {
-	case phaseOpen:
-		s.pumpToUp(false)
-		if s.phase == phaseOpen {
-			s.pumpToClient(false)
-		}
-	case phaseClosing:
-		s.armPoll()
-	}
-}
-
 // onClose runs on the loop when gnet closes one of the session's conns:
-// after a pause, a peer's FIN or reset, a write error, or our own Close.
+// after a pause, a peer's FIN or reset, a write error (possibly inside one
+// of the session's own writes), or our own Close. It records what gnet
+// drops with the conn at once and latches the end of the side; the
+// reaction runs when the step ends (see the file comment).
 func (s *session) onClose(c gnet.Conn, err error) {
 	var sd *side
 	switch c {
@@ -574,18 +345,16 @@ func (s *session) onClose(c gnet.Conn, err error) {
 	case s.up.c:
 		sd = &s.up
 	default:
-		return // a conn the session already let go
+		return // a conn the session already let go (finish lets go of all)
 	}
-	if s.phase == phaseDone {
-		sd.c, sd.state = nil, sideClosed
-		return
-	}
+	s.begin()
+	defer s.end()
 	// What gnet read but the session did not consume is about to be
 	// dropped with the conn: keep it.
 	sd.spill(c)
 	sd.c = nil
 	if sd.state == sideDetaching {
-		sd.state = sideDetached
+		sd.state = sideDetached // a pause completed; the socket lives on
 		s.armPoll()
 		return
 	}
@@ -595,17 +364,38 @@ func (s *session) onClose(c gnet.Conn, err error) {
 	}
 	if sd == &s.cli {
 		s.cliEOF = true
+	} else {
+		s.upEOF = true
+	}
+	s.latch.add(sd, err)
+}
+
+// add latches a close. Each side closes once, so there is always room.
+func (l *closeLatch) add(sd *side, err error) {
+	if l.n < len(l.ev) {
+		l.ev[l.n] = closeEvent{sd: sd, err: err}
+		l.n++
+	}
+}
+
+// sideEnded is the reaction to a side's close, run once at the end of the
+// step that latched it. gnet's error is not logged (NGINX's stream proxy
+// does not log a peer's reset or FIN either).
+func (s *session) sideEnded(sd *side, _ error) {
+	if s.phase == phaseDone {
+		return
+	}
+	if sd == &s.cli {
+		// While connecting, the upstream is opened anyway and gets what
+		// the client sent (onUpstreamOpen), as NGINX does.
 		if s.phase != phaseConnecting {
 			s.clientEnded()
 		}
-		// While connecting, the upstream is opened anyway and gets what
-		// the client sent (onUpstreamOpen), as NGINX does.
 		return
 	}
-	s.upEOF = true
 	if s.phase == phaseOpen || s.phase == phaseClosing {
 		// Deliver what the upstream sent before it closed.
-		s.pumpToClient(true)
+		s.pump(&s.upToCli, true)
 		s.upstreamEnded()
 	}
 }
@@ -617,14 +407,12 @@ func (s *session) clientEnded() {
 	if s.phase == phaseDone {
 		return
 	}
-	if s.up.state == sideDetached {
-		s.resume(&s.up)
+	if s.up.state == sideDetached && !s.resume(&s.up) {
+		return // resume failed and ended the session
 	}
 	s.reason = "client closed"
 	s.flushEnded()
-	if s.phase != phaseDone {
-		s.drainThenFinish()
-	}
+	s.drainThenFinish()
 }
 
 // flushEnded delivers what a peer that ended sent: the client's bytes to
@@ -633,17 +421,14 @@ func (s *session) clientEnded() {
 func (s *session) flushEnded() {
 	s.held = false
 	if s.cliEOF && s.up.state != sideClosed && !s.closeNotified {
-		s.pumpToUp(true)
-		if s.phase == phaseDone {
-			return
-		}
+		s.pump(&s.cliToUp, true)
 		if !s.held && s.tc != nil {
 			s.tc.CloseWrite()
 			s.closeNotified = true
 		}
 	}
 	if s.upEOF && s.cli.state != sideClosed {
-		s.pumpToClient(true)
+		s.pump(&s.upToCli, true)
 	}
 }
 
@@ -653,8 +438,8 @@ func (s *session) upstreamEnded() {
 	if s.phase == phaseDone {
 		return
 	}
-	if s.cli.state == sideDetached {
-		s.resume(&s.cli)
+	if s.cli.state == sideDetached && !s.resume(&s.cli) {
+		return // resume failed and ended the session
 	}
 	if s.reason == "" {
 		s.reason = "upstream closed"
@@ -662,10 +447,15 @@ func (s *session) upstreamEnded() {
 	s.drainThenFinish()
 }
 
-// drainThenFinish ends the session once both sockets' queues are empty;
-// gnet's Close would drop queued output.
+// drainThenFinish ends the session once both sockets' queues are empty
+// (gnet's Close would drop queued output); until then it is polled.
 func (s *session) drainThenFinish() {
-	s.phase = phaseClosing
+	switch s.phase {
+	case phaseDone:
+		return // a flush above ended it
+	case phaseOpen:
+		s.enter(phaseClosing)
+	}
 	if s.drained() {
 		s.finish(s.reason)
 		return
@@ -673,6 +463,7 @@ func (s *session) drainThenFinish() {
 	s.armPoll()
 }
 
+// drained reports whether nothing is left to deliver on either socket.
 func (s *session) drained() bool {
 	if s.held {
 		return false
@@ -694,12 +485,15 @@ func (s *session) drained() bool {
 	return true
 }
 
-// finish ends the session and frees what it holds. Runs on the loop.
+// finish ends the session and frees what it holds; a second call does
+// nothing. It leaves every socket closed (or never opened) and lets go of
+// the gnet conns, so their OnClose, and anything else later in the step
+// that called finish, finds nothing to do.
 func (s *session) finish(reason string) {
 	if s.phase == phaseDone {
 		return
 	}
-	s.phase = phaseDone
+	s.enter(phaseDone)
 	if s.reason == "" {
 		s.reason = reason
 	}
@@ -714,6 +508,10 @@ func (s *session) finish(reason string) {
 			unix.Close(sd.fd)
 			sd.fd = -1
 		}
+		if sd.state != sideNone {
+			sd.state = sideClosed
+		}
+		sd.c = nil
 		sd.release()
 	}
 	if s.peer != nil {
@@ -737,8 +535,12 @@ func (s *session) finish(reason string) {
 // touch records traffic for proxy_timeout.
 func (s *session) touch() { s.lastActive = s.lp.wheel.now }
 
-// onIdle fires when proxy_timeout may have passed without traffic.
+// onIdle fires when proxy_timeout may have passed without traffic. Runs
+// on the loop (a wheel timer).
 func (s *session) onIdle() {
+	if s.phase == phaseDone {
+		return // finish disarms the timer; this is only a safeguard
+	}
 	idle := s.lp.ticks(s.srv.idleTimeout)
 	if left := s.lastActive + idle - s.lp.wheel.now; left > 0 {
 		s.lp.arm(&s.idle, left)
@@ -751,85 +553,4 @@ func (s *session) onIdle() {
 	s.e.stats.IdleTimeouts.Add(1)
 	s.reason = "idle timeout"
 	s.finish("idle timeout")
-}
-
-// armPoll puts the session on its loop's poll list; onPoll runs about
-// every millisecond until it reports nothing left to wait for.
-func (s *session) armPoll() {
-	if !s.polled {
-		s.polled = true
-		s.lp.addPolled(s)
-	}
-}
-
-// onPoll retries what waits on a queue draining: a pause that had to wait,
-// a stalled or paused socket whose counterpart drained, a close that must
-// flush. It reports whether the session must stay on the poll list. Runs
-// on the loop.
-func (s *session) onPoll() bool {
-	if s.phase == phaseDone {
-		return false
-	}
-	again := false
-	for _, sd := range [...]*side{&s.cli, &s.up} {
-		if sd.wantPause && sd.state == sideAttached {
-			s.pause(sd)
-			again = again || sd.wantPause
-		}
-	}
-	if s.phase == phaseOpen {
-		again = s.unstall(&s.cli, &s.up) || again
-		again = s.unstall(&s.up, &s.cli) || again
-	}
-	if s.phase == phaseClosing {
-		if s.drained() {
-			s.finish(s.reason)
-			return false
-		}
-		for _, sd := range [...]*side{&s.cli, &s.up} {
-			if sd.state == sideDetached && sd.out != nil && len(sd.out.B) > 0 {
-				s.resume(sd)
-			}
-		}
-		again = true
-	}
-	return again && s.phase != phaseDone
-}
-
-// unstall lets src be consumed again once dst has drained below the low
-// watermark. It reports whether src still waits.
-func (s *session) unstall(src, dst *side) bool {
-	if !src.stalled {
-		return false
-	}
-	if src.rateLimited {
-		return false // the rate timer lifts it
-	}
-	if dst.pending() >= s.srv.lowWater {
-		return true
-	}
-	switch src.state {
-	case sideDetached:
-		src.stalled = false
-		s.resume(src)
-		return false
-	case sideDetaching, sideEnrolling:
-		return true
-	}
-	src.stalled = false
-	if src == &s.cli {
-		s.pumpToUp(false)
-	} else {
-		s.pumpToClient(false)
-	}
-	return src.stalled
-}
-
-// onTraffic runs on the loop when one of the session's conns has input.
-func (s *session) onTraffic(c gnet.Conn) {
-	if c == s.cli.c {
-		s.onClientTraffic(c)
-	} else {
-		s.onUpstreamTraffic(c)
-	}
 }

@@ -28,10 +28,12 @@ const (
 // side is one socket of a session with the bytes the session holds for
 // it. All of it runs on the session's loop.
 //
-// It is the tlsbridge Source and Sink of the upstream socket: Read serves
-// bytes taken off the socket (spilled first, then gnet's inbound buffer),
-// Write hands bytes to gnet or, while the socket is not attached, keeps them
-// until it is.
+// Read serves bytes taken off the socket (spilled first, then gnet's
+// inbound buffer); Write hands bytes to gnet or, while the socket is not
+// attached, keeps them until it is (and drops them once it is closed).
+// A side is the pump's plaintext source and destination (direction.from,
+// direction.to) for the client and for a plaintext upstream, and the
+// tlsbridge Source and Sink under the upstream's TLS conn.
 type side struct {
 	c     gnet.Conn
 	state sideState

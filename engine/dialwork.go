@@ -1,0 +1,90 @@
+package engine
+
+// Everything in this file runs on a dialer worker goroutine (pool.Dialer),
+// not on the session's loop. These functions touch only what is fixed
+// before the session submits its dial job (srv, id, remote, local, lp.el,
+// e's immutable fields), atomics (the stats, the cancelled flag through
+// DialJob.Cancelled) and the goroutine-safe error log; they hand results
+// to the loop only through gnet's EventLoop.Execute and Enroll. proxyHeader
+// (proxyproto.go) runs on the worker too, under the same rule.
+
+import (
+	"context"
+	"crypto/tls"
+
+	"github.com/panjf2000/gnet/v2"
+
+	"github.com/tlsrelay/tlsrelay/pool"
+	"github.com/tlsrelay/tlsrelay/tlsbridge"
+)
+
+// tlsConfig gives the dialer the TLS configuration for a peer. Runs on a
+// dialer worker.
+func (s *session) tlsConfig(p *pool.Peer) (*tls.Config, error) {
+	return s.srv.tlsConfig(p, s.remote, s.local, false)
+}
+
+// fullTLSConfig is tlsConfig without session resumption. Runs on a dialer
+// worker.
+func (s *session) fullTLSConfig(p *pool.Peer) (*tls.Config, error) {
+	return s.srv.tlsConfig(p, s.remote, s.local, true)
+}
+
+// observeHandshake feeds the policy's session accounting. Runs on a dialer
+// worker.
+func (s *session) observeHandshake(p *pool.Peer, cs tls.ConnectionState, err error) bool {
+	t, v := s.srv.target(p, s.remote, s.local)
+	return s.srv.policy.Observe(t, v, cs, err)
+}
+
+// dialAttemptFailed logs one failed attempt. Runs on a dialer worker.
+func (s *session) dialAttemptFailed(a pool.Attempt, disabled bool) {
+	s.e.stats.HandshakeFailures.Add(1)
+	if a.Handshaking {
+		s.e.log.Logf(LevelError, s.id, "%v (%s) while SSL handshaking to upstream, client: %s, server: %s, upstream: \"%s\"",
+			a.Err, tlsbridge.Classify(a.Err), hostOf(s.remote), s.srv.name, a.Peer)
+	} else {
+		s.e.log.Logf(LevelError, s.id, "%v while connecting to upstream, client: %s, server: %s, upstream: \"%s\"",
+			a.Err, hostOf(s.remote), s.srv.name, a.Peer)
+	}
+	if disabled {
+		s.e.log.Logf(LevelWarn, s.id, "upstream server temporarily disabled while connecting to upstream, client: %s, server: %s, upstream: \"%s\"",
+			hostOf(s.remote), s.srv.name, a.Peer)
+	}
+}
+
+// dialDone receives the dialer's outcome. Runs on a dialer worker: it hands
+// the socket to the session's loop (Enroll; the loop then calls
+// onUpstreamOpen) or the failure (Execute of dialFailed), and touches
+// nothing else of the session.
+func (s *session) dialDone(r pool.DialResult) {
+	el := s.lp.el
+	if r.Err != nil {
+		err := r.Err
+		el.Execute(context.Background(), gnet.RunnableFunc(func(context.Context) error {
+			s.dialFailed(err)
+			return nil
+		}))
+		return
+	}
+	ch, err := el.Enroll(gnet.NewContext(context.Background(), &upOpen{s: s, res: r}), r.Raw)
+	if err == nil {
+		// gnet's enroll waits for the loop to register the conn; a loop
+		// that stops first never does, so do not wait past the engine.
+		select {
+		case res := <-ch:
+			err = res.Err
+		case <-s.e.stopped:
+			r.Raw.Close()
+			return
+		}
+	}
+	if err != nil {
+		r.Raw.Close()
+		el.Execute(context.Background(), gnet.RunnableFunc(func(context.Context) error {
+			s.peer = r.Peer // on the loop
+			s.dialFailed(err)
+			return nil
+		}))
+	}
+}

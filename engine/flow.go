@@ -1,0 +1,241 @@
+package engine
+
+// Flow control of a session: what it does when one socket cannot take
+// bytes as fast as the other delivers them (stall, then pause; resume),
+// when a rate limit holds a direction back (rateHold, onRate), and the
+// polling that notices a queue drained (gnet has no drained callback).
+// Everything here runs on the session's loop.
+//
+// What a session lets queue toward one socket is bounded by its server's
+// watermarks (server.highWater, 32 × proxy_buffer_size): above high the
+// other socket stops being read (first by not consuming, then by detaching
+// it from gnet, see pause); below low it is read again.
+
+import (
+	"context"
+	"net"
+	"os"
+	"time"
+
+	"github.com/panjf2000/gnet/v2"
+)
+
+// stallCap is how much unconsumed input a socket may hold in gnet while
+// its counterpart is congested before it is paused for real (detached);
+// short congestion never costs a detach.
+const stallCap = 256 << 10
+
+// stall stops consuming sd's input because the other socket is congested;
+// gnet keeps reading it, so past stallCap the socket is paused. Polling
+// lifts the stall once the other socket drains.
+func (s *session) stall(sd *side) {
+	if !sd.stalled {
+		s.e.stats.Stalls.Add(1)
+	}
+	sd.stalled = true
+	if sd.buffered() > stallCap {
+		s.pause(sd)
+	}
+	s.armPoll()
+}
+
+// pause stops reading sd's socket: gnet cannot stop reading a conn, so the
+// session keeps a duplicate of the descriptor and closes the gnet conn; the
+// socket stays open and the kernel's buffers push back on the peer. gnet
+// drops queued output on close, so with output queued the pause waits.
+// The close completes in onClose (sideDetaching -> sideDetached).
+func (s *session) pause(sd *side) {
+	if sd.state != sideAttached {
+		return
+	}
+	if sd.c.OutboundBuffered() > 0 {
+		sd.wantPause = true
+		s.armPoll()
+		return
+	}
+	fd, err := sd.c.Dup()
+	if err != nil {
+		s.e.log.Logf(LevelWarn, s.id, "pausing a connection: dup: %v", err)
+		return
+	}
+	sd.wantPause = false
+	sd.fd = fd
+	sd.spill(sd.c)
+	sd.state = sideDetaching
+	s.e.stats.Pauses.Add(1)
+	sd.c.Close()
+	s.armPoll()
+}
+
+// resume re-adopts a paused socket into the loop; the new conn arrives in
+// OnOpen (onReattach). It reports false when the socket could not be
+// re-adopted: the session has then ended.
+func (s *session) resume(sd *side) bool {
+	if sd.state != sideDetached {
+		return true
+	}
+	f := os.NewFile(uintptr(sd.fd), "tlsrelay-paused")
+	nc, err := net.FileConn(f)
+	f.Close()
+	sd.fd = -1
+	if err == nil {
+		sd.state = sideEnrolling
+		if _, err = s.lp.el.Enroll(gnet.NewContext(context.Background(), &reattach{s: s, sd: sd}), nc); err != nil {
+			nc.Close()
+		}
+	}
+	if err != nil {
+		sd.state = sideClosed
+		s.e.log.Logf(LevelError, s.id, "resuming a paused connection: %v", err)
+		s.finish("resume failed")
+		return false
+	}
+	return true
+}
+
+// onReattach adopts a resumed socket. Runs on the loop, from OnOpen of a
+// conn whose context is a *reattach.
+func (s *session) onReattach(c gnet.Conn, sd *side) {
+	if s.phase == phaseDone || sd.state != sideEnrolling {
+		c.Close()
+		return
+	}
+	s.begin()
+	defer s.end()
+	c.SetContext(s)
+	sd.c, sd.state = c, sideAttached
+	sd.flushOut()
+	switch s.phase {
+	case phaseOpen:
+		s.pump(&s.cliToUp, false)
+		s.pump(&s.upToCli, false)
+	case phaseClosing:
+		s.armPoll()
+	}
+}
+
+// rateHold stops consuming sd until its rate allowance turns positive
+// again: at the next whole second of the session (NGINX's granularity).
+// While relaying, sd stalls; while flushing after a peer ended (force),
+// the session holds its close until the rest has gone at the rate.
+func (s *session) rateHold(sd *side, force bool, rate, moved int64) {
+	if force {
+		s.held = true
+	} else {
+		sd.rateLimited = true
+		s.stall(sd)
+	}
+	el := time.Since(s.start)
+	next := (el/time.Second + 1) * time.Second
+	if over := moved - rate*int64(next/time.Second); over > 0 {
+		// Far over (a large first read): wait until the rate covers it.
+		next += time.Duration(over * int64(time.Second) / rate)
+	}
+	s.lp.arm(&s.rate, s.lp.ticks(next-el))
+}
+
+// onRate lifts rate stalls and holds. Runs on the loop (a wheel timer).
+func (s *session) onRate() {
+	switch {
+	case s.phase == phaseClosing && s.held:
+		s.begin()
+		s.flushEnded()
+		s.drainThenFinish()
+		s.end()
+	case s.phase == phaseOpen:
+		s.begin()
+		for _, d := range [...]*direction{&s.cliToUp, &s.upToCli} {
+			if d.src.rateLimited {
+				d.src.rateLimited = false
+				if s.unstall(d) {
+					s.armPoll()
+				}
+			}
+		}
+		s.end()
+	}
+}
+
+// unstall lets d's source be consumed again once its destination has
+// drained below the low watermark. It reports whether the source still
+// waits.
+func (s *session) unstall(d *direction) bool {
+	src, dst := d.src, d.dst
+	if !src.stalled {
+		return false
+	}
+	if src.rateLimited {
+		return false // the rate timer lifts it
+	}
+	if dst.pending() >= s.srv.lowWater {
+		return true
+	}
+	switch src.state {
+	case sideDetached:
+		src.stalled = false
+		s.resume(src)
+		return false
+	case sideDetaching, sideEnrolling:
+		return true
+	}
+	src.stalled = false
+	s.pump(d, false)
+	return src.stalled
+}
+
+// armPoll puts the session on its loop's poll list; onPoll runs about
+// every millisecond until it reports nothing left to wait for.
+func (s *session) armPoll() {
+	if !s.polled {
+		s.polled = true
+		s.lp.addPolled(s)
+	}
+}
+
+// onPoll retries what waits on a queue draining: a pause that had to wait,
+// a stalled or paused socket whose counterpart drained, a close that must
+// flush. It reports whether the session must stay on the poll list. Runs
+// on the loop (loop.runPolls).
+func (s *session) onPoll() bool {
+	if s.phase == phaseDone {
+		return false
+	}
+	s.begin()
+	again := s.poll()
+	s.end()
+	switch s.phase {
+	case phaseDone:
+		return false
+	case phaseClosing:
+		return true // polled until drained (a close latched above may have begun it)
+	}
+	return again
+}
+
+// poll is onPoll's step.
+func (s *session) poll() (again bool) {
+	for _, sd := range [...]*side{&s.cli, &s.up} {
+		if sd.wantPause && sd.state == sideAttached {
+			s.pause(sd)
+			again = again || sd.wantPause
+		}
+	}
+	if s.phase == phaseOpen {
+		again = s.unstall(&s.cliToUp) || again
+		again = s.unstall(&s.upToCli) || again
+	}
+	// Not else: an unstall above may have begun the close.
+	if s.phase == phaseClosing {
+		if s.drained() {
+			s.finish(s.reason)
+			return false
+		}
+		for _, sd := range [...]*side{&s.cli, &s.up} {
+			if sd.state == sideDetached && sd.out != nil && len(sd.out.B) > 0 {
+				s.resume(sd)
+			}
+		}
+		again = true
+	}
+	return again
+}

@@ -1,0 +1,181 @@
+package engine
+
+// Relaying: the traffic callbacks and the one pump that moves bytes in
+// either direction. Everything here runs on the session's loop, inside a
+// step (see session.go).
+
+import (
+	"errors"
+	"io"
+	"time"
+
+	"github.com/panjf2000/gnet/v2"
+
+	"github.com/tlsrelay/tlsrelay/tlsbridge"
+)
+
+// onTraffic runs on the loop when one of the session's conns has input.
+func (s *session) onTraffic(c gnet.Conn) {
+	if c == s.cli.c {
+		s.onClientTraffic(c)
+	} else {
+		s.onUpstreamTraffic(c)
+	}
+}
+
+// onClientTraffic runs on the loop when the client conn has input.
+func (s *session) onClientTraffic(c gnet.Conn) {
+	if c != s.cli.c {
+		return
+	}
+	s.begin()
+	defer s.end()
+	s.touch()
+	switch s.phase {
+	case phaseClosing:
+		c.Discard(-1) // the upstream is gone; nothing to deliver to
+	case phaseConnecting:
+		// Nothing to relay to yet: gnet keeps the bytes, and past
+		// stallCap the client is paused until the upstream is ready.
+		s.stall(&s.cli)
+	case phaseOpen:
+		if s.cli.stalled {
+			s.stall(&s.cli)
+		} else {
+			s.pump(&s.cliToUp, false)
+		}
+	}
+}
+
+// onUpstreamTraffic runs on the loop when the upstream conn has input.
+func (s *session) onUpstreamTraffic(c gnet.Conn) {
+	if c != s.up.c {
+		return
+	}
+	s.begin()
+	defer s.end()
+	s.touch()
+	switch s.phase {
+	case phaseOpen:
+		if s.up.stalled {
+			s.stall(&s.up)
+		} else {
+			s.pump(&s.upToCli, false)
+		}
+	case phaseClosing:
+		if s.cli.state == sideClosed {
+			c.Discard(-1) // the client is gone; nothing to deliver to
+		} else {
+			s.pump(&s.upToCli, true)
+		}
+	}
+}
+
+// direction is one way bytes flow through a session, client to upstream or
+// upstream to client: everything the pump needs to move them. It lives in
+// the session and is used on the session's loop.
+type direction struct {
+	// src is the socket the bytes come off, dst the one they queue
+	// toward (its queue is what the high watermark bounds).
+	src, dst *side
+	// from yields plaintext from src: src itself, or the upstream's
+	// tlsbridge.Conn decrypting src's bytes. It returns 0 bytes (with a
+	// nil error or tlsbridge.ErrWouldBlock) when it has nothing now.
+	from io.Reader
+	// to takes plaintext for dst: dst itself, or the upstream's
+	// tlsbridge.Conn encrypting into dst. It accepts every byte.
+	to io.Writer
+	// rate is proxy_upload_rate or proxy_download_rate in bytes per
+	// second; 0: unlimited.
+	rate int64
+	// moved counts the bytes read from src (fromClient, fromUp), sent
+	// those handed to dst (toUp, toClient).
+	moved, sent *int64
+	// first, if set, is stamped with the time of the first byte moved
+	// (the upstream's first byte, for the access log).
+	first *time.Time
+	// upstream: from reads the upstream. Then it may end (close_notify,
+	// a TLS error), and it may hold plaintext beyond what src shows as
+	// buffered (crypto/tls reads whole records ahead).
+	upstream bool
+}
+
+// pump moves d's bytes until its destination's queue passes the high
+// watermark (unless force: after a peer ended, every byte goes), the source
+// has nothing more, the rate allows no more, or a close was latched (the
+// end of the step reacts to it). It runs in a step, while the session is
+// open or closing; in any other phase it does nothing.
+func (s *session) pump(d *direction, force bool) {
+	if s.phase != phaseOpen && s.phase != phaseClosing {
+		return
+	}
+	// more: the last read filled its buffer, so crypto/tls may hold more
+	// plaintext than the socket's buffered bytes show.
+	more := true
+	for s.latch.n == 0 && (force || d.dst.pending() < s.srv.highWater) {
+		buf := s.lp.scratch
+		if d.rate > 0 {
+			limit := s.allowance(d.rate, *d.moved)
+			if limit <= 0 {
+				if (d.upstream && more) || d.src.buffered() > 0 {
+					s.rateHold(d.src, force, d.rate, *d.moved)
+				}
+				return
+			}
+			if int64(len(buf)) > limit {
+				buf = buf[:limit]
+			}
+		}
+		n, err := d.from.Read(buf)
+		more = n == len(buf)
+		if n > 0 {
+			if *d.moved == 0 && d.first != nil {
+				*d.first = time.Now()
+			}
+			*d.moved += int64(n)
+			*d.sent += int64(n)
+			d.to.Write(buf[:n]) // may close a conn: onClose latches it
+		} else if err == nil {
+			err = tlsbridge.ErrWouldBlock // a side reads 0 when empty
+		}
+		if err == nil {
+			continue
+		}
+		if errors.Is(err, tlsbridge.ErrWouldBlock) {
+			break
+		}
+		// Only the upstream's TLS conn reports anything else.
+		s.upstreamReadEnded(err)
+		return
+	}
+	if !force && d.dst.pending() >= s.srv.highWater {
+		s.stall(d.src)
+	}
+}
+
+// upstreamReadEnded handles the end of the upstream's plaintext: io.EOF is
+// its close_notify; any other error breaks the connection (a TLS 1.3
+// upstream that refuses the client certificate says so only after the
+// handshake: the first read fails), and is logged and kept for the access log
+// ($upstream_ssl_error).
+func (s *session) upstreamReadEnded(err error) {
+	if err == io.EOF {
+		if !s.upEOF {
+			s.upEOF = true
+			s.upstreamEnded()
+		}
+		return
+	}
+	s.readErr = err
+	s.e.log.Logf(LevelError, s.id, "reading from upstream failed (%s): %v, client: %s, server: %s, upstream: \"%s\"",
+		tlsbridge.Classify(err), err, hostOf(s.remote), s.srv.name, s.peer)
+	s.upEOF = true
+	s.upstreamEnded()
+}
+
+// allowance is how many more bytes a rate-limited direction may move now,
+// NGINX's rule: rate × (whole seconds since the session began + 1) − moved.
+func (s *session) allowance(rate, moved int64) int64 {
+	secs := int64(time.Since(s.start)/time.Second) + 1
+	return rate*secs - moved
+}
