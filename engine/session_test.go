@@ -1,0 +1,630 @@
+package engine
+
+import (
+	"bytes"
+	"errors"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/panjf2000/gnet/v2"
+
+	"github.com/tlsrelay/tlsrelay/engine/conf"
+	"github.com/tlsrelay/tlsrelay/pool"
+)
+
+// The session's state machine, driven through fake conns on a fake loop:
+// no sockets, no event loop, every step on the test's goroutine.
+
+// sessionConf is a plaintext server block; the upstream is never dialed.
+const sessionConf = `
+stream {
+    upstream backend { server 127.0.0.1:9; }
+    server {
+        listen     127.0.0.1:10000;
+        proxy_pass backend;
+    }
+}
+`
+
+// sessTest is one session on a fake loop, with the test playing gnet.
+type sessTest struct {
+	t     *testing.T
+	e     *Engine
+	lp    *loop
+	el    *fakeLoop
+	srv   *server
+	log   *bytes.Buffer
+	s     *session
+	cli   *fakeConn
+	up    *fakeConn
+	peer  *pool.Peer
+	conns []*fakeConn
+}
+
+// newSessTest builds a connecting session with small watermarks (64, 16)
+// and a 16-byte scratch buffer, so that a few bytes exercise every loop;
+// mod may adjust the server first.
+func newSessTest(t *testing.T, mod func(srv *server)) *sessTest {
+	t.Helper()
+	cfg, _, err := conf.Parse(filepath.Join(t.TempDir(), "tlsrelay.conf"), []byte(sessionConf), conf.LoadOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	p, err := build(cfg, false, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := p.servers[0]
+	srv.highWater, srv.lowWater = 64, 16
+	if mod != nil {
+		mod(srv)
+	}
+	h := &sessTest{t: t, srv: srv, log: &bytes.Buffer{}, el: &fakeLoop{}}
+	h.e = &Engine{log: NewErrorLog(h.log, LevelInfo), stopped: make(chan struct{}), kick: make(chan struct{}, 1)}
+	h.lp = &loop{e: h.e, el: h.el, wheel: newWheel(64), scratch: make([]byte, 16), start: time.Now()}
+	h.cli = h.conn("client")
+	h.s = h.e.openSession(h.cli, h.lp, srv)
+	return h
+}
+
+// conn makes a fake conn whose OnClose goes where gnet's would: to the
+// session in its context.
+func (h *sessTest) conn(name string) *fakeConn {
+	c := &fakeConn{name: name, el: h.el,
+		local: fakeAddr("127.0.0.1:10000"), remote: fakeAddr("127.0.0.1:40000")}
+	c.onClose = func(c gnet.Conn, err error) {
+		if s, ok := c.Context().(*session); ok {
+			s.onClose(c, err)
+		}
+	}
+	h.conns = append(h.conns, c)
+	return c
+}
+
+// open completes the dial: a plaintext upstream conn is adopted (the
+// session is open then, unless the client had left and it ended at once).
+func (h *sessTest) open() {
+	h.t.Helper()
+	p, err := h.s.sel.Next(time.Now())
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	h.peer = p
+	h.up = h.conn("upstream")
+	h.s.onUpstreamOpen(h.up, pool.DialResult{Peer: p})
+}
+
+// traffic is gnet's OnTraffic for c.
+func (h *sessTest) traffic(c *fakeConn) {
+	if s, ok := c.Context().(*session); ok {
+		s.onTraffic(c)
+	}
+}
+
+// turn is one turn of the loop: the closes asked for since the last turn
+// are delivered, then the poll list runs.
+func (h *sessTest) turn() {
+	for _, c := range h.conns {
+		if c.closeAsked && !c.closed {
+			c.deliverClose(nil)
+		}
+	}
+	h.lp.runPolls()
+}
+
+// ended checks the session ended once, for reason, with everything given
+// back.
+func (h *sessTest) ended(reason string) {
+	h.t.Helper()
+	s := h.s
+	if s.phase != phaseDone {
+		h.t.Fatalf("phase %s, want done", s.phase)
+	}
+	if s.reason != reason {
+		h.t.Errorf("reason %q, want %q", s.reason, reason)
+	}
+	if n := h.e.stats.Active.Load(); n != 0 {
+		h.t.Errorf("stats.Active = %d, want 0", n)
+	}
+	if h.lp.sessions != 0 {
+		h.t.Errorf("loop sessions = %d, want 0", h.lp.sessions)
+	}
+	if n := strings.Count(h.log.String(), "bytes from/to client"); n != 1 {
+		h.t.Errorf("%d end-of-session lines, want 1:\n%s", n, h.log)
+	}
+	if h.peer != nil && h.peer.Conns() != 0 {
+		h.t.Errorf("peer holds %d conns, want 0", h.peer.Conns())
+	}
+	if h.lp.wheel.count != 0 {
+		h.t.Errorf("%d timers armed after the end", h.lp.wheel.count)
+	}
+	for _, c := range h.conns {
+		if !c.closed && !c.closeAsked {
+			h.t.Errorf("%s conn left open", c.name)
+		}
+		if c.queuedAtClose > 0 {
+			h.t.Errorf("%s conn closed with %d bytes queued", c.name, c.queuedAtClose)
+		}
+	}
+	if strings.Contains(h.log.String(), "[alert]") {
+		h.t.Errorf("alert logged:\n%s", h.log)
+	}
+}
+
+// counters checks the session's four byte counters.
+func (h *sessTest) counters(fromClient, toUp, fromUp, toClient int64) {
+	h.t.Helper()
+	s := h.s
+	if s.fromClient != fromClient || s.toUp != toUp || s.fromUp != fromUp || s.toClient != toClient {
+		h.t.Errorf("bytes from client %d, to upstream %d, from upstream %d, to client %d; want %d %d %d %d",
+			s.fromClient, s.toUp, s.fromUp, s.toClient, fromClient, toUp, fromUp, toClient)
+	}
+}
+
+// TestStateMachinePhaseTable: the five legal changes, and no other.
+func TestStateMachinePhaseTable(t *testing.T) {
+	legal := map[[2]phase]bool{
+		{phaseConnecting, phaseOpen}: true,
+		{phaseConnecting, phaseDone}: true,
+		{phaseOpen, phaseClosing}:    true,
+		{phaseOpen, phaseDone}:       true,
+		{phaseClosing, phaseDone}:    true,
+	}
+	for from := phaseConnecting; from <= phaseDone; from++ {
+		for to := phaseConnecting; to <= phaseDone; to++ {
+			if got := from.can(to); got != legal[[2]phase{from, to}] {
+				t.Errorf("%s -> %s: can = %v", from, to, got)
+			}
+		}
+	}
+}
+
+// TestStateMachineIllegalTransitionIsCaught drives a session into each phase
+// and tries every change the table forbids: each is logged at alert and
+// not made.
+func TestStateMachineIllegalTransitionIsCaught(t *testing.T) {
+	reach := map[phase]func(h *sessTest){
+		phaseConnecting: func(h *sessTest) {},
+		phaseOpen:       func(h *sessTest) { h.open() },
+		phaseClosing: func(h *sessTest) {
+			h.open()
+			h.up.block = true
+			h.cli.in = []byte("hello")
+			h.traffic(h.cli)
+			h.cli.deliverClose(nil) // the upstream still has "hello" queued
+		},
+		phaseDone: func(h *sessTest) { h.s.finish("test") },
+	}
+	for from := phaseConnecting; from <= phaseDone; from++ {
+		for to := phaseConnecting; to <= phaseDone; to++ {
+			if from.can(to) {
+				continue
+			}
+			t.Run(from.String()+"-"+to.String(), func(t *testing.T) {
+				h := newSessTest(t, nil)
+				reach[from](h)
+				if h.s.phase != from {
+					t.Fatalf("reached %s, want %s", h.s.phase, from)
+				}
+				h.s.enter(to)
+				if h.s.phase != from {
+					t.Errorf("phase %s after an illegal change to %s, want %s", h.s.phase, to, from)
+				}
+				want := "[alert]"
+				if line := h.log.String(); !strings.Contains(line, want) || !strings.Contains(line, "session phase "+from.String()+" -> "+to.String()) {
+					t.Errorf("no alert for %s -> %s in:\n%s", from, to, line)
+				}
+			})
+		}
+	}
+}
+
+// TestStateMachineConnectingToOpen: what the client sent while the
+// upstream was dialed goes to it once adopted.
+func TestStateMachineConnectingToOpen(t *testing.T) {
+	h := newSessTest(t, nil)
+	if h.s.phase != phaseConnecting {
+		t.Fatalf("new session: phase %s", h.s.phase)
+	}
+	// What the client sends while connecting waits in gnet.
+	h.cli.in = []byte("early")
+	h.traffic(h.cli)
+	if !h.s.cli.stalled || h.s.fromClient != 0 {
+		t.Fatalf("while connecting: stalled %v, fromClient %d", h.s.cli.stalled, h.s.fromClient)
+	}
+	h.open()
+	if got := string(h.up.sent); got != "early" {
+		t.Errorf("upstream got %q, want the early bytes", got)
+	}
+	if !h.s.idle.armed {
+		t.Error("proxy_timeout not armed once open")
+	}
+}
+
+// TestStateMachineConnectingToDone: a failed dial, handed to the loop by the
+// dialer worker (dialDone) through Execute.
+func TestStateMachineConnectingToDone(t *testing.T) {
+	h := newSessTest(t, nil)
+	h.s.dialDone(pool.DialResult{Err: errors.New("connection refused")})
+	if h.s.phase != phaseConnecting || len(h.el.executed) != 1 {
+		t.Fatalf("dialDone acted off the loop: phase %s, %d tasks queued", h.s.phase, len(h.el.executed))
+	}
+	h.el.executed[0].Run(nil)
+	h.ended("upstream unreachable")
+	if h.s.status != 502 {
+		t.Errorf("status %d, want 502", h.s.status)
+	}
+	if !h.s.cancelled.Load() {
+		t.Error("the dial job was not told the session ended")
+	}
+}
+
+// TestStateMachineClientLeavesWhileConnecting: NGINX still opens the upstream
+// and delivers what the client sent.
+func TestStateMachineClientLeavesWhileConnecting(t *testing.T) {
+	h := newSessTest(t, nil)
+	h.cli.in = []byte("said and gone")
+	h.traffic(h.cli)
+	h.cli.deliverClose(nil)
+	if h.s.phase != phaseConnecting {
+		t.Fatalf("phase %s after the client left while connecting", h.s.phase)
+	}
+	h.open()
+	h.ended("client closed")
+	if got := string(h.up.sent); got != "said and gone" {
+		t.Errorf("upstream got %q", got)
+	}
+	h.counters(13, 13, 0, 0)
+}
+
+// TestStateMachineOpenToDoneIdle: proxy_timeout ends an open session.
+func TestStateMachineOpenToDoneIdle(t *testing.T) {
+	h := newSessTest(t, func(srv *server) { srv.idleTimeout = 30 * time.Millisecond })
+	h.open()
+	h.lp.wheel.advance(h.lp.wheel.now + 2)
+	if h.s.phase != phaseOpen {
+		t.Fatalf("ended before proxy_timeout: %s", h.s.phase)
+	}
+	h.lp.wheel.advance(h.lp.wheel.now + 2)
+	h.ended("idle timeout")
+	if n := h.e.stats.IdleTimeouts.Load(); n != 1 {
+		t.Errorf("IdleTimeouts = %d", n)
+	}
+}
+
+// TestStateMachineCloseOrders: either side may end first; everything it sent
+// reaches the other before the session closes it, also when the other
+// side's queue must drain first (open -> closing -> done).
+func TestStateMachineCloseOrders(t *testing.T) {
+	for _, tc := range []struct {
+		name        string
+		clientFirst bool
+		blocked     bool
+	}{
+		{"client first", true, false},
+		{"client first, upstream draining", true, true},
+		{"upstream first", false, false},
+		{"upstream first, client draining", false, true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			h := newSessTest(t, nil)
+			h.open()
+			src, dst := h.cli, h.up
+			reason := "client closed"
+			if !tc.clientFirst {
+				src, dst = h.up, h.cli
+				reason = "upstream closed"
+			}
+			dst.block = tc.blocked
+			src.in = []byte("the first half, ")
+			h.traffic(src)
+			src.in = []byte("and the rest at close")
+			src.deliverClose(nil)
+			if tc.blocked {
+				if h.s.phase != phaseClosing {
+					t.Fatalf("phase %s while the other side drains, want closing", h.s.phase)
+				}
+				// Late input from the side left is dropped, not relayed.
+				dst.in = []byte("late")
+				h.traffic(dst)
+				h.turn()
+				if h.s.phase != phaseClosing || dst.closeAsked {
+					t.Fatalf("closed before the queue drained: phase %s", h.s.phase)
+				}
+				dst.drain()
+				h.turn()
+			}
+			h.ended(reason)
+			const all = "the first half, and the rest at close"
+			if got := string(dst.sent); got != all {
+				t.Errorf("%s got %q, want %q", dst.name, got, all)
+			}
+			if tc.clientFirst {
+				h.counters(int64(len(all)), int64(len(all)), 0, 0)
+			} else {
+				h.counters(0, 0, int64(len(all)), int64(len(all)))
+			}
+			if n := h.e.stats.BytesFromClient.Load() + h.e.stats.BytesToClient.Load(); n != int64(len(all)) {
+				t.Errorf("engine byte counters %d, want %d", n, len(all))
+			}
+		})
+	}
+}
+
+// TestStateMachineCloseDuringWrite: a write that fails makes gnet call OnClose
+// before Write returns. The close is latched and handled once, when the
+// step ends: the pump stops at once, the session finishes once, and only
+// the bytes read before the failure are counted.
+func TestStateMachineCloseDuringWrite(t *testing.T) {
+	payload := []byte(strings.Repeat("x", 40)) // three reads of 16 bytes
+	for _, tc := range []struct {
+		name         string
+		src, failing func(h *sessTest) *fakeConn
+		reason       string
+		counters     [4]int64
+	}{
+		{"upstream write fails", (*sessTest).cliConn, (*sessTest).upConn, "upstream closed", [4]int64{16, 16, 0, 0}},
+		{"client write fails", (*sessTest).upConn, (*sessTest).cliConn, "client closed", [4]int64{0, 0, 16, 16}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			h := newSessTest(t, nil)
+			h.open()
+			src, failing := tc.src(h), tc.failing(h)
+			failing.failWrite = true
+			var during struct {
+				phase       phase
+				busy, latch int
+			}
+			failing.duringClose = func() {
+				during.phase, during.busy, during.latch = h.s.phase, h.s.busy, h.s.latch.n
+			}
+			src.in = payload
+			h.traffic(src)
+			if during.phase != phaseOpen || during.busy != 1 || during.latch != 1 {
+				t.Errorf("inside the failed write: phase %s, busy %d, latched %d; want open, 1, 1 (reaction deferred)",
+					during.phase, during.busy, during.latch)
+			}
+			if failing.writes != 1 {
+				t.Errorf("%d writes to the failed conn, want 1", failing.writes)
+			}
+			h.ended(tc.reason)
+			c := tc.counters
+			h.counters(c[0], c[1], c[2], c[3])
+			if h.s.busy != 0 || h.s.latch.n != 0 {
+				t.Errorf("after the step: busy %d, latched %d", h.s.busy, h.s.latch.n)
+			}
+		})
+	}
+}
+
+// cliConn and upConn name a session's conns for table tests.
+func (h *sessTest) cliConn() *fakeConn { return h.cli }
+func (h *sessTest) upConn() *fakeConn  { return h.up }
+
+// TestStateMachineBothCloseDuringWrites: the client's write fails; reacting to
+// it (its last bytes go upstream) fails the upstream's write too. Both
+// closes are latched and handled in order, and the session ends once.
+func TestStateMachineBothCloseDuringWrites(t *testing.T) {
+	h := newSessTest(t, nil)
+	h.open()
+	h.cli.failWrite = true
+	h.cli.in = []byte("last words")
+	h.up.failWrite = true
+	upClosedInside := false
+	h.up.duringClose = func() { upClosedInside = h.s.busy == 1 && h.s.latch.n == 1 }
+	h.up.in = []byte("to a client that is gone")
+	h.traffic(h.up)
+	if !upClosedInside {
+		t.Error("the upstream's close during the reaction was not latched")
+	}
+	h.ended("client closed")
+	h.counters(10, 10, 16, 16)
+}
+
+// TestStateMachineCloseDuringReattachFlush: the bytes kept for a paused socket
+// are written when it is re-adopted; that write may fail as well.
+func TestStateMachineCloseDuringReattachFlush(t *testing.T) {
+	h := newSessTest(t, nil)
+	h.open()
+	h.up.dup = socketPair(t)
+	h.cli.block = true
+	h.up.in = make([]byte, stallCap+1024)
+	h.traffic(h.up) // the client's queue fills: the upstream stalls and pauses
+	if h.s.up.state != sideDetaching {
+		t.Fatalf("upstream state %d, want detaching", h.s.up.state)
+	}
+	h.turn()
+	h.cli.in = []byte("data")
+	h.traffic(h.cli) // kept for the paused upstream
+	h.cli.deliverClose(nil)
+	if h.s.phase != phaseClosing || len(h.el.enrolled) != 1 {
+		t.Fatalf("after the client left: phase %s, %d enrolled", h.s.phase, len(h.el.enrolled))
+	}
+	ra := h.el.enrolled[0].ctx.(*reattach)
+	defer h.el.enrolled[0].nc.Close()
+	up2 := h.conn("upstream, resumed")
+	up2.failWrite = true
+	inside := false
+	up2.duringClose = func() { inside = h.s.phase == phaseClosing && h.s.busy == 1 && h.s.latch.n == 1 }
+	ra.s.onReattach(up2, ra.sd)
+	if !inside {
+		t.Error("the close during the flush was not latched")
+	}
+	h.ended("client closed")
+	// The upstream's close is reacted to by delivering what it sent to
+	// the client, which is gone: those bytes are discarded but counted
+	// toward the client, as before the state machine was made explicit.
+	h.counters(4, 4, stallCap+1024, stallCap+1024)
+}
+
+// TestStateMachinePauseResumeDuringDrain: a socket paused for backpressure
+// (its gnet conn closed, a duplicate descriptor kept) is resumed when the
+// other side ends, and what it is owed is delivered before the session
+// closes.
+func TestStateMachinePauseResumeDuringDrain(t *testing.T) {
+	for _, tc := range []struct {
+		name        string
+		clientPause bool // the client is paused (the upstream congested), else the upstream
+	}{
+		{"client paused, upstream ends", true},
+		{"upstream paused, client ends", false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			h := newSessTest(t, nil)
+			h.open()
+			paused, other := h.cli, h.up
+			sd, reason, last := &h.s.cli, "upstream closed", "bye"
+			if !tc.clientPause {
+				paused, other = h.up, h.cli
+				sd, reason, last = &h.s.up, "client closed", "end"
+			}
+			paused.dup = socketPair(t)
+			other.block = true
+			paused.in = make([]byte, stallCap+1024)
+			h.traffic(paused)
+			if !sd.stalled || sd.state != sideDetaching {
+				t.Fatalf("not paused: stalled %v, state %d", sd.stalled, sd.state)
+			}
+			if len(other.queued) != 64 {
+				t.Errorf("%d bytes queued toward the congested side, want the high watermark, 64", len(other.queued))
+			}
+			h.turn() // gnet closes the paused conn
+			if sd.state != sideDetached || !h.s.polled {
+				t.Fatalf("after the pause: state %d, polled %v", sd.state, h.s.polled)
+			}
+			h.turn() // still congested: stays paused
+			if sd.state != sideDetached {
+				t.Fatalf("resumed while the other side is congested: state %d", sd.state)
+			}
+			// The other side ends, with its last bytes for the paused one.
+			other.in = []byte(last)
+			other.deliverClose(nil)
+			if h.s.phase != phaseClosing || sd.state != sideEnrolling || len(h.el.enrolled) != 1 {
+				t.Fatalf("after the other side ended: phase %s, state %d, %d enrolled",
+					h.s.phase, sd.state, len(h.el.enrolled))
+			}
+			en := h.el.enrolled[0]
+			defer en.nc.Close()
+			ra, ok := en.ctx.(*reattach)
+			if !ok || ra.s != h.s || ra.sd != sd {
+				t.Fatalf("enrolled with context %#v", en.ctx)
+			}
+			h.turn()
+			if h.s.phase != phaseClosing {
+				t.Fatalf("ended before the resumed socket was adopted: %s", h.s.phase)
+			}
+			back := h.conn(paused.name + ", resumed")
+			back.block = true
+			ra.s.onReattach(back, ra.sd)
+			h.turn()
+			if h.s.phase != phaseClosing {
+				t.Fatalf("ended with %d bytes queued: %s", len(back.queued), h.s.phase)
+			}
+			back.drain()
+			h.turn()
+			h.ended(reason)
+			if got := string(back.sent); got != last {
+				t.Errorf("resumed %s got %q, want %q", paused.name, got, last)
+			}
+			if n := h.e.stats.Pauses.Load(); n != 1 {
+				t.Errorf("Pauses = %d, want 1", n)
+			}
+			if tc.clientPause {
+				h.counters(64, 64, 3, 3)
+			} else {
+				h.counters(3, 3, 64, 64)
+			}
+		})
+	}
+}
+
+// TestStateMachineTimersAfterEnd: the idle and rate timers are disarmed
+// when the session ends; one that fires anyway (already due) does nothing.
+func TestStateMachineTimersAfterEnd(t *testing.T) {
+	h := newSessTest(t, func(srv *server) {
+		srv.idleTimeout = 50 * time.Millisecond
+		srv.uploadRate = 8 // bytes per second
+	})
+	h.open()
+	h.cli.in = []byte(strings.Repeat("r", 40))
+	h.traffic(h.cli)
+	if !h.s.idle.armed || !h.s.rate.armed || !h.s.cli.rateLimited {
+		t.Fatalf("idle armed %v, rate armed %v, rate-limited %v", h.s.idle.armed, h.s.rate.armed, h.s.cli.rateLimited)
+	}
+	if got := len(h.up.sent); got != 8 {
+		t.Fatalf("upstream got %d bytes in the first second, want 8", got)
+	}
+	h.up.deliverClose(nil)
+	h.ended("upstream closed")
+	logged := h.log.Len()
+	h.lp.wheel.advance(h.lp.wheel.now + 10*h.lp.ticks(time.Second))
+	h.s.onIdle()
+	h.s.onRate()
+	h.s.onPoll()
+	h.ended("upstream closed")
+	if h.e.stats.IdleTimeouts.Load() != 0 || h.log.Len() != logged {
+		t.Errorf("a timer acted after the end:\n%s", h.log.String()[logged:])
+	}
+	h.counters(8, 8, 0, 0)
+}
+
+// TestStateMachineRateTimerLiftsStall: the rate timer lets a rate-limited
+// direction go on once the next second's allowance exists.
+func TestStateMachineRateTimerLiftsStall(t *testing.T) {
+	h := newSessTest(t, func(srv *server) { srv.uploadRate = 8 })
+	h.open()
+	h.cli.in = []byte(strings.Repeat("r", 20))
+	h.traffic(h.cli)
+	if len(h.up.sent) != 8 || !h.s.cli.rateLimited {
+		t.Fatalf("first second: %d bytes, rate-limited %v", len(h.up.sent), h.s.cli.rateLimited)
+	}
+	// A second has passed (the allowance is computed from the wall clock).
+	h.s.start = h.s.start.Add(-time.Second)
+	h.s.onRate()
+	if len(h.up.sent) != 16 || !h.s.rate.armed {
+		t.Fatalf("second second: %d bytes, rate timer armed %v", len(h.up.sent), h.s.rate.armed)
+	}
+	h.cli.deliverClose(nil) // the rest is held by the rate
+	if h.s.phase != phaseClosing || !h.s.held {
+		t.Fatalf("client gone: phase %s, held %v", h.s.phase, h.s.held)
+	}
+	h.s.start = h.s.start.Add(-time.Second)
+	h.s.onRate()
+	h.ended("client closed")
+	h.counters(20, 20, 0, 0)
+}
+
+// TestStateMachineLateEvents: after the end, gnet's callbacks for the
+// conns the session let go, and a dial or resume that completes late, do
+// nothing but close what they bring.
+func TestStateMachineLateEvents(t *testing.T) {
+	h := newSessTest(t, nil)
+	h.open()
+	h.s.finish("test")
+	h.ended("test")
+	h.cli.in = []byte("late")
+	h.traffic(h.cli)
+	h.turn() // delivers the closes finish asked for
+	h.ended("test")
+	if h.s.fromClient != 0 {
+		t.Errorf("late input relayed: fromClient %d", h.s.fromClient)
+	}
+
+	p, err := h.s.sel.Next(time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	late := h.conn("late upstream")
+	h.s.onUpstreamOpen(late, pool.DialResult{Peer: p})
+	if !late.closeAsked || p.Conns() != 0 || h.s.peer != nil {
+		t.Errorf("late upstream: closed %v, peer conns %d", late.closeAsked, p.Conns())
+	}
+	again := h.conn("late resume")
+	h.s.onReattach(again, &h.s.cli)
+	if !again.closeAsked {
+		t.Error("late resumed socket left open")
+	}
+	h.ended("test")
+}
