@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -274,7 +275,11 @@ func buildPlan(cfg *conf.Config, env planEnv) (_ *plan, err error) {
 			s.policy = pol
 			s.nameVars = strings.Contains(sc.Proxy.SSL.Name, "$")
 			for _, w := range pol.Warnings() {
-				p.warnings = append(p.warnings, fmt.Sprintf("%s in %s", w, warningPos(w, &sc.Proxy.SSL, sc.Pos)))
+				// Servers that inherit one stream-level directive share
+				// its position: say it once.
+				if w := fmt.Sprintf("%s in %s", w, warningPos(w, &sc.Proxy.SSL, sc.Pos)); !slices.Contains(p.warnings, w) {
+					p.warnings = append(p.warnings, w)
+				}
 			}
 		}
 		if openLogs {
