@@ -529,6 +529,10 @@ func (s *session) finish(reason string) {
 		s.e.log.Logf(LevelInfo, s.id, "%s, bytes from/to client:%d/%d, bytes from/to upstream:%d/%d",
 			s.reason, s.fromClient, s.toClient, s.fromUp, s.toUp)
 	}
+	// The plan the session started on (the handler counted it in) may
+	// be freed with its last session once a reload retired it; its
+	// access logs were written above.
+	s.srv.plan.sessionEnded()
 	s.lp.sessionEnded()
 }
 

@@ -65,6 +65,7 @@ func newSessTest(t *testing.T, mod func(srv *server)) *sessTest {
 	h.e = &Engine{log: NewErrorLog(h.log, LevelInfo), stopped: make(chan struct{}), kick: make(chan struct{}, 1)}
 	h.lp = &loop{e: h.e, el: h.el, wheel: newWheel(64), scratch: make([]byte, 16), start: time.Now()}
 	h.cli = h.conn("client")
+	srv.plan.sessionStarted() // as the handler does
 	h.s = h.e.openSession(h.cli, h.lp, srv)
 	return h
 }
@@ -130,6 +131,9 @@ func (h *sessTest) ended(reason string) {
 	}
 	if h.lp.sessions != 0 {
 		h.t.Errorf("loop sessions = %d, want 0", h.lp.sessions)
+	}
+	if n := h.srv.plan.sessions.Load(); n != 0 {
+		h.t.Errorf("plan sessions = %d, want 0", n)
 	}
 	if n := strings.Count(h.log.String(), "bytes from/to client"); n != 1 {
 		h.t.Errorf("%d end-of-session lines, want 1:\n%s", n, h.log)

@@ -39,7 +39,7 @@ type side struct {
 	state sideState
 	fd    int // the duplicate held while detached; -1 otherwise
 	// wantPause: a pause was asked for while gnet still had output queued
-	// on this socket (closing the conn would drop it); retried on ticks.
+	// on this socket (closing the conn would drop it); onPoll retries it.
 	wantPause bool
 	// stalled: the other socket is congested, so this one's input is not
 	// consumed (it stays in gnet, or the socket is paused).
@@ -86,7 +86,9 @@ func (sd *side) buffered() int {
 }
 
 // Write implements tlsbridge.Sink: it accepts every byte. A socket error
-// makes gnet close the conn, which the session learns from OnClose.
+// makes gnet close the conn and call OnClose before its Write returns; the
+// session latches that close (see session.go) and this side is closed by
+// the time Write returns, so later writes are dropped.
 func (sd *side) Write(p []byte) (int, error) {
 	if sd.state == sideAttached && sd.c != nil && (sd.out == nil || len(sd.out.B) == 0) {
 		sd.c.Write(p)
