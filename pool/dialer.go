@@ -7,6 +7,8 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"os"
+	"strings"
 	"sync"
 	"syscall"
 	"time"
@@ -34,6 +36,14 @@ var ErrHandshakeTimeout = errors.New("TLS handshake timed out")
 // proxy_connect_timeout.
 var ErrConnectTimeout = errors.New("upstream timed out (110: Connection timed out)")
 
+// ErrNoSocket is wrapped by the error of an attempt that could not even
+// create its socket for want of a local resource (EMFILE, ENFILE, ENOBUFS,
+// ENOMEM): the process, not the peer, is at fault. Such an attempt ends the
+// walk without charging the peer, as NGINX's NGX_ERROR from
+// ngx_event_connect_peer ("socket() failed (24: Too many open files)",
+// logged at alert, the session finalized with 500, no next upstream).
+var ErrNoSocket = errors.New("no local resources for an upstream socket")
+
 // Attempt is one try of a session on one peer, for $upstream_addr and
 // $upstream_connect_time.
 type Attempt struct {
@@ -45,6 +55,10 @@ type Attempt struct {
 	// Handshaking: the attempt failed in the TLS handshake (NGINX's
 	// "while SSL handshaking to upstream"), not while connecting.
 	Handshaking bool
+	// Local: the attempt failed before reaching the peer, for want of a
+	// local resource (Err wraps ErrNoSocket); the peer was released, not
+	// charged, and no other peer is tried.
+	Local bool
 }
 
 // SocketOptions are the upstream socket's options (proxy_bind,
@@ -290,6 +304,15 @@ func (d *Dialer) run(j *DialJob) DialResult {
 			j.Sel.Connected(p, time.Now())
 			return res
 		}
+		if a.Local {
+			// Out of descriptors or memory here: no peer is to blame, and
+			// the next one would fail the same way.
+			j.Sel.Release(p)
+			if j.OnFailure != nil {
+				j.OnFailure(a, false)
+			}
+			return DialResult{Err: a.Err}
+		}
 		lastErr = a.Err
 		disabled := j.Sel.Failed(p, time.Now())
 		if j.OnFailure != nil {
@@ -328,6 +351,11 @@ func (d *Dialer) attemptOnce(j *DialJob, p *Peer, tlsFor func(*Peer) (*tls.Confi
 	c, err := dialerFor(&j.Socket).DialContext(ctx, "tcp", p.Addr.String())
 	cancel()
 	if err != nil {
+		if errno, ok := noSocket(err); ok {
+			a.Err = &noSocketError{errno: errno, err: err}
+			a.Local = true
+			return DialResult{}, a, false
+		}
 		if errors.Is(err, context.DeadlineExceeded) || isTimeout(err) {
 			err = ErrConnectTimeout
 		} else if errors.Is(err, syscall.ECONNREFUSED) {
@@ -425,6 +453,48 @@ func dialerFor(o *SocketOptions) *net.Dialer {
 		}
 	}
 	return d
+}
+
+// noSocketError is an attempt's error when socket() failed for want of a
+// local resource. It reads as NGINX's line ("socket() failed (24: Too many
+// open files)") and matches ErrNoSocket, the errno and the dial error.
+type noSocketError struct {
+	errno syscall.Errno
+	err   error
+}
+
+func (e *noSocketError) Error() string {
+	return fmt.Sprintf("socket() failed (%d: %s)", int(e.errno), strerror(e.errno))
+}
+
+func (e *noSocketError) Unwrap() []error { return []error{ErrNoSocket, e.err} }
+
+// noSocket reports whether a dial failed in socket() (or in bind() for
+// proxy_bind) for want of a local resource, and the errno.
+func noSocket(err error) (syscall.Errno, bool) {
+	var se *os.SyscallError
+	if !errors.As(err, &se) || (se.Syscall != "socket" && se.Syscall != "bind") {
+		return 0, false
+	}
+	var errno syscall.Errno
+	if !errors.As(se.Err, &errno) {
+		return 0, false
+	}
+	switch errno {
+	case syscall.EMFILE, syscall.ENFILE, syscall.ENOBUFS, syscall.ENOMEM:
+		return errno, true
+	}
+	return 0, false
+}
+
+// strerror is errno's text as C's strerror gives it ("Too many open
+// files"), which NGINX's messages carry.
+func strerror(errno syscall.Errno) string {
+	s := errno.Error()
+	if s == "" {
+		return s
+	}
+	return strings.ToUpper(s[:1]) + s[1:]
 }
 
 func isTimeout(err error) bool {
