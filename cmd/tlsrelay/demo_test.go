@@ -1,14 +1,39 @@
 package main
 
 import (
+	"bytes"
 	"io"
 	"net"
+	"path/filepath"
+	"regexp"
+	"strconv"
+	"strings"
+	"sync"
 	"testing"
 	"time"
 )
 
-// TestDemoProxies runs the demo on a known free port, talks through it and
-// checks that it stops by itself at its time limit.
+// syncBuffer is a bytes.Buffer the demo writes to while the test reads.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+// TestDemoProxies runs the demo on a known free port: it drives its own
+// connections and reports full and resumed handshakes; then the test talks
+// through it and checks that it stops by itself at its time limit.
 func TestDemoProxies(t *testing.T) {
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -16,20 +41,16 @@ func TestDemoProxies(t *testing.T) {
 	}
 	port := ln.Addr().(*net.TCPAddr).Port
 	ln.Close()
+	var out syncBuffer
 	done := make(chan error, 1)
-	go func() { done <- demo(port, 3*time.Second) }()
-	addr := ln.Addr().String()
-	var c net.Conn
-	deadline := time.Now().Add(3 * time.Second)
-	for {
-		c, err = net.Dial("tcp", addr)
-		if err == nil || time.Now().After(deadline) {
-			break
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	go func() { done <- demo(&out, port, 4*time.Second, "") }()
+	// The demo's own connections first: the line that reports them.
+	waitFor(t, 20*time.Second, "the demo's report of its connections", func() bool {
+		return strings.Contains(out.String(), "connections, one after another")
+	})
+	c, err := net.Dial("tcp", ln.Addr().String())
 	if err != nil {
-		t.Fatalf("demo never listened: %v", err)
+		t.Fatalf("connecting to the demo: %v", err)
 	}
 	c.SetDeadline(time.Now().Add(3 * time.Second))
 	c.Write([]byte("ping\n"))
@@ -45,5 +66,51 @@ func TestDemoProxies(t *testing.T) {
 		}
 	case <-time.After(20 * time.Second):
 		t.Fatal("demo did not stop at its limit")
+	}
+	text := out.String()
+	checkDemoCounts(t, text)
+	want := "bash -c 'exec 3<>/dev/tcp/127.0.0.1/" + strconv.Itoa(port) + "; echo hello >&3; read -r l <&3; echo \"$l\"'"
+	if !strings.Contains(text, want) {
+		t.Errorf("demo output lacks %q:\n%s", want, text)
+	}
+	if regexp.MustCompile(`(^|[|;]|\s)nc (-|127)`).MatchString(text) {
+		t.Errorf("demo still suggests nc:\n%s", text)
+	}
+}
+
+// checkDemoCounts checks the line reporting the demo's own connections:
+// each of them made one upstream handshake, and with three upstreams and
+// session reuse at most three of the ten were full.
+func checkDemoCounts(t *testing.T, text string) {
+	t.Helper()
+	m := regexp.MustCompile(`(\d+) connections, one after another, each echoed its line: upstream handshakes full (\d+), resumed (\d+)`).
+		FindStringSubmatch(text)
+	if m == nil {
+		t.Fatalf("no full/resumed line in the demo's output:\n%s", text)
+	}
+	n, _ := strconv.Atoi(m[1])
+	full, _ := strconv.Atoi(m[2])
+	resumed, _ := strconv.Atoi(m[3])
+	if n != demoConnections || full+resumed != n || full > 3 {
+		t.Errorf("%d connections: full %d, resumed %d; want %d in all, at most 3 full", n, full, resumed, demoConnections)
+	}
+}
+
+// TestDemoKeep runs the demo with -keep: the directory keeps a
+// configuration that `tlsrelay -t` accepts.
+func TestDemoKeep(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "demo")
+	var out syncBuffer
+	if err := demo(&out, 0, 500*time.Millisecond, dir); err != nil {
+		t.Fatal(err)
+	}
+	path := filepath.Join(dir, "tlsrelay.conf")
+	if !strings.Contains(out.String(), "tlsrelay -t -c "+path) {
+		t.Errorf("demo -keep does not say how to check %s:\n%s", path, out.String())
+	}
+	checkDemoCounts(t, out.String())
+	code, _, stderr := runCmd("-t", "-c", path)
+	if code != 0 || !strings.Contains(stderr, "test is successful") {
+		t.Errorf("tlsrelay -t -c %s: exit %d\n%s", path, code, stderr)
 	}
 }
