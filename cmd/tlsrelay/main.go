@@ -11,12 +11,10 @@
 package main
 
 import (
-	"context"
 	"errors"
 	"fmt"
 	"io"
 	"os"
-	"os/signal"
 	"path/filepath"
 	"runtime"
 	"runtime/debug"
@@ -311,57 +309,6 @@ func sendSignal(o options, stderr io.Writer) int {
 		"reopen": syscall.SIGUSR1, "reload": syscall.SIGHUP}[o.signal]
 	if err := syscall.Kill(pid, sig); err != nil {
 		fmt.Fprintf(stderr, "tlsrelay: [alert] kill(%d, %d) failed (%v)\n", pid, int(sig), err)
-		return 1
-	}
-	return 0
-}
-
-// serve is the run path: load, write the pid file, run the engine until
-// SIGTERM/SIGINT (stop now) or SIGQUIT (graceful stop).
-func serve(o options, stderr io.Writer) int {
-	cfg, err := load(o, stderr)
-	if err != nil {
-		printErr(stderr, err)
-		return 1
-	}
-	for _, w := range insecure(cfg, nil) {
-		fmt.Fprintf(stderr, "tlsrelay: %s\n", w)
-	}
-	if cfg.Stream == nil || len(cfg.Stream.Servers) == 0 {
-		fmt.Fprintf(stderr, "tlsrelay: [emerg] no \"stream\" server in %s: nothing to serve\n", o.conf)
-		return 1
-	}
-	if n := cfg.Main.RlimitNofile; n > 0 {
-		lim := syscall.Rlimit{Cur: uint64(n), Max: uint64(n)}
-		if err := syscall.Setrlimit(syscall.RLIMIT_NOFILE, &lim); err != nil {
-			fmt.Fprintf(stderr, "tlsrelay: [alert] setrlimit(RLIMIT_NOFILE, %d) failed (%v), ignored\n", n, err)
-		}
-	}
-	// Signals are caught before the pid file tells anyone where to send them.
-	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
-	defer stop()
-	quitSig := make(chan os.Signal, 1)
-	signal.Notify(quitSig, syscall.SIGQUIT)
-	defer signal.Stop(quitSig)
-	quit := make(chan struct{})
-	go func() {
-		select {
-		case <-quitSig:
-			close(quit)
-		case <-ctx.Done():
-		}
-	}()
-
-	if cfg.Main.PID != "" {
-		if err := os.WriteFile(cfg.Main.PID, []byte(strconv.Itoa(os.Getpid())+"\n"), 0o644); err != nil {
-			fmt.Fprintf(stderr, "tlsrelay: [emerg] writing pid file: %v\n", err)
-			return 1
-		}
-		defer os.Remove(cfg.Main.PID)
-	}
-
-	if err := engine.Run(ctx, cfg, engine.Options{Quit: quit}); err != nil {
-		printErr(stderr, err)
 		return 1
 	}
 	return 0
