@@ -14,7 +14,9 @@ type Options struct {
 	// Quit, when closed, asks for a graceful stop (SIGQUIT): stop
 	// accepting, wait for open sessions to end, at most QuitTimeout.
 	Quit <-chan struct{}
-	// QuitTimeout bounds the graceful stop. Zero: 60s.
+	// QuitTimeout bounds the graceful stop when the configuration has no
+	// worker_shutdown_timeout. Zero: no bound (sessions run to their end),
+	// as NGINX without worker_shutdown_timeout.
 	QuitTimeout time.Duration
 	// Ready, if set, is called once with the bound listener addresses.
 	Ready func(addrs []net.Addr)

@@ -39,7 +39,7 @@ func (s *session) observeHandshake(p *pool.Peer, cs tls.ConnectionState, err err
 
 // dialAttemptFailed logs one failed attempt. Runs on a dialer worker.
 func (s *session) dialAttemptFailed(a pool.Attempt, disabled bool) {
-	s.e.stats.HandshakeFailures.Add(1)
+	s.e.m.AttemptFailed()
 	if a.Handshaking {
 		s.e.log.Logf(LevelError, s.id, "%v (%s) while SSL handshaking to upstream, client: %s, server: %s, upstream: \"%s\"",
 			a.Err, tlsbridge.Classify(a.Err), hostOf(s.remote), s.srv.name, a.Peer)

@@ -22,32 +22,12 @@ import (
 	"github.com/tlsrelay/tlsrelay/tlsbridge"
 )
 
-// Stats are the engine's counters. Every field may be read from any
-// goroutine.
-type Stats struct {
-	Accepted          atomic.Int64 // client connections accepted
-	Active            atomic.Int64 // sessions open now
-	Full              atomic.Int64 // upstream handshakes that were full
-	Resumed           atomic.Int64 // upstream handshakes that resumed a session
-	HandshakeFailures atomic.Int64 // failed upstream attempts (connect, handshake, verify)
-	IdleTimeouts      atomic.Int64 // sessions ended by proxy_timeout
-	Stalls            atomic.Int64 // times a side stopped being consumed (backpressure, rate)
-	Pauses            atomic.Int64 // times a socket was paused for backpressure
-	BytesFromClient   atomic.Int64 // of finished sessions
-	BytesToClient     atomic.Int64 // of finished sessions
-	AcceptFailures    atomic.Int64 // accept() errors (EMFILE and others)
-	Refused           atomic.Int64 // clients closed at once: worker_connections reached
-	ReloadsOK         atomic.Int64 // reloads that took effect
-	ReloadsFailed     atomic.Int64 // reloads refused (the old configuration kept)
-}
-
 // Engine is a running (or ready to run) tlsrelay. Its methods are safe for
 // concurrent use unless noted.
 type Engine struct {
 	opts   Options
 	log    *ErrorLog
 	dialer *pool.Dialer
-	stats  Stats
 	connID atomic.Uint64
 
 	// plan is the configuration new sessions start on; a reload
@@ -174,9 +154,6 @@ func Run(ctx context.Context, cfg *conf.Config, opts Options) error {
 
 // cfg returns the configuration new sessions start on.
 func (e *Engine) cfg() *conf.Config { return e.plan.Load().cfg }
-
-// Stats returns the engine's counters.
-func (e *Engine) Stats() *Stats { return &e.stats }
 
 // Addrs returns the bound listener addresses, in the order of the
 // configuration's listen directives (reuseport copies once); valid once
@@ -397,20 +374,27 @@ func (e *Engine) supervise(ctx context.Context) {
 	e.closeListeners()
 	e.quitting.Store(true)
 	e.log.Logf(LevelNotice, 0, "gracefully shutting down")
-	timeout := e.opts.QuitTimeout
+	// As NGINX: worker_shutdown_timeout bounds the wait; without it
+	// sessions run to their end (Options.QuitTimeout, when set, is the
+	// bound instead).
+	timeout := e.cfg().Main.WorkerShutdownTimeout
 	if timeout <= 0 {
-		timeout = 60 * time.Second
+		timeout = e.opts.QuitTimeout
 	}
-	if e.stats.Active.Load() == 0 {
+	if e.m.Active() == 0 {
 		e.stopOnce()
 		return
 	}
-	t := time.NewTimer(timeout)
-	defer t.Stop()
+	var expired <-chan time.Time
+	if timeout > 0 {
+		t := time.NewTimer(timeout)
+		defer t.Stop()
+		expired = t.C
+	}
 	select {
 	case <-ctx.Done():
-	case <-t.C:
-		e.log.Logf(LevelWarn, 0, "%d sessions still open after %v, closing them", e.stats.Active.Load(), timeout)
+	case <-expired:
+		e.log.Logf(LevelWarn, 0, "%d sessions still open after %v, closing them", e.m.Active(), timeout)
 	case <-e.stopped:
 		return
 	}
@@ -427,9 +411,43 @@ func (e *Engine) stopOnce() {
 
 func (e *Engine) stop() {
 	e.closeListeners()
+	// The sessions still open end as the proxy's own shutdown (their
+	// log says so), before gnet closes the conns under them.
+	e.closeSessions(func(*session) bool { return true }, "stopping")
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	e.eng.Stop(ctx)
+}
+
+// closeSessions ends, on each loop, the sessions match selects, and
+// waits (at most 10 s) until every loop has done so. Safe from any
+// goroutine but a loop.
+func (e *Engine) closeSessions(match func(*session) bool, why string) {
+	select {
+	case <-e.loopsKnown:
+	default:
+		return
+	}
+	var wg sync.WaitGroup
+	for _, lp := range e.loops {
+		wg.Add(1)
+		err := lp.el.Execute(context.Background(), gnet.RunnableFunc(func(context.Context) error {
+			defer wg.Done()
+			lp.closeSessions(match, why)
+			return nil
+		}))
+		if err != nil {
+			wg.Done()
+		}
+	}
+	done := make(chan struct{})
+	go func() { wg.Wait(); close(done) }()
+	t := time.NewTimer(10 * time.Second)
+	defer t.Stop()
+	select {
+	case <-done:
+	case <-t.C:
+	}
 }
 
 // closeMetrics stops the metrics endpoint.

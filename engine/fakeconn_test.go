@@ -143,6 +143,10 @@ func (f *fakeConn) LocalAddr() net.Addr       { return f.local }
 func (f *fakeConn) RemoteAddr() net.Addr      { return f.remote }
 func (f *fakeConn) EventLoop() gnet.EventLoop { return f.el }
 
+// Fd is not a socket: the session's shutdown(SHUT_WR) at a linger fails
+// with EBADF, harmlessly.
+func (f *fakeConn) Fd() int { return -1 }
+
 func (f *fakeConn) Dup() (int, error) {
 	if f.dup == nil {
 		return -1, errors.New("fakeConn: no descriptor")

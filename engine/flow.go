@@ -30,7 +30,7 @@ const stallCap = 256 << 10
 // lifts the stall once the other socket drains.
 func (s *session) stall(sd *side) {
 	if !sd.stalled {
-		s.e.stats.Stalls.Add(1)
+		s.e.m.Stall()
 	}
 	sd.stalled = true
 	if sd.buffered() > stallCap {
@@ -62,7 +62,7 @@ func (s *session) pause(sd *side) {
 	sd.fd = fd
 	sd.spill(sd.c)
 	sd.state = sideDetaching
-	s.e.stats.Pauses.Add(1)
+	s.e.m.Pause()
 	sd.c.Close()
 	s.armPoll()
 }
@@ -207,7 +207,9 @@ func (s *session) onPoll() bool {
 	case phaseDone:
 		return false
 	case phaseClosing:
-		return true // polled until drained (a close latched above may have begun it)
+		// Polled until drained (a close latched above may have begun
+		// it); a linger waits for the upstream's events instead.
+		return !s.lingering
 	}
 	return again
 }
@@ -227,6 +229,10 @@ func (s *session) poll() (again bool) {
 	// Not else: an unstall above may have begun the close.
 	if s.phase == phaseClosing {
 		if s.drained() {
+			if s.mustLinger() {
+				s.startLinger()
+				return false
+			}
 			s.finish(s.reason)
 			return false
 		}

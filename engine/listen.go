@@ -324,12 +324,12 @@ func (ls *listenSock) serve() {
 			wait := acceptRetry
 			switch errno {
 			case unix.EMFILE, unix.ENFILE:
-				e.stats.AcceptFailures.Add(1)
+				e.m.AcceptFailed()
 				e.log.Logf(LevelCrit, 0, "accept4() failed (%d: %s)", int(errno), strerror(errno))
 			case unix.ECONNABORTED, unix.EINTR, unix.EAGAIN:
 				continue
 			default:
-				e.stats.AcceptFailures.Add(1)
+				e.m.AcceptFailed()
 				// Back off as net/http does: 5 ms doubling to 1 s.
 				if delay == 0 {
 					delay = 5 * time.Millisecond

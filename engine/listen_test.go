@@ -114,7 +114,7 @@ func TestWorkerConnections(t *testing.T) {
 	if !strings.Contains(tb.logText(), "16 worker_connections are not enough") {
 		t.Errorf("the log does not say why:\n%s", tb.logText())
 	}
-	if n := tb.eng.Stats().Refused.Load(); n != 1 {
+	if n := int64(tb.eng.Metrics().Snapshot().Refused); n != 1 {
 		t.Errorf("Refused = %d, want 1", n)
 	}
 }

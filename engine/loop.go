@@ -32,6 +32,9 @@ type loop struct {
 	wheel    *wheel
 	scratch  []byte
 	sessions int
+	// live is the head of the list of the loop's sessions that have not
+	// ended (linked through session.prev/next).
+	live *session
 	start    time.Time
 	// logScratch renders access-log lines.
 	logScratch []byte
@@ -117,9 +120,53 @@ func (lp *loop) admit() bool {
 	if wc <= 0 || 2*(lp.sessions+1)+p.listens <= wc {
 		return true
 	}
-	lp.e.stats.Refused.Add(1)
+	lp.e.m.Refused()
 	lp.e.log.Logf(LevelAlert, 0, "%d worker_connections are not enough", wc)
 	return false
+}
+
+// link adds s to the loop's live sessions. Runs on the loop.
+func (lp *loop) link(s *session) {
+	s.next = lp.live
+	if lp.live != nil {
+		lp.live.prev = s
+	}
+	lp.live = s
+	lp.sessions++
+}
+
+// unlink removes s from the loop's live sessions. Runs on the loop.
+func (lp *loop) unlink(s *session) {
+	if s.prev != nil {
+		s.prev.next = s.next
+	} else if lp.live == s {
+		lp.live = s.next
+	}
+	if s.next != nil {
+		s.next.prev = s.prev
+	}
+	s.prev, s.next = nil, nil
+	lp.sessions--
+}
+
+// closeSessions ends every live session for which match is true, now:
+// the proxy's own shutdown, logged with why and ended with the reason
+// "shutdown". Runs on the loop.
+func (lp *loop) closeSessions(match func(*session) bool, why string) int {
+	n := 0
+	for s := lp.live; s != nil; {
+		next := s.next
+		if match(s) {
+			if lp.e.log.Enabled(LevelInfo) {
+				lp.e.log.Logf(LevelInfo, s.id, "closing the session (%s), client: %s, server: %s", why, hostOf(s.remote), s.srv.name)
+			}
+			s.reason = "shutdown"
+			s.finish("shutdown")
+			n++
+		}
+		s = next
+	}
+	return n
 }
 
 // ticks converts a duration to wheel ticks, rounding up.
@@ -129,7 +176,7 @@ func (lp *loop) ticks(d time.Duration) int64 {
 
 // sessionEnded runs on the loop when one of its sessions finished.
 func (lp *loop) sessionEnded() {
-	if lp.e.quitting.Load() && lp.e.stats.Active.Load() == 0 {
+	if lp.e.quitting.Load() && lp.e.m.Active() == 0 {
 		lp.e.stopOnce()
 	}
 }

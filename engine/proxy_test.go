@@ -211,7 +211,7 @@ func TestHandshakeFailureSkipsServer(t *testing.T) {
 	if got := good.Stats().Handshakes; got != 4 {
 		t.Fatalf("good upstream handshakes = %d, want 4", got)
 	}
-	if tb.eng.Stats().HandshakeFailures.Load() == 0 {
+	if int64(tb.eng.Metrics().Snapshot().FailedAttempts) == 0 {
 		t.Fatal("no handshake failure counted")
 	}
 }
@@ -287,7 +287,7 @@ func TestIdleTimeout(t *testing.T) {
 	if el := time.Since(start); el < 200*time.Millisecond || el > 3*time.Second {
 		t.Fatalf("idle close after %v, want about 300ms", el)
 	}
-	if tb.eng.Stats().IdleTimeouts.Load() != 1 {
+	if int64(tb.eng.Metrics().Snapshot().IdleTimeouts) != 1 {
 		t.Fatal("idle timeout not counted")
 	}
 }
@@ -383,7 +383,7 @@ func TestBackpressure(t *testing.T) {
 		if grow := peak(); grow > bound {
 			t.Fatalf("heap grew by %d MiB while relaying %d MiB", grow>>20, size>>20)
 		}
-		if tb.eng.Stats().Stalls.Load() == 0 {
+		if int64(tb.eng.Metrics().Snapshot().Stalls) == 0 {
 			t.Fatal("backpressure never engaged")
 		}
 	})
@@ -409,7 +409,7 @@ func TestBackpressure(t *testing.T) {
 		if grow := peak(); grow > bound {
 			t.Fatalf("heap grew by %d MiB while relaying %d MiB", grow>>20, size>>20)
 		}
-		if tb.eng.Stats().Stalls.Load() == 0 {
+		if int64(tb.eng.Metrics().Snapshot().Stalls) == 0 {
 			t.Fatal("backpressure never engaged")
 		}
 	})
@@ -492,22 +492,22 @@ func TestNoLeaks(t *testing.T) {
 		wg.Wait()
 	}
 	run(200) // warm up pools and workers
-	waitFor(t, "sessions to end", 10*time.Second, func() bool { return tb.eng.Stats().Active.Load() == 0 })
+	waitFor(t, "sessions to end", 10*time.Second, func() bool { return tb.eng.Metrics().Active() == 0 })
 	g0, f0 := runtime.NumGoroutine(), countFDs(t)
 	n := 10000
 	if testing.Short() {
 		n = 2000
 	}
 	run(n)
-	waitFor(t, "sessions to end", 10*time.Second, func() bool { return tb.eng.Stats().Active.Load() == 0 })
+	waitFor(t, "sessions to end", 10*time.Second, func() bool { return tb.eng.Metrics().Active() == 0 })
 	var g1, f1 int
 	waitFor(t, "goroutines and descriptors to settle", 10*time.Second, func() bool {
 		g1, f1 = runtime.NumGoroutine(), countFDs(t)
 		return g1 <= g0+5 && f1 <= f0+5
 	})
-	st := tb.eng.Stats()
-	if st.Full.Load()+st.Resumed.Load() != int64(n+200) {
-		t.Fatalf("handshakes %d+%d, want %d", st.Full.Load(), st.Resumed.Load(), n+200)
+	st := tb.eng.Metrics().Snapshot()
+	if st.Full+st.Resumed != uint64(n+200) {
+		t.Fatalf("handshakes %d+%d, want %d", st.Full, st.Resumed, n+200)
 	}
 }
 
@@ -592,8 +592,8 @@ func TestRefusedResumptionRetriesFull(t *testing.T) {
 			if got := ups[0].Stats().Resumed; got != 0 {
 				t.Fatalf("%d resumed handshakes completed", got)
 			}
-			if tb.eng.Stats().Full.Load() != 5 {
-				t.Fatalf("full handshakes %d, want 5", tb.eng.Stats().Full.Load())
+			if int64(tb.eng.Metrics().Snapshot().Full) != 5 {
+				t.Fatalf("full handshakes %d, want 5", int64(tb.eng.Metrics().Snapshot().Full))
 			}
 		})
 	}
@@ -627,7 +627,7 @@ func TestRefusedTicketFallsBackToFull(t *testing.T) {
 			if st := ups[0].Stats(); st.Handshakes != 5 || st.Resumed != 0 || st.HandshakeErrors != 0 {
 				t.Fatalf("upstream %+v, want 5 full handshakes", st)
 			}
-			if got := tb.eng.Stats().Full.Load(); got != 5 {
+			if got := int64(tb.eng.Metrics().Snapshot().Full); got != 5 {
 				t.Fatalf("proxy counted %d full handshakes, want 5", got)
 			}
 		})
@@ -714,8 +714,8 @@ func TestFailureReasonsLogged(t *testing.T) {
 				log := tb.logText()
 				return strings.Contains(log, tc.want) && strings.Contains(log, `upstream: "`+ups[0].Addr()+`"`)
 			})
-			if tb.eng.Stats().HandshakeFailures.Load() != 1 {
-				t.Fatalf("%d failed attempts counted, want 1", tb.eng.Stats().HandshakeFailures.Load())
+			if int64(tb.eng.Metrics().Snapshot().FailedAttempts) != 1 {
+				t.Fatalf("%d failed attempts counted, want 1", int64(tb.eng.Metrics().Snapshot().FailedAttempts))
 			}
 		})
 	}

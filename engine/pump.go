@@ -63,9 +63,13 @@ func (s *session) onUpstreamTraffic(c gnet.Conn) {
 			s.pump(&s.upToCli, false)
 		}
 	case phaseClosing:
-		if s.cli.state == sideClosed {
+		s.lastUp = s.lp.wheel.now
+		if s.cli.state == sideClosed && s.tc == nil {
 			c.Discard(-1) // the client is gone; nothing to deliver to
 		} else {
+			// With the client gone the plaintext goes nowhere, but
+			// the records are read: a ticket is stored, close_notify
+			// ends the linger.
 			s.pump(&s.upToCli, true)
 		}
 	}
@@ -128,7 +132,12 @@ func (s *session) pump(d *direction, force bool) {
 		}
 		n, err := d.from.Read(buf)
 		more = n == len(buf)
-		if n > 0 {
+		if n > 0 && d.dst.state == sideClosed {
+			// The destination is gone (a session lingering after its
+			// client ended): the bytes were read for the records they
+			// came in (a ticket, close_notify) and are dropped, not
+			// counted.
+		} else if n > 0 {
 			if *d.moved == 0 && d.first != nil {
 				*d.first = time.Now()
 			}

@@ -39,20 +39,17 @@ func (e *Engine) Reload(cfg *conf.Config) error {
 	old := e.plan.Load()
 	p, err := buildPlan(cfg, planEnv{files: e.files, keyLogs: e.keyLogs, prev: old})
 	if err != nil {
-		e.stats.ReloadsFailed.Add(1)
 		e.m.ReloadFailed()
 		return err
 	}
 	if len(p.servers) == 0 {
 		p.free()
-		e.stats.ReloadsFailed.Add(1)
 		e.m.ReloadFailed()
 		return fmt.Errorf("reloading: the configuration has no stream server")
 	}
 	if e.opts.Log == nil {
 		if err := e.reconfigureErrorLog(cfg); err != nil {
 			p.free()
-			e.stats.ReloadsFailed.Add(1)
 			e.m.ReloadFailed()
 			return err
 		}
@@ -65,7 +62,6 @@ func (e *Engine) Reload(cfg *conf.Config) error {
 	if cfg.Main.MetricsListen != "" && (oldEP == nil || oldEP.addr != cfg.Main.MetricsListen) {
 		if ep, err = e.listenMetrics(cfg); err != nil {
 			p.free()
-			e.stats.ReloadsFailed.Add(1)
 			e.m.ReloadFailed()
 			return err
 		}
@@ -79,7 +75,6 @@ func (e *Engine) Reload(cfg *conf.Config) error {
 			ep.srv.Close()
 		}
 		p.free()
-		e.stats.ReloadsFailed.Add(1)
 		e.m.ReloadFailed()
 		return err
 	}
@@ -114,7 +109,13 @@ func (e *Engine) Reload(cfg *conf.Config) error {
 	}
 	p.watch(e.log)
 	old.retire()
-	e.stats.ReloadsOK.Add(1)
+	// As NGINX's old workers: the sessions of the replaced
+	// configuration are closed once its worker_shutdown_timeout passes.
+	if t := old.cfg.Main.WorkerShutdownTimeout; t > 0 {
+		time.AfterFunc(t, func() {
+			e.closeSessions(func(s *session) bool { return s.srv.plan == old }, "worker_shutdown_timeout after a reload")
+		})
+	}
 	e.m.ReloadOK(time.Now())
 	e.log.Logf(LevelNotice, 0, "reconfigured: %d servers, %d listening sockets", len(p.servers), len(socks))
 	return nil

@@ -106,8 +106,8 @@ func TestReloadSwitchesUpstreams(t *testing.T) {
 	if err := held.echo(256 << 10); err != nil {
 		t.Errorf("held session after reload: %v", err)
 	}
-	if tb.eng.Stats().ReloadsOK.Load() != 1 {
-		t.Errorf("ReloadsOK = %d, want 1", tb.eng.Stats().ReloadsOK.Load())
+	if int64(tb.eng.Metrics().Snapshot().ReloadsOK) != 1 {
+		t.Errorf("ReloadsOK = %d, want 1", int64(tb.eng.Metrics().Snapshot().ReloadsOK))
 	}
 }
 
@@ -131,7 +131,7 @@ func TestReloadBroken(t *testing.T) {
 		{"missing certificate", strings.Replace(guideConf(ups, ""), "client.pem", "nope.pem", 1), "nope.pem"},
 		{"address in use", inUse, "bind() to " + busy.Addr().String() + " failed (98: Address already in use) in " + filepath.Join(dir, "tlsrelay.conf") + ":"},
 	} {
-		failed := tb.eng.Stats().ReloadsFailed.Load()
+		failed := int64(tb.eng.Metrics().Snapshot().ReloadsFailed)
 		err := tb.reload(tc.text)
 		if err == nil {
 			t.Fatalf("%s: reload accepted a broken configuration", tc.name)
@@ -139,7 +139,7 @@ func TestReloadBroken(t *testing.T) {
 		if !strings.Contains(err.Error(), tc.want) {
 			t.Errorf("%s: error %q does not name %q", tc.name, err, tc.want)
 		}
-		if tc.name == "address in use" && tb.eng.Stats().ReloadsFailed.Load() != failed+1 {
+		if tc.name == "address in use" && int64(tb.eng.Metrics().Snapshot().ReloadsFailed) != failed+1 {
 			t.Errorf("%s: ReloadsFailed did not count it", tc.name)
 		}
 	}
@@ -208,14 +208,14 @@ func TestReloadKeepsTickets(t *testing.T) {
 			if err := tb.reload(strings.Replace(text, "proxy_timeout", "proxy_timeout", 1)); err != nil {
 				t.Fatal(err)
 			}
-			full0, res0 := tb.eng.Stats().Full.Load(), tb.eng.Stats().Resumed.Load()
+			full0, res0 := int64(tb.eng.Metrics().Snapshot().Full), int64(tb.eng.Metrics().Snapshot().Resumed)
 			const n = 30
 			for i := 0; i < n; i++ {
 				if _, err := echoOnce(tb.addr, []byte("after"), 10*time.Second); err != nil {
 					t.Fatal(err)
 				}
 			}
-			full, res := tb.eng.Stats().Full.Load()-full0, tb.eng.Stats().Resumed.Load()-res0
+			full, res := int64(tb.eng.Metrics().Snapshot().Full)-full0, int64(tb.eng.Metrics().Snapshot().Resumed)-res0
 			t.Logf("%s after reload: %d full, %d resumed of %d", v, full, res, n)
 			if res != n {
 				t.Errorf("after reload: %d of %d resumed (%d full), want all", res, n, full)
@@ -298,7 +298,7 @@ func TestReopen(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	waitFor(t, "three sessions ended", 10*time.Second, func() bool { return tb.eng.Stats().Active.Load() == 0 })
+	waitFor(t, "three sessions ended", 10*time.Second, func() bool { return tb.eng.Metrics().Active() == 0 })
 	if err := os.Rename(logPath, logPath+".1"); err != nil {
 		t.Fatal(err)
 	}
@@ -310,7 +310,7 @@ func TestReopen(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	waitFor(t, "two more sessions ended", 10*time.Second, func() bool { return tb.eng.Stats().Active.Load() == 0 })
+	waitFor(t, "two more sessions ended", 10*time.Second, func() bool { return tb.eng.Metrics().Active() == 0 })
 	if err := tb.eng.Reopen(); err != nil { // flushes the buffer into the new file
 		t.Fatal(err)
 	}

@@ -54,6 +54,7 @@ import (
 	"github.com/panjf2000/gnet/v2"
 	"golang.org/x/sys/unix"
 
+	"github.com/tlsrelay/tlsrelay/engine/metrics"
 	"github.com/tlsrelay/tlsrelay/pool"
 	"github.com/tlsrelay/tlsrelay/tlsbridge"
 )
@@ -104,6 +105,8 @@ type session struct {
 	lp  *loop
 	srv *server
 	id  uint64
+	// prev and next link the loop's live sessions (loop.live).
+	prev, next *session
 
 	cli, up side
 	// cliToUp and upToCli are the two directions the pump moves bytes in.
@@ -127,6 +130,13 @@ type session struct {
 	lastActive int64 // loop tick of the last traffic
 	idle       timer // proxy_timeout
 	rate       timer // proxy_upload_rate, proxy_download_rate
+	linger     timer // lingerTimeout, once the client ended
+	// lingering: the client ended and everything went upstream; the
+	// session reads on until the upstream ends (see lingerTimeout).
+	// lingered: the bound passed. upShut: the upstream's write side was
+	// shut down (FIN after the last byte).
+	lingering, lingered, upShut bool
+	lastUp                      int64 // loop tick of the last upstream traffic
 	polled     bool  // on its loop's poll list (backpressure, drain)
 
 	cliEOF, upEOF bool
@@ -198,6 +208,7 @@ func (e *Engine) openSession(c gnet.Conn, lp *loop, srv *server) *session {
 	s.remote, s.local = c.RemoteAddr(), c.LocalAddr()
 	s.idle.fire = s.onIdle
 	s.rate.fire = s.onRate
+	s.linger.fire = s.onLinger
 	s.lastActive = lp.wheel.now
 	c.SetContext(s)
 
@@ -220,9 +231,8 @@ func (e *Engine) openSession(c gnet.Conn, lp *loop, srv *server) *session {
 	if proxyMode(srv.proxyProtocol) != proxyOff {
 		s.job.ProxyHeader = s.proxyHeader
 	}
-	e.stats.Accepted.Add(1)
-	e.stats.Active.Add(1)
-	lp.sessions++
+	e.m.SessionAccepted()
+	lp.link(s)
 	return s
 }
 
@@ -298,11 +308,7 @@ func (s *session) onUpstreamOpen(c gnet.Conn, r pool.DialResult) {
 		s.tc.Detach(&s.up, &s.up)
 		s.cliToUp.to, s.upToCli.from = s.tc, s.tc
 		s.tlsVersion, s.tlsCipher, s.tlsResumed = r.State.Version, r.State.CipherSuite, r.State.DidResume
-		if r.State.DidResume {
-			s.e.stats.Resumed.Add(1)
-		} else {
-			s.e.stats.Full.Add(1)
-		}
+		s.e.m.Handshake(r.State.DidResume)
 	}
 	s.enter(phaseOpen)
 	s.touch()
@@ -457,10 +463,61 @@ func (s *session) drainThenFinish() {
 		s.enter(phaseClosing)
 	}
 	if s.drained() {
+		if s.mustLinger() {
+			s.startLinger()
+			return
+		}
 		s.finish(s.reason)
 		return
 	}
 	s.armPoll()
+}
+
+// lingerTimeout bounds how long a session whose client ended waits, once
+// everything the client sent and close_notify went to the upstream (and
+// its write side was shut down), for the upstream to end as well. Reading
+// on until then has two purposes: no unread byte sits in the upstream
+// socket when it is closed (closing it then would reset the connection,
+// and the kernel would drop what it had not yet sent), and a TLS 1.3
+// ticket that the upstream sends after it read the client's Finished
+// (OpenSSL does) is still stored, so short sessions resume too. The client
+// is not kept waiting: its conn is already closed. The bound restarts with
+// each upstream read.
+const lingerTimeout = 5 * time.Second
+
+// mustLinger reports whether the session should wait for the upstream to
+// end before it finishes (see lingerTimeout).
+func (s *session) mustLinger() bool {
+	return s.cliEOF && !s.upEOF && !s.lingered && !s.held && s.up.state == sideAttached
+}
+
+// startLinger shuts the upstream's write side (a FIN after the last
+// byte, and after close_notify) and arms the bound. Runs on the loop,
+// once the upstream's queue is empty.
+func (s *session) startLinger() {
+	if !s.upShut {
+		s.upShut = true
+		unix.Shutdown(s.up.c.Fd(), unix.SHUT_WR)
+	}
+	if !s.lingering {
+		s.lingering = true
+		s.lastUp = s.lp.wheel.now
+		s.lp.arm(&s.linger, s.lp.ticks(lingerTimeout))
+	}
+}
+
+// onLinger fires when the upstream may have been silent for
+// lingerTimeout after the client ended. Runs on the loop (a wheel timer).
+func (s *session) onLinger() {
+	if s.phase == phaseDone {
+		return
+	}
+	if left := s.lastUp + s.lp.ticks(lingerTimeout) - s.lp.wheel.now; left > 0 {
+		s.lp.arm(&s.linger, left)
+		return
+	}
+	s.lingered = true
+	s.finish(s.reason)
 }
 
 // drained reports whether nothing is left to deliver on either socket.
@@ -500,6 +557,7 @@ func (s *session) finish(reason string) {
 	s.cancelled.Store(true)
 	s.lp.wheel.disarm(&s.idle)
 	s.lp.wheel.disarm(&s.rate)
+	s.lp.wheel.disarm(&s.linger)
 	for _, sd := range [...]*side{&s.cli, &s.up} {
 		switch sd.state {
 		case sideAttached, sideDetaching:
@@ -521,10 +579,8 @@ func (s *session) finish(reason string) {
 	if len(s.srv.accessLogs) > 0 {
 		s.logAccess(time.Now())
 	}
-	s.e.stats.Active.Add(-1)
-	s.e.stats.BytesFromClient.Add(s.fromClient)
-	s.e.stats.BytesToClient.Add(s.toClient)
-	s.lp.sessions--
+	s.e.m.SessionEnded(metrics.ReasonOf(s.reason), s.fromClient, s.toClient, s.fromUp, s.toUp)
+	s.lp.unlink(s)
 	if s.e.log.Enabled(LevelInfo) {
 		s.e.log.Logf(LevelInfo, s.id, "%s, bytes from/to client:%d/%d, bytes from/to upstream:%d/%d",
 			s.reason, s.fromClient, s.toClient, s.fromUp, s.toUp)
@@ -554,7 +610,7 @@ func (s *session) onIdle() {
 		s.e.log.Logf(LevelInfo, s.id, "upstream timed out (110: Connection timed out) while proxying connection, client: %s, server: %s, upstream: \"%s\"",
 			hostOf(s.remote), s.srv.name, s.peer)
 	}
-	s.e.stats.IdleTimeouts.Add(1)
+	s.e.m.IdleTimeout()
 	s.reason = "idle timeout"
 	s.finish("idle timeout")
 }

@@ -11,6 +11,7 @@ import (
 	"github.com/panjf2000/gnet/v2"
 
 	"github.com/tlsrelay/tlsrelay/engine/conf"
+	"github.com/tlsrelay/tlsrelay/engine/metrics"
 	"github.com/tlsrelay/tlsrelay/pool"
 )
 
@@ -62,7 +63,7 @@ func newSessTest(t *testing.T, mod func(srv *server)) *sessTest {
 		mod(srv)
 	}
 	h := &sessTest{t: t, srv: srv, log: &bytes.Buffer{}, el: &fakeLoop{}}
-	h.e = &Engine{log: NewErrorLog(h.log, LevelInfo), stopped: make(chan struct{}), kick: make(chan struct{}, 1)}
+	h.e = &Engine{log: NewErrorLog(h.log, LevelInfo), stopped: make(chan struct{}), kick: make(chan struct{}, 1), m: new(metrics.Engine)}
 	h.lp = &loop{e: h.e, el: h.el, wheel: newWheel(64), scratch: make([]byte, 16), start: time.Now()}
 	h.cli = h.conn("client")
 	srv.plan.sessionStarted() // as the handler does
@@ -120,13 +121,24 @@ func (h *sessTest) turn() {
 func (h *sessTest) ended(reason string) {
 	h.t.Helper()
 	s := h.s
+	if s.phase == phaseClosing && s.lingering {
+		// The client ended first: everything went upstream, its write
+		// side was shut down, and the session reads on until the
+		// upstream ends too (lingerTimeout). Here it does.
+		if !s.upShut {
+			h.t.Error("lingering without shutting down the upstream's write side")
+		}
+		if up, ok := s.up.c.(*fakeConn); ok && !up.closed {
+			up.deliverClose(nil)
+		}
+	}
 	if s.phase != phaseDone {
 		h.t.Fatalf("phase %s, want done", s.phase)
 	}
 	if s.reason != reason {
 		h.t.Errorf("reason %q, want %q", s.reason, reason)
 	}
-	if n := h.e.stats.Active.Load(); n != 0 {
+	if n := int64(h.e.m.Snapshot().Active); n != 0 {
 		h.t.Errorf("stats.Active = %d, want 0", n)
 	}
 	if h.lp.sessions != 0 {
@@ -293,7 +305,7 @@ func TestStateMachineOpenToDoneIdle(t *testing.T) {
 	}
 	h.lp.wheel.advance(h.lp.wheel.now + 2)
 	h.ended("idle timeout")
-	if n := h.e.stats.IdleTimeouts.Load(); n != 1 {
+	if n := int64(h.e.m.Snapshot().IdleTimeouts); n != 1 {
 		t.Errorf("IdleTimeouts = %d", n)
 	}
 }
@@ -350,7 +362,7 @@ func TestStateMachineCloseOrders(t *testing.T) {
 			} else {
 				h.counters(0, 0, int64(len(all)), int64(len(all)))
 			}
-			if n := h.e.stats.BytesFromClient.Load() + h.e.stats.BytesToClient.Load(); n != int64(len(all)) {
+			if n := int64(h.e.m.Snapshot().BytesFromClient) + int64(h.e.m.Snapshot().BytesToClient); n != int64(len(all)) {
 				t.Errorf("engine byte counters %d, want %d", n, len(all))
 			}
 		})
@@ -457,10 +469,10 @@ func TestStateMachineCloseDuringReattachFlush(t *testing.T) {
 		t.Error("the close during the flush was not latched")
 	}
 	h.ended("client closed")
-	// The upstream's close is reacted to by delivering what it sent to
-	// the client, which is gone: those bytes are discarded but counted
-	// toward the client, as before the state machine was made explicit.
-	h.counters(4, 4, stallCap+1024, stallCap+1024)
+	// The upstream's close is reacted to by reading what it sent; the
+	// client is gone, so those bytes are dropped and not counted: only
+	// the 64 bytes queued toward the client before it left count.
+	h.counters(4, 4, 64, 64)
 }
 
 // TestStateMachinePauseResumeDuringDrain: a socket paused for backpressure
@@ -532,7 +544,7 @@ func TestStateMachinePauseResumeDuringDrain(t *testing.T) {
 			if got := string(back.sent); got != last {
 				t.Errorf("resumed %s got %q, want %q", paused.name, got, last)
 			}
-			if n := h.e.stats.Pauses.Load(); n != 1 {
+			if n := int64(h.e.m.Snapshot().Pauses); n != 1 {
 				t.Errorf("Pauses = %d, want 1", n)
 			}
 			if tc.clientPause {
@@ -568,7 +580,7 @@ func TestStateMachineTimersAfterEnd(t *testing.T) {
 	h.s.onRate()
 	h.s.onPoll()
 	h.ended("upstream closed")
-	if h.e.stats.IdleTimeouts.Load() != 0 || h.log.Len() != logged {
+	if int64(h.e.m.Snapshot().IdleTimeouts) != 0 || h.log.Len() != logged {
 		t.Errorf("a timer acted after the end:\n%s", h.log.String()[logged:])
 	}
 	h.counters(8, 8, 0, 0)
@@ -631,4 +643,34 @@ func TestStateMachineLateEvents(t *testing.T) {
 		t.Error("late resumed socket left open")
 	}
 	h.ended("test")
+}
+
+// TestStateMachineLingerBound: a client that ended leaves the session
+// reading the upstream; an upstream that never ends is closed once it has
+// been silent for lingerTimeout, and upstream traffic restarts the bound.
+func TestStateMachineLingerBound(t *testing.T) {
+	h := newSessTest(t, nil)
+	h.open()
+	h.cli.in = []byte("bye")
+	h.traffic(h.cli)
+	h.cli.deliverClose(nil)
+	h.turn()
+	if h.s.phase != phaseClosing || !h.s.lingering || !h.s.upShut {
+		t.Fatalf("phase %s lingering %v upShut %v, want closing, lingering, shut", h.s.phase, h.s.lingering, h.s.upShut)
+	}
+	bound := h.lp.ticks(lingerTimeout)
+	h.lp.wheel.advance(h.lp.wheel.now + bound - 2)
+	h.up.in = []byte("late reply")
+	h.traffic(h.up) // restarts the bound
+	h.lp.wheel.advance(h.lp.wheel.now + bound - 2)
+	if h.s.phase != phaseClosing {
+		t.Fatalf("phase %s before the upstream was silent for lingerTimeout", h.s.phase)
+	}
+	h.lp.wheel.advance(h.lp.wheel.now + 4)
+	if h.s.phase != phaseDone {
+		t.Fatalf("phase %s after lingerTimeout of silence, want done", h.s.phase)
+	}
+	if got := string(h.up.sent); got != "bye" {
+		t.Errorf("upstream got %q", got)
+	}
 }
