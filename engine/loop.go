@@ -34,8 +34,8 @@ type loop struct {
 	sessions int
 	// live is the head of the list of the loop's sessions that have not
 	// ended (linked through session.prev/next).
-	live *session
-	start    time.Time
+	live  *session
+	start time.Time
 	// logScratch renders access-log lines.
 	logScratch []byte
 

@@ -137,7 +137,7 @@ type session struct {
 	// shut down (FIN after the last byte).
 	lingering, lingered, upShut bool
 	lastUp                      int64 // loop tick of the last upstream traffic
-	polled     bool  // on its loop's poll list (backpressure, drain)
+	polled                      bool  // on its loop's poll list (backpressure, drain)
 
 	cliEOF, upEOF bool
 	held          bool   // a rate limit holds back part of an ended peer's bytes
