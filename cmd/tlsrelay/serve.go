@@ -233,6 +233,9 @@ func (r *runner) reload() {
 		if err = r.e.Reload(cfg); err != nil {
 			newLog.Close()
 		}
+	} else {
+		// The engine counts the failures it sees; these it did not.
+		r.e.Metrics().ReloadFailed()
 	}
 	if err != nil {
 		r.logLine(engine.LevelEmerg, err.Error())

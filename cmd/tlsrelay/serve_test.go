@@ -250,6 +250,10 @@ func TestNotifyProtocol(t *testing.T) {
 		if c != 0 {
 			t.Errorf("exit code %d after SIGQUIT\n%s", c, stderr.String())
 		}
+		// run has returned: its engine can be read.
+		if st := r.e.Metrics().Snapshot(); st.ReloadsOK != 1 || st.ReloadsFailed != 1 {
+			t.Errorf("metrics count %d reloads ok and %d failed, want 1 and 1", st.ReloadsOK, st.ReloadsFailed)
+		}
 	case <-time.After(30 * time.Second):
 		t.Fatal("no exit within 30s of SIGQUIT")
 	}
