@@ -7,6 +7,7 @@ package engine
 import (
 	"errors"
 	"io"
+	"net"
 	"time"
 
 	"github.com/panjf2000/gnet/v2"
@@ -176,10 +177,37 @@ func (s *session) upstreamReadEnded(err error) {
 		return
 	}
 	s.readErr = err
-	s.e.log.Logf(LevelError, s.id, "reading from upstream failed (%s): %v, client: %s, server: %s, upstream: \"%s\"",
-		tlsbridge.Classify(err), err, hostOf(s.remote), s.srv.name, s.peer)
+	reason := tlsbridge.Classify(err)
+	if refusedAtOnce(err) && s.fromUp == 0 && s.peer != nil && !s.peerFailed {
+		// An alert before any application data: the upstream refused
+		// the connection (a TLS 1.3 server that refuses the client
+		// certificate says so only after the handshake completed on the
+		// client's side). It is a failed attempt, as it would be in TLS
+		// 1.2: 502, the class logged, the peer's failure counted.
+		s.status = 502
+		s.peerFailed = true
+		s.e.m.AttemptFailed()
+		s.peer.ObserveHandshakeFailure(reason)
+		disabled := s.sel.Failed(s.peer, time.Now())
+		s.e.log.Logf(LevelError, s.id, "reading from upstream failed (%s): %v: the upstream refused the connection after the TLS handshake, client: %s, server: %s, upstream: \"%s\"",
+			reason, err, hostOf(s.remote), s.srv.name, s.peer)
+		if disabled {
+			s.e.log.Logf(LevelWarn, s.id, "upstream server temporarily disabled while connecting to upstream, client: %s, server: %s, upstream: \"%s\"",
+				hostOf(s.remote), s.srv.name, s.peer)
+		}
+	} else {
+		s.e.log.Logf(LevelError, s.id, "reading from upstream failed (%s): %v, client: %s, server: %s, upstream: \"%s\"",
+			reason, err, hostOf(s.remote), s.srv.name, s.peer)
+	}
 	s.upEOF = true
 	s.upstreamEnded()
+}
+
+// refusedAtOnce reports whether err is an alert the upstream sent (as
+// opposed to a broken connection or a malformed record).
+func refusedAtOnce(err error) bool {
+	var oe *net.OpError
+	return errors.As(err, &oe) && oe.Op == "remote error"
 }
 
 // allowance is how many more bytes a rate-limited direction may move now,

@@ -137,7 +137,10 @@ type session struct {
 	// shut down (FIN after the last byte).
 	lingering, lingered, upShut bool
 	lastUp                      int64 // loop tick of the last upstream traffic
-	polled                      bool  // on its loop's poll list (backpressure, drain)
+	// peerFailed: the upstream refused the session after its handshake
+	// (an alert before any data); its connection was ended as failed.
+	peerFailed bool
+	polled     bool // on its loop's poll list (backpressure, drain)
 
 	cliEOF, upEOF bool
 	held          bool   // a rate limit holds back part of an ended peer's bytes
@@ -572,10 +575,10 @@ func (s *session) finish(reason string) {
 		sd.c = nil
 		sd.release()
 	}
-	if s.peer != nil {
-		s.sel.Release(s.peer)
-		s.peer = nil
+	if s.peer != nil && !s.peerFailed {
+		s.sel.Release(s.peer) // a failed peer's connection ended with Failed
 	}
+	s.peer = nil
 	if len(s.srv.accessLogs) > 0 {
 		s.logAccess(time.Now())
 	}
