@@ -418,7 +418,7 @@ func (ls *logSet) close() {
 	ls.held = map[*logWriter]bool{}
 }
 
-// logSession writes the session's line to each of its server's access
+// logAccess writes the session's line to each of its server's access
 // logs. Runs on the session's loop, with the loop's scratch buffer.
 func (s *session) logAccess(now time.Time) {
 	for _, al := range s.srv.accessLogs {

@@ -35,7 +35,7 @@ type binding struct {
 
 func newBinding(srv *server, opts conf.Listen) *binding {
 	b := &binding{srv: srv, opts: opts}
-	b.setOpts = opts.KeepAlive.Mode > 0 || opts.Rcvbuf > 0 || opts.Sndbuf > 0 || !srv.conf.Core.TCPNoDelay
+	b.setOpts = opts.KeepAlive.Mode == conf.KeepAliveOn || opts.KeepAlive.Mode == conf.KeepAliveCustom || opts.Rcvbuf > 0 || opts.Sndbuf > 0 || !srv.conf.Core.TCPNoDelay
 	return b
 }
 
@@ -44,9 +44,9 @@ func newBinding(srv *server, opts conf.Listen) *binding {
 func (b *binding) apply(c gnet.Conn) {
 	o := &b.opts
 	switch o.KeepAlive.Mode {
-	case 1:
+	case conf.KeepAliveOn:
 		c.SetKeepAlive(true, 0, 0, 0)
-	case 2:
+	case conf.KeepAliveCustom:
 		c.SetKeepAlive(true, o.KeepAlive.Idle, o.KeepAlive.Intvl, o.KeepAlive.Cnt)
 	}
 	if o.Rcvbuf > 0 {

@@ -56,9 +56,9 @@ var _ net.Error = wouldBlock{}
 // Conn is a client-side TLS connection that a worker goroutine handshakes
 // and an event loop then drives without blocking.
 //
-// Handshake and Detach run on the worker; everything else runs on the event
-// loop that owns the connection after Detach. A Conn is not safe for
-// concurrent use.
+// Handshake runs on the worker; Detach and everything after it run on the
+// event loop that adopted the socket (the session calls Detach when the
+// upstream conn opens there). A Conn is not safe for concurrent use.
 type Conn struct {
 	tc *tls.Conn
 	a  adapter
@@ -101,14 +101,6 @@ func (c *Conn) ConnectionState() tls.ConnectionState { return c.tc.ConnectionSta
 // duplicates and closes it). It runs on the owning event loop.
 func (c *Conn) Detach(src Source, dst Sink) {
 	c.a.raw = nil
-	c.a.src = src
-	c.a.dst = dst
-}
-
-// SetIO replaces the Source and Sink of a detached Conn, for instance when
-// the loop re-adopts the socket after pausing it. It runs on the owning
-// event loop.
-func (c *Conn) SetIO(src Source, dst Sink) {
 	c.a.src = src
 	c.a.dst = dst
 }

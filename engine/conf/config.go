@@ -212,11 +212,21 @@ type Listen struct {
 	KeepAlive KeepAlive
 }
 
+// KeepAliveMode is the form of a listen socket's so_keepalive.
+type KeepAliveMode int8
+
+// so_keepalive forms.
+const (
+	KeepAliveUnset  KeepAliveMode = 0  // not set: the system's default
+	KeepAliveOn     KeepAliveMode = 1  // so_keepalive=on
+	KeepAliveOff    KeepAliveMode = -1 // so_keepalive=off
+	KeepAliveCustom KeepAliveMode = 2  // so_keepalive=[idle]:[intvl]:[cnt]; zero fields keep the system's value
+)
+
 // KeepAlive is a listen socket's so_keepalive setting.
 type KeepAlive struct {
-	// Mode: 0 not set (system default), 1 on, -1 off, 2 custom (the
-	// timers below; zero fields keep the system's value).
-	Mode  int
+	// Mode says which form so_keepalive took.
+	Mode  KeepAliveMode
 	Idle  time.Duration // TCP_KEEPIDLE
 	Intvl time.Duration // TCP_KEEPINTVL
 	Cnt   int           // TCP_KEEPCNT

@@ -271,11 +271,11 @@ func listenArgs(l Listen) []string {
 		args = append(args, "fastopen="+strconv.Itoa(l.FastOpen))
 	}
 	switch l.KeepAlive.Mode {
-	case 1:
+	case KeepAliveOn:
 		args = append(args, "so_keepalive=on")
-	case -1:
+	case KeepAliveOff:
 		args = append(args, "so_keepalive=off")
-	case 2:
+	case KeepAliveCustom:
 		ka := l.KeepAlive
 		var idle, intvl, cnt string
 		if ka.Idle != 0 {

@@ -188,15 +188,15 @@ func splitHostPort(s string) (string, int, string) {
 func parseKeepAlive(v string) (KeepAlive, bool) {
 	switch v {
 	case "on":
-		return KeepAlive{Mode: 1}, true
+		return KeepAlive{Mode: KeepAliveOn}, true
 	case "off":
-		return KeepAlive{Mode: -1}, true
+		return KeepAlive{Mode: KeepAliveOff}, true
 	}
 	parts := strings.Split(v, ":")
 	if len(parts) != 3 {
 		return KeepAlive{}, false
 	}
-	ka := KeepAlive{Mode: 2}
+	ka := KeepAlive{Mode: KeepAliveCustom}
 	set := false
 	if parts[0] != "" {
 		t, ok := ParseDuration(parts[0], true)
