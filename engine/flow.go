@@ -3,8 +3,9 @@ package engine
 // Flow control of a session: what it does when one socket cannot take
 // bytes as fast as the other delivers them (stall, then pause; resume),
 // when a rate limit holds a direction back (rateHold, onRate), and the
-// polling that notices a queue drained (gnet has no drained callback).
-// Everything here runs on the session's loop.
+// polling that notices a queue drained (gnet has no drained callback), and
+// the linger after a client ended. Everything here runs on the session's
+// loop.
 //
 // What a session lets queue toward one socket is bounded by its server's
 // watermarks (server.highWater, 32 × proxy_buffer_size): above high the
@@ -18,6 +19,7 @@ import (
 	"time"
 
 	"github.com/panjf2000/gnet/v2"
+	"golang.org/x/sys/unix"
 )
 
 // stallCap is how much unconsumed input a socket may hold in gnet while
@@ -244,4 +246,51 @@ func (s *session) poll() (again bool) {
 		again = true
 	}
 	return again
+}
+
+// lingerTimeout bounds how long a session whose client ended waits, once
+// everything the client sent and close_notify went to the upstream (and
+// its write side was shut down), for the upstream to end as well. Reading
+// on until then has two purposes: no unread byte sits in the upstream
+// socket when it is closed (closing it then would reset the connection,
+// and the kernel would drop what it had not yet sent), and a TLS 1.3
+// ticket that the upstream sends after it read the client's Finished
+// (OpenSSL does) is still stored, so short sessions resume too. The client
+// is not kept waiting: its conn is already closed. The bound restarts with
+// each upstream read.
+const lingerTimeout = 5 * time.Second
+
+// mustLinger reports whether the session should wait for the upstream to
+// end before it finishes (see lingerTimeout).
+func (s *session) mustLinger() bool {
+	return s.cliEOF && !s.upEOF && !s.lingered && !s.held && s.up.state == sideAttached
+}
+
+// startLinger shuts the upstream's write side (a FIN after the last
+// byte, and after close_notify) and arms the bound. Runs on the loop,
+// once the upstream's queue is empty.
+func (s *session) startLinger() {
+	if !s.upShut {
+		s.upShut = true
+		unix.Shutdown(s.up.c.Fd(), unix.SHUT_WR)
+	}
+	if !s.lingering {
+		s.lingering = true
+		s.lastUp = s.lp.wheel.now
+		s.lp.arm(&s.linger, s.lp.ticks(lingerTimeout))
+	}
+}
+
+// onLinger fires when the upstream may have been silent for
+// lingerTimeout after the client ended. Runs on the loop (a wheel timer).
+func (s *session) onLinger() {
+	if s.phase == phaseDone {
+		return
+	}
+	if left := s.lastUp + s.lp.ticks(lingerTimeout) - s.lp.wheel.now; left > 0 {
+		s.lp.arm(&s.linger, left)
+		return
+	}
+	s.lingered = true
+	s.finish(s.reason)
 }

@@ -476,53 +476,6 @@ func (s *session) drainThenFinish() {
 	s.armPoll()
 }
 
-// lingerTimeout bounds how long a session whose client ended waits, once
-// everything the client sent and close_notify went to the upstream (and
-// its write side was shut down), for the upstream to end as well. Reading
-// on until then has two purposes: no unread byte sits in the upstream
-// socket when it is closed (closing it then would reset the connection,
-// and the kernel would drop what it had not yet sent), and a TLS 1.3
-// ticket that the upstream sends after it read the client's Finished
-// (OpenSSL does) is still stored, so short sessions resume too. The client
-// is not kept waiting: its conn is already closed. The bound restarts with
-// each upstream read.
-const lingerTimeout = 5 * time.Second
-
-// mustLinger reports whether the session should wait for the upstream to
-// end before it finishes (see lingerTimeout).
-func (s *session) mustLinger() bool {
-	return s.cliEOF && !s.upEOF && !s.lingered && !s.held && s.up.state == sideAttached
-}
-
-// startLinger shuts the upstream's write side (a FIN after the last
-// byte, and after close_notify) and arms the bound. Runs on the loop,
-// once the upstream's queue is empty.
-func (s *session) startLinger() {
-	if !s.upShut {
-		s.upShut = true
-		unix.Shutdown(s.up.c.Fd(), unix.SHUT_WR)
-	}
-	if !s.lingering {
-		s.lingering = true
-		s.lastUp = s.lp.wheel.now
-		s.lp.arm(&s.linger, s.lp.ticks(lingerTimeout))
-	}
-}
-
-// onLinger fires when the upstream may have been silent for
-// lingerTimeout after the client ended. Runs on the loop (a wheel timer).
-func (s *session) onLinger() {
-	if s.phase == phaseDone {
-		return
-	}
-	if left := s.lastUp + s.lp.ticks(lingerTimeout) - s.lp.wheel.now; left > 0 {
-		s.lp.arm(&s.linger, left)
-		return
-	}
-	s.lingered = true
-	s.finish(s.reason)
-}
-
 // drained reports whether nothing is left to deliver on either socket.
 func (s *session) drained() bool {
 	if s.held {
