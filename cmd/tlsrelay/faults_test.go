@@ -1,0 +1,472 @@
+package main
+
+import (
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/tlsrelay/tlsrelay/bench"
+	"github.com/tlsrelay/tlsrelay/internal/backend"
+	"github.com/tlsrelay/tlsrelay/internal/pki"
+)
+
+// Fault tests that need a real process: descriptor exhaustion under a low
+// RLIMIT_NOFILE, the same test against NGINX for comparison, and the RSS
+// of idle sessions. Figures go to docs/reliability.md.
+
+// faultProc is a proxy process started by a fault test: tlsrelay or NGINX.
+type faultProc struct {
+	cmd  *exec.Cmd
+	done chan error
+	// pid is the process whose descriptors are limited and counted:
+	// tlsrelay itself, or NGINX's (only) worker.
+	pid     int
+	errLog  string
+	access  string
+	stopped bool
+}
+
+// exited reports whether the main process has ended.
+func (p *faultProc) exited() bool {
+	select {
+	case <-p.done:
+		return true
+	default:
+		return false
+	}
+}
+
+// fds counts the descriptors of p.pid.
+func (p *faultProc) fds() int {
+	ents, _ := os.ReadDir(fmt.Sprintf("/proc/%d/fd", p.pid))
+	return len(ents)
+}
+
+func (p *faultProc) log() string {
+	b, _ := os.ReadFile(p.errLog)
+	return string(b)
+}
+
+// accessStatuses counts the access log's first fields ($status).
+func (p *faultProc) accessStatuses() map[string]int {
+	b, _ := os.ReadFile(p.access)
+	m := map[string]int{}
+	for _, l := range strings.Split(strings.TrimSpace(string(b)), "\n") {
+		if f := strings.Fields(l); len(f) > 0 {
+			m[f[0]]++
+		}
+	}
+	return m
+}
+
+// faultUpstream starts a TLS echo upstream and returns it with the
+// proxy_ssl directives that reach it (files in dir).
+func faultUpstream(t *testing.T, dir string) (*backend.Server, string) {
+	t.Helper()
+	set, err := pki.NewSet(pki.ECDSAP256, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	files, err := set.WriteFiles(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	up, err := backend.Start(backend.Config{TLS: set.ServerConfig(), Mode: backend.Echo})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { up.Close() })
+	ssl := fmt.Sprintf("proxy_ssl on; proxy_ssl_certificate %s; proxy_ssl_certificate_key %s;\n"+
+		"        proxy_ssl_trusted_certificate %s; proxy_ssl_verify on; proxy_ssl_name localhost; proxy_ssl_session_reuse on;",
+		files.ClientCert, files.ClientKey, files.CA)
+	return up, ssl
+}
+
+// streamBlock is the stream block both proxies read: one server on addr
+// to up, logging $status to access.
+func streamBlock(addr, up, ssl, access string) string {
+	return "stream {\n    log_format st '$status $upstream_addr';\n    server {\n        listen " + addr + ";\n        proxy_pass " + up + ";\n        " + ssl +
+		"\n        access_log " + access + " st;\n    }\n}\n"
+}
+
+// startTlsrelayLimited runs the tlsrelay binary with one loop and sets its
+// RLIMIT_NOFILE to nofile once it listens.
+func startTlsrelayLimited(t *testing.T, bin, dir, addr, up, ssl string, nofile uint64) *faultProc {
+	t.Helper()
+	p := &faultProc{errLog: filepath.Join(dir, "error.log"), access: filepath.Join(dir, "access.log"), done: make(chan error, 1)}
+	conf := filepath.Join(dir, "tlsrelay.conf")
+	text := "error_log " + p.errLog + " notice;\nworker_processes 1;\nevents { worker_connections 20000; }\n" + streamBlock(addr, up, ssl, p.access)
+	if err := os.WriteFile(conf, []byte(text), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	p.cmd = exec.Command(bin, "-p", dir, "-c", conf)
+	p.cmd.Stderr = io.Discard
+	if err := p.cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	go func() { p.done <- p.cmd.Wait() }()
+	t.Cleanup(func() { p.stop() })
+	p.pid = p.cmd.Process.Pid
+	waitListening(t, p, addr)
+	lim := unix.Rlimit{Cur: nofile, Max: nofile}
+	if err := unix.Prlimit(p.pid, unix.RLIMIT_NOFILE, &lim, nil); err != nil {
+		t.Fatalf("prlimit(%d, RLIMIT_NOFILE, %d): %v", p.pid, nofile, err)
+	}
+	return p
+}
+
+// startNginxLimited runs NGINX with one worker whose RLIMIT_NOFILE is
+// nofile (worker_rlimit_nofile), or skips when NGINX is not installed.
+func startNginxLimited(t *testing.T, dir, addr, up, ssl string, nofile uint64) *faultProc {
+	t.Helper()
+	path, err := exec.LookPath("nginx")
+	if err != nil {
+		if _, err := os.Stat("/usr/sbin/nginx"); err != nil {
+			t.Skip("nginx is not installed")
+		}
+		path = "/usr/sbin/nginx"
+	}
+	p := &faultProc{errLog: filepath.Join(dir, "error.log"), access: filepath.Join(dir, "access.log"), done: make(chan error, 1)}
+	var b strings.Builder
+	if mod := "/usr/lib/nginx/modules/ngx_stream_module.so"; fileExists(mod) {
+		fmt.Fprintf(&b, "load_module %s;\n", mod)
+	}
+	fmt.Fprintf(&b, "worker_processes 1;\nworker_rlimit_nofile %d;\ndaemon off;\nmaster_process on;\npid %s;\nerror_log %s notice;\n",
+		nofile, filepath.Join(dir, "nginx.pid"), p.errLog)
+	b.WriteString("events { worker_connections 20000; }\n")
+	b.WriteString(streamBlock(addr, up, ssl, p.access))
+	conf := filepath.Join(dir, "nginx.conf")
+	if err := os.WriteFile(conf, []byte(b.String()), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	p.cmd = exec.Command(path, "-p", dir, "-e", p.errLog, "-c", conf)
+	p.cmd.Stderr = io.Discard
+	if err := p.cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	go func() { p.done <- p.cmd.Wait() }()
+	t.Cleanup(func() { p.stop() })
+	waitListening(t, p, addr)
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		kids, _ := bench.Children(p.cmd.Process.Pid)
+		if len(kids) > 0 {
+			p.pid = kids[0]
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("NGINX started no worker:\n%s", p.log())
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	return p
+}
+
+func fileExists(path string) bool {
+	_, err := os.Stat(path)
+	return err == nil
+}
+
+// waitListening waits until addr accepts a connection.
+func waitListening(t *testing.T, p *faultProc, addr string) {
+	t.Helper()
+	deadline := time.Now().Add(15 * time.Second)
+	for {
+		c, err := net.DialTimeout("tcp", addr, time.Second)
+		if err == nil {
+			c.Close()
+			return
+		}
+		if p.exited() || time.Now().After(deadline) {
+			t.Fatalf("the proxy is not listening on %s: %v\n%s", addr, err, p.log())
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// stop ends the process (SIGTERM, then SIGKILL after 5 s) and, for NGINX,
+// its worker.
+func (p *faultProc) stop() {
+	if p.stopped {
+		return
+	}
+	p.stopped = true
+	if !p.exited() {
+		p.cmd.Process.Signal(syscall.SIGTERM)
+		select {
+		case <-p.done:
+		case <-time.After(5 * time.Second):
+			p.cmd.Process.Kill()
+			<-p.done
+		}
+	}
+	if p.pid != p.cmd.Process.Pid {
+		if _, err := bench.ReadProcStat(p.pid); err == nil {
+			syscall.Kill(p.pid, syscall.SIGKILL)
+		}
+	}
+}
+
+// echoLine writes line on c and reads it back, within d.
+func echoLine(c net.Conn, line string, d time.Duration) error {
+	c.SetDeadline(time.Now().Add(d))
+	defer c.SetDeadline(time.Time{})
+	if _, err := io.WriteString(c, line); err != nil {
+		return fmt.Errorf("writing: %w", err)
+	}
+	got := make([]byte, len(line))
+	if _, err := io.ReadFull(c, got); err != nil {
+		return fmt.Errorf("reading the echo: %w", err)
+	}
+	if string(got) != line {
+		return fmt.Errorf("echo %q, want %q", got, line)
+	}
+	return nil
+}
+
+// floodResult is what one descriptor flood did.
+type floodResult struct {
+	served, failed int64
+	// servedEarly were served before the flood's clients started leaving.
+	servedEarly         int64
+	acceptLogs          int
+	upstreamLogs        int
+	statuses            map[string]int
+	recovery            time.Duration
+	fdsBefore, fdsAfter int
+}
+
+// descriptorFlood holds 20 sessions through the proxy at addr, then opens
+// 300 clients at once against its 200 descriptors, each trying one echo
+// and staying connected 2 s; checks that the held sessions echo during and
+// after the flood and that the process survives; then measures how soon
+// after the clients leave a new client is served.
+func descriptorFlood(t *testing.T, p *faultProc, addr string) floodResult {
+	t.Helper()
+	const held, flood = 20, 300
+	var holds []net.Conn
+	for i := 0; i < held; i++ {
+		c, err := net.DialTimeout("tcp", addr, 5*time.Second)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		if err := echoLine(c, "held", 5*time.Second); err != nil {
+			t.Fatalf("held session %d: %v", i, err)
+		}
+		holds = append(holds, c)
+	}
+	var r floodResult
+	r.fdsBefore = p.fds()
+	release := make(chan struct{})
+	var wg sync.WaitGroup
+	for i := 0; i < flood; i++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			c, err := net.DialTimeout("tcp", addr, 3*time.Second)
+			if err != nil {
+				atomic.AddInt64(&r.failed, 1)
+				return
+			}
+			defer c.Close()
+			if echoLine(c, "ping", 3*time.Second) == nil {
+				atomic.AddInt64(&r.served, 1)
+			} else {
+				atomic.AddInt64(&r.failed, 1)
+			}
+			<-release
+		}()
+	}
+	time.Sleep(2 * time.Second) // bounded: the flood's clients are at their deadlines
+	for i, c := range holds {
+		if err := echoLine(c, "during", 5*time.Second); err != nil {
+			t.Errorf("held session %d during the flood: %v", i, err)
+		}
+	}
+	if p.exited() {
+		t.Fatalf("the proxy exited during the flood:\n%s", p.log())
+	}
+	r.servedEarly = atomic.LoadInt64(&r.served)
+	close(release)
+	wg.Wait()
+	left := time.Now()
+	for {
+		c, err := net.DialTimeout("tcp", addr, time.Second)
+		if err == nil {
+			err = echoLine(c, "again", time.Second)
+			c.Close()
+			if err == nil {
+				break
+			}
+		}
+		if time.Since(left) > 15*time.Second {
+			t.Fatalf("no client served 15 s after the flood left: %v\n%s", err, p.log())
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	r.recovery = time.Since(left)
+	for i := 0; i < 20; i++ {
+		c, err := net.DialTimeout("tcp", addr, time.Second)
+		if err != nil {
+			t.Fatalf("after the recovery: %v", err)
+		}
+		err = echoLine(c, "after", 5*time.Second)
+		c.Close()
+		if err != nil {
+			t.Fatalf("after the recovery, client %d: %v", i, err)
+		}
+	}
+	for i, c := range holds {
+		if err := echoLine(c, "after", 5*time.Second); err != nil {
+			t.Errorf("held session %d after the flood: %v", i, err)
+		}
+	}
+	if p.exited() {
+		t.Fatalf("the proxy exited:\n%s", p.log())
+	}
+	time.Sleep(200 * time.Millisecond) // the last sessions' access-log lines
+	log := p.log()
+	r.acceptLogs = strings.Count(log, "accept4() failed (24: Too many open files)")
+	r.upstreamLogs = strings.Count(log, "socket() failed (24: Too many open files)") +
+		strings.Count(strings.ToLower(log), "too many open files, client")
+	r.statuses = p.accessStatuses()
+	r.fdsAfter = p.fds()
+	return r
+}
+
+// TestFaultDescriptorFlood: tlsrelay under RLIMIT_NOFILE 200, 300 clients
+// at once. The process keeps its 20 held sessions (they echo during and
+// after), logs accept4() failed (24: Too many open files) at crit, and
+// serves again once the clients leave; sessions whose upstream socket could
+// not be made fail with a logged reason. NGINX is put through the same
+// flood when it is installed, for the record.
+func TestFaultDescriptorFlood(t *testing.T) {
+	bin := buildBinary(t)
+	for _, name := range []string{"tlsrelay", "nginx"} {
+		t.Run(name, func(t *testing.T) {
+			dir := t.TempDir()
+			up, ssl := faultUpstream(t, dir)
+			addr := "127.0.0.1:" + freePort(t)
+			var p *faultProc
+			if name == "tlsrelay" {
+				p = startTlsrelayLimited(t, bin, dir, addr, up.Addr(), ssl, 200)
+			} else {
+				p = startNginxLimited(t, dir, addr, up.Addr(), ssl, 200)
+			}
+			r := descriptorFlood(t, p, addr)
+			t.Logf("%s, RLIMIT_NOFILE 200, 20 held + 300 at once: %d served within 2 s, %d in all (within each client's 3 s), %d failed; %d accept4() EMFILE lines, %d upstream-side EMFILE lines; access log statuses %v; a new client served %v after the flood left; descriptors %d before, %d after",
+				name, r.servedEarly, r.served, r.failed, r.acceptLogs, r.upstreamLogs, r.statuses, r.recovery.Round(time.Millisecond), r.fdsBefore, r.fdsAfter)
+			seen := map[string]bool{}
+			for _, l := range strings.Split(p.log(), "\n") {
+				i := strings.Index(l, "[")
+				if i < 0 {
+					continue
+				}
+				key := l[i:min(len(l), i+40)]
+				if !seen[key] && !strings.Contains(l, "[notice]") {
+					seen[key] = true
+					t.Logf("logged: %s", l[i:])
+				}
+			}
+			if name == "nginx" {
+				return // the record only
+			}
+			if r.acceptLogs == 0 {
+				t.Errorf("no accept4() failed (24: Too many open files) in the log:\n%s", p.log())
+			}
+			if r.recovery > 2*time.Second {
+				t.Errorf("a new client was served %v after the flood left, want within the 500 ms pause and a dial", r.recovery)
+			}
+			if r.fdsAfter > r.fdsBefore+5 {
+				t.Errorf("descriptors %d after the flood, %d before", r.fdsAfter, r.fdsBefore)
+			}
+			for status, n := range r.statuses {
+				if status != "200" && r.upstreamLogs == 0 {
+					t.Errorf("%d sessions with status %s but no upstream-side reason logged", n, status)
+				}
+			}
+		})
+	}
+}
+
+// TestFaultIdleRSS: the tlsrelay process's RSS with 2,000 idle sessions
+// (each with its upstream connected), and after they leave.
+func TestFaultIdleRSS(t *testing.T) {
+	bin := buildBinary(t)
+	dir := t.TempDir()
+	up, ssl := faultUpstream(t, dir)
+	addr := "127.0.0.1:" + freePort(t)
+	p := startTlsrelayLimited(t, bin, dir, addr, up.Addr(), ssl, 20000)
+	for i := 0; i < 20; i++ {
+		if err := dialEchoOnce(addr); err != nil {
+			t.Fatal(err)
+		}
+	}
+	rss0, err := bench.ReadRSS(p.pid)
+	if err != nil {
+		t.Fatal(err)
+	}
+	const n = 2000
+	var conns []net.Conn
+	defer func() {
+		for _, c := range conns {
+			c.Close()
+		}
+	}()
+	for i := 0; i < n; i++ {
+		c, err := net.DialTimeout("tcp", addr, 5*time.Second)
+		if err != nil {
+			t.Fatal(err)
+		}
+		conns = append(conns, c)
+	}
+	deadline := time.Now().Add(60 * time.Second)
+	for up.Stats().Active < n {
+		if time.Now().After(deadline) {
+			t.Fatalf("%d of %d upstream connections after 60 s", up.Stats().Active, n)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	rss1, _ := bench.ReadRSS(p.pid)
+	fds1 := p.fds()
+	for _, c := range conns {
+		c.Close()
+	}
+	conns = nil
+	for up.Stats().Active > 0 {
+		if time.Now().After(deadline) {
+			t.Fatalf("%d upstream connections left", up.Stats().Active)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	time.Sleep(time.Second)
+	rss2, _ := bench.ReadRSS(p.pid)
+	per := (rss1 - rss0) / n
+	t.Logf("tlsrelay RSS %.1f MiB idle, %.1f MiB with %d idle sessions (%d KiB each, %d descriptors), %.1f MiB after they left",
+		float64(rss0)/(1<<20), float64(rss1)/(1<<20), n, per>>10, fds1, float64(rss2)/(1<<20))
+	if per > 64<<10 {
+		t.Errorf("RSS grew %d KiB per idle session", per>>10)
+	}
+}
+
+// dialEchoOnce connects to addr and echoes one line.
+func dialEchoOnce(addr string) error {
+	c, err := net.DialTimeout("tcp", addr, 5*time.Second)
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	return echoLine(c, "hello", 5*time.Second)
+}
