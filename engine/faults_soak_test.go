@@ -20,8 +20,9 @@ import (
 	"github.com/tlsrelay/tlsrelay/internal/pki"
 )
 
-// soakFor is the soak's length: go test -run TestSoak -soak=10m ./engine.
-// Without it the soak runs 20 s (skipped under -short).
+// soakFor is the soak's length: go test -run TestSoak ./engine -soak=10m
+// (after the package: go test hands the test binary the flags it does not
+// know only there). Without it the soak runs 20 s (skipped under -short).
 var soakFor = flag.Duration("soak", 0, "run TestSoak for this long (default 20s; skipped with -short unless set)")
 
 // soakSample is one reading of the process during the soak.
