@@ -26,11 +26,13 @@ const (
 // used only on that loop, except el (goroutine-safe by gnet's contract)
 // and the atomics, which the ticker goroutine reads.
 type loop struct {
-	e        *Engine
-	el       gnet.EventLoop
-	idx      int
-	wheel    *wheel
-	scratch  []byte
+	e       *Engine
+	el      gnet.EventLoop
+	idx     int
+	wheel   *wheel
+	scratch []byte
+	// cork collects the TLS records of one pump (side.cork).
+	cork     []byte
 	sessions int
 	// live is the head of the list of the loop's sessions that have not
 	// ended (linked through session.prev/next).
@@ -58,7 +60,7 @@ type loop struct {
 // newLoop makes the engine's state for the gnet loop el, the idx-th.
 // Runs on el (its first conn), so that CPU pinning applies to el's thread.
 func (e *Engine) newLoop(el gnet.EventLoop, idx int) *loop {
-	lp := &loop{e: e, el: el, idx: idx, wheel: newWheel(4096), scratch: make([]byte, 64<<10), start: time.Now()}
+	lp := &loop{e: e, el: el, idx: idx, wheel: newWheel(4096), scratch: make([]byte, 64<<10), cork: make([]byte, 0, 80<<10), start: time.Now()}
 	e.pinLoop(idx)
 	return lp
 }

@@ -99,6 +99,9 @@ type direction struct {
 	// first, if set, is stamped with the time of the first byte moved
 	// (the upstream's first byte, for the access log).
 	first *time.Time
+	// corked: to encrypts (the upstream's tlsbridge.Conn); the records
+	// of one write are collected and written to dst at once.
+	corked bool
 	// upstream: from reads the upstream. Then it may end (close_notify,
 	// a TLS error), and it may hold plaintext beyond what src shows as
 	// buffered (crypto/tls reads whole records ahead).
@@ -131,7 +134,7 @@ func (s *session) pump(d *direction, force bool) {
 				buf = buf[:limit]
 			}
 		}
-		n, err := d.from.Read(buf)
+		n, err := fill(d.from, buf)
 		more = n == len(buf)
 		if n > 0 && d.dst.state == sideClosed {
 			// The destination is gone (a session lingering after its
@@ -144,7 +147,14 @@ func (s *session) pump(d *direction, force bool) {
 			}
 			*d.moved += int64(n)
 			*d.sent += int64(n)
-			d.to.Write(buf[:n]) // may close a conn: onClose latches it
+			if d.corked {
+				// The records of this write go out in one.
+				d.dst.corkOn(&s.lp.cork)
+				d.to.Write(buf[:n])
+				d.dst.uncork() // may close a conn: onClose latches it
+			} else {
+				d.to.Write(buf[:n]) // may close a conn: onClose latches it
+			}
 		} else if err == nil {
 			err = tlsbridge.ErrWouldBlock // a side reads 0 when empty
 		}
@@ -161,6 +171,29 @@ func (s *session) pump(d *direction, force bool) {
 	if !force && d.dst.pending() >= s.srv.highWater {
 		s.stall(d.src)
 	}
+}
+
+// fill reads from r into buf until buf is full, r has nothing more now, or
+// r fails: crypto/tls returns one record per Read, so a pump that wrote per
+// Read would make a write (a syscall) per 16 KiB record. It returns what
+// it read and, with it, r's error (tlsbridge.ErrWouldBlock only when it
+// read nothing).
+func fill(r io.Reader, buf []byte) (int, error) {
+	n := 0
+	for n < len(buf) {
+		m, err := r.Read(buf[n:])
+		n += m
+		if errors.Is(err, tlsbridge.ErrWouldBlock) {
+			if n > 0 {
+				return n, nil
+			}
+			return 0, err
+		}
+		if err != nil || m == 0 {
+			return n, err
+		}
+	}
+	return n, nil
 }
 
 // upstreamReadEnded handles the end of the upstream's plaintext: io.EOF is

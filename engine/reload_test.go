@@ -237,6 +237,7 @@ func TestReloadStorm(t *testing.T) {
 	for i := range held {
 		held[i] = holdSession(t, tb.addr)
 	}
+	rss0, fds0 := selfRSS(t), countFDs(t)
 	var connects, failures atomic.Int64
 	var firstErr atomic.Value
 	stop := make(chan struct{})
@@ -273,7 +274,8 @@ func TestReloadStorm(t *testing.T) {
 	}
 	close(stop)
 	wg.Wait()
-	t.Logf("%d reloads, %d connects, %d failed", reloads, connects.Load(), failures.Load())
+	t.Logf("%d reloads, %d connects, %d failed; test process RSS %.1f -> %.1f MiB, descriptors %d -> %d",
+		reloads, connects.Load(), failures.Load(), float64(rss0)/(1<<20), float64(selfRSS(t))/(1<<20), fds0, countFDs(t))
 	if n := failures.Load(); n != 0 {
 		t.Errorf("%d of %d connects failed during reloads; first: %v", n, connects.Load(), firstErr.Load())
 	}

@@ -310,6 +310,7 @@ func (s *session) onUpstreamOpen(c gnet.Conn, r pool.DialResult) {
 		s.tc = r.TLS
 		s.tc.Detach(&s.up, &s.up)
 		s.cliToUp.to, s.upToCli.from = s.tc, s.tc
+		s.cliToUp.corked = true
 		s.tlsVersion, s.tlsCipher, s.tlsResumed = r.State.Version, r.State.CipherSuite, r.State.DidResume
 		s.e.m.Handshake(r.State.DidResume)
 	}

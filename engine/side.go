@@ -53,6 +53,10 @@ type side struct {
 	inOff int
 	// out holds output written while the socket was not attached.
 	out *bytebufferpool.ByteBuffer
+	// cork, while set (a pump encrypting into this socket), collects the
+	// TLS records written, so that they reach gnet, and the kernel, in one
+	// write instead of one per record. It points at the loop's buffer.
+	cork *[]byte
 }
 
 // Read implements tlsbridge.Source. It never blocks; 0 means empty.
@@ -90,6 +94,10 @@ func (sd *side) buffered() int {
 // session latches that close (see session.go) and this side is closed by
 // the time Write returns, so later writes are dropped.
 func (sd *side) Write(p []byte) (int, error) {
+	if sd.cork != nil {
+		*sd.cork = append(*sd.cork, p...)
+		return len(p), nil
+	}
 	if sd.state == sideAttached && sd.c != nil && (sd.out == nil || len(sd.out.B) == 0) {
 		sd.c.Write(p)
 		return len(p), nil
@@ -156,4 +164,18 @@ func (sd *side) release() {
 		bytebufferpool.Put(sd.out)
 		sd.out = nil
 	}
+}
+
+// corkOn starts collecting writes in buf (the loop's; empty).
+func (sd *side) corkOn(buf *[]byte) { sd.cork = buf }
+
+// uncork writes what was collected in one write and empties the buffer
+// (gnet copies what the socket does not take, so it may be reused).
+func (sd *side) uncork() {
+	buf := sd.cork
+	sd.cork = nil
+	if len(*buf) > 0 {
+		sd.Write(*buf)
+	}
+	*buf = (*buf)[:0]
 }
