@@ -276,7 +276,7 @@ func (s *session) startLinger() {
 	}
 	if !s.lingering {
 		s.lingering = true
-		s.lastUp = s.lp.wheel.now
+		s.lastUp = s.lp.nowTick()
 		s.lp.arm(&s.linger, s.lp.ticks(lingerTimeout))
 	}
 }
@@ -287,7 +287,7 @@ func (s *session) onLinger() {
 	if s.phase == phaseDone {
 		return
 	}
-	if left := s.lastUp + s.lp.ticks(lingerTimeout) - s.lp.wheel.now; left > 0 {
+	if left := s.lastUp + s.lp.ticks(lingerTimeout) - s.lp.nowTick(); left > 0 {
 		s.lp.arm(&s.linger, left)
 		return
 	}

@@ -65,9 +65,22 @@ func (e *Engine) newLoop(el gnet.EventLoop, idx int) *loop {
 	return lp
 }
 
-// arm arms a wheel timer d ticks ahead and tells the ticker about it when
-// it is near. Runs on the loop.
+// nowTick is the current time in wheel ticks. The wheel's own now lags
+// behind the clock by up to idleTick while the loop is idle (the ticker
+// slows down), so traffic is stamped and timers are armed from the clock
+// (or from the wheel, when something advanced it further, as tests do).
+// Runs on the loop.
+func (lp *loop) nowTick() int64 {
+	return max(int64(time.Since(lp.start)/tick), lp.wheel.now)
+}
+
+// arm arms a wheel timer d ticks from now (the clock's now, not the
+// wheel's, which may lag) and tells the ticker about it when it is near.
+// Runs on the loop.
 func (lp *loop) arm(t *timer, d int64) {
+	if lag := lp.nowTick() - lp.wheel.now; lag > 0 {
+		d += lag
+	}
 	lp.wheel.arm(t, d)
 	if time.Duration(d)*tick < idleTick {
 		at := lp.start.Add(time.Duration(t.deadline) * tick).UnixNano()

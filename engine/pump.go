@@ -64,7 +64,7 @@ func (s *session) onUpstreamTraffic(c gnet.Conn) {
 			s.pump(&s.upToCli, false)
 		}
 	case phaseClosing:
-		s.lastUp = s.lp.wheel.now
+		s.lastUp = s.lp.nowTick()
 		if s.cli.state == sideClosed && s.tc == nil {
 			c.Discard(-1) // the client is gone; nothing to deliver to
 		} else {

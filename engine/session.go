@@ -212,7 +212,7 @@ func (e *Engine) openSession(c gnet.Conn, lp *loop, srv *server) *session {
 	s.idle.fire = s.onIdle
 	s.rate.fire = s.onRate
 	s.linger.fire = s.onLinger
-	s.lastActive = lp.wheel.now
+	s.lastActive = lp.nowTick()
 	c.SetContext(s)
 
 	srv.group.InitSelection(&s.sel, srv.hashKey(s.remote, s.local), srv.tries, s.start)
@@ -550,7 +550,7 @@ func (s *session) finish(reason string) {
 }
 
 // touch records traffic for proxy_timeout.
-func (s *session) touch() { s.lastActive = s.lp.wheel.now }
+func (s *session) touch() { s.lastActive = s.lp.nowTick() }
 
 // onIdle fires when proxy_timeout may have passed without traffic. Runs
 // on the loop (a wheel timer).
@@ -559,7 +559,7 @@ func (s *session) onIdle() {
 		return // finish disarms the timer; this is only a safeguard
 	}
 	idle := s.lp.ticks(s.srv.idleTimeout)
-	if left := s.lastActive + idle - s.lp.wheel.now; left > 0 {
+	if left := s.lastActive + idle - s.lp.nowTick(); left > 0 {
 		s.lp.arm(&s.idle, left)
 		return
 	}
