@@ -84,6 +84,8 @@ type upstreamFault struct {
 	log string
 	// within bounds how long after the fault the client's session ends.
 	within time.Duration
+	// class, if set, is the access log's $upstream_ssl_error.
+	class string
 }
 
 // connectTimeout is the proxy_connect_timeout of the fault tests: the
@@ -93,22 +95,22 @@ const connectTimeout = 500 * time.Millisecond
 func upstreamFaults() []upstreamFault {
 	return []upstreamFault{
 		{"random-reply", faultnet.Config{Fault: faultnet.RandomReply}, true,
-			"first record does not look like a TLS handshake", time.Second},
+			"first record does not look like a TLS handshake", time.Second, "handshake"},
 		{"reset-in-handshake", faultnet.Config{Fault: faultnet.ResetInHandshake}, true,
-			"connection reset by peer", time.Second},
+			"connection reset by peer", time.Second, "closed"},
 		{"stall-after-serverhello", faultnet.Config{Fault: faultnet.StallAfterServerHello}, true,
-			"TLS handshake timed out", connectTimeout + time.Second},
+			"TLS handshake timed out after 500ms (timeout) while SSL handshaking to upstream", connectTimeout + time.Second, "timeout"},
 		{"reset-mid-stream", faultnet.Config{Fault: faultnet.ResetMidStream, Echo: 5}, false,
-			"upstream closed", time.Second},
+			"upstream closed", time.Second, ""},
 		{"close-notify-then-data", faultnet.Config{Fault: faultnet.CloseNotifyThenData, Echo: 5,
 			Raw: []byte("bytes after close_notify")}, false,
-			"upstream closed", time.Second},
+			"upstream closed", time.Second, ""},
 		{"oversized-record", faultnet.Config{Fault: faultnet.RawAfterHandshake, Echo: 5,
 			Raw: faultnet.RecordHeader(23, 20000)}, false,
-			"oversized record received with length 20000", time.Second},
+			"oversized record received with length 20000", time.Second, ""},
 		{"bad-record-mac", faultnet.Config{Fault: faultnet.RawAfterHandshake, Echo: 5,
 			Raw: faultnet.Record(23, bytes.Repeat([]byte{0x5a}, 64))}, false,
-			"bad record MAC", time.Second},
+			"bad record MAC", time.Second, ""},
 	}
 }
 
@@ -171,6 +173,16 @@ func TestFaultUpstreamAlone(t *testing.T) {
 				t.Errorf("access log %q, want status %s", line, status)
 			}
 			t.Logf("access log: %s", line)
+			if f.class != "" && !strings.Contains(line, `" "`+f.class+`" `) {
+				t.Errorf("access log %q, want $upstream_ssl_error %q", line, f.class)
+			}
+			if testing.Verbose() {
+				for _, l := range strings.Split(tb.logText(), "\n") {
+					if i := strings.Index(l, "["); i >= 0 && (strings.Contains(l, "[error]") || strings.Contains(l, "upstream closed")) {
+						t.Logf("logged: %s", l[i:])
+					}
+				}
+			}
 			if u.Struck() != 1 {
 				t.Errorf("the fault struck %d times, want 1", u.Struck())
 			}

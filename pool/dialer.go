@@ -403,7 +403,7 @@ func (d *Dialer) attemptOnce(j *DialJob, p *Peer, tlsFor func(*Peer) (*tls.Confi
 		p.ObserveHandshakeFailure(tlsbridge.Classify(err))
 		tc.Close()
 		if isTimeout(err) {
-			err = fmt.Errorf("%w after %v", ErrHandshakeTimeout, timeout)
+			err = &handshakeTimeoutError{after: timeout, err: err}
 		} else {
 			err = fmt.Errorf("TLS handshake failed: %w", err)
 		}
@@ -454,6 +454,21 @@ func dialerFor(o *SocketOptions) *net.Dialer {
 	}
 	return d
 }
+
+// handshakeTimeoutError is an attempt's error when the handshake did not
+// finish within proxy_connect_timeout. It reads "TLS handshake timed out
+// after 500ms" and matches both ErrHandshakeTimeout and the deadline error
+// underneath, so that tlsbridge.Classify names it a timeout.
+type handshakeTimeoutError struct {
+	after time.Duration
+	err   error
+}
+
+func (e *handshakeTimeoutError) Error() string {
+	return fmt.Sprintf("%v after %v", ErrHandshakeTimeout, e.after)
+}
+
+func (e *handshakeTimeoutError) Unwrap() []error { return []error{ErrHandshakeTimeout, e.err} }
 
 // noSocketError is an attempt's error when socket() failed for want of a
 // local resource. It reads as NGINX's line ("socket() failed (24: Too many
