@@ -260,6 +260,13 @@ func (s *session) poll() (again bool) {
 // each upstream read.
 const lingerTimeout = 5 * time.Second
 
+// lingerSlack is how much more than the client sent a lingering session
+// reads and drops before it stops waiting: an echo of what the client
+// sent is waited for, an upstream that streams on to a client that left
+// is not (NGINX closes at once; reading a long stream only to drop it
+// would cost its decryption).
+const lingerSlack = 256 << 10
+
 // mustLinger reports whether the session should wait for the upstream to
 // end before it finishes (see lingerTimeout).
 func (s *session) mustLinger() bool {

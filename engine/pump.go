@@ -140,7 +140,14 @@ func (s *session) pump(d *direction, force bool) {
 			// The destination is gone (a session lingering after its
 			// client ended): the bytes were read for the records they
 			// came in (a ticket, close_notify) and are dropped, not
-			// counted.
+			// counted. An upstream that goes on streaming to a client
+			// that left is not waited for (see lingerSlack).
+			s.dropped += int64(n)
+			if s.dropped > s.toUp+lingerSlack {
+				s.lingered = true
+				s.finish(s.reason)
+				return
+			}
 		} else if n > 0 {
 			if *d.moved == 0 && d.first != nil {
 				*d.first = time.Now()

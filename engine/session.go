@@ -137,6 +137,7 @@ type session struct {
 	// shut down (FIN after the last byte).
 	lingering, lingered, upShut bool
 	lastUp                      int64 // loop tick of the last upstream traffic
+	dropped                     int64 // upstream bytes read for a client that is gone
 	// peerFailed: the upstream refused the session after its handshake
 	// (an alert before any data); its connection was ended as failed.
 	peerFailed bool

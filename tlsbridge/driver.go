@@ -114,6 +114,11 @@ func (c *Conn) Detach(src Source, dst Sink) {
 func (c *Conn) Read(p []byte) (int, error) {
 	n, err := c.tc.Read(p)
 	if err != nil {
+		if _, ok := err.(wouldBlock); ok {
+			// The common case, without errors.As's reflection: crypto/tls
+			// returns the adapter's temporary error as it is.
+			return n, ErrWouldBlock
+		}
 		var ne net.Error
 		//lint:ignore SA1019 Temporary is exactly what crypto/tls checks to keep a read error retryable.
 		if errors.As(err, &ne) && ne.Temporary() {

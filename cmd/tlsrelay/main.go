@@ -18,6 +18,7 @@ import (
 	"path/filepath"
 	"runtime"
 	"runtime/debug"
+	"runtime/pprof"
 	"strconv"
 	"strings"
 	"syscall"
@@ -42,7 +43,35 @@ func main() {
 	if os.Getenv("GOGC") == "" {
 		debug.SetGCPercent(200)
 	}
-	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
+	// TLSRELAY_CPUPROFILE=FILE writes a CPU profile of the whole run (%p in
+	// FILE is the pid) (for
+	// docs/benchmarks.md's breakdowns; `go tool pprof bin/tlsrelay FILE`).
+	stop := startProfile(strings.ReplaceAll(os.Getenv("TLSRELAY_CPUPROFILE"), "%p", strconv.Itoa(os.Getpid())), os.Stderr)
+	code := run(os.Args[1:], os.Stdout, os.Stderr)
+	stop()
+	os.Exit(code)
+}
+
+// startProfile starts a CPU profile into path ("" for none) and returns
+// what stops it.
+func startProfile(path string, stderr io.Writer) func() {
+	if path == "" {
+		return func() {}
+	}
+	f, err := os.Create(path)
+	if err != nil {
+		fmt.Fprintf(stderr, "tlsrelay: [alert] TLSRELAY_CPUPROFILE: %v\n", err)
+		return func() {}
+	}
+	if err := pprof.StartCPUProfile(f); err != nil {
+		fmt.Fprintf(stderr, "tlsrelay: [alert] TLSRELAY_CPUPROFILE: %v\n", err)
+		f.Close()
+		return func() {}
+	}
+	return func() {
+		pprof.StopCPUProfile()
+		f.Close()
+	}
 }
 
 // options are the parsed command line.
