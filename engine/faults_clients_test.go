@@ -45,16 +45,16 @@ func pct(d []time.Duration, p float64) time.Duration {
 
 // checkLatency fails the test when a held session's echoes during a fault
 // are slower than before it beyond what CPU contention explains: the
-// median within 5× (+2 ms), and no echo stalled a second. The machine has
-// two cores that the proxy shares with the test's own peers, so single
-// echoes may wait for a core while hundreds of handshakes run; the p99 is
-// recorded, not bounded.
+// median within 10× (+5 ms), and no echo stalled for 2 s. The machine has
+// two cores that the proxy shares with the test's own peers (and, under
+// make test, with other packages' tests), so single echoes may wait for a
+// core while hundreds of handshakes run; the p99 is recorded, not bounded.
 func checkLatency(t *testing.T, base, during []time.Duration) {
 	t.Helper()
-	if limit := 5*pct(base, .5) + 2*time.Millisecond; pct(during, .5) > limit {
+	if limit := 10*pct(base, .5) + 5*time.Millisecond; pct(during, .5) > limit {
 		t.Errorf("held-session median echo %v during the fault, over %v", pct(during, .5), limit)
 	}
-	if m := pct(during, 1); m > time.Second {
+	if m := pct(during, 1); m > 2*time.Second {
 		t.Errorf("a held-session echo took %v during the fault", m)
 	}
 }
