@@ -47,6 +47,7 @@ fuzz:
 	$(GO) test ./engine -run '^$$' -fuzz FuzzCompileFormat -fuzztime $(FUZZTIME)
 	$(GO) test ./tlsbridge -run '^$$' -fuzz FuzzNameTemplate -fuzztime $(FUZZTIME)
 	$(GO) test ./tlsbridge -run '^$$' -fuzz FuzzPrivateKey -fuzztime $(FUZZTIME)
+	$(GO) test ./tlsbridge -run '^$$' -fuzz FuzzDriverUpstreamBytes -fuzztime $(FUZZTIME)
 
 # The peers that `make bench` compares against, and the programs the
 # differential tests call, from Debian's packages.

@@ -11,6 +11,9 @@ package engine
 import (
 	"context"
 	"crypto/tls"
+	"errors"
+	"fmt"
+	"syscall"
 
 	"github.com/panjf2000/gnet/v2"
 
@@ -81,6 +84,12 @@ func (s *session) dialDone(r pool.DialResult) {
 	}
 	if err != nil {
 		r.Raw.Close()
+		var errno syscall.Errno
+		if errors.As(err, &errno) {
+			err = textError{fmt.Sprintf("dup() failed (%d: %s) while adopting the upstream connection, upstream: \"%s\"", int(errno), strerror(errno), r.Peer), errno}
+		} else {
+			err = fmt.Errorf("adopting the upstream connection failed (%w), upstream: \"%s\"", err, r.Peer)
+		}
 		el.Execute(context.Background(), gnet.RunnableFunc(func(context.Context) error {
 			s.peer = r.Peer // on the loop
 			s.dialFailed(err)
@@ -88,3 +97,13 @@ func (s *session) dialDone(r pool.DialResult) {
 		}))
 	}
 }
+
+// textError is an error with NGINX's wording that still unwraps to its
+// cause (an errno, for outOfDescriptors).
+type textError struct {
+	text string
+	err  error
+}
+
+func (e textError) Error() string { return e.text }
+func (e textError) Unwrap() error { return e.err }

@@ -63,6 +63,13 @@ type Engine struct {
 	metricsEP   *metricsEndpoint
 	metricsAddr atomic.Value
 
+	// acceptPause is the time (UnixNano) before which the listeners do
+	// not accept: descriptors ran out.
+	acceptPause atomic.Int64
+	// fdBase and fdLimit are the descriptors open at boot and the soft
+	// RLIMIT_NOFILE (0: not known, no check); see fdsTight.
+	fdBase, fdLimit int64
+
 	// socks are the listening sockets by key; guarded by sockMu.
 	sockMu sync.Mutex
 	socks  map[string]*listenSock
@@ -304,6 +311,7 @@ func (e *Engine) bootLoops() {
 // startAccepting gives the reuseport copies their loops, starts every
 // accept goroutine and reports the engine ready.
 func (e *Engine) startAccepting() {
+	e.measureFDs()
 	e.sockMu.Lock()
 	for key, ls := range e.socks {
 		e.assignLoop(key, ls)

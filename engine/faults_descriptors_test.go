@@ -290,6 +290,12 @@ func TestFaultDialerNoSocket(t *testing.T) {
 		}
 		r.Raw.Close()
 	}
+	// The peers' accept goroutines count after the dials returned.
+	waitFor(t, "both peers to count their accept", 10*time.Second, func() bool {
+		mu.Lock()
+		defer mu.Unlock()
+		return accepted[0]+accepted[1] >= 2
+	})
 	mu.Lock()
 	defer mu.Unlock()
 	if accepted[0] != 1 || accepted[1] != 1 {

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"os"
 	"strconv"
 	"strings"
 	"sync"
@@ -80,6 +81,9 @@ type listenSock struct {
 	done      chan struct{}
 	closeOnce sync.Once
 	addr      net.Addr
+	// enrolling are the results of gnet enrollments not looked at yet;
+	// used by the accept goroutine only.
+	enrolling []<-chan gnet.RegisteredResult
 }
 
 // accepted is the gnet context of a client conn being enrolled.
@@ -314,6 +318,27 @@ func (ls *listenSock) serve() {
 	e := ls.e
 	var delay time.Duration
 	for {
+		// Descriptors ran out elsewhere (an upstream socket or a dup):
+		// let the sessions under way finish before taking more clients;
+		// meanwhile the next ones wait in the backlog.
+		if d := time.Duration(e.acceptPause.Load() - time.Now().UnixNano()); d > 0 {
+			select {
+			case <-ls.done:
+				return
+			case <-time.After(d):
+			}
+		}
+		// Near RLIMIT_NOFILE, wait for sessions to end rather than
+		// accept a client that would then fail for want of a descriptor
+		// (its dup, its upstream socket): the next clients wait in the
+		// backlog, as NGINX's do when accept4() fails.
+		for e.fdsTight() {
+			select {
+			case <-ls.done:
+				return
+			case <-time.After(10 * time.Millisecond):
+			}
+		}
 		c, err := ls.ln.AcceptTCP()
 		if err != nil {
 			if errors.Is(err, net.ErrClosed) {
@@ -348,7 +373,49 @@ func (ls *listenSock) serve() {
 		}
 		delay = 0
 		e.hand(c, ls)
+		if ls.enrollFailed() {
+			e.pauseAccepting()
+		}
 	}
+}
+
+// fdReserve is the descriptors a new client may need at once: its socket
+// and gnet's dup of it, the upstream socket and its dup, and slack for
+// what else is opening (dials in flight, a reload).
+const fdReserve = 16
+
+// measureFDs records the descriptors open before any client (listeners,
+// logs, pollers) and the soft RLIMIT_NOFILE, for fdsTight. Runs once, on
+// the boot goroutine, before the listeners accept.
+func (e *Engine) measureFDs() {
+	var lim unix.Rlimit
+	if err := unix.Getrlimit(unix.RLIMIT_NOFILE, &lim); err != nil || lim.Cur > 1<<30 {
+		return
+	}
+	ents, err := os.ReadDir("/proc/self/fd")
+	if err != nil {
+		return
+	}
+	e.fdBase, e.fdLimit = int64(len(ents)), int64(lim.Cur)
+}
+
+// fdsTight reports whether one more client would bring the process near
+// its descriptor limit: each open session holds two (client, upstream).
+// Safe from any goroutine.
+func (e *Engine) fdsTight() bool {
+	return e.fdLimit > 0 && e.fdBase+2*e.m.Active()+fdReserve > e.fdLimit
+}
+
+// pauseAccepting stops every listener from accepting for acceptRetry,
+// after descriptors ran out. Safe from any goroutine.
+func (e *Engine) pauseAccepting() {
+	e.acceptPause.Store(time.Now().Add(acceptRetry).UnixNano())
+}
+
+// outOfDescriptors reports whether err says the process ran out of
+// descriptors.
+func outOfDescriptors(err error) bool {
+	return errors.Is(err, unix.EMFILE) || errors.Is(err, unix.ENFILE)
 }
 
 // hand enrolls an accepted client into a loop. Runs on an accept
@@ -359,11 +426,67 @@ func (e *Engine) hand(c *net.TCPConn, ls *listenSock) {
 		lp = e.loops[int(e.nextLoop.Add(1)-1)%len(e.loops)]
 	}
 	ctx := gnet.NewContext(context.Background(), &accepted{b: ls.bind.Load(), lp: lp})
-	if _, err := lp.el.Enroll(ctx, c); err != nil {
+	ch, err := lp.el.Enroll(ctx, c)
+	if err != nil {
 		// The engine is stopping.
 		c.Close()
+		return
 	}
+	ls.enrolling = append(ls.enrolling, ch)
 }
+
+// enrollFailed looks at the enrollments handed to gnet since the last
+// look, without waiting for any: gnet duplicates each accepted socket, and
+// the dup fails when descriptors run out. Such a client is lost (it was
+// accepted); it is logged and counted, and the caller pauses accepting as
+// for EMFILE at accept, so that the next clients wait in the backlog as
+// NGINX's do rather than being accepted and dropped. When many are
+// outstanding it waits for the oldest, which bounds the list. Runs on the
+// accept goroutine.
+func (ls *listenSock) enrollFailed() bool {
+	e := ls.e
+	out := ls.enrolling[:0]
+	failed := false
+	for i, ch := range ls.enrolling {
+		var res gnet.RegisteredResult
+		var done bool
+		if i == 0 && len(ls.enrolling) >= maxEnrolling {
+			select {
+			case res, done = <-ch:
+				done = true
+			case <-ls.done:
+				return false
+			}
+		} else {
+			select {
+			case res, done = <-ch:
+				done = true
+			default:
+			}
+		}
+		if !done {
+			out = append(out, ch)
+			continue
+		}
+		if res.Err == nil {
+			continue
+		}
+		var errno syscall.Errno
+		if errors.As(res.Err, &errno) && (errno == unix.EMFILE || errno == unix.ENFILE) {
+			failed = true
+			e.m.AcceptFailed()
+			e.log.Logf(LevelCrit, 0, "dup() failed (%d: %s) while accepting a client: the client was closed", int(errno), strerror(errno))
+		} else if !errors.Is(res.Err, net.ErrClosed) {
+			e.log.Logf(LevelAlert, 0, "adopting an accepted client failed: %v", res.Err)
+		}
+	}
+	clear(ls.enrolling[len(out):])
+	ls.enrolling = out
+	return failed
+}
+
+// maxEnrolling bounds the enrollments an accept goroutine keeps track of.
+const maxEnrolling = 64
 
 // start begins accepting on the socket. Safe from any goroutine, once.
 func (ls *listenSock) start() { go ls.serve() }

@@ -278,6 +278,12 @@ func (s *session) dialFailed(err error) {
 	}
 	if !errors.Is(err, context.Canceled) {
 		s.status = 502
+		if errors.Is(err, pool.ErrNoSocket) {
+			s.status = 500 // NGINX: socket() failed is an internal error
+		}
+		if outOfDescriptors(err) {
+			s.e.pauseAccepting()
+		}
 		// The last attempt's error was logged with its attempt; what is
 		// left to say is that none worked (or that none could be tried).
 		if n := len(s.job.Attempts); n > 0 && s.job.Attempts[n-1].Err == err {

@@ -383,8 +383,8 @@ func TestFaultDescriptorFlood(t *testing.T) {
 			if name == "nginx" {
 				return // the record only
 			}
-			if r.acceptLogs == 0 {
-				t.Errorf("no accept4() failed (24: Too many open files) in the log:\n%s", p.log())
+			if r.acceptLogs+r.upstreamLogs == 0 && r.failed > 0 {
+				t.Errorf("clients failed, and no Too many open files in the log:\n%s", p.log())
 			}
 			if r.recovery > 2*time.Second {
 				t.Errorf("a new client was served %v after the flood left, want within the 500 ms pause and a dial", r.recovery)
