@@ -14,6 +14,7 @@ package engine
 
 import (
 	"context"
+	"crypto/tls"
 	"net"
 	"os"
 	"time"
@@ -270,7 +271,25 @@ const lingerSlack = 256 << 10
 // mustLinger reports whether the session should wait for the upstream to
 // end before it finishes (see lingerTimeout).
 func (s *session) mustLinger() bool {
-	return s.cliEOF && !s.upEOF && !s.lingered && !s.held && s.up.state == sideAttached
+	return s.cliEOF && !s.upEOF && !s.lingered && !s.held && s.up.state == sideAttached && s.lingerUseful()
+}
+
+// closeNotifyMax is the size of the largest close_notify record crypto/tls
+// writes (TLS 1.2 AES-GCM: header, explicit nonce, alert, tag).
+const closeNotifyMax = 5 + 8 + 2 + 16
+
+// lingerUseful reports whether waiting for the upstream can still save
+// something: a TLS 1.3 ticket (nothing came from the upstream yet, and
+// servers send their tickets before any data), or bytes the upstream has
+// not acknowledged (more than a close_notify in the socket's send queue:
+// a close now would reset the connection and drop them). Otherwise the
+// session ends at once, as NGINX's does. Runs on the loop.
+func (s *session) lingerUseful() bool {
+	if s.tc != nil && s.tlsVersion == tls.VersionTLS13 && s.fromUp == 0 && s.srv.conf.Proxy.SSL.SessionReuse {
+		return true
+	}
+	outq, err := unix.IoctlGetInt(s.up.c.Fd(), unix.SIOCOUTQ)
+	return err != nil || outq > closeNotifyMax
 }
 
 // startLinger shuts the upstream's write side (a FIN after the last
