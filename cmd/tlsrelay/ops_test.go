@@ -51,6 +51,7 @@ func TestListenKeys(t *testing.T) {
 		{Listen: []conf.Listen{{Network: "tcp", Addr: "127.0.0.1:80"}, {Network: "tcp", Addr: "0.0.0.0:443", ReusePort: true}}},
 		{Listen: []conf.Listen{{Network: "tcp", Addr: "[::1]:8443"}}},
 	}}}
+	cfg.Main.MetricsListen = "127.0.0.1:9100"
 	live := listenKeys(cfg)
 	tests := []struct {
 		key  string
@@ -63,6 +64,7 @@ func TestListenKeys(t *testing.T) {
 		{"tcp [::1]:8443", true},
 		{"tcp 127.0.0.1:81", false},
 		{"unix 127.0.0.1:80", false},
+		{"tcp 127.0.0.1:9100", true}, // metrics_listen: pruning it killed /metrics at the first reload
 	}
 	for _, tt := range tests {
 		if got := live(tt.key); got != tt.want {

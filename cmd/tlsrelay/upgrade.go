@@ -135,6 +135,10 @@ func (h *handover) stop() {
 func listenKeys(cfg *conf.Config) func(key string) bool {
 	type entry struct{ reuse bool }
 	m := map[string]entry{}
+	if cfg.Main.MetricsListen != "" {
+		// The engine binds metrics_listen through the same hand-over.
+		m["tcp "+cfg.Main.MetricsListen] = entry{}
+	}
 	if cfg.Stream != nil {
 		for _, s := range cfg.Stream.Servers {
 			for _, l := range s.Listen {
