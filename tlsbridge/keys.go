@@ -22,6 +22,8 @@ import (
 	"hash"
 	"os"
 	"strings"
+
+	"github.com/tlsrelay/tlsrelay/internal/pemhint"
 )
 
 // readFunc reads a whole file; the loaders take one so that Reload can
@@ -100,7 +102,7 @@ func loadPrivateKeyWith(readKey, readPassword readFunc, keyFile, passwordFile st
 	for {
 		block, data = pem.Decode(data)
 		if block == nil {
-			return nil, wrap(errors.New("no PEM private key found" + derHint(all, keyFile, pemKey)))
+			return nil, wrap(errors.New("no PEM private key found" + pemhint.DER(all, keyFile, pemhint.Key)))
 		}
 		if strings.HasSuffix(block.Type, "PRIVATE KEY") {
 			break

@@ -11,6 +11,8 @@ import (
 	"net"
 	"sync"
 	"time"
+
+	"github.com/tlsrelay/tlsrelay/internal/pemhint"
 )
 
 // trustStore is the loaded proxy_ssl_trusted_certificate and proxy_ssl_crl
@@ -105,7 +107,7 @@ func readCertificatesWith(read readFunc, path string) ([]*x509.Certificate, erro
 		certs = append(certs, c)
 	}
 	if len(certs) == 0 {
-		return nil, errors.New("no PEM certificate found" + derHint(all, path, pemCertificate))
+		return nil, errors.New("no PEM certificate found" + pemhint.DER(all, path, pemhint.Certificate))
 	}
 	return certs, nil
 }
@@ -134,7 +136,7 @@ func readCRLsWith(read readFunc, path string) ([]*x509.RevocationList, error) {
 		out = append(out, l)
 	}
 	if len(out) == 0 {
-		return nil, errors.New("no PEM X509 CRL found" + derHint(all, path, pemCRL))
+		return nil, errors.New("no PEM X509 CRL found" + pemhint.DER(all, path, pemhint.CRL))
 	}
 	return out, nil
 }

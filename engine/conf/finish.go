@@ -10,6 +10,8 @@ import (
 	"os"
 	"sort"
 	"strings"
+
+	"github.com/tlsrelay/tlsrelay/internal/pemhint"
 )
 
 // finish runs the checks NGINX makes once the whole configuration is read:
@@ -277,11 +279,11 @@ func readCertificates(path, typ string) ([]byte, error) {
 		}
 	}
 	if n == 0 {
-		kind := pemCertificate
+		kind := pemhint.Certificate
 		if typ == "X509 CRL" {
-			kind = pemCRL
+			kind = pemhint.CRL
 		}
-		return nil, fmt.Errorf("%w (want %q blocks)%s", errNoPEM, typ, derHint(data, path, kind))
+		return nil, fmt.Errorf("%w (want %q blocks)%s", errNoPEM, typ, pemhint.DER(data, path, kind))
 	}
 	return data, nil
 }
@@ -311,7 +313,7 @@ func checkKey(s *SSL, certPEM []byte) error {
 		}
 	}
 	if key == nil {
-		return fmt.Errorf("%w (want a PRIVATE KEY block)%s", errNoPEM, derHint(data, s.CertificateKey, pemKey))
+		return fmt.Errorf("%w (want a PRIVATE KEY block)%s", errNoPEM, pemhint.DER(data, s.CertificateKey, pemhint.Key))
 	}
 	if key.Type == "ENCRYPTED PRIVATE KEY" || key.Headers["Proc-Type"] == "4,ENCRYPTED" {
 		if s.PasswordFile == "" {

@@ -1,4 +1,8 @@
-package tlsbridge
+// Package pemhint says when a file given to a PEM option holds DER
+// instead, and how to convert it. engine/conf (at -t) and tlsbridge (at
+// load and rotation) both report it; neither may import the other, so the
+// check lives here, importing only the standard library.
+package pemhint
 
 import (
 	"crypto/x509"
@@ -6,34 +10,35 @@ import (
 	"strings"
 )
 
-// pemKind is what a PEM option's file should hold, for derHint.
-type pemKind int
+// Kind is what a PEM option's file should hold.
+type Kind int
 
+// The kinds of PEM files.
 const (
-	pemCertificate pemKind = iota // proxy_ssl_certificate, proxy_ssl_trusted_certificate
-	pemKey                        // proxy_ssl_certificate_key
-	pemCRL                        // proxy_ssl_crl
+	Certificate Kind = iota // proxy_ssl_certificate, proxy_ssl_trusted_certificate
+	Key                     // proxy_ssl_certificate_key
+	CRL                     // proxy_ssl_crl
 )
 
-// derHint returns what to add to a "no PEM ... found" error when data,
+// DER returns what to add to a "no PEM ... found" error when data,
 // the whole file at path, looks like DER instead: a DER SEQUENCE starts
 // with byte 0x30. It says whether the bytes parse as the wanted DER object
 // and gives the openssl command that converts the file. "" when data does
 // not start with 0x30.
-func derHint(data []byte, path string, kind pemKind) string {
+func DER(data []byte, path string, kind Kind) string {
 	if len(data) == 0 || data[0] != 0x30 {
 		return ""
 	}
 	var what, tool string
 	var err error
 	switch kind {
-	case pemCertificate:
+	case Certificate:
 		what, tool = "certificate", "x509"
 		_, err = x509.ParseCertificate(data)
-	case pemKey:
+	case Key:
 		what, tool = "private key", "pkey"
 		err = parseDERKey(data)
-	case pemCRL:
+	case CRL:
 		what, tool = "CRL", "crl"
 		_, err = x509.ParseRevocationList(data)
 	}
