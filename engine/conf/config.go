@@ -1,6 +1,7 @@
 package conf
 
 import (
+	"net/netip"
 	"strings"
 	"time"
 )
@@ -179,6 +180,21 @@ type Server struct {
 	// ErrorLogs are the effective error logs (the server's, else the
 	// stream level's, else the main context's).
 	ErrorLogs []ErrorLog
+	// Access are the effective allow/deny rules in order: the server's,
+	// else the stream level's (as NGINX's access module inherits them).
+	// Empty: every client is allowed.
+	Access []AccessRule
+}
+
+// AccessRule is one allow or deny directive.
+type AccessRule struct {
+	Pos Pos
+	// Deny is set for deny, clear for allow.
+	Deny bool
+	// All matches every client; Unix clients of unix-domain listeners;
+	// otherwise Prefix (an address is a /32 or /128 prefix).
+	All, Unix bool
+	Prefix    netip.Prefix
 }
 
 // Listen is one listen directive.

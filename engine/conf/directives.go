@@ -149,6 +149,8 @@ func specsFor(name string) []spec {
 		return one(ctxStream, 1, 1, (*parser).ignoredNumber)
 	case "server_names_hash_max_size", "server_names_hash_bucket_size":
 		return one(ctxStream, 1, 1, (*parser).ignoredNumber)
+	case "allow", "deny":
+		return []spec{{ctx: ss, min: 1, max: 1, fn: (*parser).accessRule}}
 	case "access_log":
 		return []spec{{ctx: ss, min: 1, max: any1, multi: true, merge: mergeAccessLog,
 			reset: func(m *mergeable) { m.AccessLogs = nil }}}
@@ -390,7 +392,7 @@ func isUnsupported(name string) bool {
 		return true
 	}
 	switch name {
-	case "allow", "deny", "geo", "map", "map_hash_max_size", "map_hash_bucket_size",
+	case "geo", "map", "map_hash_max_size", "map_hash_bucket_size",
 		"split_clients", "return", "set", "pass", "set_real_ip_from", "server_name",
 		"match", "state", "keyval", "keyval_zone", "proxy_session_drop",
 		"proxy_bind_dynamic", "open_log_file_cache", "status_zone", "sticky", "ntlm",

@@ -48,6 +48,10 @@ func (p *parser) finish() error {
 				srv.AccessLogs = nil
 			}
 		}
+		srv.Access = ss.lvl.access
+		if len(srv.Access) == 0 {
+			srv.Access = p.streamLvl.access
+		}
 		srv.ErrorLogs = eff.ErrorLogs
 		if len(srv.ErrorLogs) == 0 {
 			srv.ErrorLogs = append([]ErrorLog(nil), m.ErrorLog...)

@@ -128,6 +128,21 @@ func (c *Config) Format() string {
 			w(2, "listen", listenArgs(l)...)
 		}
 		w(2, "proxy_pass", srv.ProxyPass)
+		for _, r := range srv.Access {
+			name, arg := "allow", r.Prefix.String()
+			if r.Deny {
+				name = "deny"
+			}
+			switch {
+			case r.All:
+				arg = "all"
+			case r.Unix:
+				arg = "unix:"
+			case r.Prefix.IsSingleIP():
+				arg = r.Prefix.Addr().String()
+			}
+			w(2, name, arg)
+		}
 		formatCore(w, &srv.Core)
 		for _, l := range srv.ErrorLogs {
 			w(2, "error_log", l.Path, l.Level)

@@ -108,6 +108,9 @@ const (
 type level struct {
 	m   mergeable
 	set map[string][]*directive
+	// access are the level's allow and deny rules in order (one list for
+	// both directives, which a per-directive merge would not keep).
+	access []AccessRule
 }
 
 func newLevel() *level {

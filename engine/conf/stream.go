@@ -2,6 +2,7 @@ package conf
 
 import (
 	"net"
+	"net/netip"
 	"strconv"
 	"strings"
 )
@@ -33,6 +34,37 @@ func (p *parser) serverBlock(d *directive, _ ctx) error {
 	}
 	p.servers = append(p.servers, st)
 	p.cfg.Stream.Servers = append(p.cfg.Stream.Servers, st.srv)
+	return nil
+}
+
+// accessRule parses `allow|deny address | CIDR | unix: | all`
+// (ngx_stream_access_module): the rules of a level are kept in order, and
+// a server with none inherits the stream level's.
+func (p *parser) accessRule(d *directive, c ctx) error {
+	r := AccessRule{Pos: d.pos, Deny: d.name == "deny"}
+	switch v := d.args[0]; {
+	case v == "all":
+		r.All = true
+	case v == "unix:":
+		r.Unix = true
+	case strings.Contains(v, "/"):
+		pfx, err := netip.ParsePrefix(v)
+		if err != nil {
+			return Errorf(d.pos, "invalid parameter %q", v)
+		}
+		r.Prefix = pfx.Masked()
+	default:
+		a, err := netip.ParseAddr(v)
+		if err != nil {
+			return Errorf(d.pos, "invalid parameter %q", v)
+		}
+		r.Prefix = netip.PrefixFrom(a.Unmap(), a.Unmap().BitLen())
+	}
+	lvl := p.streamLvl
+	if c == ctxServer {
+		lvl = p.server.lvl
+	}
+	lvl.access = append(lvl.access, r)
 	return nil
 }
 

@@ -18,6 +18,7 @@ const (
 	ReasonDialQueueFull                     // the dialer's queue was full
 	ReasonResumeFailed                      // a paused socket could not be resumed
 	ReasonShutdown                          // the engine stopped (worker_shutdown_timeout, stop)
+	ReasonForbidden                         // an allow/deny rule refused the client
 	ReasonOther                             // anything else
 )
 
@@ -26,7 +27,7 @@ const Reasons = int(ReasonOther) + 1
 
 // String returns the label value: "client_closed", "upstream_closed",
 // "idle_timeout", "upstream_unreachable", "dial_queue_full",
-// "resume_failed", "shutdown" or "other".
+// "resume_failed", "shutdown", "forbidden" or "other".
 func (r Reason) String() string {
 	switch r {
 	case ReasonClientClosed:
@@ -43,6 +44,8 @@ func (r Reason) String() string {
 		return "resume_failed"
 	case ReasonShutdown:
 		return "shutdown"
+	case ReasonForbidden:
+		return "forbidden"
 	}
 	return "other"
 }
@@ -69,6 +72,8 @@ func ReasonOf(text string) Reason {
 		return ReasonResumeFailed
 	case "shutdown":
 		return ReasonShutdown
+	case "access forbidden":
+		return ReasonForbidden
 	}
 	return ReasonOther
 }

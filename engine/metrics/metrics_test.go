@@ -567,6 +567,7 @@ func TestReasons(t *testing.T) {
 		{"dial queue full", metrics.ReasonDialQueueFull, "dial_queue_full"},
 		{"resume failed", metrics.ReasonResumeFailed, "resume_failed"},
 		{"shutdown", metrics.ReasonShutdown, "shutdown"},
+		{"access forbidden", metrics.ReasonForbidden, "forbidden"},
 		{"something new", metrics.ReasonOther, "other"},
 		{"", metrics.ReasonOther, "other"},
 	}
