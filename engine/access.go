@@ -3,8 +3,12 @@ package engine
 import (
 	"net"
 	"net/netip"
+	"strings"
+	"sync"
 
 	"github.com/panjf2000/gnet/v2"
+
+	"github.com/tlsrelay/tlsrelay/engine/conf"
 )
 
 // allowed applies the server's allow and deny rules to a client, as
@@ -40,4 +44,102 @@ func (e *Engine) forbid(c gnet.Conn, lp *loop, srv *server) {
 	s.status = 403
 	e.log.Logf(LevelError, s.id, "access forbidden by rule, client: %s, server: %s", hostOf(s.remote), srv.name)
 	s.finish("access forbidden")
+}
+
+// admit opens a session for an accepted client, or ends it at once when
+// an allow/deny rule refuses it (403) or a limit_conn zone is full
+// (limit_conn_status, 503 by default), before any upstream work. Runs on
+// the client's loop.
+func (e *Engine) admit(c gnet.Conn, lp *loop, srv *server) {
+	if !srv.allowed(c.RemoteAddr()) {
+		e.forbid(c, lp, srv)
+		return
+	}
+	if len(srv.conf.LimitConn) == 0 {
+		e.newSession(c, lp, srv)
+		return
+	}
+	s := e.openSession(c, lp, srv)
+	if zone := s.limitConns(); zone != "" {
+		s.status = srv.conf.Core.LimitConnStatus
+		e.log.Logf(limitLevel(srv.conf.Core.LimitConnLogLevel), s.id, "limiting connections by zone %q, client: %s, server: %s", zone, hostOf(s.remote), srv.name)
+		s.finish("limit_conn")
+		return
+	}
+	e.submit(s)
+}
+
+// connZone is a limit_conn_zone: the sessions open per key. Its lock is
+// taken on the accept path and at a session's end, never while relaying.
+// A reload keeps a zone whose name and key did not change, so the
+// sessions it counts stay counted.
+type connZone struct {
+	name string
+	key  *hashTemplate
+	text string // the key as written
+	mu   sync.Mutex
+	open map[string]int
+}
+
+func newConnZone(z *conf.LimitConnZone) *connZone {
+	// $binary_remote_addr and $remote_addr tell the same clients apart.
+	key := strings.ReplaceAll(z.Key, "$binary_remote_addr", "$remote_addr")
+	return &connZone{name: z.Name, key: compileHashKey(key), text: z.Key, open: map[string]int{}}
+}
+
+// limitHold is one count a session holds in a zone.
+type limitHold struct {
+	zone *connZone
+	key  string
+}
+
+// limitConns applies the server's limit_conn directives to a new session:
+// it takes one count per zone, or, when a zone is full, gives back what
+// it took and returns the zone's name (with dry_run, logs and goes on).
+// Runs on the client's loop.
+func (s *session) limitConns() (full string) {
+	srv := s.srv
+	for i, l := range srv.conf.LimitConn {
+		z := srv.limits[i]
+		key := z.key.eval(s.remote, s.local)
+		if key == "" {
+			continue // NGINX does not count an empty key
+		}
+		z.mu.Lock()
+		over := z.open[key] >= l.Number
+		if !over {
+			z.open[key]++
+		}
+		z.mu.Unlock()
+		if over {
+			if srv.conf.Core.LimitConnDryRun {
+				s.e.log.Logf(limitLevel(srv.conf.Core.LimitConnLogLevel), s.id, "limiting connections, dry run, by zone %q, client: %s, server: %s", z.name, hostOf(s.remote), srv.name)
+				continue
+			}
+			s.releaseLimits()
+			return z.name
+		}
+		s.limits = append(s.limits, limitHold{zone: z, key: key})
+	}
+	return ""
+}
+
+// releaseLimits gives back the session's counts. Runs on the loop.
+func (s *session) releaseLimits() {
+	for _, h := range s.limits {
+		h.zone.mu.Lock()
+		if h.zone.open[h.key]--; h.zone.open[h.key] <= 0 {
+			delete(h.zone.open, h.key)
+		}
+		h.zone.mu.Unlock()
+	}
+	s.limits = nil
+}
+
+// limitLevel maps limit_conn_log_level to the error log's level.
+func limitLevel(name string) Level {
+	if lv, ok := ParseLevel(name); ok {
+		return lv
+	}
+	return LevelError
 }

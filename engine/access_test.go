@@ -59,3 +59,47 @@ func TestAccessRulesEngine(t *testing.T) {
 		t.Errorf("sessions ended as forbidden: %d", n)
 	}
 }
+
+// TestLimitConnEngine: limit_conn 2 per client address: two sessions are
+// held, the third is closed at once with limit_conn_status and logged;
+// once one of the two ends, a new one gets through.
+func TestLimitConnEngine(t *testing.T) {
+	set, _, dir := newPKI(t, pki.ECDSAP256, 1)
+	ups := startUpstreams(t, set, 1, backend.Echo, nil)
+	logPath := filepath.Join(dir, "access.log")
+	text := strings.Replace(guideConf(ups, "access_log "+logPath+" st; limit_conn addr 2;"), "stream {",
+		"stream {\nlog_format st '$status';\nlimit_conn_zone $binary_remote_addr zone=addr:1m;", 1)
+	tb := startEngine(t, dir, text)
+	a, b := holdSession(t, tb.addr), holdSession(t, tb.addr)
+	c, err := net.DialTimeout("tcp", tb.addr, 5*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.SetDeadline(time.Now().Add(10 * time.Second))
+	c.Write([]byte("x"))
+	if n, _ := io.Copy(io.Discard, c); n != 0 {
+		t.Errorf("the third session got %d bytes", n)
+	}
+	c.Close()
+	if !strings.Contains(tb.logText(), `limiting connections by zone "addr", client: 127.0.0.1`) {
+		t.Errorf("error log:\n%s", tb.logText())
+	}
+	if err := a.echo(100); err != nil {
+		t.Errorf("held session: %v", err)
+	}
+	b.c.Close()
+	waitFor(t, "the held session to end", 10*time.Second, func() bool { return tb.eng.Metrics().Active() == 1 })
+	if _, err := echoOnce(tb.addr, []byte("room again"), 10*time.Second); err != nil {
+		t.Fatalf("after one left: %v", err)
+	}
+	waitFor(t, "the access log", 10*time.Second, func() bool {
+		b, _ := os.ReadFile(logPath)
+		return strings.Count(string(b), "\n") >= 3
+	})
+	if b, _ := os.ReadFile(logPath); strings.Count(string(b), "503\n") != 1 {
+		t.Errorf("access log:\n%s\nwant one 503", b)
+	}
+	if n := tb.eng.Metrics().Snapshot().Ended[metrics.ReasonLimited]; n != 1 {
+		t.Errorf("sessions ended by limit_conn: %d, want 1", n)
+	}
+}

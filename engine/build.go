@@ -29,7 +29,9 @@ type plan struct {
 	listens int
 	store   *tlsbridge.SessionStore
 	// groups are the upstream groups by name, for a reload to carry over.
-	groups   map[string]*pool.Group
+	groups map[string]*pool.Group
+	// zones are the limit_conn zones by name, carried over likewise.
+	zones    map[string]*connZone
 	logs     *logSet
 	warnings []string
 
@@ -158,6 +160,8 @@ type server struct {
 	hash *hashTemplate
 	// plan is the plan the server belongs to.
 	plan *plan
+	// limits are the zones of conf.LimitConn, index for index.
+	limits []*connZone
 }
 
 // build loads and checks everything cfg describes without binding a port.
@@ -176,7 +180,7 @@ func build(cfg *conf.Config, openLogs bool, resolve func(ctx context.Context, ho
 func buildPlan(cfg *conf.Config, env planEnv) (_ *plan, err error) {
 	resolve := env.resolve
 	openLogs := env.files != nil
-	p := &plan{cfg: cfg, logs: newLogSet(env.files), groups: map[string]*pool.Group{}}
+	p := &plan{cfg: cfg, logs: newLogSet(env.files), groups: map[string]*pool.Group{}, zones: map[string]*connZone{}}
 	if env.keyLogs == nil {
 		p.ownKeyLogs = tlsbridge.NewKeyLogFiles()
 		env.keyLogs = p.ownKeyLogs
@@ -256,6 +260,22 @@ func buildPlan(cfg *conf.Config, env planEnv) (_ *plan, err error) {
 			p.groups[g.Name()] = g
 		}
 		s.group = g
+		for _, l := range sc.LimitConn {
+			z := p.zones[l.Zone]
+			if z == nil {
+				zc := cfg.Stream.LimitConnZones[l.Zone]
+				if env.prev != nil {
+					if old := env.prev.zones[l.Zone]; old != nil && old.text == zc.Key {
+						z = old // its counts are of sessions still open
+					}
+				}
+				if z == nil {
+					z = newConnZone(zc)
+				}
+				p.zones[l.Zone] = z
+			}
+			s.limits = append(s.limits, z)
+		}
 		if u := sc.Upstream; u != nil && u.HashKey != "" {
 			s.hash = compileHashKey(u.HashKey)
 		}

@@ -44,11 +44,7 @@ func (h *handler) OnOpen(c gnet.Conn) ([]byte, gnet.Action) {
 			return nil, gnet.Close
 		}
 		b.srv.plan.sessionStarted()
-		if !b.srv.allowed(c.RemoteAddr()) {
-			e.forbid(c, v.lp, b.srv)
-			return nil, gnet.None
-		}
-		e.newSession(c, v.lp, b.srv)
+		e.admit(c, v.lp, b.srv)
 	case *upOpen:
 		v.s.onUpstreamOpen(c, v.res)
 	case *reattach:

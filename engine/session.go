@@ -138,6 +138,8 @@ type session struct {
 	lingering, lingered, upShut bool
 	lastUp                      int64 // loop tick of the last upstream traffic
 	dropped                     int64 // upstream bytes read for a client that is gone
+	// limits are the limit_conn counts the session holds.
+	limits []limitHold
 	// peerFailed: the upstream refused the session after its handshake
 	// (an alert before any data); its connection was ended as failed.
 	peerFailed bool
@@ -191,12 +193,18 @@ type reattach struct {
 // job. Runs on c's loop.
 func (e *Engine) newSession(c gnet.Conn, lp *loop, srv *server) *session {
 	s := e.openSession(c, lp, srv)
+	e.submit(s)
+	return s
+}
+
+// submit hands a connecting session's dial job to the dialer. Runs on the
+// session's loop.
+func (e *Engine) submit(s *session) {
 	if err := e.dialer.Submit(&s.job); err != nil {
-		e.log.Logf(LevelError, s.id, "%v while connecting to upstream, client: %s, server: %s", err, hostOf(s.remote), srv.name)
+		e.log.Logf(LevelError, s.id, "%v while connecting to upstream, client: %s, server: %s", err, hostOf(s.remote), s.srv.name)
 		s.status = 503
 		s.finish("dial queue full")
 	}
-	return s
 }
 
 // openSession builds a connecting session for c with its dial job ready to
@@ -536,6 +544,7 @@ func (s *session) finish(reason string) {
 		sd.c = nil
 		sd.release()
 	}
+	s.releaseLimits()
 	if s.peer != nil && !s.peerFailed {
 		s.sel.Release(s.peer) // a failed peer's connection ended with Failed
 	}

@@ -97,6 +97,8 @@ type Stream struct {
 	// format: access_log must name one defined here (basic is NGINX's
 	// documented example, not a default).
 	LogFormats map[string]*LogFormat
+	// LimitConnZones are the limit_conn_zone directives by zone name.
+	LimitConnZones map[string]*LimitConnZone
 	// ErrorLogs and AccessLogs are the stream-level logs (inherited by
 	// servers that set none).
 	ErrorLogs  []ErrorLog
@@ -135,6 +137,12 @@ type Core struct {
 	PrereadTimeout    time.Duration
 	// ProxyProtocolTimeout bounds reading a client's PROXY header (30s).
 	ProxyProtocolTimeout time.Duration
+	// LimitConnLogLevel (error), LimitConnStatus (503) and
+	// LimitConnDryRun are limit_conn_log_level, limit_conn_status and
+	// limit_conn_dry_run.
+	LimitConnLogLevel string
+	LimitConnStatus   int
+	LimitConnDryRun   bool
 	// Pos records where each core directive was set, by name.
 	Pos map[string]Pos
 }
@@ -184,6 +192,26 @@ type Server struct {
 	// else the stream level's (as NGINX's access module inherits them).
 	// Empty: every client is allowed.
 	Access []AccessRule
+	// LimitConn are the effective limit_conn directives: the server's,
+	// else the stream level's.
+	LimitConn []LimitConn
+}
+
+// LimitConnZone is a limit_conn_zone directive: the key (text with
+// variables) that sessions are counted by, in the named zone.
+type LimitConnZone struct {
+	Pos  Pos
+	Name string
+	Key  string
+	Size int64
+}
+
+// LimitConn is a limit_conn directive: at most Number sessions per key of
+// the zone.
+type LimitConn struct {
+	Pos    Pos
+	Zone   string
+	Number int
 }
 
 // AccessRule is one allow or deny directive.

@@ -1,6 +1,7 @@
 package conf
 
 import (
+	"strconv"
 	"strings"
 	"time"
 )
@@ -59,6 +60,8 @@ func defaultMergeable() mergeable {
 			PrereadBufferSize:    16 << 10,
 			PrereadTimeout:       30 * time.Second,
 			ProxyProtocolTimeout: 30 * time.Second,
+			LimitConnLogLevel:    "error",
+			LimitConnStatus:      503,
 			Pos:                  map[string]Pos{},
 		},
 	}
@@ -149,6 +152,30 @@ func specsFor(name string) []spec {
 		return one(ctxStream, 1, 1, (*parser).ignoredNumber)
 	case "server_names_hash_max_size", "server_names_hash_bucket_size":
 		return one(ctxStream, 1, 1, (*parser).ignoredNumber)
+	case "limit_conn_zone":
+		return one(ctxStream, 2, 2, (*parser).limitConnZone)
+	case "limit_conn":
+		return []spec{{ctx: ss, min: 2, max: 2, fn: (*parser).limitConn}}
+	case "limit_conn_log_level":
+		return mrg(1, 1, func(p *parser, m *mergeable, d *directive) error {
+			switch d.args[0] {
+			case "info", "notice", "warn", "error":
+				m.Core.LimitConnLogLevel = d.args[0]
+				return nil
+			}
+			return Errorf(d.pos, "invalid value %q in %q directive, it must be \"info\", \"notice\", \"warn\" or \"error\"", d.args[0], d.name)
+		})
+	case "limit_conn_status":
+		return mrg(1, 1, func(p *parser, m *mergeable, d *directive) error {
+			n, err := strconv.Atoi(d.args[0])
+			if err != nil || n < 400 || n > 599 {
+				return Errorf(d.pos, "value must be between 400 and 599")
+			}
+			m.Core.LimitConnStatus = n
+			return nil
+		})
+	case "limit_conn_dry_run":
+		return mrg(1, 1, func(p *parser, m *mergeable, d *directive) error { return flagArg(d, &m.Core.LimitConnDryRun) })
 	case "allow", "deny":
 		return []spec{{ctx: ss, min: 1, max: 1, fn: (*parser).accessRule}}
 	case "access_log":
@@ -387,7 +414,7 @@ func isSkipped(name string) bool {
 func isUnsupported(name string) bool {
 	if strings.HasPrefix(name, "ssl_") || strings.HasPrefix(name, "js_") ||
 		strings.HasPrefix(name, "geoip_") || strings.HasPrefix(name, "zone_sync") ||
-		strings.HasPrefix(name, "mqtt") || strings.HasPrefix(name, "limit_conn") ||
+		strings.HasPrefix(name, "mqtt") ||
 		strings.HasPrefix(name, "health_check") {
 		return true
 	}

@@ -52,6 +52,15 @@ func (p *parser) finish() error {
 		if len(srv.Access) == 0 {
 			srv.Access = p.streamLvl.access
 		}
+		srv.LimitConn = ss.lvl.limits
+		if len(srv.LimitConn) == 0 {
+			srv.LimitConn = p.streamLvl.limits
+		}
+		for _, l := range srv.LimitConn {
+			if st.LimitConnZones[l.Zone] == nil {
+				return Errorf(l.Pos, "unknown limit_conn_zone %q", l.Zone)
+			}
+		}
 		srv.ErrorLogs = eff.ErrorLogs
 		if len(srv.ErrorLogs) == 0 {
 			srv.ErrorLogs = append([]ErrorLog(nil), m.ErrorLog...)

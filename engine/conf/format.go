@@ -65,6 +65,10 @@ func (c *Config) Format() string {
 		f := st.LogFormats[name]
 		w(1, "log_format", name, "escape="+f.Escape, f.Format)
 	}
+	for _, name := range sortedKeys(st.LimitConnZones) {
+		z := st.LimitConnZones[name]
+		w(1, "limit_conn_zone", z.Key, "zone="+z.Name+":"+formatSize(z.Size))
+	}
 	for _, u := range st.Upstreams {
 		if u.Implicit {
 			continue
@@ -128,6 +132,9 @@ func (c *Config) Format() string {
 			w(2, "listen", listenArgs(l)...)
 		}
 		w(2, "proxy_pass", srv.ProxyPass)
+		for _, l := range srv.LimitConn {
+			w(2, "limit_conn", l.Zone, strconv.Itoa(l.Number))
+		}
 		for _, r := range srv.Access {
 			name, arg := "allow", r.Prefix.String()
 			if r.Deny {
@@ -189,6 +196,9 @@ func formatCore(w func(int, string, ...string), c *Core) {
 	w(2, "preread_buffer_size", formatSize(c.PrereadBufferSize))
 	w(2, "preread_timeout", formatDuration(c.PrereadTimeout))
 	w(2, "proxy_protocol_timeout", formatDuration(c.ProxyProtocolTimeout))
+	w(2, "limit_conn_log_level", c.LimitConnLogLevel)
+	w(2, "limit_conn_status", strconv.Itoa(c.LimitConnStatus))
+	w(2, "limit_conn_dry_run", onOff(c.LimitConnDryRun))
 }
 
 func formatProxy(w func(int, string, ...string), p *Proxy) {

@@ -111,6 +111,8 @@ type level struct {
 	// access are the level's allow and deny rules in order (one list for
 	// both directives, which a per-directive merge would not keep).
 	access []AccessRule
+	// limits are the level's limit_conn directives.
+	limits []LimitConn
 }
 
 func newLevel() *level {

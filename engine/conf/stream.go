@@ -11,7 +11,7 @@ func (p *parser) stream(d *directive, _ ctx) error {
 	if err := p.dupMain(d); err != nil {
 		return err
 	}
-	p.cfg.Stream = &Stream{Pos: d.pos, LogFormats: map[string]*LogFormat{}}
+	p.cfg.Stream = &Stream{Pos: d.pos, LogFormats: map[string]*LogFormat{}, LimitConnZones: map[string]*LimitConnZone{}}
 	p.streamLvl = newLevel()
 	p.streamSeen = map[string]bool{}
 	p.zoneSizes = map[string]int64{}
@@ -65,6 +65,57 @@ func (p *parser) accessRule(d *directive, c ctx) error {
 		lvl = p.server.lvl
 	}
 	lvl.access = append(lvl.access, r)
+	return nil
+}
+
+// limitConnZone parses `limit_conn_zone key zone=name:size`.
+func (p *parser) limitConnZone(d *directive, _ ctx) error {
+	key := d.args[0]
+	spec, ok := strings.CutPrefix(d.args[1], "zone=")
+	if !ok {
+		return Errorf(d.pos, "invalid parameter %q", d.args[1])
+	}
+	name, size, ok := strings.Cut(spec, ":")
+	if !ok || name == "" {
+		return Errorf(d.pos, "invalid zone size %q", d.args[1])
+	}
+	n, ok := ParseSize(size)
+	if !ok {
+		return Errorf(d.pos, "invalid zone size %q", d.args[1])
+	}
+	if n < 8*4096 {
+		return Errorf(d.pos, "zone %q is too small", d.args[1])
+	}
+	if z := p.cfg.Stream.LimitConnZones[name]; z != nil {
+		if z.Key != key {
+			return Errorf(d.pos, "zone %q is already bound to key %q", name, z.Key)
+		}
+		return Errorf(d.pos, "duplicate zone %q", name)
+	}
+	p.cfg.Stream.LimitConnZones[name] = &LimitConnZone{Pos: d.pos, Name: name, Key: key, Size: n}
+	return nil
+}
+
+// limitConn parses `limit_conn zone number`; the zone is checked once the
+// whole file is read (it may be declared after).
+func (p *parser) limitConn(d *directive, c ctx) error {
+	n, err := strconv.Atoi(d.args[1])
+	if err != nil || n <= 0 {
+		return Errorf(d.pos, "invalid number of connections %q", d.args[1])
+	}
+	if n > 65535 {
+		return Errorf(d.pos, "connection limit must be less 65536")
+	}
+	lvl := p.streamLvl
+	if c == ctxServer {
+		lvl = p.server.lvl
+	}
+	for _, l := range lvl.limits {
+		if l.Zone == d.args[0] {
+			return Errorf(d.pos, "\"limit_conn\" directive is duplicate")
+		}
+	}
+	lvl.limits = append(lvl.limits, LimitConn{Pos: d.pos, Zone: d.args[0], Number: n})
 	return nil
 }
 

@@ -35,7 +35,7 @@
 //	sessions_active                              gauge    sessions open now
 //	sessions_ended_total{reason}                 counter  reason: client_closed, upstream_closed, idle_timeout,
 //	                                                      upstream_unreachable, dial_queue_full, resume_failed,
-//	                                                      shutdown, forbidden, other
+//	                                                      shutdown, forbidden, limit_conn, other
 //	bytes_total{direction}                       counter  direction: from_client, to_client, from_upstream,
 //	                                                      to_upstream; counted when a session ends
 //	backpressure_stalls_total                    counter  times a side stopped being consumed

@@ -19,6 +19,7 @@ const (
 	ReasonResumeFailed                      // a paused socket could not be resumed
 	ReasonShutdown                          // the engine stopped (worker_shutdown_timeout, stop)
 	ReasonForbidden                         // an allow/deny rule refused the client
+	ReasonLimited                           // a limit_conn zone was full
 	ReasonOther                             // anything else
 )
 
@@ -27,7 +28,7 @@ const Reasons = int(ReasonOther) + 1
 
 // String returns the label value: "client_closed", "upstream_closed",
 // "idle_timeout", "upstream_unreachable", "dial_queue_full",
-// "resume_failed", "shutdown", "forbidden" or "other".
+// "resume_failed", "shutdown", "forbidden", "limit_conn" or "other".
 func (r Reason) String() string {
 	switch r {
 	case ReasonClientClosed:
@@ -46,6 +47,8 @@ func (r Reason) String() string {
 		return "shutdown"
 	case ReasonForbidden:
 		return "forbidden"
+	case ReasonLimited:
+		return "limit_conn"
 	}
 	return "other"
 }
@@ -74,6 +77,8 @@ func ReasonOf(text string) Reason {
 		return ReasonShutdown
 	case "access forbidden":
 		return ReasonForbidden
+	case "limit_conn":
+		return ReasonLimited
 	}
 	return ReasonOther
 }

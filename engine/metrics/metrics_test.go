@@ -568,6 +568,7 @@ func TestReasons(t *testing.T) {
 		{"resume failed", metrics.ReasonResumeFailed, "resume_failed"},
 		{"shutdown", metrics.ReasonShutdown, "shutdown"},
 		{"access forbidden", metrics.ReasonForbidden, "forbidden"},
+		{"limit_conn", metrics.ReasonLimited, "limit_conn"},
 		{"something new", metrics.ReasonOther, "other"},
 		{"", metrics.ReasonOther, "other"},
 	}
