@@ -17,7 +17,7 @@ const maxHashTries = 20
 // usable reports whether p may be picked now, tried bitmap aside: not down,
 // not banned by max_fails within fail_timeout, not at max_conns.
 func usable(p *Peer, now time.Time) bool {
-	if p.Down {
+	if p.Down || p.Unhealthy() {
 		return false
 	}
 	if p.MaxFails > 0 && p.fails >= p.MaxFails && now.Sub(p.checked) <= p.FailTimeout {
@@ -46,7 +46,7 @@ func (s *Selection) getRR(now time.Time) *Peer {
 	if t.single {
 		// One server: never banned, never marked tried.
 		p = t.peers[0]
-		if p.Down || (p.MaxConns > 0 && p.conns >= p.MaxConns) {
+		if p.Down || p.Unhealthy() || (p.MaxConns > 0 && p.conns >= p.MaxConns) {
 			p = nil
 		}
 	} else {

@@ -174,12 +174,14 @@ const (
 	PeerBanned
 	// PeerDown: the server is marked `down` in the configuration.
 	PeerDown
+	// PeerUnhealthy: an active health check holds the peer out.
+	PeerUnhealthy
 )
 
 // PeerStates is the number of PeerState values.
-const PeerStates = 3
+const PeerStates = 4
 
-// String returns "up", "banned" or "down".
+// String returns "up", "banned", "down" or "unhealthy".
 func (s PeerState) String() string {
 	switch s {
 	case PeerUp:
@@ -188,6 +190,8 @@ func (s PeerState) String() string {
 		return "banned"
 	case PeerDown:
 		return "down"
+	case PeerUnhealthy:
+		return "unhealthy"
 	}
 	return "unknown"
 }
@@ -199,6 +203,9 @@ func (s PeerState) String() string {
 func (p *Peer) State(now time.Time) PeerState {
 	if p.Down {
 		return PeerDown
+	}
+	if p.Unhealthy() {
+		return PeerUnhealthy
 	}
 	if p.MaxFails > 0 && p.nFails.Load() >= int64(p.MaxFails) &&
 		now.Sub(time.Unix(0, p.stats.checkedNano.Load())) <= p.FailTimeout {

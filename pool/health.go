@@ -1,0 +1,148 @@
+package pool
+
+import (
+	"context"
+	"math/rand/v2"
+	"sync/atomic"
+	"time"
+)
+
+// Active health checks (NGINX Plus's health_check): a [HealthChecker] probes
+// every peer of a group on its own goroutine and takes a peer out of
+// selection after Fails consecutive failed probes, back after Passes
+// consecutive successes. Several checkers may watch one group (one per
+// server block with health_check, and briefly an old and a new
+// configuration's during a reload): a peer is out while any of them holds it
+// out.
+
+// peerHealth is a Peer's active-check state. Lock-free: the balancers read
+// down under the group's lock, checkers write it from their goroutines.
+type peerHealth struct {
+	// down counts the checkers that currently hold the peer out.
+	down       atomic.Int32
+	ok, failed atomic.Uint64
+}
+
+// Unhealthy reports whether an active health check holds the peer out of
+// selection. Safe from any goroutine.
+func (p *Peer) Unhealthy() bool { return p.health.down.Load() > 0 }
+
+// HealthChecks returns how many active health-check probes of the peer
+// passed and failed so far. Safe from any goroutine.
+func (p *Peer) HealthChecks() (ok, failed uint64) {
+	return p.health.ok.Load(), p.health.failed.Load()
+}
+
+// HealthConfig is one health_check directive's parameters.
+type HealthConfig struct {
+	// Interval between two probes of a peer (interval=, default 5s).
+	Interval time.Duration
+	// Jitter delays each probe by a random time up to Jitter (jitter=,
+	// default 0).
+	Jitter time.Duration
+	// Fails consecutive failed probes take a peer out (fails=, 1);
+	// Passes consecutive successes bring it back (passes=, 1).
+	Fails, Passes int
+	// Timeout bounds one probe (health_check_timeout, 5s); the probe
+	// function receives a context with this deadline.
+	Timeout time.Duration
+	// Probe checks one peer: nil means healthy. It runs on the checker's
+	// goroutines, one probe per peer at a time.
+	Probe func(ctx context.Context, p *Peer) error
+	// Logf receives one line per state change (up: the peer came back).
+	// Called from the checker's goroutines; nil: no log.
+	Logf func(up bool, format string, args ...any)
+}
+
+// HealthChecker runs the probes of one group.
+type HealthChecker struct {
+	g   *Group
+	cfg HealthConfig
+}
+
+// NewHealthChecker returns a checker of g's peers (peers marked down in
+// the configuration are not probed). Call Run to start it.
+func NewHealthChecker(g *Group, cfg HealthConfig) *HealthChecker {
+	if cfg.Interval <= 0 {
+		cfg.Interval = 5 * time.Second
+	}
+	if cfg.Timeout <= 0 {
+		cfg.Timeout = 5 * time.Second
+	}
+	cfg.Fails, cfg.Passes = max(cfg.Fails, 1), max(cfg.Passes, 1)
+	if cfg.Logf == nil {
+		cfg.Logf = func(bool, string, ...any) {}
+	}
+	return &HealthChecker{g: g, cfg: cfg}
+}
+
+// Run probes every peer at once and then every Interval until ctx is done;
+// it returns after releasing every peer it held out, so a configuration
+// that drops the check does not leave peers out. Each peer is probed on its
+// own goroutine, so a hanging peer delays no other. Runs on the caller's
+// goroutine (start it with go).
+func (h *HealthChecker) Run(ctx context.Context) {
+	done := make(chan struct{})
+	n := 0
+	for _, p := range h.g.peers {
+		if p.Down {
+			continue
+		}
+		n++
+		go func() {
+			defer func() { done <- struct{}{} }()
+			h.watch(ctx, p)
+		}()
+	}
+	for range n {
+		<-done
+	}
+}
+
+// watch is the probe loop of one peer, on its own goroutine.
+func (h *HealthChecker) watch(ctx context.Context, p *Peer) {
+	out := false
+	okRun, failRun := 0, 0
+	defer func() {
+		if out {
+			p.health.down.Add(-1)
+		}
+	}()
+	t := time.NewTimer(0)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		pctx, cancel := context.WithTimeout(ctx, h.cfg.Timeout)
+		err := h.cfg.Probe(pctx, p)
+		cancel()
+		if ctx.Err() != nil {
+			return
+		}
+		if err == nil {
+			p.health.ok.Add(1)
+			okRun, failRun = okRun+1, 0
+			if out && okRun >= h.cfg.Passes {
+				out = false
+				p.health.down.Add(-1)
+				h.cfg.Logf(true, "peer %s of upstream %q is healthy after %d passed health checks", p, h.g.name, okRun)
+			}
+		} else {
+			p.health.failed.Add(1)
+			failRun, okRun = failRun+1, 0
+			if !out && failRun >= h.cfg.Fails {
+				out = true
+				p.health.down.Add(1)
+				h.cfg.Logf(false, "peer %s of upstream %q is unhealthy: health check failed: %v", p, h.g.name, err)
+			}
+		}
+		d := h.cfg.Interval
+		if h.cfg.Jitter > 0 {
+			d += rand.N(h.cfg.Jitter)
+		}
+		t.Reset(d)
+	}
+}

@@ -1,0 +1,92 @@
+package pool
+
+import (
+	"context"
+	"errors"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+)
+
+// TestHealthChecker: a peer whose probes fail is out after fails=2, no
+// selection picks it, it is back after passes=2 successes, and a checker
+// that stops releases the peers it held out.
+func TestHealthChecker(t *testing.T) {
+	g, err := NewGroup(GroupConfig{Name: "b", Servers: []ServerConfig{
+		NewServerConfig("127.0.0.1:1"), NewServerConfig("127.0.0.2:1"),
+	}}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	bad := g.Peers()[1]
+	var failing atomic.Bool
+	failing.Store(true)
+	events := make(chan bool, 16)
+	var mu sync.Mutex
+	var lines []string
+	h := NewHealthChecker(g, HealthConfig{
+		Interval: time.Millisecond, Fails: 2, Passes: 2, Timeout: time.Second,
+		Probe: func(ctx context.Context, p *Peer) error {
+			if p == bad && failing.Load() {
+				return errors.New("refused")
+			}
+			return nil
+		},
+		Logf: func(up bool, format string, args ...any) {
+			mu.Lock()
+			lines = append(lines, format)
+			mu.Unlock()
+			events <- up
+		},
+	})
+	ctx, cancel := context.WithCancel(context.Background())
+	stopped := make(chan struct{})
+	go func() { h.Run(ctx); close(stopped) }()
+
+	if up := <-events; up {
+		t.Fatal("first state change is up, want down")
+	}
+	if !bad.Unhealthy() || bad.State(time.Now()) != PeerUnhealthy || g.Peers()[0].Unhealthy() {
+		t.Fatalf("states: bad %v good %v", bad.State(time.Now()), g.Peers()[0].State(time.Now()))
+	}
+	if _, failed := bad.HealthChecks(); failed < 2 {
+		t.Fatalf("failed probes %d, want >= 2", failed)
+	}
+	for range 10 {
+		s := g.NewSelection("", 0, time.Now())
+		p, err := s.Next(time.Now())
+		if err != nil || p == bad {
+			t.Fatalf("selection gave %v, %v", p, err)
+		}
+		s.Release(p)
+	}
+	failing.Store(false)
+	if up := <-events; !up {
+		t.Fatal("second state change is down, want up")
+	}
+	if bad.Unhealthy() {
+		t.Fatal("peer still out after passes")
+	}
+	failing.Store(true)
+	if up := <-events; up {
+		t.Fatal("want down again")
+	}
+	cancel()
+	<-stopped
+	if bad.Unhealthy() {
+		t.Fatal("a stopped checker still holds the peer out")
+	}
+}
+
+// TestHealthAllOut: with every peer out the group has no live upstreams.
+func TestHealthAllOut(t *testing.T) {
+	g, err := NewGroup(GroupConfig{Name: "one", Servers: []ServerConfig{NewServerConfig("127.0.0.1:1")}}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	g.Peers()[0].health.down.Add(1)
+	if _, err := g.NewSelection("", 0, time.Now()).Next(time.Now()); !errors.Is(err, ErrNoLivePeers) {
+		t.Fatalf("Next: %v, want ErrNoLivePeers", err)
+	}
+}
