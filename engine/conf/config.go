@@ -108,6 +108,13 @@ type Stream struct {
 	// Proxy holds the stream-level proxy settings with defaults filled in.
 	// Servers inherit what they do not set.
 	Proxy Proxy
+	// Matches are the match blocks by name (health_check match=).
+	Matches map[string]*Match
+	// HealthCheckTimeout is the stream level's health_check_timeout (0:
+	// not set; servers then use DefaultHealthCheckTimeout) and
+	// HealthCheckTimeoutPos where it was set.
+	HealthCheckTimeout    time.Duration
+	HealthCheckTimeoutPos Pos
 }
 
 // Upstream returns the upstream block called name (explicit blocks only;
@@ -195,6 +202,13 @@ type Server struct {
 	// LimitConn are the effective limit_conn directives: the server's,
 	// else the stream level's.
 	LimitConn []LimitConn
+	// HealthCheck is the server's health_check; nil: none.
+	HealthCheck *HealthCheck
+	// HealthCheckTimeout is the effective health_check_timeout (the
+	// server's, else the stream level's, else 5s); HealthCheckTimeoutPos
+	// is set when the server itself has the directive.
+	HealthCheckTimeout    time.Duration
+	HealthCheckTimeoutPos Pos
 }
 
 // LimitConnZone is a limit_conn_zone directive: the key (text with

@@ -124,7 +124,7 @@ func specsFor(name string) []spec {
 	case "events":
 		return blk(ctxMain, 0, 0, (*parser).events)
 	case "stream":
-		return blk(ctxMain, 0, 0, (*parser).stream)
+		return blk(ctxMain, 0, 0, (*parser).streamWithHealth)
 	case "worker_connections":
 		return one(ctxEvents, 1, 1, (*parser).workerConnections)
 	case "use", "accept_mutex_delay", "debug_connection", "worker_aio_requests":
@@ -207,6 +207,13 @@ func specsFor(name string) []spec {
 		return mrg(1, 1, func(p *parser, m *mergeable, d *directive) error {
 			return msecArg(d, &m.Core.ProxyProtocolTimeout)
 		})
+
+	case "match":
+		return blk(ctxStream, 1, 1, (*parser).match)
+	case "health_check":
+		return one(ctxServer, 0, any1, (*parser).healthCheck)
+	case "health_check_timeout":
+		return one(ss, 1, 1, (*parser).healthCheckTimeout)
 
 	// server
 	case "listen":
@@ -414,14 +421,13 @@ func isSkipped(name string) bool {
 func isUnsupported(name string) bool {
 	if strings.HasPrefix(name, "ssl_") || strings.HasPrefix(name, "js_") ||
 		strings.HasPrefix(name, "geoip_") || strings.HasPrefix(name, "zone_sync") ||
-		strings.HasPrefix(name, "mqtt") ||
-		strings.HasPrefix(name, "health_check") {
+		strings.HasPrefix(name, "mqtt") {
 		return true
 	}
 	switch name {
 	case "geo", "map", "map_hash_max_size", "map_hash_bucket_size",
 		"split_clients", "return", "set", "pass", "set_real_ip_from", "server_name",
-		"match", "state", "keyval", "keyval_zone", "proxy_session_drop",
+		"state", "keyval", "keyval_zone", "proxy_session_drop",
 		"proxy_bind_dynamic", "open_log_file_cache", "status_zone", "sticky", "ntlm",
 		"keepalive", "keepalive_timeout", "keepalive_requests", "keepalive_time", "queue",
 		"least_conn_two", "otel_exporter", "otel_trace", "otel_span_name", "proxy_pass_error_message":
