@@ -116,6 +116,7 @@ func (p *plan) watch(log *ErrorLog) {
 			log.Logf(lv, 0, "%s, server: %s", msg, s.name)
 		})
 	}
+	p.startHealth(ctx, log)
 }
 
 // server is the runtime form of one server{} block. It is immutable once

@@ -46,6 +46,8 @@ type HealthConfig struct {
 	// Timeout bounds one probe (health_check_timeout, 5s); the probe
 	// function receives a context with this deadline.
 	Timeout time.Duration
+	// Mandatory starts every peer out until its first probe passes.
+	Mandatory bool
 	// Probe checks one peer: nil means healthy. It runs on the checker's
 	// goroutines, one probe per peer at a time.
 	Probe func(ctx context.Context, p *Peer) error
@@ -101,7 +103,10 @@ func (h *HealthChecker) Run(ctx context.Context) {
 
 // watch is the probe loop of one peer, on its own goroutine.
 func (h *HealthChecker) watch(ctx context.Context, p *Peer) {
-	out := false
+	out := h.cfg.Mandatory
+	if out {
+		p.health.down.Add(1)
+	}
 	okRun, failRun := 0, 0
 	defer func() {
 		if out {

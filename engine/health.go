@@ -1,0 +1,171 @@
+package engine
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/netip"
+	"time"
+
+	"github.com/tlsrelay/tlsrelay/engine/conf"
+	"github.com/tlsrelay/tlsrelay/pool"
+	"github.com/tlsrelay/tlsrelay/tlsbridge"
+)
+
+// Active health checks (health_check): one pool.HealthChecker per server
+// block with health_check, for the plan's lifetime. A probe goes the way a
+// session's upstream connection goes: TCP connect bounded by
+// proxy_connect_timeout, the PROXY header when the server sends one, the
+// TLS handshake with the server's policy (verification, client
+// certificate, name, session resumption), then the match block's send and
+// expect. The whole probe is bounded by health_check_timeout.
+
+// errExpect is a probe whose answer does not satisfy the match block.
+var errExpect = errors.New("the response does not match")
+
+// startHealth starts the plan's health checkers; they end when ctx does
+// (plan.free cancels it). Runs on the goroutine that publishes the plan.
+func (p *plan) startHealth(ctx context.Context, log *ErrorLog) {
+	for _, s := range p.servers {
+		hc := s.conf.HealthCheck
+		if hc == nil || s.group == nil {
+			continue
+		}
+		var m *conf.Match
+		if hc.Match != "" {
+			m = p.cfg.Stream.Matches[hc.Match]
+		}
+		h := pool.NewHealthChecker(s.group, pool.HealthConfig{
+			Interval: hc.Interval, Jitter: hc.Jitter, Fails: hc.Fails, Passes: hc.Passes,
+			Timeout: s.conf.HealthCheckTimeout, Mandatory: hc.Mandatory,
+			Probe: func(ctx context.Context, peer *pool.Peer) error { return s.probe(ctx, peer, hc.Port, m) },
+			Logf: func(up bool, format string, args ...any) {
+				lv := LevelWarn
+				if up {
+					lv = LevelNotice
+				}
+				log.Logf(lv, 0, "%s, server: %s", fmt.Sprintf(format, args...), s.name)
+			},
+		})
+		go h.Run(ctx)
+	}
+}
+
+// probe checks one peer for the server's health check (port 0: the peer's
+// own port). Runs on a checker goroutine; ctx carries health_check_timeout.
+func (s *server) probe(ctx context.Context, peer *pool.Peer, port int, m *conf.Match) error {
+	addr := peer.Addr
+	if port != 0 {
+		addr = netip.AddrPortFrom(addr.Addr(), uint16(port))
+	}
+	deadline, ok := ctx.Deadline()
+	if !ok {
+		deadline = time.Now().Add(conf.DefaultHealthCheckTimeout)
+	}
+	cctx := ctx
+	if s.connectTimeout > 0 {
+		var cancel context.CancelFunc
+		cctx, cancel = context.WithTimeout(ctx, s.connectTimeout)
+		defer cancel()
+	}
+	d := net.Dialer{}
+	if s.sock.Bind.IsValid() {
+		d.LocalAddr = &net.TCPAddr{IP: s.sock.Bind.AsSlice()}
+	}
+	c, err := d.DialContext(cctx, "tcp", addr.String())
+	if err != nil {
+		return fmt.Errorf("connecting to %s: %w", addr, err)
+	}
+	defer c.Close()
+	if err := c.SetDeadline(deadline); err != nil {
+		return fmt.Errorf("setting the probe deadline: %w", err)
+	}
+	if s.proxyProtocol != 0 {
+		// The probe is its own client: the header names the probe's
+		// socket as both ends.
+		la, _ := c.LocalAddr().(*net.TCPAddr)
+		h := proxyV1Header(la, la)
+		if proxyMode(s.proxyProtocol) == proxyV2 {
+			h = proxyV2Header(la, la)
+		}
+		if _, err := c.Write(h); err != nil {
+			return fmt.Errorf("sending the PROXY protocol header: %w", err)
+		}
+	}
+	var conn io.ReadWriter = c
+	if s.policy != nil {
+		cfg, err := s.tlsConfig(peer, c.LocalAddr(), c.LocalAddr(), false)
+		if err != nil {
+			return fmt.Errorf("making the TLS configuration: %w", err)
+		}
+		hsDeadline := deadline
+		if s.connectTimeout > 0 {
+			hsDeadline = minTime(deadline, time.Now().Add(s.connectTimeout))
+		}
+		tc := tlsbridge.NewConn(c, cfg)
+		if err := tc.Handshake(hsDeadline); err != nil {
+			return fmt.Errorf("TLS handshake: %w", err)
+		}
+		if err := c.SetDeadline(deadline); err != nil {
+			return fmt.Errorf("setting the probe deadline: %w", err)
+		}
+		defer tc.Close()
+		conn = tc
+	}
+	if m == nil {
+		return nil
+	}
+	if m.Send != "" {
+		if _, err := io.WriteString(conn, m.Send); err != nil {
+			return fmt.Errorf("sending: %w", err)
+		}
+	}
+	return expect(conn, m)
+}
+
+// expect reads the answer until it satisfies m (a prefix, or the regular
+// expression), up to 16 KiB or the probe's deadline.
+func expect(r io.Reader, m *conf.Match) error {
+	if m.Expect == "" && m.Regexp == nil {
+		return nil
+	}
+	buf := make([]byte, 0, 4096)
+	var tmp [4096]byte
+	for {
+		n, err := r.Read(tmp[:])
+		buf = append(buf, tmp[:n]...)
+		switch {
+		case m.Regexp != nil && m.Regexp.Match(buf):
+			return nil
+		case m.Regexp == nil && len(buf) >= len(m.Expect):
+			if bytes.HasPrefix(buf, []byte(m.Expect)) {
+				return nil
+			}
+			return fmt.Errorf("%w: got %q", errExpect, truncate(buf, 64))
+		case m.Regexp == nil && !bytes.HasPrefix([]byte(m.Expect), buf):
+			return fmt.Errorf("%w: got %q", errExpect, truncate(buf, 64))
+		case len(buf) >= 16<<10:
+			return fmt.Errorf("%w: nothing in the first 16 KiB", errExpect)
+		}
+		if err != nil {
+			return fmt.Errorf("%w: got %q before reading failed: %w", errExpect, truncate(buf, 64), err)
+		}
+	}
+}
+
+func truncate(b []byte, n int) []byte {
+	if len(b) > n {
+		return b[:n]
+	}
+	return b
+}
+
+func minTime(a, b time.Time) time.Time {
+	if a.Before(b) {
+		return a
+	}
+	return b
+}

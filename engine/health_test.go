@@ -1,0 +1,245 @@
+package engine
+
+import (
+	"fmt"
+	"io"
+	"net"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/tlsrelay/tlsrelay/internal/backend"
+	"github.com/tlsrelay/tlsrelay/internal/pki"
+	"github.com/tlsrelay/tlsrelay/pool"
+)
+
+// healthConf is the guide's server over a zoned upstream of addrs, with
+// extra directives in the server block and stream-level text before it.
+func healthConf(addrs []string, stream, extra string) string {
+	var b strings.Builder
+	b.WriteString("worker_processes 1;\nstream {\n" + stream + "\nupstream backend {\n    zone backend 64k;\n")
+	for _, a := range addrs {
+		fmt.Fprintf(&b, "    server %s;\n", a)
+	}
+	b.WriteString("}\n" + fmt.Sprintf(guideServer, extra) + "}\n")
+	return b.String()
+}
+
+// peerOf returns the running plan's peer at addr.
+func peerOf(t *testing.T, tb *testbed, addr string) *pool.Peer {
+	t.Helper()
+	for _, p := range tb.eng.plan.Load().groups["backend"].Peers() {
+		if p.Addr.String() == addr {
+			return p
+		}
+	}
+	t.Fatalf("no peer %s", addr)
+	return nil
+}
+
+// deadAddr is a loopback port nobody listens on.
+func deadAddr(t *testing.T) string {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	a := ln.Addr().String()
+	ln.Close()
+	return a
+}
+
+// TestHealthCheckRefused: a peer that refuses connections is out before
+// any client reaches it: no session fails an attempt on it.
+func TestHealthCheckRefused(t *testing.T) {
+	set, _, dir := newPKI(t, pki.ECDSAP256, 1)
+	good := startUpstreams(t, set, 1, backend.Echo, nil)[0]
+	dead := deadAddr(t)
+	tb := startEngine(t, dir, healthConf([]string{dead, good.Addr()}, "", "health_check interval=100ms;"))
+	bad := peerOf(t, tb, dead)
+	waitFor(t, "the refusing peer out", 5*time.Second, bad.Unhealthy)
+	if st := bad.State(time.Now()); st != pool.PeerUnhealthy {
+		t.Fatalf("state %v", st)
+	}
+	for i := range 10 {
+		if _, err := echoOnce(tb.addr, []byte("hi"), 10*time.Second); err != nil {
+			t.Fatalf("client %d: %v", i, err)
+		}
+	}
+	if n := int64(tb.eng.Metrics().Snapshot().FailedAttempts); n != 0 {
+		t.Fatalf("%d failed attempts: a client reached the refusing peer", n)
+	}
+	if ok, _ := peerOf(t, tb, good.Addr()).HealthChecks(); ok == 0 {
+		t.Fatal("the good peer was never probed")
+	}
+	waitFor(t, "the state change in the log", 5*time.Second, func() bool {
+		return strings.Contains(tb.logText(), "peer "+dead+` of upstream "backend" is unhealthy`)
+	})
+}
+
+// TestHealthCheckHangingHandshake: a peer that accepts TCP but never
+// answers the ClientHello is out once the first probe timed out
+// (health_check_timeout), long before proxy_connect_timeout.
+func TestHealthCheckHangingHandshake(t *testing.T) {
+	set, _, dir := newPKI(t, pki.ECDSAP256, 1)
+	good := startUpstreams(t, set, 1, backend.Echo, nil)[0]
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	var accepted atomic.Int64
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			accepted.Add(1)
+			go func() { io.Copy(io.Discard, c); c.Close() }()
+		}
+	}()
+	start := time.Now()
+	tb := startEngine(t, dir, healthConf([]string{ln.Addr().String(), good.Addr()}, "health_check_timeout 300ms;",
+		"proxy_connect_timeout 20s; health_check interval=1m;"))
+	hang := peerOf(t, tb, ln.Addr().String())
+	waitFor(t, "the hanging peer out", 5*time.Second, hang.Unhealthy)
+	if el := time.Since(start); el < 300*time.Millisecond {
+		t.Fatalf("out after %v, before the probe could time out", el)
+	}
+	if ok, failed := hang.HealthChecks(); ok != 0 || failed != 1 {
+		t.Fatalf("probes ok %d failed %d, want one failed (interval=1m)", ok, failed)
+	}
+	before := accepted.Load()
+	for i := range 5 {
+		t0 := time.Now()
+		if _, err := echoOnce(tb.addr, []byte("hi"), 10*time.Second); err != nil {
+			t.Fatalf("client %d: %v", i, err)
+		}
+		if el := time.Since(t0); el > 5*time.Second {
+			t.Fatalf("client %d took %v", i, el)
+		}
+	}
+	if n := accepted.Load() - before; n != 0 {
+		t.Fatalf("%d client sessions reached the hanging peer", n)
+	}
+	waitFor(t, "the timeout in the log", 5*time.Second, func() bool {
+		return strings.Contains(tb.logText(), "is unhealthy: health check failed: TLS handshake")
+	})
+}
+
+// flaky forwards connections to target while good is set and closes them
+// at once otherwise: a peer whose health the test switches.
+type flaky struct {
+	ln     net.Listener
+	good   atomic.Bool
+	target string
+	wg     sync.WaitGroup
+}
+
+func startFlaky(t *testing.T, target string) *flaky {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	f := &flaky{ln: ln, target: target}
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			if !f.good.Load() {
+				c.Close()
+				continue
+			}
+			u, err := net.Dial("tcp", target)
+			if err != nil {
+				c.Close()
+				continue
+			}
+			go func() { io.Copy(u, c); u.Close() }()
+			go func() { io.Copy(c, u); c.Close() }()
+		}
+	}()
+	t.Cleanup(func() { ln.Close() })
+	return f
+}
+
+// TestHealthCheckPasses: an out peer comes back after passes= successes,
+// and is picked again.
+func TestHealthCheckPasses(t *testing.T) {
+	set, _, dir := newPKI(t, pki.ECDSAP256, 1)
+	ups := startUpstreams(t, set, 2, backend.Echo, nil)
+	f := startFlaky(t, ups[1].Addr())
+	tb := startEngine(t, dir, healthConf([]string{ups[0].Addr(), f.ln.Addr().String()}, "",
+		"health_check interval=50ms fails=2 passes=3;"))
+	p := peerOf(t, tb, f.ln.Addr().String())
+	waitFor(t, "the flaky peer out", 5*time.Second, p.Unhealthy)
+	if _, failed := p.HealthChecks(); failed < 2 {
+		t.Fatalf("out after %d failed probes, want 2", failed)
+	}
+	okBefore, _ := p.HealthChecks()
+	f.good.Store(true)
+	waitFor(t, "the flaky peer back", 5*time.Second, func() bool { return !p.Unhealthy() })
+	if ok, _ := p.HealthChecks(); ok-okBefore < 3 {
+		t.Fatalf("back after %d passed probes, want 3", ok-okBefore)
+	}
+	hs := ups[1].Stats().Handshakes
+	for i := range 6 {
+		if _, err := echoOnce(tb.addr, []byte("hi"), 10*time.Second); err != nil {
+			t.Fatalf("client %d: %v", i, err)
+		}
+	}
+	if ups[1].Stats().Handshakes-hs < 3 {
+		t.Fatal("the peer that came back got no sessions")
+	}
+	waitFor(t, "the recovery in the log", 5*time.Second, func() bool {
+		return strings.Contains(tb.logText(), "is healthy after 3 passed health checks")
+	})
+	// Probes resume TLS sessions: only the first handshake per peer is full.
+	if st := ups[0].Stats(); st.Resumed == 0 {
+		t.Fatalf("upstream saw %d handshakes, none resumed", st.Handshakes)
+	}
+}
+
+// TestHealthCheckMatch: send/expect against an echo upstream; an answer
+// that does not match takes the peer out.
+func TestHealthCheckMatch(t *testing.T) {
+	set, _, dir := newPKI(t, pki.ECDSAP256, 1)
+	ups := startUpstreams(t, set, 2, backend.Echo, nil)
+	for _, tc := range []struct {
+		name, match string
+		healthy     bool
+	}{
+		{"string", `send "PING 42\r\n"; expect "PING 42";`, true},
+		{"regex", `send "status: OK\r\n"; expect ~* "^STATUS: (ok|fine)";`, true},
+		{"hex", `send "\x01\x02ab"; expect "\x01\x02a";`, true},
+		{"mismatch", `send "PING\r\n"; expect "PONG";`, false},
+		{"regex mismatch", `send "PING\r\n"; expect ~ "^PONG";`, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			tb := startEngine(t, dir, healthConf([]string{ups[0].Addr(), ups[1].Addr()},
+				"health_check_timeout 500ms;\nmatch m { "+tc.match+" }",
+				"health_check interval=50ms match=m;"))
+			p := peerOf(t, tb, ups[1].Addr())
+			waitFor(t, "probes", 5*time.Second, func() bool {
+				ok, failed := p.HealthChecks()
+				return ok+failed >= 2
+			})
+			ok, failed := p.HealthChecks()
+			if tc.healthy && (failed != 0 || p.Unhealthy()) {
+				t.Fatalf("ok %d failed %d unhealthy %v, want healthy", ok, failed, p.Unhealthy())
+			}
+			if !tc.healthy {
+				if ok != 0 || !p.Unhealthy() {
+					t.Fatalf("ok %d failed %d unhealthy %v, want out", ok, failed, p.Unhealthy())
+				}
+				waitFor(t, "the mismatch in the log", 5*time.Second, func() bool {
+					return strings.Contains(tb.logText(), "does not match")
+				})
+			}
+		})
+	}
+}
