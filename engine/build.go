@@ -47,6 +47,9 @@ type plan struct {
 	// stopWatch ends the proxy_ssl_watch goroutines of the plan's
 	// policies; nil until watch starts them.
 	stopWatch context.CancelFunc
+	// stopHealth ends the plan's health checkers (health.go) when it is
+	// retired or freed; nil until watch starts them.
+	stopHealth context.CancelFunc
 }
 
 // planEnv is what building a plan draws on besides the configuration.
@@ -78,6 +81,9 @@ func (p *plan) sessionEnded() {
 // once if it has none). Runs on the reloading goroutine.
 func (p *plan) retire() {
 	p.retired.Store(true)
+	if p.stopHealth != nil {
+		p.stopHealth()
+	}
 	if p.sessions.Load() == 0 {
 		p.free()
 	}

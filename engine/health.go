@@ -27,8 +27,18 @@ import (
 var errExpect = errors.New("the response does not match")
 
 // startHealth starts the plan's health checkers; they end when ctx does
-// (plan.free cancels it). Runs on the goroutine that publishes the plan.
+// (plan.free cancels it) or when the plan is retired (p.stopHealth), so a
+// replaced plan whose sessions linger no longer holds peers out. Runs on
+// the goroutine that publishes the plan, before it is retired.
 func (p *plan) startHealth(ctx context.Context, log *ErrorLog) {
+	ctx, cancel := context.WithCancel(ctx)
+	var checkers []*pool.HealthChecker
+	p.stopHealth = func() {
+		cancel()
+		for _, h := range checkers {
+			h.Stop()
+		}
+	}
 	for _, s := range p.servers {
 		hc := s.conf.HealthCheck
 		if hc == nil || s.group == nil {
@@ -50,6 +60,7 @@ func (p *plan) startHealth(ctx context.Context, log *ErrorLog) {
 				log.Logf(lv, 0, "%s, server: %s", fmt.Sprintf(format, args...), s.name)
 			},
 		})
+		checkers = append(checkers, h)
 		go h.Run(ctx)
 	}
 }
@@ -80,6 +91,9 @@ func (s *server) probe(ctx context.Context, peer *pool.Peer, port int, m *conf.M
 		return fmt.Errorf("connecting to %s: %w", addr, err)
 	}
 	defer c.Close()
+	// Cancelling (a retired plan) ends a probe blocked in the handshake
+	// or in expect at once.
+	defer context.AfterFunc(ctx, func() { c.SetDeadline(time.Now()) })()
 	if err := c.SetDeadline(deadline); err != nil {
 		return fmt.Errorf("setting the probe deadline: %w", err)
 	}

@@ -243,3 +243,42 @@ func TestHealthCheckMatch(t *testing.T) {
 		})
 	}
 }
+
+// TestHealthCheckReload: a reload to a configuration without health_check
+// releases the peers the old one held out, even while a session of the old
+// configuration is still open; a reload that keeps it checks afresh.
+func TestHealthCheckReload(t *testing.T) {
+	set, _, dir := newPKI(t, pki.ECDSAP256, 1)
+	ups := startUpstreams(t, set, 2, backend.Echo, nil)
+	f := startFlaky(t, ups[1].Addr())
+	addrs := []string{ups[0].Addr(), f.ln.Addr().String()}
+	text := healthConf(addrs, "", "health_check interval=1m;")
+	tb := startEngine(t, dir, text)
+	p := peerOf(t, tb, f.ln.Addr().String())
+	waitFor(t, "the flaky peer out", 5*time.Second, p.Unhealthy)
+	// A session of the old plan stays open across the reloads.
+	c, err := net.Dial("tcp", tb.addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(10 * time.Second))
+	if _, err := c.Write([]byte("x")); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := io.ReadFull(c, make([]byte, 1)); err != nil {
+		t.Fatal(err)
+	}
+	f.good.Store(true) // the old checker (interval=1m) does not notice
+	if err := tb.reload(healthConf(addrs, "", "")); err != nil {
+		t.Fatal(err)
+	}
+	if p := peerOf(t, tb, f.ln.Addr().String()); p.Unhealthy() {
+		t.Fatal("the peer is still out after a reload without health_check")
+	}
+	f.good.Store(false)
+	if err := tb.reload(text); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "the new checker to take the peer out", 5*time.Second, peerOf(t, tb, f.ln.Addr().String()).Unhealthy)
+}

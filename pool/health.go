@@ -3,6 +3,7 @@ package pool
 import (
 	"context"
 	"math/rand/v2"
+	"sync"
 	"sync/atomic"
 	"time"
 )
@@ -60,6 +61,10 @@ type HealthConfig struct {
 type HealthChecker struct {
 	g   *Group
 	cfg HealthConfig
+
+	mu      sync.Mutex
+	held    map[*Peer]bool // peers this checker holds out
+	stopped bool
 }
 
 // NewHealthChecker returns a checker of g's peers (peers marked down in
@@ -75,12 +80,43 @@ func NewHealthChecker(g *Group, cfg HealthConfig) *HealthChecker {
 	if cfg.Logf == nil {
 		cfg.Logf = func(bool, string, ...any) {}
 	}
-	return &HealthChecker{g: g, cfg: cfg}
+	return &HealthChecker{g: g, cfg: cfg, held: map[*Peer]bool{}}
+}
+
+// setOut records the checker's verdict on p; false once Stop ran. Called
+// from the peer's probe goroutine.
+func (h *HealthChecker) setOut(p *Peer, out bool) bool {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.stopped || h.held[p] == out {
+		return false
+	}
+	if out {
+		h.held[p] = true
+		p.health.down.Add(1)
+	} else {
+		delete(h.held, p)
+		p.health.down.Add(-1)
+	}
+	return true
+}
+
+// Stop releases every peer the checker holds out, at once, and makes it
+// hold none from now on; cancel Run's context too, to end the probes.
+// Safe from any goroutine, more than once.
+func (h *HealthChecker) Stop() {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.stopped = true
+	for p := range h.held {
+		p.health.down.Add(-1)
+	}
+	clear(h.held)
 }
 
 // Run probes every peer at once and then every Interval until ctx is done;
-// it returns after releasing every peer it held out, so a configuration
-// that drops the check does not leave peers out. Each peer is probed on its
+// it returns after releasing every peer it held out (Stop), so a
+// configuration that drops the check does not leave peers out. Each peer is probed on its
 // own goroutine, so a hanging peer delays no other. Runs on the caller's
 // goroutine (start it with go).
 func (h *HealthChecker) Run(ctx context.Context) {
@@ -99,20 +135,16 @@ func (h *HealthChecker) Run(ctx context.Context) {
 	for range n {
 		<-done
 	}
+	h.Stop()
 }
 
 // watch is the probe loop of one peer, on its own goroutine.
 func (h *HealthChecker) watch(ctx context.Context, p *Peer) {
 	out := h.cfg.Mandatory
 	if out {
-		p.health.down.Add(1)
+		h.setOut(p, true)
 	}
 	okRun, failRun := 0, 0
-	defer func() {
-		if out {
-			p.health.down.Add(-1)
-		}
-	}()
 	t := time.NewTimer(0)
 	defer t.Stop()
 	for {
@@ -132,7 +164,9 @@ func (h *HealthChecker) watch(ctx context.Context, p *Peer) {
 			okRun, failRun = okRun+1, 0
 			if out && okRun >= h.cfg.Passes {
 				out = false
-				p.health.down.Add(-1)
+				if !h.setOut(p, false) {
+					return
+				}
 				h.cfg.Logf(true, "peer %s of upstream %q is healthy after %d passed health checks", p, h.g.name, okRun)
 			}
 		} else {
@@ -140,7 +174,9 @@ func (h *HealthChecker) watch(ctx context.Context, p *Peer) {
 			failRun, okRun = failRun+1, 0
 			if !out && failRun >= h.cfg.Fails {
 				out = true
-				p.health.down.Add(1)
+				if !h.setOut(p, true) {
+					return
+				}
 				h.cfg.Logf(false, "peer %s of upstream %q is unhealthy: health check failed: %v", p, h.g.name, err)
 			}
 		}

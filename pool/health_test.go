@@ -72,10 +72,43 @@ func TestHealthChecker(t *testing.T) {
 	if up := <-events; up {
 		t.Fatal("want down again")
 	}
+	h.Stop()
+	if bad.Unhealthy() {
+		t.Fatal("a stopped checker still holds the peer out")
+	}
 	cancel()
 	<-stopped
 	if bad.Unhealthy() {
-		t.Fatal("a stopped checker still holds the peer out")
+		t.Fatal("the peer is out after Run returned")
+	}
+}
+
+// TestHealthRunReleases: a checker whose context ends releases its peers
+// when Run returns; mandatory starts peers out.
+func TestHealthRunReleases(t *testing.T) {
+	g, err := NewGroup(GroupConfig{Name: "b", Servers: []ServerConfig{NewServerConfig("127.0.0.1:1")}}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := g.Peers()[0]
+	probed := make(chan struct{})
+	ctx, cancel := context.WithCancel(context.Background())
+	h := NewHealthChecker(g, HealthConfig{Mandatory: true, Interval: time.Hour,
+		Probe: func(ctx context.Context, _ *Peer) error {
+			close(probed)
+			<-ctx.Done() // hangs until the checker is cancelled
+			return ctx.Err()
+		}})
+	stopped := make(chan struct{})
+	go func() { h.Run(ctx); close(stopped) }()
+	<-probed
+	if !p.Unhealthy() {
+		t.Fatal("mandatory: the peer is in before its first probe passed")
+	}
+	cancel()
+	<-stopped
+	if p.Unhealthy() {
+		t.Fatal("the peer is out after Run returned")
 	}
 }
 
