@@ -3,6 +3,7 @@ package engine
 import (
 	"bytes"
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
@@ -120,14 +121,23 @@ func (s *server) probe(ctx context.Context, peer *pool.Peer, port int, m *conf.M
 			hsDeadline = minTime(deadline, time.Now().Add(s.connectTimeout))
 		}
 		tc := tlsbridge.NewConn(c, cfg)
+		t0 := time.Now()
 		if err := tc.Handshake(hsDeadline); err != nil {
 			return fmt.Errorf("TLS handshake: %w", err)
 		}
+		took := time.Since(t0)
 		if err := c.SetDeadline(deadline); err != nil {
 			return fmt.Errorf("setting the probe deadline: %w", err)
 		}
 		defer tc.Close()
 		conn = tc
+		if tc.ConnectionState().Version == tls.VersionTLS13 && (m == nil || m.Expect == "" && m.Regexp == nil) {
+			// TLS 1.3 tickets come after the handshake: read them,
+			// so the next probe resumes. They follow the server's
+			// Finished by about a round trip, less than the
+			// handshake took.
+			defer pullTickets(c, tc, took, deadline)
+		}
 	}
 	if m == nil {
 		return nil
@@ -138,6 +148,18 @@ func (s *server) probe(ctx context.Context, peer *pool.Peer, port int, m *conf.M
 		}
 	}
 	return expect(conn, m)
+}
+
+// pullTickets reads from a TLS 1.3 probe connection for about as long as
+// its handshake took (10ms at least, not past the probe's deadline), so
+// crypto/tls stores the session tickets the server sent; what the read
+// returns does not matter.
+func pullTickets(c net.Conn, tc *tlsbridge.Conn, took time.Duration, deadline time.Time) {
+	if c.SetReadDeadline(minTime(deadline, time.Now().Add(max(took, 10*time.Millisecond)))) != nil {
+		return
+	}
+	var b [1]byte
+	_, _ = tc.Read(b[:])
 }
 
 // expect reads the answer until it satisfies m (a prefix, or the regular
