@@ -5,7 +5,6 @@ import (
 	"io"
 	"net"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -133,13 +132,13 @@ func TestHealthCheckHangingHandshake(t *testing.T) {
 	})
 }
 
-// flaky forwards connections to target while good is set and closes them
-// at once otherwise: a peer whose health the test switches.
+// flaky forwards connections to target while good is set, holds them
+// without a word while hang is set, and closes them at once otherwise: a
+// peer whose health the test switches.
 type flaky struct {
-	ln     net.Listener
-	good   atomic.Bool
-	target string
-	wg     sync.WaitGroup
+	ln         net.Listener
+	good, hang atomic.Bool
+	target     string
 }
 
 func startFlaky(t *testing.T, target string) *flaky {
@@ -153,6 +152,10 @@ func startFlaky(t *testing.T, target string) *flaky {
 			c, err := ln.Accept()
 			if err != nil {
 				return
+			}
+			if f.hang.Load() {
+				go func() { io.Copy(io.Discard, c); c.Close() }()
+				continue
 			}
 			if !f.good.Load() {
 				c.Close()
@@ -256,6 +259,16 @@ func TestHealthCheckReload(t *testing.T) {
 	tb := startEngine(t, dir, text)
 	p := peerOf(t, tb, f.ln.Addr().String())
 	waitFor(t, "the flaky peer out", 5*time.Second, p.Unhealthy)
+	// A reload that keeps the check keeps the peer out while the new
+	// checker's first probe is still running (it hangs for 5s).
+	f.hang.Store(true)
+	if err := tb.reload(healthConf(addrs, "", "health_check interval=59s;")); err != nil {
+		t.Fatal(err)
+	}
+	if !peerOf(t, tb, f.ln.Addr().String()).Unhealthy() {
+		t.Fatal("a reload let the unhealthy peer in before its first probe")
+	}
+	f.hang.Store(false)
 	// A session of the old plan stays open across the reloads.
 	c, err := net.Dial("tcp", tb.addr)
 	if err != nil {

@@ -149,10 +149,6 @@ type Peer struct {
 	// keeps the peer hands the same stats to its successor (Inherit), so
 	// they are never reset.
 	stats *peerStats
-
-	// health is the active health-check state (health.go); not carried
-	// over a reload, the new configuration's checker decides afresh.
-	health peerHealth
 }
 
 // Conns returns the peer's active connections (selected and not yet failed

@@ -16,8 +16,10 @@ import (
 // configuration's during a reload): a peer is out while any of them holds it
 // out.
 
-// peerHealth is a Peer's active-check state. Lock-free: the balancers read
-// down under the group's lock, checkers write it from their goroutines.
+// peerHealth is a Peer's active-check state, part of its stats so that a
+// reload that keeps the peer (Inherit) keeps it. Lock-free: the balancers
+// read down under the group's lock, checkers write it from their
+// goroutines.
 type peerHealth struct {
 	// down counts the checkers that currently hold the peer out.
 	down       atomic.Int32
@@ -26,12 +28,12 @@ type peerHealth struct {
 
 // Unhealthy reports whether an active health check holds the peer out of
 // selection. Safe from any goroutine.
-func (p *Peer) Unhealthy() bool { return p.health.down.Load() > 0 }
+func (p *Peer) Unhealthy() bool { return p.stats.health.down.Load() > 0 }
 
 // HealthChecks returns how many active health-check probes of the peer
 // passed and failed so far. Safe from any goroutine.
 func (p *Peer) HealthChecks() (ok, failed uint64) {
-	return p.health.ok.Load(), p.health.failed.Load()
+	return p.stats.health.ok.Load(), p.stats.health.failed.Load()
 }
 
 // HealthConfig is one health_check directive's parameters.
@@ -68,7 +70,9 @@ type HealthChecker struct {
 }
 
 // NewHealthChecker returns a checker of g's peers (peers marked down in
-// the configuration are not probed). Call Run to start it.
+// the configuration are not probed). It holds out at once the peers that
+// are out already, and all of them with Mandatory. Call Run to start it;
+// Run or Stop releases what it holds.
 func NewHealthChecker(g *Group, cfg HealthConfig) *HealthChecker {
 	if cfg.Interval <= 0 {
 		cfg.Interval = 5 * time.Second
@@ -80,7 +84,17 @@ func NewHealthChecker(g *Group, cfg HealthConfig) *HealthChecker {
 	if cfg.Logf == nil {
 		cfg.Logf = func(bool, string, ...any) {}
 	}
-	return &HealthChecker{g: g, cfg: cfg, held: map[*Peer]bool{}}
+	h := &HealthChecker{g: g, cfg: cfg, held: map[*Peer]bool{}}
+	for _, p := range g.peers {
+		// A peer another checker holds out (the replaced
+		// configuration's, whose state a reload carries with the
+		// peer's stats) stays out until this checker has seen Passes
+		// successes: taken here, before the caller retires the other.
+		if !p.Down && (cfg.Mandatory || p.Unhealthy()) {
+			h.setOut(p, true)
+		}
+	}
+	return h
 }
 
 // setOut records the checker's verdict on p; false once Stop ran. Called
@@ -93,10 +107,10 @@ func (h *HealthChecker) setOut(p *Peer, out bool) bool {
 	}
 	if out {
 		h.held[p] = true
-		p.health.down.Add(1)
+		p.stats.health.down.Add(1)
 	} else {
 		delete(h.held, p)
-		p.health.down.Add(-1)
+		p.stats.health.down.Add(-1)
 	}
 	return true
 }
@@ -109,7 +123,7 @@ func (h *HealthChecker) Stop() {
 	defer h.mu.Unlock()
 	h.stopped = true
 	for p := range h.held {
-		p.health.down.Add(-1)
+		p.stats.health.down.Add(-1)
 	}
 	clear(h.held)
 }
@@ -140,10 +154,9 @@ func (h *HealthChecker) Run(ctx context.Context) {
 
 // watch is the probe loop of one peer, on its own goroutine.
 func (h *HealthChecker) watch(ctx context.Context, p *Peer) {
-	out := h.cfg.Mandatory
-	if out {
-		h.setOut(p, true)
-	}
+	h.mu.Lock()
+	out := h.held[p]
+	h.mu.Unlock()
 	okRun, failRun := 0, 0
 	t := time.NewTimer(0)
 	defer t.Stop()
@@ -160,7 +173,7 @@ func (h *HealthChecker) watch(ctx context.Context, p *Peer) {
 			return
 		}
 		if err == nil {
-			p.health.ok.Add(1)
+			p.stats.health.ok.Add(1)
 			okRun, failRun = okRun+1, 0
 			if out && okRun >= h.cfg.Passes {
 				out = false
@@ -170,7 +183,7 @@ func (h *HealthChecker) watch(ctx context.Context, p *Peer) {
 				h.cfg.Logf(true, "peer %s of upstream %q is healthy after %d passed health checks", p, h.g.name, okRun)
 			}
 		} else {
-			p.health.failed.Add(1)
+			p.stats.health.failed.Add(1)
 			failRun, okRun = failRun+1, 0
 			if !out && failRun >= h.cfg.Fails {
 				out = true

@@ -118,7 +118,7 @@ func TestHealthAllOut(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	g.Peers()[0].health.down.Add(1)
+	g.Peers()[0].stats.health.down.Add(1)
 	if _, err := g.NewSelection("", 0, time.Now()).Next(time.Now()); !errors.Is(err, ErrNoLivePeers) {
 		t.Fatalf("Next: %v, want ErrNoLivePeers", err)
 	}

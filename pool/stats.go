@@ -106,6 +106,7 @@ type peerStats struct {
 	handshakeTime      Histogram    // successful handshakes
 	connectTime        Histogram    // successful TCP connects
 	checkedNano        atomic.Int64 // mirror of Peer.checked, for State
+	health             peerHealth   // active health checks (health.go)
 }
 
 // ObserveConnect records a successful TCP connect that took d. The dialer
