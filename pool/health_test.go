@@ -3,6 +3,7 @@ package pool
 import (
 	"context"
 	"errors"
+	"fmt"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -121,5 +122,30 @@ func TestHealthAllOut(t *testing.T) {
 	g.Peers()[0].stats.health.down.Add(1)
 	if _, err := g.NewSelection("", 0, time.Now()).Next(time.Now()); !errors.Is(err, ErrNoLivePeers) {
 		t.Fatalf("Next: %v, want ErrNoLivePeers", err)
+	}
+}
+
+// TestHealthEveryBalancer: no balancing method picks a peer held out.
+func TestHealthEveryBalancer(t *testing.T) {
+	for _, b := range []BalancerConfig{
+		{}, {Method: MethodLeastConn}, {Method: MethodHash, Key: "k"}, {Method: MethodHash, Key: "k", Consistent: true},
+		{Method: MethodRandom}, {Method: MethodRandom, Two: true},
+	} {
+		g, err := NewGroup(GroupConfig{Name: "b", Balancer: b, Servers: []ServerConfig{
+			NewServerConfig("127.0.0.1:1"), NewServerConfig("127.0.0.2:1"), NewServerConfig("127.0.0.3:1"),
+		}}, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		out := g.Peers()[1]
+		out.stats.health.down.Add(1)
+		for i := range 50 {
+			s := g.NewSelection(fmt.Sprint("key", i), 0, time.Now())
+			p, err := s.Next(time.Now())
+			if err != nil || p == out {
+				t.Fatalf("%+v: selection %d gave %v, %v", b, i, p, err)
+			}
+			s.Release(p)
+		}
 	}
 }
