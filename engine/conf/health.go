@@ -250,3 +250,63 @@ func (p *parser) checkHealth() error {
 	}
 	return nil
 }
+
+// formatMatches writes the match blocks for -T, in name order, as one
+// token each send and expect (bytes outside printable ASCII as \xHH). For
+// format.go's Format, at stream level; w is its directive writer.
+func formatMatches(b *strings.Builder, w func(int, string, ...string), st *Stream) {
+	for _, name := range sortedKeys(st.Matches) {
+		m := st.Matches[name]
+		b.WriteString("\n    match " + quote(name) + " {\n")
+		if m.Send != "" {
+			w(2, "send", encodeHex(m.Send))
+		}
+		switch {
+		case m.Regexp != nil:
+			w(2, "expect", "~", m.Regexp.String())
+		case m.Expect != "":
+			w(2, "expect", encodeHex(m.Expect))
+		}
+		b.WriteString("    }\n")
+	}
+}
+
+// formatHealth writes a server's health_check and effective
+// health_check_timeout for -T. For format.go's Format, in a server block.
+func formatHealth(w func(int, string, ...string), srv *Server) {
+	hc := srv.HealthCheck
+	if hc == nil {
+		return
+	}
+	args := []string{"interval=" + formatDuration(hc.Interval), "jitter=" + formatDuration(hc.Jitter),
+		"fails=" + strconv.Itoa(hc.Fails), "passes=" + strconv.Itoa(hc.Passes)}
+	if hc.Port != 0 {
+		args = append(args, "port="+strconv.Itoa(hc.Port))
+	}
+	if hc.Match != "" {
+		args = append(args, "match="+hc.Match)
+	}
+	if hc.Mandatory {
+		args = append(args, "mandatory")
+	}
+	if hc.Persistent {
+		args = append(args, "persistent")
+	}
+	w(2, "health_check", args...)
+	w(2, "health_check_timeout", formatDuration(srv.HealthCheckTimeout))
+}
+
+// encodeHex is decodeHex's inverse for the bytes quote cannot write:
+// control characters other than \t \r \n, and bytes from 0x7f.
+func encodeHex(s string) string {
+	var b strings.Builder
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if (c < 0x20 && c != '\t' && c != '\r' && c != '\n') || c >= 0x7f {
+			b.WriteString(`\x` + strconv.FormatUint(uint64(c)>>4, 16) + strconv.FormatUint(uint64(c)&15, 16))
+			continue
+		}
+		b.WriteByte(c)
+	}
+	return b.String()
+}

@@ -1,6 +1,7 @@
 package conf
 
 import (
+	"strings"
 	"testing"
 	"time"
 )
@@ -104,5 +105,46 @@ func TestDecodeHex(t *testing.T) {
 		if got := decodeHex(in); got != want {
 			t.Errorf("decodeHex(%q) = %q, want %q", in, got, want)
 		}
+	}
+}
+
+// TestHealthFormat: what formatMatches and formatHealth write parses back
+// to the same settings.
+func TestHealthFormat(t *testing.T) {
+	cfg, _, msg := parseIn(t, hcConf("health_check_timeout 2s;",
+		"health_check interval=250ms jitter=1s fails=3 passes=2 port=8443 match=m mandatory;"), LoadOptions{})
+	if msg != "" {
+		t.Fatal(msg)
+	}
+	var b strings.Builder
+	w := func(indent int, name string, args ...string) {
+		b.WriteString(strings.Repeat("    ", indent) + name)
+		for _, a := range args {
+			b.WriteString(" " + quote(a))
+		}
+		b.WriteString(";\n")
+	}
+	formatMatches(&b, w, cfg.Stream)
+	matches := b.String()
+	b.Reset()
+	formatHealth(w, cfg.Stream.Servers[0])
+	src := "stream {\n" + matches + "\nupstream b { zone b 64k; server 127.0.0.1:1; }\n" +
+		"server { listen 80; proxy_pass b;\n" + b.String() + "}\n}\n"
+	again, _, msg := parseIn(t, src, LoadOptions{})
+	if msg != "" {
+		t.Fatalf("%s\n%s", msg, src)
+	}
+	s0, s1 := cfg.Stream.Servers[0], again.Stream.Servers[0]
+	h0, h1 := *s0.HealthCheck, *s1.HealthCheck
+	h0.Pos, h1.Pos = Pos{}, Pos{}
+	if h0 != h1 || s0.HealthCheckTimeout != s1.HealthCheckTimeout {
+		t.Fatalf("health_check %+v %v, after -T %+v %v\n%s", h0, s0.HealthCheckTimeout, h1, s1.HealthCheckTimeout, src)
+	}
+	m0, m1 := cfg.Stream.Matches["m"], again.Stream.Matches["m"]
+	if m0.Send != m1.Send || m0.Expect != m1.Expect || m0.Regexp.String() != m1.Regexp.String() {
+		t.Fatalf("match %+v, after -T %+v\n%s", m0, m1, src)
+	}
+	if got := decodeHex(encodeHex("a\x00\x7f\xff\r\n")); got != "a\x00\x7f\xff\r\n" {
+		t.Fatalf("hex round trip %q", got)
 	}
 }
