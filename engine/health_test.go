@@ -26,6 +26,21 @@ func healthConf(addrs []string, stream, extra string) string {
 	return b.String()
 }
 
+// startHealthEngine is startEngine, and stops the health checkers of the
+// plan running at the end of the test: Serve returning does not free its
+// plan, and probes must
+// not outlive the test.
+func startHealthEngine(t *testing.T, dir, text string) *testbed {
+	t.Helper()
+	tb := startEngine(t, dir, text)
+	t.Cleanup(func() {
+		if stop := tb.eng.plan.Load().stopHealth; stop != nil {
+			stop()
+		}
+	})
+	return tb
+}
+
 // peerOf returns the running plan's peer at addr.
 func peerOf(t *testing.T, tb *testbed, addr string) *pool.Peer {
 	t.Helper()
@@ -55,7 +70,7 @@ func TestHealthCheckRefused(t *testing.T) {
 	set, _, dir := newPKI(t, pki.ECDSAP256, 1)
 	good := startUpstreams(t, set, 1, backend.Echo, nil)[0]
 	dead := deadAddr(t)
-	tb := startEngine(t, dir, healthConf([]string{dead, good.Addr()}, "", "health_check interval=100ms;"))
+	tb := startHealthEngine(t, dir, healthConf([]string{dead, good.Addr()}, "", "health_check interval=100ms;"))
 	bad := peerOf(t, tb, dead)
 	waitFor(t, "the refusing peer out", 5*time.Second, bad.Unhealthy)
 	if st := bad.State(time.Now()); st != pool.PeerUnhealthy {
@@ -104,7 +119,7 @@ func TestHealthCheckHangingHandshake(t *testing.T) {
 		}
 	}()
 	start := time.Now()
-	tb := startEngine(t, dir, healthConf([]string{ln.Addr().String(), good.Addr()}, "health_check_timeout 300ms;",
+	tb := startHealthEngine(t, dir, healthConf([]string{ln.Addr().String(), good.Addr()}, "health_check_timeout 300ms;",
 		"proxy_connect_timeout 20s; health_check interval=1m;"))
 	hang := peerOf(t, tb, ln.Addr().String())
 	waitFor(t, "the hanging peer out", 5*time.Second, hang.Unhealthy)
@@ -180,7 +195,7 @@ func TestHealthCheckPasses(t *testing.T) {
 	set, _, dir := newPKI(t, pki.ECDSAP256, 1)
 	ups := startUpstreams(t, set, 2, backend.Echo, nil)
 	f := startFlaky(t, ups[1].Addr())
-	tb := startEngine(t, dir, healthConf([]string{ups[0].Addr(), f.ln.Addr().String()}, "",
+	tb := startHealthEngine(t, dir, healthConf([]string{ups[0].Addr(), f.ln.Addr().String()}, "",
 		"health_check interval=50ms fails=2 passes=3;"))
 	p := peerOf(t, tb, f.ln.Addr().String())
 	waitFor(t, "the flaky peer out", 5*time.Second, p.Unhealthy)
@@ -223,7 +238,7 @@ func TestHealthCheckMatch(t *testing.T) {
 		{"regex mismatch", `send "PING\r\n"; expect ~ "^PONG";`, false},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			tb := startEngine(t, dir, healthConf([]string{ups[0].Addr(), ups[1].Addr()},
+			tb := startHealthEngine(t, dir, healthConf([]string{ups[0].Addr(), ups[1].Addr()},
 				"health_check_timeout 500ms;\nmatch m { "+tc.match+" }",
 				"health_check interval=50ms match=m;"))
 			p := peerOf(t, tb, ups[1].Addr())
@@ -256,7 +271,7 @@ func TestHealthCheckReload(t *testing.T) {
 	f := startFlaky(t, ups[1].Addr())
 	addrs := []string{ups[0].Addr(), f.ln.Addr().String()}
 	text := healthConf(addrs, "", "health_check interval=1m;")
-	tb := startEngine(t, dir, text)
+	tb := startHealthEngine(t, dir, text)
 	p := peerOf(t, tb, f.ln.Addr().String())
 	waitFor(t, "the flaky peer out", 5*time.Second, p.Unhealthy)
 	// A reload that keeps the check keeps the peer out while the new
