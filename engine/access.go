@@ -11,6 +11,23 @@ import (
 	"github.com/tlsrelay/tlsrelay/engine/conf"
 )
 
+// realIPFrom reports whether set_real_ip_from trusts the TCP peer to
+// send the client's address in its PROXY header. Runs on the loop.
+func (s *server) realIPFrom(peer net.Addr) bool {
+	ta, ok := peer.(*net.TCPAddr)
+	if !ok {
+		return false
+	}
+	ip, _ := netip.AddrFromSlice(ta.IP)
+	ip = ip.Unmap()
+	for _, r := range s.conf.RealIPFrom {
+		if r.All || (r.Prefix.IsValid() && r.Prefix.Contains(ip)) {
+			return true
+		}
+	}
+	return false
+}
+
 // allowed applies the server's allow and deny rules to a client, as
 // NGINX's access module does: the first rule that matches decides; none
 // matching allows. Runs on the client's loop, before any upstream work.
@@ -36,30 +53,27 @@ func (s *server) allowed(remote net.Addr) bool {
 	return true
 }
 
-// forbid ends a client that an allow/deny rule refused: logged as NGINX
-// does, 403 in the access log, counted, and closed without any upstream
-// work. Runs on the client's loop.
-func (e *Engine) forbid(c gnet.Conn, lp *loop, srv *server) {
-	s := e.openSession(c, lp, srv)
-	s.status = 403
-	e.log.Logf(LevelError, s.id, "access forbidden by rule, client: %s, server: %s", hostOf(s.remote), srv.name)
-	s.finish("access forbidden")
-}
-
 // admit opens a session for an accepted client, or ends it at once when
 // an allow/deny rule refuses it (403) or a limit_conn zone is full
 // (limit_conn_status, 503 by default), before any upstream work. Runs on
 // the client's loop.
-func (e *Engine) admit(c gnet.Conn, lp *loop, srv *server) {
-	if !srv.allowed(c.RemoteAddr()) {
-		e.forbid(c, lp, srv)
+func (e *Engine) admit(c gnet.Conn, lp *loop, srv *server, pp *proxyInfo) {
+	remote := c.RemoteAddr()
+	if pp != nil && pp.src != nil && srv.realIPFrom(remote) {
+		remote = pp.src // set_real_ip_from: the original client
+	}
+	if !srv.allowed(remote) {
+		s := e.openSessionAt(c, lp, srv, remote, pp)
+		s.status = 403
+		e.log.Logf(LevelError, s.id, "access forbidden by rule, client: %s, server: %s", hostOf(s.remote), srv.name)
+		s.finish("access forbidden")
 		return
 	}
+	s := e.openSessionAt(c, lp, srv, remote, pp)
 	if len(srv.conf.LimitConn) == 0 {
-		e.newSession(c, lp, srv)
+		e.submit(s)
 		return
 	}
-	s := e.openSession(c, lp, srv)
 	if zone := s.limitConns(); zone != "" {
 		s.status = srv.conf.Core.LimitConnStatus
 		e.log.Logf(limitLevel(srv.conf.Core.LimitConnLogLevel), s.id, "limiting connections by zone %q, client: %s, server: %s", zone, hostOf(s.remote), srv.name)

@@ -50,6 +50,11 @@ const (
 	varUpstreamSSLServerSubject
 	varUpstreamSSLError
 	varCloseReason
+	varPPAddr
+	varPPPort
+	varPPServerAddr
+	varPPServerPort
+	varPPTLV // $proxy_protocol_tlv_NAME; the segment's lit is NAME
 	varEmpty // a variable tlsrelay knows but cannot fill: "-" or ""
 )
 
@@ -73,6 +78,10 @@ var logVarNames = map[string]varID{
 	"upstream_ssl_server_subject": varUpstreamSSLServerSubject,
 	"upstream_ssl_error":          varUpstreamSSLError,
 	"close_reason":                varCloseReason,
+	"proxy_protocol_addr":         varPPAddr,
+	"proxy_protocol_port":         varPPPort,
+	"proxy_protocol_server_addr":  varPPServerAddr,
+	"proxy_protocol_server_port":  varPPServerPort,
 }
 
 // logSegment is a literal or a variable of a compiled log format.
@@ -137,10 +146,13 @@ func compileFormat(f string, esc string) *logFormat {
 		}
 		flush()
 		id, ok := logVarNames[name]
-		if !ok {
-			id = varEmpty
+		seg := logSegment{id: id}
+		if tlv, isTLV := strings.CutPrefix(name, "proxy_protocol_tlv_"); isTLV {
+			seg = logSegment{id: varPPTLV, lit: tlv}
+		} else if !ok {
+			seg.id = varEmpty
 		}
-		lf.segs = append(lf.segs, logSegment{id: id})
+		lf.segs = append(lf.segs, seg)
 		i = k - 1
 	}
 	flush()
@@ -185,7 +197,11 @@ func (s *session) render(b []byte, f *logFormat, now time.Time) []byte {
 			continue
 		}
 		start := len(b)
-		b = s.appendVar(b, sg.id, now)
+		if sg.id == varPPTLV {
+			b = append(b, s.pp.tlvValue(sg.lit)...)
+		} else {
+			b = s.appendVar(b, sg.id, now)
+		}
 		if f.escape != escapeNone {
 			b = escapeTail(b, start, f.escape)
 		}
@@ -196,6 +212,19 @@ func (s *session) render(b []byte, f *logFormat, now time.Time) []byte {
 // appendVar appends the value of one variable.
 func (s *session) appendVar(b []byte, id varID, now time.Time) []byte {
 	switch id {
+	case varPPAddr, varPPPort, varPPServerAddr, varPPServerPort:
+		if s.pp == nil || s.pp.src == nil {
+			return b
+		}
+		switch id {
+		case varPPAddr:
+			return append(b, hostOf(s.pp.src)...)
+		case varPPPort:
+			return append(b, portOf(s.pp.src)...)
+		case varPPServerAddr:
+			return append(b, hostOf(s.pp.dst)...)
+		}
+		return append(b, portOf(s.pp.dst)...)
 	case varRemoteAddr:
 		return append(b, hostOf(s.remote)...)
 	case varRemotePort:

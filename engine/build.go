@@ -479,8 +479,6 @@ func checkSupported(sc *conf.Server) error {
 		switch {
 		case l.Network != "" && l.Network != "tcp":
 			return conf.Errorf(l.Pos, "listen on %q is not supported: TCP addresses only", l.Addr)
-		case l.ProxyProtocol:
-			return conf.Errorf(l.Pos, "\"proxy_protocol\" parameter of \"listen\" is not supported: clients cannot send a PROXY header")
 		}
 	}
 	if u := sc.Upstream; u != nil {

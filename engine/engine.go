@@ -199,6 +199,8 @@ func (e *Engine) Serve(ctx context.Context) error {
 	p := e.plan.Load()
 	defer e.log.Close()
 	defer e.files.closeAll()
+	// The plan in force at the end stops its watchers and health checks.
+	defer func() { e.plan.Load().free() }()
 	defer e.keyLogs.Close()
 	if len(p.servers) == 0 {
 		return errors.New("no listen addresses: the configuration has no stream server")

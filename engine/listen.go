@@ -86,10 +86,12 @@ type listenSock struct {
 	enrolling []<-chan gnet.RegisteredResult
 }
 
-// accepted is the gnet context of a client conn being enrolled.
+// accepted is the gnet context of a client conn being enrolled, with
+// its PROXY header when the listener expects one.
 type accepted struct {
 	b  *binding
 	lp *loop
+	pp *proxyInfo
 }
 
 // listenKey names the i-th socket of a listen directive.
@@ -421,6 +423,10 @@ func outOfDescriptors(err error) bool {
 // hand enrolls an accepted client into a loop. Runs on an accept
 // goroutine.
 func (e *Engine) hand(c *net.TCPConn, ls *listenSock) {
+	if b := ls.bind.Load(); b.opts.ProxyProtocol {
+		go e.handProxied(c, ls, b)
+		return
+	}
 	lp := ls.lp.Load()
 	if lp == nil {
 		lp = e.loops[int(e.nextLoop.Add(1)-1)%len(e.loops)]

@@ -22,15 +22,11 @@ func TestUnsupportedSettings(t *testing.T) {
 		line                         int
 	}{
 		{"half close", "proxy_half_close on;", "", `"proxy_half_close on" is not supported`, 4},
-		{"listen proxy_protocol", "", "", `"proxy_protocol" parameter of "listen" is not supported`, 3},
 		{"resolve", "", "resolve", `"resolve" and "service=" are not supported`, 2},
 		{"bind variables", "proxy_bind $remote_addr;", "", "proxy_bind with variables is not supported", 4},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			listen := "listen 127.0.0.1:12345;"
-			if tc.name == "listen proxy_protocol" {
-				listen = "listen 127.0.0.1:12345 proxy_protocol;"
-			}
 			up := "server 127.0.0.1:1;"
 			zone := ""
 			if tc.upstream == "resolve" {

@@ -138,6 +138,8 @@ type session struct {
 	lingering, lingered, upShut bool
 	lastUp                      int64 // loop tick of the last upstream traffic
 	dropped                     int64 // upstream bytes read for a client that is gone
+	// pp is what the client's PROXY header said; nil: none.
+	pp *proxyInfo
 	// limits are the limit_conn counts the session holds.
 	limits []limitHold
 	// peerFailed: the upstream refused the session after its handshake
@@ -210,14 +212,21 @@ func (e *Engine) submit(s *session) {
 // openSession builds a connecting session for c with its dial job ready to
 // submit, and counts it. Runs on c's loop.
 func (e *Engine) openSession(c gnet.Conn, lp *loop, srv *server) *session {
-	s := &session{e: e, lp: lp, srv: srv, id: e.connID.Add(1), start: time.Now(), status: 200}
+	return e.openSessionAt(c, lp, srv, c.RemoteAddr(), nil)
+}
+
+// openSessionAt is openSession for a client whose address is remote (the
+// TCP peer, or the original client of a trusted PROXY header) and whose
+// PROXY header said pp (nil: none). Runs on c's loop.
+func (e *Engine) openSessionAt(c gnet.Conn, lp *loop, srv *server, remote net.Addr, pp *proxyInfo) *session {
+	s := &session{e: e, lp: lp, srv: srv, id: e.connID.Add(1), start: time.Now(), status: 200, pp: pp}
 	s.cli.c, s.cli.state, s.cli.fd = c, sideAttached, -1
 	s.up.fd = -1
 	s.cliToUp = direction{src: &s.cli, dst: &s.up, from: &s.cli, to: &s.up,
 		rate: srv.uploadRate, moved: &s.fromClient, sent: &s.toUp}
 	s.upToCli = direction{src: &s.up, dst: &s.cli, from: &s.up, to: &s.cli,
 		rate: srv.downloadRate, moved: &s.fromUp, sent: &s.toClient, first: &s.firstByte, upstream: true}
-	s.remote, s.local = c.RemoteAddr(), c.LocalAddr()
+	s.remote, s.local = remote, c.LocalAddr()
 	s.idle.fire = s.onIdle
 	s.rate.fire = s.onRate
 	s.linger.fire = s.onLinger

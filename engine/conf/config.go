@@ -202,6 +202,10 @@ type Server struct {
 	// LimitConn are the effective limit_conn directives: the server's,
 	// else the stream level's.
 	LimitConn []LimitConn
+	// RealIPFrom are the effective set_real_ip_from addresses (as allow
+	// rules: All, Unix or Prefix): peers trusted to send the client's
+	// address in a PROXY header.
+	RealIPFrom []AccessRule
 	// HealthCheck is the server's health_check; nil: none.
 	HealthCheck *HealthCheck
 	// HealthCheckTimeout is the effective health_check_timeout (the

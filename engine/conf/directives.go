@@ -176,7 +176,7 @@ func specsFor(name string) []spec {
 		})
 	case "limit_conn_dry_run":
 		return mrg(1, 1, func(p *parser, m *mergeable, d *directive) error { return flagArg(d, &m.Core.LimitConnDryRun) })
-	case "allow", "deny":
+	case "allow", "deny", "set_real_ip_from":
 		return []spec{{ctx: ss, min: 1, max: 1, fn: (*parser).accessRule}}
 	case "access_log":
 		return []spec{{ctx: ss, min: 1, max: any1, multi: true, merge: mergeAccessLog,
@@ -426,7 +426,7 @@ func isUnsupported(name string) bool {
 	}
 	switch name {
 	case "geo", "map", "map_hash_max_size", "map_hash_bucket_size",
-		"split_clients", "return", "set", "pass", "set_real_ip_from", "server_name",
+		"split_clients", "return", "set", "pass", "server_name",
 		"state", "keyval", "keyval_zone", "proxy_session_drop",
 		"proxy_bind_dynamic", "open_log_file_cache", "status_zone", "sticky", "ntlm",
 		"keepalive", "keepalive_timeout", "keepalive_requests", "keepalive_time", "queue",

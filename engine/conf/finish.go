@@ -52,6 +52,10 @@ func (p *parser) finish() error {
 		if len(srv.Access) == 0 {
 			srv.Access = p.streamLvl.access
 		}
+		srv.RealIPFrom = ss.lvl.realIP
+		if len(srv.RealIPFrom) == 0 {
+			srv.RealIPFrom = p.streamLvl.realIP
+		}
 		srv.LimitConn = ss.lvl.limits
 		if len(srv.LimitConn) == 0 {
 			srv.LimitConn = p.streamLvl.limits

@@ -69,6 +69,7 @@ func (c *Config) Format() string {
 		z := st.LimitConnZones[name]
 		w(1, "limit_conn_zone", z.Key, "zone="+z.Name+":"+formatSize(z.Size))
 	}
+	formatMatches(&b, w, st)
 	for _, u := range st.Upstreams {
 		if u.Implicit {
 			continue
@@ -135,21 +136,17 @@ func (c *Config) Format() string {
 		for _, l := range srv.LimitConn {
 			w(2, "limit_conn", l.Zone, strconv.Itoa(l.Number))
 		}
-		for _, r := range srv.Access {
-			name, arg := "allow", r.Prefix.String()
-			if r.Deny {
-				name = "deny"
-			}
-			switch {
-			case r.All:
-				arg = "all"
-			case r.Unix:
-				arg = "unix:"
-			case r.Prefix.IsSingleIP():
-				arg = r.Prefix.Addr().String()
-			}
-			w(2, name, arg)
+		for _, r := range srv.RealIPFrom {
+			w(2, "set_real_ip_from", ruleArg(r))
 		}
+		for _, r := range srv.Access {
+			if r.Deny {
+				w(2, "deny", ruleArg(r))
+			} else {
+				w(2, "allow", ruleArg(r))
+			}
+		}
+		formatHealth(w, srv)
 		formatCore(w, &srv.Core)
 		for _, l := range srv.ErrorLogs {
 			w(2, "error_log", l.Path, l.Level)
@@ -339,4 +336,17 @@ func quote(s string) string {
 	}
 	r := strings.NewReplacer(`\`, `\\`, `"`, `\"`, "\n", `\n`, "\t", `\t`, "\r", `\r`)
 	return `"` + r.Replace(s) + `"`
+}
+
+// ruleArg is the argument of an allow, deny or set_real_ip_from rule.
+func ruleArg(r AccessRule) string {
+	switch {
+	case r.All:
+		return "all"
+	case r.Unix:
+		return "unix:"
+	case r.Prefix.IsSingleIP():
+		return r.Prefix.Addr().String()
+	}
+	return r.Prefix.String()
 }

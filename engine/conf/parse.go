@@ -111,8 +111,10 @@ type level struct {
 	// access are the level's allow and deny rules in order (one list for
 	// both directives, which a per-directive merge would not keep).
 	access []AccessRule
-	// limits are the level's limit_conn directives.
+	// limits are the level's limit_conn directives; realIP its
+	// set_real_ip_from addresses.
 	limits []LimitConn
+	realIP []AccessRule
 }
 
 func newLevel() *level {

@@ -49,7 +49,6 @@ func TestParseErrors(t *testing.T) {
 		{"unexpected close", "stream {}\n}", `unexpected "}" in t.conf:2`},
 		{"eof", "stream {\n", `unexpected end of file, expecting "}" in t.conf:2`},
 		{"unsupported", srv("ssl_preread on;"), `"ssl_preread" is not supported in t.conf:1`},
-		{"unsupported health", srv("health_check;"), `"health_check" is not supported in t.conf:1`},
 		{"unsupported session drop", srv("proxy_session_drop on;"), `"proxy_session_drop" is not supported in t.conf:1`},
 		{"unsupported udp", "stream { server { listen 53 udp; proxy_pass x:1; } }",
 			`"listen ... udp" is not supported in t.conf:1`},

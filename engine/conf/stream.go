@@ -37,7 +37,8 @@ func (p *parser) serverBlock(d *directive, _ ctx) error {
 	return nil
 }
 
-// accessRule parses `allow|deny address | CIDR | unix: | all`
+// accessRule parses `allow|deny address | CIDR | unix: | all` and
+// `set_real_ip_from` (the same values)
 // (ngx_stream_access_module): the rules of a level are kept in order, and
 // a server with none inherits the stream level's.
 func (p *parser) accessRule(d *directive, c ctx) error {
@@ -63,6 +64,10 @@ func (p *parser) accessRule(d *directive, c ctx) error {
 	lvl := p.streamLvl
 	if c == ctxServer {
 		lvl = p.server.lvl
+	}
+	if d.name == "set_real_ip_from" {
+		lvl.realIP = append(lvl.realIP, r)
+		return nil
 	}
 	lvl.access = append(lvl.access, r)
 	return nil

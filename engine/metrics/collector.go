@@ -44,9 +44,10 @@ type descs struct {
 	accepted, active, ended, bytes                     *prometheus.Desc
 	stalls, pauses, idle                               *prometheus.Desc
 	reloads, lastReload                                *prometheus.Desc
-	acceptFailures, refused                            *prometheus.Desc
+	acceptFailures, refused, proxyHeaderFailures       *prometheus.Desc
 	handshakes, hsFailures, hsDuration, connDuration   *prometheus.Desc
 	selections, peerFailures, peerActive, peerState    *prometheus.Desc
+	healthChecks                                       *prometheus.Desc
 	queueDepth, queueCap, workers, workersMax, jobs    *prometheus.Desc
 	tickets, ticketKeys, ticketsStored, ticketsDropped *prometheus.Desc
 }
@@ -61,34 +62,36 @@ func NewCollector(src Sources) *Collector {
 	}
 	up := []string{"upstream", "peer"}
 	return &Collector{src: src, d: descs{
-		accepted:       n("sessions_accepted_total", "Client connections accepted."),
-		active:         n("sessions_active", "Sessions open now."),
-		ended:          n("sessions_ended_total", "Sessions ended, by reason.", "reason"),
-		bytes:          n("bytes_total", "Bytes moved by finished sessions, by direction.", "direction"),
-		stalls:         n("backpressure_stalls_total", "Times a side of a session stopped being consumed (backpressure or rate limit)."),
-		pauses:         n("backpressure_pauses_total", "Times a socket was paused for backpressure."),
-		idle:           n("idle_timeouts_total", "Sessions ended by proxy_timeout."),
-		reloads:        n("reloads_total", "Configuration reloads, by result.", "result"),
-		acceptFailures: n("accept_failures_total", "accept() calls that failed (EMFILE, ENFILE and others); accepting pauses, sessions go on."),
-		refused:        n("sessions_refused_total", "Clients closed at once because their event loop had no worker_connections left."),
-		lastReload:     n("last_reload_success_timestamp_seconds", "Unix time of the last configuration load that worked (0: none yet)."),
-		handshakes:     n("upstream_handshakes_total", "Upstream TLS handshakes, by outcome (failed includes every class of upstream_handshake_failures_total).", append(up, "outcome")...),
-		hsFailures:     n("upstream_handshake_failures_total", "Failed upstream TLS handshakes, by class.", append(up, "class")...),
-		hsDuration:     n("upstream_handshake_duration_seconds", "Duration of completed upstream TLS handshakes.", up...),
-		connDuration:   n("upstream_connect_duration_seconds", "Duration of successful upstream TCP connects.", up...),
-		selections:     n("upstream_peer_selections_total", "Times a balancer picked the peer.", up...),
-		peerFailures:   n("upstream_peer_failures_total", "Failed attempts on the peer (connect, PROXY header, TLS handshake, verification).", up...),
-		peerActive:     n("upstream_peer_active_connections", "Connections to the peer now (being set up or established).", up...),
-		peerState:      n("upstream_peer_state", "The peer's state: 1 for the current one of up, banned (max_fails within fail_timeout), down (configured down).", append(up, "state")...),
-		queueDepth:     n("dial_queue_depth", "Sessions waiting for a dial worker."),
-		queueCap:       n("dial_queue_capacity", "The most sessions that may wait for a dial worker."),
-		workers:        n("dial_workers", "Dial worker goroutines running, by state.", "state"),
-		workersMax:     n("dial_workers_max", "The most dial worker goroutines that may run."),
-		jobs:           n("dial_jobs_total", "Dial jobs submitted, by result (rejected: the queue was full).", "result"),
-		tickets:        n("session_tickets", "Upstream TLS sessions (tickets) held for resumption."),
-		ticketKeys:     n("session_ticket_keys", "Keys (endpoint, TLS policy, names) the session store holds tickets under."),
-		ticketsStored:  n("session_tickets_stored_total", "Upstream TLS sessions stored."),
-		ticketsDropped: n("session_tickets_dropped_total", "Upstream TLS sessions dropped, by reason (evicted for room, expired, refused by the upstream).", "reason"),
+		accepted:            n("sessions_accepted_total", "Client connections accepted."),
+		active:              n("sessions_active", "Sessions open now."),
+		ended:               n("sessions_ended_total", "Sessions ended, by reason.", "reason"),
+		bytes:               n("bytes_total", "Bytes moved by finished sessions, by direction.", "direction"),
+		stalls:              n("backpressure_stalls_total", "Times a side of a session stopped being consumed (backpressure or rate limit)."),
+		pauses:              n("backpressure_pauses_total", "Times a socket was paused for backpressure."),
+		idle:                n("idle_timeouts_total", "Sessions ended by proxy_timeout."),
+		reloads:             n("reloads_total", "Configuration reloads, by result.", "result"),
+		acceptFailures:      n("accept_failures_total", "accept() calls that failed (EMFILE, ENFILE and others); accepting pauses, sessions go on."),
+		refused:             n("sessions_refused_total", "Clients closed at once because their event loop had no worker_connections left."),
+		proxyHeaderFailures: n("proxy_header_failures_total", "Clients closed for a malformed or late PROXY protocol header (listen ... proxy_protocol)."),
+		lastReload:          n("last_reload_success_timestamp_seconds", "Unix time of the last configuration load that worked (0: none yet)."),
+		handshakes:          n("upstream_handshakes_total", "Upstream TLS handshakes, by outcome (failed includes every class of upstream_handshake_failures_total).", append(up, "outcome")...),
+		hsFailures:          n("upstream_handshake_failures_total", "Failed upstream TLS handshakes, by class.", append(up, "class")...),
+		hsDuration:          n("upstream_handshake_duration_seconds", "Duration of completed upstream TLS handshakes.", up...),
+		connDuration:        n("upstream_connect_duration_seconds", "Duration of successful upstream TCP connects.", up...),
+		selections:          n("upstream_peer_selections_total", "Times a balancer picked the peer.", up...),
+		healthChecks:        n("upstream_health_checks_total", "Active health-check probes of the peer (health_check), by result.", append(up, "result")...),
+		peerFailures:        n("upstream_peer_failures_total", "Failed attempts on the peer (connect, PROXY header, TLS handshake, verification).", up...),
+		peerActive:          n("upstream_peer_active_connections", "Connections to the peer now (being set up or established).", up...),
+		peerState:           n("upstream_peer_state", "The peer's state: 1 for the current one of up, banned (max_fails within fail_timeout), down (configured down), unhealthy (failing its health_check).", append(up, "state")...),
+		queueDepth:          n("dial_queue_depth", "Sessions waiting for a dial worker."),
+		queueCap:            n("dial_queue_capacity", "The most sessions that may wait for a dial worker."),
+		workers:             n("dial_workers", "Dial worker goroutines running, by state.", "state"),
+		workersMax:          n("dial_workers_max", "The most dial worker goroutines that may run."),
+		jobs:                n("dial_jobs_total", "Dial jobs submitted, by result (rejected: the queue was full).", "result"),
+		tickets:             n("session_tickets", "Upstream TLS sessions (tickets) held for resumption."),
+		ticketKeys:          n("session_ticket_keys", "Keys (endpoint, TLS policy, names) the session store holds tickets under."),
+		ticketsStored:       n("session_tickets_stored_total", "Upstream TLS sessions stored."),
+		ticketsDropped:      n("session_tickets_dropped_total", "Upstream TLS sessions dropped, by reason (evicted for room, expired, refused by the upstream).", "reason"),
 	}}
 }
 
@@ -97,8 +100,9 @@ func (c *Collector) Describe(ch chan<- *prometheus.Desc) {
 	d := &c.d
 	for _, x := range []*prometheus.Desc{
 		d.accepted, d.active, d.ended, d.bytes, d.stalls, d.pauses, d.idle, d.reloads, d.lastReload,
-		d.acceptFailures, d.refused,
+		d.acceptFailures, d.refused, d.proxyHeaderFailures,
 		d.handshakes, d.hsFailures, d.hsDuration, d.connDuration, d.selections, d.peerFailures, d.peerActive, d.peerState,
+		d.healthChecks,
 		d.queueDepth, d.queueCap, d.workers, d.workersMax, d.jobs,
 		d.tickets, d.ticketKeys, d.ticketsStored, d.ticketsDropped,
 	} {
@@ -163,6 +167,7 @@ func (c *Collector) collectEngine(ch chan<- prometheus.Metric, s EngineSnapshot)
 	ch <- counter(d.reloads, s.ReloadsFailed, "failed")
 	ch <- counter(d.acceptFailures, s.AcceptFailures)
 	ch <- counter(d.refused, s.Refused)
+	ch <- counter(d.proxyHeaderFailures, s.ProxyHeaderFailures)
 	var last float64
 	if !s.LastLoad.IsZero() {
 		last = float64(s.LastLoad.UnixNano()) / 1e9
@@ -175,6 +180,7 @@ func (c *Collector) collectEngine(ch chan<- prometheus.Metric, s EngineSnapshot)
 type peerAgg struct {
 	group, addr           string
 	full, resumed, failed uint64
+	checksOK, checksBad   uint64
 	byClass               [pool.FailureClasses]uint64
 	handshake, connect    pool.HistogramSnapshot
 	selected, failures    uint64
@@ -190,13 +196,16 @@ func addHist(a *pool.HistogramSnapshot, b pool.HistogramSnapshot) {
 	}
 }
 
-// better reports whether state a is better than b (up > banned > down).
+// better reports whether state a is better than b (up > banned >
+// unhealthy > down).
 func better(a, b pool.PeerState) bool {
 	rank := func(s pool.PeerState) int {
 		switch s {
 		case pool.PeerUp:
-			return 2
+			return 3
 		case pool.PeerBanned:
+			return 2
+		case pool.PeerUnhealthy:
 			return 1
 		}
 		return 0
@@ -230,6 +239,9 @@ func (c *Collector) collectPeers(ch chan<- prometheus.Metric) {
 		}
 		addHist(&a.handshake, p.HandshakeTime())
 		addHist(&a.connect, p.ConnectTime())
+		passed, failedChecks := p.HealthChecks()
+		a.checksOK += passed
+		a.checksBad += failedChecks
 		a.selected += p.Selected()
 		a.failures += p.Failures()
 		a.conns += int64(p.Conns())
@@ -249,6 +261,8 @@ func (c *Collector) collectPeers(ch chan<- prometheus.Metric) {
 		ch <- constHistogram(d.hsDuration, a.handshake, l...)
 		ch <- constHistogram(d.connDuration, a.connect, l...)
 		ch <- counter(d.selections, a.selected, l...)
+		ch <- counter(d.healthChecks, a.checksOK, a.group, a.addr, "ok")
+		ch <- counter(d.healthChecks, a.checksBad, a.group, a.addr, "failed")
 		ch <- counter(d.peerFailures, a.failures, l...)
 		ch <- gauge(d.peerActive, float64(a.conns), l...)
 		for s := range pool.PeerStates {

@@ -43,6 +43,7 @@
 //	idle_timeouts_total                          counter  sessions ended by proxy_timeout
 //	accept_failures_total                        counter  failed accept() calls (EMFILE, ...); accepting pauses
 //	sessions_refused_total                       counter  clients closed: no worker_connections left
+//	proxy_header_failures_total                  counter  clients closed: malformed or late PROXY header
 //	reloads_total{result}                        counter  result: ok, failed
 //	last_reload_success_timestamp_seconds        gauge    unix time of the last configuration load that worked
 //	                                                      (the first load included); 0 before it
@@ -56,6 +57,7 @@
 //	upstream_peer_failures_total{upstream,peer}               counter  failed attempts (connect, PROXY
 //	                                                                   header, handshake, verification)
 //	upstream_peer_active_connections{upstream,peer}           gauge
+//	upstream_health_checks_total{upstream,peer,result}        counter  result: ok, failed (health_check probes)
 //	upstream_peer_state{upstream,peer,state}                  gauge    1 for the current state of up,
 //	                                                                   banned, down; 0 for the others
 //	dial_queue_depth                             gauge    sessions waiting for a dial worker

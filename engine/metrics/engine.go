@@ -98,7 +98,12 @@ type Engine struct {
 	reloadsOK, reloadsFailed           atomic.Uint64
 	lastLoadNano                       atomic.Int64
 	acceptFailures, refused            atomic.Uint64
+	proxyHeaderFailures                atomic.Uint64
 }
+
+// ProxyHeaderFailed counts a client whose PROXY header was malformed or
+// late (it was closed before any upstream work).
+func (e *Engine) ProxyHeaderFailed() { e.proxyHeaderFailures.Add(1) }
 
 // AcceptFailed counts an accept() that failed (EMFILE, ENFILE and
 // others); accepting pauses and the process goes on.
@@ -193,6 +198,9 @@ type EngineSnapshot struct {
 	// AcceptFailures counts failed accept() calls; Refused clients closed
 	// for want of worker_connections.
 	AcceptFailures, Refused uint64
+	// ProxyHeaderFailures counts clients closed for a bad or late PROXY
+	// header.
+	ProxyHeaderFailures uint64
 	// LastLoad is the time of the last load that worked; zero before
 	// Loaded or ReloadOK.
 	LastLoad time.Time
@@ -202,22 +210,23 @@ type EngineSnapshot struct {
 // one instant (a session may be counted accepted and not yet ended).
 func (e *Engine) Snapshot() EngineSnapshot {
 	s := EngineSnapshot{
-		Accepted:        e.accepted.Load(),
-		Active:          e.active.Load(),
-		BytesFromClient: e.fromClient.Load(),
-		BytesToClient:   e.toClient.Load(),
-		BytesFromUp:     e.fromUp.Load(),
-		BytesToUp:       e.toUp.Load(),
-		Stalls:          e.stalls.Load(),
-		Pauses:          e.pauses.Load(),
-		IdleTimeouts:    e.idleTimeouts.Load(),
-		Full:            e.full.Load(),
-		Resumed:         e.resumed.Load(),
-		FailedAttempts:  e.failedAttempts.Load(),
-		ReloadsOK:       e.reloadsOK.Load(),
-		ReloadsFailed:   e.reloadsFailed.Load(),
-		AcceptFailures:  e.acceptFailures.Load(),
-		Refused:         e.refused.Load(),
+		Accepted:            e.accepted.Load(),
+		Active:              e.active.Load(),
+		BytesFromClient:     e.fromClient.Load(),
+		BytesToClient:       e.toClient.Load(),
+		BytesFromUp:         e.fromUp.Load(),
+		BytesToUp:           e.toUp.Load(),
+		Stalls:              e.stalls.Load(),
+		Pauses:              e.pauses.Load(),
+		IdleTimeouts:        e.idleTimeouts.Load(),
+		Full:                e.full.Load(),
+		Resumed:             e.resumed.Load(),
+		FailedAttempts:      e.failedAttempts.Load(),
+		ReloadsOK:           e.reloadsOK.Load(),
+		ReloadsFailed:       e.reloadsFailed.Load(),
+		AcceptFailures:      e.acceptFailures.Load(),
+		Refused:             e.refused.Load(),
+		ProxyHeaderFailures: e.proxyHeaderFailures.Load(),
 	}
 	for i := range e.ended {
 		s.Ended[i] = e.ended[i].Load()
