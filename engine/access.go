@@ -11,17 +11,31 @@ import (
 	"github.com/tlsrelay/tlsrelay/engine/conf"
 )
 
+// clientAddr is a client's address as the rules see it: an IP, or a
+// unix-domain client.
+func clientAddr(a net.Addr) (ip netip.Addr, unix bool) {
+	switch a := a.(type) {
+	case *net.TCPAddr:
+		ip, _ = netip.AddrFromSlice(a.IP)
+		return ip.Unmap(), false
+	case *net.UnixAddr:
+		return netip.Addr{}, true
+	}
+	return netip.Addr{}, false
+}
+
+// ruleMatches reports whether an allow, deny or set_real_ip_from rule
+// covers the client.
+func ruleMatches(r *conf.AccessRule, ip netip.Addr, unix bool) bool {
+	return r.All || (unix && r.Unix) || (!unix && r.Prefix.IsValid() && r.Prefix.Contains(ip))
+}
+
 // realIPFrom reports whether set_real_ip_from trusts the TCP peer to
 // send the client's address in its PROXY header. Runs on the loop.
 func (s *server) realIPFrom(peer net.Addr) bool {
-	ta, ok := peer.(*net.TCPAddr)
-	if !ok {
-		return false
-	}
-	ip, _ := netip.AddrFromSlice(ta.IP)
-	ip = ip.Unmap()
-	for _, r := range s.conf.RealIPFrom {
-		if r.All || (r.Prefix.IsValid() && r.Prefix.Contains(ip)) {
+	ip, unix := clientAddr(peer)
+	for i := range s.conf.RealIPFrom {
+		if ruleMatches(&s.conf.RealIPFrom[i], ip, unix) {
 			return true
 		}
 	}
@@ -36,18 +50,10 @@ func (s *server) allowed(remote net.Addr) bool {
 	if len(rules) == 0 {
 		return true
 	}
-	var ip netip.Addr
-	unix := false
-	switch a := remote.(type) {
-	case *net.TCPAddr:
-		ip, _ = netip.AddrFromSlice(a.IP)
-		ip = ip.Unmap()
-	case *net.UnixAddr:
-		unix = true
-	}
-	for _, r := range rules {
-		if r.All || (unix && r.Unix) || (!unix && r.Prefix.IsValid() && r.Prefix.Contains(ip)) {
-			return !r.Deny
+	ip, unix := clientAddr(remote)
+	for i := range rules {
+		if ruleMatches(&rules[i], ip, unix) {
+			return !rules[i].Deny
 		}
 	}
 	return true
@@ -62,14 +68,13 @@ func (e *Engine) admit(c gnet.Conn, lp *loop, srv *server, pp *proxyInfo) {
 	if pp != nil && pp.src != nil && srv.realIPFrom(remote) {
 		remote = pp.src // set_real_ip_from: the original client
 	}
+	s := e.openSessionAt(c, lp, srv, remote, pp)
 	if !srv.allowed(remote) {
-		s := e.openSessionAt(c, lp, srv, remote, pp)
 		s.status = 403
 		e.log.Logf(LevelError, s.id, "access forbidden by rule, client: %s, server: %s", hostOf(s.remote), srv.name)
 		s.finish("access forbidden")
 		return
 	}
-	s := e.openSessionAt(c, lp, srv, remote, pp)
 	if len(srv.conf.LimitConn) == 0 {
 		e.submit(s)
 		return

@@ -130,22 +130,37 @@ func New(cfg *conf.Config, opts Options) (*Engine, error) {
 
 // openErrorLog opens the main error_log (the first one) of cfg.
 func openErrorLog(cfg *conf.Config) (*ErrorLog, error) {
+	path, lv, pos := errorLogOf(cfg)
+	if path == "stderr" {
+		return NewErrorLog(stderr(), lv), nil
+	}
+	l, err := OpenErrorLog(path, lv)
+	if err != nil {
+		return nil, conf.Errorf(pos, "%v", err)
+	}
+	return l, nil
+}
+
+// errorLogOf is the error_log that applies to the engine: the stream
+// level's first, else the main context's first ("stderr" at error when
+// neither has one), with its position.
+func errorLogOf(cfg *conf.Config) (path string, lv Level, pos conf.Pos) {
 	logs := cfg.Main.ErrorLog
 	if cfg.Stream != nil && len(cfg.Stream.ErrorLogs) > 0 {
 		logs = cfg.Stream.ErrorLogs
 	}
 	if len(logs) == 0 {
-		return NewErrorLog(stderr(), LevelError), nil
+		return "stderr", LevelError, conf.Pos{}
 	}
 	lv, ok := ParseLevel(logs[0].Level)
 	if !ok {
 		lv = LevelError
 	}
-	l, err := OpenErrorLog(logs[0].Path, lv)
-	if err != nil {
-		return nil, conf.Errorf(logs[0].Pos, "%v", err)
+	path = logs[0].Path
+	if path == "" {
+		path = "stderr"
 	}
-	return l, nil
+	return path, lv, logs[0].Pos
 }
 
 // Run serves cfg until ctx is done (stop at once: SIGTERM, SIGINT) or Quit

@@ -427,18 +427,44 @@ func (e *Engine) hand(c *net.TCPConn, ls *listenSock) {
 		go e.handProxied(c, ls, b)
 		return
 	}
+	if ch := e.enroll(c, ls, ls.bind.Load(), nil); ch != nil {
+		ls.enrolling = append(ls.enrolling, ch)
+	}
+}
+
+// enroll hands an accepted client, with what its PROXY header said (nil:
+// none), to its loop: the socket's own with reuseport, else the engine's
+// loops in turn. It returns gnet's result channel, nil when the engine is
+// stopping (the client is closed then). Runs on an accept or header
+// goroutine.
+func (e *Engine) enroll(c *net.TCPConn, ls *listenSock, b *binding, pp *proxyInfo) <-chan gnet.RegisteredResult {
 	lp := ls.lp.Load()
 	if lp == nil {
 		lp = e.loops[int(e.nextLoop.Add(1)-1)%len(e.loops)]
 	}
-	ctx := gnet.NewContext(context.Background(), &accepted{b: ls.bind.Load(), lp: lp})
-	ch, err := lp.el.Enroll(ctx, c)
+	ch, err := lp.el.Enroll(gnet.NewContext(context.Background(), &accepted{b: b, lp: lp, pp: pp}), c)
 	if err != nil {
-		// The engine is stopping.
 		c.Close()
-		return
+		return nil
 	}
-	ls.enrolling = append(ls.enrolling, ch)
+	return ch
+}
+
+// enrollError reports a failed enrolment of an accepted client (the
+// client is lost: it was accepted) and whether it failed for want of
+// descriptors, when the caller pauses accepting. Any goroutine.
+func (e *Engine) enrollError(err error) (outOfFDs bool) {
+	var errno syscall.Errno
+	switch {
+	case err == nil, errors.Is(err, net.ErrClosed):
+		return false
+	case outOfDescriptors(err) && errors.As(err, &errno):
+		e.m.AcceptFailed()
+		e.log.Logf(LevelCrit, 0, "dup() failed (%d: %s) while accepting a client: the client was closed", int(errno), strerror(errno))
+		return true
+	}
+	e.log.Logf(LevelAlert, 0, "adopting an accepted client failed: %v", err)
+	return false
 }
 
 // enrollFailed looks at the enrollments handed to gnet since the last
@@ -474,16 +500,8 @@ func (ls *listenSock) enrollFailed() bool {
 			out = append(out, ch)
 			continue
 		}
-		if res.Err == nil {
-			continue
-		}
-		var errno syscall.Errno
-		if errors.As(res.Err, &errno) && (errno == unix.EMFILE || errno == unix.ENFILE) {
+		if e.enrollError(res.Err) {
 			failed = true
-			e.m.AcceptFailed()
-			e.log.Logf(LevelCrit, 0, "dup() failed (%d: %s) while accepting a client: the client was closed", int(errno), strerror(errno))
-		} else if !errors.Is(res.Err, net.ErrClosed) {
-			e.log.Logf(LevelAlert, 0, "adopting an accepted client failed: %v", res.Err)
 		}
 	}
 	clear(ls.enrolling[len(out):])

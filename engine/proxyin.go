@@ -10,7 +10,6 @@ package engine
 import (
 	"bufio"
 	"bytes"
-	"context"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -20,7 +19,6 @@ import (
 	"strings"
 	"time"
 
-	"github.com/panjf2000/gnet/v2"
 	"github.com/pires/go-proxyproto"
 )
 
@@ -34,9 +32,6 @@ type proxyInfo struct {
 
 // maxV1 is the longest PROXY v1 header, CRLF included (the spec's 107).
 const maxV1 = 107
-
-// v2sig is the PROXY v2 signature.
-const v2sig = "\r\n\r\n\x00\r\nQUIT\n"
 
 // readProxyHeader reads one PROXY header (v1 or v2) off c within timeout
 // and parses it. Runs on the client's own header goroutine.
@@ -67,11 +62,11 @@ func readProxyHeader(c *net.TCPConn, timeout time.Duration) (*proxyInfo, error) 
 		if raw[len(raw)-1] != '\n' {
 			return nil, fmt.Errorf("PROXY v1 header longer than %d bytes", maxV1)
 		}
-	case string(raw[:6]) == v2sig[:6]:
+	case string(raw[:6]) == proxyV2Sig[:6]:
 		if _, err := io.ReadFull(c, raw[6:16]); err != nil {
 			return nil, err
 		}
-		if string(raw[:12]) != v2sig {
+		if string(raw[:12]) != proxyV2Sig {
 			return nil, errors.New("not a PROXY v2 signature")
 		}
 		n := int(binary.BigEndian.Uint16(raw[14:16]))
@@ -112,12 +107,15 @@ func (e *Engine) handProxied(c *net.TCPConn, ls *listenSock, b *binding) {
 		c.Close()
 		return
 	}
-	lp := ls.lp.Load()
-	if lp == nil {
-		lp = e.loops[int(e.nextLoop.Add(1)-1)%len(e.loops)]
-	}
-	if _, err := lp.el.Enroll(gnet.NewContext(context.Background(), &accepted{b: b, lp: lp, pp: pi}), c); err != nil {
-		c.Close()
+	// This goroutine is the client's own: it can wait for the result.
+	if ch := e.enroll(c, ls, b, pi); ch != nil {
+		select {
+		case res := <-ch:
+			if e.enrollError(res.Err) {
+				e.pauseAccepting()
+			}
+		case <-e.stopped:
+		}
 	}
 }
 

@@ -53,12 +53,12 @@ func proxyV1Header(src, dst *net.TCPAddr) []byte {
 	return append(b, "\r\n"...)
 }
 
-var proxyV2Sig = [12]byte{0x0D, 0x0A, 0x0D, 0x0A, 0x00, 0x0D, 0x0A, 0x51, 0x55, 0x49, 0x54, 0x0A}
+const proxyV2Sig = "\r\n\r\n\x00\r\nQUIT\n"
 
 // proxyV2Header is the binary header, version 2, command PROXY, over TCP.
 func proxyV2Header(src, dst *net.TCPAddr) []byte {
 	b := make([]byte, 0, 16+36)
-	b = append(b, proxyV2Sig[:]...)
+	b = append(b, proxyV2Sig...)
 	if src == nil || dst == nil {
 		b = append(b, 0x20, 0x00, 0, 0) // LOCAL, UNSPEC
 		return b

@@ -124,20 +124,9 @@ func (e *Engine) Reload(cfg *conf.Config) error {
 // reconfigureErrorLog points the error log at the new configuration's
 // error_log, when it changed.
 func (e *Engine) reconfigureErrorLog(cfg *conf.Config) error {
-	logs := cfg.Main.ErrorLog
-	if cfg.Stream != nil && len(cfg.Stream.ErrorLogs) > 0 {
-		logs = cfg.Stream.ErrorLogs
-	}
-	path, lv := "stderr", LevelError
-	var pos conf.Pos
-	if len(logs) > 0 {
-		path, pos = logs[0].Path, logs[0].Pos
-		if l, ok := ParseLevel(logs[0].Level); ok {
-			lv = l
-		}
-	}
+	path, lv, pos := errorLogOf(cfg)
 	e.log.mu.Lock()
-	same := e.log.path == path || (e.log.path == "" && (path == "stderr" || path == ""))
+	same := e.log.path == path || (e.log.path == "" && path == "stderr")
 	e.log.mu.Unlock()
 	if same {
 		e.log.setLevel(lv)
