@@ -169,6 +169,10 @@ type server struct {
 	plan *plan
 	// limits are the zones of conf.LimitConn, index for index.
 	limits []*connZone
+	// halfClose is proxy_half_close: each direction ends on its own (a
+	// peer's FIN is passed on as a FIN, and the other direction is
+	// relayed until it ends too).
+	halfClose bool
 }
 
 // build loads and checks everything cfg describes without binding a port.
@@ -219,6 +223,7 @@ func buildPlan(cfg *conf.Config, env planEnv) (_ *plan, err error) {
 			tries:          sc.Proxy.NextUpstreamTries,
 			nextTimeout:    sc.Proxy.NextUpstreamTimeout,
 			proxyProtocol:  sc.Proxy.ProxyProtocol,
+			halfClose:      sc.Proxy.HalfClose,
 		}
 		for _, l := range sc.Listen {
 			p.listens++
@@ -467,10 +472,6 @@ func clamp(v, lo, hi int64) int {
 func checkSupported(sc *conf.Server) error {
 	if sc.ProxyPassVariables {
 		return conf.Errorf(sc.ProxyPassPos, "proxy_pass with variables is not supported")
-	}
-	if sc.Proxy.HalfClose {
-		return conf.Errorf(sc.Proxy.Pos["proxy_half_close"],
-			"\"proxy_half_close on\" is not supported: the event loop (gnet) closes a connection when its peer half-closes it")
 	}
 	if b := sc.Proxy.Bind; b != nil && strings.Contains(b.Addr, "$") {
 		return conf.Errorf(sc.Proxy.Pos["proxy_bind"], "proxy_bind with variables is not supported")

@@ -51,7 +51,7 @@ func (s *session) pause(sd *side) {
 	if sd.state != sideAttached {
 		return
 	}
-	if sd.c.OutboundBuffered() > 0 {
+	if sd.c.OutboundBuffered() > 0 || (sd.direct && sd.out != nil && len(sd.out.B) > 0) {
 		sd.wantPause = true
 		s.armPoll()
 		return
@@ -220,6 +220,12 @@ func (s *session) onPoll() bool {
 // poll is onPoll's step.
 func (s *session) poll() (again bool) {
 	for _, sd := range [...]*side{&s.cli, &s.up} {
+		if sd.direct {
+			again = sd.flushDirect() || again
+			again = !s.tryShut(sd) || again
+		}
+	}
+	for _, sd := range [...]*side{&s.cli, &s.up} {
 		if sd.wantPause && sd.state == sideAttached {
 			s.pause(sd)
 			again = again || sd.wantPause
@@ -271,7 +277,7 @@ const lingerSlack = 256 << 10
 // mustLinger reports whether the session should wait for the upstream to
 // end before it finishes (see lingerTimeout).
 func (s *session) mustLinger() bool {
-	return s.cliEOF && !s.upEOF && !s.lingered && !s.held && s.up.state == sideAttached && s.lingerUseful()
+	return s.cliEOF && !s.upEOF && !s.lingered && !s.held && s.up.state == sideAttached && !s.srv.halfClose && s.lingerUseful()
 }
 
 // closeNotifyMax is the size of the largest close_notify record crypto/tls

@@ -21,7 +21,6 @@ func TestUnsupportedSettings(t *testing.T) {
 		name, server, upstream, want string
 		line                         int
 	}{
-		{"half close", "proxy_half_close on;", "", `"proxy_half_close on" is not supported`, 4},
 		{"resolve", "", "resolve", `"resolve" and "service=" are not supported`, 2},
 		{"bind variables", "proxy_bind $remote_addr;", "", "proxy_bind with variables is not supported", 4},
 	} {

@@ -47,6 +47,7 @@ package engine
 import (
 	"context"
 	"errors"
+	"io"
 	"net"
 	"sync/atomic"
 	"time"
@@ -148,6 +149,9 @@ type session struct {
 	polled     bool // on its loop's poll list (backpressure, drain)
 
 	cliEOF, upEOF bool
+	// broken: a write to a side in direct mode failed (its peer reset
+	// it); the session ends when the step does.
+	broken        bool
 	held          bool   // a rate limit holds back part of an ended peer's bytes
 	closeNotified bool   // close_notify went to the upstream
 	reason        string // why the session ended, for the log
@@ -222,6 +226,10 @@ func (e *Engine) openSessionAt(c gnet.Conn, lp *loop, srv *server, remote net.Ad
 	s := &session{e: e, lp: lp, srv: srv, id: e.connID.Add(1), start: time.Now(), status: 200, pp: pp}
 	s.cli.c, s.cli.state, s.cli.fd = c, sideAttached, -1
 	s.up.fd = -1
+	if srv.halfClose {
+		s.cli.direct, s.up.direct = true, true
+		s.cli.sess, s.up.sess = s, s
+	}
 	s.cliToUp = direction{src: &s.cli, dst: &s.up, from: &s.cli, to: &s.up,
 		rate: srv.uploadRate, moved: &s.fromClient, sent: &s.toUp}
 	s.upToCli = direction{src: &s.up, dst: &s.cli, from: &s.up, to: &s.cli,
@@ -392,6 +400,24 @@ func (s *session) onClose(c gnet.Conn, err error) {
 		s.armPoll()
 		return
 	}
+	if sd.direct && sd.state == sideAttached && !sd.failed && errors.Is(err, io.EOF) && s.phase != phaseClosing {
+		// proxy_half_close on: the peer shut its write side only. The
+		// socket lives on through a duplicate, so that the other
+		// direction is still delivered (writes are direct: gnet held
+		// nothing for it).
+		if fd, derr := c.Dup(); derr == nil {
+			sd.fd, sd.state = fd, sideHalf
+			if sd == &s.cli {
+				s.cliEOF = true
+			} else {
+				s.upEOF = true
+			}
+			s.latch.add(sd, nil)
+			return
+		} else {
+			s.e.log.Logf(LevelWarn, s.id, "keeping a half-closed connection: dup: %v", derr)
+		}
+	}
 	sd.state = sideClosed
 	if sd.out != nil {
 		sd.out.Reset()
@@ -417,6 +443,15 @@ func (l *closeLatch) add(sd *side, err error) {
 // does not log a peer's reset or FIN either).
 func (s *session) sideEnded(sd *side, _ error) {
 	if s.phase == phaseDone {
+		return
+	}
+	if s.broken {
+		// A half-closed peer reset its socket: nobody is left to
+		// deliver to.
+		if s.reason == "" {
+			s.reason = "connection reset"
+		}
+		s.finish(s.reason)
 		return
 	}
 	if sd == &s.cli {
@@ -446,7 +481,67 @@ func (s *session) clientEnded() {
 	}
 	s.reason = "client closed"
 	s.flushEnded()
+	if s.halfOpen(s.upEOF) {
+		// proxy_half_close on: the upstream gets a FIN after the last
+		// byte (and close_notify) and goes on being relayed.
+		s.shutWrite(&s.up)
+		return
+	}
 	s.drainThenFinish()
+}
+
+// halfOpen reports whether, proxy_half_close being on, the session goes on
+// relaying the other direction after one peer ended: that other peer has
+// not ended (otherEOF), nothing failed, and the session is open. Runs on
+// the loop.
+func (s *session) halfOpen(otherEOF bool) bool {
+	return s.srv.halfClose && !otherEOF && !s.broken && s.readErr == nil && s.phase == phaseOpen &&
+		s.cli.state != sideClosed && s.up.state != sideClosed
+}
+
+// shutWrite shuts sd's write side (a FIN after its last byte) once
+// everything queued for it has gone; until then the session is polled.
+// Runs on the loop.
+func (s *session) shutWrite(sd *side) {
+	sd.wantShut = true
+	if !s.tryShut(sd) {
+		s.armPoll()
+	}
+}
+
+// tryShut shuts sd's write side if it is still wanted and nothing is
+// queued for it; it reports whether nothing is left to wait for.
+func (s *session) tryShut(sd *side) bool {
+	if !sd.wantShut || sd.shut {
+		return true
+	}
+	if sd.pending() > 0 {
+		return false
+	}
+	fd := sd.wfd()
+	if fd < 0 {
+		return sd.state == sideClosed // detached: after it is resumed
+	}
+	sd.shut = true
+	unix.Shutdown(fd, unix.SHUT_WR)
+	return true
+}
+
+// directFailed reacts to a failed write on a direct side (the peer reset
+// it): the session ends at the end of the step. Runs on the loop, inside
+// a step.
+func (s *session) directFailed(sd *side, err error) {
+	s.broken = true
+	if sd.state == sideHalf {
+		unix.Close(sd.fd)
+		sd.fd = -1
+		sd.state = sideClosed
+		s.latch.add(sd, err)
+		return
+	}
+	if sd.state == sideAttached && sd.c != nil {
+		sd.c.Close() // its OnClose latches the end
+	}
 }
 
 // flushEnded delivers what a peer that ended sent: the client's bytes to
@@ -477,6 +572,12 @@ func (s *session) upstreamEnded() {
 	}
 	if s.reason == "" {
 		s.reason = "upstream closed"
+	}
+	if s.halfOpen(s.cliEOF) {
+		// proxy_half_close on: the client gets a FIN after the last
+		// byte and goes on being relayed.
+		s.shutWrite(&s.cli)
+		return
 	}
 	s.drainThenFinish()
 }
@@ -514,7 +615,7 @@ func (s *session) drained() bool {
 			}
 		case sideEnrolling, sideDetaching:
 			return false
-		case sideDetached:
+		case sideDetached, sideHalf:
 			if sd.out != nil && len(sd.out.B) > 0 {
 				return false
 			}
@@ -543,7 +644,7 @@ func (s *session) finish(reason string) {
 		switch sd.state {
 		case sideAttached, sideDetaching:
 			sd.c.Close()
-		case sideDetached:
+		case sideDetached, sideHalf:
 			unix.Close(sd.fd)
 			sd.fd = -1
 		}

@@ -1,8 +1,11 @@
 package engine
 
 import (
+	"errors"
+
 	"github.com/panjf2000/gnet/v2"
 	"github.com/valyala/bytebufferpool"
+	"golang.org/x/sys/unix"
 )
 
 // sideState is where one socket of a session stands.
@@ -21,6 +24,11 @@ const (
 	sideDetached
 	// sideEnrolling: the duplicate is being re-adopted by the loop.
 	sideEnrolling
+	// sideHalf (proxy_half_close on): the peer shut its write side, so
+	// gnet closed the conn; the session holds a duplicate descriptor
+	// and writes the other direction's bytes through it until that
+	// direction ends too.
+	sideHalf
 	// sideClosed: the socket is gone.
 	sideClosed
 )
@@ -57,6 +65,16 @@ type side struct {
 	// TLS records written, so that they reach gnet, and the kernel, in one
 	// write instead of one per record. It points at the loop's buffer.
 	cork *[]byte
+	// direct (proxy_half_close on): writes go to the socket with
+	// write(2) and what it does not take waits in out, polled, so that
+	// gnet never holds output for this socket: gnet closes a conn whose
+	// peer half-closed it and drops what it still held. sess is the
+	// session to poll; failed: a write failed, later ones are dropped.
+	direct, failed bool
+	sess           *session
+	// wantShut: shut the socket's write side once out is empty (the
+	// other peer ended, proxy_half_close on); shut: done.
+	wantShut, shut bool
 }
 
 // Read implements tlsbridge.Source. It never blocks; 0 means empty.
@@ -96,6 +114,10 @@ func (sd *side) buffered() int {
 func (sd *side) Write(p []byte) (int, error) {
 	if sd.cork != nil {
 		*sd.cork = append(*sd.cork, p...)
+		return len(p), nil
+	}
+	if sd.direct {
+		sd.writeDirect(p)
 		return len(p), nil
 	}
 	if sd.state == sideAttached && sd.c != nil && (sd.out == nil || len(sd.out.B) == 0) {
@@ -149,8 +171,113 @@ func (sd *side) flushOut() {
 	if sd.out == nil || len(sd.out.B) == 0 || sd.state != sideAttached {
 		return
 	}
+	if sd.direct {
+		sd.flushDirect()
+		return
+	}
 	sd.c.Write(sd.out.B)
 	sd.out.Reset()
+}
+
+// wfd is the descriptor a direct side writes to: gnet's while attached,
+// the session's duplicate once half-closed; -1: none.
+func (sd *side) wfd() int {
+	switch sd.state {
+	case sideAttached:
+		if sd.c != nil {
+			return sd.c.Fd()
+		}
+	case sideHalf:
+		return sd.fd
+	}
+	return -1
+}
+
+// writeDirect writes p to the socket of a direct side, keeping in out what
+// the socket does not take now (behind what is already there) and asking
+// the session to poll until it has gone. Runs on the loop.
+func (sd *side) writeDirect(p []byte) {
+	if sd.failed || sd.state == sideClosed {
+		return
+	}
+	if sd.out == nil || len(sd.out.B) == 0 {
+		if fd := sd.wfd(); fd >= 0 {
+			n, err := writeAll(fd, p)
+			if err != nil {
+				sd.writeFailed(err)
+				return
+			}
+			p = p[n:]
+		}
+	}
+	if len(p) == 0 {
+		return
+	}
+	if sd.out == nil {
+		sd.out = bytebufferpool.Get()
+	}
+	sd.out.Write(p)
+	if sd.sess != nil {
+		sd.sess.armPoll()
+	}
+}
+
+// flushDirect writes what out holds to a direct side's socket and reports
+// whether anything is left. Runs on the loop.
+func (sd *side) flushDirect() (left bool) {
+	if sd.out == nil || len(sd.out.B) == 0 {
+		return false
+	}
+	if sd.failed || sd.state == sideClosed {
+		sd.out.Reset()
+		return false
+	}
+	fd := sd.wfd()
+	if fd < 0 {
+		return true // detached or enrolling: written once attached
+	}
+	n, err := writeAll(fd, sd.out.B)
+	if err != nil {
+		sd.out.Reset()
+		sd.writeFailed(err)
+		return false
+	}
+	rest := copy(sd.out.B, sd.out.B[n:])
+	sd.out.B = sd.out.B[:rest]
+	return rest > 0
+}
+
+// writeAll writes p to the non-blocking socket fd until it is written or
+// the socket is full (not an error: n < len(p)).
+func writeAll(fd int, p []byte) (int, error) {
+	n := 0
+	for n < len(p) {
+		m, err := unix.Write(fd, p[n:])
+		if m > 0 {
+			n += m
+		}
+		switch {
+		case err == nil:
+		case errors.Is(err, unix.EINTR):
+		case errors.Is(err, unix.EAGAIN):
+			return n, nil
+		default:
+			return n, err
+		}
+	}
+	return n, nil
+}
+
+// writeFailed ends a direct side whose write failed (the peer reset it):
+// nothing more is written, and the session ends once the step does.
+func (sd *side) writeFailed(err error) {
+	sd.failed = true
+	if sd.out != nil {
+		sd.out.Reset()
+	}
+	if sd.sess != nil {
+		sd.sess.directFailed(sd, err)
+	}
 }
 
 // release returns the side's buffers to the pool.
