@@ -77,6 +77,9 @@ type Engine struct {
 	booted  chan struct{} // the loops are known and the listeners accept
 	stopped chan struct{} // every loop has stopped
 	kick    chan struct{} // wakes the ticker early
+	// sleepUntil is when the ticker next wakes (UnixNano); a loop that
+	// arms an earlier timer kicks it.
+	sleepUntil atomic.Int64
 
 	quitting atomic.Bool
 	// pid and hostname, for $pid and $hostname: fixed for the process.
@@ -485,8 +488,8 @@ func (e *Engine) closeMetrics() {
 	}
 }
 
-// flushLogs flushes access-log buffers past their flush= time. Runs on
-// the ticker goroutine.
-func (e *Engine) flushLogs(now time.Time) {
-	e.files.flushDue(now)
+// flushLogs flushes access-log buffers past their flush= time and returns
+// when one will next be due (zero: none). Runs on the ticker goroutine.
+func (e *Engine) flushLogs(now time.Time) time.Time {
+	return e.files.flushDue(now)
 }

@@ -76,14 +76,18 @@ func (w *logWriter) write(line []byte, now time.Time) error {
 	return err
 }
 
-// flushDue writes the buffer if its oldest line is older than flush=.
-func (w *logWriter) flushDue(now time.Time) error {
+// flushDue writes the buffer if its oldest line is older than flush=. It
+// returns when the buffer will next be due (zero: not before a new line).
+func (w *logWriter) flushDue(now time.Time) (time.Time, error) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	if w.flush > 0 && len(w.pending) > 0 && now.Sub(w.oldest) >= w.flush {
-		return w.flushLocked()
+	if w.flush <= 0 || len(w.pending) == 0 {
+		return time.Time{}, nil
 	}
-	return nil
+	if now.Sub(w.oldest) >= w.flush {
+		return time.Time{}, w.flushLocked()
+	}
+	return w.oldest.Add(w.flush), nil
 }
 
 func (w *logWriter) flushLocked() error {
@@ -204,11 +208,15 @@ func (lf *logFiles) reopen() error {
 	return first
 }
 
-// flushDue flushes buffers past their flush= time. Any goroutine.
-func (lf *logFiles) flushDue(now time.Time) {
+// flushDue flushes buffers past their flush= time and returns the earliest
+// time a buffer will next be due (zero: none). Any goroutine.
+func (lf *logFiles) flushDue(now time.Time) (next time.Time) {
 	for _, w := range lf.writers() {
-		w.flushDue(now)
+		if at, _ := w.flushDue(now); !at.IsZero() && (next.IsZero() || at.Before(next)) {
+			next = at
+		}
 	}
+	return next
 }
 
 // logSet is one plan's access logs: the writers it holds in the engine's

@@ -13,13 +13,20 @@ import (
 // tick is the resolution of the per-loop timer wheels; pollTick the
 // interval at which sessions waiting for a queue to drain are polled (gnet
 // has no drained callback); idleTick how often the ticker wakes when no
-// loop saw traffic since its last wake, so that an engine holding idle
-// connections costs next to no CPU (timeouts then fire up to idleTick
-// late).
+// loop saw traffic since its last wake. Once a wake finds the engine
+// idle, the ticker sleeps until the earliest timer of any loop, at most
+// sleepMax: each wake costs a thread wake-up per loop and the runtime's
+// own (sysmon), which is what an engine holding idle connections spends
+// its CPU on.
 const (
 	tick     = 10 * time.Millisecond
 	pollTick = time.Millisecond
 	idleTick = 250 * time.Millisecond
+	sleepMax = 2 * time.Second
+	// scanAhead is how far (in ticks) a loop looks for its next timer
+	// when it goes idle: beyond sleepMax, so that the answer is exact
+	// whenever it matters.
+	scanAhead = int64(4 * sleepMax / tick)
 )
 
 // loop is the engine's state for one gnet event loop. Everything in it is
@@ -51,10 +58,13 @@ type loop struct {
 	pollQueued atomic.Bool
 	// active is set on traffic and cleared by the ticker.
 	active atomic.Bool
-	// wakeBy is the wall time (UnixNano) of the nearest timer armed for
-	// less than idleTick ahead, so an idle ticker still wakes for it; 0:
-	// none. Timers further out may fire up to idleTick late when idle.
-	wakeBy atomic.Int64
+	// armedMin is the earliest deadline (UnixNano) armed since the last
+	// scan; nextAt the earliest deadline the last scan found within
+	// scanAhead (0: none). The loop writes both; the ticker reads them to
+	// decide how long it may sleep. scanNext: the ticker asks the loop to
+	// scan its wheel when it next runs.
+	armedMin, nextAt atomic.Int64
+	scanNext         atomic.Bool
 }
 
 // newLoop makes the engine's state for the gnet loop el, the idx-th.
@@ -75,19 +85,41 @@ func (lp *loop) nowTick() int64 {
 }
 
 // arm arms a wheel timer d ticks from now (the clock's now, not the
-// wheel's, which may lag) and tells the ticker about it when it is near.
-// Runs on the loop.
+// wheel's, which may lag) and wakes the ticker when it sleeps past the
+// deadline. Runs on the loop.
 func (lp *loop) arm(t *timer, d int64) {
-	if lag := lp.nowTick() - lp.wheel.now; lag > 0 {
+	// From the clock's now rounded up to a tick, so that the timer never
+	// fires before d ticks have passed (and at most one tick after).
+	cur := int64((time.Since(lp.start) + tick - 1) / tick)
+	if lag := cur - lp.wheel.now; lag > 0 {
 		d += lag
 	}
 	lp.wheel.arm(t, d)
-	if time.Duration(d)*tick < idleTick {
-		at := lp.start.Add(time.Duration(t.deadline) * tick).UnixNano()
-		if w := lp.wakeBy.Load(); w == 0 || at < w {
-			lp.wakeBy.Store(at)
-			lp.e.kickTicker()
-		}
+	at := lp.start.Add(time.Duration(t.deadline) * tick).UnixNano()
+	if a := lp.armedMin.Load(); a == 0 || at < a {
+		lp.armedMin.Store(at)
+	}
+	// After the store: a ticker that set sleepUntil later sees armedMin.
+	if at < lp.e.sleepUntil.Load() {
+		lp.e.kickTicker()
+	}
+}
+
+// scan records when the loop's next timer is due, for the ticker (see
+// armedMin). Runs on the loop.
+func (lp *loop) scan() {
+	at := int64(0)
+	if dl, ok := lp.wheel.next(scanAhead); ok {
+		at = lp.start.Add(time.Duration(dl) * tick).UnixNano()
+	}
+	// nextAt before armedMin: the ticker reads armedMin first, so if it
+	// sees armedMin cleared it sees this scan's nextAt.
+	lp.nextAt.Store(at)
+	lp.armedMin.Store(0)
+	// A ticker that read the previous scan may be sleeping past this one
+	// (it publishes sleepUntil before it reads nextAt).
+	if at != 0 && at < lp.e.sleepUntil.Load() {
+		lp.e.kickTicker()
 	}
 }
 
@@ -206,6 +238,9 @@ func (lp *loop) Run(context.Context) error {
 	if lp.wheelDue.Swap(false) {
 		lp.wheel.advance(int64(time.Since(lp.start) / tick))
 	}
+	if lp.scanNext.Swap(false) {
+		lp.scan()
+	}
 	return nil
 }
 
@@ -220,6 +255,8 @@ func (e *Engine) tickLoops() {
 	t := time.NewTimer(tick)
 	defer t.Stop()
 	lastWheel, lastFlush := time.Now(), time.Now()
+	mem := newMemKeeper(lastWheel)
+	quiet := 0 // consecutive wakes that found every loop idle
 	for {
 		select {
 		case <-e.stopped:
@@ -236,26 +273,57 @@ func (e *Engine) tickLoops() {
 			lastFlush = now
 			e.flushLogs(now)
 		}
+		mem.check(now, e.m.Accepted())
 		next := idleTick
+		idle := true
 		for _, lp := range e.loops {
-			polled := lp.npolled.Load() > 0
-			if polled {
-				next = pollTick
-			} else if lp.active.Swap(false) && next > tick {
-				next = tick
+			if lp.npolled.Load() > 0 {
+				next, idle = pollTick, false
+			} else if lp.active.Swap(false) {
+				next, idle = min(next, tick), false
 			}
-			if w := lp.wakeBy.Load(); w != 0 {
-				if d := time.Duration(w - now.UnixNano()); d <= 0 {
-					lp.wakeBy.CompareAndSwap(w, 0)
-					wheel = true
-				} else if d < next {
-					next = d
+		}
+		// Once idle, sleep until the earliest timer (what the loops
+		// found when they last scanned, and what they armed since). The
+		// first idle wake asks for the scans; from the second on, each
+		// loop's scan ran while nothing happened, so it is current.
+		if idle {
+			quiet++
+		} else {
+			quiet = 0
+		}
+		scanned := quiet >= 2
+		for _, lp := range e.loops {
+			scanned = scanned && !lp.pollQueued.Load()
+		}
+		wake := now.Add(next)
+		if scanned && !mem.pending() {
+			wake = now.Add(sleepMax)
+			if flushAt := e.flushLogs(now); !flushAt.IsZero() && flushAt.Before(wake) {
+				wake = flushAt
+			}
+		}
+		// Published before the loops' deadlines are read (see arm).
+		e.sleepUntil.Store(wake.UnixNano())
+		for _, lp := range e.loops {
+			due := wheel
+			for _, at := range [...]int64{lp.armedMin.Load(), lp.nextAt.Load()} {
+				if at == 0 {
+					continue
+				}
+				if at <= now.UnixNano() {
+					due = true
+				} else if at < wake.UnixNano() {
+					wake = time.Unix(0, at)
 				}
 			}
-			if wheel {
+			if due {
 				lp.wheelDue.Store(true)
-			} else if !polled {
+			} else if lp.npolled.Load() == 0 {
 				continue
+			}
+			if idle {
+				lp.scanNext.Store(true)
 			}
 			// One queued task at a time: a busy loop that has not run the
 			// last one yet does not get another.
@@ -263,7 +331,8 @@ func (e *Engine) tickLoops() {
 				lp.el.Execute(context.Background(), lp)
 			}
 		}
-		t.Reset(next)
+		e.sleepUntil.Store(wake.UnixNano())
+		t.Reset(max(time.Until(wake), 0))
 	}
 }
 

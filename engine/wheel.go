@@ -71,7 +71,19 @@ func (w *wheel) disarm(t *timer) {
 // Timers armed by a firing callback for the current tick fire on the next
 // advance.
 func (w *wheel) advance(now int64) {
+	turn := int64(len(w.slots))
 	for w.now < now {
+		if now-w.now > turn {
+			// An idle loop's wheel may lag by more than a turn: skip
+			// the stretch before the next deadline instead of
+			// visiting every slot of it again.
+			if dl, ok := w.next(turn); !ok {
+				w.now += turn
+				continue
+			} else if dl-1 > w.now {
+				w.now = dl - 1
+			}
+		}
 		w.now++
 		h := &w.slots[w.now&w.mask]
 		// Detach the slot's list first so callbacks may re-arm freely.
@@ -90,4 +102,27 @@ func (w *wheel) advance(now int64) {
 		}
 		w.due = due[:0]
 	}
+}
+
+// next returns the deadline of the earliest armed timer if it is at most
+// limit ticks (at most one turn) ahead of the wheel; ok is false when no
+// timer is that close. It visits the slots ahead and their timers, so it
+// is for an idle loop deciding how long it may sleep.
+func (w *wheel) next(limit int64) (deadline int64, ok bool) {
+	if w.count == 0 {
+		return 0, false
+	}
+	limit = min(limit, int64(len(w.slots)))
+	for d := int64(1); d <= limit; d++ {
+		tk := w.now + d
+		h := &w.slots[tk&w.mask]
+		for t := h.next; t != h; t = t.next {
+			// A timer due within one turn is in its deadline's slot;
+			// the others there are a turn or more ahead.
+			if t.deadline <= tk {
+				return t.deadline, true
+			}
+		}
+	}
+	return 0, false
 }

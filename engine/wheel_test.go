@@ -1,6 +1,9 @@
 package engine
 
-import "testing"
+import (
+	"slices"
+	"testing"
+)
 
 func TestWheel(t *testing.T) {
 	w := newWheel(8)
@@ -51,5 +54,83 @@ func TestWheelRearmFromCallback(t *testing.T) {
 	w.advance(10)
 	if n != 3 {
 		t.Fatalf("fired %d times, want 3", n)
+	}
+}
+
+// TestWheelAdvanceFar: a wheel that lags by more than a turn (an idle
+// loop's) fires what is due as advancing tick by tick does: in deadline
+// order, each callback seeing the wheel at its own deadline, re-arms made
+// by callbacks within the same advance.
+func TestWheelAdvanceFar(t *testing.T) {
+	for _, far := range []bool{false, true} {
+		w := newWheel(8)
+		var got []int64
+		var a, b, c, r timer
+		n := 0
+		for _, tm := range []*timer{&a, &b, &c} {
+			tm.fire = func() { got = append(got, w.now) }
+		}
+		r.fire = func() {
+			got = append(got, -w.now)
+			if n++; n < 3 {
+				w.arm(&r, 2)
+			}
+		}
+		w.arm(&c, 30)
+		w.arm(&a, 3)
+		w.arm(&b, 17)
+		w.arm(&r, 5)
+		var later timer
+		later.fire = func() { t.Error("a timer past the advance fired") }
+		w.arm(&later, 41)
+		if far {
+			w.advance(40) // five turns at once
+		} else {
+			for i := int64(1); i <= 40; i++ {
+				w.advance(i)
+			}
+		}
+		want := []int64{3, -5, -7, -9, 17, 30}
+		if !slices.Equal(got, want) {
+			t.Errorf("far=%v: fired at %v, want %v (negative: the re-arming timer)", far, got, want)
+		}
+		if w.now != 40 || w.count != 1 {
+			t.Errorf("far=%v: now %d, %d armed; want 40, 1", far, w.now, w.count)
+		}
+	}
+}
+
+// TestWheelNext: next finds the earliest deadline within its limit,
+// whether its slot is ahead in this turn or shares a slot with timers of
+// later turns.
+func TestWheelNext(t *testing.T) {
+	w := newWheel(16)
+	if _, ok := w.next(16); ok {
+		t.Fatal("an empty wheel has a next timer")
+	}
+	var a, b, c timer
+	for _, tm := range []*timer{&a, &b, &c} {
+		tm.fire = func() {}
+	}
+	w.advance(5)
+	w.arm(&a, 16+3) // slot of tick 8 in the next turn
+	if _, ok := w.next(16); ok {
+		t.Fatal("a timer a turn ahead counted as next")
+	}
+	w.arm(&b, 3) // tick 8, same slot as a
+	w.arm(&c, 9) // tick 14
+	for _, tc := range []struct {
+		limit int64
+		want  int64
+		ok    bool
+	}{{2, 0, false}, {3, 8, true}, {16, 8, true}, {100, 8, true}} {
+		got, ok := w.next(tc.limit)
+		if got != tc.want || ok != tc.ok {
+			t.Errorf("next(%d) = %d, %v; want %d, %v", tc.limit, got, ok, tc.want, tc.ok)
+		}
+	}
+	w.disarm(&b)
+	if got, ok := w.next(16); !ok || got != 14 {
+		t.Errorf("after disarming the first, next = %d, %v; want 14", got, ok)
 	}
 }

@@ -113,6 +113,10 @@ func (e *Engine) AcceptFailed() { e.acceptFailures.Add(1) }
 // worker_connections left.
 func (e *Engine) Refused() { e.refused.Add(1) }
 
+// Accepted returns the client connections accepted so far. Safe from any
+// goroutine.
+func (e *Engine) Accepted() uint64 { return e.accepted.Load() }
+
 // SessionAccepted counts a client connection accepted: a session starts.
 // Call it once per session, on the loop that accepted it.
 func (e *Engine) SessionAccepted() {
