@@ -69,19 +69,21 @@ type WarmConfig struct {
 	// MaxIdle is how long a ready connection may wait; older ones are
 	// closed and replaced. Zero: 30s.
 	MaxIdle time.Duration
-	// Dialer dials the connections (Dialer.Connect).
-	Dialer *Dialer
 	// Job is the template of every dial: TLS, FullTLS, Observe,
 	// ConnectTimeout and Socket as for a session of the server (no
 	// ProxyHeader: the header would need a client). It must not depend on
 	// a session.
 	Job DialJob
-	// Count, if set, is told every outcome. Called on a refiller or on the
-	// dial worker that took the connection.
+}
+
+// WarmHooks are what a running Warm reports to. Nil fields are left out.
+type WarmHooks struct {
+	// Count is told every outcome. Called on a refiller or on the dial
+	// worker that took the connection.
 	Count func(WarmResult)
-	// Logf, if set, logs a failed dial (once, when a peer's refills start
-	// failing; failed set) and the peer's recovery (failed clear). Called
-	// on the peer's refiller.
+	// Logf logs a failed dial (once, when a peer's refills start failing;
+	// failed set) and the peer's recovery (failed clear). Called on the
+	// peer's refiller.
 	Logf func(p *Peer, failed bool, err error)
 }
 
@@ -91,7 +93,12 @@ type WarmConfig struct {
 type Warm struct {
 	cfg   WarmConfig
 	peers map[*Peer]*warmPeer
+	// Set by Start, before any refiller runs; read only after.
+	d     *Dialer
+	hooks WarmHooks
 
+	// total mirrors the ready connections of all peers, for Total.
+	total   atomic.Int64
 	stopped atomic.Bool
 	cancel  context.CancelFunc
 	wg      sync.WaitGroup
@@ -114,8 +121,9 @@ type warmConn struct {
 	at  time.Time
 }
 
-// NewWarm returns a Warm for g's peers (peers marked down are never
-// warmed). It holds nothing until Start.
+// NewWarm returns a Warm for g's primary peers: backup peers (used only
+// when no primary can be) and peers marked down are never warmed, and
+// sessions reach them by dialing. It holds nothing until Start.
 func NewWarm(g *Group, cfg WarmConfig) *Warm {
 	cfg.Size = max(cfg.Size, 1)
 	if cfg.MaxIdle <= 0 {
@@ -123,7 +131,7 @@ func NewWarm(g *Group, cfg WarmConfig) *Warm {
 	}
 	w := &Warm{cfg: cfg, peers: map[*Peer]*warmPeer{}}
 	for _, p := range g.Peers() {
-		if p.Down {
+		if p.Down || p.Backup {
 			continue
 		}
 		w.peers[p] = &warmPeer{p: p, kick: make(chan struct{}, 1)}
@@ -131,8 +139,10 @@ func NewWarm(g *Group, cfg WarmConfig) *Warm {
 	return w
 }
 
-// Start starts one refiller goroutine per peer. Call it once.
-func (w *Warm) Start() {
+// Start starts one refiller goroutine per peer, dialing through d and
+// reporting to h. Call it once; until then Take finds nothing.
+func (w *Warm) Start(d *Dialer, h WarmHooks) {
+	w.d, w.hooks = d, h
 	ctx, cancel := context.WithCancel(context.Background())
 	w.cancel = cancel
 	for _, wp := range w.peers {
@@ -160,12 +170,17 @@ func (w *Warm) Stop() {
 		wp.stopped = true
 		ready := wp.ready
 		wp.ready = nil
+		w.total.Add(-int64(len(ready)))
 		wp.mu.Unlock()
 		for _, c := range ready {
 			c.res.TLS.Close()
 		}
 	}
 }
+
+// Total returns how many connections are ready now, all peers together.
+// It reads one atomic (for a scrape). Safe from any goroutine.
+func (w *Warm) Total() int { return int(w.total.Load()) }
 
 // Ready returns how many connections to p are ready now. Safe from any
 // goroutine.
@@ -207,6 +222,7 @@ func (w *Warm) Take(p *Peer) (DialResult, bool) {
 		c := wp.ready[n-1]
 		wp.ready[n-1] = warmConn{}
 		wp.ready = wp.ready[:n-1]
+		w.total.Add(-1)
 		wp.mu.Unlock()
 		wp.wake()
 		if time.Since(c.at) > w.cfg.MaxIdle {
@@ -231,8 +247,8 @@ func (wp *warmPeer) wake() {
 }
 
 func (w *Warm) count(r WarmResult) {
-	if w.cfg.Count != nil {
-		w.cfg.Count(r)
+	if w.hooks.Count != nil {
+		w.hooks.Count(r)
 	}
 }
 
@@ -259,7 +275,7 @@ func (w *Warm) refill(ctx context.Context, wp *warmPeer) {
 		room := w.room(wp)
 		if room && !now.Before(retryAt) && wp.p.State(now) == PeerUp {
 			j := w.cfg.Job
-			res, a := w.cfg.Dialer.Connect(ctx, &j, wp.p)
+			res, a := w.d.Connect(ctx, &j, wp.p)
 			if ctx.Err() != nil {
 				if a.Err == nil {
 					res.TLS.Close()
@@ -268,15 +284,15 @@ func (w *Warm) refill(ctx context.Context, wp *warmPeer) {
 			}
 			if a.Err != nil {
 				w.count(WarmFailed)
-				if backoff == 0 && w.cfg.Logf != nil {
-					w.cfg.Logf(wp.p, true, a.Err)
+				if backoff == 0 && w.hooks.Logf != nil {
+					w.hooks.Logf(wp.p, true, a.Err)
 				}
 				backoff = min(max(2*backoff, warmBackoffMin), warmBackoffMax)
 				retryAt = time.Now().Add(backoff)
 				continue
 			}
-			if backoff > 0 && w.cfg.Logf != nil {
-				w.cfg.Logf(wp.p, false, nil)
+			if backoff > 0 && w.hooks.Logf != nil {
+				w.hooks.Logf(wp.p, false, nil)
 			}
 			backoff, retryAt = 0, time.Time{}
 			if !w.push(wp, res) {
@@ -318,6 +334,7 @@ func (w *Warm) push(wp *warmPeer, res DialResult) bool {
 		return false
 	}
 	wp.ready = append(wp.ready, warmConn{res: res, at: time.Now()})
+	w.total.Add(1)
 	return true
 }
 
@@ -342,6 +359,7 @@ func (w *Warm) sweep(wp *warmPeer, now time.Time) time.Time {
 	}
 	clear(wp.ready[len(kept):])
 	wp.ready = kept
+	w.total.Add(-int64(len(gone)))
 	var next time.Time
 	if len(kept) > 0 {
 		next = kept[0].at.Add(w.cfg.MaxIdle)

@@ -103,11 +103,10 @@ func newWarmFixture(t *testing.T, size int, maxIdle time.Duration) *warmFixture 
 	cfg := &tls.Config{RootCAs: pki.Pool(set.Root), ServerName: "localhost",
 		Certificates: []tls.Certificate{set.Client.TLSCertificate()}, ClientSessionCache: cache}
 	f.w = NewWarm(f.g, WarmConfig{
-		Size: size, MaxIdle: maxIdle, Dialer: f.d,
-		Job:   DialJob{TLS: func(*Peer) (*tls.Config, error) { return cfg, nil }, ConnectTimeout: 5 * time.Second, Socket: SocketOptions{NoDelay: true}},
-		Count: func(r WarmResult) { f.counts[r].Add(1) },
+		Size: size, MaxIdle: maxIdle,
+		Job: DialJob{TLS: func(*Peer) (*tls.Config, error) { return cfg, nil }, ConnectTimeout: 5 * time.Second, Socket: SocketOptions{NoDelay: true}},
 	})
-	f.w.Start()
+	f.w.Start(f.d, WarmHooks{Count: func(r WarmResult) { f.counts[r].Add(1) }})
 	t.Cleanup(f.w.Stop)
 	return f
 }
@@ -213,7 +212,8 @@ func TestWarmFailedDial(t *testing.T) {
 	defer d.Close()
 	var failed atomic.Int64
 	logs := make(chan error, 10)
-	w := NewWarm(g, WarmConfig{Size: 1, Dialer: d, Job: DialJob{ConnectTimeout: time.Second},
+	w := NewWarm(g, WarmConfig{Size: 1, Job: DialJob{ConnectTimeout: time.Second}})
+	w.Start(d, WarmHooks{
 		Count: func(r WarmResult) {
 			if r == WarmFailed {
 				failed.Add(1)
@@ -224,7 +224,6 @@ func TestWarmFailedDial(t *testing.T) {
 				logs <- err
 			}
 		}})
-	w.Start()
 	defer w.Stop()
 	until(t, "3 failed dials", func() bool { return failed.Load() >= 3 })
 	if len(logs) != 1 {
@@ -255,9 +254,9 @@ func TestWarmStop(t *testing.T) {
 	g := testGroup(t, ln.Addr().String())
 	d := NewDialer(DialerConfig{MinWorkers: 1})
 	defer d.Close()
-	w := NewWarm(g, WarmConfig{Size: 1, Dialer: d, Job: DialJob{ConnectTimeout: time.Minute,
+	w := NewWarm(g, WarmConfig{Size: 1, Job: DialJob{ConnectTimeout: time.Minute,
 		TLS: func(*Peer) (*tls.Config, error) { return &tls.Config{InsecureSkipVerify: true}, nil }}})
-	w.Start()
+	w.Start(d, WarmHooks{})
 	c := <-accepted // the refiller is in its handshake
 	defer c.Close()
 	stopped := make(chan struct{})
