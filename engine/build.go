@@ -50,9 +50,11 @@ type plan struct {
 	// stopHealth ends the plan's health checkers (health.go) when it is
 	// retired or freed; nil until watch starts them.
 	stopHealth context.CancelFunc
-	// warms are the pre-warm pools startWarm started (prewarm.go).
-	warmMu sync.Mutex
-	warms  []*pool.Warm
+	// warms are the pre-warm pools startWarm started (prewarm.go);
+	// warmStopped: stopWarm ran, nothing starts any more.
+	warmMu      sync.Mutex
+	warms       []*pool.Warm
+	warmStopped bool
 }
 
 // planEnv is what building a plan draws on besides the configuration.

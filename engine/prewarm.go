@@ -47,7 +47,11 @@ func (s *server) newWarm() *pool.Warm {
 // through e's dialer; p.stopWarm stops them (retire, free). Runs on the
 // goroutine that publishes the plan, once the dialer exists.
 func (p *plan) startWarm(e *Engine) {
-	var warms []*pool.Warm
+	p.warmMu.Lock()
+	defer p.warmMu.Unlock()
+	if p.warmStopped {
+		return // retired or freed already
+	}
 	for _, s := range p.servers {
 		if s.warm == nil {
 			continue
@@ -62,11 +66,8 @@ func (p *plan) startWarm(e *Engine) {
 				e.log.Logf(LevelNotice, 0, "pre-warming connections to upstream works again, server: %s, upstream: \"%s\"", s.name, peer)
 			},
 		})
-		warms = append(warms, s.warm)
+		p.warms = append(p.warms, s.warm)
 	}
-	p.warmMu.Lock()
-	p.warms = warms
-	p.warmMu.Unlock()
 }
 
 // stopWarm stops the plan's pre-warm pools and closes their ready
@@ -75,7 +76,7 @@ func (p *plan) startWarm(e *Engine) {
 func (p *plan) stopWarm() {
 	p.warmMu.Lock()
 	warms := p.warms
-	p.warms = nil
+	p.warms, p.warmStopped = nil, true
 	p.warmMu.Unlock()
 	for _, w := range warms {
 		w.Stop()

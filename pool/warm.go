@@ -100,8 +100,10 @@ type Warm struct {
 	// total mirrors the ready connections of all peers, for Total.
 	total   atomic.Int64
 	stopped atomic.Bool
-	cancel  context.CancelFunc
-	wg      sync.WaitGroup
+	// life orders Start and Stop: a Warm stopped first never starts.
+	life   sync.Mutex
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
 }
 
 // warmPeer is one peer's stack of ready connections.
@@ -140,8 +142,14 @@ func NewWarm(g *Group, cfg WarmConfig) *Warm {
 }
 
 // Start starts one refiller goroutine per peer, dialing through d and
-// reporting to h. Call it once; until then Take finds nothing.
+// reporting to h; until then Take finds nothing. A second Start, or one
+// after Stop, does nothing.
 func (w *Warm) Start(d *Dialer, h WarmHooks) {
+	w.life.Lock()
+	defer w.life.Unlock()
+	if w.cancel != nil || w.stopped.Load() {
+		return
+	}
 	w.d, w.hooks = d, h
 	ctx, cancel := context.WithCancel(context.Background())
 	w.cancel = cancel
@@ -158,11 +166,15 @@ func (w *Warm) Start(d *Dialer, h WarmHooks) {
 // them, and closes every ready connection. Safe from any goroutine, more
 // than once; Take finds nothing afterwards.
 func (w *Warm) Stop() {
+	w.life.Lock()
 	if w.stopped.Swap(true) {
+		w.life.Unlock()
 		return
 	}
-	if w.cancel != nil {
-		w.cancel()
+	cancel := w.cancel
+	w.life.Unlock()
+	if cancel != nil {
+		cancel()
 	}
 	w.wg.Wait()
 	for _, wp := range w.peers {

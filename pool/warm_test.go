@@ -285,3 +285,22 @@ func TestWarmStop(t *testing.T) {
 	d.Close()
 	until(t, "no goroutine left", func() bool { return runtime.NumGoroutine() <= before+3 })
 }
+
+// TestWarmStopBeforeStart: a Warm stopped before it started (a plan
+// retired before it was published) never starts its refillers.
+func TestWarmStopBeforeStart(t *testing.T) {
+	f := newWarmFixture(t, 1, time.Minute) // started: one refiller
+	until(t, "one ready", func() bool { return f.w.Ready(f.peer()) == 1 && f.up.handshakes.Load() == 1 })
+	w := NewWarm(f.g, WarmConfig{Size: 1, Job: f.w.cfg.Job})
+	w.Stop()
+	w.Start(f.d, WarmHooks{})
+	if w.cancel != nil {
+		t.Fatal("Start after Stop started the refillers")
+	}
+	if _, ok := w.Take(f.peer()); ok {
+		t.Fatal("a stopped Warm handed out a connection")
+	}
+	if f.up.handshakes.Load() != 1 {
+		t.Fatalf("upstream handshakes = %d, want 1 (the started Warm's only)", f.up.handshakes.Load())
+	}
+}
