@@ -288,3 +288,34 @@ func TestPrewarmRetire(t *testing.T) {
 	}
 	waitFor(t, "the upstream saw every connection end", 10*time.Second, func() bool { return ups[0].Stats().Active == 0 })
 }
+
+// TestPrewarmHalfClose: a pre-warmed connection serves a session of a
+// server with proxy_half_close on as a dialed one does: the client's FIN
+// goes upstream and the echo still comes back.
+func TestPrewarmHalfClose(t *testing.T) {
+	set, _, dir := newPKI(t, pki.ECDSAP256, 1)
+	ups := startUpstreams(t, set, 1, backend.Echo, nil)
+	tb := startEngine(t, dir, prewarmConf(ups, "proxy_ssl_prewarm 1; proxy_half_close on;"))
+	w := warmOf(tb)
+	peer := peerOf(t, tb, ups[0].Addr())
+	waitFor(t, "one ready connection", 10*time.Second, func() bool {
+		return w.Ready(peer) == 1 && ups[0].Stats().Handshakes == 1
+	})
+	c, err := net.DialTimeout("tcp", tb.addr, 5*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(10 * time.Second))
+	if _, err := c.Write([]byte("half and warm")); err != nil {
+		t.Fatal(err)
+	}
+	c.(*net.TCPConn).CloseWrite()
+	got, err := io.ReadAll(c)
+	if err != nil || string(got) != "half and warm" {
+		t.Fatalf("echo after the client's FIN = %q, %v", got, err)
+	}
+	if n := tb.eng.Metrics().Snapshot().Prewarmed[pool.WarmUsed]; n != 1 {
+		t.Fatalf("prewarmed used = %d, want 1", n)
+	}
+}
