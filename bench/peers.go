@@ -33,6 +33,9 @@ type ProxySpec struct {
 	Material *Material
 	// Dir is a private directory for the configuration, pid file and logs.
 	Dir string
+	// Prewarm is tlsrelay's proxy_ssl_prewarm; 0: off. The other proxies
+	// have no such directive and ignore it.
+	Prewarm int
 }
 
 func (s ProxySpec) protocol() string {
@@ -76,6 +79,9 @@ var streamTemplate = template.Must(template.New("stream").Parse(`stream {
         proxy_ssl_protocols {{.protocol}};
         proxy_ssl_session_reuse {{.onOff}};
         proxy_ssl_conf_command Groups {{.groups}};
+{{- if .prewarm}}
+        proxy_ssl_prewarm {{.prewarm}};
+{{- end}}
     }
 }
 `))
@@ -85,7 +91,7 @@ func renderStream(s ProxySpec) (string, error) {
 	// text/template cannot call unexported methods, so hand it a map.
 	err := streamTemplate.Execute(&b, map[string]any{
 		"Upstreams": s.Upstreams, "Listen": s.Listen, "Material": s.Material,
-		"protocol": s.protocol(), "onOff": s.onOff(), "groups": Groups,
+		"protocol": s.protocol(), "onOff": s.onOff(), "groups": Groups, "prewarm": s.Prewarm,
 	})
 	if err != nil {
 		return "", fmt.Errorf("rendering stream block: %w", err)
@@ -107,6 +113,7 @@ func TlsrelayConfig(s ProxySpec) (string, error) {
 // stream block as tlsrelay's, with the stream module loaded and the pid file
 // and error log under s.Dir.
 func NginxConfig(s ProxySpec, modulePath string) (string, error) {
+	s.Prewarm = 0 // tlsrelay's own directive
 	stream, err := renderStream(s)
 	if err != nil {
 		return "", err

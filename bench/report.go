@@ -280,6 +280,7 @@ func Markdown(res *Results) string {
 		}
 		b.WriteString("\n")
 	}
+	b.WriteString(prewarmMarkdown(res))
 	if len(res.Throughput) > 0 {
 		b.WriteString("## 3. Throughput\n\n")
 		b.WriteString("Long connections through the proxy, TLS 1.3 upstream with ECDSA P-256 certificates and reuse on (the Go upstreams pick AES-128-GCM on CPUs with AES instructions): each upstream sends a fixed number of bytes and closes, the client reads to EOF and checks the count. MiB/s is payload over the round's wall time; CPU s/GiB is the proxy's CPU time per GiB of payload.\n\n")

@@ -23,11 +23,13 @@ type Results struct {
 	Peers  []PeerInfo  `json:"peers"`
 	Crypto []CryptoRef `json:"crypto,omitempty"`
 	// OpenSSLCrypto are the same primitives timed by `openssl speed`.
-	OpenSSLCrypto []CryptoRef     `json:"openssl_crypto,omitempty"`
-	Micro         []MicroResult   `json:"micro,omitempty"`
-	Handshake     []HandshakeRow  `json:"handshake,omitempty"`
-	Throughput    []ThroughputRow `json:"throughput,omitempty"`
-	Memory        []MemoryRow     `json:"memory,omitempty"`
+	OpenSSLCrypto []CryptoRef    `json:"openssl_crypto,omitempty"`
+	Micro         []MicroResult  `json:"micro,omitempty"`
+	Handshake     []HandshakeRow `json:"handshake,omitempty"`
+	// Prewarm is the pre-warm row (prewarm.go).
+	Prewarm    []PrewarmRow    `json:"prewarm,omitempty"`
+	Throughput []ThroughputRow `json:"throughput,omitempty"`
+	Memory     []MemoryRow     `json:"memory,omitempty"`
 	// Notes are things the reader must know: missing peers, failures.
 	Notes []string `json:"notes,omitempty"`
 }

@@ -15,12 +15,13 @@ const (
 	RowCrypto     = "crypto"
 	RowMicro      = "micro"
 	RowHandshake  = "handshake"
+	RowPrewarm    = "prewarm"
 	RowThroughput = "throughput"
 	RowMemory     = "memory"
 )
 
 // AllRows lists the row groups in the order a run measures them.
-var AllRows = []string{RowCrypto, RowMicro, RowHandshake, RowThroughput, RowMemory}
+var AllRows = []string{RowCrypto, RowMicro, RowHandshake, RowPrewarm, RowThroughput, RowMemory}
 
 // Options configure a run. Zero fields take the defaults their comments
 // give; Quick changes several of them.
@@ -60,6 +61,14 @@ type Options struct {
 	// OpenSSL is the openssl binary whose `openssl speed` gives the floor
 	// of the OpenSSL-based proxies; "" skips it.
 	OpenSSL string
+	// Prewarm is tlsrelay's proxy_ssl_prewarm in the pre-warmed column of
+	// the pre-warm row. Default DefaultPrewarm.
+	Prewarm int
+	// PrewarmConns and PrewarmInterval are the pre-warm row's paced load:
+	// connections per round and the interval between them. Default 400
+	// (quick 100) and 10ms.
+	PrewarmConns    int
+	PrewarmInterval time.Duration
 	// Kinds are the handshake rows. Default HandshakeKinds().
 	Kinds []HandshakeKind
 	// StartBackends starts the upstreams. Default StartLocalBackends.
@@ -104,6 +113,9 @@ func (o *Options) setDefaults() {
 	}
 	if len(o.Kinds) == 0 {
 		o.Kinds = HandshakeKinds()
+	}
+	if o.Prewarm <= 0 {
+		o.Prewarm = DefaultPrewarm
 	}
 	if o.StartBackends == nil {
 		o.StartBackends = StartLocalBackends
@@ -172,6 +184,7 @@ func Run(ctx context.Context, o Options) (*Results, error) {
 		fn  func() error
 	}{
 		{RowHandshake, r.handshakes},
+		{RowPrewarm, r.prewarm},
 		{RowThroughput, r.throughput},
 		{RowMemory, r.memory},
 	}
@@ -204,6 +217,9 @@ func (r *runner) countSteps() int {
 	}
 	if r.o.want(RowHandshake) {
 		n += len(r.o.Kinds) * r.o.Rounds * peers
+	}
+	if r.o.want(RowPrewarm) {
+		n += len(r.prewarmVariants()) * r.o.Rounds
 	}
 	if r.o.want(RowThroughput) {
 		n += 2 * r.o.Rounds * peers

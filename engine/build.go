@@ -50,6 +50,11 @@ type plan struct {
 	// stopHealth ends the plan's health checkers (health.go) when it is
 	// retired or freed; nil until watch starts them.
 	stopHealth context.CancelFunc
+	// warms are the pre-warm pools startWarm started (prewarm.go);
+	// warmStopped: stopWarm ran, nothing starts any more.
+	warmMu      sync.Mutex
+	warms       []*pool.Warm
+	warmStopped bool
 }
 
 // planEnv is what building a plan draws on besides the configuration.
@@ -84,6 +89,7 @@ func (p *plan) retire() {
 	if p.stopHealth != nil {
 		p.stopHealth()
 	}
+	p.stopWarm()
 	if p.sessions.Load() == 0 {
 		p.free()
 	}
@@ -96,6 +102,7 @@ func (p *plan) free() {
 		if p.stopWatch != nil {
 			p.stopWatch()
 		}
+		p.stopWarm()
 		p.logs.close()
 		if p.ownKeyLogs != nil {
 			p.ownKeyLogs.Close()
@@ -173,6 +180,9 @@ type server struct {
 	// peer's FIN is passed on as a FIN, and the other direction is
 	// relayed until it ends too).
 	halfClose bool
+	// warm holds the block's pre-warmed upstream connections
+	// (proxy_ssl_prewarm); nil: off.
+	warm *pool.Warm
 }
 
 // build loads and checks everything cfg describes without binding a port.
@@ -314,6 +324,7 @@ func buildPlan(cfg *conf.Config, env planEnv) (_ *plan, err error) {
 				}
 			}
 		}
+		s.warm = s.newWarm()
 		if openLogs {
 			als, err := p.logs.open(cfg, sc.AccessLogs)
 			if err != nil {

@@ -244,6 +244,7 @@ func (e *Engine) Serve(ctx context.Context) error {
 	p.watch(e.log)
 	e.dialer = pool.NewDialer(pool.DialerConfig{})
 	defer e.dialer.Close()
+	p.startWarm(e)
 
 	dir, err := os.MkdirTemp("", "tlsrelay-*")
 	if err != nil {

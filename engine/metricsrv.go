@@ -33,6 +33,15 @@ func (e *Engine) collector() *metrics.Collector {
 			}
 		},
 		Dialer: func() *pool.Dialer { return e.dialer },
+		Prewarmed: func() int {
+			n := 0
+			for _, s := range e.plan.Load().servers {
+				if s.warm != nil {
+					n += s.warm.Total()
+				}
+			}
+			return n
+		},
 		Stores: iter.Seq[*tlsbridge.SessionStore](func(yield func(*tlsbridge.SessionStore) bool) {
 			yield(e.plan.Load().store)
 		}),

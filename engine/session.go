@@ -250,6 +250,7 @@ func (e *Engine) openSessionAt(c gnet.Conn, lp *loop, srv *server, remote net.Ad
 		Cancelled:           s.cancelled.Load,
 		OnFailure:           s.dialAttemptFailed,
 		Socket:              srv.sock,
+		Warm:                srv.warm,
 		Done:                s.dialDone,
 	}
 	if srv.policy != nil {

@@ -59,6 +59,9 @@ type Attempt struct {
 	// local resource (Err wraps ErrNoSocket); the peer was released, not
 	// charged, and no other peer is tried.
 	Local bool
+	// Warm: the attempt took a pre-warmed connection (DialJob.Warm), so
+	// Connect and Handshake are zero: the session paid for neither.
+	Warm bool
 }
 
 // SocketOptions are the upstream socket's options (proxy_bind,
@@ -108,6 +111,10 @@ type DialJob struct {
 	// OnFailure, if set, is called on the worker after each failed attempt
 	// (to log it), with whether the peer is now disabled.
 	OnFailure func(a Attempt, disabled bool)
+	// Warm, if set, holds pre-warmed connections of the session's server:
+	// once the balancer picked a peer, a ready connection to that peer is
+	// taken from it instead of dialing one.
+	Warm *Warm
 	// Done is called on the worker goroutine exactly once with the outcome.
 	Done func(r DialResult)
 
@@ -298,7 +305,12 @@ func (d *Dialer) run(j *DialJob) DialResult {
 			}
 			return DialResult{Err: err}
 		}
-		res, a := d.attempt(j, p)
+		if res, ok := j.Warm.Take(p); ok {
+			j.Attempts = append(j.Attempts, Attempt{Peer: p, Warm: true})
+			j.Sel.Connected(p, time.Now())
+			return res
+		}
+		res, a := d.attempt(context.Background(), j, p)
 		j.Attempts = append(j.Attempts, a)
 		if a.Err == nil {
 			j.Sel.Connected(p, time.Now())
@@ -327,27 +339,37 @@ func (d *Dialer) run(j *DialJob) DialResult {
 	}
 }
 
+// Connect dials one connection to p the way a session's attempt does (TCP
+// connect, PROXY header, TLS handshake, one retry with a full handshake)
+// but outside any Selection: the balancer's accounting is the caller's.
+// j's Sel, Warm, Cancelled, OnFailure and Done are not used. Cancelling
+// ctx ends a connect or handshake in progress. It blocks, on the caller's
+// goroutine (the pre-warming refillers, warm.go).
+func (d *Dialer) Connect(ctx context.Context, j *DialJob, p *Peer) (DialResult, Attempt) {
+	return d.attempt(ctx, j, p)
+}
+
 // attempt connects to one peer and handshakes. A handshake that failed
 // after offering a session ticket is retried once on a new connection with
 // a full handshake (the ticket is dropped by Observe): servers that mishandle
 // resumption ("digest check failed") then still work, and the retry does
 // not count against the peer.
-func (d *Dialer) attempt(j *DialJob, p *Peer) (DialResult, Attempt) {
-	res, a, retry := d.attemptOnce(j, p, j.TLS)
-	if retry && j.FullTLS != nil {
-		res, a, _ = d.attemptOnce(j, p, j.FullTLS)
+func (d *Dialer) attempt(ctx context.Context, j *DialJob, p *Peer) (DialResult, Attempt) {
+	res, a, retry := d.attemptOnce(ctx, j, p, j.TLS)
+	if retry && j.FullTLS != nil && ctx.Err() == nil {
+		res, a, _ = d.attemptOnce(ctx, j, p, j.FullTLS)
 	}
 	return res, a
 }
 
-func (d *Dialer) attemptOnce(j *DialJob, p *Peer, tlsFor func(*Peer) (*tls.Config, error)) (DialResult, Attempt, bool) {
+func (d *Dialer) attemptOnce(parent context.Context, j *DialJob, p *Peer, tlsFor func(*Peer) (*tls.Config, error)) (DialResult, Attempt, bool) {
 	a := Attempt{Peer: p}
 	t0 := time.Now()
 	timeout := j.ConnectTimeout
 	if timeout <= 0 {
 		timeout = 60 * time.Second
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	ctx, cancel := context.WithTimeout(parent, timeout)
 	c, err := dialerFor(&j.Socket).DialContext(ctx, "tcp", p.Addr.String())
 	cancel()
 	if err != nil {
@@ -390,6 +412,10 @@ func (d *Dialer) attemptOnce(j *DialJob, p *Peer, tlsFor func(*Peer) (*tls.Confi
 	}
 	t1 := time.Now()
 	tc := tlsbridge.NewConn(raw, cfg)
+	if parent.Done() != nil {
+		// A cancelled caller (a retired pre-warm pool) ends the handshake.
+		defer context.AfterFunc(parent, func() { raw.SetDeadline(time.Now()) })()
+	}
 	err = tc.Handshake(t1.Add(timeout))
 	retry := false
 	if j.Observe != nil {

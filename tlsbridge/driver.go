@@ -5,6 +5,7 @@ import (
 	"errors"
 	"io"
 	"net"
+	"syscall"
 	"time"
 )
 
@@ -62,6 +63,9 @@ var _ net.Error = wouldBlock{}
 type Conn struct {
 	tc *tls.Conn
 	a  adapter
+	// early is application data Poll read before Detach; Read serves it
+	// first.
+	early []byte
 }
 
 // NewConn returns a Conn that will handshake over raw with cfg.
@@ -112,6 +116,14 @@ func (c *Conn) Detach(src Source, dst Sink) {
 // KeyUpdate reply) and stores session tickets that arrived after the
 // handshake. It runs on the owning event loop.
 func (c *Conn) Read(p []byte) (int, error) {
+	if len(c.early) > 0 {
+		n := copy(p, c.early)
+		c.early = c.early[n:]
+		if len(c.early) == 0 {
+			c.early = nil
+		}
+		return n, nil
+	}
 	n, err := c.tc.Read(p)
 	if err != nil {
 		if _, ok := err.(wouldBlock); ok {
@@ -126,6 +138,44 @@ func (c *Conn) Read(p []byte) (int, error) {
 		}
 	}
 	return n, err
+}
+
+// ErrPeerClosed is what Poll returns when the peer ended the connection
+// (close_notify or FIN) before it was detached.
+var ErrPeerClosed = errors.New("tlsbridge: the peer closed the connection")
+
+// Poll reads, without blocking, what the peer sent on a handshaken Conn
+// that still owns its socket (not detached): post-handshake messages (TLS
+// 1.3 session tickets, which are stored, or a KeyUpdate) and application
+// data, which is kept for the first Reads after Detach. It returns nil
+// while the connection is usable, ErrPeerClosed once the peer closed it,
+// and any other error when it is broken. A connection kept idle (a
+// pre-warmed upstream connection) is polled before it is used, so that one
+// the peer closed meanwhile is not handed to a session. It runs on the
+// goroutine that owns the Conn.
+func (c *Conn) Poll() error {
+	if c.a.raw == nil {
+		return errors.New("tlsbridge: Poll on a detached connection")
+	}
+	c.a.nonblock = true
+	defer func() { c.a.nonblock = false }()
+	var buf [4096]byte
+	for {
+		n, err := c.tc.Read(buf[:])
+		c.early = append(c.early, buf[:n]...)
+		switch {
+		case err == nil:
+			continue
+		case errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF):
+			return ErrPeerClosed
+		}
+		var ne net.Error
+		//lint:ignore SA1019 Temporary is exactly what crypto/tls checks to keep a read error retryable.
+		if errors.As(err, &ne) && ne.Temporary() {
+			return nil // nothing more to read now
+		}
+		return err
+	}
 }
 
 // Write encrypts p into the Sink. It fails only when the connection is
@@ -151,10 +201,15 @@ type adapter struct {
 	local, remote net.Addr
 	src           Source
 	dst           Sink
+	// nonblock: reads of raw do not wait (Poll).
+	nonblock bool
 }
 
 func (a *adapter) Read(p []byte) (int, error) {
 	if a.raw != nil {
+		if a.nonblock {
+			return readNow(a.raw, p)
+		}
 		return a.raw.Read(p)
 	}
 	if a.src == nil {
@@ -163,6 +218,40 @@ func (a *adapter) Read(p []byte) (int, error) {
 	n, _ := a.src.Read(p)
 	if n == 0 {
 		return 0, wouldBlock{}
+	}
+	return n, nil
+}
+
+// readNow reads what raw holds without waiting for more: wouldBlock when
+// it holds nothing, io.EOF after the peer's FIN.
+func readNow(raw net.Conn, p []byte) (int, error) {
+	sc, ok := raw.(syscall.Conn)
+	if !ok {
+		return 0, errors.New("tlsbridge: the socket cannot be read without blocking")
+	}
+	rc, err := sc.SyscallConn()
+	if err != nil {
+		return 0, err
+	}
+	var n int
+	var rerr error
+	err = rc.Read(func(fd uintptr) bool {
+		for {
+			n, rerr = syscall.Read(int(fd), p)
+			if rerr != syscall.EINTR {
+				return true // one try: never wait for readiness
+			}
+		}
+	})
+	switch {
+	case err != nil:
+		return 0, err
+	case rerr == syscall.EAGAIN:
+		return 0, wouldBlock{}
+	case rerr != nil:
+		return 0, &net.OpError{Op: "read", Net: "tcp", Source: raw.LocalAddr(), Addr: raw.RemoteAddr(), Err: rerr}
+	case n == 0 && len(p) > 0:
+		return 0, io.EOF
 	}
 	return n, nil
 }

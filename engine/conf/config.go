@@ -398,6 +398,11 @@ type SSL struct {
 	// second. Inherited from the stream level only by servers with
 	// proxy_ssl on and something to watch; elsewhere it is 0.
 	Watch time.Duration
+	// Prewarm is proxy_ssl_prewarm (tlsrelay's own directive): upstream
+	// connections kept ready, handshake done, per peer (prewarm.go).
+	// Inherited from the stream level only by servers with proxy_ssl on;
+	// elsewhere it is off.
+	Prewarm Prewarm
 	// Pos records where each proxy_ssl* directive that produced this value
 	// was written, keyed by directive name ("proxy_ssl_certificate", ...).
 	// Missing: default. For proxy_ssl_conf_command see ConfCommand.Pos.

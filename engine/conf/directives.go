@@ -46,6 +46,7 @@ func defaultMergeable() mergeable {
 				Ciphers:      DefaultProxySSLCiphers,
 				VerifyDepth:  1,
 				SessionReuse: true,
+				Prewarm:      Prewarm{MaxIdle: DefaultPrewarmMaxIdle},
 				CertificateCache: CertificateCache{
 					Inactive: 10 * time.Second,
 					Valid:    60 * time.Second,
@@ -380,6 +381,9 @@ func proxySpec(name string) (spec, bool) {
 		})
 	case "proxy_ssl_watch":
 		return set(mergeWatch)
+	case "proxy_ssl_prewarm":
+		s.max = 2
+		return set(mergePrewarm)
 	}
 	return spec{}, false
 }

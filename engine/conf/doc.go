@@ -15,7 +15,8 @@
 // tlsrelay's own metrics_listen), an optional events block
 // (worker_connections) and the stream block with its server and upstream
 // blocks. Besides NGINX's proxy_ssl_* directives, stream and server blocks
-// take proxy_ssl_key_log (NGINX Plus's) and tlsrelay's own proxy_ssl_watch. Directives of NGINX that have nothing to do with a stream proxy
+// take proxy_ssl_key_log (NGINX Plus's) and tlsrelay's own proxy_ssl_watch
+// and proxy_ssl_prewarm. Directives of NGINX that have nothing to do with a stream proxy
 // (user, load_module, http {}, mail {}, ...) are skipped with one warning
 // each. Directives of NGINX's stream modules that tlsrelay does not
 // implement are refused with `"X" is not supported`; anything else is an

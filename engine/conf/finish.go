@@ -86,6 +86,9 @@ func (p *parser) finish() error {
 	if err := p.checkWatch(); err != nil {
 		return err
 	}
+	if err := p.checkPrewarm(); err != nil {
+		return err
+	}
 	if m.MetricsListen != "" && p.listenAddrs[m.MetricsListen] {
 		return Errorf(m.MetricsListenPos, "duplicate %q address and port pair: a stream \"listen\" uses it too", m.MetricsListen)
 	}

@@ -267,6 +267,7 @@ func formatProxy(w func(int, string, ...string), p *Proxy) {
 	} else {
 		w(2, "proxy_ssl_watch", "off")
 	}
+	w(2, "proxy_ssl_prewarm", formatPrewarm(s.Prewarm)...)
 }
 
 func listenArgs(l Listen) []string {

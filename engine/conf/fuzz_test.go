@@ -25,6 +25,8 @@ func FuzzParse(f *testing.F) {
 		"worker_shutdown_timeout 30s; metrics_listen 127.0.0.1:9100;",
 		"metrics_listen [::1]:9100; stream { proxy_ssl_watch 5s; proxy_ssl_key_log /tmp/keys; " +
 			"server { listen 80; proxy_pass 127.0.0.1:1; proxy_ssl on; proxy_ssl_watch off; } }",
+		"stream { proxy_ssl_prewarm 2 max_idle=10s; server { listen 80; proxy_pass 127.0.0.1:1; proxy_ssl on; } " +
+			"server { listen 81; proxy_pass 127.0.0.1:1; proxy_ssl_prewarm off; } }",
 	} {
 		f.Add([]byte(seed))
 	}

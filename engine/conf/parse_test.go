@@ -280,7 +280,8 @@ func TestDefaults(t *testing.T) {
 		ConnectTimeout: 60 * time.Second, Timeout: 10 * time.Minute, BufferSize: 16384, NextUpstream: true,
 		Responses: -1, Pos: map[string]Pos{},
 		SSL: SSL{Protocols: []string{"TLSv1.2", "TLSv1.3"}, Ciphers: DefaultProxySSLCiphers, VerifyDepth: 1, SessionReuse: true,
-			CertificateCache: CertificateCache{Inactive: 10 * time.Second, Valid: 60 * time.Second}, Pos: map[string]Pos{}},
+			CertificateCache: CertificateCache{Inactive: 10 * time.Second, Valid: 60 * time.Second},
+			Prewarm:          Prewarm{MaxIdle: DefaultPrewarmMaxIdle}, Pos: map[string]Pos{}},
 	}
 	if !reflect.DeepEqual(p, want) {
 		t.Errorf("Proxy defaults =\n%+v\nwant\n%+v", p, want)

@@ -25,6 +25,9 @@ type Sources struct {
 	// Stores yields the current TLS session stores; their counts are
 	// added. Called once per scrape.
 	Stores iter.Seq[*tlsbridge.SessionStore]
+	// Prewarmed returns how many pre-warmed upstream connections are
+	// ready now (proxy_ssl_prewarm). Called once per scrape.
+	Prewarmed func() int
 	// Now is the clock for the peers' states; nil means time.Now.
 	Now func() time.Time
 }
@@ -47,7 +50,7 @@ type descs struct {
 	acceptFailures, refused, proxyHeaderFailures       *prometheus.Desc
 	handshakes, hsFailures, hsDuration, connDuration   *prometheus.Desc
 	selections, peerFailures, peerActive, peerState    *prometheus.Desc
-	healthChecks                                       *prometheus.Desc
+	healthChecks, prewarmed, prewarmedReady            *prometheus.Desc
 	queueDepth, queueCap, workers, workersMax, jobs    *prometheus.Desc
 	tickets, ticketKeys, ticketsStored, ticketsDropped *prometheus.Desc
 }
@@ -79,6 +82,8 @@ func NewCollector(src Sources) *Collector {
 		hsDuration:          n("upstream_handshake_duration_seconds", "Duration of completed upstream TLS handshakes.", up...),
 		connDuration:        n("upstream_connect_duration_seconds", "Duration of successful upstream TCP connects.", up...),
 		selections:          n("upstream_peer_selections_total", "Times a balancer picked the peer.", up...),
+		prewarmed:           n("upstream_prewarmed_total", "Pre-warmed upstream connections (proxy_ssl_prewarm), by what became of them: used by a session, expired (max_idle), closed by the upstream while ready, failed to connect or handshake.", "result"),
+		prewarmedReady:      n("upstream_prewarmed_ready", "Pre-warmed upstream connections (proxy_ssl_prewarm) ready now, handshake done, waiting for a session."),
 		healthChecks:        n("upstream_health_checks_total", "Active health-check probes of the peer (health_check), by result.", append(up, "result")...),
 		peerFailures:        n("upstream_peer_failures_total", "Failed attempts on the peer (connect, PROXY header, TLS handshake, verification).", up...),
 		peerActive:          n("upstream_peer_active_connections", "Connections to the peer now (being set up or established).", up...),
@@ -102,7 +107,7 @@ func (c *Collector) Describe(ch chan<- *prometheus.Desc) {
 		d.accepted, d.active, d.ended, d.bytes, d.stalls, d.pauses, d.idle, d.reloads, d.lastReload,
 		d.acceptFailures, d.refused, d.proxyHeaderFailures,
 		d.handshakes, d.hsFailures, d.hsDuration, d.connDuration, d.selections, d.peerFailures, d.peerActive, d.peerState,
-		d.healthChecks,
+		d.healthChecks, d.prewarmed, d.prewarmedReady,
 		d.queueDepth, d.queueCap, d.workers, d.workersMax, d.jobs,
 		d.tickets, d.ticketKeys, d.ticketsStored, d.ticketsDropped,
 	} {
@@ -117,6 +122,9 @@ func (c *Collector) Collect(ch chan<- prometheus.Metric) {
 	}
 	if c.src.Peers != nil {
 		c.collectPeers(ch)
+	}
+	if c.src.Prewarmed != nil {
+		ch <- gauge(c.d.prewarmedReady, float64(c.src.Prewarmed()))
 	}
 	if c.src.Dialer != nil {
 		if dl := c.src.Dialer(); dl != nil {
@@ -168,6 +176,9 @@ func (c *Collector) collectEngine(ch chan<- prometheus.Metric, s EngineSnapshot)
 	ch <- counter(d.acceptFailures, s.AcceptFailures)
 	ch <- counter(d.refused, s.Refused)
 	ch <- counter(d.proxyHeaderFailures, s.ProxyHeaderFailures)
+	for r, n := range s.Prewarmed {
+		ch <- counter(d.prewarmed, n, pool.WarmResult(r).String())
+	}
 	var last float64
 	if !s.LastLoad.IsZero() {
 		last = float64(s.LastLoad.UnixNano()) / 1e9

@@ -44,6 +44,9 @@
 //	accept_failures_total                        counter  failed accept() calls (EMFILE, ...); accepting pauses
 //	sessions_refused_total                       counter  clients closed: no worker_connections left
 //	proxy_header_failures_total                  counter  clients closed: malformed or late PROXY header
+//	upstream_prewarmed_total{result}             counter  pre-warmed upstream connections (proxy_ssl_prewarm)
+//	                                                      result: used, expired, closed, failed
+//	upstream_prewarmed_ready                     gauge    pre-warmed connections ready now
 //	reloads_total{result}                        counter  result: ok, failed
 //	last_reload_success_timestamp_seconds        gauge    unix time of the last configuration load that worked
 //	                                                      (the first load included); 0 before it

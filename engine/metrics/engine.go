@@ -3,6 +3,8 @@ package metrics
 import (
 	"sync/atomic"
 	"time"
+
+	"github.com/tlsrelay/tlsrelay/pool"
 )
 
 // Reason is why a session ended: the reason label of
@@ -99,6 +101,16 @@ type Engine struct {
 	lastLoadNano                       atomic.Int64
 	acceptFailures, refused            atomic.Uint64
 	proxyHeaderFailures                atomic.Uint64
+	prewarmed                          [pool.WarmResults]atomic.Uint64
+}
+
+// Prewarmed counts what became of a pre-warmed upstream connection
+// (proxy_ssl_prewarm): used by a session, expired, closed by the
+// upstream, or failed to dial.
+func (e *Engine) Prewarmed(r pool.WarmResult) {
+	if int(r) < len(e.prewarmed) {
+		e.prewarmed[r].Add(1)
+	}
 }
 
 // ProxyHeaderFailed counts a client whose PROXY header was malformed or
@@ -205,6 +217,9 @@ type EngineSnapshot struct {
 	// ProxyHeaderFailures counts clients closed for a bad or late PROXY
 	// header.
 	ProxyHeaderFailures uint64
+	// Prewarmed counts pre-warmed upstream connections by what became of
+	// them, indexed by pool.WarmResult.
+	Prewarmed [pool.WarmResults]uint64
 	// LastLoad is the time of the last load that worked; zero before
 	// Loaded or ReloadOK.
 	LastLoad time.Time
@@ -234,6 +249,9 @@ func (e *Engine) Snapshot() EngineSnapshot {
 	}
 	for i := range e.ended {
 		s.Ended[i] = e.ended[i].Load()
+	}
+	for i := range e.prewarmed {
+		s.Prewarmed[i] = e.prewarmed[i].Load()
 	}
 	if n := e.lastLoadNano.Load(); n != 0 {
 		s.LastLoad = time.Unix(0, n)

@@ -1,0 +1,306 @@
+package pool
+
+import (
+	"crypto/tls"
+	"io"
+	"net"
+	"runtime"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/tlsrelay/tlsrelay/internal/pki"
+)
+
+// warmUpstream is a TLS echo server requiring the set's client
+// certificate. It counts handshakes and can close every connection it
+// holds open (an upstream that ends idle connections).
+type warmUpstream struct {
+	ln         net.Listener
+	handshakes atomic.Int64
+	mu         sync.Mutex
+	conns      map[*tls.Conn]bool
+	wg         sync.WaitGroup
+}
+
+func startWarmUpstream(t *testing.T, set *pki.Set) *warmUpstream {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	u := &warmUpstream{ln: ln, conns: map[*tls.Conn]bool{}}
+	cfg := set.ServerConfig()
+	u.wg.Add(1)
+	go func() {
+		defer u.wg.Done()
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			tc := tls.Server(c, cfg)
+			u.wg.Add(1)
+			go func() {
+				defer u.wg.Done()
+				defer tc.Close()
+				if tc.Handshake() != nil {
+					return
+				}
+				u.mu.Lock()
+				u.conns[tc] = true
+				u.mu.Unlock()
+				u.handshakes.Add(1)
+				io.Copy(tc, tc)
+				u.mu.Lock()
+				delete(u.conns, tc)
+				u.mu.Unlock()
+			}()
+		}
+	}()
+	t.Cleanup(func() {
+		ln.Close()
+		u.closeAll()
+		u.wg.Wait()
+	})
+	return u
+}
+
+// closeAll closes every connection open now; it returns once their
+// close_notify and FIN are sent.
+func (u *warmUpstream) closeAll() int {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	n := len(u.conns)
+	for c := range u.conns {
+		c.Close()
+		delete(u.conns, c)
+	}
+	return n
+}
+
+// warmFixture is a group of one peer, a dialer and a Warm over them.
+type warmFixture struct {
+	g      *Group
+	d      *Dialer
+	w      *Warm
+	up     *warmUpstream
+	counts [WarmResults]atomic.Int64
+}
+
+func newWarmFixture(t *testing.T, size int, maxIdle time.Duration) *warmFixture {
+	t.Helper()
+	set, err := pki.NewSet(pki.ECDSAP256, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f := &warmFixture{up: startWarmUpstream(t, set)}
+	f.g = testGroup(t, f.up.ln.Addr().String())
+	f.d = NewDialer(DialerConfig{MinWorkers: 1})
+	t.Cleanup(f.d.Close)
+	cache := tls.NewLRUClientSessionCache(8)
+	cfg := &tls.Config{RootCAs: pki.Pool(set.Root), ServerName: "localhost",
+		Certificates: []tls.Certificate{set.Client.TLSCertificate()}, ClientSessionCache: cache}
+	f.w = NewWarm(f.g, WarmConfig{
+		Size: size, MaxIdle: maxIdle,
+		Job: DialJob{TLS: func(*Peer) (*tls.Config, error) { return cfg, nil }, ConnectTimeout: 5 * time.Second, Socket: SocketOptions{NoDelay: true}},
+	})
+	f.w.Start(f.d, WarmHooks{Count: func(r WarmResult) { f.counts[r].Add(1) }})
+	t.Cleanup(f.w.Stop)
+	return f
+}
+
+func (f *warmFixture) peer() *Peer { return f.g.Peers()[0] }
+
+// until polls cond (counters other goroutines advance) for up to 10s.
+func until(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(2 * time.Millisecond)
+	}
+}
+
+// echoOver writes and reads back through a taken connection (still in
+// blocking mode: not detached).
+func echoOver(t *testing.T, r DialResult) {
+	t.Helper()
+	r.Raw.SetDeadline(time.Now().Add(5 * time.Second))
+	if _, err := r.TLS.Write([]byte("ping")); err != nil {
+		t.Fatalf("writing over the warm connection: %v", err)
+	}
+	var b [4]byte
+	if _, err := io.ReadFull(r.TLS, b[:]); err != nil || string(b[:]) != "ping" {
+		t.Fatalf("echo over the warm connection = %q, %v", b[:], err)
+	}
+}
+
+// TestWarmTakeAndRefill: the pool fills to Size; a dial job whose balancer
+// picked the peer takes a ready connection (no handshake on its path, the
+// attempt marked Warm, the peer's connection counted by the Selection) and
+// the pool refills.
+func TestWarmTakeAndRefill(t *testing.T) {
+	f := newWarmFixture(t, 2, time.Minute)
+	p := f.peer()
+	// The client's side of a TLS 1.3 handshake ends first: wait for
+	// the upstream's count too.
+	until(t, "2 ready", func() bool { return f.w.Ready(p) == 2 && f.up.handshakes.Load() == 2 })
+	j := &DialJob{Sel: f.g.NewSelection("", 0, time.Now()), Warm: f.w, ConnectTimeout: time.Second}
+	r := dial(t, f.d, j)
+	if r.Err != nil || r.TLS == nil || r.Raw == nil {
+		t.Fatalf("dial: %+v", r)
+	}
+	if len(j.Attempts) != 1 || !j.Attempts[0].Warm || j.Attempts[0].Handshake != 0 || j.Attempts[0].Connect != 0 {
+		t.Fatalf("attempts = %+v, want one warm attempt with no connect or handshake time", j.Attempts)
+	}
+	if n := f.up.handshakes.Load(); n != 2 {
+		t.Fatalf("upstream handshakes after the take = %d, want 2 (none on the session's path)", n)
+	}
+	if p.Conns() != 1 {
+		t.Fatalf("peer connections = %d, want 1 (the session's)", p.Conns())
+	}
+	echoOver(t, r)
+	r.TLS.Close()
+	j.Sel.Release(p)
+	if got := f.counts[WarmUsed].Load(); got != 1 {
+		t.Fatalf("used = %d, want 1", got)
+	}
+	until(t, "refilled to 2", func() bool { return f.w.Ready(p) == 2 && f.up.handshakes.Load() == 3 })
+}
+
+// TestWarmExpiry: connections older than MaxIdle are closed and replaced.
+func TestWarmExpiry(t *testing.T) {
+	f := newWarmFixture(t, 2, 50*time.Millisecond)
+	p := f.peer()
+	until(t, "4 expired and 2 ready", func() bool { return f.counts[WarmExpired].Load() >= 4 && f.w.Ready(p) == 2 })
+	if f.counts[WarmUsed].Load() != 0 || f.counts[WarmFailed].Load() != 0 {
+		t.Fatalf("counts used %d failed %d, want 0", f.counts[WarmUsed].Load(), f.counts[WarmFailed].Load())
+	}
+}
+
+// TestWarmUpstreamClosed: connections the upstream closed while they
+// waited are never handed out; what Take returns works.
+func TestWarmUpstreamClosed(t *testing.T) {
+	f := newWarmFixture(t, 2, time.Minute)
+	p := f.peer()
+	until(t, "2 ready", func() bool { return f.w.Ready(p) == 2 && f.up.handshakes.Load() == 2 })
+	if n := f.up.closeAll(); n != 2 {
+		t.Fatalf("the upstream closed %d connections, want 2", n)
+	}
+	var r DialResult
+	until(t, "a live connection", func() bool {
+		var ok bool
+		r, ok = f.w.Take(p)
+		return ok
+	})
+	defer r.TLS.Close()
+	echoOver(t, r)
+	if got := f.counts[WarmClosed].Load(); got != 2 {
+		t.Fatalf("closed = %d, want 2", got)
+	}
+}
+
+// TestWarmFailedDial: a peer that refuses is counted as failed, logged
+// once, and retried with backoff; Take finds nothing.
+func TestWarmFailedDial(t *testing.T) {
+	g := testGroup(t, deadAddr(t))
+	d := NewDialer(DialerConfig{MinWorkers: 1})
+	defer d.Close()
+	var failed atomic.Int64
+	logs := make(chan error, 10)
+	w := NewWarm(g, WarmConfig{Size: 1, Job: DialJob{ConnectTimeout: time.Second}})
+	w.Start(d, WarmHooks{
+		Count: func(r WarmResult) {
+			if r == WarmFailed {
+				failed.Add(1)
+			}
+		},
+		Logf: func(_ *Peer, f bool, err error) {
+			if f {
+				logs <- err
+			}
+		}})
+	defer w.Stop()
+	until(t, "3 failed dials", func() bool { return failed.Load() >= 3 })
+	if len(logs) != 1 {
+		t.Fatalf("%d failure logs, want 1", len(logs))
+	}
+	if _, ok := w.Take(g.Peers()[0]); ok {
+		t.Fatal("Take returned a connection to a dead peer")
+	}
+}
+
+// TestWarmStop: Stop closes the ready connections (the upstream sees them
+// end), cancels a handshake in progress and leaves no refiller behind.
+func TestWarmStop(t *testing.T) {
+	before := runtime.NumGoroutine()
+	// A peer that accepts and never answers the handshake.
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	accepted := make(chan net.Conn, 1)
+	go func() {
+		c, err := ln.Accept()
+		if err == nil {
+			accepted <- c
+		}
+	}()
+	g := testGroup(t, ln.Addr().String())
+	d := NewDialer(DialerConfig{MinWorkers: 1})
+	defer d.Close()
+	w := NewWarm(g, WarmConfig{Size: 1, Job: DialJob{ConnectTimeout: time.Minute,
+		TLS: func(*Peer) (*tls.Config, error) { return &tls.Config{InsecureSkipVerify: true}, nil }}})
+	w.Start(d, WarmHooks{})
+	c := <-accepted // the refiller is in its handshake
+	defer c.Close()
+	stopped := make(chan struct{})
+	go func() { w.Stop(); close(stopped) }()
+	select {
+	case <-stopped:
+	case <-time.After(5 * time.Second):
+		t.Fatal("Stop did not cancel a handshake in progress")
+	}
+
+	f := newWarmFixture(t, 2, time.Minute)
+	until(t, "2 ready", func() bool { return f.w.Ready(f.peer()) == 2 })
+	f.w.Stop()
+	if f.w.Ready(f.peer()) != 0 {
+		t.Fatal("connections left after Stop")
+	}
+	until(t, "the upstream saw both connections end", func() bool {
+		f.up.mu.Lock()
+		defer f.up.mu.Unlock()
+		return len(f.up.conns) == 0
+	})
+	if _, ok := f.w.Take(f.peer()); ok {
+		t.Fatal("Take after Stop returned a connection")
+	}
+	f.d.Close()
+	d.Close()
+	until(t, "no goroutine left", func() bool { return runtime.NumGoroutine() <= before+3 })
+}
+
+// TestWarmStopBeforeStart: a Warm stopped before it started (a plan
+// retired before it was published) never starts its refillers.
+func TestWarmStopBeforeStart(t *testing.T) {
+	f := newWarmFixture(t, 1, time.Minute) // started: one refiller
+	until(t, "one ready", func() bool { return f.w.Ready(f.peer()) == 1 && f.up.handshakes.Load() == 1 })
+	w := NewWarm(f.g, WarmConfig{Size: 1, Job: f.w.cfg.Job})
+	w.Stop()
+	w.Start(f.d, WarmHooks{})
+	if w.cancel != nil {
+		t.Fatal("Start after Stop started the refillers")
+	}
+	if _, ok := w.Take(f.peer()); ok {
+		t.Fatal("a stopped Warm handed out a connection")
+	}
+	if f.up.handshakes.Load() != 1 {
+		t.Fatalf("upstream handshakes = %d, want 1 (the started Warm's only)", f.up.handshakes.Load())
+	}
+}
