@@ -15,7 +15,7 @@ import (
 // or Release.
 type Selection struct {
 	g         *Group
-	set       *peerSet // the group's peers when the session started
+	set       *peerSet  // the group's peers when the session started
 	backup    bool      // walking the backup tier (NGINX's rrp->peers = peers->next)
 	tried     [2]uint64 // NGINX's tried bitmap, for tiers of up to 128 peers
 	triedMore []uint64  // the bitmap of larger tiers
