@@ -290,4 +290,3 @@ func TestResolveReload(t *testing.T) {
 		t.Fatal(err)
 	}
 }
-
