@@ -152,7 +152,7 @@ func TestResolveFailureKeepsAddresses(t *testing.T) {
 	_, port, _ := net.SplitHostPort(up.Addr())
 	d := startDNS(t)
 	d.SetAddrs("app.test", "127.0.0.2")
-	tb := startEngine(t, dir, resolveConf(d.Addr(), "", "300ms", "app.test:"+port+" resolve"))
+	tb := startEngine(t, dir, "metrics_listen 127.0.0.1:0;\n"+resolveConf(d.Addr(), "", "300ms", "app.test:"+port+" resolve"))
 	waitPeers(t, tb, "127.0.0.2:"+port)
 
 	d.SetMode(dnstest.Drop)
@@ -167,8 +167,12 @@ func TestResolveFailureKeepsAddresses(t *testing.T) {
 	if _, err := echoOnce(tb.addr, []byte("kept"), 5*time.Second); err != nil {
 		t.Fatalf("a session while DNS fails: %v", err)
 	}
-	if _, failed := tb.eng.plan.Load().groups["backend"].Resolutions(); failed < 2 {
-		t.Errorf("resolutions failed = %d", failed)
+	text := scrape(t, tb.eng.MetricsAddr())
+	if v := metricValue(t, text, "tlsrelay_upstream_resolutions_total", "upstream=backend", "result=failed"); v < 2 {
+		t.Errorf("upstream_resolutions_total{result=failed} = %v, want 2 or more", v)
+	}
+	if v := metricValue(t, text, "tlsrelay_upstream_resolutions_total", "upstream=backend", "result=ok"); v < 1 {
+		t.Errorf("upstream_resolutions_total{result=ok} = %v", v)
 	}
 }
 
