@@ -72,18 +72,23 @@ func resolverConfig(u *conf.Upstream, st *conf.Stream, resolve func(ctx context.
 // or "[v6]:port"; the port defaults to 53.
 func nameServerAddr(a string) (host string, port uint16, err error) {
 	port = 53
-	h, p := a, ""
+	h, p, hasPort := a, "", false
 	switch {
 	case strings.HasPrefix(a, "["):
 		end := strings.IndexByte(a, ']')
 		if end < 0 {
 			return "", 0, fmt.Errorf("missing \"]\"")
 		}
-		h, p = a[1:end], strings.TrimPrefix(a[end+1:], ":")
+		h = a[1:end]
+		if rest := a[end+1:]; rest != "" {
+			if p, hasPort = strings.CutPrefix(rest, ":"); !hasPort {
+				return "", 0, fmt.Errorf("junk after \"]\"")
+			}
+		}
 	case strings.Count(a, ":") == 1:
-		h, p, _ = strings.Cut(a, ":")
+		h, p, hasPort = strings.Cut(a, ":")
 	}
-	if p != "" {
+	if hasPort {
 		n, err := strconv.ParseUint(p, 10, 16)
 		if err != nil || n == 0 {
 			return "", 0, fmt.Errorf("invalid port %q", p)

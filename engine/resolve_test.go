@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/tlsrelay/tlsrelay/engine/conf"
 	"github.com/tlsrelay/tlsrelay/internal/backend"
 	"github.com/tlsrelay/tlsrelay/internal/dnstest"
 	"github.com/tlsrelay/tlsrelay/internal/pki"
@@ -31,10 +32,58 @@ func TestNameServerAddr(t *testing.T) {
 		{"127.0.0.1:x", "", 0, true},
 		{"[::1", "", 0, true},
 		{":53", "", 0, true},
+		{"127.0.0.1:", "", 0, true},
+		{"[::1]53", "", 0, true},
+		{"[::1]:", "", 0, true},
 	} {
 		host, port, err := nameServerAddr(tc.in)
 		if (err != nil) != tc.err || host != tc.host || port != tc.port {
 			t.Errorf("nameServerAddr(%q) = %q, %d, %v; want %q, %d, error %v", tc.in, host, port, err, tc.host, tc.port, tc.err)
+		}
+	}
+}
+
+// TestCheckResolve: Check accepts resolve and service= (it queries no DNS
+// for them) and reads the resolver in force for each group: the
+// upstream's own, else the stream level's.
+func TestCheckResolve(t *testing.T) {
+	text := `stream {
+resolver 127.0.0.1:5353 valid=5s ipv6=off;
+upstream a { zone z 64k; server app.invalid:443 resolve; server 127.0.0.1:1; }
+upstream b { zone z; resolver [::1] 127.0.0.2:54; resolver_timeout 2s; server svc.invalid service=tls resolve; }
+upstream c { server 127.0.0.1:2; }
+server { listen 127.0.0.1:12345; proxy_pass a; }
+server { listen 127.0.0.1:12346; proxy_pass b; }
+server { listen 127.0.0.1:12347; proxy_pass c; }
+}
+`
+	cfg, _, err := conf.Parse("t.conf", []byte(text), conf.LoadOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	p, err := build(cfg, false, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p.free()
+	if len(p.resolvers) != 2 {
+		t.Fatalf("%d groups to resolve, want 2 (a and b)", len(p.resolvers))
+	}
+	for _, gr := range p.resolvers {
+		switch gr.g.Name() {
+		case "a":
+			if c := gr.cfg; !slices.Equal(c.Servers, []string{"127.0.0.1:5353"}) || c.Valid != 5*time.Second || c.IPv6 || c.Timeout != 30*time.Second {
+				t.Errorf("a: %+v", c)
+			}
+			if n := len(gr.g.Peers()); n != 1 {
+				t.Errorf("a: %d peers before any answer, want the static one", n)
+			}
+		case "b":
+			if c := gr.cfg; !slices.Equal(c.Servers, []string{"[::1]:53", "127.0.0.2:54"}) || c.Valid != 0 || !c.IPv6 || c.Timeout != 2*time.Second {
+				t.Errorf("b: %+v", c)
+			}
+		default:
+			t.Errorf("group %s resolved", gr.g.Name())
 		}
 	}
 }
@@ -293,4 +342,24 @@ func TestResolveReload(t *testing.T) {
 	if _, err := echoOnce(tb.addr, []byte("x"), 5*time.Second); err != nil {
 		t.Fatal(err)
 	}
+}
+
+// FuzzNameServerAddr: any resolver address either fails or gives a host
+// and a port; the port is 53 when none is written.
+func FuzzNameServerAddr(f *testing.F) {
+	for _, s := range []string{"127.0.0.1", "127.0.0.1:5353", "[::1]", "[::1]:53", "ns.example.com:54", "[", ":", "a:b:c"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, a string) {
+		host, port, err := nameServerAddr(a)
+		if err != nil {
+			return
+		}
+		if host == "" || port == 0 {
+			t.Fatalf("nameServerAddr(%q) = %q, %d", a, host, port)
+		}
+		if !strings.Contains(a, ":") && port != 53 {
+			t.Fatalf("nameServerAddr(%q): port %d without one written", a, port)
+		}
+	})
 }
