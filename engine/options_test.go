@@ -19,7 +19,7 @@ import (
 func TestUnsupportedSettings(t *testing.T) {
 	for _, tc := range []struct {
 		name, server, want string
-		line                         int
+		line               int
 	}{
 		{"half close", "proxy_half_close on;", `"proxy_half_close on" is not supported`, 4},
 		{"bind variables", "proxy_bind $remote_addr;", "proxy_bind with variables is not supported", 4},
