@@ -315,7 +315,7 @@ func TestResolveIPv6Off(t *testing.T) {
 
 // TestResolveReload: a reload that keeps the upstream keeps its resolved
 // addresses and peers, and the new plan's resolver goes on following DNS;
-// the old plan's resolver stops.
+// a reload that changes the block starts from the addresses resolved.
 func TestResolveReload(t *testing.T) {
 	set, _, dir := newPKI(t, pki.ECDSAP256, 1)
 	up1 := startUpstreamAt(t, set, "127.0.0.2:0")
@@ -340,6 +340,20 @@ func TestResolveReload(t *testing.T) {
 	d.SetAddrs("app.test", "127.0.0.3")
 	waitPeers(t, tb, "127.0.0.3:"+port)
 	if _, err := echoOnce(tb.addr, []byte("x"), 5*time.Second); err != nil {
+		t.Fatal(err)
+	}
+
+	// A changed block: the new group starts with the old one's
+	// addresses, with no DNS answer (the name server is silent now).
+	d.SetMode(dnstest.Drop)
+	if err := tb.reload(resolveConf(d.Addr(), "", "2s", "app.test:"+port+" resolve max_conns=100")); err != nil {
+		t.Fatal(err)
+	}
+	g := tb.eng.plan.Load().groups["backend"]
+	if p := g.Peers(); len(p) != 1 || p[0].String() != "127.0.0.3:"+port || p[0].MaxConns != 100 {
+		t.Fatalf("after changing the block: peers %v", p)
+	}
+	if _, err := echoOnce(tb.addr, []byte("y"), 5*time.Second); err != nil {
 		t.Fatal(err)
 	}
 }
