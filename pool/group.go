@@ -116,17 +116,20 @@ type GroupConfig struct {
 }
 
 // Peer is one address of one server of a group. Its exported fields are set
-// by [NewGroup] and must not be changed; its counters may be read from any
-// goroutine. Its metrics (handshakes, connect and handshake times, state)
+// when it is made ([NewGroup], or a [Resolver] for a new address of a
+// `resolve` server) and must not be changed; its counters may be read from
+// any goroutine. Its metrics (handshakes, connect and handshake times, state)
 // are in stats.go.
 type Peer struct {
 	// Addr is the address connected to.
 	Addr netip.AddrPort
 	// Host is the host part of the server's address as written, e.g.
 	// "backend1.example.com" or "127.0.0.1": the name the TLS layer
-	// verifies the certificate against.
+	// verifies the certificate against. For `service=` it is the SRV
+	// record's target.
 	Host string
-	// Name is the server's address as written, "host:port".
+	// Name is the server's address as written, "host:port" (for
+	// `service=`: the SRV record's "target:port").
 	Name string
 	// Weight is the server's weight.
 	Weight int
