@@ -369,11 +369,14 @@ func (r *Resolver) exchange(ctx context.Context, name string, qtype uint16) (*dn
 		}
 		var ne net.Error
 		if !(errors.As(err, &ne) && ne.Timeout()) && ctx.Err() == nil {
-			// Refused at once (nothing listens there): NGINX logs the
-			// failed recv() and waits for its resend to the next
-			// server; so does this, rather than spin.
+			// Refused at once (nothing listens there): logged as
+			// NGINX logs the failed recv(); the next server is asked
+			// at once, and after a round of such failures the next
+			// round waits for the resend interval rather than spin.
 			r.cfg.Logf(true, "%v while resolving, resolver: %s", err, server)
-			<-actx.Done()
+			if (k+1)%len(r.cfg.Servers) == 0 {
+				<-actx.Done()
+			}
 		}
 		cancel()
 	}

@@ -287,6 +287,32 @@ func TestResolveFailures(t *testing.T) {
 	if !strings.Contains(log.text(), "while resolving, resolver: "+d.Addr()) {
 		t.Errorf("log:\n%s", log.text())
 	}
+	if !strings.Contains(log.text(), "app.test could not be resolved (110: Operation timed out)") {
+		t.Errorf("log:\n%s", log.text())
+	}
+}
+
+// TestResolveNextNameServer: a name server that refuses is passed over for
+// the next one at once.
+func TestResolveNextNameServer(t *testing.T) {
+	dead := startDNS(t)
+	d := startDNS(t)
+	dead.Close()
+	d.SetAddrs("app.test", "127.0.0.2")
+	g := newResolveGroup(t, BalancerConfig{}, resolveServer("app.test:8443"))
+	var log logLines
+	r := NewResolver(g, ResolverConfig{Servers: []string{dead.Addr(), d.Addr()}, IPv4: true, Logf: log.logf})
+	t0 := time.Now()
+	r.Resolve(context.Background(), 0)
+	if took := time.Since(t0); took > 2*time.Second {
+		t.Errorf("took %v", took)
+	}
+	if got := peerAddrs(g); !slices.Equal(got, []string{"127.0.0.2:8443"}) {
+		t.Errorf("peers %v\n%s", got, log.text())
+	}
+	if !strings.Contains(log.text(), "error: read udp") || !strings.Contains(log.text(), "while resolving, resolver: "+dead.Addr()) {
+		t.Errorf("log:\n%s", log.text())
+	}
 }
 
 func TestResolveSRV(t *testing.T) {
