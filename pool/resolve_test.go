@@ -3,9 +3,12 @@ package pool
 import (
 	"context"
 	"fmt"
+	"net/netip"
+	"runtime"
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -502,5 +505,86 @@ func BenchmarkResolve(b *testing.B) {
 	b.ReportMetric(float64(cpu.Microseconds())/float64(n), "cpu-µs/op")
 	if len(g.Peers()) != 2 {
 		b.Fatalf("peers %v", g.Peers())
+	}
+}
+
+// TestResolveConcurrentSelections: sessions select and release on several
+// goroutines while resolutions replace the peer set, for every balancing
+// method (run with -race). Every connection counted is given back to the
+// peer it was taken from, removed or not.
+func TestResolveConcurrentSelections(t *testing.T) {
+	sets := [][]resolvedAddr{
+		{{addr: netip.MustParseAddrPort("127.0.0.2:8443"), host: "app.test"}, {addr: netip.MustParseAddrPort("127.0.0.3:8443"), host: "app.test"}},
+		{{addr: netip.MustParseAddrPort("127.0.0.3:8443"), host: "app.test"}},
+		nil,
+		{{addr: netip.MustParseAddrPort("127.0.0.4:8443"), host: "app.test"}, {addr: netip.MustParseAddrPort("127.0.0.5:8443"), host: "app.test"}, {addr: netip.MustParseAddrPort("127.0.0.6:8443"), host: "app.test"}},
+	}
+	for _, b := range []BalancerConfig{
+		{}, {Method: MethodLeastConn}, {Method: MethodHash}, {Method: MethodHash, Consistent: true},
+		{Method: MethodRandom}, {Method: MethodRandom, Two: true},
+	} {
+		// max_fails=0: the failures below ban nobody.
+		static, dynamic := NewServerConfig("127.0.0.9:8443"), resolveServer("app.test:8443")
+		static.MaxFails, dynamic.MaxFails = 0, 0
+		g := newResolveGroup(t, b, static, dynamic)
+		var mu sync.Mutex
+		seen := map[*Peer]bool{}
+		var picks atomic.Int64
+		stop := make(chan struct{})
+		var wg sync.WaitGroup
+		for w := range 4 {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				for i := 0; ; i++ {
+					select {
+					case <-stop:
+						return
+					default:
+					}
+					now := time.Now()
+					s := g.NewSelection(fmt.Sprintf("k%d-%d", w, i), 0, now)
+					p, err := s.Next(now)
+					if err != nil {
+						continue
+					}
+					mu.Lock()
+					seen[p] = true
+					mu.Unlock()
+					picks.Add(1)
+					if i%7 == 0 {
+						s.Failed(p, now)
+						if q, err := s.Next(now); err == nil {
+							s.Release(q)
+							mu.Lock()
+							seen[q] = true
+							mu.Unlock()
+						}
+						continue
+					}
+					s.Release(p)
+				}
+			}()
+		}
+		for i := range 200 {
+			// Some selections between two publications.
+			for deadline := time.Now().Add(10 * time.Second); picks.Load() < int64(i*10); {
+				if time.Now().After(deadline) {
+					t.Fatalf("%+v: no selections", b)
+				}
+				runtime.Gosched()
+			}
+			g.setResolved(1, sets[i%len(sets)], time.Now())
+		}
+		close(stop)
+		wg.Wait()
+		for p := range seen {
+			if p.Conns() != 0 {
+				t.Errorf("%+v: peer %s has %d connections after every session ended", b, p, p.Conns())
+			}
+		}
+		if len(seen) < 4 {
+			t.Errorf("%+v: only %d peers were selected", b, len(seen))
+		}
 	}
 }
