@@ -45,6 +45,7 @@ fuzz:
 	$(GO) test ./engine/conf -run '^$$' -fuzz FuzzParse -fuzztime $(FUZZTIME)
 	$(GO) test ./tlsbridge -run '^$$' -fuzz FuzzCipherString -fuzztime $(FUZZTIME)
 	$(GO) test ./engine -run '^$$' -fuzz FuzzCompileFormat -fuzztime $(FUZZTIME)
+	$(GO) test ./engine -run '^$$' -fuzz FuzzNameServerAddr -fuzztime $(FUZZTIME)
 	$(GO) test ./tlsbridge -run '^$$' -fuzz FuzzNameTemplate -fuzztime $(FUZZTIME)
 	$(GO) test ./tlsbridge -run '^$$' -fuzz FuzzPrivateKey -fuzztime $(FUZZTIME)
 	$(GO) test ./tlsbridge -run '^$$' -fuzz FuzzDriverUpstreamBytes -fuzztime $(FUZZTIME)

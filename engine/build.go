@@ -55,6 +55,10 @@ type plan struct {
 	warmMu      sync.Mutex
 	warms       []*pool.Warm
 	warmStopped bool
+	// resolvers re-resolve the groups with `resolve` servers
+	// (resolve.go), from watch until the plan is retired (stopResolve).
+	resolvers   []groupResolver
+	stopResolve context.CancelFunc
 }
 
 // planEnv is what building a plan draws on besides the configuration.
@@ -90,6 +94,9 @@ func (p *plan) retire() {
 		p.stopHealth()
 	}
 	p.stopWarm()
+	if p.stopResolve != nil {
+		p.stopResolve()
+	}
 	if p.sessions.Load() == 0 {
 		p.free()
 	}
@@ -130,6 +137,7 @@ func (p *plan) watch(log *ErrorLog) {
 		})
 	}
 	p.startHealth(ctx, log)
+	p.startResolvers(ctx, log)
 }
 
 // server is the runtime form of one server{} block. It is immutable once
@@ -150,9 +158,6 @@ type server struct {
 	// nameVars: proxy_ssl_name uses variables, so each session passes
 	// its addresses to the policy.
 	nameVars bool
-	// targets describe the group's peers to the TLS policy, built once
-	// so that the per-connection path formats no address.
-	targets map[*pool.Peer]tlsbridge.Target
 	// name is how logs name the block: its first listen address.
 	name string
 	// accessLogs are the block's access_log directives, opened.
@@ -280,6 +285,13 @@ func buildPlan(cfg *conf.Config, env planEnv) (_ *plan, err error) {
 			}
 			groups[sc.Upstream] = g
 			p.groups[g.Name()] = g
+			if g.Resolves() {
+				rc, err := resolverConfig(sc.Upstream, cfg.Stream, resolve)
+				if err != nil {
+					return nil, err
+				}
+				p.resolvers = append(p.resolvers, groupResolver{g: g, cfg: rc})
+			}
 		}
 		s.group = g
 		for _, l := range sc.LimitConn {
@@ -300,14 +312,6 @@ func buildPlan(cfg *conf.Config, env planEnv) (_ *plan, err error) {
 		}
 		if u := sc.Upstream; u != nil && u.HashKey != "" {
 			s.hash = compileHashKey(u.HashKey)
-		}
-		s.targets = make(map[*pool.Peer]tlsbridge.Target, len(g.Peers()))
-		for _, p := range g.Peers() {
-			t := tlsbridge.Target{Addr: p.Name, Host: p.Host}
-			if p.Addr.IsValid() {
-				t.Addr = p.Addr.String()
-			}
-			s.targets[p] = t
 		}
 		if sc.Proxy.SSL.Enabled {
 			pol, err := newPolicy(&sc.Proxy.SSL, sc.Pos, p.store, env.keyLogs)
@@ -350,8 +354,14 @@ func newGroup(u *conf.Upstream, resolve func(ctx context.Context, host string) (
 		if us.Unix {
 			return nil, conf.Errorf(us.Pos, "unix domain socket upstreams are not supported")
 		}
+		addr := net.JoinHostPort(us.Host, strconv.Itoa(us.Port))
+		if us.Service != "" {
+			addr = us.Host
+		}
 		gc.Servers = append(gc.Servers, pool.ServerConfig{
-			Addr:        net.JoinHostPort(us.Host, strconv.Itoa(us.Port)),
+			Addr:        addr,
+			Resolve:     us.Resolve,
+			Service:     us.Service,
 			Weight:      us.Weight,
 			MaxFails:    us.MaxFails,
 			MaxConns:    us.MaxConns,
@@ -418,9 +428,11 @@ func (s *server) tlsConfig(p *pool.Peer, remote, local net.Addr, full bool) (*tl
 	return s.policy.ClientConfig(t, v)
 }
 
-// target describes peer p and the session's variables to the TLS policy.
+// target describes peer p and the session's variables to the TLS policy;
+// it does not allocate (the peer's address text is made once, with the
+// peer, which DNS re-resolution may add at any time).
 func (s *server) target(p *pool.Peer, remote, local net.Addr) (tlsbridge.Target, tlsbridge.Vars) {
-	t := s.targets[p]
+	t := tlsbridge.Target{Addr: p.String(), Host: p.Host}
 	var v tlsbridge.Vars
 	if s.nameVars {
 		v.RemoteAddr = hostOf(remote)
@@ -491,13 +503,6 @@ func checkSupported(sc *conf.Server) error {
 		switch {
 		case l.Network != "" && l.Network != "tcp":
 			return conf.Errorf(l.Pos, "listen on %q is not supported: TCP addresses only", l.Addr)
-		}
-	}
-	if u := sc.Upstream; u != nil {
-		for _, us := range u.Servers {
-			if us.Resolve || us.Service != "" {
-				return conf.Errorf(us.Pos, "\"resolve\" and \"service=\" are not supported: names are resolved when the configuration is loaded")
-			}
 		}
 	}
 	return nil

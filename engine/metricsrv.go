@@ -32,6 +32,13 @@ func (e *Engine) collector() *metrics.Collector {
 				}
 			}
 		},
+		Groups: func(yield func(*pool.Group) bool) {
+			for _, g := range e.plan.Load().groups {
+				if !yield(g) {
+					return
+				}
+			}
+		},
 		Dialer: func() *pool.Dialer { return e.dialer },
 		Prewarmed: func() int {
 			n := 0

@@ -18,20 +18,15 @@ import (
 // refused by Check with the directive's position, not ignored.
 func TestUnsupportedSettings(t *testing.T) {
 	for _, tc := range []struct {
-		name, server, upstream, want string
-		line                         int
+		name, server, want string
+		line               int
 	}{
-		{"resolve", "", "resolve", `"resolve" and "service=" are not supported`, 2},
-		{"bind variables", "proxy_bind $remote_addr;", "", "proxy_bind with variables is not supported", 4},
+		{"bind variables", "proxy_bind $remote_addr;", "proxy_bind with variables is not supported", 4},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			listen := "listen 127.0.0.1:12345;"
 			up := "server 127.0.0.1:1;"
-			zone := ""
-			if tc.upstream == "resolve" {
-				up, zone = "server localhost:1 resolve;", "zone z 64k; "
-			}
-			text := fmt.Sprintf("stream {\nresolver 127.0.0.1; upstream u { %s%s }\nserver { %s proxy_pass u;\n%s\n} }\n", zone, up, listen, tc.server)
+			text := fmt.Sprintf("stream {\nupstream u { %s }\nserver { %s proxy_pass u;\n%s\n} }\n", up, listen, tc.server)
 			cfg, _, err := conf.Parse("t.conf", []byte(text), conf.LoadOptions{})
 			if err != nil {
 				t.Fatalf("parse: %v\n%s", err, text)

@@ -32,8 +32,8 @@ func usable(p *Peer, now time.Time) bool {
 // picked does what every balancer does to the peer it returns besides
 // counting the connection: mark it tried and, when its fail_timeout window
 // is over, open a new one (the probe).
-func (s *Selection) picked(p *Peer, now time.Time) {
-	s.setTried(p.index)
+func (s *Selection) picked(i int, p *Peer, now time.Time) {
+	s.setTried(i)
 	if now.Sub(p.checked) > p.FailTimeout {
 		p.setChecked(now)
 	}
@@ -66,9 +66,10 @@ const anyServer = -1
 // anyServer, as the consistent hash needs).
 func (s *Selection) smoothWRR(t *tier, now time.Time, server int) *Peer {
 	var best *Peer
+	bi := 0
 	total := 0
 	for i, p := range t.peers {
-		if (server != anyServer && p.server != server) || s.isTried(i) || !usable(p, now) {
+		if (server != anyServer && t.server[i] != server) || s.isTried(i) || !usable(p, now) {
 			continue
 		}
 		p.currentWeight += p.effectiveWeight
@@ -77,14 +78,14 @@ func (s *Selection) smoothWRR(t *tier, now time.Time, server int) *Peer {
 			p.effectiveWeight++
 		}
 		if best == nil || p.currentWeight > best.currentWeight {
-			best = p
+			best, bi = p, i
 		}
 	}
 	if best == nil {
 		return nil
 	}
 	best.currentWeight -= total
-	s.picked(best, now)
+	s.picked(bi, best, now)
 	return best
 }
 
@@ -95,13 +96,14 @@ func (s *Selection) getLeastConn(now time.Time) *Peer {
 		return s.getRR(now)
 	}
 	var best *Peer
+	bi := 0
 	many := false
 	for i, p := range t.peers {
 		if s.isTried(i) || !usable(p, now) {
 			continue
 		}
 		if best == nil || p.conns*best.Weight < best.conns*p.Weight {
-			best, many = p, false
+			best, bi, many = p, i, false
 		} else if p.conns*best.Weight == best.conns*p.Weight {
 			many = true
 		}
@@ -116,8 +118,9 @@ func (s *Selection) getLeastConn(now time.Time) *Peer {
 		// Weighted round robin among the peers tied with best, from best on.
 		total := 0
 		first := best
-		for _, p := range t.peers[first.index:] {
-			if s.isTried(p.index) || !usable(p, now) || p.conns*first.Weight != first.conns*p.Weight {
+		for i := bi; i < len(t.peers); i++ {
+			p := t.peers[i]
+			if s.isTried(i) || !usable(p, now) || p.conns*first.Weight != first.conns*p.Weight {
 				continue
 			}
 			p.currentWeight += p.effectiveWeight
@@ -126,12 +129,12 @@ func (s *Selection) getLeastConn(now time.Time) *Peer {
 				p.effectiveWeight++
 			}
 			if p.currentWeight > best.currentWeight {
-				best = p
+				best, bi = p, i
 			}
 		}
 		best.currentWeight -= total
 	}
-	s.picked(best, now)
+	s.picked(bi, best, now)
 	return best
 }
 
@@ -141,8 +144,8 @@ func crc32Bytes(b []byte) uint32 { return crc32.ChecksumIEEE(b) }
 // getHash is ngx_stream_upstream_get_hash_peer: Cache::Memcached-compatible
 // ((crc32([REHASH] KEY) >> 16) & 0x7fff) + PREV_HASH, modulo the total weight.
 func (s *Selection) getHash(now time.Time) *Peer {
-	t := &s.g.primary
-	if s.hashTries > maxHashTries || t.single || len(s.key) == 0 {
+	t := &s.set.primary
+	if s.hashTries > maxHashTries || t.single || len(s.key) == 0 || t.totalWeight == 0 {
 		return s.getRR(now)
 	}
 	for {
@@ -161,7 +164,7 @@ func (s *Selection) getHash(now time.Time) *Peer {
 			i++
 		}
 		if p := t.peers[i]; !s.isTried(i) && usable(p, now) {
-			s.picked(p, now)
+			s.picked(i, p, now)
 			return p
 		}
 		s.hashTries++
@@ -214,11 +217,11 @@ func findPoint(points []chashPoint, hash uint32) int {
 // key's point; at each point, weighted round robin among the usable, untried
 // peers of that point's server.
 func (s *Selection) getCHash(now time.Time) *Peer {
-	t := &s.g.primary
-	if s.hashTries > maxHashTries || t.single || len(s.key) == 0 {
+	t := &s.set.primary
+	points := s.set.points
+	if s.hashTries > maxHashTries || t.single || len(s.key) == 0 || len(points) == 0 {
 		return s.getRR(now)
 	}
-	points := s.g.points
 	for {
 		if best := s.smoothWRR(t, now, points[s.hash%uint32(len(points))].server); best != nil {
 			return best
@@ -255,14 +258,14 @@ func (s *Selection) peekRandom(t *tier) int {
 
 // getRandom is ngx_stream_upstream_get_random_peer.
 func (s *Selection) getRandom(now time.Time) *Peer {
-	t := &s.g.primary
+	t := &s.set.primary
 	if s.hashTries > maxHashTries || len(t.peers) < 2 {
 		return s.getRR(now)
 	}
 	for {
 		i := s.peekRandom(t)
 		if p := t.peers[i]; !s.isTried(i) && usable(p, now) {
-			s.picked(p, now)
+			s.picked(i, p, now)
 			return p
 		}
 		s.hashTries++
@@ -276,23 +279,24 @@ func (s *Selection) getRandom(now time.Time) *Peer {
 // random picks, keep the one with fewer connections per weight (the second
 // on a tie).
 func (s *Selection) getRandom2(now time.Time) *Peer {
-	t := &s.g.primary
+	t := &s.set.primary
 	if s.hashTries > maxHashTries || len(t.peers) < 2 {
 		return s.getRR(now)
 	}
 	var prev *Peer
+	pi := 0
 	for {
 		i := s.peekRandom(t)
 		p := t.peers[i]
 		if p != prev && !s.isTried(i) && usable(p, now) {
 			if prev != nil {
 				if p.conns*prev.Weight > prev.conns*p.Weight {
-					p = prev
+					p, i = prev, pi
 				}
-				s.picked(p, now)
+				s.picked(i, p, now)
 				return p
 			}
-			prev = p
+			prev, pi = p, i
 		}
 		s.hashTries++
 		if s.hashTries > maxHashTries {

@@ -552,7 +552,7 @@ func TestConsistentHash(t *testing.T) {
 	bc := BalancerConfig{Method: MethodHash, Key: "$remote_addr", Consistent: true}
 	servers := []ServerConfig{srv("a"), srv("b", "w=2"), srv("c"), srv("d")}
 	g := newTestGroup(t, bc, servers...)
-	if n := len(g.points); n != 5*160 {
+	if n := len(g.set.Load().points); n != 5*160 {
 		t.Errorf("ring has %d points, want %d", n, 5*160)
 	}
 	keys := make([]string, 400)
@@ -596,7 +596,7 @@ func TestConsistentHashSharedName(t *testing.T) {
 	// A name with two addresses is one server on the ring; its peers share
 	// its keys by weighted round robin.
 	g := newTestGroup(t, BalancerConfig{Method: MethodHash, Key: "k", Consistent: true}, srv("m2"), srv("b"))
-	if n := len(g.points); n != 2*160 {
+	if n := len(g.set.Load().points); n != 2*160 {
 		t.Errorf("ring has %d points, want %d (duplicates removed)", n, 2*160)
 	}
 	var addrs []string

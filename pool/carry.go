@@ -1,5 +1,7 @@
 package pool
 
+import "slices"
+
 // Carrying a group's state across a configuration reload.
 //
 // A reload builds new groups. A group whose servers, addresses, parameters
@@ -13,15 +15,30 @@ package pool
 // server stays banned and metrics are never reset.
 
 // SameAs reports whether g and o describe the same group: name, balancer,
-// and the same peers (server name, address, parameters) in the same order.
-// Safe from any goroutine.
+// the same server lines, and for the servers without `resolve` the same
+// peers (address, parameters) in the same order. The addresses of
+// `resolve` servers are not compared: they are DNS's, and a group kept
+// whole keeps them. Safe from any goroutine.
 func (g *Group) SameAs(o *Group) bool {
-	if g.name != o.name || g.method != o.method || g.balancer != o.balancer || len(g.peers) != len(o.peers) {
+	if g.name != o.name || g.method != o.method || g.balancer != o.balancer || len(g.servers) != len(o.servers) {
 		return false
 	}
-	for i, p := range g.peers {
-		if !samePeer(p, o.peers[i]) {
+	gs, os := g.set.Load(), o.set.Load()
+	for i, sl := range g.servers {
+		if sl != o.servers[i] {
 			return false
+		}
+		if sl.dynamic {
+			continue
+		}
+		a, b := gs.byServer[i], os.byServer[i]
+		if len(a) != len(b) {
+			return false
+		}
+		for j, p := range a {
+			if !samePeer(p, b[j]) {
+				return false
+			}
 		}
 	}
 	return true
@@ -34,19 +51,29 @@ func samePeer(p, q *Peer) bool {
 		p.MaxConns == q.MaxConns && p.FailTimeout == q.FailTimeout && p.Backup == q.Backup && p.Down == q.Down
 }
 
-// Inherit gives each peer of g that also is in prev (same server name,
-// address and parameters) prev's health state and counters. It must be
-// called before g is used by any session (it does not take g's lock); it
-// takes prev's. Active connections are not carried: sessions of the old
-// configuration release their peers into prev.
+// Inherit carries prev's state into g, a group built for a new
+// configuration. A `resolve` server of g that prev also has (same host
+// and service=) starts with the addresses prev resolved for it, and is
+// next resolved when prev's would have been, as NGINX carries a zone's
+// resolved peers over a reload. Then each peer of g that also is in prev
+// (same server name, address and parameters) gets prev's health state and
+// counters, and the group its resolution counters. It must be called
+// before g is used by any session or resolver (it does not take g's
+// locks); it takes prev's. Active connections are not carried: sessions
+// of the old configuration release their peers into prev.
 func (g *Group) Inherit(prev *Group) {
-	byKey := make(map[string]*Peer, len(prev.peers))
-	for _, q := range prev.peers {
+	g.preresolve(prev)
+	if g.dynamic && prev.dynamic {
+		g.resolves = prev.resolves
+	}
+	peers := g.Peers()
+	byKey := make(map[string]*Peer, len(peers))
+	for _, q := range prev.Peers() {
 		byKey[q.Name+"\x00"+q.Addr.String()] = q
 	}
 	prev.mu.Lock()
 	defer prev.mu.Unlock()
-	for _, p := range g.peers {
+	for _, p := range peers {
 		q := byKey[p.Name+"\x00"+p.Addr.String()]
 		if q == nil || !samePeer(p, q) {
 			continue
@@ -55,5 +82,43 @@ func (g *Group) Inherit(prev *Group) {
 		p.effectiveWeight = q.effectiveWeight
 		p.nFails.Store(int64(q.fails))
 		p.stats = q.stats
+	}
+}
+
+// preresolve gives each `resolve` server of g the addresses prev's server
+// of the same host and service has now.
+func (g *Group) preresolve(prev *Group) {
+	if !g.dynamic || !prev.dynamic {
+		return
+	}
+	prev.updMu.Lock()
+	ps := prev.set.Load()
+	due := slices.Clone(prev.due)
+	prev.updMu.Unlock()
+	cur := g.set.Load()
+	byServer := slices.Clone(cur.byServer)
+	used := make([]bool, len(prev.servers))
+	changed := false
+	for i, sl := range g.servers {
+		if !sl.dynamic {
+			continue
+		}
+		for j, ol := range prev.servers {
+			if used[j] || !ol.dynamic || ol.host != sl.host || ol.cfg.Service != sl.cfg.Service {
+				continue
+			}
+			used[j] = true
+			var addrs []resolvedAddr
+			for _, q := range ps.byServer[j] {
+				addrs = append(addrs, resolvedAddr{addr: q.Addr, host: q.Host, weight: q.srvWeight, backup: q.Backup && sl.cfg.Service != ""})
+			}
+			byServer[i] = g.peersFor(i, addrs, nil)
+			g.due[i] = due[j]
+			changed = true
+			break
+		}
+	}
+	if changed {
+		g.set.Store(g.newSet(byServer))
 	}
 }

@@ -12,6 +12,15 @@
 // the resolver's order with IPv4 addresses first. Backup servers form a
 // second tier that is consulted only when no primary server can be used.
 //
+// # DNS re-resolution
+//
+// A server with `resolve` ([ServerConfig.Resolve], and `service=` for SRV)
+// has no addresses at load time: a [Resolver] (resolve.go) asks DNS for
+// them while the configuration serves, again at each answer's TTL, and
+// publishes the group's new peer set when they change. Peers that stay are
+// the same *Peer (their state goes on); new addresses are new peers; a
+// removed peer is no longer selected while its sessions go on.
+//
 // # Balancers
 //
 // The methods are those of NGINX's stream module, matched to its source
@@ -77,7 +86,11 @@
 // A Group is shared by all event loops and is safe for concurrent use: one
 // mutex per group guards the balancer state and the health counters, the
 // equivalent of NGINX's `zone` (state shared by all workers) rather than its
-// per-worker default. A Selection belongs to one session and is used from one
+// per-worker default. The set of peers is immutable once published: a
+// resolution that changes it builds a new set (tiers, weights, the
+// consistent hashing ring) and swaps an atomic pointer, so a balancer never
+// sees a set change under it; a Selection keeps the set it started on for
+// all its tries. A Selection belongs to one session and is used from one
 // goroutine at a time (the session's event loop, or the dial worker it is
 // handed to for the duration of a dial job). Peer counters are atomics
 // and may be read from any goroutine.

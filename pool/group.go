@@ -63,6 +63,15 @@ type ServerConfig struct {
 	Backup bool
 	// Down marks a server never used.
 	Down bool
+	// Resolve re-resolves the server's host name at run time (`server
+	// NAME resolve`): the server's addresses follow the DNS answers a
+	// [Resolver] publishes. A server with Resolve has no addresses until
+	// its first answer. An IP literal host is not resolved.
+	Resolve bool
+	// Service is `service=NAME`: the server's addresses are those of the
+	// SRV records of the name [SRVName] forms, with their ports. Addr is
+	// then the host alone, without a port. Needs Resolve.
+	Service string
 }
 
 // NewServerConfig returns a ServerConfig for addr with NGINX's defaults.
@@ -107,17 +116,20 @@ type GroupConfig struct {
 }
 
 // Peer is one address of one server of a group. Its exported fields are set
-// by [NewGroup] and must not be changed; its counters may be read from any
-// goroutine. Its metrics (handshakes, connect and handshake times, state)
+// when it is made ([NewGroup], or a [Resolver] for a new address of a
+// `resolve` server) and must not be changed; its counters may be read from
+// any goroutine. Its metrics (handshakes, connect and handshake times, state)
 // are in stats.go.
 type Peer struct {
 	// Addr is the address connected to.
 	Addr netip.AddrPort
 	// Host is the host part of the server's address as written, e.g.
 	// "backend1.example.com" or "127.0.0.1": the name the TLS layer
-	// verifies the certificate against.
+	// verifies the certificate against. For `service=` it is the SRV
+	// record's target.
 	Host string
-	// Name is the server's address as written, "host:port".
+	// Name is the server's address as written, "host:port" (for
+	// `service=`: the SRV record's "target:port").
 	Name string
 	// Weight is the server's weight.
 	Weight int
@@ -130,8 +142,12 @@ type Peer struct {
 	// Down reports a server marked down in the configuration.
 	Down bool
 
-	index  int // position in its tier
-	server int // index of the distinct server Name (consistent hashing)
+	// text is Addr as text, made once (String).
+	text string
+	// srvWeight is the SRV record's weight the peer came from (0: not
+	// from an SRV record), so that a new answer with another weight makes
+	// a new peer, as NGINX does.
+	srvWeight int
 
 	// Protected by the group's mu.
 	currentWeight   int
@@ -168,12 +184,19 @@ func (p *Peer) Selected() uint64 { return p.stats.selected.Load() }
 func (p *Peer) Failures() uint64 { return p.stats.failures.Load() }
 
 // String returns the peer's address, as NGINX's $upstream_addr shows it.
-func (p *Peer) String() string { return p.Addr.String() }
+// It does not allocate.
+func (p *Peer) String() string {
+	if p.text == "" {
+		return p.Addr.String()
+	}
+	return p.text
+}
 
 // tier is NGINX's ngx_stream_upstream_rr_peers_t: the primary or the backup
 // servers of a group.
 type tier struct {
 	peers       []*Peer
+	server      []int // consistent hashing: the distinct server Name of each peer
 	totalWeight int
 	tries       int   // peers not down
 	single      bool  // exactly one peer and no backup tier
@@ -198,19 +221,51 @@ const (
 	methodRandom2
 )
 
+// peerSet is one version of a group's peers. It is immutable once
+// published: a change of a `resolve` server's addresses publishes a new set
+// (copy on write), and a Selection keeps walking the set it started on.
+type peerSet struct {
+	primary tier
+	backup  tier
+	peers   []*Peer // primaries, then backups
+	points  []chashPoint
+	maxTier int // peers in the larger tier: the tried bitmap's size
+	// byServer are the peers of each server line, index for index with
+	// Group.servers.
+	byServer [][]*Peer
+	// changed is closed when a newer set replaces this one.
+	changed chan struct{}
+}
+
+// serverSlot is one server line of a group, as configured.
+type serverSlot struct {
+	cfg  ServerConfig // Implicit defaults applied
+	host string
+	port uint16 // 0 for service=
+	// dynamic: resolve with a host name, whose addresses a Resolver
+	// publishes.
+	dynamic bool
+}
+
 // Group is an upstream group. It is safe for concurrent use; see the package
 // documentation.
 type Group struct {
 	// Constant after NewGroup.
 	name      string
 	method    method
-	primary   tier
-	backup    tier
-	peers     []*Peer // primaries, then backups
-	points    []chashPoint
-	maxTier   int   // peers in the larger tier: the tried bitmap's size
+	servers   []serverSlot
+	dynamic   bool  // some server has resolve
 	errNoLive error // ErrNoLivePeers wrapped with the name, made once
 	balancer  BalancerConfig
+
+	// set is the current peer set; updMu serializes its replacement and
+	// guards due.
+	set   atomic.Pointer[peerSet]
+	updMu sync.Mutex
+	due   []time.Time // per server: when its name is to be resolved next
+	// resolves counts the resolutions of the group's names; a reload
+	// that rebuilds the group hands it on (Inherit).
+	resolves *resolveStats
 
 	mu   sync.Mutex // guards the peers' balancer and health state, and rand
 	rand rand.Source
@@ -246,8 +301,8 @@ func NewGroup(gc GroupConfig, resolve func(ctx context.Context, host string) ([]
 		return nil, fmt.Errorf("building upstream %q: unknown balancing method %q", gc.Name, b.Method)
 	}
 
-	serverIDs := make(map[string]int)
 	ctx := context.Background()
+	var byServer [][]*Peer
 	for i, sc := range gc.Servers {
 		if gc.Implicit {
 			sc = ServerConfig{Addr: sc.Addr, Weight: DefaultWeight, MaxFails: DefaultMaxFails, FailTimeout: DefaultFailTimeout}
@@ -255,57 +310,99 @@ func NewGroup(gc GroupConfig, resolve func(ctx context.Context, host string) ([]
 		if err := checkServer(sc); err != nil {
 			return nil, fmt.Errorf("building upstream %q: server %d %q: %w", gc.Name, i+1, sc.Addr, err)
 		}
-		if sc.Backup && g.method != methodRR && g.method != methodLeastConn {
+		if sc.Backup && !g.allowsBackup() {
 			return nil, fmt.Errorf("building upstream %q: server %q: backup servers are not allowed with %q balancing", gc.Name, sc.Addr, b.Method)
 		}
-		host, portStr, err := net.SplitHostPort(sc.Addr)
-		if err != nil {
-			return nil, fmt.Errorf("building upstream %q: %w", gc.Name, err)
+		if sc.Weight == 0 {
+			sc.Weight = DefaultWeight
 		}
-		port, err := strconv.ParseUint(portStr, 10, 16)
-		if err != nil || port == 0 {
-			return nil, fmt.Errorf("building upstream %q: invalid port in %q", gc.Name, sc.Addr)
-		}
-		addrs, err := resolveHost(ctx, resolve, host)
-		if err != nil {
-			return nil, fmt.Errorf("host not found in upstream %q: %w", sc.Addr, err)
-		}
-		id, ok := serverIDs[sc.Addr]
-		if !ok {
-			id = len(serverIDs)
-			serverIDs[sc.Addr] = id
-		}
-		weight := sc.Weight
-		if weight == 0 {
-			weight = DefaultWeight
-		}
-		for _, a := range addrs {
-			p := &Peer{
-				Addr:            netip.AddrPortFrom(a, uint16(port)),
-				Host:            host,
-				Name:            sc.Addr,
-				Weight:          weight,
-				MaxFails:        sc.MaxFails,
-				MaxConns:        sc.MaxConns,
-				FailTimeout:     sc.FailTimeout,
-				Backup:          sc.Backup,
-				Down:            sc.Down,
-				server:          id,
-				effectiveWeight: weight,
-				stats:           new(peerStats),
+		slot := serverSlot{cfg: sc}
+		if sc.Service != "" {
+			if !sc.Resolve {
+				return nil, fmt.Errorf("building upstream %q: service upstream %q requires \"resolve\" parameter", gc.Name, sc.Addr)
 			}
-			t := &g.primary
-			if sc.Backup {
-				t = &g.backup
+			slot.host, slot.dynamic = sc.Addr, true
+		} else {
+			host, portStr, err := net.SplitHostPort(sc.Addr)
+			if err != nil {
+				return nil, fmt.Errorf("building upstream %q: %w", gc.Name, err)
 			}
-			p.index = len(t.peers)
+			port, err := strconv.ParseUint(portStr, 10, 16)
+			if err != nil || port == 0 {
+				return nil, fmt.Errorf("building upstream %q: invalid port in %q", gc.Name, sc.Addr)
+			}
+			slot.host, slot.port = host, uint16(port)
+			if _, err := netip.ParseAddr(host); err != nil && sc.Resolve {
+				slot.dynamic = true
+			}
+		}
+		var peers []*Peer
+		if !slot.dynamic {
+			addrs, err := resolveHost(ctx, resolve, slot.host)
+			if err != nil {
+				return nil, fmt.Errorf("host not found in upstream %q: %w", sc.Addr, err)
+			}
+			for _, a := range addrs {
+				peers = append(peers, slot.newPeer(netip.AddrPortFrom(a, slot.port), slot.host, sc.Weight, 0, sc.Backup))
+			}
+		}
+		g.dynamic = g.dynamic || slot.dynamic
+		g.servers = append(g.servers, slot)
+		byServer = append(byServer, peers)
+	}
+	set := g.newSet(byServer)
+	if len(set.primary.peers) == 0 && !g.dynamic {
+		return nil, fmt.Errorf("no servers in upstream %q", gc.Name)
+	}
+	g.set.Store(set)
+	g.due = make([]time.Time, len(g.servers))
+	g.resolves = new(resolveStats)
+	return g, nil
+}
+
+// allowsBackup reports whether the balancing method has a backup tier.
+func (g *Group) allowsBackup() bool { return g.method == methodRR || g.method == methodLeastConn }
+
+// newPeer makes a peer of the server line at addr; host is what the TLS
+// layer verifies (the server's host, or an SRV record's target); srvWeight
+// is the SRV record's weight (0: none).
+func (sl *serverSlot) newPeer(addr netip.AddrPort, host string, weight, srvWeight int, backup bool) *Peer {
+	sc := sl.cfg
+	name := sc.Addr
+	if sl.cfg.Service != "" {
+		name = net.JoinHostPort(host, strconv.Itoa(int(addr.Port())))
+	}
+	return &Peer{
+		Addr:            addr,
+		Host:            host,
+		Name:            name,
+		Weight:          weight,
+		MaxFails:        sc.MaxFails,
+		MaxConns:        sc.MaxConns,
+		FailTimeout:     sc.FailTimeout,
+		Backup:          backup,
+		Down:            sc.Down,
+		text:            addr.String(),
+		srvWeight:       srvWeight,
+		effectiveWeight: weight,
+		stats:           new(peerStats),
+	}
+}
+
+// newSet builds the peer set of the servers' peers: the tiers in
+// configuration order, their weights, the consistent hashing ring.
+func (g *Group) newSet(byServer [][]*Peer) *peerSet {
+	s := &peerSet{byServer: byServer, changed: make(chan struct{})}
+	for _, ps := range byServer {
+		for _, p := range ps {
+			t := &s.primary
+			if p.Backup {
+				t = &s.backup
+			}
 			t.peers = append(t.peers, p)
 		}
 	}
-	if len(g.primary.peers) == 0 {
-		return nil, fmt.Errorf("no servers in upstream %q", gc.Name)
-	}
-	for _, t := range []*tier{&g.primary, &g.backup} {
+	for _, t := range []*tier{&s.primary, &s.backup} {
 		for _, p := range t.peers {
 			t.ranges = append(t.ranges, t.totalWeight)
 			t.totalWeight += p.Weight
@@ -313,14 +410,31 @@ func NewGroup(gc GroupConfig, resolve func(ctx context.Context, host string) ([]
 				t.tries++
 			}
 		}
-		g.maxTier = max(g.maxTier, len(t.peers))
+		t.server = serverIDs(t.peers)
+		s.maxTier = max(s.maxTier, len(t.peers))
 	}
-	g.primary.single = len(g.primary.peers) == 1 && len(g.backup.peers) == 0
-	g.peers = append(slices.Clip(g.primary.peers), g.backup.peers...)
+	s.primary.single = len(s.primary.peers) == 1 && len(s.backup.peers) == 0
+	s.peers = append(slices.Clip(s.primary.peers), s.backup.peers...)
 	if g.method == methodCHash {
-		g.points = buildRing(g.primary.peers)
+		s.points = buildRing(s.primary.peers)
 	}
-	return g, nil
+	return s
+}
+
+// serverIDs numbers the distinct server names of peers in order of first
+// appearance: the servers of consistent hashing.
+func serverIDs(peers []*Peer) []int {
+	ids := make([]int, len(peers))
+	seen := make(map[string]int, len(peers))
+	for i, p := range peers {
+		id, ok := seen[p.Name]
+		if !ok {
+			id = len(seen)
+			seen[p.Name] = id
+		}
+		ids[i] = id
+	}
+	return ids
 }
 
 // checkServer refuses the values NGINX's parser refuses.
@@ -373,12 +487,13 @@ func resolveHost(ctx context.Context, resolve func(context.Context, string) ([]n
 // previous point's hash as four little-endian bytes, sorted, duplicates
 // removed (the first of equal points stays).
 func buildRing(peers []*Peer) []chashPoint {
+	ids := serverIDs(peers)
 	n := 0
 	for _, p := range peers {
 		n += p.Weight * 160
 	}
 	points := make([]chashPoint, 0, n)
-	for _, p := range peers {
+	for i, p := range peers {
 		host, port := splitServerName(p.Name)
 		base := crc32.ChecksumIEEE([]byte(host))
 		base = crc32.Update(base, crc32.IEEETable, []byte{0})
@@ -386,7 +501,7 @@ func buildRing(peers []*Peer) []chashPoint {
 		var prev [4]byte
 		for range p.Weight * 160 {
 			h := crc32.Update(base, crc32.IEEETable, prev[:])
-			points = append(points, chashPoint{hash: h, server: p.server})
+			points = append(points, chashPoint{hash: h, server: ids[i]})
 			prev = [4]byte{byte(h), byte(h >> 8), byte(h >> 16), byte(h >> 24)}
 		}
 	}
@@ -424,10 +539,19 @@ func splitServerName(name string) (host, port string) {
 // Name returns the group's name.
 func (g *Group) Name() string { return g.name }
 
-// Peers returns the group's peers, primaries first, then backups. The slice
-// must not be modified. Safe from any goroutine.
-func (g *Group) Peers() []*Peer { return g.peers }
+// Peers returns the group's current peers, primaries first, then backups.
+// The slice must not be modified; a resolution that changes the peers
+// publishes a new slice and leaves this one as it is. Safe from any
+// goroutine.
+func (g *Group) Peers() []*Peer { return g.set.Load().peers }
 
 // Tries returns the natural number of tries of a session: the servers not
-// marked down, primaries and backups.
-func (g *Group) Tries() int { return g.primary.tries + g.backup.tries }
+// marked down, primaries and backups, of the current peers.
+func (g *Group) Tries() int {
+	s := g.set.Load()
+	return s.primary.tries + s.backup.tries
+}
+
+// Resolves reports whether some server of the group has `resolve` (with a
+// host name), so that a [Resolver] should run for it.
+func (g *Group) Resolves() bool { return g.dynamic }

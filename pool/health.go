@@ -85,7 +85,7 @@ func NewHealthChecker(g *Group, cfg HealthConfig) *HealthChecker {
 		cfg.Logf = func(bool, string, ...any) {}
 	}
 	h := &HealthChecker{g: g, cfg: cfg, held: map[*Peer]bool{}}
-	for _, p := range g.peers {
+	for _, p := range g.Peers() {
 		// A peer another checker holds out (the replaced
 		// configuration's, whose state a reload carries with the
 		// peer's stats) stays out until this checker has seen Passes
@@ -130,26 +130,54 @@ func (h *HealthChecker) Stop() {
 
 // Run probes every peer at once and then every Interval until ctx is done;
 // it returns after releasing every peer it held out (Stop), so a
-// configuration that drops the check does not leave peers out. Each peer is probed on its
-// own goroutine, so a hanging peer delays no other. Runs on the caller's
-// goroutine (start it with go).
+// configuration that drops the check does not leave peers out. Each peer
+// is probed on its own goroutine, so a hanging peer delays no other. When
+// DNS re-resolution changes the group's peers, a new peer is probed at
+// once (and, with Mandatory, held out until it passes) and a peer that
+// left is no longer probed. Runs on the caller's goroutine (start it with
+// go).
 func (h *HealthChecker) Run(ctx context.Context) {
-	done := make(chan struct{})
-	n := 0
-	for _, p := range h.g.peers {
-		if p.Down {
-			continue
+	var wg sync.WaitGroup
+	watching := map[*Peer]context.CancelFunc{}
+	first := true
+	for {
+		set := h.g.set.Load()
+		in := make(map[*Peer]bool, len(set.peers))
+		for _, p := range set.peers {
+			if p.Down {
+				continue
+			}
+			in[p] = true
+			if watching[p] != nil {
+				continue
+			}
+			if !first && h.cfg.Mandatory {
+				h.setOut(p, true)
+			}
+			pctx, cancel := context.WithCancel(ctx)
+			watching[p] = cancel
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				h.watch(pctx, p)
+			}()
 		}
-		n++
-		go func() {
-			defer func() { done <- struct{}{} }()
-			h.watch(ctx, p)
-		}()
+		for p, cancel := range watching {
+			if !in[p] {
+				cancel()
+				delete(watching, p)
+				h.setOut(p, false)
+			}
+		}
+		first = false
+		select {
+		case <-ctx.Done():
+			wg.Wait()
+			h.Stop()
+			return
+		case <-set.changed:
+		}
 	}
-	for range n {
-		<-done
-	}
-	h.Stop()
 }
 
 // watch is the probe loop of one peer, on its own goroutine.

@@ -15,6 +15,7 @@ import (
 // or Release.
 type Selection struct {
 	g         *Group
+	set       *peerSet  // the group's peers when the session started
 	backup    bool      // walking the backup tier (NGINX's rrp->peers = peers->next)
 	tried     [2]uint64 // NGINX's tried bitmap, for tiers of up to 128 peers
 	triedMore []uint64  // the bitmap of larger tiers
@@ -44,8 +45,9 @@ func (g *Group) NewSelection(hashKey string, tries int, now time.Time) *Selectio
 // InitSelection is NewSelection into a Selection the caller owns (embedded in
 // a session, or reused), so that starting a session need not allocate.
 func (g *Group) InitSelection(s *Selection, hashKey string, tries int, now time.Time) {
+	set := g.set.Load()
 	var more []uint64
-	if words := (g.maxTier + 63) / 64; words > len(s.tried) {
+	if words := (set.maxTier + 63) / 64; words > len(s.tried) {
 		if cap(s.triedMore) >= words {
 			more = s.triedMore[:words]
 			clear(more)
@@ -53,13 +55,13 @@ func (g *Group) InitSelection(s *Selection, hashKey string, tries int, now time.
 			more = make([]uint64, words)
 		}
 	}
-	*s = Selection{g: g, start: now, key: append(s.key[:0], hashKey...), triedMore: more}
-	s.triesLeft = g.Tries()
+	*s = Selection{g: g, set: set, start: now, key: append(s.key[:0], hashKey...), triedMore: more}
+	s.triesLeft = set.primary.tries + set.backup.tries
 	if tries > 0 && s.triesLeft > tries {
 		s.triesLeft = tries
 	}
 	if g.method == methodCHash && len(s.key) > 0 {
-		s.hash = uint32(findPoint(g.points, crc32Bytes(s.key)))
+		s.hash = uint32(findPoint(set.points, crc32Bytes(s.key)))
 	}
 }
 
@@ -199,9 +201,9 @@ func revive(p *Peer) {
 // tier returns the tier the session walks.
 func (s *Selection) tier() *tier {
 	if s.backup {
-		return &s.g.backup
+		return &s.set.backup
 	}
-	return &s.g.primary
+	return &s.set.primary
 }
 
 func (s *Selection) isTried(i int) bool {
@@ -222,7 +224,7 @@ func (s *Selection) setTried(i int) {
 // toBackup switches the session to the backup tier, if there is one and it
 // is not there yet, clearing the tried bitmap.
 func (s *Selection) toBackup() bool {
-	if s.backup || len(s.g.backup.peers) == 0 {
+	if s.backup || len(s.set.backup.peers) == 0 {
 		return false
 	}
 	s.backup = true

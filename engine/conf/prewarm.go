@@ -85,8 +85,23 @@ func prewarmProblem(srv *Server) string {
 		return `"proxy_ssl_prewarm" cannot be used with variables in "proxy_ssl_certificate": the handshake would depend on the session`
 	case srv.ProxyPassVariables:
 		return `"proxy_ssl_prewarm" cannot be used with variables in "proxy_pass"`
+	case resolves(srv.Upstream):
+		return `"proxy_ssl_prewarm" cannot be used with an upstream that has "resolve" servers: its addresses change at run time`
 	}
 	return ""
+}
+
+// resolves reports whether u has a server re-resolved at run time.
+func resolves(u *Upstream) bool {
+	if u == nil {
+		return false
+	}
+	for _, us := range u.Servers {
+		if us.Resolve {
+			return true
+		}
+	}
+	return false
 }
 
 // checkPrewarm refuses proxy_ssl_prewarm where it cannot work. Servers with

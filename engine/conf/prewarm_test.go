@@ -71,6 +71,9 @@ func TestPrewarmDirective(t *testing.T) {
 		{name: "proxy_protocol, inherited", src: "stream { proxy_ssl on;\nproxy_ssl_prewarm 2;\n" +
 			"server { listen 80; proxy_pass 127.0.0.1:1; }\nserver { listen 81; proxy_pass 127.0.0.1:1; proxy_protocol on; } }",
 			want: `"proxy_ssl_prewarm" cannot be used with "proxy_protocol on": the PROXY header names the client, which a pre-warmed connection does not have yet (inherited by the server at DIR/t.conf:4) in DIR/t.conf:2`},
+		{name: "resolve", src: "stream { resolver 127.0.0.1; upstream u { zone z 64k; server localhost:1 resolve; }\n" +
+			"server { listen 80; proxy_pass u; proxy_ssl on;\nproxy_ssl_prewarm 2; } }",
+			want: `"proxy_ssl_prewarm" cannot be used with an upstream that has "resolve" servers: its addresses change at run time in DIR/t.conf:3`},
 		{name: "name with variables", src: srv(on + "proxy_ssl_name $remote_addr.example; proxy_ssl_prewarm 2;"),
 			want: `"proxy_ssl_prewarm" cannot be used with variables in "proxy_ssl_name": the handshake would depend on the session in DIR/t.conf:1`},
 		{name: "name with variables, inherited", src: "stream {\nproxy_ssl_prewarm 1; proxy_ssl_name ${server_port}.example;\n" +

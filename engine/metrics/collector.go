@@ -20,6 +20,10 @@ type Sources struct {
 	// goroutine, and must be safe there (load the current configuration
 	// atomically, do not lock the data path).
 	Peers iter.Seq2[string, *pool.Peer]
+	// Groups yields the upstream groups of the current configuration,
+	// for the DNS re-resolution counters of those with `resolve`
+	// servers. Called once per scrape, like Peers.
+	Groups iter.Seq[*pool.Group]
 	// Dialer returns the current dialer. Called once per scrape.
 	Dialer func() *pool.Dialer
 	// Stores yields the current TLS session stores; their counts are
@@ -44,15 +48,15 @@ type Collector struct {
 var _ prometheus.Collector = (*Collector)(nil)
 
 type descs struct {
-	accepted, active, ended, bytes                     *prometheus.Desc
-	stalls, pauses, idle                               *prometheus.Desc
-	reloads, lastReload                                *prometheus.Desc
-	acceptFailures, refused, proxyHeaderFailures       *prometheus.Desc
-	handshakes, hsFailures, hsDuration, connDuration   *prometheus.Desc
-	selections, peerFailures, peerActive, peerState    *prometheus.Desc
-	healthChecks, prewarmed, prewarmedReady            *prometheus.Desc
-	queueDepth, queueCap, workers, workersMax, jobs    *prometheus.Desc
-	tickets, ticketKeys, ticketsStored, ticketsDropped *prometheus.Desc
+	accepted, active, ended, bytes                       *prometheus.Desc
+	stalls, pauses, idle                                 *prometheus.Desc
+	reloads, lastReload                                  *prometheus.Desc
+	acceptFailures, refused, proxyHeaderFailures         *prometheus.Desc
+	handshakes, hsFailures, hsDuration, connDuration     *prometheus.Desc
+	selections, peerFailures, peerActive, peerState      *prometheus.Desc
+	healthChecks, prewarmed, prewarmedReady, resolutions *prometheus.Desc
+	queueDepth, queueCap, workers, workersMax, jobs      *prometheus.Desc
+	tickets, ticketKeys, ticketsStored, ticketsDropped   *prometheus.Desc
 }
 
 // NewCollector returns a Collector reading src.
@@ -85,6 +89,7 @@ func NewCollector(src Sources) *Collector {
 		prewarmed:           n("upstream_prewarmed_total", "Pre-warmed upstream connections (proxy_ssl_prewarm), by what became of them: used by a session, expired (max_idle), closed by the upstream while ready, failed to connect or handshake.", "result"),
 		prewarmedReady:      n("upstream_prewarmed_ready", "Pre-warmed upstream connections (proxy_ssl_prewarm) ready now, handshake done, waiting for a session."),
 		healthChecks:        n("upstream_health_checks_total", "Active health-check probes of the peer (health_check), by result.", append(up, "result")...),
+		resolutions:         n("upstream_resolutions_total", "DNS resolutions of the group's resolve servers, by result (failed: timeout, SERVFAIL, NXDOMAIN and other errors).", "upstream", "result"),
 		peerFailures:        n("upstream_peer_failures_total", "Failed attempts on the peer (connect, PROXY header, TLS handshake, verification).", up...),
 		peerActive:          n("upstream_peer_active_connections", "Connections to the peer now (being set up or established).", up...),
 		peerState:           n("upstream_peer_state", "The peer's state: 1 for the current one of up, banned (max_fails within fail_timeout), down (configured down), unhealthy (failing its health_check).", append(up, "state")...),
@@ -107,7 +112,7 @@ func (c *Collector) Describe(ch chan<- *prometheus.Desc) {
 		d.accepted, d.active, d.ended, d.bytes, d.stalls, d.pauses, d.idle, d.reloads, d.lastReload,
 		d.acceptFailures, d.refused, d.proxyHeaderFailures,
 		d.handshakes, d.hsFailures, d.hsDuration, d.connDuration, d.selections, d.peerFailures, d.peerActive, d.peerState,
-		d.healthChecks, d.prewarmed, d.prewarmedReady,
+		d.healthChecks, d.prewarmed, d.prewarmedReady, d.resolutions,
 		d.queueDepth, d.queueCap, d.workers, d.workersMax, d.jobs,
 		d.tickets, d.ticketKeys, d.ticketsStored, d.ticketsDropped,
 	} {
@@ -125,6 +130,16 @@ func (c *Collector) Collect(ch chan<- prometheus.Metric) {
 	}
 	if c.src.Prewarmed != nil {
 		ch <- gauge(c.d.prewarmedReady, float64(c.src.Prewarmed()))
+	}
+	if c.src.Groups != nil {
+		for g := range c.src.Groups {
+			if g == nil || !g.Resolves() {
+				continue
+			}
+			ok, failed := g.Resolutions()
+			ch <- counter(c.d.resolutions, ok, g.Name(), "ok")
+			ch <- counter(c.d.resolutions, failed, g.Name(), "failed")
+		}
 	}
 	if c.src.Dialer != nil {
 		if dl := c.src.Dialer(); dl != nil {

@@ -61,6 +61,7 @@
 //	                                                                   header, handshake, verification)
 //	upstream_peer_active_connections{upstream,peer}           gauge
 //	upstream_health_checks_total{upstream,peer,result}        counter  result: ok, failed (health_check probes)
+//	upstream_resolutions_total{upstream,result}               counter  result: ok, failed (DNS re-resolution of resolve servers)
 //	upstream_peer_state{upstream,peer,state}                  gauge    1 for the current state of up,
 //	                                                                   banned, down; 0 for the others
 //	dial_queue_depth                             gauge    sessions waiting for a dial worker
