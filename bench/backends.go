@@ -29,6 +29,8 @@ type BackendSpec struct {
 	CertFile    string `json:"cert"`
 	KeyFile     string `json:"key"`
 	CAFile      string `json:"ca"`
+	// Plain: the servers speak plaintext (no TLS; the files are unused).
+	Plain bool `json:"plain,omitempty"`
 }
 
 func (s BackendSpec) count() int {
@@ -81,6 +83,9 @@ func StartLocalBackends(spec BackendSpec) (Backends, error) {
 			ClientAuth:   tls.RequireAndVerifyClientCert,
 			ClientCAs:    pool,
 			MinVersion:   tls.VersionTLS12,
+		}
+		if spec.Plain {
+			cfg = nil
 		}
 		s, err := backend.Start(backend.Config{TLS: cfg, Mode: mode, SourceBytes: spec.SourceBytes})
 		if err != nil {

@@ -14,7 +14,18 @@ type HandshakeKind struct {
 	Version uint16      `json:"version"`
 	Key     pki.KeyType `json:"key"`
 	Resumed bool        `json:"resumed"`
+	// Plain: no TLS upstream at all (no proxy_ssl), plaintext backends:
+	// the proxy's own cost per connection, apart from TLS.
+	Plain bool `json:"plain,omitempty"`
 }
+
+// PlainKind is the row of plain proxying: a connection through the proxy
+// to a plaintext upstream.
+var PlainKind = HandshakeKind{Key: pki.ECDSAP256, Plain: true}
+
+// AllKinds returns the rows a default run measures: HandshakeKinds and
+// PlainKind.
+func AllKinds() []HandshakeKind { return append(HandshakeKinds(), PlainKind) }
 
 // VersionName returns "TLS1.2" or "TLS1.3".
 func VersionName(v uint16) string {
@@ -26,6 +37,9 @@ func VersionName(v uint16) string {
 
 // String returns e.g. "TLS1.3 ecdsa-p256 resumed".
 func (k HandshakeKind) String() string {
+	if k.Plain {
+		return "plain TCP (no proxy_ssl)"
+	}
 	r := "full"
 	if k.Resumed {
 		r = "resumed"

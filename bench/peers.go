@@ -29,7 +29,10 @@ type ProxySpec struct {
 	// offered upstream.
 	Version uint16
 	// Reuse turns upstream session resumption on.
-	Reuse    bool
+	Reuse bool
+	// Plain proxies to plaintext upstreams: no proxy_ssl (Version, Reuse
+	// and Material's files are then unused).
+	Plain    bool
 	Material *Material
 	// Dir is a private directory for the configuration, pid file and logs.
 	Dir string
@@ -69,6 +72,7 @@ var streamTemplate = template.Must(template.New("stream").Parse(`stream {
     server {
         listen {{.Listen}};
         proxy_pass backend;
+{{- if not .plain}}
         proxy_ssl on;
         proxy_ssl_certificate {{.Material.Files.ClientCert}};
         proxy_ssl_certificate_key {{.Material.Files.ClientKey}};
@@ -82,6 +86,7 @@ var streamTemplate = template.Must(template.New("stream").Parse(`stream {
 {{- if .prewarm}}
         proxy_ssl_prewarm {{.prewarm}};
 {{- end}}
+{{- end}}
     }
 }
 `))
@@ -91,7 +96,7 @@ func renderStream(s ProxySpec) (string, error) {
 	// text/template cannot call unexported methods, so hand it a map.
 	err := streamTemplate.Execute(&b, map[string]any{
 		"Upstreams": s.Upstreams, "Listen": s.Listen, "Material": s.Material,
-		"protocol": s.protocol(), "onOff": s.onOff(), "groups": Groups, "prewarm": s.Prewarm,
+		"protocol": s.protocol(), "onOff": s.onOff(), "groups": Groups, "prewarm": s.Prewarm, "plain": s.Plain,
 	})
 	if err != nil {
 		return "", fmt.Errorf("rendering stream block: %w", err)
@@ -153,6 +158,10 @@ listen relay
     balance roundrobin
 `, s.Workers, s.Listen)
 	for i, u := range s.Upstreams {
+		if s.Plain {
+			fmt.Fprintf(&b, "    server s%d %s\n", i+1, u)
+			continue
+		}
 		fmt.Fprintf(&b, "    server s%d %s ssl crt %s ca-file %s verify required verifyhost localhost ssl-min-ver %s ssl-max-ver %s",
 			i+1, u, s.Material.ClientCombined, s.Material.Files.CA, s.protocol(), s.protocol())
 		if !s.Reuse {

@@ -120,16 +120,16 @@ func TestCryptoFloor(t *testing.T) {
 		k    HandshakeKind
 		want float64
 	}{
-		{HandshakeKind{tls.VersionTLS13, pki.ECDSAP256, false}, 30 + 40 + 20 + 3*60},
-		{HandshakeKind{tls.VersionTLS12, pki.RSA2048, false}, 30 + 40 + 1000 + 3*30},
-		{HandshakeKind{tls.VersionTLS13, pki.RSA2048, true}, 70},
-		{HandshakeKind{tls.VersionTLS12, pki.ECDSAP256, true}, 2},
+		{HandshakeKind{Version: tls.VersionTLS13, Key: pki.ECDSAP256, Resumed: false}, 30 + 40 + 20 + 3*60},
+		{HandshakeKind{Version: tls.VersionTLS12, Key: pki.RSA2048, Resumed: false}, 30 + 40 + 1000 + 3*30},
+		{HandshakeKind{Version: tls.VersionTLS13, Key: pki.RSA2048, Resumed: true}, 70},
+		{HandshakeKind{Version: tls.VersionTLS12, Key: pki.ECDSAP256, Resumed: true}, 2},
 	} {
 		if got := CryptoFloor(tt.k, refs).Micros; got != tt.want {
 			t.Errorf("%s: floor %v, want %v", tt.k, got, tt.want)
 		}
 	}
-	if got := CryptoFloor(HandshakeKind{tls.VersionTLS13, pki.ECDSAP256, false}, refs).CachedMicros; got != 30+40+20+60 {
+	if got := CryptoFloor(HandshakeKind{Version: tls.VersionTLS13, Key: pki.ECDSAP256}, refs).CachedMicros; got != 30+40+20+60 {
 		t.Errorf("cached-chain floor %v, want %v", got, 30+40+20+60)
 	}
 }
@@ -161,5 +161,39 @@ func TestStartRelativePath(t *testing.T) {
 	_, err = startProcess("fake", []string{rel}, filepath.Join(work, "fake.log"), addr, 0)
 	if err == nil || !strings.Contains(err.Error(), "fake proxy ran") {
 		t.Fatalf("got %v, want the fake proxy's exit with its output", err)
+	}
+}
+
+// TestPlainConfigs: a plain spec gives every proxy the same block without
+// any upstream TLS, and the plain kind and throughput rows say so.
+func TestPlainConfigs(t *testing.T) {
+	spec := testSpec(tls.VersionTLS13, true)
+	spec.Plain = true
+	spec.Prewarm = 2 // meaningless without TLS: not written either
+	tr, err := TlsrelayConfig(spec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ng, err := NginxConfig(spec, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for name, cfg := range map[string]string{"tlsrelay": tr, "NGINX": ng} {
+		if strings.Contains(cfg, "proxy_ssl") || !strings.Contains(cfg, "proxy_pass backend;") || !strings.Contains(cfg, "server 127.0.0.1:5002;") {
+			t.Errorf("%s plain config:\n%s", name, cfg)
+		}
+	}
+	ha := HAProxyConfig(spec)
+	if strings.Contains(ha, "ssl") || !strings.Contains(ha, "server s1 127.0.0.1:5001\n") {
+		t.Errorf("HAProxy plain config:\n%s", ha)
+	}
+	if s := PlainKind.String(); s != "plain TCP (no proxy_ssl)" {
+		t.Errorf("plain kind is %q", s)
+	}
+	if k := AllKinds(); k[len(k)-1] != PlainKind || len(k) != len(HandshakeKinds())+1 {
+		t.Errorf("AllKinds = %v", k)
+	}
+	if s := (ThroughputRow{Plain: true}).suffix(); s != ", plain TCP" {
+		t.Errorf("plain throughput row suffix %q", s)
 	}
 }

@@ -286,7 +286,7 @@ func Markdown(res *Results) string {
 		b.WriteString("Long connections through the proxy, TLS 1.3 upstream with ECDSA P-256 certificates and reuse on (the Go upstreams pick AES-128-GCM on CPUs with AES instructions): each upstream sends a fixed number of bytes and closes, the client reads to EOF and checks the count. MiB/s is payload over the round's wall time; CPU s/GiB is the proxy's CPU time per GiB of payload.\n\n")
 		t := newTable(&b, append(append([]string{"connections", "metric"}, cols...), ratioHead)...)
 		for _, row := range res.Throughput {
-			label := fmt.Sprintf("%d × %d MiB", row.Conns, row.BytesPerConn>>20)
+			label := fmt.Sprintf("%d × %d MiB%s", row.Conns, row.BytesPerConn>>20, row.suffix())
 			for _, metric := range []struct {
 				name string
 				get  func(*ThroughputCell) Summary
@@ -433,8 +433,8 @@ func atAGlance(res *Results) []string {
 			continue
 		}
 		if r := Ratio(s.MiBps, n.MiBps); !math.IsNaN(r) {
-			out = append(out, fmt.Sprintf("Throughput with %d connection(s): tlsrelay %s MiB/s, NGINX %s MiB/s (%.2f×); CPU per GiB %.2f×.",
-				row.Conns, num(s.MiBps.Median), num(n.MiBps.Median), r, Ratio(s.CPUSecPerGiB, n.CPUSecPerGiB)))
+			out = append(out, fmt.Sprintf("Throughput with %d connection(s)%s: tlsrelay %s MiB/s, NGINX %s MiB/s (%.2f×); CPU per GiB %.2f×.",
+				row.Conns, row.suffix(), num(s.MiBps.Median), num(n.MiBps.Median), r, Ratio(s.CPUSecPerGiB, n.CPUSecPerGiB)))
 		}
 	}
 	if len(res.Memory) > 0 && res.Memory[len(res.Memory)-1].Cells[subjectName] != nil && res.Memory[len(res.Memory)-1].Cells[baselineName] != nil {

@@ -88,9 +88,19 @@ type HandshakeRound struct {
 
 // ThroughputRow is one throughput configuration across the proxies.
 type ThroughputRow struct {
-	Conns        int                        `json:"conns"`
-	BytesPerConn int64                      `json:"bytes_per_conn"`
-	Cells        map[string]*ThroughputCell `json:"cells"`
+	Conns        int   `json:"conns"`
+	BytesPerConn int64 `json:"bytes_per_conn"`
+	// Plain: plaintext upstreams, no proxy_ssl.
+	Plain bool                       `json:"plain,omitempty"`
+	Cells map[string]*ThroughputCell `json:"cells"`
+}
+
+// suffix labels a plaintext row.
+func (row ThroughputRow) suffix() string {
+	if row.Plain {
+		return ", plain TCP"
+	}
+	return ""
 }
 
 // ThroughputCell is one proxy's throughput result.

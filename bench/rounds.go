@@ -69,7 +69,7 @@ type Options struct {
 	// (quick 100) and 10ms.
 	PrewarmConns    int
 	PrewarmInterval time.Duration
-	// Kinds are the handshake rows. Default HandshakeKinds().
+	// Kinds are the handshake rows. Default AllKinds().
 	Kinds []HandshakeKind
 	// StartBackends starts the upstreams. Default StartLocalBackends.
 	StartBackends func(BackendSpec) (Backends, error)
@@ -112,7 +112,7 @@ func (o *Options) setDefaults() {
 		o.Held = []int{2000, 9000}
 	}
 	if len(o.Kinds) == 0 {
-		o.Kinds = HandshakeKinds()
+		o.Kinds = AllKinds()
 	}
 	if o.Prewarm <= 0 {
 		o.Prewarm = DefaultPrewarm
@@ -222,7 +222,7 @@ func (r *runner) countSteps() int {
 		n += len(r.prewarmVariants()) * r.o.Rounds
 	}
 	if r.o.want(RowThroughput) {
-		n += 2 * r.o.Rounds * peers
+		n += 4 * r.o.Rounds * peers
 	}
 	if r.o.want(RowMemory) {
 		n += r.o.Rounds * peers
@@ -259,9 +259,15 @@ func (r *runner) spec(p Peer, key pki.KeyType, version uint16, reuse bool, upstr
 }
 
 func (r *runner) backends(key pki.KeyType, mode string, sourceBytes int64) (Backends, error) {
+	return r.backendsFor(key, mode, sourceBytes, false)
+}
+
+// backendsFor starts backends that speak TLS with key's certificate, or
+// plaintext.
+func (r *runner) backendsFor(key pki.KeyType, mode string, sourceBytes int64, plain bool) (Backends, error) {
 	m := r.material[key]
 	return r.o.StartBackends(BackendSpec{
-		Mode: mode, SourceBytes: sourceBytes,
+		Mode: mode, SourceBytes: sourceBytes, Plain: plain,
 		CertFile: m.Files.ServerCert, KeyFile: m.Files.ServerKey, CAFile: m.Files.CA,
 	})
 }
@@ -280,29 +286,34 @@ func quiesce(b Backends, limit time.Duration) {
 }
 
 func (r *runner) handshakes() error {
-	for _, key := range []pki.KeyType{pki.ECDSAP256, pki.RSA2048} {
+	// One set of backends per group of rows: TLS with each key, and
+	// plaintext.
+	for _, g := range []struct {
+		key   pki.KeyType
+		plain bool
+	}{{pki.ECDSAP256, false}, {pki.RSA2048, false}, {pki.ECDSAP256, true}} {
 		var kinds []HandshakeKind
 		for _, k := range r.o.Kinds {
-			if k.Key == key {
+			if k.Key == g.key && k.Plain == g.plain {
 				kinds = append(kinds, k)
 			}
 		}
 		if len(kinds) == 0 {
 			continue
 		}
-		b, err := r.backends(key, "echo", 0)
+		b, err := r.backendsFor(g.key, "echo", 0, g.plain)
 		if err != nil {
-			return fmt.Errorf("starting %s backends: %w", key, err)
+			return fmt.Errorf("starting %s backends: %w", g.key, err)
 		}
 		for _, k := range kinds {
 			row := HandshakeRow{Kind: k, Name: k.String(), Cells: map[string]*HandshakeCell{}}
-			if len(r.res.Crypto) > 0 {
+			if len(r.res.Crypto) > 0 && !k.Plain {
 				f := CryptoFloor(k, r.res.Crypto)
 				row.Floor = &f
 			}
 			// OpenSSL's speed run has no AES record size to count a resumed
 			// TLS 1.2 handshake with.
-			if len(r.res.OpenSSLCrypto) > 0 && !(k.Resumed && k.Version == tls.VersionTLS12) {
+			if len(r.res.OpenSSLCrypto) > 0 && !k.Plain && !(k.Resumed && k.Version == tls.VersionTLS12) {
 				f := CryptoFloor(k, r.res.OpenSSLCrypto)
 				row.OpenSSLFloor = &f
 			}
@@ -378,6 +389,7 @@ func (r *runner) handshakeRound(p Peer, k HandshakeKind, b Backends) HandshakeRo
 		hr.Err = err.Error()
 		return hr
 	}
+	spec.Plain = k.Plain
 	in, err := p.Start(spec)
 	if err != nil {
 		hr.Err = err.Error()
@@ -433,16 +445,20 @@ func (r *runner) handshakeRound(p Peer, k HandshakeKind, b Backends) HandshakeRo
 }
 
 func (r *runner) throughput() error {
-	for _, conns := range []int{1, 16} {
+	for _, tc := range []struct {
+		conns int
+		plain bool
+	}{{1, false}, {16, false}, {1, true}, {16, true}} {
+		conns := tc.conns
 		each := r.o.StreamBytes
 		if conns > 1 {
 			each /= 4
 		}
-		b, err := r.backends(pki.ECDSAP256, "source", each)
+		b, err := r.backendsFor(pki.ECDSAP256, "source", each, tc.plain)
 		if err != nil {
 			return fmt.Errorf("starting source backends: %w", err)
 		}
-		row := ThroughputRow{Conns: conns, BytesPerConn: each, Cells: map[string]*ThroughputCell{}}
+		row := ThroughputRow{Conns: conns, BytesPerConn: each, Plain: tc.plain, Cells: map[string]*ThroughputCell{}}
 		for _, p := range r.o.Peers {
 			row.Cells[p.Name()] = &ThroughputCell{}
 		}
@@ -452,9 +468,9 @@ func (r *runner) throughput() error {
 					b.Close()
 					return err
 				}
-				label := fmt.Sprintf("throughput %d conn × %d MiB · %s · round %d/%d", conns, each>>20, p.Name(), i+1, r.o.Rounds)
+				label := fmt.Sprintf("throughput %d conn × %d MiB%s · %s · round %d/%d", conns, each>>20, row.suffix(), p.Name(), i+1, r.o.Rounds)
 				r.o.Step(label, false, "")
-				tr := r.throughputRound(p, b, conns, each)
+				tr := r.throughputRound(p, b, conns, each, tc.plain)
 				row.Cells[p.Name()].Rounds = append(row.Cells[p.Name()].Rounds, tr)
 				if tr.Err != "" {
 					r.o.Step(label, true, "error: "+tr.Err)
@@ -482,13 +498,14 @@ func (r *runner) throughput() error {
 	return nil
 }
 
-func (r *runner) throughputRound(p Peer, b Backends, conns int, each int64) ThroughputRound {
+func (r *runner) throughputRound(p Peer, b Backends, conns int, each int64, plain bool) ThroughputRound {
 	var tr ThroughputRound
 	spec, err := r.spec(p, pki.ECDSAP256, tls.VersionTLS13, true, b.Addrs())
 	if err != nil {
 		tr.Err = err.Error()
 		return tr
 	}
+	spec.Plain = plain
 	in, err := p.Start(spec)
 	if err != nil {
 		tr.Err = err.Error()

@@ -233,7 +233,7 @@ func chooseKinds(list string) ([]bench.HandshakeKind, error) {
 		}
 		var found bool
 		var names []string
-		for _, k := range bench.HandshakeKinds() {
+		for _, k := range bench.AllKinds() {
 			names = append(names, k.String())
 			if strings.EqualFold(k.String(), name) {
 				out = append(out, k)
