@@ -63,12 +63,15 @@ func (s *server) allowed(remote net.Addr) bool {
 // an allow/deny rule refuses it (403) or a limit_conn zone is full
 // (limit_conn_status, 503 by default), before any upstream work. Runs on
 // the client's loop.
-func (e *Engine) admit(c gnet.Conn, lp *loop, srv *server, pp *proxyInfo) {
+func (e *Engine) admit(c gnet.Conn, lp *loop, srv *server, pp *proxyInfo, local net.Addr) {
 	remote := c.RemoteAddr()
 	if pp != nil && pp.src != nil && srv.realIPFrom(remote) {
 		remote = pp.src // set_real_ip_from: the original client
 	}
-	s := e.openSessionAt(c, lp, srv, remote, pp)
+	if local == nil {
+		local = c.LocalAddr()
+	}
+	s := e.openSessionAt(c, lp, srv, remote, local, pp)
 	if !srv.allowed(remote) {
 		s.status = 403
 		e.log.Logf(LevelError, s.id, "access forbidden by rule, client: %s, server: %s", hostOf(s.remote), srv.name)

@@ -29,5 +29,8 @@ type Options struct {
 // binds one as the directive says (backlog, reuseport, socket options); a
 // ListenFunc may call it, or return a socket it already holds: one
 // inherited across a binary upgrade, or one bound elsewhere (tests bind
-// port 0). It runs on the goroutine that starts or reloads the engine.
+// port 0). network is "tcp", with addr "ip:port" ("ip:port#i" for the i-th
+// reuseport copy), or "unix", with addr the socket's bare path (as
+// net.Listen takes it); a unix socket must be a *net.UnixListener. It runs
+// on the goroutine that starts or reloads the engine.
 type ListenFunc func(network, addr string, create func(network, addr string) (net.Listener, error)) (net.Listener, error)

@@ -294,6 +294,9 @@ func buildPlan(cfg *conf.Config, env planEnv) (_ *plan, err error) {
 			}
 		}
 		s.group = g
+		if err := checkUnixUpstream(sc, g); err != nil {
+			return nil, err
+		}
 		for _, l := range sc.LimitConn {
 			z := p.zones[l.Zone]
 			if z == nil {
@@ -351,12 +354,12 @@ func newGroup(u *conf.Upstream, resolve func(ctx context.Context, host string) (
 		},
 	}
 	for _, us := range u.Servers {
-		if us.Unix {
-			return nil, conf.Errorf(us.Pos, "unix domain socket upstreams are not supported")
-		}
 		addr := net.JoinHostPort(us.Host, strconv.Itoa(us.Port))
 		if us.Service != "" {
 			addr = us.Host
+		}
+		if us.Unix {
+			addr = "unix:" + us.Host
 		}
 		gc.Servers = append(gc.Servers, pool.ServerConfig{
 			Addr:        addr,
@@ -442,9 +445,15 @@ func (s *server) target(p *pool.Peer, remote, local net.Addr) (tlsbridge.Target,
 	return t, v
 }
 
+// hostOf is an address's host as $remote_addr and $server_addr show it:
+// the IP, or "unix:" and the path for a unix domain socket ("unix:" alone
+// for an unnamed client, as NGINX).
 func hostOf(a net.Addr) string {
-	if ta, ok := a.(*net.TCPAddr); ok {
-		return ta.IP.String()
+	switch a := a.(type) {
+	case *net.TCPAddr:
+		return a.IP.String()
+	case *net.UnixAddr:
+		return unixText(a)
 	}
 	h, _, err := net.SplitHostPort(a.String())
 	if err != nil {
@@ -453,9 +462,14 @@ func hostOf(a net.Addr) string {
 	return h
 }
 
+// portOf is an address's port ($remote_port, $server_port); "" for a
+// unix domain socket.
 func portOf(a net.Addr) string {
-	if ta, ok := a.(*net.TCPAddr); ok {
-		return strconv.Itoa(ta.Port)
+	switch a := a.(type) {
+	case *net.TCPAddr:
+		return strconv.Itoa(a.Port)
+	case *net.UnixAddr:
+		return ""
 	}
 	_, p, _ := net.SplitHostPort(a.String())
 	return p
@@ -500,9 +514,8 @@ func checkSupported(sc *conf.Server) error {
 		return conf.Errorf(sc.Proxy.Pos["proxy_bind"], "proxy_bind with variables is not supported")
 	}
 	for _, l := range sc.Listen {
-		switch {
-		case l.Network != "" && l.Network != "tcp":
-			return conf.Errorf(l.Pos, "listen on %q is not supported: TCP addresses only", l.Addr)
+		if err := checkListenNetwork(l); err != nil {
+			return err
 		}
 	}
 	return nil

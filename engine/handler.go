@@ -44,7 +44,7 @@ func (h *handler) OnOpen(c gnet.Conn) ([]byte, gnet.Action) {
 			return nil, gnet.Close
 		}
 		b.srv.plan.sessionStarted()
-		e.admit(c, v.lp, b.srv, v.pp)
+		e.admit(c, v.lp, b.srv, v.pp, v.local)
 	case *upOpen:
 		v.s.onUpstreamOpen(c, v.res)
 	case *reattach:

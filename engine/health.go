@@ -69,9 +69,12 @@ func (p *plan) startHealth(ctx context.Context, log *ErrorLog) {
 // probe checks one peer for the server's health check (port 0: the peer's
 // own port). Runs on a checker goroutine; ctx carries health_check_timeout.
 func (s *server) probe(ctx context.Context, peer *pool.Peer, port int, m *conf.Match) error {
-	addr := peer.Addr
-	if port != 0 {
-		addr = netip.AddrPortFrom(addr.Addr(), uint16(port))
+	network, addr := "tcp", peer.Addr.String()
+	if peer.Path != "" {
+		// port= is refused for a unix domain socket upstream at load.
+		network, addr = "unix", peer.Path
+	} else if port != 0 {
+		addr = netip.AddrPortFrom(peer.Addr.Addr(), uint16(port)).String()
 	}
 	deadline, ok := ctx.Deadline()
 	if !ok {
@@ -84,10 +87,10 @@ func (s *server) probe(ctx context.Context, peer *pool.Peer, port int, m *conf.M
 		defer cancel()
 	}
 	d := net.Dialer{}
-	if s.sock.Bind.IsValid() {
+	if s.sock.Bind.IsValid() && network == "tcp" {
 		d.LocalAddr = &net.TCPAddr{IP: s.sock.Bind.AsSlice()}
 	}
-	c, err := d.DialContext(cctx, "tcp", addr.String())
+	c, err := d.DialContext(cctx, network, addr)
 	if err != nil {
 		return fmt.Errorf("connecting to %s: %w", addr, err)
 	}
@@ -100,7 +103,7 @@ func (s *server) probe(ctx context.Context, peer *pool.Peer, port int, m *conf.M
 	}
 	if s.proxyProtocol != 0 {
 		// The probe is its own client: the header names the probe's
-		// socket as both ends.
+		// socket as both ends (UNKNOWN over a unix domain socket).
 		la, _ := c.LocalAddr().(*net.TCPAddr)
 		h := proxyV1Header(la, la)
 		if proxyMode(s.proxyProtocol) == proxyV2 {

@@ -32,11 +32,14 @@ type binding struct {
 	opts conf.Listen
 	// setOpts: some option needs a setsockopt per accepted client.
 	setOpts bool
+	// unix: a unix domain socket, whose clients take no TCP option.
+	unix bool
 }
 
 func newBinding(srv *server, opts conf.Listen) *binding {
 	b := &binding{srv: srv, opts: opts}
 	b.setOpts = opts.KeepAlive.Mode == conf.KeepAliveOn || opts.KeepAlive.Mode == conf.KeepAliveCustom || opts.Rcvbuf > 0 || opts.Sndbuf > 0 || !srv.conf.Core.TCPNoDelay
+	b.unix = opts.Network == "unix"
 	return b
 }
 
@@ -56,7 +59,7 @@ func (b *binding) apply(c gnet.Conn) {
 	if o.Sndbuf > 0 {
 		c.SetWriteBuffer(int(o.Sndbuf))
 	}
-	if !b.srv.conf.Core.TCPNoDelay {
+	if !b.srv.conf.Core.TCPNoDelay && !b.unix {
 		c.SetNoDelay(false)
 	}
 }
@@ -71,7 +74,9 @@ type listenSock struct {
 	// key identifies the socket across reloads: network, address, and
 	// the copy's index for reuseport.
 	key string
-	ln  *net.TCPListener
+	// ln is a *net.TCPListener, or a *net.UnixListener for listen
+	// unix:/path.
+	ln net.Listener
 	// lp is the loop a reuseport copy feeds; nil: the engine's loops in
 	// turn. Set before the socket starts and by reloads.
 	lp   atomic.Pointer[loop]
@@ -92,6 +97,9 @@ type accepted struct {
 	b  *binding
 	lp *loop
 	pp *proxyInfo
+	// local is the listener's address for a unix domain client, whose
+	// gnet conn names its local end after the peer ("@.12").
+	local net.Addr
 }
 
 // listenKey names the i-th socket of a listen directive.
@@ -150,12 +158,26 @@ func (e *Engine) openListeners(p *plan, keep map[string]*listenSock, n int) (map
 // Options.Listen when set.
 func (e *Engine) bindListener(l conf.Listen, i int) (*listenSock, error) {
 	create := func(network, addr string) (net.Listener, error) {
+		if network == "unix" {
+			removed, err := removeStaleSocket(addr)
+			if err != nil {
+				return nil, conf.Errorf(l.Pos, "%v", err)
+			}
+			if removed {
+				e.log.Logf(LevelNotice, 0, "removed the stale socket %s: no process accepted on it", addr)
+			}
+			return createListener(network, addr, l)
+		}
 		if j := strings.LastIndexByte(addr, '#'); j >= 0 {
 			addr = addr[:j]
 		}
 		return createListener(network, addr, l)
 	}
 	addr := l.Addr
+	if path, ok := unixPath(addr); ok {
+		// Go's and tableflip's form: network "unix", the bare path.
+		addr = path
+	}
 	if i > 0 {
 		addr += "#" + strconv.Itoa(i)
 	}
@@ -169,12 +191,18 @@ func (e *Engine) bindListener(l conf.Listen, i int) (*listenSock, error) {
 	if err != nil {
 		return nil, err
 	}
-	tl, ok := nl.(*net.TCPListener)
-	if !ok {
+	switch nl.(type) {
+	case *net.TCPListener:
+	case *net.UnixListener:
+		if l.Network != "unix" {
+			nl.Close()
+			return nil, conf.Errorf(l.Pos, "listen %s: a unix domain socket (%T) for a TCP address", l.Addr, nl)
+		}
+	default:
 		nl.Close()
 		return nil, conf.Errorf(l.Pos, "listen %s: not a TCP socket (%T)", l.Addr, nl)
 	}
-	return &listenSock{e: e, key: listenKey(l, i), ln: tl, done: make(chan struct{}), addr: tl.Addr()}, nil
+	return &listenSock{e: e, key: listenKey(l, i), ln: nl, done: make(chan struct{}), addr: nl.Addr()}, nil
 }
 
 // createListener binds and listens as the listen directive says: one
@@ -198,17 +226,28 @@ func createListener(network, addr string, l conf.Listen) (net.Listener, error) {
 			return serr
 		},
 	}
+	shown := addr
+	if network == "unix" {
+		shown = "unix:" + addr
+	}
 	nl, err := lc.Listen(context.Background(), network, addr)
 	if err != nil {
 		var errno syscall.Errno
 		if errors.As(err, &errno) {
-			return nil, conf.Errorf(l.Pos, "bind() to %s failed (%d: %s)", addr, int(errno), strerror(errno))
+			return nil, conf.Errorf(l.Pos, "bind() to %s failed (%d: %s)", shown, int(errno), strerror(errno))
 		}
-		return nil, conf.Errorf(l.Pos, "listen %s: %v", addr, err)
+		return nil, conf.Errorf(l.Pos, "listen %s: %v", shown, err)
+	}
+	if network == "unix" {
+		// As NGINX: anyone may connect; the directory decides.
+		if err := os.Chmod(addr, 0o666); err != nil {
+			nl.Close()
+			return nil, conf.Errorf(l.Pos, "chmod() \"%s\" failed: %v", addr, err)
+		}
 	}
 	if err := relisten(nl, l.Backlog); err != nil {
 		nl.Close()
-		return nil, conf.Errorf(l.Pos, "listen() to %s, backlog %d failed: %v", addr, l.Backlog, err)
+		return nil, conf.Errorf(l.Pos, "listen() to %s, backlog %d failed: %v", shown, l.Backlog, err)
 	}
 	return nl, nil
 }
@@ -290,7 +329,11 @@ func (ls *listenSock) update(l conf.Listen) error {
 	if err := relisten(ls.ln, l.Backlog); err != nil {
 		return conf.Errorf(l.Pos, "listen() to %s, backlog %d failed: %v", l.Addr, l.Backlog, err)
 	}
-	rc, err := ls.ln.SyscallConn()
+	sc, ok := ls.ln.(syscall.Conn)
+	if !ok {
+		return conf.Errorf(l.Pos, "listen %s: %T has no descriptor", l.Addr, ls.ln)
+	}
+	rc, err := sc.SyscallConn()
 	if err != nil {
 		return conf.Errorf(l.Pos, "listen %s: %v", l.Addr, err)
 	}
@@ -341,7 +384,7 @@ func (ls *listenSock) serve() {
 			case <-time.After(10 * time.Millisecond):
 			}
 		}
-		c, err := ls.ln.AcceptTCP()
+		c, err := ls.ln.Accept()
 		if err != nil {
 			if errors.Is(err, net.ErrClosed) {
 				return
@@ -422,7 +465,7 @@ func outOfDescriptors(err error) bool {
 
 // hand enrolls an accepted client into a loop. Runs on an accept
 // goroutine.
-func (e *Engine) hand(c *net.TCPConn, ls *listenSock) {
+func (e *Engine) hand(c net.Conn, ls *listenSock) {
 	if b := ls.bind.Load(); b.opts.ProxyProtocol {
 		go e.handProxied(c, ls, b)
 		return
@@ -437,12 +480,16 @@ func (e *Engine) hand(c *net.TCPConn, ls *listenSock) {
 // loops in turn. It returns gnet's result channel, nil when the engine is
 // stopping (the client is closed then). Runs on an accept or header
 // goroutine.
-func (e *Engine) enroll(c *net.TCPConn, ls *listenSock, b *binding, pp *proxyInfo) <-chan gnet.RegisteredResult {
+func (e *Engine) enroll(c net.Conn, ls *listenSock, b *binding, pp *proxyInfo) <-chan gnet.RegisteredResult {
 	lp := ls.lp.Load()
 	if lp == nil {
 		lp = e.loops[int(e.nextLoop.Add(1)-1)%len(e.loops)]
 	}
-	ch, err := lp.el.Enroll(gnet.NewContext(context.Background(), &accepted{b: b, lp: lp, pp: pp}), c)
+	a := &accepted{b: b, lp: lp, pp: pp}
+	if _, ok := c.(*net.UnixConn); ok {
+		a.local = ls.addr
+	}
+	ch, err := lp.el.Enroll(gnet.NewContext(context.Background(), a), c)
 	if err != nil {
 		c.Close()
 		return nil

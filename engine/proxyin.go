@@ -35,7 +35,7 @@ const maxV1 = 107
 
 // readProxyHeader reads one PROXY header (v1 or v2) off c within timeout
 // and parses it. Runs on the client's own header goroutine.
-func readProxyHeader(c *net.TCPConn, timeout time.Duration) (*proxyInfo, error) {
+func readProxyHeader(c net.Conn, timeout time.Duration) (*proxyInfo, error) {
 	if timeout > 0 {
 		c.SetReadDeadline(time.Now().Add(timeout))
 		defer c.SetReadDeadline(time.Time{})
@@ -94,7 +94,7 @@ func readProxyHeader(c *net.TCPConn, timeout time.Duration) (*proxyInfo, error) 
 // handProxied reads the PROXY header of an accepted client, then hands
 // it to a loop with what the header said. Runs on a goroutine of its own
 // per client (a slow header holds nothing but it).
-func (e *Engine) handProxied(c *net.TCPConn, ls *listenSock, b *binding) {
+func (e *Engine) handProxied(c net.Conn, ls *listenSock, b *binding) {
 	pi, err := readProxyHeader(c, b.srv.conf.Core.ProxyProtocolTimeout)
 	if err != nil {
 		what := "broken header"

@@ -92,7 +92,7 @@ func (e *Engine) Reload(cfg *conf.Config) error {
 	}
 	for key, ls := range prev {
 		if socks[key] == nil {
-			ls.close()
+			ls.drop()
 		}
 	}
 	e.sockMu.Unlock()

@@ -216,13 +216,14 @@ func (e *Engine) submit(s *session) {
 // openSession builds a connecting session for c with its dial job ready to
 // submit, and counts it. Runs on c's loop.
 func (e *Engine) openSession(c gnet.Conn, lp *loop, srv *server) *session {
-	return e.openSessionAt(c, lp, srv, c.RemoteAddr(), nil)
+	return e.openSessionAt(c, lp, srv, c.RemoteAddr(), c.LocalAddr(), nil)
 }
 
 // openSessionAt is openSession for a client whose address is remote (the
 // TCP peer, or the original client of a trusted PROXY header) and whose
-// PROXY header said pp (nil: none). Runs on c's loop.
-func (e *Engine) openSessionAt(c gnet.Conn, lp *loop, srv *server, remote net.Addr, pp *proxyInfo) *session {
+// PROXY header said pp (nil: none), accepted on local (the listener's
+// address). Runs on c's loop.
+func (e *Engine) openSessionAt(c gnet.Conn, lp *loop, srv *server, remote, local net.Addr, pp *proxyInfo) *session {
 	s := &session{e: e, lp: lp, srv: srv, id: e.connID.Add(1), start: time.Now(), status: 200, pp: pp}
 	s.cli.c, s.cli.state, s.cli.fd = c, sideAttached, -1
 	s.up.fd = -1
@@ -234,7 +235,7 @@ func (e *Engine) openSessionAt(c gnet.Conn, lp *loop, srv *server, remote net.Ad
 		rate: srv.uploadRate, moved: &s.fromClient, sent: &s.toUp}
 	s.upToCli = direction{src: &s.up, dst: &s.cli, from: &s.up, to: &s.cli,
 		rate: srv.downloadRate, moved: &s.fromUp, sent: &s.toClient, first: &s.firstByte, upstream: true}
-	s.remote, s.local = remote, c.LocalAddr()
+	s.remote, s.local = remote, local
 	s.idle.fire = s.onIdle
 	s.rate.fire = s.onRate
 	s.linger.fire = s.onLinger
@@ -353,7 +354,11 @@ func (s *session) onUpstreamOpen(c gnet.Conn, r pool.DialResult) {
 		s.lp.arm(&s.idle, s.lp.ticks(s.srv.idleTimeout))
 	}
 	if s.e.log.Enabled(LevelInfo) {
-		s.e.log.Logf(LevelInfo, s.id, "proxy %s connected to %s", s.up.c.LocalAddr(), s.peer)
+		var local any = s.up.c.LocalAddr()
+		if s.peer.Path != "" {
+			local = "unix:" // gnet names a dialed unix conn's end oddly
+		}
+		s.e.log.Logf(LevelInfo, s.id, "proxy %s connected to %s", local, s.peer)
 	}
 	// The client may have left while the upstream was dialed; a close
 	// latched during this step is handled when it ends.

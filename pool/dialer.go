@@ -125,8 +125,9 @@ type DialJob struct {
 // DialResult is the outcome of a DialJob.
 type DialResult struct {
 	Peer *Peer
-	// Raw is the connected socket: the caller hands it to its event loop.
-	Raw *net.TCPConn
+	// Raw is the connected socket (*net.TCPConn, or *net.UnixConn for a
+	// unix domain socket peer): the caller hands it to its event loop.
+	Raw net.Conn
 	// TLS drives the session's TLS connection, or is nil for plaintext.
 	TLS *tlsbridge.Conn
 	// State is the handshake's outcome (zero without TLS).
@@ -370,7 +371,8 @@ func (d *Dialer) attemptOnce(parent context.Context, j *DialJob, p *Peer, tlsFor
 		timeout = 60 * time.Second
 	}
 	ctx, cancel := context.WithTimeout(parent, timeout)
-	c, err := dialerFor(&j.Socket).DialContext(ctx, "tcp", p.Addr.String())
+	network, addr := p.network()
+	c, err := dialerFor(&j.Socket, network).DialContext(ctx, network, addr)
 	cancel()
 	if err != nil {
 		if errno, ok := noSocket(err); ok {
@@ -388,11 +390,11 @@ func (d *Dialer) attemptOnce(parent context.Context, j *DialJob, p *Peer, tlsFor
 		a.Err = err
 		return DialResult{}, a, false
 	}
-	raw := c.(*net.TCPConn)
+	raw := c
 	a.Connect = time.Since(t0)
 	p.ObserveConnect(a.Connect)
-	if !j.Socket.NoDelay {
-		raw.SetNoDelay(false)
+	if tc, ok := raw.(*net.TCPConn); ok && !j.Socket.NoDelay {
+		tc.SetNoDelay(false)
 	}
 	if j.ProxyHeader != nil {
 		if _, err := raw.Write(j.ProxyHeader(raw.LocalAddr())); err != nil {
@@ -443,9 +445,14 @@ func (d *Dialer) attemptOnce(parent context.Context, j *DialJob, p *Peer, tlsFor
 	return DialResult{Peer: p, Raw: raw, TLS: tc, State: state}, a, false
 }
 
-// dialerFor returns a net.Dialer applying o.
-func dialerFor(o *SocketOptions) *net.Dialer {
+// dialerFor returns a net.Dialer applying o to a socket of network
+// ("tcp" or "unix"): a unix domain socket takes only the buffer sizes, the
+// rest are TCP/IP's.
+func dialerFor(o *SocketOptions, network string) *net.Dialer {
 	d := &net.Dialer{KeepAlive: -1}
+	if network == "unix" {
+		o = &SocketOptions{Rcvbuf: o.Rcvbuf, Sndbuf: o.Sndbuf}
+	}
 	if o.KeepAlive {
 		// SO_KEEPALIVE with the system's timers, as NGINX.
 		d.KeepAliveConfig = net.KeepAliveConfig{Enable: true, Idle: -1, Interval: -1, Count: -1}

@@ -47,7 +47,7 @@ var ErrNoTriesLeft = errors.New("pool: no upstream tries left")
 // max_fails=1 fail_timeout=10s); [NewServerConfig] does the same.
 type ServerConfig struct {
 	// Addr is "host:port" as written; host is a name or an IP literal
-	// (IPv6 in brackets).
+	// (IPv6 in brackets). "unix:/path" is a unix domain socket.
 	Addr string
 	// Weight is the relative weight. Zero means 1.
 	Weight int
@@ -121,8 +121,11 @@ type GroupConfig struct {
 // any goroutine. Its metrics (handshakes, connect and handshake times, state)
 // are in stats.go.
 type Peer struct {
-	// Addr is the address connected to.
+	// Addr is the address connected to; invalid for a unix domain
+	// socket server, whose Path is set instead.
 	Addr netip.AddrPort
+	// Path is the socket of a "unix:/path" server; "" for TCP.
+	Path string
 	// Host is the host part of the server's address as written, e.g.
 	// "backend1.example.com" or "127.0.0.1": the name the TLS layer
 	// verifies the certificate against. For `service=` it is the SRV
@@ -317,6 +320,11 @@ func NewGroup(gc GroupConfig, resolve func(ctx context.Context, host string) ([]
 			sc.Weight = DefaultWeight
 		}
 		slot := serverSlot{cfg: sc}
+		if path, ok := strings.CutPrefix(sc.Addr, "unix:"); ok {
+			g.servers = append(g.servers, slot)
+			byServer = append(byServer, []*Peer{slot.unixPeer(path)})
+			continue
+		}
 		if sc.Service != "" {
 			if !sc.Resolve {
 				return nil, fmt.Errorf("building upstream %q: service upstream %q requires \"resolve\" parameter", gc.Name, sc.Addr)

@@ -71,7 +71,8 @@ type PolicyConfig struct {
 
 // Target is one upstream endpoint as the dialer sees it.
 type Target struct {
-	// Addr is the "ip:port" dialed.
+	// Addr is the "ip:port" dialed, or "unix:/path" for a unix domain
+	// socket.
 	Addr string
 	// Host is the host as written in the upstream server line or in
 	// proxy_pass, e.g. "backend1.example.com" or "127.0.0.1". "" means the
@@ -461,6 +462,11 @@ func (p *Policy) names(t Target, evaluated string) (verifyName, sni string) {
 	if raw == "" {
 		raw = t.Host
 		if raw == "" {
+			if strings.HasPrefix(t.Addr, "unix:") {
+				// A unix domain socket has no host name: no SNI, and
+				// verification needs proxy_ssl_name.
+				return "", ""
+			}
 			raw = t.Addr
 		}
 	}

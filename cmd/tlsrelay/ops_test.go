@@ -49,7 +49,7 @@ func TestSystemdUnit(t *testing.T) {
 func TestListenKeys(t *testing.T) {
 	cfg := &conf.Config{Stream: &conf.Stream{Servers: []*conf.Server{
 		{Listen: []conf.Listen{{Network: "tcp", Addr: "127.0.0.1:80"}, {Network: "tcp", Addr: "0.0.0.0:443", ReusePort: true}}},
-		{Listen: []conf.Listen{{Network: "tcp", Addr: "[::1]:8443"}}},
+		{Listen: []conf.Listen{{Network: "tcp", Addr: "[::1]:8443"}, {Network: "unix", Addr: "unix:/run/t.sock"}}},
 	}}}
 	cfg.Main.MetricsListen = "127.0.0.1:9100"
 	live := listenKeys(cfg)
@@ -64,6 +64,9 @@ func TestListenKeys(t *testing.T) {
 		{"tcp [::1]:8443", true},
 		{"tcp 127.0.0.1:81", false},
 		{"unix 127.0.0.1:80", false},
+		{"unix /run/t.sock", true}, // the engine names a unix socket by its bare path
+		{"unix unix:/run/t.sock", false},
+		{"unix /run/u.sock", false},
 		{"tcp 127.0.0.1:9100", true}, // metrics_listen: pruning it killed /metrics at the first reload
 	}
 	for _, tt := range tests {

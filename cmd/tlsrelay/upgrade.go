@@ -36,7 +36,8 @@ type handover struct {
 
 	mu sync.Mutex
 	// socks maps "network addr" (addr as the engine names a reuseport
-	// copy: "127.0.0.1:80#1") to our descriptor of that socket.
+	// copy: "127.0.0.1:80#1"; a unix domain socket's bare path: "unix
+	// /run/x.sock") to our descriptor of that socket.
 	socks map[string]int
 }
 
@@ -105,6 +106,8 @@ func (h *handover) prune(cfg *conf.Config) {
 	defer h.mu.Unlock()
 	for key, fd := range h.socks {
 		if !live(key) {
+			// A unix domain socket's file is deleted by the engine
+			// when it drops the socket.
 			unix.Shutdown(fd, unix.SHUT_RD)
 			unix.Close(fd)
 			delete(h.socks, key)
@@ -142,7 +145,9 @@ func listenKeys(cfg *conf.Config) func(key string) bool {
 	if cfg.Stream != nil {
 		for _, s := range cfg.Stream.Servers {
 			for _, l := range s.Listen {
-				k := l.Network + " " + l.Addr
+				// The engine names a unix domain socket by its bare
+				// path, as Go and tableflip do.
+				k := l.Network + " " + strings.TrimPrefix(l.Addr, "unix:")
 				m[k] = entry{reuse: m[k].reuse || l.ReusePort}
 			}
 		}

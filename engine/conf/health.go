@@ -247,6 +247,11 @@ func (p *parser) checkHealth() error {
 		if u.Zone == "" {
 			return Errorf(hc.Pos, "\"health_check\" requires a \"zone\" in upstream %q", u.Name)
 		}
+		for _, us := range u.Servers {
+			if hc.Port != 0 && us.Unix {
+				return Errorf(hc.Pos, "\"health_check port=\" cannot be used with the unix domain socket server %q in upstream %q", us.Addr, u.Name)
+			}
+		}
 	}
 	return nil
 }

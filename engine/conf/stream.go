@@ -201,6 +201,10 @@ func (p *parser) listen(d *directive, _ ctx) error {
 	return nil
 }
 
+// MaxUnixPath is the size of sun_path in struct sockaddr_un on Linux: a
+// unix domain socket's path must be shorter, for its terminating NUL.
+const MaxUnixPath = 108
+
 // listenAddr normalises a listen address: a bare port becomes
 // 0.0.0.0:port, "*" becomes 0.0.0.0. Unlike NGINX, an address without a
 // port is an error. It returns NGINX's error text.
@@ -208,6 +212,9 @@ func listenAddr(s string) (string, string) {
 	if strings.HasPrefix(s, "unix:") {
 		if len(s) == len("unix:") {
 			return "", "no path in the unix domain socket"
+		}
+		if len(s)-len("unix:") >= MaxUnixPath {
+			return "", "too long path in the unix domain socket"
 		}
 		return s, ""
 	}
@@ -325,6 +332,9 @@ func (p *parser) proxyPass(d *directive, _ ctx) error {
 		if len(v) == len("unix:") {
 			return Errorf(d.pos, "no path in the unix domain socket in upstream %q", v)
 		}
+		if len(v)-len("unix:") >= MaxUnixPath {
+			return Errorf(d.pos, "too long path in the unix domain socket in upstream %q", v)
+		}
 		return nil
 	}
 	host, _, errText := splitHostPort(v)
@@ -423,6 +433,9 @@ func (p *parser) upstreamServer(d *directive, _ ctx) error {
 	if strings.HasPrefix(s.Addr, "unix:") {
 		if len(s.Addr) == len("unix:") {
 			return Errorf(d.pos, "no path in the unix domain socket in upstream %q", s.Addr)
+		}
+		if len(s.Addr)-len("unix:") >= MaxUnixPath {
+			return Errorf(d.pos, "too long path in the unix domain socket in upstream %q", s.Addr)
 		}
 		s.Unix, s.Host = true, s.Addr[len("unix:"):]
 	} else {

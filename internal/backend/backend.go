@@ -16,6 +16,7 @@ import (
 	"io"
 	"maps"
 	"net"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -41,7 +42,8 @@ const (
 // Config describes one server. The zero value (plus TLS) is an echo server
 // on a free 127.0.0.1 port.
 type Config struct {
-	// Addr to listen on; "" means "127.0.0.1:0".
+	// Addr to listen on; "" means "127.0.0.1:0"; "unix:/path" is a unix
+	// domain socket.
 	Addr string
 	// TLS is the server configuration; nil serves plaintext.
 	TLS  *tls.Config
@@ -91,7 +93,11 @@ func Start(cfg Config) (*Server, error) {
 	if addr == "" {
 		addr = "127.0.0.1:0"
 	}
-	ln, err := net.Listen("tcp", addr)
+	network := "tcp"
+	if path, ok := strings.CutPrefix(addr, "unix:"); ok {
+		network, addr = "unix", path
+	}
+	ln, err := net.Listen(network, addr)
 	if err != nil {
 		return nil, fmt.Errorf("listening on %s: %w", addr, err)
 	}
@@ -105,8 +111,14 @@ func Start(cfg Config) (*Server, error) {
 	return s, nil
 }
 
-// Addr returns the listening address, "127.0.0.1:port".
-func (s *Server) Addr() string { return s.ln.Addr().String() }
+// Addr returns the listening address, "127.0.0.1:port" (or "unix:/path"
+// for a server started on a unix domain socket).
+func (s *Server) Addr() string {
+	if _, ok := s.ln.(*net.UnixListener); ok {
+		return "unix:" + s.ln.Addr().String()
+	}
+	return s.ln.Addr().String()
+}
 
 // Stats returns a snapshot of the counters.
 func (s *Server) Stats() Stats {

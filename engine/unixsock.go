@@ -1,0 +1,122 @@
+package engine
+
+// Unix domain sockets: `listen unix:/path` for clients, `server
+// unix:/path` and `proxy_pass unix:/path` for upstreams. The socket file
+// of a listener is created at bind (a stale one, which no process accepts
+// on, is removed first), chmod'ed 0666 as NGINX does, kept across
+// reloads that keep the listen line, deleted when a reload drops the line
+// and when the engine stops (net.UnixListener unlinks on Close) — but not
+// by a process that handed the socket to a new binary (tableflip turns
+// unlink-on-close off, and removes the file itself on a stop without an
+// upgrade).
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"strings"
+	"syscall"
+
+	"github.com/tlsrelay/tlsrelay/engine/conf"
+	"github.com/tlsrelay/tlsrelay/pool"
+)
+
+// unixText is a unix domain address as NGINX prints one: "unix:" and the
+// path; "unix:" alone for an unnamed socket (a client that did not bind,
+// which Go names "@").
+func unixText(a *net.UnixAddr) string {
+	if a == nil || a.Name == "" || a.Name == "@" {
+		return "unix:"
+	}
+	return "unix:" + a.Name
+}
+
+// checkListenNetwork refuses the listen parameters that are TCP's on a
+// unix domain socket, where they would do nothing or fail per client.
+func checkListenNetwork(l conf.Listen) error {
+	switch l.Network {
+	case "", "tcp":
+		return nil
+	case "unix":
+	default:
+		return conf.Errorf(l.Pos, "listen on %q is not supported", l.Addr)
+	}
+	var bad string
+	switch {
+	case l.ReusePort:
+		bad = "reuseport"
+	case l.Deferred:
+		bad = "deferred"
+	case l.FastOpen != 0:
+		bad = "fastopen"
+	case l.KeepAlive.Mode == conf.KeepAliveOn || l.KeepAlive.Mode == conf.KeepAliveCustom:
+		bad = "so_keepalive"
+	}
+	if bad != "" {
+		return conf.Errorf(l.Pos, "\"listen %s ... %s\": %s is for TCP sockets, not unix domain sockets", l.Addr, bad, bad)
+	}
+	return nil
+}
+
+// checkUnixUpstream refuses what cannot work with a unix domain socket
+// upstream of the server sc: verifying its certificate with no
+// proxy_ssl_name (a path is no host name; NGINX would fail every
+// handshake). Runs while a plan is built.
+func checkUnixUpstream(sc *conf.Server, g *pool.Group) error {
+	ssl := &sc.Proxy.SSL
+	if !g.HasUnix() || !ssl.Enabled || !ssl.Verify || ssl.Name != "" {
+		return nil
+	}
+	pos, ok := ssl.Pos["proxy_ssl_verify"]
+	if !ok {
+		pos = sc.Pos
+	}
+	return conf.Errorf(pos, "\"proxy_ssl_verify on\" needs \"proxy_ssl_name\" for the unix domain socket upstream %q: a path is no host name to verify the certificate against", g.Name())
+}
+
+// removeStaleSocket removes the socket file at path when no process
+// accepts on it (connect() is refused): what a process that was killed
+// left behind. Anything else at the path (a live socket, a regular file)
+// is left for bind() to fail on. It reports whether it removed a file.
+func removeStaleSocket(path string) (bool, error) {
+	fi, err := os.Lstat(path)
+	if err != nil || fi.Mode()&os.ModeSocket == 0 {
+		return false, nil
+	}
+	c, err := net.Dial("unix", path)
+	if err == nil {
+		c.Close()
+		return false, nil
+	}
+	if !errors.Is(err, syscall.ECONNREFUSED) {
+		return false, nil
+	}
+	if err := os.Remove(path); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return false, fmt.Errorf("removing the stale socket %s: %w", path, err)
+	}
+	return true, nil
+}
+
+// unixPath returns the path of a "unix:/path" listen address.
+func unixPath(addr string) (string, bool) { return strings.CutPrefix(addr, "unix:") }
+
+// drop closes a socket that a reload removed from the configuration and,
+// for a unix domain socket, deletes its file with NGINX's warning
+// ("deleting socket PATH"). Runs on the reloading goroutine.
+func (ls *listenSock) drop() {
+	ul, ok := ls.ln.(*net.UnixListener)
+	if !ok {
+		ls.close()
+		return
+	}
+	path := ul.Addr().String()
+	ul.SetUnlinkOnClose(false)
+	ls.close()
+	ls.e.log.Logf(LevelWarn, 0, "deleting socket %s", path)
+	if err := os.Remove(path); err != nil && !errors.Is(err, os.ErrNotExist) {
+		var errno syscall.Errno
+		errors.As(err, &errno)
+		ls.e.log.Logf(LevelEmerg, 0, "unlink() %s failed (%d: %s)", path, int(errno), strerror(errno))
+	}
+}
