@@ -541,3 +541,36 @@ func TestUnixHealthCheck(t *testing.T) {
 		return strings.Contains(tb.logText(), "peer "+dead+` of upstream "backend" is unhealthy`)
 	})
 }
+
+// TestUnixListenParams: the listen parameters that are TCP's are refused
+// on a unix domain socket with the directive's position; the others
+// load.
+func TestUnixListenParams(t *testing.T) {
+	tests := []struct{ params, want string }{
+		{"", ""},
+		{"backlog=16 rcvbuf=64k sndbuf=64k proxy_protocol bind", ""},
+		{"so_keepalive=off", ""},
+		{"reuseport", `"listen unix:/run/t.sock ... reuseport": reuseport is for TCP sockets, not unix domain sockets`},
+		{"deferred", `"listen unix:/run/t.sock ... deferred": deferred is for TCP sockets, not unix domain sockets`},
+		{"fastopen=16", `"listen unix:/run/t.sock ... fastopen": fastopen is for TCP sockets, not unix domain sockets`},
+		{"so_keepalive=on", `"listen unix:/run/t.sock ... so_keepalive": so_keepalive is for TCP sockets, not unix domain sockets`},
+		{"so_keepalive=30m::10", `"listen unix:/run/t.sock ... so_keepalive": so_keepalive is for TCP sockets, not unix domain sockets`},
+	}
+	for _, tt := range tests {
+		t.Run(tt.params, func(t *testing.T) {
+			path := filepath.Join(t.TempDir(), "t.conf")
+			text := "stream { server {\nlisten unix:/run/t.sock " + tt.params + "; proxy_pass 127.0.0.1:1; } }\n"
+			cfg, _, err := conf.Parse(path, []byte(text), conf.LoadOptions{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			_, err = build(cfg, false, nil)
+			switch {
+			case tt.want == "" && err != nil:
+				t.Fatalf("refused: %v", err)
+			case tt.want != "" && (err == nil || !strings.HasSuffix(err.Error(), tt.want+" in "+path+":2")):
+				t.Fatalf("got %v\nwant %s in %s:2", err, tt.want, path)
+			}
+		})
+	}
+}
