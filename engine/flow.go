@@ -294,6 +294,11 @@ func (s *session) lingerUseful() bool {
 	if s.tc != nil && s.tlsVersion == tls.VersionTLS13 && s.fromUp == 0 && s.srv.conf.Proxy.SSL.SessionReuse {
 		return true
 	}
+	if s.peer != nil && s.peer.Path != "" {
+		// A unix domain socket's close resets nothing: what was sent
+		// stays in the peer's queue (SIOCOUTQ counts it) until read.
+		return false
+	}
 	outq, err := unix.IoctlGetInt(s.up.c.Fd(), unix.SIOCOUTQ)
 	return err != nil || outq > closeNotifyMax
 }

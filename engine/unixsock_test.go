@@ -574,3 +574,58 @@ func TestUnixListenParams(t *testing.T) {
 		})
 	}
 }
+
+// TestUnixUpstreamNoLinger: a session to a unix domain socket upstream
+// ends as soon as what the client sent is in the socket, even when the
+// upstream has not read it: closing a unix socket loses nothing (what was
+// sent stays queued for the peer), so there is no lingering as for TCP.
+// The upstream then reads every byte.
+func TestUnixUpstreamNoLinger(t *testing.T) {
+	sd := shortDir(t)
+	dir := t.TempDir()
+	up := filepath.Join(sd, "up.sock")
+	ln, err := net.Listen("unix", up)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	read := make(chan struct{})
+	n := make(chan int64, 1)
+	go func() {
+		c, err := ln.Accept()
+		if err != nil {
+			n <- -1
+			return
+		}
+		defer c.Close()
+		<-read
+		c.SetReadDeadline(time.Now().Add(10 * time.Second))
+		k, _ := io.Copy(io.Discard, c)
+		n <- k
+	}()
+	logPath := filepath.Join(dir, "access.log")
+	tb := startEngine(t, dir, "stream {\nlog_format u '$status $bytes_received $upstream_bytes_sent';\n"+
+		"server { listen 127.0.0.1:0; proxy_pass unix:"+up+"; access_log "+logPath+" u; }\n}\n")
+	const size = 32 << 10
+	c, err := net.Dial("tcp", tb.addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.Write(make([]byte, size)); err != nil {
+		t.Fatal(err)
+	}
+	c.Close()
+	// Well before lingerTimeout, which a lingering session would wait
+	// out (the upstream neither reads nor closes until told to).
+	waitFor(t, "the session's access-log line", lingerTimeout/2, func() bool {
+		b, _ := os.ReadFile(logPath)
+		return strings.Contains(string(b), "\n")
+	})
+	close(read)
+	if got := <-n; got != size {
+		t.Fatalf("the upstream read %d bytes, want %d", got, size)
+	}
+	if l := readLines(t, logPath, 1)[0]; l != fmt.Sprintf("200 %d %d", size, size) {
+		t.Errorf("access log %q", l)
+	}
+}
