@@ -72,7 +72,14 @@ func checkUnixUpstream(sc *conf.Server, g *pool.Group) error {
 	if !ok {
 		pos = sc.Pos
 	}
-	return conf.Errorf(pos, "\"proxy_ssl_verify on\" needs \"proxy_ssl_name\" for the unix domain socket upstream %q: a path is no host name to verify the certificate against", g.Name())
+	what := fmt.Sprintf("upstream %q", g.Name())
+	for _, p := range g.Peers() {
+		if p.Path != "" && p.Name != g.Name() {
+			what = fmt.Sprintf("server %q in upstream %q", p.Name, g.Name())
+			break
+		}
+	}
+	return conf.Errorf(pos, "\"proxy_ssl_verify on\" needs \"proxy_ssl_name\" for the unix domain socket %s: a path is no host name to verify the certificate against", what)
 }
 
 // removeStaleSocket removes the socket file at path when no process
