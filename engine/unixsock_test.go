@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
@@ -627,5 +628,73 @@ func TestUnixUpstreamNoLinger(t *testing.T) {
 	}
 	if l := readLines(t, logPath, 1)[0]; l != fmt.Sprintf("200 %d %d", size, size) {
 		t.Errorf("access log %q", l)
+	}
+}
+
+// TestUnixHalfClose: proxy_half_close on between a unix client and a TLS
+// upstream on a unix socket: the client writes, ends its write side, and
+// reads back the echo and what the upstream wrote after it saw the end.
+func TestUnixHalfClose(t *testing.T) {
+	set, _, dir := newPKI(t, pki.ECDSAP256, 1)
+	sd := shortDir(t)
+	upPath, sock := filepath.Join(sd, "up.sock"), filepath.Join(sd, "in.sock")
+	ln, err := net.Listen("unix", upPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	after := trailer(100 << 10)
+	errs := make(chan error, 1)
+	go func() {
+		raw, err := ln.Accept()
+		if err != nil {
+			errs <- err
+			return
+		}
+		defer raw.Close()
+		c := tls.Server(raw, set.ServerConfig())
+		if _, err := io.Copy(c, c); err != nil {
+			errs <- fmt.Errorf("echo: %w", err)
+			return
+		}
+		if _, err := c.Write(after); err != nil {
+			errs <- fmt.Errorf("writing after EOF: %w", err)
+			return
+		}
+		if err := c.CloseWrite(); err != nil {
+			errs <- err
+			return
+		}
+		errs <- raw.(*net.UnixConn).CloseWrite()
+	}()
+	srv := strings.Replace(fmt.Sprintf(guideServer, "proxy_half_close on; proxy_ssl_name localhost;"), "listen     127.0.0.1:0;", "listen unix:"+sock+";", 1)
+	startEngine(t, dir, "stream {\nupstream backend { server unix:"+upPath+"; }\n"+srv+"}\n")
+	c, err := net.Dial("unix", sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(30 * time.Second))
+	payload := trailer(256 << 10)
+	werr := make(chan error, 1)
+	go func() {
+		if _, err := c.Write(payload); err != nil {
+			werr <- err
+			return
+		}
+		werr <- c.(*net.UnixConn).CloseWrite()
+	}()
+	got, err := io.ReadAll(c)
+	if err != nil {
+		t.Fatalf("reading: %v (read %d bytes)", err, len(got))
+	}
+	if err := <-werr; err != nil {
+		t.Fatalf("writing: %v", err)
+	}
+	if err := <-errs; err != nil {
+		t.Fatalf("upstream: %v", err)
+	}
+	if want := append(append([]byte(nil), payload...), after...); !bytes.Equal(got, want) {
+		t.Fatalf("got %d bytes, want %d (echo then %d after EOF)", len(got), len(want), len(after))
 	}
 }
