@@ -238,8 +238,9 @@ func createListener(network, addr string, l conf.Listen) (net.Listener, error) {
 		}
 		return nil, conf.Errorf(l.Pos, "listen %s: %v", shown, err)
 	}
-	if network == "unix" {
-		// As NGINX: anyone may connect; the directory decides.
+	if network == "unix" && !strings.HasPrefix(addr, "@") {
+		// As NGINX: anyone may connect; the directory decides. (An
+		// "@name" socket is in Linux's abstract namespace: no file.)
 		if err := os.Chmod(addr, 0o666); err != nil {
 			nl.Close()
 			return nil, conf.Errorf(l.Pos, "chmod() \"%s\" failed: %v", addr, err)

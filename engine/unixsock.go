@@ -87,6 +87,9 @@ func checkUnixUpstream(sc *conf.Server, g *pool.Group) error {
 // left behind. Anything else at the path (a live socket, a regular file)
 // is left for bind() to fail on. It reports whether it removed a file.
 func removeStaleSocket(path string) (bool, error) {
+	if strings.HasPrefix(path, "@") {
+		return false, nil // abstract namespace: no file
+	}
 	fi, err := os.Lstat(path)
 	if err != nil || fi.Mode()&os.ModeSocket == 0 {
 		return false, nil
@@ -120,6 +123,9 @@ func (ls *listenSock) drop() {
 	path := ul.Addr().String()
 	ul.SetUnlinkOnClose(false)
 	ls.close()
+	if strings.HasPrefix(path, "@") {
+		return // abstract namespace: no file
+	}
 	ls.e.log.Logf(LevelWarn, 0, "deleting socket %s", path)
 	if err := os.Remove(path); err != nil && !errors.Is(err, os.ErrNotExist) {
 		var errno syscall.Errno

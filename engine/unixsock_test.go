@@ -698,3 +698,31 @@ func TestUnixHalfClose(t *testing.T) {
 		t.Fatalf("got %d bytes, want %d (echo then %d after EOF)", len(got), len(want), len(after))
 	}
 }
+
+// TestUnixAbstract: "unix:@name" is a socket in Linux's abstract
+// namespace, for listen and upstreams: no file is made, chmod'ed or
+// deleted.
+func TestUnixAbstract(t *testing.T) {
+	set, _, dir := newPKI(t, pki.ECDSAP256, 1)
+	name := fmt.Sprintf("@tlsrelay-test-%d-%d", os.Getpid(), time.Now().UnixNano())
+	up := unixUpstream(t, set, name+"-up", backend.Echo)
+	logPath := filepath.Join(dir, "access.log")
+	srv := strings.Replace(fmt.Sprintf(guideServer, "proxy_ssl_name localhost; access_log "+logPath+" u;"), "listen     127.0.0.1:0;", "listen unix:"+name+";", 1)
+	tb := startEngine(t, dir, "stream {\nlog_format u '$remote_addr $server_addr $upstream_addr';\n"+upstreamBlock("backend", []*backend.Server{up})+srv+"}\n")
+	if got, err := echoUnix(name, []byte("abstract"), 10*time.Second); err != nil || string(got) != "abstract" {
+		t.Fatalf("echo: %q, %v", got, err)
+	}
+	if l, want := readLines(t, logPath, 1)[0], "unix: unix:"+name+" unix:"+name+"-up"; l != want {
+		t.Errorf("access log %q, want %q", l, want)
+	}
+	if _, err := os.Lstat(name); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("a file %s: %v", name, err)
+	}
+	if err := tb.reload("stream {\n" + upstreamBlock("backend", []*backend.Server{up}) + fmt.Sprintf(guideServer, "proxy_ssl_name localhost;") + "}\n"); err != nil {
+		t.Fatal(err)
+	}
+	if c, err := net.Dial("unix", name); err == nil {
+		c.Close()
+		t.Error("the abstract socket accepts after the reload dropped it")
+	}
+}
