@@ -234,6 +234,19 @@ func (s *session) poll() (again bool) {
 	if s.phase == phaseOpen {
 		again = s.unstall(&s.cliToUp) || again
 		again = s.unstall(&s.upToCli) || again
+		// A paused socket with output waiting for it is re-adopted to
+		// flush it (its input stalls and it pauses again): else, when
+		// both sockets are paused with output queued for each other
+		// (full-duplex traffic over small kernel buffers: an echo over
+		// unix domain sockets), neither side's counterpart ever drains.
+		for _, sd := range [...]*side{&s.cli, &s.up} {
+			if sd.state == sideDetached && sd.out != nil && len(sd.out.B) > 0 {
+				if !s.resume(sd) {
+					return false
+				}
+				again = true
+			}
+		}
 	}
 	// Not else: an unstall above may have begun the close.
 	if s.phase == phaseClosing {

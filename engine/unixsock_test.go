@@ -726,3 +726,79 @@ func TestUnixAbstract(t *testing.T) {
 		t.Error("the abstract socket accepts after the reload dropped it")
 	}
 }
+
+// TestUnixFullDuplex: a client that writes 32 MiB while reading the echo
+// back, through tlsrelay to an echo upstream over a unix domain socket
+// (plain and TLS) and over TCP for comparison. Unix sockets' small
+// buffers congest both directions at once, so both sockets get paused
+// with output queued for each other: the session must re-adopt a paused
+// socket to flush what waits for it, or it stalls for good.
+func TestUnixFullDuplex(t *testing.T) {
+	set, _, dir := newPKI(t, pki.ECDSAP256, 1)
+	sd := shortDir(t)
+	plainUp := filepath.Join(sd, "plain.sock")
+	ln, err := net.Listen("unix", plainUp)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	tcpLn, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { tcpLn.Close() })
+	for _, l := range []net.Listener{ln, tcpLn} {
+		go func() {
+			for {
+				c, err := l.Accept()
+				if err != nil {
+					return
+				}
+				go func() { io.Copy(c, c); c.Close() }()
+			}
+		}()
+	}
+	tlsUp := unixUpstream(t, set, filepath.Join(sd, "tls.sock"), backend.Echo)
+	cliSock := filepath.Join(sd, "in.sock")
+	text := "worker_processes 1;\nstream {\n" +
+		"server { listen 127.0.0.1:0; proxy_pass unix:" + plainUp + "; }\n" +
+		"server { listen 127.0.0.1:0; proxy_pass " + tcpLn.Addr().String() + "; }\n" +
+		"server { listen unix:" + cliSock + "; proxy_pass unix:" + plainUp + "; }\n" +
+		strings.Replace(upstreamBlock("backend", []*backend.Server{tlsUp}), "backend", "tlsup", 1) +
+		strings.Replace(fmt.Sprintf(guideServer, "proxy_ssl_name localhost;"), "proxy_pass backend;", "proxy_pass tlsup;", 1) + "}\n"
+	tb := startEngine(t, dir, text)
+	addrs := tb.eng.Addrs()
+	for _, tc := range []struct{ name, network, addr string }{
+		{"tcp to unix", "tcp", addrs[0].String()},
+		{"tcp to tcp", "tcp", addrs[1].String()},
+		{"unix to unix", "unix", cliSock},
+		{"tcp to unix TLS", "tcp", addrs[3].String()},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			c, err := net.Dial(tc.network, tc.addr)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer c.Close()
+			const size = 32 << 20
+			go func() {
+				buf := make([]byte, 256<<10)
+				for sent := 0; sent < size; sent += len(buf) {
+					if _, err := c.Write(buf); err != nil {
+						return
+					}
+				}
+			}()
+			got := 0
+			rb := make([]byte, 256<<10)
+			for got < size {
+				c.SetReadDeadline(time.Now().Add(10 * time.Second))
+				n, err := c.Read(rb)
+				if err != nil {
+					t.Fatalf("after %d of %d bytes: %v", got, size, err)
+				}
+				got += n
+			}
+		})
+	}
+}
