@@ -775,6 +775,11 @@ func TestUnixFullDuplex(t *testing.T) {
 		{"tcp to unix TLS", "tcp", addrs[3].String()},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
+			m0 := tb.eng.Metrics().Snapshot()
+			defer func() {
+				m := tb.eng.Metrics().Snapshot()
+				t.Logf("%d stalls, %d pauses", m.Stalls-m0.Stalls, m.Pauses-m0.Pauses)
+			}()
 			c, err := net.Dial(tc.network, tc.addr)
 			if err != nil {
 				t.Fatal(err)
