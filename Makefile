@@ -5,13 +5,19 @@ PKGS      := ./...
 # BENCH_QUICK=1 make bench: the short run (within 2 minutes).
 BENCH_ARGS ?=
 
-.PHONY: all build test test-short bench bench-go demo lint fuzz bench-deps clean
+.PHONY: all build build-boring test test-short bench bench-boring bench-go demo lint fuzz bench-deps clean
 
 all: build
 
 build:
 	$(GO) build -o $(BIN)/tlsrelay ./cmd/tlsrelay
 	$(GO) build -o $(BIN)/tlsrelay-bench ./cmd/tlsrelay-bench
+
+# tlsrelay built on BoringCrypto (the module inside the Go distribution,
+# through cgo): RSA signatures about 1.6x faster, P-256 slower; see
+# docs/benchmarks.md ("BoringCrypto build") for the rows it wins and loses.
+build-boring:
+	CGO_ENABLED=1 GOEXPERIMENT=boringcrypto $(GO) build -o $(BIN)/tlsrelay-boring ./cmd/tlsrelay
 
 # The whole suite with the race detector: unit, integration over loopback,
 # and the differential tests against nginx and openssl when they are
@@ -26,6 +32,12 @@ test-short:
 # when installed, writes BENCHMARKS.md, bench/results.json and the charts.
 bench: build
 	./$(BIN)/tlsrelay-bench -tlsrelay $(BIN)/tlsrelay -out . $(BENCH_ARGS)
+
+# The handshake rows with the BoringCrypto build in tlsrelay's column, into
+# bench-boring/ (BENCHMARKS.md there); the default build stays the headline.
+bench-boring: build build-boring
+	mkdir -p bench-boring
+	./$(BIN)/tlsrelay-bench -tlsrelay $(BIN)/tlsrelay-boring -out bench-boring -only handshake $(BENCH_ARGS)
 
 # Go micro-benchmarks only.
 bench-go:

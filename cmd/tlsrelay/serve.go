@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"runtime"
 	"strconv"
 	"strings"
 	"syscall"
@@ -115,6 +116,7 @@ func (r *runner) run() int {
 	if r.hand != nil {
 		opts.Listen = r.hand.listen
 	}
+	loopHeadroom(cfg)
 	r.e, err = engine.New(cfg, opts)
 	if err != nil {
 		printErr(r.stderr, err)
@@ -456,4 +458,24 @@ func sigName(s os.Signal) string {
 		return "SIGINT"
 	}
 	return s.String()
+}
+
+// loopHeadroom gives the Go scheduler one P more per event loop, unless
+// GOMAXPROCS is set. The loops are locked to their threads and wait in
+// epoll_wait, a system call during which a loop keeps its P until the
+// runtime's sysmon takes it back, after up to 10 ms once the process has
+// been quiet; with as many Ps as cores and a loop per core, the dialer's
+// goroutines (connect, handshake) and Go's netpoller then wait for that,
+// which showed as a p90 of 17 ms for one client at a time (4 ms with the
+// headroom, in-process test). Runs on the main goroutine before the engine
+// starts.
+func loopHeadroom(cfg *conf.Config) {
+	if os.Getenv("GOMAXPROCS") != "" {
+		return
+	}
+	loops := cfg.Main.WorkerProcesses
+	if loops <= 0 {
+		loops = runtime.NumCPU()
+	}
+	runtime.GOMAXPROCS(runtime.GOMAXPROCS(0) + loops)
 }
