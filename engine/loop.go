@@ -296,8 +296,12 @@ func (e *Engine) tickLoops() {
 		for _, lp := range e.loops {
 			scanned = scanned && !lp.pollQueued.Load()
 		}
+		pending := mem.pending()
+		if idle && pending {
+			next = min(next, memCheckEvery)
+		}
 		wake := now.Add(next)
-		if scanned && !mem.pending() {
+		if scanned && !pending {
 			wake = now.Add(sleepMax)
 			if flushAt := e.flushLogs(now); !flushAt.IsZero() && flushAt.Before(wake) {
 				wake = flushAt

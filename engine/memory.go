@@ -20,12 +20,14 @@ import (
 
 // Tuning of memKeeper.
 const (
-	// memCheckEvery is how often the ticker looks (it is awake anyway).
-	memCheckEvery = 100 * time.Millisecond
+	// memCheckEvery is how often the ticker looks: it is awake anyway
+	// while clients arrive, and wakes this often while a release is
+	// pending (see pending).
+	memCheckEvery = 50 * time.Millisecond
 	// memQuiet is how long no client may have arrived, and allocation
 	// must have stayed below memQuietAlloc per check, for the burst to
 	// count as over.
-	memQuiet      = 200 * time.Millisecond
+	memQuiet      = 100 * time.Millisecond
 	memQuietAlloc = 1 << 20
 	// memBurst is how much must have been allocated since the last
 	// release for a release to be worth its collection.
@@ -71,8 +73,9 @@ func (k *memKeeper) allocs() uint64 {
 }
 
 // pending reports whether a burst may still be released: enough was
-// allocated since the last release. The ticker keeps its idle pace (and so
-// keeps checking) while it is. Runs on the ticker goroutine.
+// allocated since the last release. The ticker wakes every memCheckEvery
+// while it is, so that the release follows the end of a burst closely.
+// Runs on the ticker goroutine.
 func (k *memKeeper) pending() bool { return k.lastAllocs-k.releasedAt >= memBurst }
 
 // check runs at most every memCheckEvery with the clients accepted so far
