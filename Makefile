@@ -17,6 +17,7 @@ build:
 # through cgo): RSA signatures about 1.6x faster, P-256 slower; see
 # docs/benchmarks.md ("BoringCrypto build") for the rows it wins and loses.
 build-boring:
+	rm -f $(BIN)/tlsrelay-boring
 	CGO_ENABLED=1 GOEXPERIMENT=boringcrypto $(GO) build -o $(BIN)/tlsrelay-boring ./cmd/tlsrelay
 
 # The whole suite with the race detector: unit, integration over loopback,
@@ -30,14 +31,17 @@ test-short:
 
 # The headline: builds both binaries, runs tlsrelay beside NGINX (and HAProxy)
 # when installed, writes BENCHMARKS.md, bench/results.json and the charts.
+# The handshake rows also measure the BoringCrypto build (build-boring, which
+# needs cgo) in a column of its own; without a C compiler it is left out.
 bench: build
-	./$(BIN)/tlsrelay-bench -tlsrelay $(BIN)/tlsrelay -out . $(BENCH_ARGS)
+	-@$(MAKE) --no-print-directory build-boring
+	./$(BIN)/tlsrelay-bench -tlsrelay $(BIN)/tlsrelay $$([ -x $(BIN)/tlsrelay-boring ] && echo -tlsrelay-boring $(BIN)/tlsrelay-boring) -out . $(BENCH_ARGS)
 
-# The handshake rows with the BoringCrypto build in tlsrelay's column, into
-# bench-boring/ (BENCHMARKS.md there); the default build stays the headline.
+# Only the handshake rows, the BoringCrypto build beside the default one,
+# into bench-boring/ (BENCHMARKS.md there).
 bench-boring: build build-boring
 	mkdir -p bench-boring
-	./$(BIN)/tlsrelay-bench -tlsrelay $(BIN)/tlsrelay-boring -out bench-boring -only handshake $(BENCH_ARGS)
+	./$(BIN)/tlsrelay-bench -tlsrelay $(BIN)/tlsrelay -tlsrelay-boring $(BIN)/tlsrelay-boring -out bench-boring -only handshake $(BENCH_ARGS)
 
 # Go micro-benchmarks only.
 bench-go:

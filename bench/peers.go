@@ -355,10 +355,18 @@ type Tlsrelay struct {
 	// Build describes the binary (e.g. the commit it was built from); it
 	// is added to what `tlsrelay -v` prints.
 	Build string
+	// Label, if set, is the column title instead of "tlsrelay": a second
+	// build measured beside the first (the ratios stay the first's).
+	Label string
 }
 
 // Name implements Peer.
-func (t Tlsrelay) Name() string { return "tlsrelay" }
+func (t Tlsrelay) Name() string {
+	if t.Label != "" {
+		return t.Label
+	}
+	return "tlsrelay"
+}
 
 // Version implements Peer.
 func (t Tlsrelay) Version() string {

@@ -50,11 +50,16 @@ func WriteReport(dir string, res *Results) error {
 	return nil
 }
 
-// columns returns the names of the proxies that were measured.
-func columns(res *Results) []string {
+// columns returns the names of the proxies that were measured in every
+// row group.
+func columns(res *Results) []string { return columnsFor(res, false) }
+
+// columnsFor returns the names of the proxies measured; with handshake,
+// also those measured in the handshake rows only.
+func columnsFor(res *Results, handshake bool) []string {
 	var out []string
 	for _, p := range res.Peers {
-		if p.Available {
+		if p.Available && (handshake || !p.HandshakeOnly) {
 			out = append(out, p.Name)
 		}
 	}
@@ -201,6 +206,7 @@ func Markdown(res *Results) string {
 	b.WriteString("\n")
 
 	if len(res.Handshake) > 0 {
+		cols := columnsFor(res, true)
 		b.WriteString("## 1. Handshake cost\n\n")
 		fmt.Fprintf(&b, "New client connections through the proxy: %d concurrent Go clients each connect in plaintext, write 16 bytes, read the echo and close, for %s or %d connections per round, after a warm-up. The proxy makes one upstream TLS connection per client, with a client certificate (mutual TLS), verifying a chain of leaf + %d intermediate, X25519 key exchange. *Full* is `proxy_ssl_session_reuse off`, *resumed* is `on`.\n\n",
 			res.LoadWorkers, fmtSeconds(res.HandshakeSeconds), res.HandshakeMaxConns, Intermediates)

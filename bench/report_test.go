@@ -105,3 +105,23 @@ func TestWriteReport(t *testing.T) {
 		}
 	}
 }
+
+// TestMarkdownHandshakeOnlyPeer: a peer measured in the handshake rows only
+// (the BoringCrypto build) has a column there and none elsewhere, and the
+// ratios stay tlsrelay/NGINX.
+func TestMarkdownHandshakeOnlyPeer(t *testing.T) {
+	res := sampleResults()
+	res.Peers = append(res.Peers, PeerInfo{Name: "tlsrelay boringcrypto", Available: true, HandshakeOnly: true})
+	res.Handshake[0].Cells["tlsrelay boringcrypto"] = &HandshakeCell{CPUMicros: Summarize([]float64{300}),
+		ConnsPerSec: Summarize([]float64{1000}), P50Millis: Summarize([]float64{1}), P99Millis: Summarize([]float64{2})}
+	md := Markdown(res)
+	for _, want := range []string{
+		"| handshake | floor, Go: chain checked / cached | floor, OpenSSL | tlsrelay | NGINX | tlsrelay boringcrypto | tlsrelay/NGINX |",
+		"| TLS1.3 ecdsa-p256 full | 300 | – | 450 (400–500) | 900 | 300 | 0.50× |",
+		"| 2000 | 20.0 † | 40.0 | 0.50× |", // memory: no third column
+	} {
+		if !strings.Contains(md, want) {
+			t.Errorf("report lacks %q:\n%s", want, md)
+		}
+	}
+}

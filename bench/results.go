@@ -42,6 +42,9 @@ type PeerInfo struct {
 	// column.
 	Available bool   `json:"available"`
 	Note      string `json:"note,omitempty"`
+	// HandshakeOnly: measured in the handshake rows only
+	// (Options.HandshakePeers).
+	HandshakeOnly bool `json:"handshake_only,omitempty"`
 }
 
 // HandshakeRow is one handshake kind across the proxies.

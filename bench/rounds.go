@@ -30,6 +30,9 @@ type Options struct {
 	// (tlsrelay) and the second the baseline every ratio divides by
 	// (NGINX). A peer that fails still gets its "n/a (error)" cells.
 	Peers []Peer
+	// HandshakePeers are measured in the handshake rows only, in columns
+	// after Peers' (a second tlsrelay build).
+	HandshakePeers []Peer
 	// Dir is a scratch directory for certificates, configurations and
 	// logs; it must exist.
 	Dir string
@@ -216,7 +219,7 @@ func (r *runner) countSteps() int {
 		n += 4
 	}
 	if r.o.want(RowHandshake) {
-		n += len(r.o.Kinds) * r.o.Rounds * peers
+		n += len(r.o.Kinds) * r.o.Rounds * (peers + len(r.o.HandshakePeers))
 	}
 	if r.o.want(RowPrewarm) {
 		n += len(r.prewarmVariants()) * r.o.Rounds
@@ -286,6 +289,7 @@ func quiesce(b Backends, limit time.Duration) {
 }
 
 func (r *runner) handshakes() error {
+	peers := append(append([]Peer(nil), r.o.Peers...), r.o.HandshakePeers...)
 	// One set of backends per group of rows: TLS with each key, and
 	// plaintext.
 	for _, g := range []struct {
@@ -317,11 +321,11 @@ func (r *runner) handshakes() error {
 				f := CryptoFloor(k, r.res.OpenSSLCrypto)
 				row.OpenSSLFloor = &f
 			}
-			for _, p := range r.o.Peers {
+			for _, p := range peers {
 				row.Cells[p.Name()] = &HandshakeCell{}
 			}
 			for i := 0; i < r.o.Rounds; i++ {
-				for _, p := range order(r.o.Peers, i) {
+				for _, p := range order(peers, i) {
 					if err := r.ctx.Err(); err != nil {
 						b.Close()
 						return err

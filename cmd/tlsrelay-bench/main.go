@@ -71,6 +71,7 @@ func run(args []string) error {
 	}
 	var (
 		tlsrelayPath = fs.String("tlsrelay", "bin/tlsrelay", "tlsrelay binary to measure")
+		boringPath   = fs.String("tlsrelay-boring", "", `a second tlsrelay binary, built with "make build-boring", measured in the handshake rows in a column of its own ("" for none)`)
 		nginxPath    = fs.String("nginx", "", `nginx binary (default: from PATH; "none" to skip)`)
 		nginxModule  = fs.String("nginx-module", "/usr/lib/nginx/modules/ngx_stream_module.so", "NGINX stream module to load (skipped when the file does not exist)")
 		haproxyPath  = fs.String("haproxy", "", `haproxy binary (default: from PATH; "none" to skip)`)
@@ -134,6 +135,12 @@ func run(args []string) error {
 	}
 
 	peers, infos, notes := choosePeers(*tlsrelayPath, *nginxPath, *nginxModule, *haproxyPath)
+	var handshakePeers []bench.Peer
+	if *boringPath != "" {
+		b := bench.Tlsrelay{Path: *boringPath, Build: gitDescribe() + ", GOEXPERIMENT=boringcrypto", Label: BoringColumn}
+		handshakePeers = append(handshakePeers, b)
+		infos = append(infos, bench.PeerInfo{Name: b.Name(), Version: b.Version(), Available: true, HandshakeOnly: true})
+	}
 	for _, n := range notes {
 		fmt.Fprintln(os.Stderr, "note:", n)
 	}
@@ -150,7 +157,7 @@ func run(args []string) error {
 
 	prog := bench.NewProgress(os.Stderr, bench.IsTerminal(os.Stderr))
 	res, runErr := bench.Run(ctx, bench.Options{
-		Peers: peers, Dir: scratch, Workers: *workers, Rounds: *rounds, Quick: *quick,
+		Peers: peers, HandshakePeers: handshakePeers, Dir: scratch, Workers: *workers, Rounds: *rounds, Quick: *quick,
 		LoadWorkers: *loadWorkers, Only: onlyRows, OpenSSL: sslPath, Kinds: kinds,
 		StartBackends: func(s bench.BackendSpec) (bench.Backends, error) { return bench.StartChildBackends(exe, s) },
 		Step:          prog.Step,
@@ -173,6 +180,9 @@ func run(args []string) error {
 	fmt.Fprintf(os.Stderr, "wrote %s/%s, %s/%s and charts in %s\n", *out, bench.ReportFile, *out, bench.JSONFile, fmtDur(res.Seconds))
 	return runErr
 }
+
+// BoringColumn is the column of the -tlsrelay-boring build.
+const BoringColumn = "tlsrelay boringcrypto"
 
 // choosePeers returns the proxies to run, a description of every proxy
 // (measured or not) and notes on the missing ones.
