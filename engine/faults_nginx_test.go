@@ -4,10 +4,8 @@ import (
 	"fmt"
 	"net"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
@@ -23,13 +21,7 @@ import (
 // session within 5 s, and that its access log has the session: what NGINX
 // logs is the record, not a requirement.
 func TestFaultUpstreamNginx(t *testing.T) {
-	path, err := exec.LookPath("nginx")
-	if err != nil {
-		if _, err := os.Stat("/usr/sbin/nginx"); err != nil {
-			t.Skip("nginx is not installed")
-		}
-		path = "/usr/sbin/nginx"
-	}
+	path := nginxPath(t)
 	set, files, _ := newPKI(t, pki.ECDSAP256, 1)
 	for _, f := range upstreamFaults() {
 		t.Run(f.name, func(t *testing.T) {
@@ -45,37 +37,15 @@ func TestFaultUpstreamNginx(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			errLog, access := filepath.Join(nd, "error.log"), filepath.Join(nd, "access.log")
+			access := filepath.Join(nd, "access.log")
 			var b strings.Builder
-			if mod := "/usr/lib/nginx/modules/ngx_stream_module.so"; fileExists(mod) {
-				fmt.Fprintf(&b, "load_module %s;\n", mod)
-			}
-			fmt.Fprintf(&b, "worker_processes 1;\ndaemon off;\nmaster_process on;\npid %s/nginx.pid;\nerror_log %s info;\n", nd, errLog)
-			fmt.Fprintf(&b, "events { worker_connections 1024; }\nstream {\n    log_format faults '$status \"$upstream_addr\" $bytes_sent $bytes_received';\n")
+			fmt.Fprintf(&b, "stream {\n    log_format faults '$status \"$upstream_addr\" $bytes_sent $bytes_received';\n")
 			fmt.Fprintf(&b, "    server {\n        listen %s;\n        proxy_pass %s;\n        proxy_ssl on;\n", addr, u.Addr())
 			fmt.Fprintf(&b, "        proxy_ssl_certificate %s;\n        proxy_ssl_certificate_key %s;\n        proxy_ssl_trusted_certificate %s;\n",
 				files.ClientCert, files.ClientKey, files.CA)
 			fmt.Fprintf(&b, "        proxy_ssl_verify on;\n        proxy_ssl_name localhost;\n        proxy_connect_timeout %dms;\n        access_log %s faults;\n    }\n}\n",
 				connectTimeout.Milliseconds(), access)
-			conf := filepath.Join(nd, "nginx.conf")
-			if err := os.WriteFile(conf, []byte(b.String()), 0o600); err != nil {
-				t.Fatal(err)
-			}
-			cmd := exec.Command(path, "-p", nd, "-e", errLog, "-c", conf)
-			if err := cmd.Start(); err != nil {
-				t.Fatal(err)
-			}
-			done := make(chan error, 1)
-			go func() { done <- cmd.Wait() }()
-			defer func() {
-				cmd.Process.Signal(syscall.SIGTERM)
-				select {
-				case <-done:
-				case <-time.After(5 * time.Second):
-					cmd.Process.Kill()
-					<-done
-				}
-			}()
+			errLog := startNginx(t, path, nd, 1, "info", "events { worker_connections 1024; }", b.String()).ErrLog
 			var c net.Conn
 			deadline := time.Now().Add(10 * time.Second)
 			for {

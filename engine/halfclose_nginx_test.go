@@ -6,11 +6,7 @@ import (
 	"fmt"
 	"io"
 	"net"
-	"os"
-	"os/exec"
-	"path/filepath"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
@@ -29,13 +25,7 @@ func TestHalfCloseNginxDiff(t *testing.T) {
 	if testing.Short() {
 		t.Skip("differential run")
 	}
-	path, err := exec.LookPath("nginx")
-	if err != nil {
-		if _, err := os.Stat("/usr/sbin/nginx"); err != nil {
-			t.Skip("nginx is not installed")
-		}
-		path = "/usr/sbin/nginx"
-	}
+	path := nginxPath(t)
 	const transfers = 30
 	set, files, dir := newPKI(t, pki.ECDSAP256, 1)
 	after := trailer(300 << 10)
@@ -81,35 +71,12 @@ func TestHalfCloseNginxDiff(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	errLog := filepath.Join(nd, "error.log")
 	var b strings.Builder
-	if mod := "/usr/lib/nginx/modules/ngx_stream_module.so"; fileExists(mod) {
-		fmt.Fprintf(&b, "load_module %s;\n", mod)
-	}
-	fmt.Fprintf(&b, "worker_processes 2;\ndaemon off;\nmaster_process on;\npid %s/nginx.pid;\nerror_log %s warn;\nevents { }\n", nd, errLog)
 	fmt.Fprintf(&b, "stream {\n    server {\n        listen %s;\n        proxy_pass %s;\n        proxy_half_close on;\n        proxy_ssl on;\n", addr, up.ln.Addr())
 	fmt.Fprintf(&b, "        proxy_ssl_certificate %s;\n        proxy_ssl_certificate_key %s;\n        proxy_ssl_trusted_certificate %s;\n",
 		files.ClientCert, files.ClientKey, files.CA)
 	b.WriteString("        proxy_ssl_verify on;\n        proxy_ssl_name localhost;\n        proxy_ssl_protocols TLSv1.3;\n        proxy_ssl_session_reuse on;\n    }\n}\n")
-	conf := filepath.Join(nd, "nginx.conf")
-	if err := os.WriteFile(conf, []byte(b.String()), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	cmd := exec.Command(path, "-p", nd, "-e", errLog, "-c", conf)
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	done := make(chan error, 1)
-	go func() { done <- cmd.Wait() }()
-	defer func() {
-		cmd.Process.Signal(syscall.SIGTERM)
-		select {
-		case <-done:
-		case <-time.After(5 * time.Second):
-			cmd.Process.Kill()
-			<-done
-		}
-	}()
+	startNginx(t, path, nd, 2, "warn", "events { }", b.String())
 	waitFor(t, "NGINX listening", 10*time.Second, func() bool {
 		c, err := net.Dial("tcp", addr)
 		if err == nil {

@@ -1,10 +1,8 @@
 package engine
 
 import (
-	"fmt"
 	"net"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"syscall"
@@ -19,13 +17,7 @@ import (
 // $upstream_addr), the PROXY header sent to a unix upstream, and that the
 // socket file is gone after a graceful stop.
 func TestUnixNginxDiff(t *testing.T) {
-	nginx, err := exec.LookPath("nginx")
-	if err != nil {
-		if _, err := os.Stat("/usr/sbin/nginx"); err != nil {
-			t.Skip("nginx is not installed")
-		}
-		nginx = "/usr/sbin/nginx"
-	}
+	nginx := nginxPath(t)
 	sd := shortDir(t)
 	// NGINX's workers run as another user: they must reach the upstream.
 	if err := os.Chmod(sd, 0o755); err != nil {
@@ -78,30 +70,9 @@ func TestUnixNginxDiff(t *testing.T) {
 
 	// NGINX.
 	nd := t.TempDir()
-	nsock, nlog, errLog := filepath.Join(sd, "n.sock"), filepath.Join(nd, "access.log"), filepath.Join(nd, "error.log")
-	var b strings.Builder
-	if mod := "/usr/lib/nginx/modules/ngx_stream_module.so"; fileExists(mod) {
-		fmt.Fprintf(&b, "load_module %s;\n", mod)
-	}
-	fmt.Fprintf(&b, "worker_processes 1;\ndaemon off;\nmaster_process on;\npid %s/nginx.pid;\nerror_log %s info;\nevents { }\n", nd, errLog)
-	b.WriteString(streamConf(nsock, nlog))
-	nconf := filepath.Join(nd, "nginx.conf")
-	if err := os.WriteFile(nconf, []byte(b.String()), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	cmd := exec.Command(nginx, "-p", nd, "-e", errLog, "-c", nconf)
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	done := make(chan error, 1)
-	go func() { done <- cmd.Wait() }()
-	defer func() {
-		cmd.Process.Kill()
-		select {
-		case <-done:
-		default:
-		}
-	}()
+	nsock, nlog := filepath.Join(sd, "n.sock"), filepath.Join(nd, "access.log")
+	ng := startNginx(t, nginx, nd, 1, "info", "events { }", streamConf(nsock, nlog))
+	cmd, done := ng.cmd, ng.exited
 	waitFor(t, "NGINX's socket", 10*time.Second, func() bool {
 		c, err := net.Dial("unix", nsock)
 		if err == nil {
@@ -124,7 +95,7 @@ func TestUnixNginxDiff(t *testing.T) {
 	case <-time.After(10 * time.Second):
 		t.Fatal("NGINX did not stop")
 	}
-	_, err = os.Lstat(nsock)
+	_, err := os.Lstat(nsock)
 	want.gone = os.IsNotExist(err)
 
 	// tlsrelay.
