@@ -329,12 +329,15 @@ func TestFaultTrickleThenBurst(t *testing.T) {
 	set, _, dir := newPKI(t, pki.ECDSAP256, 1)
 	ups := startUpstreams(t, set, 1, backend.Echo, nil)
 	tb := startEngine(t, dir, guideConf(ups, fmt.Sprintf("proxy_upload_rate %d;", rate)))
+	// Before the dial: the session's second boundaries (from its own
+	// start, after the accept) are then never earlier than this clock's,
+	// however late the dialing goroutine is woken.
+	start := time.Now()
 	c, err := net.Dial("tcp", tb.addr)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer c.Close()
-	start := time.Now()
 	c.SetDeadline(start.Add(30 * time.Second))
 	type mark struct {
 		at time.Duration
