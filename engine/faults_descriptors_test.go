@@ -219,7 +219,6 @@ func TestFaultDescriptors(t *testing.T) {
 // peer and tries no other one (the next would fail the same way); once
 // descriptors are free the same peers serve.
 func TestFaultDialerNoSocket(t *testing.T) {
-	var lns []net.Listener
 	var accepted [2]int
 	var mu sync.Mutex
 	gc := pool.GroupConfig{Name: "g"}
@@ -229,7 +228,6 @@ func TestFaultDialerNoSocket(t *testing.T) {
 			t.Fatal(err)
 		}
 		defer ln.Close()
-		lns = append(lns, ln)
 		go func() {
 			for {
 				c, err := ln.Accept()

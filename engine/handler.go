@@ -16,10 +16,6 @@ type handler struct {
 
 var _ gnet.EventHandler = (*handler)(nil)
 
-// bootConn is the context of a conn the engine opens to its own door (see
-// Engine.door) while it learns its loops: one lands on each loop.
-type bootConn struct{}
-
 // OnBoot records the gnet engine and starts learning the loops. Runs
 // once, on the Serve goroutine, before the loops start.
 func (h *handler) OnBoot(eng gnet.Engine) gnet.Action {

@@ -195,14 +195,6 @@ type reattach struct {
 	sd *side
 }
 
-// newSession starts a session for the client conn c and submits its dial
-// job. Runs on c's loop.
-func (e *Engine) newSession(c gnet.Conn, lp *loop, srv *server) *session {
-	s := e.openSession(c, lp, srv)
-	e.submit(s)
-	return s
-}
-
 // submit hands a connecting session's dial job to the dialer. Runs on the
 // session's loop.
 func (e *Engine) submit(s *session) {
@@ -411,7 +403,8 @@ func (s *session) onClose(c gnet.Conn, err error) {
 		// socket lives on through a duplicate, so that the other
 		// direction is still delivered (writes are direct: gnet held
 		// nothing for it).
-		if fd, derr := c.Dup(); derr == nil {
+		fd, derr := c.Dup()
+		if derr == nil {
 			sd.fd, sd.state = fd, sideHalf
 			if sd == &s.cli {
 				s.cliEOF = true
@@ -420,9 +413,8 @@ func (s *session) onClose(c gnet.Conn, err error) {
 			}
 			s.latch.add(sd, nil)
 			return
-		} else {
-			s.e.log.Logf(LevelWarn, s.id, "keeping a half-closed connection: dup: %v", derr)
 		}
+		s.e.log.Logf(LevelWarn, s.id, "keeping a half-closed connection: dup: %v", derr)
 	}
 	sd.state = sideClosed
 	if sd.out != nil {

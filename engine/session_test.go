@@ -2,6 +2,7 @@ package engine
 
 import (
 	"bytes"
+	"context"
 	"errors"
 	"path/filepath"
 	"strings"
@@ -267,7 +268,7 @@ func TestStateMachineConnectingToDone(t *testing.T) {
 	if h.s.phase != phaseConnecting || len(h.el.executed) != 1 {
 		t.Fatalf("dialDone acted off the loop: phase %s, %d tasks queued", h.s.phase, len(h.el.executed))
 	}
-	h.el.executed[0].Run(nil)
+	h.el.executed[0].Run(context.Background())
 	h.ended("upstream unreachable")
 	if h.s.status != 502 {
 		t.Errorf("status %d, want 502", h.s.status)

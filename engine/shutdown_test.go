@@ -1,7 +1,6 @@
 package engine
 
 import (
-	"fmt"
 	"io"
 	"os"
 	"path/filepath"
@@ -94,7 +93,7 @@ func TestQuitWorkerShutdownTimeout(t *testing.T) {
 	case err := <-tb.done:
 		tb.done <- err
 	case <-time.After(20 * time.Second):
-		t.Fatal(fmt.Sprintf("Serve did not return after worker_shutdown_timeout:\n%s", tb.logText()))
+		t.Fatalf("Serve did not return after worker_shutdown_timeout:\n%s", tb.logText())
 	}
 	h.c.SetDeadline(time.Now().Add(5 * time.Second))
 	if n, err := io.Copy(io.Discard, h.c); err != nil || n != 0 {

@@ -220,7 +220,7 @@ func TestUnixListen(t *testing.T) {
 
 // serveOnce loads text and runs Serve until it returns or the engine is
 // ready (then it is stopped); it returns Serve's error and the error log.
-func serveOnce(t *testing.T, dir, text string) (error, string) {
+func serveOnce(t *testing.T, dir, text string) (string, error) {
 	t.Helper()
 	path := filepath.Join(dir, "tlsrelay.conf")
 	if err := os.WriteFile(path, []byte(text), 0o600); err != nil {
@@ -246,7 +246,7 @@ func serveOnce(t *testing.T, dir, text string) (error, string) {
 	}
 	log.mu.Lock()
 	defer log.mu.Unlock()
-	return err, log.b.String()
+	return log.b.String(), err
 }
 
 // TestUnixListenStale: a socket file no process accepts on (left by a
@@ -270,7 +270,7 @@ func TestUnixListenStale(t *testing.T) {
 	if _, err := os.Lstat(stale); err != nil {
 		t.Fatalf("the stale socket is not there: %v", err)
 	}
-	err, log := serveOnce(t, dir, conf(stale))
+	log, err := serveOnce(t, dir, conf(stale))
 	if err != nil {
 		t.Fatalf("serving over a stale socket: %v\n%s", err, log)
 	}
@@ -287,7 +287,7 @@ func TestUnixListenStale(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer ln.Close()
-	err, _ = serveOnce(t, dir, conf(live))
+	_, err = serveOnce(t, dir, conf(live))
 	if err == nil || !strings.Contains(err.Error(), "bind() to unix:"+live+" failed (98: Address already in use)") {
 		t.Errorf("over a live socket: %v", err)
 	}
@@ -301,7 +301,7 @@ func TestUnixListenStale(t *testing.T) {
 	if err := os.WriteFile(file, []byte("keep"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	err, _ = serveOnce(t, dir, conf(file))
+	_, err = serveOnce(t, dir, conf(file))
 	if err == nil || !strings.Contains(err.Error(), "bind() to unix:"+file+" failed (98: Address already in use)") {
 		t.Errorf("over a regular file: %v", err)
 	}

@@ -62,12 +62,8 @@ func loadClientCertificateWith(reader func(directive string) readFunc, certFile,
 	return tc, nil
 }
 
-// readPasswords reads proxy_ssl_password_file: one password per line, empty
-// lines skipped, as NGINX's ngx_ssl_read_password_file.
-func readPasswords(path string) ([]string, error) {
-	return readPasswordsWith(os.ReadFile, path)
-}
-
+// readPasswordsWith reads proxy_ssl_password_file with read: one password
+// per line, empty lines skipped, as NGINX's ngx_ssl_read_password_file.
 func readPasswordsWith(read readFunc, path string) ([]string, error) {
 	data, err := read(path)
 	if err != nil {
@@ -80,15 +76,10 @@ func readPasswordsWith(read readFunc, path string) ([]string, error) {
 	return out, nil
 }
 
-// loadPrivateKey reads the first private key of a PEM file: PKCS#1 RSA,
-// SEC1 EC, PKCS#8 (RSA, ECDSA, Ed25519), PKCS#8 encrypted with PBES2, or a
-// legacy "Proc-Type: 4,ENCRYPTED" block.
-func loadPrivateKey(keyFile, passwordFile string) (crypto.Signer, error) {
-	return loadPrivateKeyWith(os.ReadFile, os.ReadFile, keyFile, passwordFile)
-}
-
-// loadPrivateKeyWith is loadPrivateKey reading the key with readKey and the
-// password file with readPassword.
+// loadPrivateKeyWith reads the first private key of a PEM file with
+// readKey (and the password file with readPassword): PKCS#1 RSA, SEC1 EC,
+// PKCS#8 (RSA, ECDSA, Ed25519), PKCS#8 encrypted with PBES2, or a legacy
+// "Proc-Type: 4,ENCRYPTED" block.
 func loadPrivateKeyWith(readKey, readPassword readFunc, keyFile, passwordFile string) (crypto.Signer, error) {
 	wrap := func(err error) error {
 		return configError("proxy_ssl_certificate_key", fmt.Errorf("loading certificate key %q: %w", keyFile, err))
