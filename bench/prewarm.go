@@ -121,7 +121,7 @@ func (r *runner) prewarm() error {
 		row.Cells[v.column] = &LatencyCell{}
 	}
 	for i := 0; i < r.o.Rounds; i++ {
-		for _, v := range orderVariants(vs, i) {
+		for _, v := range order(vs, i) {
 			if err := r.ctx.Err(); err != nil {
 				return err
 			}
@@ -142,18 +142,6 @@ func (r *runner) prewarm() error {
 	}
 	r.res.Prewarm = append(r.res.Prewarm, row)
 	return nil
-}
-
-// orderVariants is order for columns: as given on even rounds, reversed
-// on odd ones.
-func orderVariants(vs []prewarmVariant, i int) []prewarmVariant {
-	out := append([]prewarmVariant(nil), vs...)
-	if i%2 == 1 {
-		for a, b := 0, len(out)-1; a < b; a, b = a+1, b-1 {
-			out[a], out[b] = out[b], out[a]
-		}
-	}
-	return out
 }
 
 func (c *LatencyCell) summarize() {
@@ -185,22 +173,12 @@ func (r *runner) prewarmRound(v prewarmVariant, b Backends, conns int, every tim
 		return lr
 	}
 	spec.Prewarm = v.prewarm
-	in, err := v.peer.Start(spec)
+	in, err := r.startWarmed(v.peer, spec, v.column)
 	if err != nil {
 		lr.Err = err.Error()
 		return lr
 	}
 	defer in.Stop()
-	if err := CheckEcho(spec.Listen, 5*time.Second); err != nil {
-		lr.Err = fmt.Sprintf("no echo through %s: %v", v.column, err)
-		return lr
-	}
-	warm := RunConnLoad(r.ctx, ConnLoad{Addr: spec.Listen, Workers: r.o.LoadWorkers,
-		MaxConns: 4 * r.o.LoadWorkers, Duration: 10 * time.Second})
-	if warm.Conns == 0 {
-		lr.Err = fmt.Sprintf("warm-up failed: %v", warm.FirstErr)
-		return lr
-	}
 	want := int64(v.prewarm * len(b.Addrs()))
 	if err := settle(r.ctx, b, want, 10*time.Second); err != nil {
 		lr.Err = err.Error()

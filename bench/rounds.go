@@ -5,6 +5,7 @@ import (
 	"crypto/tls"
 	"fmt"
 	"os"
+	"slices"
 	"time"
 
 	"github.com/tlsrelay/tlsrelay/internal/pki"
@@ -233,14 +234,13 @@ func (r *runner) countSteps() int {
 	return n
 }
 
-// order returns the peers in the order of round i: as given on even rounds,
-// reversed on odd ones, so that no proxy always runs first (A B, B A, ...).
-func order(peers []Peer, i int) []Peer {
-	out := append([]Peer(nil), peers...)
+// order returns the peers (or columns) in the order of round i: as given
+// on even rounds, reversed on odd ones, so that none always runs first (A
+// B, B A, ...).
+func order[T any](peers []T, i int) []T {
+	out := slices.Clone(peers)
 	if i%2 == 1 {
-		for a, b := 0, len(out)-1; a < b; a, b = a+1, b-1 {
-			out[a], out[b] = out[b], out[a]
-		}
+		slices.Reverse(out)
 	}
 	return out
 }
@@ -386,6 +386,28 @@ func cellError(errs []string, rounds int) string {
 	}
 }
 
+// startWarmed starts p for spec, checks an echo through it and warms it
+// up: every worker and every upstream gets its first (full) handshake and
+// its first ticket before a measurement. name is p's column in errors. On
+// an error nothing is left running; otherwise the caller stops it.
+func (r *runner) startWarmed(p Peer, spec ProxySpec, name string) (*Instance, error) {
+	in, err := p.Start(spec)
+	if err != nil {
+		return nil, err
+	}
+	if err := CheckEcho(spec.Listen, 5*time.Second); err != nil {
+		in.Stop()
+		return nil, fmt.Errorf("no echo through %s: %w", name, err)
+	}
+	warm := RunConnLoad(r.ctx, ConnLoad{Addr: spec.Listen, Workers: r.o.LoadWorkers,
+		MaxConns: 4 * r.o.LoadWorkers, Duration: 10 * time.Second})
+	if warm.Conns == 0 {
+		in.Stop()
+		return nil, fmt.Errorf("warm-up failed: %v", warm.FirstErr)
+	}
+	return in, nil
+}
+
 func (r *runner) handshakeRound(p Peer, k HandshakeKind, b Backends) HandshakeRound {
 	var hr HandshakeRound
 	spec, err := r.spec(p, k.Key, k.Version, k.Resumed, b.Addrs())
@@ -394,24 +416,12 @@ func (r *runner) handshakeRound(p Peer, k HandshakeKind, b Backends) HandshakeRo
 		return hr
 	}
 	spec.Plain = k.Plain
-	in, err := p.Start(spec)
+	in, err := r.startWarmed(p, spec, p.Name())
 	if err != nil {
 		hr.Err = err.Error()
 		return hr
 	}
 	defer in.Stop()
-	if err := CheckEcho(spec.Listen, 5*time.Second); err != nil {
-		hr.Err = fmt.Sprintf("no echo through %s: %v", p.Name(), err)
-		return hr
-	}
-	// Warm up: every worker and every upstream gets its first (full)
-	// handshake and its first ticket before the measurement.
-	warm := RunConnLoad(r.ctx, ConnLoad{Addr: spec.Listen, Workers: r.o.LoadWorkers,
-		MaxConns: 4 * r.o.LoadWorkers, Duration: 10 * time.Second})
-	if warm.Conns == 0 {
-		hr.Err = fmt.Sprintf("warm-up failed: %v", warm.FirstErr)
-		return hr
-	}
 	quiesce(b, 2*time.Second)
 	cpu0, err0 := in.CPU()
 	st0, err1 := b.Stats()

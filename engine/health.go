@@ -69,11 +69,9 @@ func (p *plan) startHealth(ctx context.Context, log *ErrorLog) {
 // probe checks one peer for the server's health check (port 0: the peer's
 // own port). Runs on a checker goroutine; ctx carries health_check_timeout.
 func (s *server) probe(ctx context.Context, peer *pool.Peer, port int, m *conf.Match) error {
-	network, addr := "tcp", peer.Addr.String()
-	if peer.Path != "" {
+	network, addr := peer.Network()
+	if network == "tcp" && port != 0 {
 		// port= is refused for a unix domain socket upstream at load.
-		network, addr = "unix", peer.Path
-	} else if port != 0 {
 		addr = netip.AddrPortFrom(peer.Addr.Addr(), uint16(port)).String()
 	}
 	deadline, ok := ctx.Deadline()

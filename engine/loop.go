@@ -255,6 +255,7 @@ func (e *Engine) tickLoops() {
 	t := time.NewTimer(tick)
 	defer t.Stop()
 	lastWheel, lastFlush := time.Now(), time.Now()
+	var flushAt time.Time // when an access-log buffer is next due (zero: none)
 	mem := newMemKeeper(lastWheel)
 	quiet := 0 // consecutive wakes that found every loop idle
 	for {
@@ -271,7 +272,7 @@ func (e *Engine) tickLoops() {
 		}
 		if now.Sub(lastFlush) >= 100*time.Millisecond {
 			lastFlush = now
-			e.flushLogs(now)
+			flushAt = e.flushLogs(now)
 		}
 		mem.check(now, e.m.Accepted())
 		next := idleTick
@@ -303,7 +304,9 @@ func (e *Engine) tickLoops() {
 		wake := now.Add(next)
 		if scanned && !pending {
 			wake = now.Add(sleepMax)
-			if flushAt := e.flushLogs(now); !flushAt.IsZero() && flushAt.Before(wake) {
+			// flushAt is current: idle wakes are further apart than
+			// the flush check's 100 ms, so this wake made it.
+			if !flushAt.IsZero() && flushAt.Before(wake) {
 				wake = flushAt
 			}
 		}

@@ -3,7 +3,6 @@ package engine
 import (
 	"context"
 	"fmt"
-	"net"
 	"net/netip"
 	"strconv"
 	"strings"
@@ -44,9 +43,7 @@ func resolverConfig(u *conf.Upstream, st *conf.Stream, resolve func(ctx context.
 	}
 	rc := pool.ResolverConfig{Valid: r.Valid, IPv4: r.IPv4, IPv6: r.IPv6, Timeout: timeout}
 	if resolve == nil {
-		resolve = func(ctx context.Context, host string) ([]netip.Addr, error) {
-			return net.DefaultResolver.LookupNetIP(ctx, "ip", host)
-		}
+		resolve = pool.SystemResolve
 	}
 	for _, a := range r.Addrs {
 		host, port, err := nameServerAddr(a)

@@ -149,9 +149,6 @@ type session struct {
 	polled     bool // on its loop's poll list (backpressure, drain)
 
 	cliEOF, upEOF bool
-	// broken: a write to a side in direct mode failed (its peer reset
-	// it); the session ends when the step does.
-	broken        bool
 	held          bool   // a rate limit holds back part of an ended peer's bytes
 	closeNotified bool   // close_notify went to the upstream
 	reason        string // why the session ended, for the log
@@ -443,7 +440,7 @@ func (s *session) sideEnded(sd *side, _ error) {
 	if s.phase == phaseDone {
 		return
 	}
-	if s.broken {
+	if s.broken() {
 		// A half-closed peer reset its socket: nobody is left to
 		// deliver to.
 		if s.reason == "" {
@@ -493,7 +490,7 @@ func (s *session) clientEnded() {
 // not ended (otherEOF), nothing failed, and the session is open. Runs on
 // the loop.
 func (s *session) halfOpen(otherEOF bool) bool {
-	return s.srv.halfClose && !otherEOF && !s.broken && s.readErr == nil && s.phase == phaseOpen &&
+	return s.srv.halfClose && !otherEOF && !s.broken() && s.readErr == nil && s.phase == phaseOpen &&
 		s.cli.state != sideClosed && s.up.state != sideClosed
 }
 
@@ -525,11 +522,14 @@ func (s *session) tryShut(sd *side) bool {
 	return true
 }
 
+// broken reports whether a write to a side in direct mode failed (its
+// peer reset it): the session ends when the step does.
+func (s *session) broken() bool { return s.cli.failed || s.up.failed }
+
 // directFailed reacts to a failed write on a direct side (the peer reset
-// it): the session ends at the end of the step. Runs on the loop, inside
-// a step.
+// it, sd.failed is set): the session ends at the end of the step. Runs on
+// the loop, inside a step.
 func (s *session) directFailed(sd *side, err error) {
-	s.broken = true
 	if sd.state == sideHalf {
 		unix.Close(sd.fd)
 		sd.fd = -1

@@ -371,7 +371,7 @@ func (d *Dialer) attemptOnce(parent context.Context, j *DialJob, p *Peer, tlsFor
 		timeout = 60 * time.Second
 	}
 	ctx, cancel := context.WithTimeout(parent, timeout)
-	network, addr := p.network()
+	network, addr := p.Network()
 	c, err := dialerFor(&j.Socket, network).DialContext(ctx, network, addr)
 	cancel()
 	if err != nil {

@@ -279,7 +279,7 @@ type Group struct {
 // goroutine, once per configuration load.
 func NewGroup(gc GroupConfig, resolve func(ctx context.Context, host string) ([]netip.Addr, error)) (*Group, error) {
 	if resolve == nil {
-		resolve = defaultResolve
+		resolve = SystemResolve
 	}
 	g := &Group{name: gc.Name, rand: gc.Rand, balancer: gc.Balancer}
 	g.errNoLive = fmt.Errorf("%w while connecting to upstream %q", ErrNoLivePeers, gc.Name)
@@ -460,7 +460,10 @@ func checkServer(sc ServerConfig) error {
 	return nil
 }
 
-func defaultResolve(ctx context.Context, host string) ([]netip.Addr, error) {
+// SystemResolve resolves host with the system's resolver (Go's, reading
+// /etc/resolv.conf and /etc/hosts): what NewGroup uses when given no
+// resolver. Safe from any goroutine.
+func SystemResolve(ctx context.Context, host string) ([]netip.Addr, error) {
 	return net.DefaultResolver.LookupNetIP(ctx, "ip", host)
 }
 
@@ -555,10 +558,11 @@ func (g *Group) Peers() []*Peer { return g.set.Load().peers }
 
 // Tries returns the natural number of tries of a session: the servers not
 // marked down, primaries and backups, of the current peers.
-func (g *Group) Tries() int {
-	s := g.set.Load()
-	return s.primary.tries + s.backup.tries
-}
+func (g *Group) Tries() int { return g.set.Load().tries() }
+
+// tries is the number of tries a session has over the set: NGINX's
+// tries of the primary and the backup tier.
+func (s *peerSet) tries() int { return s.primary.tries + s.backup.tries }
 
 // Resolves reports whether some server of the group has `resolve` (with a
 // host name), so that a [Resolver] should run for it.

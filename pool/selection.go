@@ -56,7 +56,7 @@ func (g *Group) InitSelection(s *Selection, hashKey string, tries int, now time.
 		}
 	}
 	*s = Selection{g: g, set: set, start: now, key: append(s.key[:0], hashKey...), triedMore: more}
-	s.triesLeft = set.primary.tries + set.backup.tries
+	s.triesLeft = set.tries()
 	if tries > 0 && s.triesLeft > tries {
 		s.triesLeft = tries
 	}

@@ -23,8 +23,9 @@ func (g *Group) HasUnix() bool {
 	return false
 }
 
-// network returns the network and address Dial takes for the peer.
-func (p *Peer) network() (network, addr string) {
+// Network returns the network ("tcp" or "unix") and address Dial takes
+// for the peer. Safe from any goroutine.
+func (p *Peer) Network() (network, addr string) {
 	if p.Path != "" {
 		return "unix", p.Path
 	}
