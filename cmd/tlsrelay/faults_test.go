@@ -339,8 +339,11 @@ func descriptorFlood(t *testing.T, p *faultProc, addr string) floodResult {
 	time.Sleep(200 * time.Millisecond) // the last sessions' access-log lines
 	log := p.log()
 	r.acceptLogs = strings.Count(log, "accept4() failed (24: Too many open files)")
+	// Upstream-side reasons: the upstream socket could not be made, or,
+	// made and handshaken, could not be duplicated into the event loop.
 	r.upstreamLogs = strings.Count(log, "socket() failed (24: Too many open files)") +
-		strings.Count(strings.ToLower(log), "too many open files, client")
+		strings.Count(strings.ToLower(log), "too many open files, client") +
+		strings.Count(log, "dup() failed (24: Too many open files) while adopting the upstream connection")
 	r.statuses = p.accessStatuses()
 	r.fdsAfter = p.fds()
 	return r
