@@ -261,7 +261,7 @@ func (s *session) appendVar(b []byte, id varID, now time.Time) []byte {
 	case varNginxVersion:
 		return append(b, "1.22.1"...)
 	case varUpstreamAddr:
-		if len(s.job.Attempts) == 0 {
+		if len(s.attempts()) == 0 {
 			return append(b, s.srv.group.Name()...)
 		}
 		return s.appendAttempts(b, func(b []byte, a *pool.Attempt, _ bool) []byte { return append(b, a.Peer.String()...) })
@@ -323,8 +323,8 @@ func (s *session) appendVar(b []byte, id varID, now time.Time) []byte {
 			return append(b, '.')
 		}
 	case varUpstreamSSLHandshakeTime:
-		if n := len(s.job.Attempts); s.tlsVersion != 0 && n > 0 {
-			return appendSeconds(b, s.job.Attempts[n-1].Handshake)
+		if a := s.attempts(); s.tlsVersion != 0 && len(a) > 0 {
+			return appendSeconds(b, a[len(a)-1].Handshake)
 		}
 	case varUpstreamSSLServerSubject:
 		if s.tc != nil {
@@ -336,8 +336,9 @@ func (s *session) appendVar(b []byte, id varID, now time.Time) []byte {
 		if s.readErr != nil {
 			return append(b, tlsbridge.Classify(s.readErr).String()...)
 		}
-		for i := len(s.job.Attempts) - 1; i >= 0; i-- {
-			if err := s.job.Attempts[i].Err; err != nil {
+		a := s.attempts()
+		for i := len(a) - 1; i >= 0; i-- {
+			if err := a[i].Err; err != nil {
 				return append(b, tlsbridge.Classify(err).String()...)
 			}
 		}
@@ -351,12 +352,12 @@ func (s *session) appendVar(b []byte, id varID, now time.Time) []byte {
 // as NGINX's $upstream_* variables; cur marks the attempt the session
 // relayed through.
 func (s *session) appendAttempts(b []byte, f func(b []byte, a *pool.Attempt, cur bool) []byte) []byte {
-	last := len(s.job.Attempts) - 1
-	for i := range s.job.Attempts {
+	a := s.attempts()
+	for i := range a {
 		if i > 0 {
 			b = append(b, ", "...)
 		}
-		b = f(b, &s.job.Attempts[i], i == last && s.up.state != sideNone)
+		b = f(b, &a[i], i == len(a)-1 && s.up.state != sideNone)
 	}
 	return b
 }

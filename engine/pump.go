@@ -228,7 +228,7 @@ func (s *session) upstreamReadEnded(err error) {
 		s.peerFailed = true
 		s.e.m.AttemptFailed()
 		s.peer.ObserveHandshakeFailure(reason)
-		disabled := s.sel.Failed(s.peer, time.Now())
+		disabled := s.lease.Failed(s.peer, time.Now())
 		s.e.log.Logf(LevelError, s.id, "reading from upstream failed (%s): %v: the upstream refused the connection after the TLS handshake, client: %s, server: %s, upstream: \"%s\"",
 			reason, err, hostOf(s.remote), s.srv.name, s.peer)
 		if disabled {

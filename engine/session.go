@@ -114,8 +114,15 @@ type session struct {
 	cliToUp, upToCli direction
 	tc               *tlsbridge.Conn // nil for a plaintext upstream
 	peer             *pool.Peer
-	sel              pool.Selection
-	job              pool.DialJob
+	// dial is the walk over the group and the dial job, from the
+	// session's start until its upstream connection is open; then it is
+	// dropped (an idle session keeps only lease and tried of it).
+	dial *dialState
+	// lease gives the open connection's peer back; tried are the dial
+	// job's attempts, for the access log. Both are set when dial is
+	// dropped.
+	lease pool.Lease
+	tried []pool.Attempt
 
 	phase     phase // changed only by enter
 	cancelled atomic.Bool
@@ -179,6 +186,33 @@ type closeEvent struct {
 	err error
 }
 
+// dialState is what a session needs only until its upstream connection is
+// open. It is handed to a dial worker with the job (DialJob.Sel points into
+// it), so it is dropped only once the worker is done with it.
+type dialState struct {
+	sel pool.Selection
+	job pool.DialJob
+}
+
+// attempts returns the dial job's attempts, for the access log and the
+// error log. Runs on the loop.
+func (s *session) attempts() []pool.Attempt {
+	if s.dial != nil {
+		return s.dial.job.Attempts
+	}
+	return s.tried
+}
+
+// release gives the session's peer back (NGINX's free without
+// NGX_PEER_FAILED). Runs on the loop.
+func (s *session) release(p *pool.Peer) {
+	if s.dial != nil {
+		s.dial.sel.Release(p)
+		return
+	}
+	s.lease.Release(p)
+}
+
 // upOpen is the context of an upstream conn being enrolled after its
 // handshake.
 type upOpen struct {
@@ -195,7 +229,7 @@ type reattach struct {
 // submit hands a connecting session's dial job to the dialer. Runs on the
 // session's loop.
 func (e *Engine) submit(s *session) {
-	if err := e.dialer.Submit(&s.job); err != nil {
+	if err := e.dialer.Submit(&s.dial.job); err != nil {
 		e.log.Logf(LevelError, s.id, "%v while connecting to upstream, client: %s, server: %s", err, hostOf(s.remote), s.srv.name)
 		s.status = 503
 		s.finish("dial queue full")
@@ -231,9 +265,11 @@ func (e *Engine) openSessionAt(c gnet.Conn, lp *loop, srv *server, remote, local
 	s.lastActive = lp.nowTick()
 	c.SetContext(s)
 
-	srv.group.InitSelection(&s.sel, srv.hashKey(s.remote, s.local), srv.tries, s.start)
-	s.job = pool.DialJob{
-		Sel:                 &s.sel,
+	d := new(dialState)
+	s.dial = d
+	srv.group.InitSelection(&d.sel, srv.hashKey(s.remote, s.local), srv.tries, s.start)
+	d.job = pool.DialJob{
+		Sel:                 &d.sel,
 		ConnectTimeout:      srv.connectTimeout,
 		NextUpstream:        srv.nextUpstream,
 		NextUpstreamTimeout: srv.nextTimeout,
@@ -244,12 +280,12 @@ func (e *Engine) openSessionAt(c gnet.Conn, lp *loop, srv *server, remote, local
 		Done:                s.dialDone,
 	}
 	if srv.policy != nil {
-		s.job.TLS = s.tlsConfig
-		s.job.FullTLS = s.fullTLSConfig
-		s.job.Observe = s.observeHandshake
+		d.job.TLS = s.tlsConfig
+		d.job.FullTLS = s.fullTLSConfig
+		d.job.Observe = s.observeHandshake
 	}
 	if proxyMode(srv.proxyProtocol) != proxyOff {
-		s.job.ProxyHeader = s.proxyHeader
+		d.job.ProxyHeader = s.proxyHeader
 	}
 	e.m.SessionAccepted()
 	lp.link(s)
@@ -302,7 +338,8 @@ func (s *session) dialFailed(err error) {
 		}
 		// The last attempt's error was logged with its attempt; what is
 		// left to say is that none worked (or that none could be tried).
-		if n := len(s.job.Attempts); n > 0 && s.job.Attempts[n-1].Err == err {
+		if a := s.attempts(); len(a) > 0 && a[len(a)-1].Err == err {
+			n := len(a)
 			if n > 1 {
 				s.e.log.Logf(LevelError, s.id, "no upstream could be reached after %d attempts, client: %s, server: %s, upstream: \"%s\"",
 					n, hostOf(s.remote), s.srv.name, s.srv.group.Name())
@@ -319,11 +356,14 @@ func (s *session) dialFailed(err error) {
 func (s *session) onUpstreamOpen(c gnet.Conn, r pool.DialResult) {
 	s.peer = r.Peer
 	if s.phase == phaseDone {
-		s.sel.Release(r.Peer)
+		s.release(r.Peer)
 		s.peer = nil
 		c.Close()
 		return
 	}
+	// The worker is done with the dial job (it handed over the result):
+	// keep only what the open session needs of it.
+	s.lease, s.tried, s.dial = s.dial.sel.Lease(), s.dial.job.Attempts, nil
 	s.begin()
 	defer s.end()
 	c.SetContext(s)
@@ -654,7 +694,7 @@ func (s *session) finish(reason string) {
 	}
 	s.releaseLimits()
 	if s.peer != nil && !s.peerFailed {
-		s.sel.Release(s.peer) // a failed peer's connection ended with Failed
+		s.release(s.peer) // a failed peer's connection ended with Failed
 	}
 	s.peer = nil
 	if len(s.srv.accessLogs) > 0 {

@@ -134,28 +134,11 @@ func (s *Selection) Next(now time.Time) (*Peer, error) {
 // kept so that a configuration behaves as under NGINX.
 // Runs on the goroutine that owns the session.
 func (s *Selection) Failed(p *Peer, now time.Time) (disabled bool) {
-	g := s.g
-	p.stats.failures.Add(1)
-	g.mu.Lock()
-	defer g.mu.Unlock()
-	p.conns--
-	p.nConns.Store(int64(p.conns))
-	if s.tier().single {
+	disabled, single := s.Lease().fail(p, now)
+	switch {
+	case single:
 		s.triesLeft = 0
-		return false
-	}
-	p.fails++
-	p.nFails.Store(int64(p.fails))
-	p.accessed = now
-	p.setChecked(now)
-	if p.MaxFails > 0 {
-		p.effectiveWeight -= p.Weight / p.MaxFails
-		disabled = p.fails >= p.MaxFails
-	}
-	if p.effectiveWeight < 0 {
-		p.effectiveWeight = 0
-	}
-	if s.triesLeft > 0 {
+	case s.triesLeft > 0:
 		s.triesLeft--
 	}
 	return disabled
@@ -176,17 +159,75 @@ func (s *Selection) Connected(p *Peer, now time.Time) {
 // connecting for a reason that is not p's fault), as NGINX's free without
 // NGX_PEER_FAILED. Runs on the goroutine that owns the session.
 func (s *Selection) Release(p *Peer) {
-	g := s.g
-	g.mu.Lock()
-	p.conns--
-	p.nConns.Store(int64(p.conns))
-	if !s.tier().single {
-		revive(p)
-	}
-	g.mu.Unlock()
+	s.Lease().Release(p)
 	if s.current == p {
 		s.current = nil
 	}
+}
+
+// Lease is what a session keeps of its Selection once its upstream
+// connection is open: enough to give the peer back, with Release or Failed,
+// as the Selection's own methods would. It is a few words where the
+// Selection is over a hundred bytes, so that a session holding an idle
+// connection need not keep its whole walk. The zero Lease holds nothing and
+// must not be used. Runs on the goroutine that owns the session.
+type Lease struct {
+	g      *Group
+	set    *peerSet
+	backup bool
+}
+
+// Lease returns what Release and Failed need of s, for after the walk.
+func (s *Selection) Lease() Lease { return Lease{g: s.g, set: s.set, backup: s.backup} }
+
+// tier returns the tier the lease's peer was chosen from.
+func (l Lease) tier() *tier {
+	if l.backup {
+		return &l.set.backup
+	}
+	return &l.set.primary
+}
+
+// Release is Selection.Release after the walk.
+func (l Lease) Release(p *Peer) {
+	l.g.mu.Lock()
+	p.conns--
+	p.nConns.Store(int64(p.conns))
+	if !l.tier().single {
+		revive(p)
+	}
+	l.g.mu.Unlock()
+}
+
+// Failed is Selection.Failed after the walk (no try is left to use up).
+func (l Lease) Failed(p *Peer, now time.Time) (disabled bool) {
+	disabled, _ = l.fail(p, now)
+	return disabled
+}
+
+// fail does the accounting of Failed and reports whether p's tier is a
+// single server, whose failures are not counted.
+func (l Lease) fail(p *Peer, now time.Time) (disabled, single bool) {
+	p.stats.failures.Add(1)
+	l.g.mu.Lock()
+	defer l.g.mu.Unlock()
+	p.conns--
+	p.nConns.Store(int64(p.conns))
+	if l.tier().single {
+		return false, true
+	}
+	p.fails++
+	p.nFails.Store(int64(p.fails))
+	p.accessed = now
+	p.setChecked(now)
+	if p.MaxFails > 0 {
+		p.effectiveWeight -= p.Weight / p.MaxFails
+		disabled = p.fails >= p.MaxFails
+	}
+	if p.effectiveWeight < 0 {
+		p.effectiveWeight = 0
+	}
+	return disabled, false
 }
 
 // revive forgets p's failures if a selection after the last failure opened a
@@ -199,12 +240,7 @@ func revive(p *Peer) {
 }
 
 // tier returns the tier the session walks.
-func (s *Selection) tier() *tier {
-	if s.backup {
-		return &s.set.backup
-	}
-	return &s.set.primary
-}
+func (s *Selection) tier() *tier { return s.Lease().tier() }
 
 func (s *Selection) isTried(i int) bool {
 	if s.triedMore != nil {
