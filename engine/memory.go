@@ -12,6 +12,7 @@ package engine
 // what is live, and the process asleep.
 
 import (
+	"runtime"
 	"runtime/debug"
 	"runtime/metrics"
 	"sync/atomic"
@@ -104,4 +105,129 @@ func (k *memKeeper) check(now time.Time, accepted uint64) bool {
 		k.free()
 	}()
 	return true
+}
+
+// The collector's pace. With GOGC fixed, a collection runs whenever the
+// heap has grown by GOGC % of what was live after the last one: while a
+// proxy carries a few dozen sessions that is every few megabytes, a few
+// hundred new connections (each handshake leaves ~30 KiB of garbage), and
+// every cycle has a fixed cost (its phases, the sweep, the assists it asks
+// of the allocating goroutines) however little is live. A GCPacer raises
+// GOGC while little is live, so that a cycle comes at most every floor
+// bytes of heap growth, and gives base back as the live heap grows: with
+// tens of thousands of held sessions the heap is large anyway and base
+// keeps it within (1 + base/100) of what is live.
+//
+// It runs after each collection, on the runtime's cleanup goroutine (a
+// cleanup attached to an object that dies in every cycle), and so costs
+// nothing while nothing allocates.
+
+// GCPacer sets the collector's percentage after each collection from the
+// live heap: the larger of base and what lets the heap reach floor before
+// the next cycle. Build it with NewGCPacer.
+type GCPacer struct {
+	floor  uint64
+	base   int
+	ceil   int
+	sample []metrics.Sample
+	// set is debug.SetGCPercent; tests may record.
+	set func(int) int
+	// last is the percentage set last; it is used by NewGCPacer and then
+	// only on the cleanup goroutine.
+	last    int
+	stopped atomic.Bool
+	// observed, if set (tests), is given each cycle's percentage.
+	observed func(pct int)
+}
+
+// gcSentinel is the object whose death marks a collection. It holds a
+// pointer so that it is not tiny-allocated with others (a tiny block
+// outlives its parts).
+type gcSentinel struct{ _ *GCPacer }
+
+// heapMinimum is the Go runtime's smallest heap goal at GOGC=100 (its
+// defaultHeapMinimum, 4 MiB); the runtime scales it with GOGC, so GOGC
+// must stay at or below floor/heapMinimum×100 for floor to be the goal.
+const heapMinimum = 4 << 20
+
+// NewGCPacer starts pacing the collector: GOGC is at least base, and high
+// enough that the heap may reach floor bytes between collections. Safe to
+// call once per process, from any goroutine; Stop ends it.
+func NewGCPacer(floor uint64, base int) *GCPacer {
+	return newGCPacer(floor, base, debug.SetGCPercent)
+}
+
+// newGCPacer is NewGCPacer with the setter of the percentage.
+func newGCPacer(floor uint64, base int, set func(int) int) *GCPacer {
+	p := &GCPacer{
+		floor:  floor,
+		base:   base,
+		ceil:   max(base, int(floor*100/heapMinimum)),
+		sample: []metrics.Sample{{Name: "/gc/heap/live:bytes"}},
+		set:    set,
+	}
+	p.apply(p.percent(p.live()))
+	p.arm()
+	return p
+}
+
+// Stop ends the pacing at the next collection and sets base. Safe from
+// any goroutine.
+func (p *GCPacer) Stop() {
+	p.stopped.Store(true)
+	p.set(p.base)
+}
+
+// arm attaches a cleanup to a new sentinel: it runs after the collection
+// that finds the sentinel dead, that is the next one.
+func (p *GCPacer) arm() {
+	runtime.AddCleanup(new(gcSentinel), func(p *GCPacer) { p.collected() }, p)
+}
+
+// collected runs after each collection, on the runtime's cleanup
+// goroutine.
+func (p *GCPacer) collected() {
+	if p.stopped.Load() {
+		return
+	}
+	pct := p.percent(p.live())
+	p.apply(pct)
+	if p.observed != nil {
+		p.observed(pct)
+	}
+	p.arm()
+}
+
+// live is the heap the last collection found live, in bytes.
+func (p *GCPacer) live() uint64 {
+	metrics.Read(p.sample)
+	if p.sample[0].Value.Kind() != metrics.KindUint64 {
+		return 0
+	}
+	return p.sample[0].Value.Uint64()
+}
+
+// percent is the GOGC for a live heap of live bytes: the next goal is
+// live×(1+GOGC/100), so floor/live−1 (in per cent) reaches floor; never
+// below base, nor above what keeps the runtime's scaled heap minimum
+// within floor.
+func (p *GCPacer) percent(live uint64) int {
+	if live == 0 {
+		return p.ceil
+	}
+	pct := p.base
+	if live < p.floor {
+		pct = max(pct, int((p.floor-live)*100/live))
+	}
+	return min(pct, p.ceil)
+}
+
+// apply sets pct unless it is within an eighth of what is set already
+// (so that a steady heap does not reset the pacer every cycle).
+func (p *GCPacer) apply(pct int) {
+	if d := pct - p.last; p.last != 0 && d < p.last/8 && -d < p.last/8 {
+		return
+	}
+	p.last = pct
+	p.set(pct)
 }

@@ -2,6 +2,7 @@ package engine
 
 import (
 	"runtime"
+	"slices"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -53,4 +54,88 @@ func TestMemKeeper(t *testing.T) {
 		t.Fatalf("released at %dms (%d times), want once, at or after %v of quiet", released, freed.Load(), memQuiet)
 	}
 	runtime.KeepAlive(sink)
+}
+
+func TestGCPacerPercent(t *testing.T) {
+	const mib = 1 << 20
+	p := &GCPacer{floor: 64 * mib, base: 200, ceil: 1600}
+	for _, c := range []struct {
+		live uint64
+		want int
+	}{
+		{0, 1600},        // nothing measured yet: the ceiling
+		{1 * mib, 1600},  // 6300 would put the runtime's minimum above the floor
+		{4 * mib, 1500},  // 4 × 16 = 64
+		{16 * mib, 300},  // 16 × 4 = 64
+		{21 * mib, 204},  // just above base
+		{32 * mib, 200},  // 100 would be below base
+		{64 * mib, 200},  // at the floor
+		{900 * mib, 200}, // held sessions: base
+	} {
+		if got := p.percent(c.live); got != c.want {
+			t.Errorf("percent(%d MiB) = %d, want %d", c.live/mib, got, c.want)
+		}
+		// The goal the runtime would use stays at or above the floor
+		// whenever the ceiling allows, and never far above it.
+		goal := max(c.live*uint64(100+p.percent(c.live))/100, heapMinimum*uint64(p.percent(c.live))/100)
+		if c.live < p.floor && goal < p.floor-p.floor/16 {
+			t.Errorf("live %d MiB: goal %d MiB is below the floor", c.live/mib, goal/mib)
+		}
+	}
+}
+
+func TestGCPacerApplyHysteresis(t *testing.T) {
+	var set []int
+	p := &GCPacer{set: func(v int) int { set = append(set, v); return 0 }}
+	for _, v := range []int{800, 850, 750, 1000, 1000, 200} {
+		p.apply(v)
+	}
+	if want := []int{800, 1000, 200}; !slices.Equal(set, want) {
+		t.Errorf("set %v, want %v", set, want)
+	}
+}
+
+// TestGCPacerFollowsLiveHeap runs real collections: with more than the
+// floor live the pacer sets base; once that is freed, more.
+func TestGCPacerFollowsLiveHeap(t *testing.T) {
+	const floor = 8 << 20
+	var set atomic.Int64
+	p := newGCPacer(floor, 100, func(v int) int { set.Store(int64(v)); return 100 })
+	cycles := make(chan int, 16)
+	p.observed = func(pct int) {
+		select { // never block the runtime's cleanup goroutine
+		case cycles <- pct:
+		default:
+		}
+	}
+	defer p.Stop()
+	// collect runs one collection and returns the percentage the pacer
+	// computed after it.
+	collect := func() int {
+		t.Helper()
+		for len(cycles) > 0 {
+			<-cycles
+		}
+		runtime.GC()
+		select {
+		case pct := <-cycles:
+			return pct
+		case <-time.After(20 * time.Second): // a bound for a broken pacer, not a sync
+			t.Fatal("no cleanup ran after a collection")
+			return 0
+		}
+	}
+	hold := make([]*[1 << 20]byte, 3*floor>>20)
+	for i := range hold {
+		hold[i] = new([1 << 20]byte)
+	}
+	if pct := collect(); pct != 100 || set.Load() != 100 {
+		t.Errorf("with 24 MiB live: computed %d, set %d; want base, 100", pct, set.Load())
+	}
+	runtime.KeepAlive(hold)
+	hold = nil
+	collect() // the cycle that frees hold runs before its cleanup reads the live heap
+	if pct := collect(); pct <= 100 || set.Load() != int64(pct) {
+		t.Errorf("once freed: computed %d, set %d; want above base, and set", pct, set.Load())
+	}
 }
