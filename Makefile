@@ -5,7 +5,7 @@ PKGS      := ./...
 # BENCH_QUICK=1 make bench: the short run (within 2 minutes).
 BENCH_ARGS ?=
 
-.PHONY: all build build-boring test test-short bench bench-boring bench-go demo lint fuzz bench-deps clean
+.PHONY: all build build-boring build-openssl test test-short bench bench-boring bench-go demo lint fuzz bench-deps clean
 
 all: build
 
@@ -20,22 +20,35 @@ build-boring:
 	rm -f $(BIN)/tlsrelay-boring
 	CGO_ENABLED=1 GOEXPERIMENT=boringcrypto $(GO) build -o $(BIN)/tlsrelay-boring ./cmd/tlsrelay
 
+# tlsrelay whose RSA client-certificate signatures are computed by OpenSSL's
+# libcrypto (opened at run time: libcrypto.so.3, Debian's libssl3; without it
+# the binary signs with Go), through cgo: Go's RSA-2048 signature costs ~3.5x
+# OpenSSL's on the bench machine. crypto/tls still runs every handshake.
+# `tlsrelay -V` says which signs.
+build-openssl:
+	rm -f $(BIN)/tlsrelay-openssl
+	CGO_ENABLED=1 $(GO) build -tags openssl -o $(BIN)/tlsrelay-openssl ./cmd/tlsrelay
+
 # The whole suite with the race detector: unit, integration over loopback,
 # and the differential tests against nginx and openssl when they are
 # installed (.ci/run installs them).
 test: lint
 	$(GO) test -race -timeout 14m -count=1 $(PKGS)
+	$(GO) vet -tags openssl ./tlsbridge ./cmd/tlsrelay
+	$(GO) test -race -count=1 -tags openssl ./tlsbridge
 
 test-short:
 	$(GO) test -short -count=1 $(PKGS)
 
 # The headline: builds both binaries, runs tlsrelay beside NGINX (and HAProxy)
 # when installed, writes BENCHMARKS.md, bench/results.json and the charts.
-# The handshake rows also measure the BoringCrypto build (build-boring, which
-# needs cgo) in a column of its own; without a C compiler it is left out.
+# The handshake rows also measure the BoringCrypto build (build-boring) and
+# the OpenSSL-signer build (build-openssl), each in a column of its own; both
+# need cgo, and without a C compiler they are left out.
 bench: build
 	-@$(MAKE) --no-print-directory build-boring
-	./$(BIN)/tlsrelay-bench -tlsrelay $(BIN)/tlsrelay $$([ -x $(BIN)/tlsrelay-boring ] && echo -tlsrelay-boring $(BIN)/tlsrelay-boring) -out . $(BENCH_ARGS)
+	-@$(MAKE) --no-print-directory build-openssl
+	./$(BIN)/tlsrelay-bench -tlsrelay $(BIN)/tlsrelay $$([ -x $(BIN)/tlsrelay-boring ] && echo -tlsrelay-boring $(BIN)/tlsrelay-boring) $$([ -x $(BIN)/tlsrelay-openssl ] && echo -tlsrelay-openssl $(BIN)/tlsrelay-openssl) -out . $(BENCH_ARGS)
 
 # Only the handshake rows, the BoringCrypto build beside the default one,
 # into bench-boring/ (BENCHMARKS.md there).

@@ -433,6 +433,25 @@ func atAGlance(res *Results) []string {
 		}
 		out = append(out, "Proxy CPU per new connection, tlsrelay/NGINX (lower is better for tlsrelay): "+strings.Join(parts, "; ")+".")
 	}
+	// The other builds of tlsrelay, on the rows they were measured in.
+	for _, p := range res.Peers {
+		if !p.Available || !p.HandshakeOnly {
+			continue
+		}
+		var parts []string
+		for _, row := range res.Handshake {
+			s, n := row.Cells[p.Name], row.Cells[baselineName]
+			if s == nil || n == nil {
+				continue
+			}
+			if r := Ratio(s.CPUMicros, n.CPUMicros); !math.IsNaN(r) {
+				parts = append(parts, fmt.Sprintf("%s %.2f×", row.Name, r))
+			}
+		}
+		if len(parts) > 0 {
+			out = append(out, "Proxy CPU per new connection, "+p.Name+"/NGINX: "+strings.Join(parts, "; ")+".")
+		}
+	}
 	for _, row := range res.Throughput {
 		s, n := row.Cells[subjectName], row.Cells[baselineName]
 		if s == nil || n == nil {

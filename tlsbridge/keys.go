@@ -55,7 +55,7 @@ func loadClientCertificateWith(reader func(directive string) readFunc, certFile,
 	if !ok || !pub.Equal(key.Public()) {
 		return nil, configError("proxy_ssl_certificate_key", fmt.Errorf("loading certificate key %q: the key does not match certificate %q (%s)", keyFile, certFile, certs[0].Subject))
 	}
-	tc := &tls.Certificate{PrivateKey: key, Leaf: certs[0]}
+	tc := &tls.Certificate{PrivateKey: fastSigner(key), Leaf: certs[0]}
 	for _, c := range certs {
 		tc.Certificate = append(tc.Certificate, c.Raw)
 	}

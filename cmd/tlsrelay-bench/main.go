@@ -72,6 +72,7 @@ func run(args []string) error {
 	var (
 		tlsrelayPath = fs.String("tlsrelay", "bin/tlsrelay", "tlsrelay binary to measure")
 		boringPath   = fs.String("tlsrelay-boring", "", `a second tlsrelay binary, built with "make build-boring", measured in the handshake rows in a column of its own ("" for none)`)
+		osslKeysPath = fs.String("tlsrelay-openssl", "", `a tlsrelay binary built with "make build-openssl" (RSA client-key signatures by OpenSSL's libcrypto), measured in the handshake rows in a column of its own ("" for none)`)
 		nginxPath    = fs.String("nginx", "", `nginx binary (default: from PATH; "none" to skip)`)
 		nginxModule  = fs.String("nginx-module", "/usr/lib/nginx/modules/ngx_stream_module.so", "NGINX stream module to load (skipped when the file does not exist)")
 		haproxyPath  = fs.String("haproxy", "", `haproxy binary (default: from PATH; "none" to skip)`)
@@ -141,6 +142,11 @@ func run(args []string) error {
 		handshakePeers = append(handshakePeers, b)
 		infos = append(infos, bench.PeerInfo{Name: b.Name(), Version: b.Version(), Available: true, HandshakeOnly: true})
 	}
+	if *osslKeysPath != "" {
+		b := bench.Tlsrelay{Path: *osslKeysPath, Build: gitDescribe() + ", -tags openssl", Label: OpenSSLColumn}
+		handshakePeers = append(handshakePeers, b)
+		infos = append(infos, bench.PeerInfo{Name: b.Name(), Version: b.Version(), Available: true, HandshakeOnly: true})
+	}
 	for _, n := range notes {
 		fmt.Fprintln(os.Stderr, "note:", n)
 	}
@@ -183,6 +189,9 @@ func run(args []string) error {
 
 // BoringColumn is the column of the -tlsrelay-boring build.
 const BoringColumn = "tlsrelay boringcrypto"
+
+// OpenSSLColumn is the column of the -tlsrelay-openssl build.
+const OpenSSLColumn = "tlsrelay openssl-keys"
 
 // choosePeers returns the proxies to run, a description of every proxy
 // (measured or not) and notes on the missing ones.

@@ -25,6 +25,7 @@ import (
 
 	"github.com/tlsrelay/tlsrelay/engine"
 	"github.com/tlsrelay/tlsrelay/engine/conf"
+	"github.com/tlsrelay/tlsrelay/tlsbridge"
 )
 
 // Version is the version string printed by -v.
@@ -215,6 +216,7 @@ Options:
 
 func printBuild(w io.Writer) {
 	fmt.Fprintf(w, "built with %s %s/%s\n", runtime.Version(), runtime.GOOS, runtime.GOARCH)
+	fmt.Fprintf(w, "client certificate signatures: %s\n", tlsbridge.KeyBackend())
 	bi, ok := debug.ReadBuildInfo()
 	if !ok {
 		return
