@@ -134,7 +134,19 @@ type sessionSlot struct {
 	pending  []*ticket // handed out by Get, oldest first; guarded by mu
 	failures int       // Put(nil) calls not yet seen by observe; guarded by mu
 	detached bool      // forgotten by the store, out of its counts; guarded by mu
+	// life is the server-given lifetime of the slot's tickets as last
+	// read from one (0: none, a TLS 1.2 session), at lifeAt; guarded by
+	// mu. Reading it means serializing the session (certificates
+	// included), so it is read again only every lifeRecheck.
+	life   time.Duration
+	lifeAt time.Time
 }
+
+// lifeRecheck is how long a slot trusts the ticket lifetime it read last.
+// A server whose lifetime changed meanwhile costs at worst a ticket kept
+// past its end (the server then answers with a full handshake) or dropped
+// early.
+const lifeRecheck = time.Minute
 
 // dropped accounts for n tickets leaving the slot into counter c. Called
 // with sl.mu held.
@@ -313,16 +325,17 @@ func (sl *sessionSlot) get() *tls.ClientSessionState {
 func (sl *sessionSlot) put(cs *tls.ClientSessionState) {
 	now := sl.store.now()
 	t := &ticket{cs: cs, expires: now.Add(sl.store.maxAge)}
-	if useBy, ok := tls13UseBy(cs); ok {
-		if useBy.Before(t.expires) {
-			t.expires = useBy
-		}
-	}
-	if !now.Before(t.expires) {
-		return // a zero lifetime means "do not store" (RFC 8446, 4.6.1)
-	}
 	sl.mu.Lock()
 	defer sl.mu.Unlock()
+	if sl.lifeAt.IsZero() || now.Sub(sl.lifeAt) >= lifeRecheck || now.Before(sl.lifeAt) {
+		sl.life, sl.lifeAt = 0, now
+		if life, ok := tls13Lifetime(cs); ok {
+			sl.life = life
+		}
+	}
+	if sl.life > 0 && now.Add(sl.life).Before(t.expires) {
+		t.expires = now.Add(sl.life)
+	}
 	sl.tickets = append(sl.tickets, nil)
 	copy(sl.tickets[1:], sl.tickets)
 	sl.tickets[0] = t
@@ -416,28 +429,30 @@ func (v *sessionView) Put(_ string, cs *tls.ClientSessionState) {
 	v.slot.mu.Unlock()
 }
 
-// tls13UseBy returns the server-given expiry of a TLS 1.3 session.
-// crypto/tls does not export it; it is the use_by field at the end of the
-// client session encoding (crypto/tls ticket.go: ... uint64 use_by; uint32
-// age_add for TLS 1.3 client sessions). The result is sanity-checked against
-// created_at so that a changed encoding falls back to MaxAge.
-func tls13UseBy(cs *tls.ClientSessionState) (time.Time, bool) {
+// tls13Lifetime returns the server-given lifetime of a TLS 1.3 session,
+// from its receipt. crypto/tls does not export it; it is use_by minus
+// created_at of the client session encoding (crypto/tls ticket.go: uint64
+// created_at after version, type and flags; ... uint64 use_by; uint32
+// age_add at the end for TLS 1.3 client sessions), both in seconds. It is
+// sanity-checked (at most 7 days, RFC 8446 4.6.1, with a day's slack) so
+// that a changed encoding falls back to MaxAge.
+func tls13Lifetime(cs *tls.ClientSessionState) (time.Duration, bool) {
 	_, st, err := cs.ResumptionState()
 	if err != nil || st == nil {
-		return time.Time{}, false
+		return 0, false
 	}
 	b, err := st.Bytes()
 	if err != nil || len(b) < 13+12 {
-		return time.Time{}, false
+		return 0, false
 	}
 	version := binary.BigEndian.Uint16(b[0:2])
 	if version != tls.VersionTLS13 || b[2] != 2 /* client */ {
-		return time.Time{}, false
+		return 0, false
 	}
 	created := binary.BigEndian.Uint64(b[5:13])
 	useBy := binary.BigEndian.Uint64(b[len(b)-12 : len(b)-4])
-	if useBy < created || useBy > created+uint64(8*24*time.Hour/time.Second) {
-		return time.Time{}, false
+	if useBy <= created || useBy > created+uint64(8*24*time.Hour/time.Second) {
+		return 0, false
 	}
-	return time.Unix(int64(useBy), 0), true
+	return time.Duration(useBy-created) * time.Second, true
 }

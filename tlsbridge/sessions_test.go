@@ -281,15 +281,28 @@ func TestSessionSlot(t *testing.T) {
 	if sl.get() != nil {
 		t.Fatal("expired ticket handed out")
 	}
-	useBy, ok := tls13UseBy(sessions[0])
-	if !ok || useBy.Before(time.Now().Add(6*24*time.Hour)) || useBy.After(time.Now().Add(8*24*time.Hour)) {
-		t.Fatalf("use-by of a Go server's ticket: %v %v (want about 7 days)", useBy, ok)
+	life, ok := tls13Lifetime(sessions[0])
+	if !ok || life != 7*24*time.Hour {
+		t.Fatalf("lifetime of a Go server's ticket: %v %v (want 7 days)", life, ok)
 	}
 	now = time.Now()
 	long := NewSessionStore(SessionStoreOptions{MaxAge: 30 * 24 * time.Hour, Now: clock})
 	ls := long.slot("k", "e")
 	ls.put(sessions[0])
-	now = now.Add(8 * 24 * time.Hour)
+	// The lifetime read from the first ticket applies to the next ones
+	// for lifeRecheck without reading them.
+	start := now
+	now = now.Add(lifeRecheck / 2)
+	ls.put(sessions[1])
+	if want := now.Add(7 * 24 * time.Hour); !ls.tickets[0].expires.Equal(want) || !ls.lifeAt.Equal(start) {
+		t.Fatalf("second ticket expires %v (want %v), lifetime read at %v (want %v)", ls.tickets[0].expires, want, ls.lifeAt, start)
+	}
+	now = now.Add(lifeRecheck)
+	ls.put(sessions[2])
+	if !ls.lifeAt.Equal(now) {
+		t.Fatalf("lifetime not read again after lifeRecheck: read at %v", ls.lifeAt)
+	}
+	now = start.Add(8 * 24 * time.Hour)
 	if ls.get() != nil {
 		t.Fatal("ticket handed out after its server-given lifetime")
 	}
