@@ -138,6 +138,9 @@ type GCPacer struct {
 	stopped atomic.Bool
 	// observed, if set (tests), is given each cycle's percentage.
 	observed func(pct int)
+	// liveHeap is live; tests may replace it (the live heap of a test
+	// binary is every parallel test's).
+	liveHeap func() uint64
 }
 
 // gcSentinel is the object whose death marks a collection. It holds a
@@ -166,7 +169,8 @@ func newGCPacer(floor uint64, base int, set func(int) int) *GCPacer {
 		sample: []metrics.Sample{{Name: "/gc/heap/live:bytes"}},
 		set:    set,
 	}
-	p.apply(p.percent(p.live()))
+	p.liveHeap = p.live
+	p.apply(p.percent(p.liveHeap()))
 	p.arm()
 	return p
 }
@@ -190,7 +194,7 @@ func (p *GCPacer) collected() {
 	if p.stopped.Load() {
 		return
 	}
-	pct := p.percent(p.live())
+	pct := p.percent(p.liveHeap())
 	p.apply(pct)
 	if p.observed != nil {
 		p.observed(pct)

@@ -95,12 +95,16 @@ func TestGCPacerApplyHysteresis(t *testing.T) {
 	}
 }
 
-// TestGCPacerFollowsLiveHeap runs real collections: with more than the
-// floor live the pacer sets base; once that is freed, more.
+// TestGCPacerFollowsLiveHeap runs real collections: after each one the
+// pacer reads the live heap and sets the percentage for it. The live heap
+// is the fake's (a test binary's is every parallel test's); the reader of
+// the real one is checked on its own.
 func TestGCPacerFollowsLiveHeap(t *testing.T) {
-	const floor = 8 << 20
-	var set atomic.Int64
-	p := newGCPacer(floor, 100, func(v int) int { set.Store(int64(v)); return 100 })
+	const mib = 1 << 20
+	var set, live atomic.Int64
+	live.Store(900 * mib)
+	p := newGCPacer(64*mib, 200, func(v int) int { set.Store(int64(v)); return 100 })
+	p.liveHeap = func() uint64 { return uint64(live.Load()) }
 	cycles := make(chan int, 16)
 	p.observed = func(pct int) {
 		select { // never block the runtime's cleanup goroutine
@@ -125,17 +129,24 @@ func TestGCPacerFollowsLiveHeap(t *testing.T) {
 			return 0
 		}
 	}
-	hold := make([]*[1 << 20]byte, 3*floor>>20)
-	for i := range hold {
-		hold[i] = new([1 << 20]byte)
+	for _, c := range []struct {
+		live int64
+		want int
+	}{{900 * mib, 200}, {4 * mib, 1500}, {16 * mib, 300}, {1 * mib, 1600}, {300 * mib, 200}} {
+		live.Store(c.live)
+		if pct := collect(); pct != c.want || set.Load() != int64(c.want) {
+			t.Errorf("live %d MiB: computed %d, set %d; want %d", c.live/mib, pct, set.Load(), c.want)
+		}
 	}
-	if pct := collect(); pct != 100 || set.Load() != 100 {
-		t.Errorf("with 24 MiB live: computed %d, set %d; want base, 100", pct, set.Load())
+
+	// The real reader sees what is held.
+	hold := make([]*[mib]byte, 64)
+	for i := range hold {
+		hold[i] = new([mib]byte)
+	}
+	runtime.GC()
+	if got := p.live(); got < 64*mib {
+		t.Errorf("live heap %d MiB with 64 MiB held", got/mib)
 	}
 	runtime.KeepAlive(hold)
-	hold = nil
-	collect() // the cycle that frees hold runs before its cleanup reads the live heap
-	if pct := collect(); pct <= 100 || set.Load() != int64(pct) {
-		t.Errorf("once freed: computed %d, set %d; want above base, and set", pct, set.Load())
-	}
 }
