@@ -82,6 +82,36 @@ func TestOpenSSLSignaturesVerifyWithGo(t *testing.T) {
 	}
 }
 
+// TestOpenSSLSignConcurrently: dial workers sign with one key at once;
+// each signature is whole and valid.
+func TestOpenSSLSignConcurrently(t *testing.T) {
+	k := rsaKey(t)
+	s := osslKey(t, k)
+	errs := make(chan error, 8)
+	for g := range 8 {
+		go func() {
+			for i := range 20 {
+				d := sha256.Sum256([]byte{byte(g), byte(i)})
+				opts := &rsa.PSSOptions{SaltLength: rsa.PSSSaltLengthEqualsHash, Hash: crypto.SHA256}
+				sig, err := s.Sign(rand.Reader, d[:], opts)
+				if err == nil {
+					err = rsa.VerifyPSS(&k.PublicKey, crypto.SHA256, d[:], sig, opts)
+				}
+				if err != nil {
+					errs <- err
+					return
+				}
+			}
+			errs <- nil
+		}()
+	}
+	for range 8 {
+		if err := <-errs; err != nil {
+			t.Error(err)
+		}
+	}
+}
+
 // TestOpenSSLKeyMutualTLS: an RSA client certificate loaded from files, as
 // proxy_ssl_certificate_key does, signs through OpenSSL, and a Go server
 // that requires client certificates accepts it in TLS 1.3 and 1.2.
