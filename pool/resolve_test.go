@@ -567,8 +567,9 @@ func TestResolveConcurrentSelections(t *testing.T) {
 			}()
 		}
 		for i := range 200 {
-			// Some selections between two publications.
-			for deadline := time.Now().Add(10 * time.Second); picks.Load() < int64(i*10); {
+			// Some selections between two publications (counted from
+			// the last one: the workers may have raced ahead before it).
+			for deadline, want := time.Now().Add(10*time.Second), picks.Load()+10; picks.Load() < want; {
 				if time.Now().After(deadline) {
 					t.Fatalf("%+v: no selections", b)
 				}
