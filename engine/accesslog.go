@@ -295,17 +295,17 @@ func (s *session) appendVar(b []byte, id varID, now time.Time) []byte {
 		})
 	case varUpstreamFirstByteTime:
 		return s.appendAttempts(b, func(b []byte, a *pool.Attempt, cur bool) []byte {
-			if !cur || s.firstByte.IsZero() {
+			if !cur || s.firstByte == 0 {
 				return append(b, '-')
 			}
-			return appendSeconds(b, s.firstByte.Sub(s.upOpened)+a.Connect+a.Handshake)
+			return appendSeconds(b, s.firstByte-s.upOpened+a.Connect+a.Handshake)
 		})
 	case varUpstreamSessionTime:
 		return s.appendAttempts(b, func(b []byte, a *pool.Attempt, cur bool) []byte {
 			if !cur {
 				return append(b, '-')
 			}
-			return appendSeconds(b, now.Sub(s.upOpened)+a.Connect+a.Handshake)
+			return appendSeconds(b, now.Sub(s.start)-s.upOpened+a.Connect+a.Handshake)
 		})
 	case varUpstreamSSLProtocol:
 		if s.tlsVersion != 0 {

@@ -96,9 +96,6 @@ type direction struct {
 	// moved counts the bytes read from src (fromClient, fromUp), sent
 	// those handed to dst (toUp, toClient).
 	moved, sent *int64
-	// first, if set, is stamped with the time of the first byte moved
-	// (the upstream's first byte, for the access log).
-	first *time.Time
 	// corked: to encrypts (the upstream's tlsbridge.Conn); the records
 	// of one write are collected and written to dst at once.
 	corked bool
@@ -149,8 +146,9 @@ func (s *session) pump(d *direction, force bool) {
 				return
 			}
 		} else if n > 0 {
-			if *d.moved == 0 && d.first != nil {
-				*d.first = time.Now()
+			if *d.moved == 0 && d.upstream {
+				// The upstream's first byte, for the access log.
+				s.firstByte = max(time.Since(s.start), 1)
 			}
 			*d.moved += int64(n)
 			*d.sent += int64(n)
