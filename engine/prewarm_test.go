@@ -1,7 +1,6 @@
 package engine
 
 import (
-	"crypto/tls"
 	"fmt"
 	"io"
 	"net"
@@ -9,8 +8,6 @@ import (
 	"path/filepath"
 	"runtime"
 	"strings"
-	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -113,71 +110,16 @@ func TestPrewarmExpiry(t *testing.T) {
 	}
 }
 
-// closingUpstream is a TLS echo upstream (requiring the client
-// certificate) that can close every connection it holds, as an upstream
-// with a short idle timeout does.
-type closingUpstream struct {
-	ln         net.Listener
-	handshakes atomic.Int64
-	mu         sync.Mutex
-	conns      map[*tls.Conn]bool
-	wg         sync.WaitGroup
-}
-
-func startClosingUpstream(t *testing.T, set *pki.Set) *closingUpstream {
+// startClosing starts a backend.Closing requiring set's client
+// certificate, closed with the test.
+func startClosing(t *testing.T, set *pki.Set) *backend.Closing {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	u, err := backend.StartClosing(set.ServerConfig())
 	if err != nil {
 		t.Fatal(err)
 	}
-	u := &closingUpstream{ln: ln, conns: map[*tls.Conn]bool{}}
-	cfg := set.ServerConfig()
-	u.wg.Add(1)
-	go func() {
-		defer u.wg.Done()
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			tc := tls.Server(c, cfg)
-			u.wg.Add(1)
-			go func() {
-				defer u.wg.Done()
-				defer tc.Close()
-				if tc.Handshake() != nil {
-					return
-				}
-				u.mu.Lock()
-				u.conns[tc] = true
-				u.mu.Unlock()
-				u.handshakes.Add(1)
-				io.Copy(tc, tc)
-				u.mu.Lock()
-				delete(u.conns, tc)
-				u.mu.Unlock()
-			}()
-		}
-	}()
-	t.Cleanup(func() {
-		ln.Close()
-		u.closeAll()
-		u.wg.Wait()
-	})
+	t.Cleanup(u.Close)
 	return u
-}
-
-// closeAll closes (close_notify, FIN) every connection open now and
-// returns how many.
-func (u *closingUpstream) closeAll() int {
-	u.mu.Lock()
-	defer u.mu.Unlock()
-	n := len(u.conns)
-	for c := range u.conns {
-		c.Close()
-		delete(u.conns, c)
-	}
-	return n
 }
 
 // TestPrewarmUpstreamClosedIdle: the upstream closes the ready
@@ -185,16 +127,16 @@ func (u *closingUpstream) closeAll() int {
 // session is served end to end) and both are counted as closed.
 func TestPrewarmUpstreamClosedIdle(t *testing.T) {
 	set, _, dir := newPKI(t, pki.ECDSAP256, 1)
-	up := startClosingUpstream(t, set)
+	up := startClosing(t, set)
 	text := strings.Replace(prewarmConf(nil, "proxy_ssl_prewarm 2;"), "upstream backend {\n",
-		"upstream backend {\n    server "+up.ln.Addr().String()+";\n", 1)
+		"upstream backend {\n    server "+up.Addr()+";\n", 1)
 	tb := startEngine(t, dir, text)
 	w := warmOf(tb)
-	peer := peerOf(t, tb, up.ln.Addr().String())
+	peer := peerOf(t, tb, up.Addr())
 	waitFor(t, "two ready connections", 10*time.Second, func() bool {
-		return w.Ready(peer) == 2 && up.handshakes.Load() == 2
+		return w.Ready(peer) == 2 && up.Handshakes() == 2
 	})
-	if n := up.closeAll(); n != 2 {
+	if n := up.CloseAll(); n != 2 {
 		t.Fatalf("the upstream closed %d connections, want 2", n)
 	}
 	if got, err := echoOnce(tb.addr, []byte("not stale"), 10*time.Second); err != nil || string(got) != "not stale" {

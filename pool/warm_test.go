@@ -5,87 +5,20 @@ import (
 	"io"
 	"net"
 	"runtime"
-	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/tlsrelay/tlsrelay/internal/backend"
 	"github.com/tlsrelay/tlsrelay/internal/pki"
 )
-
-// warmUpstream is a TLS echo server requiring the set's client
-// certificate. It counts handshakes and can close every connection it
-// holds open (an upstream that ends idle connections).
-type warmUpstream struct {
-	ln         net.Listener
-	handshakes atomic.Int64
-	mu         sync.Mutex
-	conns      map[*tls.Conn]bool
-	wg         sync.WaitGroup
-}
-
-func startWarmUpstream(t *testing.T, set *pki.Set) *warmUpstream {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	u := &warmUpstream{ln: ln, conns: map[*tls.Conn]bool{}}
-	cfg := set.ServerConfig()
-	u.wg.Add(1)
-	go func() {
-		defer u.wg.Done()
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			tc := tls.Server(c, cfg)
-			u.wg.Add(1)
-			go func() {
-				defer u.wg.Done()
-				defer tc.Close()
-				if tc.Handshake() != nil {
-					return
-				}
-				u.mu.Lock()
-				u.conns[tc] = true
-				u.mu.Unlock()
-				u.handshakes.Add(1)
-				io.Copy(tc, tc)
-				u.mu.Lock()
-				delete(u.conns, tc)
-				u.mu.Unlock()
-			}()
-		}
-	}()
-	t.Cleanup(func() {
-		ln.Close()
-		u.closeAll()
-		u.wg.Wait()
-	})
-	return u
-}
-
-// closeAll closes every connection open now; it returns once their
-// close_notify and FIN are sent.
-func (u *warmUpstream) closeAll() int {
-	u.mu.Lock()
-	defer u.mu.Unlock()
-	n := len(u.conns)
-	for c := range u.conns {
-		c.Close()
-		delete(u.conns, c)
-	}
-	return n
-}
 
 // warmFixture is a group of one peer, a dialer and a Warm over them.
 type warmFixture struct {
 	g      *Group
 	d      *Dialer
 	w      *Warm
-	up     *warmUpstream
+	up     *backend.Closing
 	counts [WarmResults]atomic.Int64
 }
 
@@ -95,8 +28,13 @@ func newWarmFixture(t *testing.T, size int, maxIdle time.Duration) *warmFixture 
 	if err != nil {
 		t.Fatal(err)
 	}
-	f := &warmFixture{up: startWarmUpstream(t, set)}
-	f.g = testGroup(t, f.up.ln.Addr().String())
+	up, err := backend.StartClosing(set.ServerConfig())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(up.Close)
+	f := &warmFixture{up: up}
+	f.g = testGroup(t, f.up.Addr())
 	f.d = NewDialer(DialerConfig{MinWorkers: 1})
 	t.Cleanup(f.d.Close)
 	cache := tls.NewLRUClientSessionCache(8)
@@ -148,7 +86,7 @@ func TestWarmTakeAndRefill(t *testing.T) {
 	p := f.peer()
 	// The client's side of a TLS 1.3 handshake ends first: wait for
 	// the upstream's count too.
-	until(t, "2 ready", func() bool { return f.w.Ready(p) == 2 && f.up.handshakes.Load() == 2 })
+	until(t, "2 ready", func() bool { return f.w.Ready(p) == 2 && f.up.Handshakes() == 2 })
 	j := &DialJob{Sel: f.g.NewSelection("", 0, time.Now()), Warm: f.w, ConnectTimeout: time.Second}
 	r := dial(t, f.d, j)
 	if r.Err != nil || r.TLS == nil || r.Raw == nil {
@@ -157,7 +95,7 @@ func TestWarmTakeAndRefill(t *testing.T) {
 	if len(j.Attempts) != 1 || !j.Attempts[0].Warm || j.Attempts[0].Handshake != 0 || j.Attempts[0].Connect != 0 {
 		t.Fatalf("attempts = %+v, want one warm attempt with no connect or handshake time", j.Attempts)
 	}
-	if n := f.up.handshakes.Load(); n != 2 {
+	if n := f.up.Handshakes(); n != 2 {
 		t.Fatalf("upstream handshakes after the take = %d, want 2 (none on the session's path)", n)
 	}
 	if p.Conns() != 1 {
@@ -169,7 +107,7 @@ func TestWarmTakeAndRefill(t *testing.T) {
 	if got := f.counts[WarmUsed].Load(); got != 1 {
 		t.Fatalf("used = %d, want 1", got)
 	}
-	until(t, "refilled to 2", func() bool { return f.w.Ready(p) == 2 && f.up.handshakes.Load() == 3 })
+	until(t, "refilled to 2", func() bool { return f.w.Ready(p) == 2 && f.up.Handshakes() == 3 })
 }
 
 // TestWarmExpiry: connections older than MaxIdle are closed and replaced.
@@ -187,8 +125,8 @@ func TestWarmExpiry(t *testing.T) {
 func TestWarmUpstreamClosed(t *testing.T) {
 	f := newWarmFixture(t, 2, time.Minute)
 	p := f.peer()
-	until(t, "2 ready", func() bool { return f.w.Ready(p) == 2 && f.up.handshakes.Load() == 2 })
-	if n := f.up.closeAll(); n != 2 {
+	until(t, "2 ready", func() bool { return f.w.Ready(p) == 2 && f.up.Handshakes() == 2 })
+	if n := f.up.CloseAll(); n != 2 {
 		t.Fatalf("the upstream closed %d connections, want 2", n)
 	}
 	var r DialResult
@@ -273,11 +211,7 @@ func TestWarmStop(t *testing.T) {
 	if f.w.Ready(f.peer()) != 0 {
 		t.Fatal("connections left after Stop")
 	}
-	until(t, "the upstream saw both connections end", func() bool {
-		f.up.mu.Lock()
-		defer f.up.mu.Unlock()
-		return len(f.up.conns) == 0
-	})
+	until(t, "the upstream saw both connections end", func() bool { return f.up.Open() == 0 })
 	if _, ok := f.w.Take(f.peer()); ok {
 		t.Fatal("Take after Stop returned a connection")
 	}
@@ -290,7 +224,7 @@ func TestWarmStop(t *testing.T) {
 // retired before it was published) never starts its refillers.
 func TestWarmStopBeforeStart(t *testing.T) {
 	f := newWarmFixture(t, 1, time.Minute) // started: one refiller
-	until(t, "one ready", func() bool { return f.w.Ready(f.peer()) == 1 && f.up.handshakes.Load() == 1 })
+	until(t, "one ready", func() bool { return f.w.Ready(f.peer()) == 1 && f.up.Handshakes() == 1 })
 	w := NewWarm(f.g, WarmConfig{Size: 1, Job: f.w.cfg.Job})
 	w.Stop()
 	w.Start(f.d, WarmHooks{})
@@ -300,7 +234,7 @@ func TestWarmStopBeforeStart(t *testing.T) {
 	if _, ok := w.Take(f.peer()); ok {
 		t.Fatal("a stopped Warm handed out a connection")
 	}
-	if f.up.handshakes.Load() != 1 {
-		t.Fatalf("upstream handshakes = %d, want 1 (the started Warm's only)", f.up.handshakes.Load())
+	if f.up.Handshakes() != 1 {
+		t.Fatalf("upstream handshakes = %d, want 1 (the started Warm's only)", f.up.Handshakes())
 	}
 }
