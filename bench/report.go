@@ -404,6 +404,22 @@ func Markdown(res *Results) string {
 	return b.String()
 }
 
+// cpuRatios returns "row ratio×" for each handshake row where both the
+// column name and NGINX have a CPU figure.
+func cpuRatios(res *Results, name string) []string {
+	var parts []string
+	for _, row := range res.Handshake {
+		s, n := row.Cells[name], row.Cells[baselineName]
+		if s == nil || n == nil {
+			continue
+		}
+		if r := Ratio(s.CPUMicros, n.CPUMicros); !math.IsNaN(r) {
+			parts = append(parts, fmt.Sprintf("%s %.2f×", row.Name, r))
+		}
+	}
+	return parts
+}
+
 // atAGlance summarises the tlsrelay/NGINX ratios of the run in a few
 // lines; it is empty without both proxies.
 func atAGlance(res *Results) []string {
@@ -412,25 +428,7 @@ func atAGlance(res *Results) []string {
 		return nil
 	}
 	var out []string
-	type kr struct {
-		name  string
-		ratio float64
-	}
-	var rs []kr
-	for _, row := range res.Handshake {
-		s, n := row.Cells[subjectName], row.Cells[baselineName]
-		if s == nil || n == nil {
-			continue
-		}
-		if r := Ratio(s.CPUMicros, n.CPUMicros); !math.IsNaN(r) {
-			rs = append(rs, kr{row.Name, r})
-		}
-	}
-	if len(rs) > 0 {
-		var parts []string
-		for _, k := range rs {
-			parts = append(parts, fmt.Sprintf("%s %.2f×", k.name, k.ratio))
-		}
+	if parts := cpuRatios(res, subjectName); len(parts) > 0 {
 		out = append(out, "Proxy CPU per new connection, tlsrelay/NGINX (lower is better for tlsrelay): "+strings.Join(parts, "; ")+".")
 	}
 	// The other builds of tlsrelay, on the rows they were measured in.
@@ -438,17 +436,7 @@ func atAGlance(res *Results) []string {
 		if !p.Available || !p.HandshakeOnly {
 			continue
 		}
-		var parts []string
-		for _, row := range res.Handshake {
-			s, n := row.Cells[p.Name], row.Cells[baselineName]
-			if s == nil || n == nil {
-				continue
-			}
-			if r := Ratio(s.CPUMicros, n.CPUMicros); !math.IsNaN(r) {
-				parts = append(parts, fmt.Sprintf("%s %.2f×", row.Name, r))
-			}
-		}
-		if len(parts) > 0 {
+		if parts := cpuRatios(res, p.Name); len(parts) > 0 {
 			out = append(out, "Proxy CPU per new connection, "+p.Name+"/NGINX: "+strings.Join(parts, "; ")+".")
 		}
 	}

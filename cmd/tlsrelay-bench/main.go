@@ -137,13 +137,14 @@ func run(args []string) error {
 
 	peers, infos, notes := choosePeers(*tlsrelayPath, *nginxPath, *nginxModule, *haproxyPath)
 	var handshakePeers []bench.Peer
-	if *boringPath != "" {
-		b := bench.Tlsrelay{Path: *boringPath, Build: gitDescribe() + ", GOEXPERIMENT=boringcrypto", Label: BoringColumn}
-		handshakePeers = append(handshakePeers, b)
-		infos = append(infos, bench.PeerInfo{Name: b.Name(), Version: b.Version(), Available: true, HandshakeOnly: true})
-	}
-	if *osslKeysPath != "" {
-		b := bench.Tlsrelay{Path: *osslKeysPath, Build: gitDescribe() + ", -tags openssl", Label: OpenSSLColumn}
+	for _, o := range []struct{ path, build, label string }{
+		{*boringPath, ", GOEXPERIMENT=boringcrypto", BoringColumn},
+		{*osslKeysPath, ", -tags openssl", OpenSSLColumn},
+	} {
+		if o.path == "" {
+			continue
+		}
+		b := bench.Tlsrelay{Path: o.path, Build: gitDescribe() + o.build, Label: o.label}
 		handshakePeers = append(handshakePeers, b)
 		infos = append(infos, bench.PeerInfo{Name: b.Name(), Version: b.Version(), Available: true, HandshakeOnly: true})
 	}
