@@ -65,12 +65,16 @@ func newMemKeeper(now time.Time) *memKeeper {
 }
 
 // allocs is the bytes allocated on the heap since the process started.
-func (k *memKeeper) allocs() uint64 {
-	metrics.Read(k.sample)
-	if k.sample[0].Value.Kind() != metrics.KindUint64 {
+func (k *memKeeper) allocs() uint64 { return readUint64(k.sample) }
+
+// readUint64 reads the one runtime metric of sample; 0 if it is not a
+// uint64 (a metric this runtime does not have).
+func readUint64(sample []metrics.Sample) uint64 {
+	metrics.Read(sample)
+	if sample[0].Value.Kind() != metrics.KindUint64 {
 		return 0
 	}
-	return k.sample[0].Value.Uint64()
+	return sample[0].Value.Uint64()
 }
 
 // pending reports whether a burst may still be released: enough was
@@ -203,13 +207,7 @@ func (p *GCPacer) collected() {
 }
 
 // live is the heap the last collection found live, in bytes.
-func (p *GCPacer) live() uint64 {
-	metrics.Read(p.sample)
-	if p.sample[0].Value.Kind() != metrics.KindUint64 {
-		return 0
-	}
-	return p.sample[0].Value.Uint64()
-}
+func (p *GCPacer) live() uint64 { return readUint64(p.sample) }
 
 // percent is the GOGC for a live heap of live bytes: the next goal is
 // live×(1+GOGC/100), so floor/live−1 (in per cent) reaches floor; never

@@ -93,13 +93,10 @@ static int tr_ossl_sign(void *k, int pad, int hash, int salt,
 }
 
 static void tr_ossl_error(char *buf, size_t n) {
-	unsigned long e = p_ERR_get_error();
-	unsigned long last = e;
-	while (e != 0) { // the oldest error says most; drain the rest
-		last = e;
-		e = p_ERR_get_error();
+	unsigned long first = p_ERR_get_error(); // the oldest says most
+	while (p_ERR_get_error() != 0) { // drain the rest
 	}
-	p_ERR_error_string_n(last, buf, n);
+	p_ERR_error_string_n(first, buf, n);
 }
 */
 import "C"
@@ -135,15 +132,12 @@ func KeyBackend() string {
 }
 
 // osslRSAKey is an RSA private key held by libcrypto. Sign is safe for
-// concurrent use (each call has its own EVP_PKEY_CTX); the key is freed
-// when the signer is collected.
+// concurrent use (each call has its own EVP_PKEY_CTX); the EVP_PKEY is
+// freed when the signer is collected.
 type osslRSAKey struct {
 	goKey *rsa.PrivateKey // the public half, and the signer for what OpenSSL is not asked
-	pkey  *pkeyHandle
+	pkey  unsafe.Pointer  // the EVP_PKEY
 }
-
-// pkeyHandle owns the EVP_PKEY.
-type pkeyHandle struct{ p unsafe.Pointer }
 
 // fastSigner returns the key that signs for the client certificate: an
 // OpenSSL-held copy of an RSA key when libcrypto is there, else key.
@@ -164,9 +158,9 @@ func fastSigner(key crypto.Signer) crypto.Signer {
 	if p == nil {
 		return key
 	}
-	h := &pkeyHandle{p: p}
-	runtime.AddCleanup(h, func(p unsafe.Pointer) { C.tr_ossl_free(p) }, p)
-	return &osslRSAKey{goKey: rk, pkey: h}
+	k := &osslRSAKey{goKey: rk, pkey: p}
+	runtime.AddCleanup(k, func(p unsafe.Pointer) { C.tr_ossl_free(p) }, p)
+	return k
 }
 
 // Public returns the public key. Any goroutine.
@@ -199,9 +193,9 @@ func (k *osslRSAKey) Sign(rand io.Reader, digest []byte, opts crypto.SignerOpts)
 	}
 	sig := make([]byte, k.goKey.Size())
 	n := C.size_t(len(sig))
-	ok := C.tr_ossl_sign(k.pkey.p, pad, bits, salt, (*C.uchar)(unsafe.Pointer(&digest[0])), C.size_t(len(digest)),
+	ok := C.tr_ossl_sign(k.pkey, pad, bits, salt, (*C.uchar)(unsafe.Pointer(&digest[0])), C.size_t(len(digest)),
 		(*C.uchar)(unsafe.Pointer(&sig[0])), &n)
-	runtime.KeepAlive(k.pkey)
+	runtime.KeepAlive(k) // the EVP_PKEY lives as long as k
 	if ok != 1 {
 		var buf [256]C.char
 		C.tr_ossl_error(&buf[0], C.size_t(len(buf)))

@@ -327,7 +327,7 @@ func (sl *sessionSlot) put(cs *tls.ClientSessionState) {
 	t := &ticket{cs: cs, expires: now.Add(sl.store.maxAge)}
 	sl.mu.Lock()
 	defer sl.mu.Unlock()
-	if sl.lifeAt.IsZero() || now.Sub(sl.lifeAt) >= lifeRecheck || now.Before(sl.lifeAt) {
+	if now.Sub(sl.lifeAt) >= lifeRecheck || now.Before(sl.lifeAt) { // never read: lifeAt is zero
 		sl.life, sl.lifeAt = 0, now
 		if life, ok := tls13Lifetime(cs); ok {
 			sl.life = life
