@@ -22,6 +22,12 @@ func plainUpstream(t *testing.T) (string, <-chan string) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	return ln.Addr().String(), serveLines(t, ln)
+}
+
+// serveLines is plainUpstream's server on ln, which it closes with the
+// test.
+func serveLines(t *testing.T, ln net.Listener) <-chan string {
 	t.Cleanup(func() { ln.Close() })
 	got := make(chan string, 16)
 	go func() {
@@ -47,7 +53,7 @@ func plainUpstream(t *testing.T) (string, <-chan string) {
 			}()
 		}
 	}()
-	return ln.Addr().String(), got
+	return got
 }
 
 // TestProxyProtocolFromClients: listen ... proxy_protocol reads the

@@ -1,7 +1,6 @@
 package engine
 
 import (
-	"bufio"
 	"bytes"
 	"context"
 	"crypto/tls"
@@ -421,31 +420,7 @@ func plainUnixUpstream(t *testing.T, path string) <-chan string {
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { ln.Close() })
-	got := make(chan string, 16)
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			go func() {
-				defer c.Close()
-				c.SetDeadline(time.Now().Add(10 * time.Second))
-				r := bufio.NewReader(c)
-				var b strings.Builder
-				for i := 0; i < 2; i++ {
-					line, err := r.ReadString('\n')
-					b.WriteString(line)
-					if err != nil || !strings.HasPrefix(line, "PROXY ") {
-						break
-					}
-				}
-				got <- b.String()
-			}()
-		}
-	}()
-	return got
+	return serveLines(t, ln)
 }
 
 // TestUnixProxyProtocol: PROXY headers in and out over unix domain
