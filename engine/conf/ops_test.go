@@ -233,24 +233,17 @@ func TestKeyLogWarning(t *testing.T) {
 	}
 }
 
-// TestOpsFormat: -T prints the new directives and re-reads them.
-func TestOpsFormat(t *testing.T) {
-	dir, _ := writePKI(t)
-	src := "worker_shutdown_timeout 90s;\nmetrics_listen [::1]:9100;\nstream {\n" +
-		"proxy_ssl_watch 10s; proxy_ssl_key_log keys.log;\n" +
-		"server { listen 80; proxy_pass 127.0.0.1:1; proxy_ssl on; proxy_ssl_certificate client.pem; proxy_ssl_certificate_key client.key; }\n" +
-		"server { listen 81; proxy_pass 127.0.0.1:1; }\n}\n"
-	name := filepath.Join(dir, "t.conf")
+// formatRoundTrip parses src as file name, checks that -T's output has
+// each of lines, re-reads that output, checks that formatting it again
+// gives the same text, and returns the re-read configuration.
+func formatRoundTrip(t *testing.T, name, src string, lines ...string) *Config {
+	t.Helper()
 	cfg, _, err := Parse(name, []byte(src), LoadOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
 	out := cfg.Format()
-	for _, line := range []string{
-		"worker_shutdown_timeout 1m30s;\n", "metrics_listen [::1]:9100;\n",
-		"        proxy_ssl_watch 10s;\n", "        proxy_ssl_watch off;\n",
-		"        proxy_ssl_key_log " + filepath.Join(dir, "keys.log") + ";\n",
-	} {
+	for _, line := range lines {
 		if !strings.Contains(out, line) {
 			t.Errorf("-T output lacks %q:\n%s", line, out)
 		}
@@ -262,6 +255,20 @@ func TestOpsFormat(t *testing.T) {
 	if out2 := cfg2.Format(); out2 != out {
 		t.Errorf("Format is not stable:\n%s\n---\n%s", out, out2)
 	}
+	return cfg2
+}
+
+// TestOpsFormat: -T prints the new directives and re-reads them.
+func TestOpsFormat(t *testing.T) {
+	dir, _ := writePKI(t)
+	src := "worker_shutdown_timeout 90s;\nmetrics_listen [::1]:9100;\nstream {\n" +
+		"proxy_ssl_watch 10s; proxy_ssl_key_log keys.log;\n" +
+		"server { listen 80; proxy_pass 127.0.0.1:1; proxy_ssl on; proxy_ssl_certificate client.pem; proxy_ssl_certificate_key client.key; }\n" +
+		"server { listen 81; proxy_pass 127.0.0.1:1; }\n}\n"
+	cfg2 := formatRoundTrip(t, filepath.Join(dir, "t.conf"), src,
+		"worker_shutdown_timeout 1m30s;\n", "metrics_listen [::1]:9100;\n",
+		"        proxy_ssl_watch 10s;\n", "        proxy_ssl_watch off;\n",
+		"        proxy_ssl_key_log "+filepath.Join(dir, "keys.log")+";\n")
 	if cfg2.Main.WorkerShutdownTimeout != 90*time.Second || cfg2.Main.MetricsListen != "[::1]:9100" ||
 		cfg2.Stream.Servers[0].Proxy.SSL.Watch != 10*time.Second || cfg2.Stream.Servers[1].Proxy.SSL.Watch != 0 {
 		t.Errorf("re-read values differ: %+v", cfg2.Main)

@@ -119,26 +119,8 @@ func TestPrewarmFormat(t *testing.T) {
 		"server { listen 80; proxy_pass 127.0.0.1:1; proxy_ssl on; }\n" +
 		"server { listen 81; proxy_pass 127.0.0.1:1; proxy_ssl on; proxy_ssl_prewarm 3; }\n" +
 		"server { listen 82; proxy_pass 127.0.0.1:1; }\n}\n"
-	name := filepath.Join(dir, "t.conf")
-	cfg, _, err := Parse(name, []byte(src), LoadOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	out := cfg.Format()
-	for _, line := range []string{
-		"        proxy_ssl_prewarm 2 max_idle=45s;\n", "        proxy_ssl_prewarm 3;\n", "        proxy_ssl_prewarm off;\n",
-	} {
-		if !strings.Contains(out, line) {
-			t.Errorf("-T output lacks %q:\n%s", line, out)
-		}
-	}
-	cfg2, _, err := Parse(name, []byte(out), LoadOptions{})
-	if err != nil {
-		t.Fatalf("re-reading -T output: %v\n%s", err, out)
-	}
-	if out2 := cfg2.Format(); out2 != out {
-		t.Errorf("Format is not stable:\n%s\n---\n%s", out, out2)
-	}
+	cfg2 := formatRoundTrip(t, filepath.Join(dir, "t.conf"), src,
+		"        proxy_ssl_prewarm 2 max_idle=45s;\n", "        proxy_ssl_prewarm 3;\n", "        proxy_ssl_prewarm off;\n")
 	want := []Prewarm{{2, 45 * time.Second}, {3, 30 * time.Second}, {0, 30 * time.Second}}
 	for i, s := range cfg2.Stream.Servers {
 		if s.Proxy.SSL.Prewarm != want[i] {
