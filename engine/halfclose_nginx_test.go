@@ -31,15 +31,7 @@ func TestHalfCloseNginxDiff(t *testing.T) {
 	after := trailer(300 << 10)
 	cfg := set.ServerConfig()
 	cfg.MaxVersion = tls.VersionTLS13
-	up := startHalfUpstream(t, cfg, func(c net.Conn) error {
-		if _, err := io.Copy(c, c); err != nil {
-			return fmt.Errorf("echo: %w", err)
-		}
-		if _, err := c.Write(after); err != nil {
-			return fmt.Errorf("writing after EOF: %w", err)
-		}
-		return closeWrite(c)
-	})
+	up := startHalfUpstream(t, cfg, echoThen(after))
 	go func() { // the upstream's outcomes are not the measure here
 		for range up.errs {
 		}

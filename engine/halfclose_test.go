@@ -21,6 +21,20 @@ type halfUpstream struct {
 	errs chan error
 }
 
+// echoThen is an upstream handler that echoes until the client's end,
+// then writes after and ends its own side.
+func echoThen(after []byte) func(net.Conn) error {
+	return func(c net.Conn) error {
+		if _, err := io.Copy(c, c); err != nil {
+			return fmt.Errorf("echo: %w", err)
+		}
+		if _, err := c.Write(after); err != nil {
+			return fmt.Errorf("writing after EOF: %w", err)
+		}
+		return closeWrite(c)
+	}
+}
+
 func startHalfUpstream(t *testing.T, cfg *tls.Config, handle func(c net.Conn) error) *halfUpstream {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
@@ -54,15 +68,15 @@ func startHalfUpstream(t *testing.T, cfg *tls.Config, handle func(c net.Conn) er
 }
 
 // closeWrite ends c's write side: close_notify and a FIN for TLS, a FIN
-// for TCP.
+// for TCP or a unix stream socket.
 func closeWrite(c net.Conn) error {
 	if tc, ok := c.(*tls.Conn); ok {
 		if err := tc.CloseWrite(); err != nil {
 			return err
 		}
-		return tc.NetConn().(*net.TCPConn).CloseWrite()
+		c = tc.NetConn()
 	}
-	return c.(*net.TCPConn).CloseWrite()
+	return c.(interface{ CloseWrite() error }).CloseWrite() // TCP or unix
 }
 
 // trailer is what the upstream writes after it saw the client's end.
@@ -109,16 +123,7 @@ func TestHalfCloseClientEnds(t *testing.T) {
 				cfg = set.ServerConfig()
 				cfg.MaxVersion = tc.max
 			}
-			up := startHalfUpstream(t, cfg, func(c net.Conn) error {
-				// Echo until the client's end, then write more and end.
-				if _, err := io.Copy(c, c); err != nil {
-					return fmt.Errorf("echo: %w", err)
-				}
-				if _, err := c.Write(after); err != nil {
-					return fmt.Errorf("writing after EOF: %w", err)
-				}
-				return closeWrite(c)
-			})
+			up := startHalfUpstream(t, cfg, echoThen(after))
 			tb := startEngine(t, dir, halfCloseConf(up.ln.Addr().String(), tc.tls, "proxy_half_close on;"))
 			for i := 0; i < tc.conns; i++ {
 				payload := make([]byte, tc.size)

@@ -627,20 +627,7 @@ func TestUnixHalfClose(t *testing.T) {
 			return
 		}
 		defer raw.Close()
-		c := tls.Server(raw, set.ServerConfig())
-		if _, err := io.Copy(c, c); err != nil {
-			errs <- fmt.Errorf("echo: %w", err)
-			return
-		}
-		if _, err := c.Write(after); err != nil {
-			errs <- fmt.Errorf("writing after EOF: %w", err)
-			return
-		}
-		if err := c.CloseWrite(); err != nil {
-			errs <- err
-			return
-		}
-		errs <- raw.(*net.UnixConn).CloseWrite()
+		errs <- echoThen(after)(tls.Server(raw, set.ServerConfig()))
 	}()
 	srv := strings.Replace(fmt.Sprintf(guideServer, "proxy_half_close on; proxy_ssl_name localhost;"), "listen     127.0.0.1:0;", "listen unix:"+sock+";", 1)
 	startEngine(t, dir, "stream {\nupstream backend { server unix:"+upPath+"; }\n"+srv+"}\n")
