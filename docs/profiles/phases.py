@@ -1,10 +1,8 @@
 #!/usr/bin/env python3
 """Break a tlsrelay CPU profile into the phases of a connection.
 usage: phases.py BINARY PROFILE... (reads `go tool pprof -traces`)."""
-import subprocess, sys, re, collections
-binary, profs = sys.argv[1], sys.argv[2:]
-out = subprocess.run(["go", "tool", "pprof", "-traces", binary] + profs, capture_output=True, text=True).stdout
-blocks = out.split("-----------+-------------------------------------------------------")
+from classify import report
+
 # ordered: first rule whose pattern matches any frame of the stack wins
 rules = [
     ("GC (background mark, sweep, scavenge)", r"runtime\.gcBgMarkWorker|runtime\.bgsweep|runtime\.bgscavenge|runtime\.gcStart|runtime\.forEachP|runtime\.markroot"),
@@ -17,7 +15,9 @@ rules = [
     ("handshake crypto: key exchange (X25519)", r"edwards25519|ecdh\.|fips140/ecdh|curve25519|mlkem"),
     ("verification (chain cache, names, signature)", r"crypto/x509|tlsbridge\.\(\*Policy\)\.verify|VerifyConnection|tlsbridge.*[vV]erif|fips140/ecdsa|fips140/nistec|fips140/rsa|fips140/bigmod"),
     ("handshake crypto: hashing, HKDF, AEAD setup", r"fips140/sha256|fips140/sha512|fips140/hkdf|fips140/tls13|fips140/hmac|fips140/aes"),
-    ("handshake I/O (socket reads and writes through Go's netpoller)", "HSIO"),
+    ("handshake I/O (socket reads and writes through Go's netpoller)",
+     (r"crypto/tls\.\(\*Conn\)\.(clientHandshake|handshakeContext)",
+      r"internal/poll\.\(\*FD\)\.(Read|Write)|net\.\(\*conn\)\.(Read|Write)")),
     ("handshake messages and record layer (crypto/tls)", r"crypto/tls\.\(\*Conn\)\.(clientHandshake|handshakeContext|Handshake)|crypto/tls\.\(\*clientHandshakeState"),
     ("session tickets (store, lookup)", r"tlsbridge\.\(\*SessionStore\)|tlsbridge\.\(\*clientCache\)|ClientSessionCache"),
     ("dial job hand-off (dialer workers)", r"pool\.\(\*Dialer\)"),
@@ -25,25 +25,5 @@ rules = [
     ("event-loop wake-ups (epoll_wait, eventfd)", r"netpoll\.\(\*Poller\)\.Polling"),
     ("Go scheduler and netpoller (goroutine hand-offs)", r"runtime\.(schedule|findRunnable|mcall|park_m|netpoll|goready|ready|wakep|startm|stopm|notesleep|futex|exitsyscall|entersyscall|sysmon|mstart)"),
 ]
-tot = collections.Counter(); total = 0
-for b in blocks:
-    m = re.search(r"^\s*(\d+(?:\.\d+)?)(ms|s)\s", b, re.M)
-    if not m:
-        continue
-    v = float(m.group(1)) * (1000 if m.group(2) == "s" else 1)
-    frames = b
-    cat = "other"
-    for name, pat in rules:
-        if pat == "HSIO":
-            if re.search(r"crypto/tls\.\(\*Conn\)\.(clientHandshake|handshakeContext)", frames) and \
-               re.search(r"internal/poll\.\(\*FD\)\.(Read|Write)|net\.\(\*conn\)\.(Read|Write)", frames):
-                cat = name
-                break
-            continue
-        if re.search(pat, frames):
-            cat = name
-            break
-    tot[cat] += v; total += v
-for k, v in sorted(tot.items(), key=lambda x: -x[1]):
-    print(f"{v/total*100:5.1f}%  {k}")
-print(f"total {total:.0f} ms of samples")
+
+report(rules, "ms of samples")
