@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"errors"
 	"net"
 	"os"
 	"os/exec"
@@ -417,5 +418,26 @@ func TestServeSignals(t *testing.T) {
 				t.Errorf("pid file left behind: %v", err)
 			}
 		})
+	}
+}
+
+// TestPIDUnwritable runs the binary with a pid file in a directory that
+// does not exist: the pid file is written once the listeners are bound,
+// and failing to write it ends the process with status 1 and an error
+// that names the file.
+func TestPIDUnwritable(t *testing.T) {
+	bin := buildBinary(t)
+	dir := t.TempDir()
+	path := filepath.Join(dir, "t.conf")
+	writeFile(t, path, "pid nodir/run.pid;\nstream { server { listen 127.0.0.1:"+freePort(t)+
+		"; proxy_pass 127.0.0.1:"+freePort(t)+"; } }\n")
+	cmd := exec.Command(bin, "-p", dir, "-c", path)
+	out, err := cmd.CombinedOutput()
+	var exit *exec.ExitError
+	if !errors.As(err, &exit) || exit.ExitCode() != 1 {
+		t.Fatalf("tlsrelay with an unwritable pid file: %v, want exit status 1\n%s", err, out)
+	}
+	if want := filepath.Join(dir, "nodir"); !strings.Contains(string(out), "writing pid file") || !strings.Contains(string(out), want) {
+		t.Errorf("output %q does not say writing the pid file in %s failed", out, want)
 	}
 }

@@ -99,15 +99,6 @@ func (r *runner) run() int {
 	r.cfg = cfg
 	defer r.removePID()
 	defer r.hand.stop()
-	// A process an upgrade started writes the pid file once it serves, so
-	// that `-s` reaches the old process until then.
-	if !r.hand.child() {
-		if err := r.writePID(cfg.Main.PID); err != nil {
-			printErr(r.stderr, err)
-			return 1
-		}
-	}
-
 	r.quit = make(chan struct{})
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
@@ -126,7 +117,7 @@ func (r *runner) run() int {
 	go func() { served <- r.e.Serve(ctx) }()
 
 	upgraded := make(chan error, 1)
-	isReady, pendingReload := false, false
+	isReady, pendingReload, code := false, false, 0
 	for {
 		select {
 		case err := <-served:
@@ -134,12 +125,13 @@ func (r *runner) run() int {
 				printErr(r.stderr, err)
 				return 1
 			}
-			return 0
+			return code
 		case <-ready:
 			ready = nil
 			if err := r.ready(); err != nil {
 				r.log.Logf(engine.LevelEmerg, 0, "%v", err)
 				printErr(r.stderr, err)
+				code = 1
 				r.stop(cancel)
 				continue
 			}
@@ -182,14 +174,17 @@ func (r *runner) servable(cfg *conf.Config) error {
 	return nil
 }
 
-// ready runs once the engine has bound every listener: a process an
-// upgrade started writes the pid file, tells systemd it is the main
-// process now and the old process that it can go; then READY=1.
+// ready runs once the engine has bound every listener. It writes the pid
+// file only now, as NGINX does after opening its sockets, so that whoever
+// waits for the file finds every listener accepting; a process an upgrade
+// started (whose old process keeps the file until then, so that `-s`
+// reaches it) also tells systemd it is the main process now and the old
+// process that it can go; then READY=1.
 func (r *runner) ready() error {
+	if err := r.writePID(r.cfg.Main.PID); err != nil {
+		return err
+	}
 	if r.hand.child() {
-		if err := r.writePID(r.cfg.Main.PID); err != nil {
-			return err
-		}
 		r.sendNotify(fmt.Sprintf("MAINPID=%d", os.Getpid()))
 	}
 	if r.hand != nil {
