@@ -33,6 +33,9 @@ type Engine struct {
 	// plan is the configuration new sessions start on; a reload
 	// publishes a new one. A session keeps the server it started on.
 	plan atomic.Pointer[plan]
+	// affinity is worker_cpu_affinity as the loops were pinned at start;
+	// a reload cannot change it (startOnly).
+	affinity conf.CPUAffinity
 
 	// eng is set in OnBoot.
 	eng gnet.Engine
@@ -118,6 +121,7 @@ func New(cfg *conf.Config, opts Options) (*Engine, error) {
 		loopsKnown: make(chan struct{}),
 	}
 	e.plan.Store(p)
+	e.affinity = cfg.Main.CPUAffinity
 	e.pid = strconv.Itoa(os.Getpid())
 	e.hostname, _ = os.Hostname()
 	e.log = opts.Log

@@ -2,6 +2,8 @@ package engine
 
 import (
 	"fmt"
+	"runtime"
+	"slices"
 	"time"
 
 	"github.com/tlsrelay/tlsrelay/engine/conf"
@@ -118,8 +120,39 @@ func (e *Engine) Reload(cfg *conf.Config) error {
 		})
 	}
 	e.m.ReloadOK(time.Now())
+	for _, w := range startOnly(cfg, len(e.loops), e.affinity) {
+		e.log.Logf(LevelWarn, 0, "%s", w)
+	}
 	e.log.Logf(LevelNotice, 0, "reconfigured: %d servers, %d listening sockets", len(p.servers), len(socks))
 	return nil
+}
+
+// startOnly says which main-context settings of cfg a reload cannot apply
+// to the running process, one warning each: the event loops and their
+// pinning are made at start (gnet's loop count is fixed), where NGINX
+// would start workers of the new count. A binary upgrade starts a process
+// that reads them. loops and affinity are what the process runs with.
+func startOnly(cfg *conf.Config, loops int, affinity conf.CPUAffinity) []string {
+	var out []string
+	at := func(name string) string {
+		if pos := cfg.Main.Pos[name]; !pos.IsZero() {
+			return " in " + pos.String()
+		}
+		return ""
+	}
+	want := cfg.Main.WorkerProcesses
+	if want <= 0 {
+		want = runtime.NumCPU()
+	}
+	if want != loops {
+		out = append(out, fmt.Sprintf("\"worker_processes\" is %d%s, but a reload keeps the %d event loop(s) this process started with: a binary upgrade (SIGUSR2) or a restart applies it",
+			want, at("worker_processes"), loops))
+	}
+	if a := cfg.Main.CPUAffinity; a.Auto != affinity.Auto || !slices.Equal(a.Masks, affinity.Masks) {
+		out = append(out, fmt.Sprintf("\"worker_cpu_affinity\" changed%s, but a reload keeps the event loops pinned as they were at start: a binary upgrade (SIGUSR2) or a restart applies it",
+			at("worker_cpu_affinity")))
+	}
+	return out
 }
 
 // reconfigureErrorLog points the error log at the new configuration's

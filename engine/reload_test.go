@@ -362,3 +362,40 @@ func TestReloadKeepsPeerHealth(t *testing.T) {
 		t.Errorf("after the reload %d failed connects in all, want still 1 (the ban carried over)", n)
 	}
 }
+
+// TestReloadStartOnly: a reload that changes worker_processes or
+// worker_cpu_affinity is applied for everything else, and says in a
+// [warn] naming the file and line that the loops stay as they started.
+func TestReloadStartOnly(t *testing.T) {
+	set, _, dir := newPKI(t, pki.ECDSAP256, 1)
+	ups := startUpstreams(t, set, 1, backend.Echo, nil)
+	tb := startEngine(t, dir, guideConf(ups, ""))
+	conf := filepath.Join(dir, "tlsrelay.conf")
+	for _, tc := range []struct {
+		name, text string
+		want       []string
+	}{
+		{"unchanged", guideConf(ups, ""), nil},
+		{"worker_processes", strings.Replace(guideConf(ups, ""), "worker_processes 2;", "worker_processes 3;", 1),
+			[]string{`[warn] ` + tb.eng.pid + `#0: "worker_processes" is 3 in ` + conf + `:1, but a reload keeps the 2 event loop(s) this process started with`}},
+		{"worker_cpu_affinity", strings.Replace(guideConf(ups, ""), "worker_processes 2;", "worker_processes 2;\nworker_cpu_affinity auto;", 1),
+			[]string{`"worker_cpu_affinity" changed in ` + conf + `:2, but a reload keeps the event loops pinned as they were at start`}},
+	} {
+		before := strings.Count(tb.logText(), "[warn]")
+		if err := tb.reload(tc.text); err != nil {
+			t.Fatalf("%s: reload: %v", tc.name, err)
+		}
+		log := tb.logText()
+		if got := strings.Count(log, "[warn]") - before; got != len(tc.want) {
+			t.Errorf("%s: %d new warnings, want %d\n%s", tc.name, got, len(tc.want), log)
+		}
+		for _, w := range tc.want {
+			if !strings.Contains(log, w) {
+				t.Errorf("%s: the log does not say %q\n%s", tc.name, w, log)
+			}
+		}
+		if _, err := echoOnce(tb.addr, []byte("after "+tc.name), 10*time.Second); err != nil {
+			t.Errorf("%s: a connection after the reload: %v", tc.name, err)
+		}
+	}
+}
