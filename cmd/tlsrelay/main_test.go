@@ -441,3 +441,32 @@ func TestPIDUnwritable(t *testing.T) {
 		t.Errorf("output %q does not say writing the pid file in %s failed", out, want)
 	}
 }
+
+// TestAddressInUse starts the binary on an address another socket holds:
+// it exits with status 1 and NGINX's words for it, with the file and line
+// of the listen directive, and writes no pid file (an instance already
+// running keeps its own).
+func TestAddressInUse(t *testing.T) {
+	bin := buildBinary(t)
+	dir := t.TempDir()
+	busy, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer busy.Close()
+	path := filepath.Join(dir, "t.conf")
+	writeFile(t, path, "pid run.pid;\nstream {\n    server {\n        listen "+busy.Addr().String()+
+		";\n        proxy_pass 127.0.0.1:"+freePort(t)+";\n    }\n}\n")
+	out, err := exec.Command(bin, "-p", dir, "-c", path).CombinedOutput()
+	var exit *exec.ExitError
+	if !errors.As(err, &exit) || exit.ExitCode() != 1 {
+		t.Fatalf("tlsrelay on a busy address: %v, want exit status 1\n%s", err, out)
+	}
+	want := "tlsrelay: [emerg] bind() to " + busy.Addr().String() + " failed (98: Address already in use) in " + path + ":4\n"
+	if string(out) != want {
+		t.Errorf("output\n%q\nwant\n%q", out, want)
+	}
+	if _, err := os.Stat(filepath.Join(dir, "run.pid")); !os.IsNotExist(err) {
+		t.Errorf("pid file written by a process that could not bind: %v", err)
+	}
+}

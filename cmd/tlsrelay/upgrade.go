@@ -58,8 +58,18 @@ func (h *handover) child() bool { return h != nil && h.upg.HasParent() }
 // (network, addr), else a new one from create, registered so that the
 // next upgrade passes it on.
 func (h *handover) listen(network, addr string, create func(network, addr string) (net.Listener, error)) (net.Listener, error) {
-	ln, err := h.upg.Fds.ListenWithCallback(network, addr, create)
+	// The engine's own error (NGINX's "bind() to ADDR failed (98: ...)
+	// in FILE:LINE") is returned as it is, not inside tableflip's words.
+	var createErr error
+	ln, err := h.upg.Fds.ListenWithCallback(network, addr, func(network, addr string) (net.Listener, error) {
+		ln, err := create(network, addr)
+		createErr = err
+		return ln, err
+	})
 	if err != nil {
+		if createErr != nil {
+			return nil, createErr
+		}
 		return nil, fmt.Errorf("listening on %s: %w", addr, err)
 	}
 	if !listening(ln) {
