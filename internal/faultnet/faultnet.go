@@ -35,7 +35,9 @@ const (
 	// closes, after waiting Config.Delay (a slow upstream).
 	Echo Fault = iota
 	// RandomReply reads the ClientHello and answers it with
-	// Config.RandomLen random bytes, then closes.
+	// Config.RandomLen random bytes, then closes. The first byte is
+	// never a TLS record type nor an SSLv2 header's 0x80, so a TLS client
+	// always sees a peer that does not speak TLS.
 	RandomReply
 	// ResetInHandshake sends the real ServerHello record, then resets the
 	// connection (RST).
@@ -203,6 +205,13 @@ func (u *Upstream) serve(raw *net.TCPConn) {
 		}
 		b := make([]byte, u.cfg.RandomLen)
 		rand.Read(b)
+		// A first byte that is a TLS record type, or 0x80 (an SSLv2
+		// header), would give the client another error than "not TLS"
+		// once in a hundred runs or so: the reply is garbage, never a
+		// record header.
+		if len(b) > 0 && (b[0] >= 0x14 && b[0] <= 0x18 || b[0] == 0x80) {
+			b[0] ^= 0x40
+		}
 		u.struck.Add(1)
 		raw.Write(b)
 		return

@@ -161,3 +161,31 @@ func isTimeout(err error) bool {
 	var ne net.Error
 	return errors.As(err, &ne) && ne.Timeout()
 }
+
+// TestRandomReplyNeverTLS answers many handshakes with random bytes: every
+// one fails as a peer that does not speak TLS. A random first byte of 0x80
+// (an SSLv2 header) or a record type once made the client report another
+// error, one run in a hundred or so.
+func TestRandomReplyNeverTLS(t *testing.T) {
+	u, err := Start(Config{Fault: RandomReply})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer u.Close()
+	const n = 500
+	for i := 0; i < n; i++ {
+		raw, err := net.Dial("tcp", u.Addr())
+		if err != nil {
+			t.Fatal(err)
+		}
+		raw.SetDeadline(time.Now().Add(5 * time.Second))
+		err = tls.Client(raw, &tls.Config{InsecureSkipVerify: true}).Handshake()
+		raw.Close()
+		if err == nil || !strings.Contains(err.Error(), "first record does not look like a TLS handshake") {
+			t.Fatalf("handshake %d: %v, want a peer that does not speak TLS", i, err)
+		}
+	}
+	if got := u.Struck(); got != n {
+		t.Errorf("Struck = %d, want %d", got, n)
+	}
+}
