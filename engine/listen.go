@@ -17,6 +17,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/tlsrelay/tlsrelay/engine/conf"
+	"github.com/tlsrelay/tlsrelay/internal/syserr"
 )
 
 // acceptRetry is how long accepting pauses after the process ran out of
@@ -234,7 +235,7 @@ func createListener(network, addr string, l conf.Listen) (net.Listener, error) {
 	if err != nil {
 		var errno syscall.Errno
 		if errors.As(err, &errno) {
-			return nil, conf.Errorf(l.Pos, "bind() to %s failed (%d: %s)", shown, int(errno), strerror(errno))
+			return nil, conf.Errorf(l.Pos, "bind() to %s failed (%d: %s)", shown, int(errno), syserr.Text(errno))
 		}
 		return nil, conf.Errorf(l.Pos, "listen %s: %v", shown, err)
 	}
@@ -348,16 +349,6 @@ func (ls *listenSock) update(l conf.Listen) error {
 	return nil
 }
 
-// strerror is errno's text as C's strerror gives it ("Address already in
-// use"), which NGINX's messages carry.
-func strerror(errno syscall.Errno) string {
-	s := errno.Error()
-	if s == "" {
-		return s
-	}
-	return strings.ToUpper(s[:1]) + s[1:]
-}
-
 // serve accepts clients until the socket is closed and hands each to a
 // loop. It is the socket's accept goroutine.
 func (ls *listenSock) serve() {
@@ -396,7 +387,7 @@ func (ls *listenSock) serve() {
 			switch errno {
 			case unix.EMFILE, unix.ENFILE:
 				e.m.AcceptFailed()
-				e.log.Logf(LevelCrit, 0, "accept4() failed (%d: %s)", int(errno), strerror(errno))
+				e.log.Logf(LevelCrit, 0, "accept4() failed (%d: %s)", int(errno), syserr.Text(errno))
 			case unix.ECONNABORTED, unix.EINTR, unix.EAGAIN:
 				continue
 			default:
@@ -508,7 +499,7 @@ func (e *Engine) enrollError(err error) (outOfFDs bool) {
 		return false
 	case outOfDescriptors(err) && errors.As(err, &errno):
 		e.m.AcceptFailed()
-		e.log.Logf(LevelCrit, 0, "dup() failed (%d: %s) while accepting a client: the client was closed", int(errno), strerror(errno))
+		e.log.Logf(LevelCrit, 0, "dup() failed (%d: %s) while accepting a client: the client was closed", int(errno), syserr.Text(errno))
 		return true
 	}
 	e.log.Logf(LevelAlert, 0, "adopting an accepted client failed: %v", err)

@@ -19,6 +19,7 @@ import (
 	"syscall"
 
 	"github.com/tlsrelay/tlsrelay/engine/conf"
+	"github.com/tlsrelay/tlsrelay/internal/syserr"
 	"github.com/tlsrelay/tlsrelay/pool"
 )
 
@@ -130,6 +131,6 @@ func (ls *listenSock) drop() {
 	if err := os.Remove(path); err != nil && !errors.Is(err, os.ErrNotExist) {
 		var errno syscall.Errno
 		errors.As(err, &errno)
-		ls.e.log.Logf(LevelEmerg, 0, "unlink() %s failed (%d: %s)", path, int(errno), strerror(errno))
+		ls.e.log.Logf(LevelEmerg, 0, "unlink() %s failed (%d: %s)", path, int(errno), syserr.Text(errno))
 	}
 }

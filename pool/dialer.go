@@ -8,11 +8,11 @@ import (
 	"net"
 	"net/netip"
 	"os"
-	"strings"
 	"sync"
 	"syscall"
 	"time"
 
+	"github.com/tlsrelay/tlsrelay/internal/syserr"
 	"github.com/tlsrelay/tlsrelay/tlsbridge"
 )
 
@@ -512,7 +512,7 @@ type noSocketError struct {
 }
 
 func (e *noSocketError) Error() string {
-	return fmt.Sprintf("socket() failed (%d: %s)", int(e.errno), strerror(e.errno))
+	return fmt.Sprintf("socket() failed (%d: %s)", int(e.errno), syserr.Text(e.errno))
 }
 
 func (e *noSocketError) Unwrap() []error { return []error{ErrNoSocket, e.err} }
@@ -533,16 +533,6 @@ func noSocket(err error) (syscall.Errno, bool) {
 		return errno, true
 	}
 	return 0, false
-}
-
-// strerror is errno's text as C's strerror gives it ("Too many open
-// files"), which NGINX's messages carry.
-func strerror(errno syscall.Errno) string {
-	s := errno.Error()
-	if s == "" {
-		return s
-	}
-	return strings.ToUpper(s[:1]) + s[1:]
 }
 
 func isTimeout(err error) bool {

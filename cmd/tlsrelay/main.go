@@ -11,7 +11,6 @@
 package main
 
 import (
-	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -25,6 +24,7 @@ import (
 
 	"github.com/tlsrelay/tlsrelay/engine"
 	"github.com/tlsrelay/tlsrelay/engine/conf"
+	"github.com/tlsrelay/tlsrelay/internal/syserr"
 	"github.com/tlsrelay/tlsrelay/tlsbridge"
 )
 
@@ -335,7 +335,7 @@ func sendSignal(o options, stderr io.Writer) int {
 	}
 	data, err := os.ReadFile(cfg.Main.PID)
 	if err != nil {
-		fmt.Fprintf(stderr, "tlsrelay: [error] open() %q failed (%v)\n", cfg.Main.PID, errors.Unwrap(err))
+		fmt.Fprintf(stderr, "tlsrelay: [error] open() %q failed (%s)\n", cfg.Main.PID, syserr.Paren(err))
 		return 1
 	}
 	pid, err := strconv.Atoi(strings.TrimSpace(string(data)))
@@ -346,7 +346,7 @@ func sendSignal(o options, stderr io.Writer) int {
 	sig := map[string]syscall.Signal{"stop": syscall.SIGTERM, "quit": syscall.SIGQUIT,
 		"reopen": syscall.SIGUSR1, "reload": syscall.SIGHUP}[o.signal]
 	if err := syscall.Kill(pid, sig); err != nil {
-		fmt.Fprintf(stderr, "tlsrelay: [alert] kill(%d, %d) failed (%v)\n", pid, int(sig), err)
+		fmt.Fprintf(stderr, "tlsrelay: [alert] kill(%d, %d) failed (%s)\n", pid, int(sig), syserr.Paren(err))
 		return 1
 	}
 	return 0

@@ -323,6 +323,8 @@ func TestEngineCovers(t *testing.T) {
 	}
 }
 
+// TestSignalWithoutPid: -s without a pid file, and with one naming no
+// process, fails with NGINX's messages, errno included.
 func TestSignalWithoutPid(t *testing.T) {
 	dir := t.TempDir()
 	path := filepath.Join(dir, "t.conf")
@@ -330,8 +332,16 @@ func TestSignalWithoutPid(t *testing.T) {
 		t.Fatal(err)
 	}
 	code, _, stderr := runCmd("-s", "stop", "-p", dir, "-c", path)
-	if code != 1 || !strings.Contains(stderr, `open() "`+filepath.Join(dir, "run.pid")+`" failed`) {
-		t.Errorf("-s stop: %d %s", code, stderr)
+	if want := `tlsrelay: [error] open() "` + filepath.Join(dir, "run.pid") + `" failed (2: No such file or directory)` + "\n"; code != 1 || stderr != want {
+		t.Errorf("-s stop: %d %q, want 1 %q", code, stderr, want)
+	}
+	// A pid file that names no process: NGINX's kill() alert, with errno.
+	if err := os.WriteFile(filepath.Join(dir, "run.pid"), []byte("2147483647\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	code, _, stderr = runCmd("-s", "reload", "-p", dir, "-c", path)
+	if want := "tlsrelay: [alert] kill(2147483647, 1) failed (3: No such process)\n"; code != 1 || stderr != want {
+		t.Errorf("-s reload: %d %q, want 1 %q", code, stderr, want)
 	}
 }
 
