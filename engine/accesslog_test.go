@@ -87,12 +87,7 @@ func FuzzCompileFormat(f *testing.F) {
 func TestAccessLog(t *testing.T) {
 	set, _, dir := newPKI(t, pki.ECDSAP256, 1)
 	ups := startUpstreams(t, set, 1, backend.Echo, nil)
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	dead := ln.Addr().String()
-	ln.Close()
+	dead := backend.RefusingAddr(t)
 	logPath := filepath.Join(dir, "access.log")
 	gzPath := filepath.Join(dir, "access.log.gz")
 	text := "stream {\n" +

@@ -57,23 +57,12 @@ func peerOf(t *testing.T, tb *testbed, addr string) *pool.Peer {
 	return nil
 }
 
-// deadAddr is a loopback port nobody listens on.
-func deadAddr(t *testing.T) string {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	a := ln.Addr().String()
-	ln.Close()
-	return a
-}
-
 // TestHealthCheckRefused: a peer that refuses connections is out before
 // any client reaches it: no session fails an attempt on it.
 func TestHealthCheckRefused(t *testing.T) {
 	set, _, dir := newPKI(t, pki.ECDSAP256, 1)
 	good := startUpstreams(t, set, 1, backend.Echo, nil)[0]
-	dead := deadAddr(t)
+	dead := backend.RefusingAddr(t)
 	tb := startHealthEngine(t, dir, healthConf([]string{dead, good.Addr()}, "", "health_check interval=100ms;"))
 	bad := peerOf(t, tb, dead)
 	waitFor(t, "the refusing peer out", 5*time.Second, bad.Unhealthy)

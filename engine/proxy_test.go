@@ -137,13 +137,8 @@ func TestSessionReuse(t *testing.T) {
 func TestWeightedRoundRobinAndFailover(t *testing.T) {
 	set, _, dir := newPKI(t, pki.ECDSAP256, 1)
 	ups := startUpstreams(t, set, 2, backend.Echo, nil)
-	// A third server that refuses connections: a port nobody listens on.
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	dead := ln.Addr().String()
-	ln.Close()
+	// A third server that refuses connections: a port held and never listening.
+	dead := backend.RefusingAddr(t)
 	text := "worker_processes 1;\nstream {\nupstream backend {\n" +
 		"    server " + ups[0].Addr() + " weight=3;\n" +
 		"    server " + ups[1].Addr() + ";\n" +
@@ -166,12 +161,7 @@ func TestWeightedRoundRobinAndFailover(t *testing.T) {
 // TestAllUpstreamsDown closes the client and logs why.
 func TestAllUpstreamsDown(t *testing.T) {
 	_, _, dir := newPKI(t, pki.ECDSAP256, 1)
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	dead := ln.Addr().String()
-	ln.Close()
+	dead := backend.RefusingAddr(t)
 	text := "stream {\nupstream backend { server " + dead + "; }\n" + fmt.Sprintf(guideServer, "") + "}\n"
 	tb := startEngine(t, dir, text)
 	c, err := net.Dial("tcp", tb.addr)

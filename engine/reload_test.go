@@ -332,12 +332,7 @@ func TestReopen(t *testing.T) {
 func TestReloadKeepsPeerHealth(t *testing.T) {
 	set, _, dir := newPKI(t, pki.ECDSAP256, 1)
 	ups := startUpstreams(t, set, 1, backend.Echo, nil)
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	dead := ln.Addr().String()
-	ln.Close()
+	dead := backend.RefusingAddr(t)
 	text := "worker_processes 2;\nstream {\nupstream backend {\n    server " + dead + " max_fails=1 fail_timeout=60s;\n    server " + ups[0].Addr() + ";\n}\n" +
 		fmt.Sprintf(guideServer, "") + "}\n"
 	tb := startEngine(t, dir, text)

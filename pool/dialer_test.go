@@ -8,6 +8,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/tlsrelay/tlsrelay/internal/backend"
 )
 
 func listenTCP(t *testing.T) net.Listener {
@@ -27,17 +29,6 @@ func listenTCP(t *testing.T) net.Listener {
 		}
 	}()
 	return ln
-}
-
-func deadAddr(t *testing.T) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	a := ln.Addr().String()
-	ln.Close()
-	return a
 }
 
 func testGroup(t *testing.T, addrs ...string) *Group {
@@ -73,7 +64,7 @@ func dial(t *testing.T, d *Dialer, j *DialJob) DialResult {
 // TestDialerNextUpstream: a refused peer is logged, counted and skipped.
 func TestDialerNextUpstream(t *testing.T) {
 	live := listenTCP(t).Addr().String()
-	g := testGroup(t, deadAddr(t), live)
+	g := testGroup(t, backend.RefusingAddr(t), live)
 	d := NewDialer(DialerConfig{})
 	defer d.Close()
 	var failures []Attempt
@@ -90,7 +81,7 @@ func TestDialerNextUpstream(t *testing.T) {
 	j.Sel.Release(r.Peer)
 
 	// With proxy_next_upstream off, the first failure ends the walk.
-	g2 := testGroup(t, deadAddr(t), live)
+	g2 := testGroup(t, backend.RefusingAddr(t), live)
 	j2 := &DialJob{Sel: g2.NewSelection("", 0, time.Now()), ConnectTimeout: 5 * time.Second}
 	if r := dial(t, d, j2); r.Err == nil {
 		t.Fatal("dial succeeded with proxy_next_upstream off")

@@ -15,6 +15,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/tlsrelay/tlsrelay/internal/backend"
 )
 
 // The differential test runs the same upstream groups through the real NGINX
@@ -117,7 +119,7 @@ func TestNginxDifferential(t *testing.T) {
 				addr = holders[s.backend]
 			}
 			if s.dead {
-				addr = freePort(t)
+				addr = backend.RefusingAddr(t)
 			}
 			sc := NewServerConfig(addr)
 			sc.Weight = s.weight

@@ -5,7 +5,6 @@ import (
 	"context"
 	"crypto/tls"
 	"errors"
-	"fmt"
 	"io"
 	"math"
 	"net"
@@ -14,7 +13,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
@@ -24,6 +22,7 @@ import (
 	"github.com/prometheus/common/model"
 
 	"github.com/tlsrelay/tlsrelay/engine/metrics"
+	"github.com/tlsrelay/tlsrelay/internal/backend"
 	"github.com/tlsrelay/tlsrelay/internal/pki"
 	"github.com/tlsrelay/tlsrelay/pool"
 	"github.com/tlsrelay/tlsrelay/tlsbridge"
@@ -57,26 +56,6 @@ func tlsServer(t *testing.T, set *pki.Set) string {
 	return ln.Addr().String()
 }
 
-// refusingAddr returns an address that refuses connections: a socket bound
-// to 127.0.0.1:0 and never listening, kept for the test (so no one else can
-// take the port).
-func refusingAddr(t *testing.T) string {
-	t.Helper()
-	fd, err := syscall.Socket(syscall.AF_INET, syscall.SOCK_STREAM, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { syscall.Close(fd) })
-	if err := syscall.Bind(fd, &syscall.SockaddrInet4{Addr: [4]byte{127, 0, 0, 1}}); err != nil {
-		t.Fatal(err)
-	}
-	sa, err := syscall.Getsockname(fd)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return fmt.Sprintf("127.0.0.1:%d", sa.(*syscall.SockaddrInet4).Port)
-}
-
 // rig is a real group of upstreams, a real dialer, a TLS policy with a real
 // session store, and an Engine, fed by real dials.
 type rig struct {
@@ -98,7 +77,7 @@ func newRig(t *testing.T) *rig {
 	if err != nil {
 		t.Fatal(err)
 	}
-	r := &rig{live: tlsServer(t, set), dead: refusingAddr(t), down: "127.0.0.1:9", eng: new(metrics.Engine)}
+	r := &rig{live: tlsServer(t, set), dead: backend.RefusingAddr(t), down: "127.0.0.1:9", eng: new(metrics.Engine)}
 	dead := pool.NewServerConfig(r.dead)
 	dead.FailTimeout = time.Hour
 	down := pool.NewServerConfig(r.down)

@@ -3,8 +3,10 @@ package backend
 import (
 	"bytes"
 	"crypto/tls"
+	"errors"
 	"io"
 	"net"
+	"syscall"
 	"testing"
 
 	"github.com/tlsrelay/tlsrelay/internal/pki"
@@ -79,5 +81,21 @@ func TestSourcePattern(t *testing.T) {
 		if b != Pattern(int64(i)) {
 			t.Fatalf("byte %d = %d, want %d", i, b, Pattern(int64(i)))
 		}
+	}
+}
+
+// TestRefusingAddr: a connection to the address is refused, and nobody
+// can listen on it while the test holds it.
+func TestRefusingAddr(t *testing.T) {
+	addr := RefusingAddr(t)
+	if c, err := net.Dial("tcp", addr); !errors.Is(err, syscall.ECONNREFUSED) {
+		if c != nil {
+			c.Close()
+		}
+		t.Fatalf("connecting to %s: %v, want connection refused", addr, err)
+	}
+	if ln, err := net.Listen("tcp", addr); err == nil {
+		ln.Close()
+		t.Fatalf("listening on the held %s succeeded", addr)
 	}
 }
