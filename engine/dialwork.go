@@ -87,7 +87,7 @@ func (s *session) dialDone(r pool.DialResult) {
 		r.Raw.Close()
 		var errno syscall.Errno
 		if errors.As(err, &errno) {
-			err = textError{fmt.Sprintf("dup() failed (%d: %s) while adopting the upstream connection, upstream: \"%s\"", int(errno), syserr.Text(errno), r.Peer), errno}
+			err = textError{fmt.Sprintf("dup() failed (%s) while adopting the upstream connection, upstream: \"%s\"", syserr.Paren(errno), r.Peer), errno}
 		} else {
 			err = fmt.Errorf("adopting the upstream connection failed (%w), upstream: \"%s\"", err, r.Peer)
 		}

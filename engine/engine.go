@@ -7,7 +7,6 @@ import (
 	"net"
 	"os"
 	"path/filepath"
-	"runtime"
 	"sort"
 	"strconv"
 	"sync"
@@ -206,13 +205,7 @@ func (e *Engine) addrsLocked() []net.Addr {
 }
 
 // numLoops is worker_processes: the number of event loops.
-func (e *Engine) numLoops() int {
-	n := e.cfg().Main.WorkerProcesses
-	if n <= 0 {
-		n = runtime.NumCPU()
-	}
-	return n
-}
+func (e *Engine) numLoops() int { return e.cfg().Main.Loops() }
 
 // Serve binds the listeners and runs the event loops until ctx is done or
 // a graceful stop (Options.Quit) completes. It runs on the caller's

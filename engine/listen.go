@@ -235,7 +235,7 @@ func createListener(network, addr string, l conf.Listen) (net.Listener, error) {
 	if err != nil {
 		var errno syscall.Errno
 		if errors.As(err, &errno) {
-			return nil, conf.Errorf(l.Pos, "bind() to %s failed (%d: %s)", shown, int(errno), syserr.Text(errno))
+			return nil, conf.Errorf(l.Pos, "bind() to %s failed (%s)", shown, syserr.Paren(errno))
 		}
 		return nil, conf.Errorf(l.Pos, "listen %s: %v", shown, err)
 	}
@@ -387,7 +387,7 @@ func (ls *listenSock) serve() {
 			switch errno {
 			case unix.EMFILE, unix.ENFILE:
 				e.m.AcceptFailed()
-				e.log.Logf(LevelCrit, 0, "accept4() failed (%d: %s)", int(errno), syserr.Text(errno))
+				e.log.Logf(LevelCrit, 0, "accept4() failed (%s)", syserr.Paren(errno))
 			case unix.ECONNABORTED, unix.EINTR, unix.EAGAIN:
 				continue
 			default:
@@ -499,7 +499,7 @@ func (e *Engine) enrollError(err error) (outOfFDs bool) {
 		return false
 	case outOfDescriptors(err) && errors.As(err, &errno):
 		e.m.AcceptFailed()
-		e.log.Logf(LevelCrit, 0, "dup() failed (%d: %s) while accepting a client: the client was closed", int(errno), syserr.Text(errno))
+		e.log.Logf(LevelCrit, 0, "dup() failed (%s) while accepting a client: the client was closed", syserr.Paren(errno))
 		return true
 	}
 	e.log.Logf(LevelAlert, 0, "adopting an accepted client failed: %v", err)

@@ -2,7 +2,6 @@ package engine
 
 import (
 	"fmt"
-	"runtime"
 	"slices"
 	"time"
 
@@ -140,11 +139,7 @@ func startOnly(cfg *conf.Config, loops int, affinity conf.CPUAffinity) []string 
 		}
 		return ""
 	}
-	want := cfg.Main.WorkerProcesses
-	if want <= 0 {
-		want = runtime.NumCPU()
-	}
-	if want != loops {
+	if want := cfg.Main.Loops(); want != loops {
 		out = append(out, fmt.Sprintf("\"worker_processes\" is %d%s, but a reload keeps the %d event loop(s) this process started with: a binary upgrade (SIGUSR2) or a restart applies it",
 			want, at("worker_processes"), loops))
 	}

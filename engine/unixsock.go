@@ -129,8 +129,6 @@ func (ls *listenSock) drop() {
 	}
 	ls.e.log.Logf(LevelWarn, 0, "deleting socket %s", path)
 	if err := os.Remove(path); err != nil && !errors.Is(err, os.ErrNotExist) {
-		var errno syscall.Errno
-		errors.As(err, &errno)
-		ls.e.log.Logf(LevelEmerg, 0, "unlink() %s failed (%d: %s)", path, int(errno), syserr.Text(errno))
+		ls.e.log.Logf(LevelEmerg, 0, "unlink() %s failed (%s)", path, syserr.Paren(err))
 	}
 }

@@ -382,8 +382,8 @@ func (d *Dialer) attemptOnce(parent context.Context, j *DialJob, p *Peer, tlsFor
 		}
 		if errors.Is(err, context.DeadlineExceeded) || isTimeout(err) {
 			err = ErrConnectTimeout
-		} else if errors.Is(err, syscall.ECONNREFUSED) {
-			err = fmt.Errorf("connect() failed (111: Connection refused): %w", err)
+		} else if errors.As(err, new(syscall.Errno)) {
+			err = fmt.Errorf("connect() failed (%s): %w", syserr.Paren(err), err)
 		} else {
 			err = fmt.Errorf("connect() failed: %w", err)
 		}
@@ -512,7 +512,7 @@ type noSocketError struct {
 }
 
 func (e *noSocketError) Error() string {
-	return fmt.Sprintf("socket() failed (%d: %s)", int(e.errno), syserr.Text(e.errno))
+	return fmt.Sprintf("socket() failed (%s)", syserr.Paren(e.errno))
 }
 
 func (e *noSocketError) Unwrap() []error { return []error{ErrNoSocket, e.err} }

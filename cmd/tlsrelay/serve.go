@@ -468,9 +468,5 @@ func loopHeadroom(cfg *conf.Config) {
 	if os.Getenv("GOMAXPROCS") != "" {
 		return
 	}
-	loops := cfg.Main.WorkerProcesses
-	if loops <= 0 {
-		loops = runtime.NumCPU()
-	}
-	runtime.GOMAXPROCS(runtime.GOMAXPROCS(0) + loops)
+	runtime.GOMAXPROCS(runtime.GOMAXPROCS(0) + cfg.Main.Loops())
 }

@@ -2,6 +2,7 @@ package conf
 
 import (
 	"net/netip"
+	"runtime"
 	"strings"
 	"time"
 )
@@ -65,6 +66,15 @@ type Main struct {
 	MetricsListenPos Pos
 	// Pos records where each main/events directive was set, by name.
 	Pos map[string]Pos
+}
+
+// Loops is the number of event loops worker_processes asks for, auto (0)
+// resolved to one per CPU.
+func (m *Main) Loops() int {
+	if m.WorkerProcesses <= 0 {
+		return runtime.NumCPU()
+	}
+	return m.WorkerProcesses
 }
 
 // CPUAffinity is worker_cpu_affinity: either auto (with an optional mask

@@ -9,7 +9,8 @@ import (
 	"sort"
 	"strings"
 	"syscall"
-	"unicode"
+
+	"github.com/tlsrelay/tlsrelay/internal/syserr"
 )
 
 // LoadOptions are the command-line inputs to Load and Parse.
@@ -280,12 +281,8 @@ func (p *parser) include(d *directive, c ctx) error {
 func openError(pos Pos, name string, err error) error {
 	var errno syscall.Errno
 	if errors.As(err, &errno) {
-		msg := []rune(errno.Error())
-		if len(msg) > 0 {
-			msg[0] = unicode.ToUpper(msg[0])
-		}
 		return &Error{Pos: pos, Level: LevelEmerg, Err: err,
-			Msg: fmt.Sprintf("open() %q failed (%d: %s)", name, int(errno), string(msg))}
+			Msg: fmt.Sprintf("open() %q failed (%s)", name, syserr.Paren(errno))}
 	}
 	var pe *fs.PathError
 	if errors.As(err, &pe) {

@@ -9,9 +9,9 @@ import (
 	"syscall"
 )
 
-// Text is errno's text as C's strerror gives it ("Address already in
+// text is errno's text as C's strerror gives it ("Address already in
 // use"): Go's text with a capital first letter.
-func Text(errno syscall.Errno) string {
+func text(errno syscall.Errno) string {
 	s := errno.Error()
 	if s == "" {
 		return s
@@ -24,7 +24,7 @@ func Text(errno syscall.Errno) string {
 func Paren(err error) string {
 	var errno syscall.Errno
 	if errors.As(err, &errno) {
-		return strconv.Itoa(int(errno)) + ": " + Text(errno)
+		return strconv.Itoa(int(errno)) + ": " + text(errno)
 	}
 	return err.Error()
 }
