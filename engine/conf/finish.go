@@ -7,11 +7,11 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
-	"os"
 	"sort"
 	"strings"
 
 	"github.com/tlsrelay/tlsrelay/internal/pemhint"
+	"github.com/tlsrelay/tlsrelay/internal/safefile"
 )
 
 // finish runs the checks NGINX makes once the whole configuration is read:
@@ -78,7 +78,7 @@ func (p *parser) finish() error {
 			return err
 		}
 		if srv.Proxy.SSL.Enabled {
-			if err := checkSSL(&srv.Proxy.SSL); err != nil {
+			if err := p.checkSSL(&srv.Proxy.SSL); err != nil {
 				return err
 			}
 		}
@@ -195,7 +195,7 @@ func (p *parser) checkResolve(u *Upstream, streamResolver *Resolver) error {
 // proxy_ssl on, and reads the certificate, key, CA and CRL files with the
 // standard library so a missing or broken file is reported at the directive
 // that names it.
-func checkSSL(s *SSL) error {
+func (p *parser) checkSSL(s *SSL) error {
 	once := func(_, _ string, f func() error) error { return f() }
 	if s.Certificate != "" {
 		pos := s.Pos["proxy_ssl_certificate"]
@@ -217,7 +217,7 @@ func checkSSL(s *SSL) error {
 			}
 			kpos := s.Pos["proxy_ssl_certificate_key"]
 			if err := once("key", s.Certificate+"\x00"+s.CertificateKey+"\x00"+s.PasswordFile, func() error {
-				if err := checkKey(s, certPEM); err != nil {
+				if err := p.checkKey(s, certPEM); err != nil {
 					return Errorf(kpos, "cannot load certificate key %q: %w", s.CertificateKey, err)
 				}
 				return nil
@@ -255,15 +255,44 @@ func checkSSL(s *SSL) error {
 	return nil
 }
 
-// readFile is os.ReadFile with the path left out of the error (the
-// caller's message names the file already).
+// readFile reads a TLS file (certificate, key, CA, CRL, password file)
+// through safefile, with the path left out of the error (the caller's
+// message names the file already): a regular file of at most
+// safefile.MaxPEM bytes.
 func readFile(path string) ([]byte, error) {
-	data, err := os.ReadFile(path)
+	data, _, err := readFileStat(path)
+	return data, err
+}
+
+// readFileStat is readFile that also returns the file's mode.
+func readFileStat(path string) ([]byte, fs.FileMode, error) {
+	data, fi, err := safefile.ReadStat(path, safefile.MaxPEM)
 	var pe *fs.PathError
 	if errors.As(err, &pe) {
-		return nil, pe.Err
+		return nil, 0, pe.Err
 	}
-	return data, err
+	if err != nil {
+		return nil, 0, err
+	}
+	return data, fi.Mode(), nil
+}
+
+// warnTooOpen warns, once per file and position, that a secret file
+// (private key, password file) is accessible by its group or others.
+// OpenSSH refuses such a key; NGINX reads it silently. tlsrelay loads it,
+// so that configurations that work today keep working, and says so.
+func (p *parser) warnTooOpen(pos Pos, directive, path string, mode fs.FileMode) {
+	if !safefile.TooOpen(mode) {
+		return
+	}
+	w := Warning{Pos: pos, Msg: fmt.Sprintf("permissions %04o for the %q file %q are too open: group or others "+
+		"can access it (chmod 600 it)", mode.Perm(), directive, path)}
+	for _, have := range p.warnings {
+		if have == w {
+			return
+		}
+	}
+	p.warnings = append(p.warnings, w)
 }
 
 func hasVariables(s string) bool { return strings.Contains(s, "$") }
@@ -312,14 +341,15 @@ func readCertificates(path, typ string) ([]byte, error) {
 // encrypted key needs proxy_ssl_password_file (which must be readable) and
 // is left to the engine to decrypt; a clear key must match the
 // certificate.
-func checkKey(s *SSL, certPEM []byte) error {
+func (p *parser) checkKey(s *SSL, certPEM []byte) error {
 	if strings.HasPrefix(s.CertificateKey, "engine:") || strings.HasPrefix(s.CertificateKey, "store:") {
 		return errors.New("engine: and store: keys are not supported")
 	}
-	data, err := readFile(s.CertificateKey)
+	data, mode, err := readFileStat(s.CertificateKey)
 	if err != nil {
 		return err
 	}
+	p.warnTooOpen(s.Pos["proxy_ssl_certificate_key"], "proxy_ssl_certificate_key", s.CertificateKey, mode)
 	var key *pem.Block
 	for rest := data; ; {
 		var b *pem.Block
@@ -339,9 +369,11 @@ func checkKey(s *SSL, certPEM []byte) error {
 		if s.PasswordFile == "" {
 			return errors.New("the key is encrypted and no proxy_ssl_password_file is set")
 		}
-		if _, err := readFile(s.PasswordFile); err != nil {
+		_, mode, err := readFileStat(s.PasswordFile)
+		if err != nil {
 			return fmt.Errorf("reading proxy_ssl_password_file: %w", err)
 		}
+		p.warnTooOpen(s.Pos["proxy_ssl_password_file"], "proxy_ssl_password_file", s.PasswordFile, mode)
 		return nil
 	}
 	if _, err := tls.X509KeyPair(certPEM, pem.EncodeToMemory(key)); err != nil {

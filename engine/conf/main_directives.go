@@ -2,6 +2,7 @@ package conf
 
 import (
 	"net"
+	"net/netip"
 	"strconv"
 	"strings"
 )
@@ -147,6 +148,12 @@ func (p *parser) metricsListen(d *directive, _ ctx) error {
 		return bad("no host")
 	case host == "*":
 		host = "0.0.0.0"
+	}
+	if ip, err := netip.ParseAddr(host); err == nil && ip.IsUnspecified() {
+		// The endpoint has no authentication and tells whoever asks the
+		// upstreams, their health and the traffic.
+		p.warnf(d.pos, "\"metrics_listen\" %s exposes the metrics endpoint on every interface; "+
+			"listen on 127.0.0.1 or a private address unless it is firewalled", a)
 	}
 	p.cfg.Main.MetricsListen = net.JoinHostPort(host, strconv.Itoa(port))
 	p.cfg.Main.MetricsListenPos = d.pos

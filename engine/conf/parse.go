@@ -4,12 +4,12 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
-	"os"
 	"path/filepath"
 	"sort"
 	"strings"
 	"syscall"
 
+	"github.com/tlsrelay/tlsrelay/internal/safefile"
 	"github.com/tlsrelay/tlsrelay/internal/syserr"
 )
 
@@ -35,9 +35,9 @@ func Load(path string, opts LoadOptions) (*Config, []Warning, error) {
 	if err != nil {
 		return nil, nil, fmt.Errorf("resolving %s: %w", path, err)
 	}
-	src, err := os.ReadFile(abs)
+	src, err := safefile.Read(abs, safefile.MaxConfig)
 	if err != nil {
-		return nil, nil, openError(Pos{}, abs, err)
+		return nil, nil, openError(Pos{}, "", abs, err)
 	}
 	return Parse(abs, src, opts)
 }
@@ -167,6 +167,15 @@ func (p *parser) walk(list []*directive, c ctx) error {
 // dispatch runs one directive in context c with NGINX's checks in NGINX's
 // order: known name, context, block or not, number of arguments.
 func (p *parser) dispatch(d *directive, c ctx) error {
+	// Every argument ends up in a Go string a system call may take (a
+	// path, an address) or in a log line: a NUL byte would pass -t and
+	// fail at start (open("run\x00.pid")), or cut a path short in C
+	// libraries. One check here covers every directive, paths included.
+	for _, a := range d.args {
+		if strings.IndexByte(a, 0) >= 0 {
+			return Errorf(d.pos, "NUL byte in the argument %q of the %q directive", a, d.name)
+		}
+	}
 	if d.name == "include" {
 		return p.include(d, c)
 	}
@@ -258,9 +267,9 @@ func (p *parser) include(d *directive, c ctx) error {
 		files = m
 	}
 	for _, f := range files {
-		src, err := os.ReadFile(f)
+		src, err := safefile.Read(f, safefile.MaxConfig)
 		if err != nil {
-			return openError(d.pos, f, err)
+			return openError(d.pos, "include", f, err)
 		}
 		tree, err := parseTree(f, src, false)
 		if err != nil {
@@ -277,8 +286,22 @@ func (p *parser) include(d *directive, c ctx) error {
 }
 
 // openError words a failed open like NGINX: open() "x" failed (2: No such
-// file or directory).
-func openError(pos Pos, name string, err error) error {
+// file or directory). A file safefile refused (not a regular file, over
+// its cap) is named with the directive that named it ("" for the main
+// file): "include" file "/dev/zero" cannot be read: not a regular file (a
+// character device).
+func openError(pos Pos, directive, name string, err error) error {
+	if errors.Is(err, safefile.ErrNotRegular) || errors.Is(err, safefile.ErrTooLarge) {
+		var pe *fs.PathError
+		if errors.As(err, &pe) {
+			err = pe.Err
+		}
+		what := "configuration file"
+		if directive != "" {
+			what = fmt.Sprintf("%q file", directive)
+		}
+		return &Error{Pos: pos, Level: LevelEmerg, Err: err, Msg: fmt.Sprintf("%s %q cannot be read: %v", what, name, err)}
+	}
 	var errno syscall.Errno
 	if errors.As(err, &errno) {
 		return &Error{Pos: pos, Level: LevelEmerg, Err: err,
