@@ -20,10 +20,10 @@ import (
 	"errors"
 	"fmt"
 	"hash"
-	"os"
 	"strings"
 
 	"github.com/tlsrelay/tlsrelay/internal/pemhint"
+	"github.com/tlsrelay/tlsrelay/internal/safefile"
 )
 
 // readFunc reads a whole file; the loaders take one so that Reload can
@@ -37,8 +37,13 @@ func loadClientCertificate(certFile, keyFile, passwordFile string) (*tls.Certifi
 	return loadClientCertificateWith(plainReader, certFile, keyFile, passwordFile)
 }
 
-// plainReader gives each file to the loaders as os.ReadFile reads it.
-func plainReader(string) readFunc { return os.ReadFile }
+// plainReader gives each file to the loaders through readFile.
+func plainReader(string) readFunc { return readFile }
+
+// readFile reads a certificate, key, trust bundle, CRL or password file:
+// a regular file of at most safefile.MaxPEM bytes (so /dev/urandom or a
+// FIFO fails at once instead of hanging the load).
+func readFile(path string) ([]byte, error) { return safefile.Read(path, safefile.MaxPEM) }
 
 // loadClientCertificateWith is loadClientCertificate reading each file
 // through reader(directive).

@@ -4,12 +4,15 @@ import (
 	"bytes"
 	"crypto/tls"
 	"errors"
+	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 
 	"github.com/tlsrelay/tlsrelay/internal/pki"
+	"github.com/tlsrelay/tlsrelay/internal/safefile"
 )
 
 const testPassword = "s3cret pass"
@@ -183,4 +186,61 @@ func TestConfigErrorDirectives(t *testing.T) {
 			t.Errorf("%+v: error %v, want a ConfigError for %s", tc.pc, err, tc.want)
 		}
 	}
+}
+
+// TestLoadUnreadableFiles: a TLS file that is a device or a FIFO fails
+// the load at once (no read of /dev/urandom until memory runs out, no wait
+// for a FIFO's writer), at NewPolicy and at Reload, naming its directive.
+func TestLoadUnreadableFiles(t *testing.T) {
+	set := mustSet(t, pki.ECDSAP256, 0)
+	f := pkiFiles(t, set)
+	fifo := filepath.Join(t.TempDir(), "fifo")
+	if err := syscall.Mkfifo(fifo, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	enc, err := set.Client.Leaf.EncryptedKeyPEM("x")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		pc        PolicyConfig
+		directive string
+	}{
+		{PolicyConfig{Certificate: "/dev/zero", CertificateKey: f.ClientKey}, "proxy_ssl_certificate"},
+		{PolicyConfig{Certificate: f.ClientCert, CertificateKey: fifo}, "proxy_ssl_certificate_key"},
+		{PolicyConfig{Certificate: f.ClientCert, CertificateKey: writeFile(t, "k.pem", enc), PasswordFile: "/dev/urandom"}, "proxy_ssl_password_file"},
+		{PolicyConfig{Verify: true, TrustedCertificate: "/dev/urandom"}, "proxy_ssl_trusted_certificate"},
+		{PolicyConfig{Verify: true, TrustedCertificate: f.CA, CRL: fifo}, "proxy_ssl_crl"},
+	} {
+		_, err := NewPolicy(tc.pc, nil)
+		var ce *ConfigError
+		if !errors.As(err, &ce) || ce.Directive != tc.directive || !errors.Is(err, safefile.ErrNotRegular) {
+			t.Errorf("%+v: error %v, want a ConfigError for %s saying not a regular file", tc.pc, err, tc.directive)
+		}
+	}
+
+	// Reload reads through the same checks: the trust file swapped for a
+	// FIFO is refused and the loaded material stays.
+	dir := t.TempDir()
+	ca := writeFileIn(t, dir, "ca.pem", set.Root.CertPEM())
+	p := mustPolicy(t, PolicyConfig{Verify: true, TrustedCertificate: ca}, nil)
+	if err := os.Remove(ca); err != nil {
+		t.Fatal(err)
+	}
+	if err := syscall.Mkfifo(ca, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if changed, err := p.Reload(); changed || !errors.Is(err, safefile.ErrNotRegular) {
+		t.Errorf("Reload with the trust file a FIFO: changed %v, error %v; want unchanged, not a regular file", changed, err)
+	}
+}
+
+// writeFileIn writes data to dir/name.
+func writeFileIn(t *testing.T, dir, name string, data []byte) string {
+	t.Helper()
+	p := filepath.Join(dir, name)
+	if err := os.WriteFile(p, data, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return p
 }

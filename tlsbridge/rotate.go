@@ -29,7 +29,7 @@ type fileReader struct {
 // reader returns the readFunc for the files of one directive.
 func (r *fileReader) reader(directive string) readFunc {
 	return func(path string) ([]byte, error) {
-		data, err := os.ReadFile(path)
+		data, err := readFile(path)
 		if err != nil {
 			return nil, err
 		}
