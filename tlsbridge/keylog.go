@@ -4,17 +4,31 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"sync"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/tlsrelay/tlsrelay/internal/safefile"
 )
 
 // KeyLogFiles is the set of proxy_ssl_key_log files one process has open:
 // one file per path, however many policies (server blocks, or the
 // configurations before and after a reload) name it, so that their lines
-// are appended to one descriptor in whole lines. Files are opened
-// O_WRONLY|O_APPEND|O_CREATE with mode 0600 (an existing file keeps its
-// mode and content).
+// are appended to one descriptor in whole lines.
+//
+// The file holds the secrets of every upstream connection, so it is
+// handled as OpenSSH handles a private key: a symbolic link is refused
+// (O_NOFOLLOW: the secrets would go wherever the link points), and so is
+// anything but a regular file, and an existing file that its group or
+// others can access (permissions beyond 0600); the error says which. An
+// existing file keeps its content and lines are appended. A missing file
+// is created with mode 0600 when the first line is written, not when the
+// set opens it: `tlsrelay -t` (which builds policies to check them) creates
+// and changes no file. Open checks that its directory exists and is
+// writable so that a mistake still fails at load.
 //
 // The engine keeps one set for its lifetime and passes it to every policy
 // in PolicyConfig.KeyLogFiles; Reopen is for `-s reopen` (logrotate), Close
@@ -37,12 +51,66 @@ func NewKeyLogFiles() *KeyLogFiles {
 type keyLogFile struct {
 	path    string
 	mu      sync.Mutex
-	f       *os.File // nil once closed; guarded by mu
+	f       *os.File // nil until the file exists (created on first write) and once closed; guarded by mu
+	closed  bool     // the set closed it: drop lines; guarded by mu
 	lastErr error    // guarded by mu
 }
 
-func openKeyLog(path string) (*os.File, error) {
-	return os.OpenFile(path, os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o600)
+// openKeyLog opens path for appending if it exists, and checks it: not a
+// symbolic link, a regular file, no access for group or others. A missing
+// file is created (mode 0600) only when create is set; otherwise it returns
+// a nil file once the directory it would go in is known to be writable.
+func openKeyLog(path string, create bool) (*os.File, error) {
+	flags := unix.O_WRONLY | unix.O_APPEND | unix.O_NOFOLLOW | unix.O_CLOEXEC | unix.O_NONBLOCK | unix.O_NOCTTY
+	if create {
+		flags |= unix.O_CREAT
+	}
+	var fd int
+	var err error
+	for {
+		fd, err = unix.Open(path, flags, 0o600)
+		if err != unix.EINTR {
+			break
+		}
+	}
+	switch {
+	case err == unix.ENOENT && !create:
+		// Created on the first write; make sure it can be.
+		dir := filepath.Dir(path)
+		if err := unix.Access(dir, unix.W_OK|unix.X_OK); err != nil {
+			return nil, &fs.PathError{Op: "open", Path: path, Err: err}
+		}
+		return nil, nil
+	case err == unix.ELOOP:
+		if fi, lerr := os.Lstat(path); lerr == nil && fi.Mode()&fs.ModeSymlink != 0 {
+			return nil, errors.New("it is a symbolic link: TLS secrets are not written through one (name the file itself)")
+		}
+		return nil, &fs.PathError{Op: "open", Path: path, Err: err}
+	case err == unix.ENXIO:
+		// O_NONBLOCK|O_WRONLY on a FIFO without a reader, or a socket.
+		if fi, lerr := os.Lstat(path); lerr == nil {
+			return nil, fmt.Errorf("it is %s, not a regular file", safefile.Kind(fi.Mode()))
+		}
+		return nil, &fs.PathError{Op: "open", Path: path, Err: err}
+	case err != nil:
+		return nil, &fs.PathError{Op: "open", Path: path, Err: err}
+	}
+	f := os.NewFile(uintptr(fd), path)
+	fi, err := f.Stat()
+	if err != nil {
+		f.Close()
+		return nil, err
+	}
+	if !fi.Mode().IsRegular() {
+		f.Close()
+		return nil, fmt.Errorf("it is %s, not a regular file", safefile.Kind(fi.Mode()))
+	}
+	if safefile.TooOpen(fi.Mode()) {
+		f.Close()
+		return nil, fmt.Errorf("permissions %04o are too open: group or others could read the TLS secrets "+
+			"(chmod 600 it, or remove it and tlsrelay creates it with 0600)", fi.Mode().Perm())
+	}
+	return f, nil
 }
 
 // Open returns the writer of path for tls.Config.KeyLogWriter, opening the
@@ -58,7 +126,7 @@ func (s *KeyLogFiles) Open(path string) (io.Writer, error) {
 	if kf := s.files[path]; kf != nil {
 		return kf, nil
 	}
-	f, err := openKeyLog(path)
+	f, err := openKeyLog(path, false)
 	if err != nil {
 		return nil, fmt.Errorf("opening proxy_ssl_key_log %q: %w", path, err)
 	}
@@ -68,14 +136,15 @@ func (s *KeyLogFiles) Open(path string) (io.Writer, error) {
 }
 
 // Reopen opens every file of the set again at its path and closes the old
-// descriptors, for log rotation (rename the file, then signal). A file
+// descriptors, for log rotation (rename the file, then signal); a file
+// renamed away is created again at its path on the next line. A file
 // that cannot be opened keeps its old descriptor; the errors are joined.
 func (s *KeyLogFiles) Reopen() error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	var errs []error
 	for _, kf := range s.files {
-		f, err := openKeyLog(kf.path)
+		f, err := openKeyLog(kf.path, false)
 		if err != nil {
 			errs = append(errs, fmt.Errorf("reopening proxy_ssl_key_log %q: %w", kf.path, err))
 			continue
@@ -107,6 +176,7 @@ func (s *KeyLogFiles) Close() error {
 			}
 			kf.f = nil
 		}
+		kf.closed = true
 		kf.mu.Unlock()
 		delete(s.files, path)
 	}
@@ -130,12 +200,21 @@ func (s *KeyLogFiles) LastError() error {
 }
 
 // Write appends one key log line (crypto/tls writes each line whole in
-// one call). It always reports success; see keyLogFile.
+// one call), creating the file with mode 0600 if it does not exist yet.
+// It always reports success; see keyLogFile.
 func (kf *keyLogFile) Write(p []byte) (int, error) {
 	kf.mu.Lock()
 	defer kf.mu.Unlock()
-	if kf.f == nil {
+	if kf.closed {
 		return len(p), nil
+	}
+	if kf.f == nil {
+		f, err := openKeyLog(kf.path, true)
+		if err != nil {
+			kf.lastErr = fmt.Errorf("creating proxy_ssl_key_log %q: %w", kf.path, err)
+			return len(p), nil
+		}
+		kf.f = f
 	}
 	if _, err := kf.f.Write(p); err != nil {
 		kf.lastErr = fmt.Errorf("writing proxy_ssl_key_log %q: %w", kf.path, err)

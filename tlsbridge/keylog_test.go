@@ -4,11 +4,13 @@ import (
 	"bytes"
 	"crypto/tls"
 	"errors"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"slices"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 
 	"github.com/tlsrelay/tlsrelay/internal/pki"
@@ -111,13 +113,19 @@ func TestKeyLog(t *testing.T) {
 		}
 	}
 
-	// A file tlsrelay creates is readable by its owner only.
+	// A file tlsrelay creates is readable by its owner only, and is
+	// created by the first line, not by loading the policy (-t).
 	fresh := filepath.Join(dir, "fresh.log")
 	pf := base
 	pf.KeyLog = fresh
-	mustPolicy(t, pf, nil)
-	if fi, err := os.Stat(fresh); err != nil || fi.Mode().Perm() != 0o600 {
-		t.Fatalf("new key log file: %v, mode %v", err, fi.Mode())
+	pfresh := mustPolicy(t, pf, nil)
+	if _, err := os.Lstat(fresh); !errors.Is(err, fs.ErrNotExist) {
+		t.Fatalf("loading a policy created its key log: %v", err)
+	}
+	dial(pfresh)
+	serverLog.take()
+	if fi, err := os.Stat(fresh); err != nil || fi.Mode().Perm() != 0o600 || len(readLines(t, fresh)) == 0 {
+		t.Fatalf("new key log file after a handshake: %v, mode %v", err, fi.Mode())
 	}
 
 	// logrotate: rename, then Reopen.
@@ -177,5 +185,100 @@ func TestKeyLogConfig(t *testing.T) {
 	cfg, err := p.ClientConfig(Target{Addr: "127.0.0.1:1"}, Vars{})
 	if err != nil || cfg.KeyLogWriter != nil {
 		t.Fatalf("config without key log: writer %v, err %v", cfg.KeyLogWriter, err)
+	}
+}
+
+// TestKeyLogFileSafety: the key log is handled as OpenSSH handles a
+// private key. A symbolic link is refused and its target never written; an
+// existing file open to group or others is refused and left as it was;
+// a FIFO or directory is refused at once; opening (what -t does) creates
+// nothing; a link planted before the first line makes that line dropped,
+// not written through.
+func TestKeyLogFileSafety(t *testing.T) {
+	dir := t.TempDir()
+	write := func(name string, mode os.FileMode) string {
+		p := filepath.Join(dir, name)
+		if err := os.WriteFile(p, []byte("# old\n"), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Chmod(p, mode); err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	target := write("target", 0o600)
+	link := filepath.Join(dir, "link.log")
+	if err := os.Symlink(target, link); err != nil {
+		t.Fatal(err)
+	}
+	fifo := filepath.Join(dir, "fifo.log")
+	if err := syscall.Mkfifo(fifo, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	for _, tt := range []struct {
+		path string
+		want string // "": opens
+		mode os.FileMode
+	}{
+		{path: write("ok.log", 0o600)},
+		{path: write("ro-owner.log", 0o400), want: "permission denied"},
+		{path: write("world.log", 0o644), want: "permissions 0644 are too open: group or others could read the TLS secrets", mode: 0o644},
+		{path: write("group.log", 0o640), want: "permissions 0640 are too open", mode: 0o640},
+		{path: write("group-w.log", 0o620), want: "permissions 0620 are too open", mode: 0o620},
+		{path: link, want: "it is a symbolic link: TLS secrets are not written through one"},
+		{path: fifo, want: "it is a named pipe (FIFO), not a regular file"},
+		{path: dir, want: "is a directory"},
+		{path: filepath.Join(dir, "missing", "k.log"), want: "no such file or directory"},
+	} {
+		if os.Geteuid() == 0 && strings.Contains(tt.path, "ro-owner") {
+			continue // root writes any file
+		}
+		files := NewKeyLogFiles()
+		w, err := files.Open(tt.path)
+		switch {
+		case tt.want == "" && err != nil:
+			t.Errorf("Open(%s): %v", tt.path, err)
+		case tt.want != "" && (err == nil || !strings.Contains(err.Error(), tt.want) || !strings.Contains(err.Error(), tt.path)):
+			t.Errorf("Open(%s) = %v, want an error naming the file and saying %q", tt.path, err, tt.want)
+		case tt.want == "":
+			w.Write([]byte("line\n"))
+		}
+		files.Close()
+		if tt.mode != 0 {
+			if fi, err := os.Stat(tt.path); err != nil || fi.Mode().Perm() != tt.mode {
+				t.Errorf("%s: mode changed to %v (%v), want it left %04o", tt.path, fi.Mode(), err, tt.mode)
+			}
+		}
+	}
+	if got := readLines(t, target); len(got) != 1 {
+		t.Errorf("the symbolic link's target was written: %q", got)
+	}
+	if got := readLines(t, filepath.Join(dir, "ok.log")); len(got) != 2 || got[1] != "line" {
+		t.Errorf("ok.log = %q, want its old line and the new one", got)
+	}
+
+	// Open creates nothing; a link planted before the first line is not
+	// followed: the line is dropped and the error kept.
+	later := filepath.Join(dir, "later.log")
+	files := NewKeyLogFiles()
+	defer files.Close()
+	w, err := files.Open(later)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Lstat(later); !errors.Is(err, fs.ErrNotExist) {
+		t.Fatalf("Open created the key log: %v", err)
+	}
+	if err := os.Symlink(target, later); err != nil {
+		t.Fatal(err)
+	}
+	if n, err := w.Write([]byte("SECRET\n")); n != 7 || err != nil {
+		t.Fatalf("Write = %d, %v; want the line reported written", n, err)
+	}
+	if got := readLines(t, target); len(got) != 1 {
+		t.Errorf("the secret went through the planted link: %q", got)
+	}
+	if err := files.LastError(); err == nil || !strings.Contains(err.Error(), "symbolic link") {
+		t.Errorf("LastError = %v, want the refused link", err)
 	}
 }
