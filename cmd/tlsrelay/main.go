@@ -11,8 +11,10 @@
 package main
 
 import (
+	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"runtime"
@@ -24,6 +26,7 @@ import (
 
 	"github.com/tlsrelay/tlsrelay/engine"
 	"github.com/tlsrelay/tlsrelay/engine/conf"
+	"github.com/tlsrelay/tlsrelay/internal/safefile"
 	"github.com/tlsrelay/tlsrelay/internal/syserr"
 	"github.com/tlsrelay/tlsrelay/tlsbridge"
 )
@@ -322,7 +325,15 @@ func test(o options, stdout, stderr io.Writer) int {
 	return 0
 }
 
-// sendSignal is -s: signal the process whose pid the pid file holds.
+// signals are the signals of -s, by name, and signalNames their names.
+var (
+	signals = map[string]syscall.Signal{"stop": syscall.SIGTERM, "quit": syscall.SIGQUIT,
+		"reopen": syscall.SIGUSR1, "reload": syscall.SIGHUP}
+	signalNames = map[string]string{"stop": "SIGTERM", "quit": "SIGQUIT", "reopen": "SIGUSR1", "reload": "SIGHUP"}
+)
+
+// sendSignal is -s: signal the process whose pid the pid file holds, once
+// /proc shows it is a tlsrelay (identify).
 func sendSignal(o options, stderr io.Writer) int {
 	cfg, err := load(o, stderr)
 	if err != nil {
@@ -333,8 +344,13 @@ func sendSignal(o options, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "tlsrelay: [error] no \"pid\" directive in %s: cannot find the running process\n", o.conf)
 		return 1
 	}
-	data, err := os.ReadFile(cfg.Main.PID)
+	data, err := safefile.Read(cfg.Main.PID, safefile.MaxPID)
 	if err != nil {
+		var pe *fs.PathError
+		if errors.As(err, &pe) && (errors.Is(err, safefile.ErrNotRegular) || errors.Is(err, safefile.ErrTooLarge)) {
+			fmt.Fprintf(stderr, "tlsrelay: [error] the pid file %q cannot be read: %v\n", cfg.Main.PID, pe.Err)
+			return 1
+		}
 		fmt.Fprintf(stderr, "tlsrelay: [error] open() %q failed (%s)\n", cfg.Main.PID, syserr.Paren(err))
 		return 1
 	}
@@ -343,11 +359,99 @@ func sendSignal(o options, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "tlsrelay: [error] invalid PID number %q in %q\n", strings.TrimSpace(string(data)), cfg.Main.PID)
 		return 1
 	}
-	sig := map[string]syscall.Signal{"stop": syscall.SIGTERM, "quit": syscall.SIGQUIT,
-		"reopen": syscall.SIGUSR1, "reload": syscall.SIGHUP}[o.signal]
+	sig := signals[o.signal]
+	// NGINX signals whatever the pid file names; a stale file (a crash,
+	// a reboot) then names some unrelated process that has the pid now.
+	if p := identify(pid); !p.relay {
+		fmt.Fprintf(stderr, "tlsrelay: [error] the pid file %q holds pid %d, which is not a tlsrelay process (%s): "+
+			"not sending it %s; the pid file is stale, remove it\n", cfg.Main.PID, pid, p.what, signalNames[o.signal])
+		return 1
+	}
 	if err := syscall.Kill(pid, sig); err != nil {
 		fmt.Fprintf(stderr, "tlsrelay: [alert] kill(%d, %d) failed (%s)\n", pid, int(sig), syserr.Paren(err))
 		return 1
 	}
 	return 0
+}
+
+// process is what identify learned about a pid.
+type process struct {
+	// relay: the process is a tlsrelay, or cannot be told apart from one
+	// (no /proc, or the process is gone and kill will say so).
+	relay bool
+	// what describes the process for an error: its executable and
+	// command line, as far as /proc shows them.
+	what string
+}
+
+// identify tells whether pid is a tlsrelay before -s signals it. It is one
+// when /proc/PID/exe is this very binary (the same file, or the same path
+// whose file a binary upgrade replaced: "PATH (deleted)"), or its base
+// name is this binary's or starts with "tlsrelay", or argv[0] in
+// /proc/PID/cmdline has such a base name (a process of another user,
+// whose exe link only root may read). Without a readable /proc for this
+// process the check cannot be made and pid counts as a tlsrelay, as NGINX
+// assumes.
+func identify(pid int) process {
+	self, err := os.Readlink("/proc/self/exe")
+	if err != nil {
+		return process{relay: true}
+	}
+	dir := "/proc/" + strconv.Itoa(pid)
+	if _, err := os.Stat(dir); err != nil {
+		// Gone (or hidden by hidepid): kill reports it.
+		return process{relay: true}
+	}
+	selfPath := strings.TrimSuffix(self, " (deleted)")
+	nameOK := func(path string) bool {
+		base := filepath.Base(strings.TrimSuffix(path, " (deleted)"))
+		return base == filepath.Base(selfPath) || strings.HasPrefix(base, "tlsrelay")
+	}
+	exe, exeErr := os.Readlink(dir + "/exe")
+	argv := cmdline(dir)
+	what := exe
+	if exeErr != nil {
+		what = "executable unknown: " + exeErr.Error()
+		if comm, err := safefile.Read(dir+"/comm", safefile.MaxPID); err == nil {
+			what = "comm " + strconv.Quote(strings.TrimSpace(string(comm))) + ", " + what
+		}
+	}
+	if len(argv) > 0 {
+		line := strings.Join(argv, " ")
+		if len(line) > 100 {
+			line = line[:100] + "..."
+		}
+		what += ", command line " + strconv.Quote(line)
+	}
+	switch {
+	case exeErr == nil && sameFile(dir+"/exe", "/proc/self/exe"):
+		return process{relay: true, what: what}
+	case exeErr == nil && (strings.TrimSuffix(exe, " (deleted)") == selfPath || nameOK(exe)):
+		return process{relay: true, what: what}
+	case len(argv) > 0 && nameOK(argv[0]):
+		return process{relay: true, what: what}
+	}
+	return process{what: what}
+}
+
+// cmdline returns the arguments of the process whose /proc directory is
+// dir; nil if they cannot be read (or it has none: a kernel thread, a
+// zombie).
+func cmdline(dir string) []string {
+	data, err := safefile.Read(dir+"/cmdline", 64<<10)
+	if err != nil || len(data) == 0 {
+		return nil
+	}
+	return strings.Split(strings.TrimSuffix(string(data), "\x00"), "\x00")
+}
+
+// sameFile reports whether two paths name the same file (device and
+// inode); false when either cannot be stat'ed.
+func sameFile(a, b string) bool {
+	fa, err := os.Stat(a)
+	if err != nil {
+		return false
+	}
+	fb, err := os.Stat(b)
+	return err == nil && os.SameFile(fa, fb)
 }
