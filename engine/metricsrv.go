@@ -1,8 +1,15 @@
 package engine
 
 import (
+	"bytes"
+	"errors"
+	"fmt"
 	"iter"
+	stdlog "log"
 	"net"
+	"net/http"
+	"sync"
+	"time"
 
 	"github.com/tlsrelay/tlsrelay/engine/conf"
 	"github.com/tlsrelay/tlsrelay/engine/metrics"
@@ -14,7 +21,146 @@ import (
 // and the server on it.
 type metricsEndpoint struct {
 	addr string
-	srv  *metrics.Server
+	srv  *metricsServer
+}
+
+// Bounds of the metrics server. A scrape is one small GET answered in
+// milliseconds; Prometheus keeps one connection per target alive between
+// scrapes (15-60 s apart). Without them, 1,100 clients that connect and
+// send nothing held 1,100 descriptors for ReadHeaderTimeout each and
+// starved the data path of descriptors (issue 18).
+const (
+	// metricsMaxConns is how many connections the server holds at once;
+	// more wait in the listen backlog, unaccepted (no descriptor, nothing
+	// read), as with golang.org/x/net/netutil.LimitListener.
+	metricsMaxConns = 32
+	// metricsReadHeaderTimeout bounds the request line and headers,
+	// metricsReadTimeout the whole request, metricsWriteTimeout the
+	// answer (a gather of every collector), metricsIdleTimeout a
+	// kept-alive connection between scrapes.
+	metricsReadHeaderTimeout = 5 * time.Second
+	metricsReadTimeout       = 10 * time.Second
+	metricsWriteTimeout      = 30 * time.Second
+	metricsIdleTimeout       = 90 * time.Second
+	// metricsMaxHeaderBytes bounds a request's headers (a scrape sends
+	// a few hundred bytes).
+	metricsMaxHeaderBytes = 16 << 10
+)
+
+// metricsServer serves GET /metrics (404 elsewhere) within the bounds
+// above, and writes what net/http would print on standard error (accept
+// errors, panics) to the engine's error log. Its methods are safe from any
+// goroutine.
+type metricsServer struct {
+	srv *http.Server
+	// full, when set (tests), is called each time the server has to wait
+	// for a connection to close before it accepts another.
+	full func()
+}
+
+// newMetricsServer returns the server of h, logging through log.
+func newMetricsServer(h http.Handler, log *ErrorLog) *metricsServer {
+	mux := http.NewServeMux()
+	mux.Handle("GET /metrics", h)
+	return &metricsServer{srv: &http.Server{
+		Handler:           mux,
+		ReadHeaderTimeout: metricsReadHeaderTimeout,
+		ReadTimeout:       metricsReadTimeout,
+		WriteTimeout:      metricsWriteTimeout,
+		IdleTimeout:       metricsIdleTimeout,
+		MaxHeaderBytes:    metricsMaxHeaderBytes,
+		ErrorLog:          stdlog.New(errorLogWriter{log}, "", 0),
+	}}
+}
+
+// Serve answers scrapes on ln, at most metricsMaxConns connections at a
+// time, until Close; it blocks. It returns nil after Close and the accept
+// error otherwise; ln is closed either way.
+func (s *metricsServer) Serve(ln net.Listener) error {
+	ll := newLimitListener(ln, metricsMaxConns)
+	ll.full = s.full
+	err := s.srv.Serve(ll)
+	if errors.Is(err, http.ErrServerClosed) {
+		return nil
+	}
+	return fmt.Errorf("serving metrics on %s: %w", ln.Addr(), err)
+}
+
+// Close closes the listener and the open connections at once (a scrape in
+// progress is cut).
+func (s *metricsServer) Close() error {
+	if err := s.srv.Close(); err != nil {
+		return fmt.Errorf("closing the metrics server: %w", err)
+	}
+	return nil
+}
+
+// errorLogWriter is the io.Writer under the metrics server's log.Logger:
+// each line net/http logs becomes an [error] line of the error log.
+type errorLogWriter struct{ log *ErrorLog }
+
+func (w errorLogWriter) Write(p []byte) (int, error) {
+	w.log.Logf(LevelError, 0, "metrics_listen: %s", bytes.TrimRight(p, "\n"))
+	return len(p), nil
+}
+
+// limitListener accepts at most n connections at a time: Accept waits for
+// one of them to close before it takes another from the kernel (the
+// semantics of golang.org/x/net/netutil.LimitListener, which this module
+// does not otherwise need).
+type limitListener struct {
+	net.Listener
+	sem       chan struct{}
+	done      chan struct{}
+	closeOnce sync.Once
+	// full, when set (tests), is called each time Accept has to wait
+	// for a slot.
+	full func()
+}
+
+func newLimitListener(ln net.Listener, n int) *limitListener {
+	return &limitListener{Listener: ln, sem: make(chan struct{}, n), done: make(chan struct{})}
+}
+
+// Accept waits for a free slot, then for a connection.
+func (l *limitListener) Accept() (net.Conn, error) {
+	select {
+	case l.sem <- struct{}{}:
+	default:
+		if l.full != nil {
+			l.full()
+		}
+		select {
+		case l.sem <- struct{}{}:
+		case <-l.done:
+			return nil, net.ErrClosed
+		}
+	}
+	c, err := l.Listener.Accept()
+	if err != nil {
+		<-l.sem
+		return nil, err
+	}
+	return &limitConn{Conn: c, release: func() { <-l.sem }}, nil
+}
+
+// Close closes the listener and wakes an Accept waiting for a slot.
+func (l *limitListener) Close() error {
+	l.closeOnce.Do(func() { close(l.done) })
+	return l.Listener.Close()
+}
+
+// limitConn gives its slot back when closed (once).
+type limitConn struct {
+	net.Conn
+	once    sync.Once
+	release func()
+}
+
+func (c *limitConn) Close() error {
+	err := c.Conn.Close()
+	c.once.Do(c.release)
+	return err
 }
 
 // collector is the Prometheus collector of the engine: its counters, the
@@ -77,7 +223,7 @@ func (e *Engine) listenMetrics(cfg *conf.Config) (*metricsEndpoint, error) {
 	if err != nil {
 		return nil, err
 	}
-	ep := &metricsEndpoint{addr: addr, srv: metrics.NewServer(metrics.Handler(e.collector()))}
+	ep := &metricsEndpoint{addr: addr, srv: newMetricsServer(metrics.Handler(e.collector()), e.log)}
 	e.metricsAddr.Store(ln.Addr().String())
 	go func() {
 		if err := ep.srv.Serve(ln); err != nil {

@@ -1,12 +1,15 @@
 package engine
 
 import (
+	"bytes"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"os"
 	"os/exec"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -160,5 +163,132 @@ func promtoolCheck(t *testing.T, text string) {
 	}
 	if s := strings.TrimSpace(string(out)); s != "" {
 		fmt.Println(s)
+	}
+}
+
+// temporaryErr is an accept error net/http retries after logging it.
+type temporaryErr struct{}
+
+func (temporaryErr) Error() string   { return "accept: injected temporary error" }
+func (temporaryErr) Timeout() bool   { return true }
+func (temporaryErr) Temporary() bool { return true }
+
+// failOnce is a listener whose first Accept fails with temporaryErr.
+type failOnce struct {
+	net.Listener
+	once sync.Once
+}
+
+func (l *failOnce) Accept() (net.Conn, error) {
+	var err error
+	l.once.Do(func() { err = temporaryErr{} })
+	if err != nil {
+		return nil, err
+	}
+	return l.Listener.Accept()
+}
+
+// TestMetricsServerBounds: the metrics server holds at most
+// metricsMaxConns connections however many clients connect and send
+// nothing (the rest wait unaccepted in the backlog, costing no
+// descriptor); a closed one frees its slot for the next; oversized headers
+// are refused; what net/http logs goes to the error log, not to stderr.
+func TestMetricsServerBounds(t *testing.T) {
+	var logMu sync.Mutex
+	var logText bytes.Buffer
+	log := NewErrorLog(syncBuffer{&logMu, &logText}, LevelInfo)
+	logged := func() string {
+		logMu.Lock()
+		defer logMu.Unlock()
+		return logText.String()
+	}
+	h := http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { io.WriteString(w, "ok 1\n") })
+	ms := newMetricsServer(h, log)
+	full := make(chan struct{}, 100)
+	ms.full = func() { full <- struct{}{} }
+	accepted, closed := make(chan struct{}, 1000), make(chan struct{}, 1000)
+	ms.srv.ConnState = func(_ net.Conn, st http.ConnState) {
+		switch st {
+		case http.StateNew:
+			accepted <- struct{}{}
+		case http.StateClosed:
+			closed <- struct{}{}
+		}
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	served := make(chan error, 1)
+	go func() { served <- ms.Serve(&failOnce{Listener: ln}) }()
+	defer func() {
+		ms.Close()
+		if err := <-served; err != nil {
+			t.Errorf("Serve: %v", err)
+		}
+	}()
+
+	// A scrape works, through the injected accept error.
+	if got := scrape(t, ln.Addr().String()); got != "ok 1\n" {
+		t.Fatalf("scrape = %q", got)
+	}
+	<-accepted
+	http.DefaultTransport.(*http.Transport).CloseIdleConnections()
+	<-closed
+	if got := logged(); !strings.Contains(got, "[error] ") ||
+		!strings.Contains(got, "metrics_listen: http: Accept error: accept: injected temporary error; retrying in") {
+		t.Errorf("error log = %q, want net/http's accept error in it", got)
+	}
+
+	// Half-open clients: metricsMaxConns are accepted, then the server
+	// waits for a slot.
+	const clients = metricsMaxConns + 20
+	var conns []net.Conn
+	defer func() {
+		for _, c := range conns {
+			c.Close()
+		}
+	}()
+	for i := 0; i < clients; i++ {
+		c, err := net.Dial("tcp", ln.Addr().String())
+		if err != nil {
+			t.Fatal(err)
+		}
+		conns = append(conns, c)
+	}
+	for i := 0; i < metricsMaxConns; i++ {
+		<-accepted
+	}
+	<-full
+	select {
+	case <-accepted:
+		t.Fatalf("a connection beyond the %d allowed was accepted", metricsMaxConns)
+	default:
+	}
+	// One leaves: one more is accepted, and the server waits again.
+	conns[0].Close()
+	<-accepted
+	<-full
+	select {
+	case <-accepted:
+		t.Fatalf("a connection beyond the %d allowed was accepted", metricsMaxConns)
+	default:
+	}
+	for _, c := range conns {
+		c.Close()
+	}
+	conns = nil
+
+	// Headers beyond metricsMaxHeaderBytes (plus net/http's 4 KiB slack)
+	// are refused with 431.
+	req, _ := http.NewRequest("GET", "http://"+ln.Addr().String()+"/metrics", nil)
+	req.Header.Set("X-Big", strings.Repeat("a", metricsMaxHeaderBytes+8<<10))
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusRequestHeaderFieldsTooLarge {
+		t.Errorf("oversized headers: status %d, want 431", resp.StatusCode)
 	}
 }

@@ -104,9 +104,17 @@ func streamBlock(addr, up, ssl, access string) string {
 // RLIMIT_NOFILE to nofile once it listens.
 func startTlsrelayLimited(t *testing.T, bin, dir, addr, up, ssl string, nofile uint64) *faultProc {
 	t.Helper()
+	return startTlsrelayWith(t, bin, dir, "", addr, up, ssl, nofile)
+}
+
+// startTlsrelayWith is startTlsrelayLimited with main-context directives
+// added to the configuration.
+func startTlsrelayWith(t *testing.T, bin, dir, mainExtra, addr, up, ssl string, nofile uint64) *faultProc {
+	t.Helper()
 	p := &faultProc{errLog: filepath.Join(dir, "error.log"), access: filepath.Join(dir, "access.log"), done: make(chan error, 1)}
 	conf := filepath.Join(dir, "tlsrelay.conf")
-	text := "error_log " + p.errLog + " notice;\nworker_processes 1;\nevents { worker_connections 20000; }\n" + streamBlock(addr, up, ssl, p.access)
+	text := "error_log " + p.errLog + " notice;\nworker_processes 1;\nevents { worker_connections 20000; }\n" + mainExtra +
+		streamBlock(addr, up, ssl, p.access)
 	if err := os.WriteFile(conf, []byte(text), 0o600); err != nil {
 		t.Fatal(err)
 	}
@@ -472,4 +480,66 @@ func dialEchoOnce(addr string) error {
 	}
 	defer c.Close()
 	return echoLine(c, "hello", 5*time.Second)
+}
+
+// TestFaultMetricsFlood: 1,100 clients connect to metrics_listen and send
+// nothing, against a process with RLIMIT_NOFILE 256. The metrics server
+// holds at most its 32 connections (the rest wait unaccepted in the
+// backlog), so the data path keeps its descriptors: a new session through
+// the proxy echoes at once. Before the bound the scrapes took every
+// descriptor until their header timeout, and a session waited seconds.
+func TestFaultMetricsFlood(t *testing.T) {
+	bin := buildBinary(t)
+	dir := t.TempDir()
+	up, ssl := faultUpstream(t, dir)
+	addr := "127.0.0.1:" + freePort(t)
+	metricsAddr := "127.0.0.1:" + freePort(t)
+	p := startTlsrelayWith(t, bin, dir, "metrics_listen "+metricsAddr+";\n", addr, up.Addr(), ssl, 256)
+	if err := dialEchoOnce(addr); err != nil {
+		t.Fatal(err)
+	}
+	before := p.fds()
+	const flood = 1100
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	var conns []net.Conn
+	defer func() {
+		for _, c := range conns {
+			c.Close()
+		}
+	}()
+	for i := 0; i < flood; i++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			// The kernel completes the handshake of up to the backlog
+			// (511) unaccepted connections; the rest time out here.
+			c, err := net.DialTimeout("tcp", metricsAddr, 2*time.Second)
+			if err != nil {
+				return
+			}
+			mu.Lock()
+			conns = append(conns, c)
+			mu.Unlock()
+		}()
+	}
+	wg.Wait()
+	during := p.fds()
+	start := time.Now()
+	err := dialEchoOnce(addr)
+	latency := time.Since(start)
+	t.Logf("%d of %d metrics connections made; tlsrelay descriptors %d before, %d during; a data-path session echoed in %v (%v)",
+		len(conns), flood, before, during, latency.Round(time.Microsecond), err)
+	if err != nil {
+		t.Fatalf("a data-path session during the metrics flood: %v\n%s", err, p.log())
+	}
+	if during-before > 32+4 {
+		t.Errorf("the metrics flood took %d descriptors, want at most the server's 32", during-before)
+	}
+	if latency > time.Second {
+		t.Errorf("a data-path session took %v during the metrics flood", latency)
+	}
+	if p.exited() {
+		t.Fatalf("tlsrelay exited:\n%s", p.log())
+	}
 }
