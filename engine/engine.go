@@ -243,7 +243,7 @@ func (e *Engine) Serve(ctx context.Context) error {
 	defer e.dialer.Close()
 	p.startWarm(e)
 
-	dir, err := os.MkdirTemp("", "tlsrelay-*")
+	dir, err := e.makeDoorDir()
 	if err != nil {
 		return fmt.Errorf("making the event loops' door: %w", err)
 	}
