@@ -46,6 +46,29 @@ type fakeConn struct {
 	closed        bool // OnClose was delivered
 	writes        int
 	dup           func() (int, error)
+	// fd is the conn's stand-in descriptor: a number no real descriptor
+	// has, which sessTest's sockWrite maps back to the conn.
+	fd int
+}
+
+// kernelWrite is write(2) on the conn's socket, as the session's sides
+// make it (through loop.sockWrite): the peer takes everything unless it
+// blocks (nothing is taken, as EAGAIN); failWrite fails it as a reset
+// peer does.
+func (f *fakeConn) kernelWrite(p []byte) (int, error) {
+	if f.closed {
+		return 0, syscall.EBADF
+	}
+	f.writes++
+	if f.failWrite {
+		f.failWrite = false
+		return 0, syscall.EPIPE
+	}
+	if f.block {
+		return 0, nil
+	}
+	f.sent = append(f.sent, p...)
+	return len(p), nil
 }
 
 func (f *fakeConn) Read(p []byte) (int, error) {
@@ -144,8 +167,8 @@ func (f *fakeConn) RemoteAddr() net.Addr      { return f.remote }
 func (f *fakeConn) EventLoop() gnet.EventLoop { return f.el }
 
 // Fd is not a socket: the session's shutdown(SHUT_WR) at a linger fails
-// with EBADF, harmlessly.
-func (f *fakeConn) Fd() int { return -1 }
+// with EBADF, harmlessly; its writes reach kernelWrite.
+func (f *fakeConn) Fd() int { return f.fd }
 
 func (f *fakeConn) Dup() (int, error) {
 	if f.dup == nil {

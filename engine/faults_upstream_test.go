@@ -2,12 +2,14 @@ package engine
 
 import (
 	"bytes"
+	"errors"
 	"fmt"
 	"io"
 	"net"
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -101,7 +103,7 @@ func upstreamFaults() []upstreamFault {
 		{"stall-after-serverhello", faultnet.Config{Fault: faultnet.StallAfterServerHello}, true,
 			"TLS handshake timed out after 500ms (timeout) while SSL handshaking to upstream", connectTimeout + time.Second, "timeout"},
 		{"reset-mid-stream", faultnet.Config{Fault: faultnet.ResetMidStream, Echo: 5}, false,
-			"upstream closed", time.Second, ""},
+			"upstream aborted the stream: read: connection reset by peer", time.Second, ""},
 		{"close-notify-then-data", faultnet.Config{Fault: faultnet.CloseNotifyThenData, Echo: 5,
 			Raw: []byte("bytes after close_notify")}, false,
 			"upstream closed", time.Second, ""},
@@ -151,7 +153,14 @@ func TestFaultUpstreamAlone(t *testing.T) {
 				}
 			}
 			got, took, err := readToEnd(c, 10*time.Second)
-			if err != nil {
+			// A fault in the stream other than a clean close_notify is an
+			// abort: the client's connection is reset after the bytes
+			// before it (docs/reliability.md).
+			aborted := !f.early && f.name != "close-notify-then-data"
+			if aborted && !errors.Is(err, syscall.ECONNRESET) {
+				t.Fatalf("the session ended with %v after %v (read %q), want a connection reset", err, took, got)
+			}
+			if !aborted && err != nil {
 				t.Fatalf("the session did not end: %v after %v (read %q)", err, took, got)
 			}
 			if string(got) != want {
@@ -171,6 +180,9 @@ func TestFaultUpstreamAlone(t *testing.T) {
 			line := tb.waitAccess(t, 1)[0]
 			if !strings.HasPrefix(line, status+" ") {
 				t.Errorf("access log %q, want status %s", line, status)
+			}
+			if aborted && !strings.HasPrefix(line, `200 "upstream aborted"`) {
+				t.Errorf("access log %q, want the close reason \"upstream aborted\"", line)
 			}
 			t.Logf("access log: %s", line)
 			if f.class != "" && !strings.Contains(line, `" "`+f.class+`" `) {

@@ -45,15 +45,12 @@ func (s *session) stall(sd *side) {
 // pause stops reading sd's socket: gnet cannot stop reading a conn, so the
 // session keeps a duplicate of the descriptor and closes the gnet conn; the
 // socket stays open and the kernel's buffers push back on the peer. gnet
-// drops queued output on close, so with output queued the pause waits.
-// The close completes in onClose (sideDetaching -> sideDetached).
+// holds no output for a session's socket (side.Write writes directly), so
+// nothing queued toward sd delays the pause: that output goes on through
+// the duplicate. The close completes in onClose (sideDetaching ->
+// sideDetached).
 func (s *session) pause(sd *side) {
 	if sd.state != sideAttached {
-		return
-	}
-	if sd.c.OutboundBuffered() > 0 || (sd.direct && sd.out != nil && len(sd.out.B) > 0) {
-		sd.wantPause = true
-		s.armPoll()
 		return
 	}
 	fd, err := sd.c.Dup()
@@ -61,7 +58,6 @@ func (s *session) pause(sd *side) {
 		s.e.log.Logf(LevelWarn, s.id, "pausing a connection: dup: %v", err)
 		return
 	}
-	sd.wantPause = false
 	sd.fd = fd
 	sd.spill(sd.c)
 	sd.state = sideDetaching
@@ -107,7 +103,7 @@ func (s *session) onReattach(c gnet.Conn, sd *side) {
 	defer s.end()
 	c.SetContext(s)
 	sd.c, sd.state = c, sideAttached
-	sd.flushOut()
+	sd.flushDirect()
 	switch s.phase {
 	case phaseOpen:
 		s.pump(&s.cliToUp, false)
@@ -189,22 +185,40 @@ func (s *session) unstall(d *direction) bool {
 // armPoll puts the session on its loop's poll list; onPoll runs about
 // every millisecond until it reports nothing left to wait for.
 func (s *session) armPoll() {
+	s.pollSkip, s.pollBackoff = 0, 0
 	if !s.polled {
 		s.polled = true
 		s.lp.addPolled(s)
 	}
 }
 
-// onPoll retries what waits on a queue draining: a pause that had to wait,
-// a stalled or paused socket whose counterpart drained, a close that must
-// flush. It reports whether the session must stay on the poll list. Runs
-// on the loop (loop.runPolls).
+// A session whose polls move nothing (a peer that does not read) is polled
+// every tick for pollPatience polls, then only every pollSlow-th tick until
+// one moves bytes again: ten thousand stuck sessions cost the system calls
+// of a few hundred polled every tick, a peer that reads again is noticed
+// within pollSlow ticks, and a peer that is merely slow (it reads within
+// pollPatience ticks) is not slowed at all.
+const (
+	pollPatience = 32
+	pollSlow     = 32
+)
+
+// onPoll retries what waits on a queue draining: output held for a socket
+// that was full, a stalled or paused socket whose counterpart drained, a
+// close that must flush. It reports whether the session must stay on the
+// poll list. A poll that moves bytes counts as activity for proxy_timeout
+// and resets the patience (see pollPatience). Runs on the loop
+// (loop.runPolls).
 func (s *session) onPoll() bool {
 	if s.phase == phaseDone {
 		return false
 	}
+	if s.pollSkip > 0 {
+		s.pollSkip--
+		return true
+	}
 	s.begin()
-	again := s.poll()
+	again, moved := s.poll()
 	s.end()
 	switch s.phase {
 	case phaseDone:
@@ -212,40 +226,38 @@ func (s *session) onPoll() bool {
 	case phaseClosing:
 		// Polled until drained (a close latched above may have begun
 		// it); a linger waits for the upstream's events instead.
-		return !s.lingering
+		if s.lingering {
+			return false
+		}
+		again = true
+	}
+	if moved {
+		s.touch()
+		s.pollBackoff = 0
+	} else if again {
+		if s.pollBackoff < pollPatience {
+			s.pollBackoff++
+		} else {
+			s.pollSkip = pollSlow - 1
+		}
 	}
 	return again
 }
 
-// poll is onPoll's step.
-func (s *session) poll() (again bool) {
+// poll is onPoll's step; moved reports whether any byte went to a socket
+// or a stalled direction moved again.
+func (s *session) poll() (again, moved bool) {
 	for _, sd := range [...]*side{&s.cli, &s.up} {
-		if sd.direct {
-			again = sd.flushDirect() || again
-			again = !s.tryShut(sd) || again
-		}
-	}
-	for _, sd := range [...]*side{&s.cli, &s.up} {
-		if sd.wantPause && sd.state == sideAttached {
-			s.pause(sd)
-			again = again || sd.wantPause
-		}
+		left, n := sd.flushDirect()
+		again = left || again
+		moved = moved || n > 0
+		again = !s.tryShut(sd) || again
 	}
 	if s.phase == phaseOpen {
-		again = s.unstall(&s.cliToUp) || again
-		again = s.unstall(&s.upToCli) || again
-		// A paused socket with output waiting for it is re-adopted to
-		// flush it (its input stalls and it pauses again): else, when
-		// both sockets are paused with output queued for each other
-		// (full-duplex traffic over small kernel buffers: an echo over
-		// unix domain sockets), neither side's counterpart ever drains.
-		for _, sd := range [...]*side{&s.cli, &s.up} {
-			if sd.state == sideDetached && sd.out != nil && len(sd.out.B) > 0 {
-				if !s.resume(sd) {
-					return false
-				}
-				again = true
-			}
+		for _, d := range [...]*direction{&s.cliToUp, &s.upToCli} {
+			was := d.src.stalled
+			again = s.unstall(d) || again
+			moved = moved || (was && !d.src.stalled)
 		}
 	}
 	// Not else: an unstall above may have begun the close.
@@ -253,19 +265,14 @@ func (s *session) poll() (again bool) {
 		if s.drained() {
 			if s.mustLinger() {
 				s.startLinger()
-				return false
+				return false, moved
 			}
 			s.finish(s.reason)
-			return false
-		}
-		for _, sd := range [...]*side{&s.cli, &s.up} {
-			if sd.state == sideDetached && sd.out != nil && len(sd.out.B) > 0 {
-				s.resume(sd)
-			}
+			return false, moved
 		}
 		again = true
 	}
-	return again
+	return again, moved
 }
 
 // lingerTimeout bounds how long a session whose client ended waits, once

@@ -47,6 +47,10 @@ type loop struct {
 	start time.Time
 	// logScratch renders access-log lines.
 	logScratch []byte
+	// sockWrite, when set, replaces writeAll for the session's sockets:
+	// the state machine's unit tests play the kernel with it. nil in
+	// the engine.
+	sockWrite func(fd int, p []byte) (int, error)
 
 	// polled are the sessions waiting for a queue to drain; npolled is
 	// its length for the ticker goroutine, which queues a poll only when

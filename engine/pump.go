@@ -6,6 +6,7 @@ package engine
 
 import (
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"time"
@@ -152,6 +153,7 @@ func (s *session) pump(d *direction, force bool) {
 			}
 			*d.moved += int64(n)
 			*d.sent += int64(n)
+			s.e.m.Relayed(d.upstream, int64(n))
 			if d.corked {
 				// The records of this write go out in one.
 				d.dst.corkOn(&s.lp.cork)
@@ -208,6 +210,7 @@ func fill(r io.Reader, buf []byte) (int, error) {
 // ($upstream_ssl_error).
 func (s *session) upstreamReadEnded(err error) {
 	if err == io.EOF {
+		s.upNotified = true // close_notify: a clean end
 		if !s.upEOF {
 			s.upEOF = true
 			s.upstreamEnded()
@@ -233,12 +236,14 @@ func (s *session) upstreamReadEnded(err error) {
 			s.e.log.Logf(LevelWarn, s.id, "upstream server temporarily disabled while connecting to upstream, client: %s, server: %s, upstream: \"%s\"",
 				hostOf(s.remote), s.srv.name, s.peer)
 		}
-	} else {
-		s.e.log.Logf(LevelError, s.id, "reading from upstream failed (%s): %v, client: %s, server: %s, upstream: \"%s\"",
-			reason, err, hostOf(s.remote), s.srv.name, s.peer)
+		s.upEOF = true
+		s.upstreamEnded()
+		return
 	}
+	// A broken record stream after data: what the client got is not the
+	// whole stream.
 	s.upEOF = true
-	s.upstreamEnded()
+	s.abort(&s.up, fmt.Errorf("reading from upstream failed (%s): %w", reason, err))
 }
 
 // refusedAtOnce reports whether err is an alert the upstream sent (as

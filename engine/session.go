@@ -149,6 +149,10 @@ type session struct {
 	// (an alert before any data); its connection was ended as failed.
 	peerFailed bool
 	polled     bool // on its loop's poll list (backpressure, drain)
+	// pollSkip is how many polls the session skips before the next one
+	// runs; pollBackoff counts the polls in a row that moved nothing, up
+	// to pollPatience (see onPoll).
+	pollSkip, pollBackoff uint8
 
 	cliEOF, upEOF bool
 	held          bool   // a rate limit holds back part of an ended peer's bytes
@@ -169,7 +173,11 @@ type session struct {
 	// fields: a session is 880 bytes, within the allocator's 896-byte
 	// class.)
 	lingering, lingered, upShut bool
-	readErr                     error // a TLS error after the handshake
+	// upNotified: the upstream's close_notify came (its stream ended
+	// cleanly). aborted: a peer broke its stream; both sockets are reset
+	// when the session finishes (see abort).
+	upNotified, aborted bool
+	readErr             error // a TLS error after the handshake
 
 	fromClient, toClient, fromUp, toUp int64
 }
@@ -252,10 +260,7 @@ func (e *Engine) openSessionAt(c gnet.Conn, lp *loop, srv *server, remote, local
 	s := &session{e: e, lp: lp, srv: srv, id: e.connID.Add(1), start: time.Now(), status: 200, pp: pp}
 	s.cli.c, s.cli.state, s.cli.fd = c, sideAttached, -1
 	s.up.fd = -1
-	if srv.halfClose {
-		s.cli.direct, s.up.direct = true, true
-		s.cli.sess, s.up.sess = s, s
-	}
+	s.cli.sess, s.up.sess = s, s
 	s.cliToUp = direction{src: &s.cli, dst: &s.up, from: &s.cli, to: &s.up,
 		rate: srv.uploadRate, moved: &s.fromClient, sent: &s.toUp}
 	s.upToCli = direction{src: &s.up, dst: &s.cli, from: &s.up, to: &s.cli,
@@ -437,7 +442,7 @@ func (s *session) onClose(c gnet.Conn, err error) {
 		s.armPoll()
 		return
 	}
-	if sd.direct && sd.state == sideAttached && !sd.failed && errors.Is(err, io.EOF) && s.phase != phaseClosing {
+	if s.srv.halfClose && sd.state == sideAttached && !sd.failed && errors.Is(err, io.EOF) && s.phase != phaseClosing {
 		// proxy_half_close on: the peer shut its write side only. The
 		// socket lives on through a duplicate, so that the other
 		// direction is still delivered (writes are direct: gnet held
@@ -476,10 +481,16 @@ func (l *closeLatch) add(sd *side, err error) {
 }
 
 // sideEnded is the reaction to a side's close, run once at the end of the
-// step that latched it. gnet's error is not logged (NGINX's stream proxy
-// does not log a peer's reset or FIN either).
-func (s *session) sideEnded(sd *side, _ error) {
+// step that latched it. err is gnet's (nil for a FIN or our own close) or
+// the failed write's: a peer that reset its socket, or a TLS upstream that
+// ended without close_notify, aborted its stream (see abort); a FIN is a
+// clean end.
+func (s *session) sideEnded(sd *side, err error) {
 	if s.phase == phaseDone {
+		return
+	}
+	if s.phase != phaseConnecting && (sd.failed || (err != nil && !errors.Is(err, io.EOF))) {
+		s.abort(sd, err)
 		return
 	}
 	if s.broken() {
@@ -492,18 +503,91 @@ func (s *session) sideEnded(sd *side, _ error) {
 		return
 	}
 	if sd == &s.cli {
-		// While connecting, the upstream is opened anyway and gets what
-		// the client sent (onUpstreamOpen), as NGINX does.
-		if s.phase != phaseConnecting {
-			s.clientEnded()
+		if s.phase == phaseConnecting {
+			s.clientLeftWhileConnecting(err) // dialwork.go
+			return
 		}
+		s.clientEnded()
 		return
 	}
 	if s.phase == phaseOpen || s.phase == phaseClosing {
-		// Deliver what the upstream sent before it closed.
+		// Deliver what the upstream sent before it closed (its
+		// close_notify among it, if it sent one).
 		s.pump(&s.upToCli, true)
+		if s.phase == phaseDone {
+			return
+		}
+		if s.truncated() {
+			s.abort(&s.up, errNoCloseNotify)
+			return
+		}
 		s.upstreamEnded()
 	}
+}
+
+// truncated reports whether a TLS upstream's connection ended (a FIN)
+// without close_notify, once everything it sent before has been read: a
+// rate limit may still hold part of it (s.held), close_notify possibly
+// among it. Runs on the loop.
+func (s *session) truncated() bool {
+	return s.tc != nil && s.upEOF && !s.upNotified && s.readErr == nil && s.up.state == sideClosed && !s.held
+}
+
+// errNoCloseNotify is the cause of an abort by a TLS upstream that closed
+// its connection (a FIN) without sending close_notify first: a truncation
+// attack, or an upstream that died, cannot be told from a complete stream
+// otherwise.
+var errNoCloseNotify = errors.New("the upstream closed the connection without close_notify")
+
+// abort ends a session whose peer on from broke its stream: it reset its
+// socket (a read or a write failed), or, for a TLS upstream, a record
+// failed or the connection ended without close_notify. What the other peer
+// was sent so far is not the whole stream, and it must be able to tell: its
+// socket is reset too (SO_LINGER 0), not closed, and a TLS upstream gets no
+// close_notify. The status stays NGINX's (200 once connected); the reason
+// is "upstream aborted" or "client aborted", logged with its cause, the
+// upstream's at error, the client's at info (NGINX's level for a client's
+// failures). When the other peer had already ended, there is nothing to
+// propagate and the session ends as it was going to. Runs on the loop, in
+// a step.
+func (s *session) abort(from *side, cause error) {
+	if s.phase == phaseDone {
+		return
+	}
+	other, who, victim, reason := &s.cli, "upstream", "client", "upstream aborted"
+	if from == &s.cli {
+		other, who, victim, reason = &s.up, "client", "upstream", "client aborted"
+	}
+	if cause == nil {
+		cause = errors.New("connection reset")
+	}
+	if other.state == sideClosed || other.state == sideNone {
+		// The other peer is gone already: nothing to tell it.
+		if s.e.log.Enabled(LevelInfo) {
+			s.e.log.Logf(LevelInfo, s.id, "%s ended its connection: %v, client: %s, server: %s, upstream: \"%s\"",
+				who, cause, hostOf(s.remote), s.srv.name, s.peer)
+		}
+		if s.reason == "" {
+			s.reason = reason
+		}
+		s.finish(s.reason)
+		return
+	}
+	s.aborted = true
+	s.reason = reason
+	level := LevelError
+	if from == &s.cli {
+		level = LevelInfo
+	}
+	if s.e.log.Enabled(level) {
+		relayed := s.toClient
+		if from == &s.cli {
+			relayed = s.toUp
+		}
+		s.e.log.Logf(level, s.id, "%s aborted the stream: %v; resetting the %s's connection after %d bytes relayed to it, client: %s, server: %s, upstream: \"%s\"",
+			who, cause, victim, relayed, hostOf(s.remote), s.srv.name, s.peer)
+	}
+	s.finish(reason)
 }
 
 // clientEnded runs when the client sent its last byte: everything it sent
@@ -564,23 +648,34 @@ func (s *session) tryShut(sd *side) bool {
 	return true
 }
 
-// broken reports whether a write to a side in direct mode failed (its
-// peer reset it): the session ends when the step does.
+// broken reports whether a write to a side failed (its peer reset it): the
+// session ends when the step does.
 func (s *session) broken() bool { return s.cli.failed || s.up.failed }
 
-// directFailed reacts to a failed write on a direct side (the peer reset
-// it, sd.failed is set): the session ends at the end of the step. Runs on
-// the loop, inside a step.
+// directFailed reacts to a failed write on a side (the peer reset it,
+// sd.failed is set): the session ends at the end of the step. Runs on the
+// loop, inside a step.
 func (s *session) directFailed(sd *side, err error) {
-	if sd.state == sideHalf {
-		unix.Close(sd.fd)
-		sd.fd = -1
+	switch sd.state {
+	case sideAttached, sideDetaching, sideDetached, sideHalf:
+		// The session lets go of the gnet conn (its OnClose, and a
+		// pause's, is ignored) and of the duplicate; what the peer sent
+		// and was not read is not delivered: it reset the connection.
+		if sd.c != nil {
+			sd.c.Close()
+			sd.c = nil
+		}
+		if sd.fd >= 0 {
+			unix.Close(sd.fd)
+			sd.fd = -1
+		}
 		sd.state = sideClosed
+		if sd == &s.cli {
+			s.cliEOF = true
+		} else {
+			s.upEOF = true
+		}
 		s.latch.add(sd, err)
-		return
-	}
-	if sd.state == sideAttached && sd.c != nil {
-		sd.c.Close() // its OnClose latches the end
 	}
 }
 
@@ -598,6 +693,9 @@ func (s *session) flushEnded() {
 	}
 	if s.upEOF && s.cli.state != sideClosed {
 		s.pump(&s.upToCli, true)
+		if s.phase != phaseDone && s.truncated() {
+			s.abort(&s.up, errNoCloseNotify)
+		}
 	}
 }
 
@@ -677,10 +775,14 @@ func (s *session) finish(reason string) {
 		s.reason = reason
 	}
 	s.cancelled.Store(true)
+	s.cancelDial()
 	s.lp.wheel.disarm(&s.idle)
 	s.lp.wheel.disarm(&s.rate)
 	s.lp.wheel.disarm(&s.linger)
 	for _, sd := range [...]*side{&s.cli, &s.up} {
+		if s.aborted {
+			sd.reset()
+		}
 		switch sd.state {
 		case sideAttached, sideDetaching:
 			sd.c.Close()
@@ -702,7 +804,7 @@ func (s *session) finish(reason string) {
 	if len(s.srv.accessLogs) > 0 {
 		s.logAccess(time.Now())
 	}
-	s.e.m.SessionEnded(metrics.ReasonOf(s.reason), s.fromClient, s.toClient, s.fromUp, s.toUp)
+	s.e.m.SessionEnded(metrics.ReasonOf(s.reason))
 	s.lp.unlink(s)
 	if s.e.log.Enabled(LevelInfo) {
 		s.e.log.Logf(LevelInfo, s.id, "%s, bytes from/to client:%d/%d, bytes from/to upstream:%d/%d",

@@ -6,11 +6,13 @@ import (
 	"errors"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 	"unsafe"
 
 	"github.com/panjf2000/gnet/v2"
+	"golang.org/x/sys/unix"
 
 	"github.com/tlsrelay/tlsrelay/engine/conf"
 	"github.com/tlsrelay/tlsrelay/engine/metrics"
@@ -67,6 +69,7 @@ func newSessTest(t *testing.T, mod func(srv *server)) *sessTest {
 	h := &sessTest{t: t, srv: srv, log: &bytes.Buffer{}, el: &fakeLoop{}}
 	h.e = &Engine{log: NewErrorLog(h.log, LevelInfo), stopped: make(chan struct{}), kick: make(chan struct{}, 1), m: new(metrics.Engine)}
 	h.lp = &loop{e: h.e, el: h.el, wheel: newWheel(64), scratch: make([]byte, 16), start: time.Now()}
+	h.lp.sockWrite = h.sockWrite
 	h.cli = h.conn("client")
 	srv.plan.sessionStarted() // as the handler does
 	h.s = h.e.openSession(h.cli, h.lp, srv)
@@ -76,7 +79,7 @@ func newSessTest(t *testing.T, mod func(srv *server)) *sessTest {
 // conn makes a fake conn whose OnClose goes where gnet's would: to the
 // session in its context.
 func (h *sessTest) conn(name string) *fakeConn {
-	c := &fakeConn{name: name, el: h.el,
+	c := &fakeConn{name: name, el: h.el, fd: fakeFdBase + len(h.conns),
 		local: fakeAddr("127.0.0.1:10000"), remote: fakeAddr("127.0.0.1:40000")}
 	c.onClose = func(c gnet.Conn, err error) {
 		if s, ok := c.Context().(*session); ok {
@@ -85,6 +88,24 @@ func (h *sessTest) conn(name string) *fakeConn {
 	}
 	h.conns = append(h.conns, c)
 	return c
+}
+
+// fakeFdBase is above any real descriptor (RLIMIT_NOFILE caps them far
+// lower), so a fake conn's descriptor is never a real one.
+const fakeFdBase = 1 << 28
+
+// sockWrite is the loop's write(2): to a fake conn's kernelWrite, or to a
+// real descriptor (a paused side's duplicate, a socket pair's end).
+func (h *sessTest) sockWrite(fd int, p []byte) (int, error) {
+	for _, c := range h.conns {
+		if c.fd == fd {
+			return c.kernelWrite(p)
+		}
+	}
+	if fd >= fakeFdBase {
+		return 0, syscall.EBADF
+	}
+	return writeAll(fd, p)
 }
 
 // open completes the dial: a plaintext upstream conn is adopted (the
@@ -108,13 +129,16 @@ func (h *sessTest) traffic(c *fakeConn) {
 }
 
 // turn is one turn of the loop: the closes asked for since the last turn
-// are delivered, then the poll list runs.
+// are delivered, then the poll list runs. A turn stands for as long as
+// the session's poll backoff (onPoll): the poll runs
+// (TestStateMachinePollBackoff tests the backoff itself).
 func (h *sessTest) turn() {
 	for _, c := range h.conns {
 		if c.closeAsked && !c.closed {
 			c.deliverClose(nil)
 		}
 	}
+	h.s.pollSkip = 0
 	h.lp.runPolls()
 }
 
@@ -371,10 +395,10 @@ func TestStateMachineCloseOrders(t *testing.T) {
 	}
 }
 
-// TestStateMachineCloseDuringWrite: a write that fails makes gnet call OnClose
-// before Write returns. The close is latched and handled once, when the
-// step ends: the pump stops at once, the session finishes once, and only
-// the bytes read before the failure are counted.
+// TestStateMachineCloseDuringWrite: a write that fails (the peer reset its
+// socket) ends that side at once: the pump stops, the session ends once,
+// as an abort of that peer (the other's socket is reset), and only the
+// bytes read before the failure are counted.
 func TestStateMachineCloseDuringWrite(t *testing.T) {
 	payload := []byte(strings.Repeat("x", 40)) // three reads of 16 bytes
 	for _, tc := range []struct {
@@ -383,29 +407,21 @@ func TestStateMachineCloseDuringWrite(t *testing.T) {
 		reason       string
 		counters     [4]int64
 	}{
-		{"upstream write fails", (*sessTest).cliConn, (*sessTest).upConn, "upstream closed", [4]int64{16, 16, 0, 0}},
-		{"client write fails", (*sessTest).upConn, (*sessTest).cliConn, "client closed", [4]int64{0, 0, 16, 16}},
+		{"upstream write fails", (*sessTest).cliConn, (*sessTest).upConn, "upstream aborted", [4]int64{16, 16, 0, 0}},
+		{"client write fails", (*sessTest).upConn, (*sessTest).cliConn, "client aborted", [4]int64{0, 0, 16, 16}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			h := newSessTest(t, nil)
 			h.open()
 			src, failing := tc.src(h), tc.failing(h)
 			failing.failWrite = true
-			var during struct {
-				phase       phase
-				busy, latch int
-			}
-			failing.duringClose = func() {
-				during.phase, during.busy, during.latch = h.s.phase, h.s.busy, h.s.latch.n
-			}
 			src.in = payload
 			h.traffic(src)
-			if during.phase != phaseOpen || during.busy != 1 || during.latch != 1 {
-				t.Errorf("inside the failed write: phase %s, busy %d, latched %d; want open, 1, 1 (reaction deferred)",
-					during.phase, during.busy, during.latch)
-			}
 			if failing.writes != 1 {
 				t.Errorf("%d writes to the failed conn, want 1", failing.writes)
+			}
+			if !h.s.aborted {
+				t.Error("not aborted: the other peer's socket would be closed, not reset")
 			}
 			h.ended(tc.reason)
 			c := tc.counters
@@ -421,32 +437,61 @@ func TestStateMachineCloseDuringWrite(t *testing.T) {
 func (h *sessTest) cliConn() *fakeConn { return h.cli }
 func (h *sessTest) upConn() *fakeConn  { return h.up }
 
-// TestStateMachineBothCloseDuringWrites: the client's write fails; reacting to
-// it (its last bytes go upstream) fails the upstream's write too. Both
-// closes are latched and handled in order, and the session ends once.
+// TestStateMachineBothCloseDuringWrites: the client's write fails while the
+// upstream's bytes are relayed: the client aborted, so what it had sent and
+// was not read is not delivered, and the upstream is not written to again.
 func TestStateMachineBothCloseDuringWrites(t *testing.T) {
 	h := newSessTest(t, nil)
 	h.open()
 	h.cli.failWrite = true
 	h.cli.in = []byte("last words")
 	h.up.failWrite = true
-	upClosedInside := false
-	h.up.duringClose = func() { upClosedInside = h.s.busy == 1 && h.s.latch.n == 1 }
 	h.up.in = []byte("to a client that is gone")
 	h.traffic(h.up)
-	if !upClosedInside {
-		t.Error("the upstream's close during the reaction was not latched")
+	if h.up.writes != 0 {
+		t.Errorf("%d writes to the upstream after the client aborted", h.up.writes)
 	}
-	h.ended("client closed")
-	h.counters(10, 10, 16, 16)
+	h.ended("client aborted")
+	h.counters(0, 0, 16, 16)
 }
 
-// TestStateMachineCloseDuringReattachFlush: the bytes kept for a paused socket
-// are written when it is re-adopted; that write may fail as well.
-func TestStateMachineCloseDuringReattachFlush(t *testing.T) {
+// socketPairPeer is socketPair that also returns the other end, for a test
+// that reads what went to the paused socket or closes it under the session.
+func socketPairPeer(t *testing.T) (func() (int, error), int) {
+	t.Helper()
+	fds, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_STREAM|unix.SOCK_CLOEXEC|unix.SOCK_NONBLOCK, 0)
+	if err != nil {
+		t.Fatalf("socketpair: %v", err)
+	}
+	t.Cleanup(func() {
+		unix.Close(fds[0])
+		unix.Close(fds[1])
+	})
+	return func() (int, error) { return unix.Dup(fds[0]) }, fds[1]
+}
+
+// readAvail reads what the socket fd holds now (non-blocking).
+func readAvail(fd int) []byte {
+	var got []byte
+	buf := make([]byte, 4096)
+	for {
+		n, err := unix.Read(fd, buf)
+		if n <= 0 || err != nil {
+			return got
+		}
+		got = append(got, buf[:n]...)
+	}
+}
+
+// TestStateMachineWriteToPausedSocket: a paused socket (its gnet conn
+// closed, a duplicate kept) is still written to through the duplicate, so
+// output queued toward it never holds up the pause; a write that fails
+// there ends the session as an abort of that peer.
+func TestStateMachineWriteToPausedSocket(t *testing.T) {
 	h := newSessTest(t, nil)
 	h.open()
-	h.up.dup = socketPair(t)
+	dup, peer := socketPairPeer(t)
+	h.up.dup = dup
 	h.cli.block = true
 	h.up.in = make([]byte, stallCap+1024)
 	h.traffic(h.up) // the client's queue fills: the upstream stalls and pauses
@@ -455,26 +500,15 @@ func TestStateMachineCloseDuringReattachFlush(t *testing.T) {
 	}
 	h.turn()
 	h.cli.in = []byte("data")
-	h.traffic(h.cli) // kept for the paused upstream
-	h.cli.deliverClose(nil)
-	if h.s.phase != phaseClosing || len(h.el.enrolled) != 1 {
-		t.Fatalf("after the client left: phase %s, %d enrolled", h.s.phase, len(h.el.enrolled))
+	h.traffic(h.cli) // written to the paused upstream's duplicate
+	if got := string(readAvail(peer)); got != "data" {
+		t.Fatalf("the paused upstream's socket got %q, want %q", got, "data")
 	}
-	ra := h.el.enrolled[0].ctx.(*reattach)
-	defer h.el.enrolled[0].nc.Close()
-	up2 := h.conn("upstream, resumed")
-	up2.failWrite = true
-	inside := false
-	up2.duringClose = func() { inside = h.s.phase == phaseClosing && h.s.busy == 1 && h.s.latch.n == 1 }
-	ra.s.onReattach(up2, ra.sd)
-	if !inside {
-		t.Error("the close during the flush was not latched")
-	}
-	h.ended("client closed")
-	// The upstream's close is reacted to by reading what it sent; the
-	// client is gone, so those bytes are dropped and not counted: only
-	// the 64 bytes queued toward the client before it left count.
-	h.counters(4, 4, 64, 64)
+	unix.Close(peer) // the upstream goes away: the next write fails
+	h.cli.in = []byte("more")
+	h.traffic(h.cli)
+	h.ended("upstream aborted")
+	h.counters(8, 8, 64, 64)
 }
 
 // TestStateMachinePauseResumeDuringDrain: a socket paused for backpressure
@@ -498,15 +532,20 @@ func TestStateMachinePauseResumeDuringDrain(t *testing.T) {
 				paused, other = h.up, h.cli
 				sd, reason, last = &h.s.up, "client closed", "end"
 			}
-			paused.dup = socketPair(t)
+			var peer int
+			paused.dup, peer = socketPairPeer(t)
 			other.block = true
 			paused.in = make([]byte, stallCap+1024)
 			h.traffic(paused)
 			if !sd.stalled || sd.state != sideDetaching {
 				t.Fatalf("not paused: stalled %v, state %d", sd.stalled, sd.state)
 			}
-			if len(other.queued) != 64 {
-				t.Errorf("%d bytes queued toward the congested side, want the high watermark, 64", len(other.queued))
+			otherSd := &h.s.up
+			if sd == &h.s.up {
+				otherSd = &h.s.cli
+			}
+			if n := otherSd.pending(); n != 64 {
+				t.Errorf("%d bytes queued toward the congested side, want the high watermark, 64", n)
 			}
 			h.turn() // gnet closes the paused conn
 			if sd.state != sideDetached || !h.s.polled {
@@ -537,13 +576,14 @@ func TestStateMachinePauseResumeDuringDrain(t *testing.T) {
 			back.block = true
 			ra.s.onReattach(back, ra.sd)
 			h.turn()
-			if h.s.phase != phaseClosing {
-				t.Fatalf("ended with %d bytes queued: %s", len(back.queued), h.s.phase)
-			}
-			back.drain()
+			// The peers read again, and the session ends.
+			back.block = false
+			other.drain()
 			h.turn()
 			h.ended(reason)
-			if got := string(back.sent); got != last {
+			// The last bytes went to the paused socket: through its
+			// duplicate, or through the re-adopted conn.
+			if got := string(readAvail(peer)) + string(back.sent); got != last {
 				t.Errorf("resumed %s got %q, want %q", paused.name, got, last)
 			}
 			if n := int64(h.e.m.Snapshot().Pauses); n != 1 {
@@ -686,5 +726,35 @@ func TestStateMachineLingerBound(t *testing.T) {
 func TestSessionSize(t *testing.T) {
 	if n := unsafe.Sizeof(session{}); n > 896 {
 		t.Errorf("session is %d bytes, over the 896-byte size class", n)
+	}
+}
+
+// TestStateMachinePollBackoff: a session whose peer does not read is polled
+// every tick for pollPatience ticks, then every pollSlow-th tick, and again
+// within pollSlow ticks once the peer reads.
+func TestStateMachinePollBackoff(t *testing.T) {
+	h := newSessTest(t, nil)
+	h.open()
+	h.cli.block = true
+	h.up.in = []byte(strings.Repeat("y", 40))
+	h.traffic(h.up)
+	if h.s.cli.pending() == 0 || !h.s.polled {
+		t.Fatalf("nothing queued toward the blocked client: %d, polled %v", h.s.cli.pending(), h.s.polled)
+	}
+	w0 := h.cli.writes
+	const ticks = 1000
+	for range ticks {
+		h.lp.runPolls()
+	}
+	tries := h.cli.writes - w0
+	if want := pollPatience + (ticks-pollPatience)/pollSlow; tries > want+2 {
+		t.Errorf("%d write attempts in %d polls of a client that does not read; want about %d", tries, ticks, want)
+	}
+	h.cli.block = false
+	for i := 0; i < pollSlow && h.s.cli.pending() > 0; i++ {
+		h.lp.runPolls()
+	}
+	if got := len(h.cli.sent); got != 40 {
+		t.Errorf("the client got %d bytes within %d polls of reading again, want 40", got, pollSlow)
 	}
 }

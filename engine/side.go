@@ -46,9 +46,6 @@ type side struct {
 	c     gnet.Conn
 	state sideState
 	fd    int // the duplicate held while detached; -1 otherwise
-	// wantPause: a pause was asked for while gnet still had output queued
-	// on this socket (closing the conn would drop it); onPoll retries it.
-	wantPause bool
 	// stalled: the other socket is congested, so this one's input is not
 	// consumed (it stays in gnet, or the socket is paused).
 	stalled bool
@@ -65,13 +62,15 @@ type side struct {
 	// TLS records written, so that they reach gnet, and the kernel, in one
 	// write instead of one per record. It points at the loop's buffer.
 	cork *[]byte
-	// direct (proxy_half_close on): writes go to the socket with
-	// write(2) and what it does not take waits in out, polled, so that
-	// gnet never holds output for this socket: gnet closes a conn whose
-	// peer half-closed it and drops what it still held. sess is the
-	// session to poll; failed: a write failed, later ones are dropped.
-	direct, failed bool
-	sess           *session
+	// Writes go to the socket with write(2) and what it does not take
+	// waits in out, polled: gnet never holds output for a session's
+	// socket. So a socket can be paused (its gnet conn closed, which
+	// would drop gnet's output) whatever is queued toward it, and be
+	// written to while paused or half-closed, through the duplicate.
+	// sess is the session to poll; failed: a write failed (the peer
+	// reset the socket), later ones are dropped.
+	failed bool
+	sess   *session
 	// wantShut: shut the socket's write side once out is empty (the
 	// other peer ended, proxy_half_close on); shut: done.
 	wantShut, shut bool
@@ -107,43 +106,24 @@ func (sd *side) buffered() int {
 	return n
 }
 
-// Write implements tlsbridge.Sink: it accepts every byte. A socket error
-// makes gnet close the conn and call OnClose before its Write returns; the
-// session latches that close (see session.go) and this side is closed by
-// the time Write returns, so later writes are dropped.
+// Write implements tlsbridge.Sink: it accepts every byte (see
+// writeDirect). A socket error marks the side failed and tells the session
+// (directFailed); later writes are dropped.
 func (sd *side) Write(p []byte) (int, error) {
 	if sd.cork != nil {
 		*sd.cork = append(*sd.cork, p...)
 		return len(p), nil
 	}
-	if sd.direct {
-		sd.writeDirect(p)
-		return len(p), nil
-	}
-	if sd.state == sideAttached && sd.c != nil && (sd.out == nil || len(sd.out.B) == 0) {
-		sd.c.Write(p)
-		return len(p), nil
-	}
-	if sd.state == sideClosed {
-		return len(p), nil
-	}
-	if sd.out == nil {
-		sd.out = bytebufferpool.Get()
-	}
-	sd.out.Write(p)
+	sd.writeDirect(p)
 	return len(p), nil
 }
 
 // pending returns the output bytes not yet handed to the kernel.
 func (sd *side) pending() int {
-	n := 0
-	if sd.out != nil {
-		n = len(sd.out.B)
+	if sd.out == nil {
+		return 0
 	}
-	if sd.state == sideAttached && sd.c != nil {
-		n += sd.c.OutboundBuffered()
-	}
-	return n
+	return len(sd.out.B)
 }
 
 // spill moves everything gnet holds for c into sd.in: before a pause or at
@@ -166,43 +146,32 @@ func (sd *side) spill(c gnet.Conn) {
 	sd.in.B = b[:len(b)+m]
 }
 
-// flushOut hands bytes kept while detached to the newly attached conn.
-func (sd *side) flushOut() {
-	if sd.out == nil || len(sd.out.B) == 0 || sd.state != sideAttached {
-		return
-	}
-	if sd.direct {
-		sd.flushDirect()
-		return
-	}
-	sd.c.Write(sd.out.B)
-	sd.out.Reset()
-}
-
-// wfd is the descriptor a direct side writes to: gnet's while attached,
-// the session's duplicate once half-closed; -1: none.
+// wfd is the descriptor a side writes to: gnet's while attached, the
+// session's duplicate while paused or half-closed; -1: none (connecting,
+// being re-adopted, closed).
 func (sd *side) wfd() int {
 	switch sd.state {
 	case sideAttached:
 		if sd.c != nil {
 			return sd.c.Fd()
 		}
-	case sideHalf:
+	case sideDetaching, sideDetached, sideHalf:
 		return sd.fd
 	}
 	return -1
 }
 
-// writeDirect writes p to the socket of a direct side, keeping in out what
-// the socket does not take now (behind what is already there) and asking
-// the session to poll until it has gone. Runs on the loop.
+// writeDirect writes p to the side's socket, keeping in out what the
+// socket does not take now (behind what is already there, and all of it
+// while there is no socket yet) and asking the session to poll until it
+// has gone. Runs on the loop.
 func (sd *side) writeDirect(p []byte) {
 	if sd.failed || sd.state == sideClosed {
 		return
 	}
 	if sd.out == nil || len(sd.out.B) == 0 {
 		if fd := sd.wfd(); fd >= 0 {
-			n, err := writeAll(fd, p)
+			n, err := sd.write(fd, p)
 			if err != nil {
 				sd.writeFailed(err)
 				return
@@ -222,29 +191,38 @@ func (sd *side) writeDirect(p []byte) {
 	}
 }
 
-// flushDirect writes what out holds to a direct side's socket and reports
-// whether anything is left. Runs on the loop.
-func (sd *side) flushDirect() (left bool) {
+// flushDirect writes what out holds to the side's socket. It reports
+// whether anything is left and how much it wrote. Runs on the loop.
+func (sd *side) flushDirect() (left bool, wrote int) {
 	if sd.out == nil || len(sd.out.B) == 0 {
-		return false
+		return false, 0
 	}
 	if sd.failed || sd.state == sideClosed {
 		sd.out.Reset()
-		return false
+		return false, 0
 	}
 	fd := sd.wfd()
 	if fd < 0 {
-		return true // detached or enrolling: written once attached
+		return true, 0 // connecting or re-adopted: written once attached
 	}
-	n, err := writeAll(fd, sd.out.B)
+	n, err := sd.write(fd, sd.out.B)
 	if err != nil {
 		sd.out.Reset()
 		sd.writeFailed(err)
-		return false
+		return false, n
 	}
 	rest := copy(sd.out.B, sd.out.B[n:])
 	sd.out.B = sd.out.B[:rest]
-	return rest > 0
+	return rest > 0, n
+}
+
+// write writes p to fd with writeAll, or with the loop's stand-in for the
+// kernel in the state machine's tests.
+func (sd *side) write(fd int, p []byte) (int, error) {
+	if sd.sess != nil && sd.sess.lp.sockWrite != nil {
+		return sd.sess.lp.sockWrite(fd, p)
+	}
+	return writeAll(fd, p)
 }
 
 // writeAll writes p to the non-blocking socket fd until it is written or
@@ -268,7 +246,7 @@ func writeAll(fd int, p []byte) (int, error) {
 	return n, nil
 }
 
-// writeFailed ends a direct side whose write failed (the peer reset it):
+// writeFailed ends a side whose write failed (the peer reset it):
 // nothing more is written, and the session ends once the step does.
 func (sd *side) writeFailed(err error) {
 	sd.failed = true
@@ -277,6 +255,15 @@ func (sd *side) writeFailed(err error) {
 	}
 	if sd.sess != nil {
 		sd.sess.directFailed(sd, err)
+	}
+}
+
+// reset makes the socket's close a reset (SO_LINGER 0): an aborted
+// session's peer must be able to tell that its stream did not end. Runs on
+// the loop, before the close.
+func (sd *side) reset() {
+	if fd := sd.wfd(); fd >= 0 {
+		unix.SetsockoptLinger(fd, unix.SOL_SOCKET, unix.SO_LINGER, &unix.Linger{Onoff: 1, Linger: 0})
 	}
 }
 

@@ -22,7 +22,14 @@ const (
 	ReasonShutdown                          // the engine stopped (worker_shutdown_timeout, stop)
 	ReasonForbidden                         // an allow/deny rule refused the client
 	ReasonLimited                           // a limit_conn zone was full
-	ReasonOther                             // anything else
+	// ReasonUpstreamAborted: the upstream broke its stream (a reset, a
+	// TLS stream that ended without close_notify, a TLS error); the
+	// client's connection was reset in turn.
+	ReasonUpstreamAborted
+	// ReasonClientAborted: the client reset its connection; the
+	// upstream's was reset in turn, with no close_notify.
+	ReasonClientAborted
+	ReasonOther // anything else
 )
 
 // Reasons is the number of Reason values.
@@ -30,7 +37,8 @@ const Reasons = int(ReasonOther) + 1
 
 // String returns the label value: "client_closed", "upstream_closed",
 // "idle_timeout", "upstream_unreachable", "dial_queue_full",
-// "resume_failed", "shutdown", "forbidden", "limit_conn" or "other".
+// "resume_failed", "shutdown", "forbidden", "limit_conn",
+// "upstream_aborted", "client_aborted" or "other".
 func (r Reason) String() string {
 	switch r {
 	case ReasonClientClosed:
@@ -51,6 +59,10 @@ func (r Reason) String() string {
 		return "forbidden"
 	case ReasonLimited:
 		return "limit_conn"
+	case ReasonUpstreamAborted:
+		return "upstream_aborted"
+	case ReasonClientAborted:
+		return "client_aborted"
 	}
 	return "other"
 }
@@ -58,7 +70,8 @@ func (r Reason) String() string {
 // ReasonOf maps the engine's texts for a session's end (those of its
 // error log and of the access log's reason) to a Reason: "client closed",
 // "upstream closed", "idle timeout", "upstream unreachable", "dial queue
-// full", "resume failed", "shutdown"; any other text is ReasonOther. It does
+// full", "resume failed", "shutdown", "access forbidden", "limit_conn",
+// "upstream aborted", "client aborted"; any other text is ReasonOther. It does
 // not allocate. Passing the Reason itself is cheaper; this is for callers
 // that only have the text.
 func ReasonOf(text string) Reason {
@@ -81,6 +94,10 @@ func ReasonOf(text string) Reason {
 		return ReasonForbidden
 	case "limit_conn":
 		return ReasonLimited
+	case "upstream aborted":
+		return ReasonUpstreamAborted
+	case "client aborted":
+		return ReasonClientAborted
 	}
 	return ReasonOther
 }
@@ -137,18 +154,27 @@ func (e *Engine) SessionAccepted() {
 }
 
 // SessionEnded counts a session's end, once per session that
-// SessionAccepted counted, with why it ended and the bytes it moved each
-// way. Negative byte counts are taken as zero.
-func (e *Engine) SessionEnded(r Reason, fromClient, toClient, fromUp, toUp int64) {
+// SessionAccepted counted, with why it ended (Relayed counted its bytes).
+func (e *Engine) SessionEnded(r Reason) {
 	if int(r) >= Reasons {
 		r = ReasonOther
 	}
 	e.ended[r].Add(1)
 	e.active.Add(-1)
-	addBytes(&e.fromClient, fromClient)
-	addBytes(&e.toClient, toClient)
-	addBytes(&e.fromUp, fromUp)
-	addBytes(&e.toUp, toUp)
+}
+
+// Relayed counts n bytes moved through a session as they move (not when
+// the session ends, so that a long transfer shows in every scrape): read
+// from the upstream and handed to the client when upstream is set, else
+// read from the client and handed to the upstream.
+func (e *Engine) Relayed(upstream bool, n int64) {
+	if upstream {
+		addBytes(&e.fromUp, n)
+		addBytes(&e.toClient, n)
+		return
+	}
+	addBytes(&e.fromClient, n)
+	addBytes(&e.toUp, n)
 }
 
 func addBytes(c *atomic.Uint64, n int64) {

@@ -124,10 +124,15 @@ func newRig(t *testing.T) *rig {
 	for range 4 {
 		r.eng.SessionAccepted()
 	}
-	r.eng.SessionEnded(metrics.ReasonClientClosed, 100, 200, 300, 400)
-	r.eng.SessionEnded(metrics.ReasonUpstreamUnreachable, 5, 0, 0, 0)
+	r.eng.Relayed(false, 100)
+	r.eng.Relayed(true, 300)
+	r.eng.Relayed(false, 5)
+	r.eng.SessionEnded(metrics.ReasonClientClosed)
+	r.eng.SessionEnded(metrics.ReasonUpstreamUnreachable)
 	r.eng.IdleTimeout()
-	r.eng.SessionEnded(metrics.ReasonIdleTimeout, 1, 2, 3, 4)
+	r.eng.Relayed(false, 1)
+	r.eng.Relayed(true, 2)
+	r.eng.SessionEnded(metrics.ReasonIdleTimeout)
 	r.eng.Stall()
 	r.eng.Pause()
 	r.eng.Pause()
@@ -287,9 +292,9 @@ func TestScrape(t *testing.T) {
 		{"tlsrelay_sessions_ended_total", []string{"reason=idle_timeout"}, 1},
 		{"tlsrelay_sessions_ended_total", []string{"reason=shutdown"}, 0},
 		{"tlsrelay_bytes_total", []string{"direction=from_client"}, 106},
-		{"tlsrelay_bytes_total", []string{"direction=to_client"}, 202},
-		{"tlsrelay_bytes_total", []string{"direction=from_upstream"}, 303},
-		{"tlsrelay_bytes_total", []string{"direction=to_upstream"}, 404},
+		{"tlsrelay_bytes_total", []string{"direction=to_client"}, 302},
+		{"tlsrelay_bytes_total", []string{"direction=from_upstream"}, 302},
+		{"tlsrelay_bytes_total", []string{"direction=to_upstream"}, 106},
 		{"tlsrelay_backpressure_stalls_total", nil, 1},
 		{"tlsrelay_backpressure_pauses_total", nil, 2},
 		{"tlsrelay_idle_timeouts_total", nil, 1},
@@ -316,11 +321,11 @@ func TestScrape(t *testing.T) {
 		{"tlsrelay_upstream_peer_state", []string{"peer=" + r.dead, "state=up", "upstream=backend"}, 0},
 		{"tlsrelay_upstream_peer_state", []string{"peer=" + r.down, "state=down", "upstream=backend"}, 1},
 
-		{"tlsrelay_dial_queue_depth", nil, 0},
-		{"tlsrelay_dial_queue_capacity", nil, 65536},
-		{"tlsrelay_dial_workers_max", nil, 1024},
-		{"tlsrelay_dial_jobs_total", []string{"result=queued"}, 4},
+		{"tlsrelay_dial_in_flight", []string{"state=connecting"}, 0},
+		{"tlsrelay_dial_in_flight", []string{"state=handshaking"}, 0},
+		{"tlsrelay_dial_jobs_total", []string{"result=submitted"}, 4},
 		{"tlsrelay_dial_jobs_total", []string{"result=rejected"}, 0},
+		{"tlsrelay_dial_jobs_total", []string{"result=cancelled"}, 0},
 
 		// One key (the reuse policy's, to the live peer); Go's TLS 1.2
 		// server sends a ticket with each handshake, resumed or not.
@@ -528,7 +533,7 @@ func TestDuplicatePeersAdd(t *testing.T) {
 	if n := len(f["tlsrelay_upstream_peer_state"].GetMetric()); n != pool.PeerStates {
 		t.Errorf("%d state series for one peer", n)
 	}
-	if f["tlsrelay_sessions_accepted_total"] != nil || f["tlsrelay_dial_queue_depth"] != nil {
+	if f["tlsrelay_sessions_accepted_total"] != nil || f["tlsrelay_dial_in_flight"] != nil {
 		t.Error("series of sources that are not set")
 	}
 }
@@ -548,6 +553,8 @@ func TestReasons(t *testing.T) {
 		{"shutdown", metrics.ReasonShutdown, "shutdown"},
 		{"access forbidden", metrics.ReasonForbidden, "forbidden"},
 		{"limit_conn", metrics.ReasonLimited, "limit_conn"},
+		{"upstream aborted", metrics.ReasonUpstreamAborted, "upstream_aborted"},
+		{"client aborted", metrics.ReasonClientAborted, "client_aborted"},
 		{"something new", metrics.ReasonOther, "other"},
 		{"", metrics.ReasonOther, "other"},
 	}
@@ -565,9 +572,11 @@ func TestReasons(t *testing.T) {
 	// An out-of-range reason is counted as other, not dropped or panicking.
 	var e metrics.Engine
 	e.SessionAccepted()
-	e.SessionEnded(metrics.Reason(200), 1, 1, 1, -5)
+	e.SessionEnded(metrics.Reason(200))
+	e.Relayed(false, -5)
+	e.Relayed(true, 1)
 	s := e.Snapshot()
-	if s.Ended[metrics.ReasonOther] != 1 || s.Active != 0 || s.BytesToUp != 0 || s.BytesFromClient != 1 {
+	if s.Ended[metrics.ReasonOther] != 1 || s.Active != 0 || s.BytesToUp != 0 || s.BytesFromClient != 0 || s.BytesFromUp != 1 || s.BytesToClient != 1 {
 		t.Errorf("snapshot %+v", s)
 	}
 }
@@ -578,7 +587,8 @@ func TestRecordNoAlloc(t *testing.T) {
 	now := time.Now()
 	n := testing.AllocsPerRun(1000, func() {
 		e.SessionAccepted()
-		e.SessionEnded(metrics.ReasonOf("client closed"), 1, 2, 3, 4)
+		e.Relayed(true, 3)
+		e.SessionEnded(metrics.ReasonOf("client closed"))
 		e.Stall()
 		e.Pause()
 		e.IdleTimeout()
