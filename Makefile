@@ -5,7 +5,7 @@ PKGS      := ./...
 # BENCH_QUICK=1 make bench: the short run (within 2 minutes).
 BENCH_ARGS ?=
 
-.PHONY: all build build-boring build-openssl test test-short bench bench-boring bench-go demo lint fuzz bench-deps clean
+.PHONY: all build build-boring build-openssl build-baseline test test-short bench bench-boring bench-go demo lint fuzz bench-deps clean
 
 all: build
 
@@ -45,10 +45,22 @@ test-short:
 # The handshake rows also measure the BoringCrypto build (build-boring) and
 # the OpenSSL-signer build (build-openssl), each in a column of its own; both
 # need cgo, and without a C compiler they are left out.
+# BASELINE=<git ref> also builds that revision (in a temporary worktree,
+# not in your tree) and measures it in the handshake rows, in the same
+# alternating rounds, in a column of its own.
+BASELINE ?=
 bench: build
 	-@$(MAKE) --no-print-directory build-boring
 	-@$(MAKE) --no-print-directory build-openssl
-	./$(BIN)/tlsrelay-bench -tlsrelay $(BIN)/tlsrelay $$([ -x $(BIN)/tlsrelay-boring ] && echo -tlsrelay-boring $(BIN)/tlsrelay-boring) $$([ -x $(BIN)/tlsrelay-openssl ] && echo -tlsrelay-openssl $(BIN)/tlsrelay-openssl) -out . $(BENCH_ARGS)
+	@if [ -n "$(BASELINE)" ]; then $(MAKE) --no-print-directory build-baseline; fi
+	./$(BIN)/tlsrelay-bench -tlsrelay $(BIN)/tlsrelay $$([ -x $(BIN)/tlsrelay-boring ] && echo -tlsrelay-boring $(BIN)/tlsrelay-boring) $$([ -x $(BIN)/tlsrelay-openssl ] && echo -tlsrelay-openssl $(BIN)/tlsrelay-openssl) $$([ -n "$(BASELINE)" ] && echo -baseline $(BIN)/tlsrelay-baseline -baseline-ref "$$(git rev-parse --short $(BASELINE))") -out . $(BENCH_ARGS)
+
+# The BASELINE revision's binary, built in a temporary git worktree.
+build-baseline:
+	@test -n "$(BASELINE)" || { echo "build-baseline: set BASELINE=<git ref>"; exit 2; }
+	rm -rf $(BIN)/baseline-src $(BIN)/tlsrelay-baseline
+	git worktree add --detach $(BIN)/baseline-src $(BASELINE)
+	cd $(BIN)/baseline-src && $(GO) build -o ../tlsrelay-baseline ./cmd/tlsrelay; rc=$$?; cd - >/dev/null; git worktree remove --force $(BIN)/baseline-src; exit $$rc
 
 # Only the handshake rows, the BoringCrypto build beside the default one,
 # into bench-boring/ (BENCHMARKS.md there).

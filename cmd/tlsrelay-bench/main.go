@@ -73,6 +73,8 @@ func run(args []string) error {
 		tlsrelayPath = fs.String("tlsrelay", "bin/tlsrelay", "tlsrelay binary to measure")
 		boringPath   = fs.String("tlsrelay-boring", "", `a second tlsrelay binary, built with "make build-boring", measured in the handshake rows in a column of its own ("" for none)`)
 		osslKeysPath = fs.String("tlsrelay-openssl", "", `a tlsrelay binary built with "make build-openssl" (RSA client-key signatures by OpenSSL's libcrypto), measured in the handshake rows in a column of its own ("" for none)`)
+		baselinePath = fs.String("baseline", "", `a tlsrelay binary built from an earlier revision ("make bench BASELINE=ref" builds one), measured in the handshake rows in a column of its own, in the same alternating rounds ("" for none)`)
+		baselineRef  = fs.String("baseline-ref", "", "the revision -baseline was built from, for its column's description")
 		nginxPath    = fs.String("nginx", "", `nginx binary (default: from PATH; "none" to skip)`)
 		nginxModule  = fs.String("nginx-module", "/usr/lib/nginx/modules/ngx_stream_module.so", "NGINX stream module to load (skipped when the file does not exist)")
 		haproxyPath  = fs.String("haproxy", "", `haproxy binary (default: from PATH; "none" to skip)`)
@@ -138,13 +140,14 @@ func run(args []string) error {
 	peers, infos, notes := choosePeers(*tlsrelayPath, *nginxPath, *nginxModule, *haproxyPath)
 	var handshakePeers []bench.Peer
 	for _, o := range []struct{ path, build, label string }{
-		{*boringPath, ", GOEXPERIMENT=boringcrypto", BoringColumn},
-		{*osslKeysPath, ", -tags openssl", OpenSSLColumn},
+		{*boringPath, gitDescribe() + ", GOEXPERIMENT=boringcrypto", BoringColumn},
+		{*osslKeysPath, gitDescribe() + ", -tags openssl", OpenSSLColumn},
+		{*baselinePath, "baseline " + *baselineRef, BaselineColumn},
 	} {
 		if o.path == "" {
 			continue
 		}
-		b := bench.Tlsrelay{Path: o.path, Build: gitDescribe() + o.build, Label: o.label}
+		b := bench.Tlsrelay{Path: o.path, Build: o.build, Label: o.label}
 		handshakePeers = append(handshakePeers, b)
 		infos = append(infos, bench.PeerInfo{Name: b.Name(), Version: b.Version(), Available: true, HandshakeOnly: true})
 	}
@@ -190,6 +193,10 @@ func run(args []string) error {
 
 // BoringColumn is the column of the -tlsrelay-boring build.
 const BoringColumn = "tlsrelay boringcrypto"
+
+// BaselineColumn is the column of the -baseline build (an earlier
+// revision, for same-run comparisons).
+const BaselineColumn = "tlsrelay baseline"
 
 // OpenSSLColumn is the column of the -tlsrelay-openssl build.
 const OpenSSLColumn = "tlsrelay openssl-keys"
