@@ -153,10 +153,11 @@ func mib(n int64) float64 { return float64(n) / (1 << 20) }
 
 // TestFaultResetDuringDial: 300 clients connect, send a byte and reset
 // while the proxy is still dialing (the upstream waits 200 ms before its
-// handshake). As in NGINX each upstream is connected anyway and gets the
-// byte; every session ends; a session held through the other server keeps
-// its latency meanwhile; descriptors and goroutines return to the
-// baseline.
+// handshake). A client that reset has nothing to deliver and nobody to
+// answer: its dial is cancelled (NGINX dials on), so most of the
+// upstream's handshakes never happen, and each session ends as "client
+// aborted"; a session held through the other server keeps its latency
+// meanwhile; descriptors and goroutines return to the baseline.
 func TestFaultResetDuringDial(t *testing.T) {
 	const n = 300
 	set, _, dir := newPKI(t, pki.ECDSAP256, 1)
@@ -200,16 +201,21 @@ func TestFaultResetDuringDial(t *testing.T) {
 		return tb.eng.Metrics().Snapshot().Accepted-acc0 == n && tb.eng.Metrics().Active() == 1
 	})
 	g1, f1 := settle(t, g0, f0, 5)
-	if got := slow.Accepted() - up0; got != n {
-		t.Errorf("the upstream saw %d connections for %d sessions", got, n)
+	// The dials were cancelled while the upstream waited to handshake:
+	// few of its handshakes (if any, under load) happened.
+	t.Logf("the upstream saw %d connections and %d handshakes for %d reset clients", slow.Accepted()-up0, slow.Struck()-1, n)
+	if got := slow.Struck() - 1; got > n/2 {
+		t.Errorf("the upstream handshook %d of %d sessions whose clients had reset: their dials were not cancelled", got, n)
 	}
-	waitFor(t, "every upstream handshake", 10*time.Second, func() bool { return slow.Struck()-1 == n })
 	lines := tb.waitAccess(t, n+1)
 	reasons := map[string]int{}
 	for _, l := range lines[1:] {
 		reasons[l[:strings.Index(l, `" `)+1]]++
 	}
 	t.Logf("access log of the reset sessions: %v", reasons)
+	if reasons[`200 "client aborted"`] != n {
+		t.Errorf("access log of the reset sessions: %v, want %d × 200 \"client aborted\"", reasons, n)
+	}
 	t.Logf("held-session 1 KiB echo: p50 %v p99 %v max %v before, p50 %v p99 %v max %v during %d resets",
 		pct(base, .5), pct(base, .99), pct(base, 1), pct(during, .5), pct(during, .99), pct(during, 1), n)
 	t.Logf("goroutines %d -> %d; descriptors %d -> %d (idle dialer and gnet pool workers exit after 10 s)", g0, g1, f0, f1)
