@@ -1,18 +1,22 @@
 package engine
 
-// Everything in this file runs on a dialer worker goroutine (pool.Dialer),
-// not on the session's loop. These functions touch only what is fixed
-// before the session submits its dial job (srv, id, remote, local, lp.el,
-// e's immutable fields), atomics (the stats, the cancelled flag through
-// DialJob.Cancelled) and the goroutine-safe error log; they hand results
-// to the loop only through gnet's EventLoop.Execute and Enroll. proxyHeader
-// (proxyproto.go) runs on the worker too, under the same rule.
+// This file holds a session's side of its dial job. Everything in it runs
+// on a dialer goroutine (pool.Dialer), not on the session's loop, except
+// cancelDial and clientLeftWhileConnecting, which run on the loop and reach
+// the job only through DialJob.Cancel. The dialer-side functions touch only
+// what is fixed before the session submits its dial job (srv, id, remote,
+// local, lp.el, e's immutable fields), atomics (the stats, the cancelled
+// flag through DialJob.Cancelled) and the goroutine-safe error log; they
+// hand results to the loop only through gnet's EventLoop.Execute and
+// Enroll. proxyHeader (proxyproto.go) runs on the dialer goroutine too,
+// under the same rule.
 
 import (
 	"context"
 	"crypto/tls"
 	"errors"
 	"fmt"
+	"io"
 	"syscall"
 
 	"github.com/panjf2000/gnet/v2"
@@ -21,6 +25,41 @@ import (
 	"github.com/tlsrelay/tlsrelay/pool"
 	"github.com/tlsrelay/tlsrelay/tlsbridge"
 )
+
+// cancelDial ends the session's dial, if one is running: a connect or
+// handshake in progress is interrupted at once, and from here on the dialer
+// no longer touches the job's attempts (the access log reads them). Called
+// by finish. Runs on the loop.
+func (s *session) cancelDial() {
+	if s.dial != nil {
+		s.dial.job.Cancel()
+	}
+}
+
+// clientLeftWhileConnecting is the reaction to the client's close while
+// the upstream is being dialed; err is gnet's (see sideEnded). A client
+// that sent bytes and then shut its side (FIN) keeps its dial, bounded by
+// proxy_connect_timeout, and the upstream gets those bytes (onUpstreamOpen),
+// as in NGINX. A client that reset its connection, or closed it having sent
+// nothing, has nothing to deliver and nobody to answer: its dial is
+// cancelled and the session ends at once (NGINX dials on and logs 200, or
+// 502 when that upstream fails). Runs on the loop.
+func (s *session) clientLeftWhileConnecting(err error) {
+	reset := err != nil && !errors.Is(err, io.EOF)
+	if !reset && s.cli.buffered() > 0 {
+		return
+	}
+	reason := "client closed"
+	if reset {
+		reason = "client aborted"
+	}
+	if s.e.log.Enabled(LevelInfo) {
+		s.e.log.Logf(LevelInfo, s.id, "%s while connecting to upstream, dial cancelled, client: %s, server: %s",
+			reason, hostOf(s.remote), s.srv.name)
+	}
+	s.reason = reason
+	s.finish(reason) // finish cancels the dial
+}
 
 // tlsConfig gives the dialer the TLS configuration for a peer. Runs on a
 // dialer worker.

@@ -435,11 +435,19 @@ func (e *Engine) stopOnce() {
 	})
 }
 
+// stop ends everything at once: listeners, sessions (each cancels its
+// dial), the dials left, the loops. Runs on its own goroutine (stopOnce).
 func (e *Engine) stop() {
 	e.closeListeners()
 	// The sessions still open end as the proxy's own shutdown (their
-	// log says so), before gnet closes the conns under them.
+	// log says so), before gnet closes the conns under them; a session
+	// still connecting cancels its dial as it ends.
 	e.closeSessions(func(*session) bool { return true }, "stopping")
+	// Dials no session waits for any more end now, not when their
+	// proxy_connect_timeout runs out (Close interrupts them).
+	if e.dialer != nil {
+		e.dialer.Close()
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	e.eng.Stop(ctx)

@@ -9,6 +9,7 @@ import (
 	"net/netip"
 	"os"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -20,11 +21,14 @@ import (
 // peer, TCP connect under proxy_connect_timeout, write the PROXY header in
 // clear, run the TLS handshake under a fresh proxy_connect_timeout, and on
 // failure walk on to the next peer as proxy_next_upstream allows.
-// Handshakes block inside crypto/tls, so they run on a bounded set of worker
-// goroutines, never on an event loop.
+// Handshakes block inside crypto/tls, so they run on goroutines, never on an
+// event loop; by default every job gets a goroutine of its own at once, so
+// that a peer that never answers holds only the goroutines of the sessions
+// that chose it (a shared, bounded set of workers let one silent upstream
+// stall every server block: issue 18).
 
-// ErrQueueFull is returned when more sessions wait for an upstream than the
-// dialer's queue holds.
+// ErrQueueFull is returned when a Dialer with a bound (DialerConfig.MaxWorkers)
+// has more sessions waiting for a worker than its queue holds.
 var ErrQueueFull = errors.New("pool: dial queue full")
 
 // ErrHandshakeTimeout is the error of a TLS handshake that did not finish
@@ -81,7 +85,8 @@ type SocketOptions struct {
 
 // DialJob asks for an upstream connection for one client session. The
 // session fills it on its event loop and must not touch it (or its
-// Selection) again until Done has been called.
+// Selection) again until Done has been called, except to Cancel it and,
+// once Cancel has returned, to read Attempts.
 type DialJob struct {
 	// Sel is the session's walk over its group.
 	Sel *Selection
@@ -107,6 +112,8 @@ type DialJob struct {
 	// address.
 	ProxyHeader func(local net.Addr) []byte
 	// Cancelled, if set, is polled between steps: the client went away.
+	// Cancel, which also interrupts a connect or handshake in progress,
+	// is the prompt way to say so.
 	Cancelled func() bool
 	// OnFailure, if set, is called on the worker after each failed attempt
 	// (to log it), with whether the peer is now disabled.
@@ -118,8 +125,79 @@ type DialJob struct {
 	// Done is called on the worker goroutine exactly once with the outcome.
 	Done func(r DialResult)
 
-	// Attempts is filled as the walk goes; it is the session's after Done.
+	// Attempts is filled as the walk goes; it is the session's after Done,
+	// or once Cancel has returned (the attempt cut short by Cancel is not
+	// in it).
 	Attempts []Attempt
+
+	// ctl is the job's cancellation state, made by Submit. A pointer, so
+	// that a DialJob used as a template (WarmConfig.Job) can be copied.
+	ctl *jobControl
+}
+
+// jobControl is what Cancel and the goroutine running a job share.
+type jobControl struct {
+	mu sync.Mutex
+	// stopped: Cancel was called; the job adds no more Attempts.
+	stopped bool
+	// cancel ends the job's context; nil until the job starts running.
+	cancel context.CancelFunc
+}
+
+// Cancel ends the job as soon as it can: a TCP connect or TLS handshake in
+// progress is interrupted (the socket is closed, so the peer sees the
+// connection go), no other peer is tried, the peer being tried is released
+// without being charged a failure, and Done is called with
+// context.Canceled, unless the dial had already succeeded, in which case
+// Done gets the connection as usual and the caller closes it. Once Cancel
+// has returned the job no longer touches Attempts, so the caller may read
+// them before Done. Cancel does nothing for a job that Submit did not
+// take; it may be called more than once. It runs on any goroutine that
+// Submit happened before (the session's loop, in the engine).
+func (j *DialJob) Cancel() {
+	c := j.ctl
+	if c == nil {
+		return
+	}
+	c.mu.Lock()
+	c.stopped = true
+	cancel := c.cancel
+	c.mu.Unlock()
+	if cancel != nil {
+		cancel()
+	}
+}
+
+// begin starts the job's context under the dialer's root context, or
+// reports that the job was cancelled before it started. Runs on the job's
+// goroutine.
+func (j *DialJob) begin(root context.Context) (context.Context, context.CancelFunc, bool) {
+	ctx, cancel := context.WithCancel(root)
+	c := j.ctl
+	if c == nil {
+		return ctx, cancel, true
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.stopped {
+		cancel()
+		return ctx, cancel, false
+	}
+	c.cancel = cancel
+	return ctx, cancel, true
+}
+
+// record appends a finished attempt to Attempts unless the job was
+// cancelled. Runs on the job's goroutine.
+func (j *DialJob) record(a Attempt) {
+	if c := j.ctl; c != nil {
+		c.mu.Lock()
+		defer c.mu.Unlock()
+		if c.stopped {
+			return
+		}
+	}
+	j.Attempts = append(j.Attempts, a)
 }
 
 // DialResult is the outcome of a DialJob.
@@ -136,82 +214,140 @@ type DialResult struct {
 	Err error
 }
 
-// DialerConfig sizes a Dialer. The zero value is usable.
+// DialerConfig sizes a Dialer. The zero value is what the engine uses: no
+// bound, every job starts at once.
 type DialerConfig struct {
-	// MinWorkers handshake goroutines always wait for jobs. Zero: 8.
+	// MinWorkers goroutines always wait for jobs (a job handed to one
+	// reuses its stack instead of starting a goroutine). Zero: 8.
 	MinWorkers int
-	// MaxWorkers bounds the handshake goroutines. Zero: 1024. Each blocks
-	// on one connect or handshake at a time, so upstreams far away need
-	// more of them than local ones.
+	// MaxWorkers, when positive, bounds the goroutines dialing at once;
+	// jobs past it wait in a queue of Queue jobs. Each goroutine blocks
+	// for a whole connect and handshake, so with a bound, peers that hang
+	// hold every worker and stall the sessions of every other peer: use
+	// it only where all jobs go to peers of the same health (tests). Zero,
+	// the default: no bound, a job gets an idle goroutine or a new one at
+	// once. What bounds the goroutines then is what bounds the sessions
+	// (worker_connections): one per session being dialed.
 	MaxWorkers int
-	// IdleTimeout is how long a worker above MinWorkers waits for a job
-	// before it exits. Zero: 10s.
+	// IdleTimeout is how long a goroutine above MinWorkers waits for a
+	// job before it exits. Zero: 10s.
 	IdleTimeout time.Duration
-	// Queue is how many jobs may wait for a worker. Zero: 65536.
+	// Queue is how many jobs may wait for a worker when MaxWorkers is
+	// set. Zero: 65536. Without MaxWorkers nothing waits.
 	Queue int
 }
 
-// Dialer runs dial jobs on a bounded, elastic set of worker goroutines:
-// MinWorkers wait for jobs; when every worker is busy a new one starts, up
-// to MaxWorkers; workers above MinWorkers exit after IdleTimeout without a
-// job. Few workers that stay busy are cheaper than many that take turns
-// (fewer stacks, warmer caches: on loopback 16 workers cost ~5% less CPU
-// per connection than 256), while upstreams with a long round trip still
-// get as many handshakes in flight as they need. Submit is safe from any
-// goroutine.
+// Dialer runs dial jobs on goroutines. A job is handed to a goroutine that
+// waits for one, or to a new goroutine when none waits; MinWorkers of them
+// stay when idle, the others exit after IdleTimeout without a job. Reusing
+// a goroutine saves starting one and growing its stack (crypto/tls's
+// handshake needs more than a new goroutine's); neither is held by one job
+// longer than its connect and handshake, and nothing else is shared by two
+// jobs while they wait on the network. A DialerConfig.MaxWorkers bound
+// brings back a queue (see there). Submit is safe from any goroutine.
+//
+// Every dial runs under a context of its own, a child of the dialer's:
+// DialJob.Cancel ends one dial (the client went away), Close ends all of
+// them (the process stops), and either interrupts a connect or handshake
+// at once instead of waiting for proxy_connect_timeout.
 //
 // The dialer also records what it learns into each peer, for metrics: the
 // TCP connect time ([Peer.ObserveConnect]), and for every TLS handshake its
 // time and whether it resumed ([Peer.ObserveHandshake]) or its failure class
-// ([Peer.ObserveHandshakeFailure]). [Dialer.Stats] reads its queue and
-// workers.
+// ([Peer.ObserveHandshakeFailure]). [Dialer.Stats] reads its goroutines and
+// queue, [Dialer.InFlight] its dials in progress.
 type Dialer struct {
-	cfg    DialerConfig
+	cfg DialerConfig
+	// jobs hands jobs to waiting goroutines: unbuffered without
+	// MaxWorkers (a send succeeds only when a goroutine waits), the queue
+	// with it.
 	jobs   chan *DialJob
 	wg     sync.WaitGroup
 	stopMu sync.RWMutex
 	closed bool
+	// root is the parent of every job's context; Close cancels it.
+	root       context.Context
+	cancelRoot context.CancelFunc
 
 	mu      sync.Mutex
 	workers int // running
 	idle    int // waiting for a job
 
-	stats dialerStats // atomics for Stats (stats.go)
+	stats  dialerStats // atomics for Stats (stats.go)
+	flight flightStats // atomics for InFlight
 }
 
-// NewDialer starts the minimum number of workers.
+// flightStats count the dials in progress, by step, and the cancelled jobs.
+type flightStats struct {
+	connecting, handshaking atomic.Int64
+	cancelled               atomic.Uint64
+}
+
+// DialsInFlight are the dials a Dialer runs at one time, by step, with the
+// jobs cancelled so far.
+type DialsInFlight struct {
+	// Connecting counts TCP connects in progress (the PROXY header
+	// included); Handshaking TLS handshakes in progress. Pre-warming
+	// dials (Connect) count too.
+	Connecting, Handshaking int
+	// Cancelled counts the jobs that ended because DialJob.Cancel or
+	// Close was called while they ran.
+	Cancelled uint64
+}
+
+// InFlight reads the dials in progress without taking a lock. Safe from
+// any goroutine.
+func (d *Dialer) InFlight() DialsInFlight {
+	return DialsInFlight{
+		Connecting:  int(max(d.flight.connecting.Load(), 0)),
+		Handshaking: int(max(d.flight.handshaking.Load(), 0)),
+		Cancelled:   d.flight.cancelled.Load(),
+	}
+}
+
+// NewDialer starts the minimum number of worker goroutines.
 func NewDialer(c DialerConfig) *Dialer {
 	if c.MinWorkers <= 0 {
 		c.MinWorkers = 8
 	}
-	if c.MaxWorkers <= 0 {
-		c.MaxWorkers = 1024
+	if c.MaxWorkers < 0 {
+		c.MaxWorkers = 0
 	}
-	if c.MaxWorkers < c.MinWorkers {
+	if c.MaxWorkers > 0 && c.MaxWorkers < c.MinWorkers {
 		c.MaxWorkers = c.MinWorkers
 	}
 	if c.IdleTimeout <= 0 {
 		c.IdleTimeout = 10 * time.Second
 	}
-	if c.Queue <= 0 {
-		c.Queue = 65536
+	queue := 0
+	if c.MaxWorkers > 0 {
+		if c.Queue <= 0 {
+			c.Queue = 65536
+		}
+		queue = c.Queue
+	} else {
+		c.Queue = 0
 	}
-	d := &Dialer{cfg: c, jobs: make(chan *DialJob, c.Queue)}
+	d := &Dialer{cfg: c, jobs: make(chan *DialJob, queue)}
+	d.root, d.cancelRoot = context.WithCancel(context.Background())
 	d.mu.Lock()
 	for i := 0; i < c.MinWorkers; i++ {
-		d.spawnLocked()
+		d.spawnLocked(nil)
 	}
 	d.mu.Unlock()
 	return d
 }
 
-// spawnLocked starts a worker; d.mu is held.
-func (d *Dialer) spawnLocked() {
+// spawnLocked starts a worker goroutine, which runs first (if not nil)
+// and then waits for jobs; d.mu is held.
+func (d *Dialer) spawnLocked(first *DialJob) {
 	d.workers++
 	d.stats.workers.Store(int64(d.workers))
-	d.idle++
+	if first == nil {
+		d.idle++
+	}
 	d.wg.Add(1)
-	go d.work()
+	go d.work(first)
 }
 
 // Workers returns how many worker goroutines run now. Safe from any
@@ -220,13 +356,28 @@ func (d *Dialer) Workers() int {
 	return int(d.stats.workers.Load())
 }
 
-// Submit queues j. It never blocks: when the queue is full it returns
-// ErrQueueFull and j.Done is not called.
+// Submit starts j: at once on a goroutine of its own, or, with
+// DialerConfig.MaxWorkers, when a worker is free. It never blocks. It
+// returns net.ErrClosed after Close, and ErrQueueFull when a bounded
+// dialer's queue is full; j.Done is not called then.
 func (d *Dialer) Submit(j *DialJob) error {
 	d.stopMu.RLock()
 	defer d.stopMu.RUnlock()
 	if d.closed {
+		d.stats.rejected.Add(1)
 		return net.ErrClosed
+	}
+	j.ctl = new(jobControl)
+	if d.cfg.MaxWorkers == 0 {
+		d.stats.queued.Add(1)
+		select {
+		case d.jobs <- j: // a waiting goroutine took it
+		default:
+			d.mu.Lock()
+			d.spawnLocked(j)
+			d.mu.Unlock()
+		}
+		return nil
 	}
 	select {
 	case d.jobs <- j:
@@ -238,25 +389,38 @@ func (d *Dialer) Submit(j *DialJob) error {
 	// Every queued job needs a worker that is not busy yet.
 	d.mu.Lock()
 	if d.idle < len(d.jobs) && d.workers < d.cfg.MaxWorkers {
-		d.spawnLocked()
+		d.spawnLocked(nil)
 	}
 	d.mu.Unlock()
 	return nil
 }
 
-// Close stops the workers after the queued jobs are done.
+// Close cancels every job (a connect or handshake in progress ends at
+// once, queued jobs end without dialing; each Done is called with
+// context.Canceled), refuses new ones, and waits for the worker goroutines
+// to exit. Safe from any goroutine but a job's Done.
 func (d *Dialer) Close() {
 	d.stopMu.Lock()
 	if !d.closed {
 		d.closed = true
 		close(d.jobs)
+		d.cancelRoot()
 	}
 	d.stopMu.Unlock()
 	d.wg.Wait()
 }
 
-func (d *Dialer) work() {
+// work runs first (if not nil), then the jobs handed to it until Close, or
+// until it has waited IdleTimeout for one and more than MinWorkers run.
+// Runs on its own goroutine.
+func (d *Dialer) work(first *DialJob) {
 	defer d.wg.Done()
+	if first != nil {
+		d.runJob(first)
+		d.mu.Lock()
+		d.idle++
+		d.mu.Unlock()
+	}
 	idle := time.NewTimer(d.cfg.IdleTimeout)
 	defer idle.Stop()
 	for {
@@ -268,9 +432,7 @@ func (d *Dialer) work() {
 			d.mu.Lock()
 			d.idle--
 			d.mu.Unlock()
-			d.stats.busy.Add(1)
-			j.Done(d.run(j))
-			d.stats.busy.Add(-1)
+			d.runJob(j)
 			d.mu.Lock()
 			d.idle++
 			d.mu.Unlock()
@@ -290,12 +452,32 @@ func (d *Dialer) work() {
 	}
 }
 
-// run walks the session's group until a peer answers or none is left.
-func (d *Dialer) run(j *DialJob) DialResult {
+// runJob runs j under a context of its own and calls its Done. Runs on a
+// worker goroutine.
+func (d *Dialer) runJob(j *DialJob) {
+	d.stats.busy.Add(1)
+	ctx, cancel, ok := j.begin(d.root)
+	var r DialResult
+	if ok {
+		r = d.run(ctx, j)
+	} else {
+		r = DialResult{Err: context.Canceled}
+	}
+	if r.Err != nil && ctx.Err() != nil {
+		d.flight.cancelled.Add(1)
+	}
+	cancel()
+	j.Done(r)
+	d.stats.busy.Add(-1)
+}
+
+// run walks the session's group until a peer answers, none is left, or ctx
+// is cancelled. Runs on a worker goroutine.
+func (d *Dialer) run(ctx context.Context, j *DialJob) DialResult {
 	start := time.Now()
 	var lastErr error
 	for {
-		if j.Cancelled != nil && j.Cancelled() {
+		if ctx.Err() != nil || j.Cancelled != nil && j.Cancelled() {
 			return DialResult{Err: context.Canceled}
 		}
 		now := time.Now()
@@ -307,12 +489,18 @@ func (d *Dialer) run(j *DialJob) DialResult {
 			return DialResult{Err: err}
 		}
 		if res, ok := j.Warm.Take(p); ok {
-			j.Attempts = append(j.Attempts, Attempt{Peer: p, Warm: true})
+			j.record(Attempt{Peer: p, Warm: true})
 			j.Sel.Connected(p, time.Now())
 			return res
 		}
-		res, a := d.attempt(context.Background(), j, p)
-		j.Attempts = append(j.Attempts, a)
+		res, a := d.attempt(ctx, j, p)
+		if a.Err != nil && ctx.Err() != nil {
+			// Cancelled, not failed: the peer is not to blame, and the
+			// session that asked is gone or going.
+			j.Sel.Release(p)
+			return DialResult{Err: context.Canceled}
+		}
+		j.record(a)
 		if a.Err == nil {
 			j.Sel.Connected(p, time.Now())
 			return res
@@ -363,6 +551,13 @@ func (d *Dialer) attempt(ctx context.Context, j *DialJob, p *Peer) (DialResult, 
 	return res, a
 }
 
+// attemptOnce is one connection to p: connect, PROXY header, handshake
+// with the configuration tlsFor gives (nil: plaintext). Cancelling parent
+// closes the socket, which ends a connect, header write or handshake at
+// once; the attempt's error then wraps context.Canceled and the peer is
+// not charged (no handshake failure is observed). It reports whether the
+// handshake deserves a retry with a full one. Runs on the caller's
+// goroutine (a worker, or a refiller through Connect).
 func (d *Dialer) attemptOnce(parent context.Context, j *DialJob, p *Peer, tlsFor func(*Peer) (*tls.Config, error)) (DialResult, Attempt, bool) {
 	a := Attempt{Peer: p}
 	t0 := time.Now()
@@ -370,6 +565,13 @@ func (d *Dialer) attemptOnce(parent context.Context, j *DialJob, p *Peer, tlsFor
 	if timeout <= 0 {
 		timeout = 60 * time.Second
 	}
+	d.flight.connecting.Add(1)
+	connecting := true
+	defer func() {
+		if connecting {
+			d.flight.connecting.Add(-1)
+		}
+	}()
 	ctx, cancel := context.WithTimeout(parent, timeout)
 	network, addr := p.Network()
 	c, err := dialerFor(&j.Socket, network).DialContext(ctx, network, addr)
@@ -380,11 +582,14 @@ func (d *Dialer) attemptOnce(parent context.Context, j *DialJob, p *Peer, tlsFor
 			a.Local = true
 			return DialResult{}, a, false
 		}
-		if errors.Is(err, context.DeadlineExceeded) || isTimeout(err) {
+		switch {
+		case parent.Err() != nil:
+			err = fmt.Errorf("connect() cancelled: %w", parent.Err())
+		case errors.Is(err, context.DeadlineExceeded) || isTimeout(err):
 			err = ErrConnectTimeout
-		} else if errors.As(err, new(syscall.Errno)) {
+		case errors.As(err, new(syscall.Errno)):
 			err = fmt.Errorf("connect() failed (%s): %w", syserr.Paren(err), err)
-		} else {
+		default:
 			err = fmt.Errorf("connect() failed: %w", err)
 		}
 		a.Err = err
@@ -393,32 +598,58 @@ func (d *Dialer) attemptOnce(parent context.Context, j *DialJob, p *Peer, tlsFor
 	raw := c
 	a.Connect = time.Since(t0)
 	p.ObserveConnect(a.Connect)
+	// From here a cancel closes the socket: that ends a blocked write or
+	// handshake at once (a deadline set by the cancel could be replaced
+	// by the handshake's own).
+	stop := context.AfterFunc(parent, func() { raw.Close() })
+	// cancelled ends the attempt as cancelled if parent is done. The
+	// socket is closed either way.
+	cancelled := func() bool {
+		if stop() && parent.Err() == nil {
+			return false
+		}
+		raw.Close()
+		a.Err = fmt.Errorf("dial cancelled: %w", context.Canceled)
+		return true
+	}
 	if tc, ok := raw.(*net.TCPConn); ok && !j.Socket.NoDelay {
 		tc.SetNoDelay(false)
 	}
 	if j.ProxyHeader != nil {
 		if _, err := raw.Write(j.ProxyHeader(raw.LocalAddr())); err != nil {
+			if cancelled() {
+				return DialResult{}, a, false
+			}
 			raw.Close()
 			a.Err = fmt.Errorf("sending the PROXY protocol header failed: %w", err)
 			return DialResult{}, a, false
 		}
 	}
 	if tlsFor == nil {
+		if cancelled() {
+			return DialResult{}, a, false
+		}
 		return DialResult{Peer: p, Raw: raw}, a, false
 	}
 	cfg, err := tlsFor(p)
 	if err != nil {
+		stop()
 		raw.Close()
 		a.Err = err
 		return DialResult{}, a, false
 	}
+	d.flight.connecting.Add(-1)
+	connecting = false
+	d.flight.handshaking.Add(1)
+	defer d.flight.handshaking.Add(-1)
 	t1 := time.Now()
 	tc := tlsbridge.NewConn(raw, cfg)
-	if parent.Done() != nil {
-		// A cancelled caller (a retired pre-warm pool) ends the handshake.
-		defer context.AfterFunc(parent, func() { raw.SetDeadline(time.Now()) })()
-	}
 	err = tc.Handshake(t1.Add(timeout))
+	if cancelled() {
+		// Whatever the handshake gave, the caller no longer wants it;
+		// a cancelled handshake says nothing about the peer.
+		return DialResult{}, a, false
+	}
 	retry := false
 	if j.Observe != nil {
 		var cs tls.ConnectionState

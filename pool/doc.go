@@ -61,9 +61,13 @@
 // # Dialing
 //
 // The dialer (TCP connect, PROXY header, TLS handshake under
-// proxy_connect_timeout, verification) and the bounded handshake workers
-// also live in this package (dialer.go); they report each attempt's outcome
-// to the session's Selection.
+// proxy_connect_timeout, verification) also lives in this package
+// (dialer.go); it reports each attempt's outcome to the session's
+// Selection. Each dial job runs on a goroutine of its own, with no queue
+// and no shared bound, so that a peer that hangs delays only the sessions
+// that chose it, and under a context of its own, so that DialJob.Cancel
+// (the client left) and Dialer.Close (the process stops) end a connect or
+// handshake in progress at once without charging the peer.
 //
 // # Where this differs from NGINX
 //

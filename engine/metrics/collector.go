@@ -55,7 +55,7 @@ type descs struct {
 	handshakes, hsFailures, hsDuration, connDuration     *prometheus.Desc
 	selections, peerFailures, peerActive, peerState      *prometheus.Desc
 	healthChecks, prewarmed, prewarmedReady, resolutions *prometheus.Desc
-	queueDepth, queueCap, workers, workersMax, jobs      *prometheus.Desc
+	dialsInFlight, workers, jobs                         *prometheus.Desc
 	tickets, ticketKeys, ticketsStored, ticketsDropped   *prometheus.Desc
 }
 
@@ -93,11 +93,9 @@ func NewCollector(src Sources) *Collector {
 		peerFailures:        n("upstream_peer_failures_total", "Failed attempts on the peer (connect, PROXY header, TLS handshake, verification).", up...),
 		peerActive:          n("upstream_peer_active_connections", "Connections to the peer now (being set up or established).", up...),
 		peerState:           n("upstream_peer_state", "The peer's state: 1 for the current one of up, banned (max_fails within fail_timeout), down (configured down), unhealthy (failing its health_check).", append(up, "state")...),
-		queueDepth:          n("dial_queue_depth", "Sessions waiting for a dial worker."),
-		queueCap:            n("dial_queue_capacity", "The most sessions that may wait for a dial worker."),
-		workers:             n("dial_workers", "Dial worker goroutines running, by state.", "state"),
-		workersMax:          n("dial_workers_max", "The most dial worker goroutines that may run."),
-		jobs:                n("dial_jobs_total", "Dial jobs submitted, by result (rejected: the queue was full).", "result"),
+		dialsInFlight:       n("dial_in_flight", "Upstream dials in progress, by step: connecting (TCP connect and PROXY header) or handshaking (TLS).", "state"),
+		workers:             n("dial_workers", "Dialer goroutines running, by state: busy (running a dial job), idle (kept for the next one).", "state"),
+		jobs:                n("dial_jobs_total", "Dial jobs, by result: submitted; rejected (the dialer was closed); cancelled (the client left, or the proxy stopped, while the job ran).", "result"),
 		tickets:             n("session_tickets", "Upstream TLS sessions (tickets) held for resumption."),
 		ticketKeys:          n("session_ticket_keys", "Keys (endpoint, TLS policy, names) the session store holds tickets under."),
 		ticketsStored:       n("session_tickets_stored_total", "Upstream TLS sessions stored."),
@@ -113,7 +111,7 @@ func (c *Collector) Describe(ch chan<- *prometheus.Desc) {
 		d.acceptFailures, d.refused, d.proxyHeaderFailures,
 		d.handshakes, d.hsFailures, d.hsDuration, d.connDuration, d.selections, d.peerFailures, d.peerActive, d.peerState,
 		d.healthChecks, d.prewarmed, d.prewarmedReady, d.resolutions,
-		d.queueDepth, d.queueCap, d.workers, d.workersMax, d.jobs,
+		d.dialsInFlight, d.workers, d.jobs,
 		d.tickets, d.ticketKeys, d.ticketsStored, d.ticketsDropped,
 	} {
 		ch <- x
@@ -143,7 +141,7 @@ func (c *Collector) Collect(ch chan<- prometheus.Metric) {
 	}
 	if c.src.Dialer != nil {
 		if dl := c.src.Dialer(); dl != nil {
-			c.collectDialer(ch, dl.Stats())
+			c.collectDialer(ch, dl.Stats(), dl.InFlight())
 		}
 	}
 	if c.src.Stores != nil {
@@ -311,15 +309,19 @@ func constHistogram(d *prometheus.Desc, h pool.HistogramSnapshot, labels ...stri
 	return prometheus.MustNewConstHistogram(d, h.Count, h.Sum.Seconds(), buckets, labels...)
 }
 
-func (c *Collector) collectDialer(ch chan<- prometheus.Metric, s pool.DialerStats) {
+// collectDialer sends the dialer's series. The engine's dialer has no
+// queue and no bound on its goroutines (a bound let one silent upstream
+// stall every server block), so there is no queue depth to report: what
+// is worth watching is the dials in flight, by step.
+func (c *Collector) collectDialer(ch chan<- prometheus.Metric, s pool.DialerStats, f pool.DialsInFlight) {
 	d := &c.d
-	ch <- gauge(d.queueDepth, float64(s.QueueDepth))
-	ch <- gauge(d.queueCap, float64(s.QueueCapacity))
+	ch <- gauge(d.dialsInFlight, float64(f.Connecting), "connecting")
+	ch <- gauge(d.dialsInFlight, float64(f.Handshaking), "handshaking")
 	ch <- gauge(d.workers, float64(s.Busy), "busy")
 	ch <- gauge(d.workers, float64(s.Workers-s.Busy), "idle")
-	ch <- gauge(d.workersMax, float64(s.MaxWorkers))
-	ch <- counter(d.jobs, s.Queued, "queued")
+	ch <- counter(d.jobs, s.Queued, "submitted")
 	ch <- counter(d.jobs, s.Rejected, "rejected")
+	ch <- counter(d.jobs, f.Cancelled, "cancelled")
 }
 
 func (c *Collector) collectStores(ch chan<- prometheus.Metric, s tlsbridge.StoreCounters) {

@@ -12,7 +12,7 @@
 //   - [pool.Peer] counts its selections, failed attempts, active
 //     connections, TLS handshakes (full, resumed, failed by class) and the
 //     connect and handshake times; the [pool.Dialer] records those as it
-//     dials and counts its own queue and workers.
+//     dials and counts its goroutines and the dials in flight.
 //   - [tlsbridge.SessionStore] counts the session tickets and keys it holds
 //     and the tickets stored, evicted, expired and refused.
 //
@@ -64,11 +64,11 @@
 //	upstream_resolutions_total{upstream,result}               counter  result: ok, failed (DNS re-resolution of resolve servers)
 //	upstream_peer_state{upstream,peer,state}                  gauge    1 for the current state of up,
 //	                                                                   banned, down; 0 for the others
-//	dial_queue_depth                             gauge    sessions waiting for a dial worker
-//	dial_queue_capacity                          gauge    the most that may wait
-//	dial_workers{state}                          gauge    state: busy, idle (their sum is the workers running)
-//	dial_workers_max                             gauge
-//	dial_jobs_total{result}                      counter  result: queued, rejected (queue full)
+//	dial_in_flight{state}                        gauge    state: connecting (TCP connect, PROXY header),
+//	                                                      handshaking (TLS)
+//	dial_workers{state}                          gauge    state: busy, idle (their sum is the dialer's goroutines)
+//	dial_jobs_total{result}                      counter  result: submitted, rejected (dialer closed),
+//	                                                      cancelled (client gone or stop while dialing)
 //	session_tickets                              gauge    upstream TLS sessions held
 //	session_ticket_keys                          gauge    (endpoint, policy, names) keys held
 //	session_tickets_stored_total                 counter
