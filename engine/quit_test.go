@@ -3,6 +3,7 @@ package engine
 import (
 	"errors"
 	"net"
+	"strings"
 	"syscall"
 	"testing"
 	"time"
@@ -46,4 +47,38 @@ func TestQuitClosesListener(t *testing.T) {
 	case <-time.After(10 * time.Second):
 		t.Fatal("Serve did not return after the last session ended")
 	}
+}
+
+// TestQuitPendingDials: a graceful quit leaves sessions that are still
+// dialing alone (they may yet reach their upstream), and once
+// worker_shutdown_timeout passes it ends them and their dials at once,
+// instead of waiting for their proxy_connect_timeout (60 s).
+func TestQuitPendingDials(t *testing.T) {
+	const n = 50
+	set, _, dir := newPKI(t, pki.ECDSAP256, 1)
+	good := startUpstreams(t, set, 1, backend.Echo, nil)
+	silent := startSilent(t)
+	text := strings.Replace(faultConf([]string{silent.addr()}, good, ""), "stream {", "worker_shutdown_timeout 1s;\nstream {", 1)
+	tb := startEngine(t, dir, text)
+	dialClients(t, tb.addr, n)
+	waitFor(t, "every handshake in flight", 30*time.Second, func() bool {
+		return silent.open.Load() == n && tb.eng.dialer.InFlight().Handshaking == n
+	})
+	start := time.Now()
+	close(tb.quit)
+	waitFor(t, "quitting", 5*time.Second, func() bool { return tb.eng.quitting.Load() })
+	if f := tb.eng.dialer.InFlight(); f.Handshaking != n || f.Cancelled != 0 {
+		t.Errorf("right after quit: %+v; want the %d dials still running", f, n)
+	}
+	select {
+	case err := <-tb.done:
+		tb.done <- err
+	case <-time.After(20 * time.Second):
+		t.Fatalf("Serve did not return 20s after quit (worker_shutdown_timeout 1s) with %d handshakes pending", n)
+	}
+	t.Logf("quit with %d handshakes pending, worker_shutdown_timeout 1s: Serve returned after %v", n, time.Since(start))
+	if d := time.Since(start); d < 900*time.Millisecond {
+		t.Errorf("Serve returned %v after quit, before worker_shutdown_timeout", d)
+	}
+	waitFor(t, "the upstream to see every connection closed", 10*time.Second, func() bool { return silent.open.Load() == 0 })
 }

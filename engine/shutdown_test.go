@@ -100,3 +100,35 @@ func TestQuitWorkerShutdownTimeout(t *testing.T) {
 		t.Errorf("held session: read %d, %v; want EOF", n, err)
 	}
 }
+
+// TestStopCancelsPendingDials: a stop (SIGTERM) with 300 handshakes
+// pending to a silent upstream returns at once: every dial is cancelled
+// (the upstream sees its connections closed) instead of running out its
+// proxy_connect_timeout (60 s), and the sessions end as the shutdown.
+func TestStopCancelsPendingDials(t *testing.T) {
+	const n = 300
+	set, _, dir := newPKI(t, pki.ECDSAP256, 1)
+	good := startUpstreams(t, set, 1, backend.Echo, nil)
+	silent := startSilent(t)
+	tb := startEngine(t, dir, faultConf([]string{silent.addr()}, good, ""))
+	dialClients(t, tb.addr, n)
+	waitFor(t, "every handshake in flight", 30*time.Second, func() bool {
+		return silent.open.Load() == n && tb.eng.dialer.InFlight().Handshaking == n
+	})
+	start := time.Now()
+	tb.stop()
+	select {
+	case err := <-tb.done:
+		tb.done <- err
+	case <-time.After(20 * time.Second):
+		t.Fatalf("Serve did not return 20s after a stop with %d handshakes pending", n)
+	}
+	t.Logf("stop with %d handshakes pending: Serve returned after %v", n, time.Since(start))
+	waitFor(t, "the upstream to see every connection closed", 10*time.Second, func() bool { return silent.open.Load() == 0 })
+	if f := tb.eng.dialer.InFlight(); f.Handshaking != 0 || f.Connecting != 0 {
+		t.Errorf("dials in flight after the stop: %+v", f)
+	}
+	if got := tb.eng.Metrics().Snapshot().Ended[metrics.ReasonShutdown]; got != n {
+		t.Errorf("sessions ended by the shutdown: %d, want %d", got, n)
+	}
+}

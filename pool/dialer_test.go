@@ -1,11 +1,15 @@
 package pool
 
 import (
+	"context"
 	"crypto/tls"
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"sync"
+	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -152,4 +156,238 @@ func TestDialerElastic(t *testing.T) {
 		}
 		time.Sleep(5 * time.Millisecond)
 	}
+}
+
+// silentPeer accepts connections and never writes: a TLS client's
+// ClientHello gets no answer. It reads what comes, so that it sees a
+// connection the dialer closes; open counts those still open.
+type silentPeer struct {
+	ln             net.Listener
+	accepted, open atomic.Int64
+	wg             sync.WaitGroup
+}
+
+func startSilentPeer(t *testing.T) *silentPeer {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := &silentPeer{ln: ln}
+	var mu sync.Mutex
+	conns := map[net.Conn]bool{}
+	s.wg.Add(1)
+	go func() {
+		defer s.wg.Done()
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			mu.Lock()
+			conns[c] = true
+			mu.Unlock()
+			s.accepted.Add(1)
+			s.open.Add(1)
+			s.wg.Add(1)
+			go func() {
+				defer s.wg.Done()
+				io.Copy(io.Discard, c)
+				s.open.Add(-1)
+				c.Close()
+			}()
+		}
+	}()
+	t.Cleanup(func() {
+		ln.Close()
+		mu.Lock()
+		for c := range conns {
+			c.Close()
+		}
+		mu.Unlock()
+		s.wg.Wait()
+	})
+	return s
+}
+
+// insecureTLS is a client configuration for peers whose certificate does
+// not matter (they never send one).
+func insecureTLS(*Peer) (*tls.Config, error) { return &tls.Config{InsecureSkipVerify: true}, nil }
+
+// waitUntil polls cond (counters other goroutines advance) until it holds
+// or d passes.
+func waitUntil(t *testing.T, what string, d time.Duration, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(d)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out after %v waiting for %s", d, what)
+		}
+		time.Sleep(2 * time.Millisecond)
+	}
+}
+
+// TestDialerIsolation: with the default configuration, 1,100 jobs hung in
+// their handshake (more than the 1,024 workers the dialer once shared) do
+// not delay a job to another peer: it completes while they all still hang.
+func TestDialerIsolation(t *testing.T) {
+	const n = 1100
+	silent := startSilentPeer(t)
+	g := testGroup(t, silent.ln.Addr().String())
+	d := NewDialer(DialerConfig{})
+	defer d.Close()
+	var done sync.WaitGroup
+	for i := 0; i < n; i++ {
+		done.Add(1)
+		j := &DialJob{Sel: g.NewSelection("", 0, time.Now()), TLS: insecureTLS, ConnectTimeout: time.Minute,
+			Done: func(DialResult) { done.Done() }}
+		if err := d.Submit(j); err != nil {
+			t.Fatal(err)
+		}
+	}
+	waitUntil(t, "every handshake in flight", 30*time.Second, func() bool { return d.InFlight().Handshaking == n })
+	healthy := testGroup(t, listenTCP(t).Addr().String())
+	start := time.Now()
+	r := dial(t, d, &DialJob{Sel: healthy.NewSelection("", 0, time.Now()), ConnectTimeout: time.Minute})
+	if r.Err != nil {
+		t.Fatalf("dial to a healthy peer while %d hang: %v", n, r.Err)
+	}
+	r.Raw.Close()
+	if f := d.InFlight(); f.Handshaking != n || silent.open.Load() != n {
+		t.Fatalf("%d handshakes in flight, %d open at the silent peer; want %d", f.Handshaking, silent.open.Load(), n)
+	}
+	t.Logf("dial to a healthy peer while %d handshakes hang: %v; %d goroutines in the dialer", n, time.Since(start), d.Workers())
+	// Close ends every hung handshake at once.
+	start = time.Now()
+	d.Close()
+	done.Wait()
+	t.Logf("Close with %d handshakes in flight: %v", n, time.Since(start))
+	waitUntil(t, "the silent peer to see every connection closed", 10*time.Second, func() bool { return silent.open.Load() == 0 })
+	if f := d.InFlight(); f.Handshaking != 0 || f.Connecting != 0 || f.Cancelled != n {
+		t.Fatalf("after Close: %+v, want nothing in flight and %d cancelled", f, n)
+	}
+}
+
+// TestDialerCancel: Cancel ends a job hung in its handshake at once, with
+// context.Canceled; the peer sees its connection closed and is neither
+// charged a failure nor left holding the session's connection count. A job
+// cancelled before it runs (behind a bounded dialer's busy worker) never
+// dials.
+func TestDialerCancel(t *testing.T) {
+	silent := startSilentPeer(t)
+	g := testGroup(t, silent.ln.Addr().String())
+	p := g.Peers()[0]
+	d := NewDialer(DialerConfig{MinWorkers: 1, MaxWorkers: 1})
+	defer d.Close()
+	results := make(chan DialResult, 2)
+	hung := &DialJob{Sel: g.NewSelection("", 0, time.Now()), TLS: insecureTLS, ConnectTimeout: time.Minute,
+		NextUpstream: true, Done: func(r DialResult) { results <- r }}
+	queued := &DialJob{Sel: g.NewSelection("", 0, time.Now()), TLS: insecureTLS, ConnectTimeout: time.Minute,
+		Done: func(r DialResult) { results <- r }}
+	for _, j := range []*DialJob{hung, queued} {
+		if err := d.Submit(j); err != nil {
+			t.Fatal(err)
+		}
+	}
+	waitUntil(t, "the handshake in flight", 10*time.Second, func() bool { return d.InFlight().Handshaking == 1 })
+	queued.Cancel()
+	start := time.Now()
+	hung.Cancel()
+	hung.Cancel() // a second call does nothing
+	for i := 0; i < 2; i++ {
+		select {
+		case r := <-results:
+			if !errors.Is(r.Err, context.Canceled) || r.Raw != nil {
+				t.Fatalf("cancelled job's result: %+v", r)
+			}
+		case <-time.After(10 * time.Second):
+			t.Fatal("a cancelled job was not done after 10s (its ConnectTimeout is a minute)")
+		}
+	}
+	t.Logf("cancelled handshake done after %v", time.Since(start))
+	waitUntil(t, "the peer to see the connection closed", 10*time.Second, func() bool { return silent.open.Load() == 0 })
+	if got := silent.accepted.Load(); got != 1 {
+		t.Errorf("the peer accepted %d connections; the job cancelled while queued must not dial", got)
+	}
+	if len(hung.Attempts) != 0 || len(queued.Attempts) != 0 {
+		t.Errorf("attempts recorded for cancelled jobs: %+v %+v", hung.Attempts, queued.Attempts)
+	}
+	if p.Fails() != 0 || p.Conns() != 0 {
+		t.Errorf("peer after a cancel: %d fails, %d conns; want 0, 0", p.Fails(), p.Conns())
+	}
+	if _, _, failed := p.Handshakes(); failed != 0 {
+		t.Errorf("a cancelled handshake counted as %d failed", failed)
+	}
+	if f := d.InFlight(); f.Handshaking != 0 || f.Cancelled != 2 {
+		t.Errorf("in flight after the cancels: %+v", f)
+	}
+	// A job never submitted, and one done, ignore Cancel.
+	(&DialJob{}).Cancel()
+	hung.Cancel()
+}
+
+// TestDialerCancelConnect: Cancel ends a TCP connect that hangs (the
+// peer's accept queue is full, so its SYNs go unanswered) at once.
+func TestDialerCancelConnect(t *testing.T) {
+	addr := fullBacklog(t)
+	g := testGroup(t, addr)
+	d := NewDialer(DialerConfig{})
+	defer d.Close()
+	results := make(chan DialResult, 1)
+	j := &DialJob{Sel: g.NewSelection("", 0, time.Now()), ConnectTimeout: time.Minute,
+		Done: func(r DialResult) { results <- r }}
+	if err := d.Submit(j); err != nil {
+		t.Fatal(err)
+	}
+	waitUntil(t, "the connect in flight", 10*time.Second, func() bool { return d.InFlight().Connecting == 1 })
+	select {
+	case r := <-results:
+		t.Skipf("the connect did not hang: %+v", r)
+	case <-time.After(50 * time.Millisecond):
+	}
+	j.Cancel()
+	select {
+	case r := <-results:
+		if !errors.Is(r.Err, context.Canceled) {
+			t.Fatalf("cancelled connect: %+v", r)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("a cancelled connect was not done after 10s")
+	}
+	if p := g.Peers()[0]; p.Fails() != 0 || p.Conns() != 0 {
+		t.Errorf("peer after a cancelled connect: %d fails, %d conns", p.Fails(), p.Conns())
+	}
+}
+
+// fullBacklog returns the address of a socket that listens with a backlog
+// of 0 and never accepts, after filling its accept queue: a further
+// connect gets no SYN-ACK and hangs.
+func fullBacklog(t *testing.T) string {
+	t.Helper()
+	fd, err := syscall.Socket(syscall.AF_INET, syscall.SOCK_STREAM, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { syscall.Close(fd) })
+	if err := syscall.Bind(fd, &syscall.SockaddrInet4{Addr: [4]byte{127, 0, 0, 1}}); err != nil {
+		t.Fatal(err)
+	}
+	if err := syscall.Listen(fd, 0); err != nil {
+		t.Fatal(err)
+	}
+	sa, err := syscall.Getsockname(fd)
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := fmt.Sprintf("127.0.0.1:%d", sa.(*syscall.SockaddrInet4).Port)
+	// Fill the queue: connects succeed until it is full, then hang.
+	for i := 0; i < 8; i++ {
+		c, err := net.DialTimeout("tcp", addr, 200*time.Millisecond)
+		if err != nil {
+			return addr
+		}
+		t.Cleanup(func() { c.Close() })
+	}
+	t.Skip("the accept queue never filled")
+	return ""
 }
