@@ -6,10 +6,26 @@ package engine
 // live); afterwards nothing allocates, so no collection runs, and the
 // runtime's background scavenger hands the pages back to the kernel at
 // its pace of about 1 % of a core, for seconds to minutes. Once a burst
-// has ended, the engine does that at once: one collection and one full
-// scavenge (debug.FreeOSMemory), which costs a few milliseconds for tens
-// of thousands of held sessions and leaves the resident size close to
-// what is live, and the process asleep.
+// has ended, the engine does that at once: two collections and one full
+// scavenge, which costs a few milliseconds for tens of thousands of held
+// sessions and leaves the resident size close to what is live, and the
+// process asleep.
+//
+// A burst is over when the sessions stop coming and going, not only when
+// they stop coming: sessions that end free their buffers and TLS state,
+// and with no new client nothing would allocate, so nothing would collect
+// them until the runtime's forced collection two minutes later, and the
+// scavenger would trickle the pages back after that (a burst of 5,000
+// held sessions closed at once left 79 MB resident of a 15 MB idle
+// process; a client that flooded a session left 300 MB). And it is over
+// when arrivals fall well below the burst's rate, not only to none: a
+// trickle of new clients after a burst allocates too little for the
+// collector's pace and would hold the burst's heap just as long.
+//
+// Two collections, because the buffers of ended connections go back to
+// sync.Pools (gnet's ring buffers and byte slices, bytebufferpool): the
+// first collection moves a pool's contents to its victim cache, the
+// second frees them. debug.FreeOSMemory alone runs one.
 
 import (
 	"runtime"
@@ -25,43 +41,84 @@ const (
 	// while clients arrive, and wakes this often while a release is
 	// pending (see pending).
 	memCheckEvery = 50 * time.Millisecond
-	// memQuiet is how long no client may have arrived, and allocation
-	// must have stayed below memQuietAlloc per check, for the burst to
-	// count as over.
+	// memQuiet is how long the sessions must have stayed quiet, and
+	// allocation below memQuietAlloc per check, for the burst to count as
+	// over. Quiet is no session that began or ended in a check, or, after
+	// a burst, at most 1/memQuietShare of the most a check saw since the
+	// last release (a trickle after a burst).
 	memQuiet      = 100 * time.Millisecond
 	memQuietAlloc = 1 << 20
+	memQuietShare = 16
 	// memBurst is how much must have been allocated since the last
 	// release for a release to be worth its collection.
 	memBurst = 32 << 20
+	// After a release, one for sessions that ended without a burst of
+	// allocation waits memEndedGap; and unless half the sessions the last
+	// release saw have ended, memCostRatio times the CPU time the last
+	// release took (its collections and scavenge), so that sessions
+	// ending one by one among many held ones cost at most 1/memCostRatio
+	// of a core in collections.
+	memEndedGap  = time.Second
+	memCostRatio = 100
 )
 
 // memKeeper decides when a burst has ended. It lives on the ticker
-// goroutine (tickLoops) and is used only there.
+// goroutine (tickLoops) and is used only there; the release it starts
+// runs on a goroutine of its own.
 type memKeeper struct {
-	sample       []metrics.Sample
+	sample []metrics.Sample
+	// allocated is allocs; tests may replace it (a test binary's
+	// allocation is every parallel test's).
+	allocated    func() uint64
 	lastCheck    time.Time
 	lastAccepted uint64
+	lastEnded    uint64
 	lastAllocs   uint64
 	quietSince   time.Time
-	// releasedAt is the allocation count at the last release.
-	releasedAt uint64
-	// free releases the memory: debug.FreeOSMemory; tests may count. It
-	// runs on a goroutine of its own (a collection of a large heap takes
-	// a while, and the ticker must go on); releasing is set meanwhile.
+	// peak is the most sessions begun or ended in one check since the
+	// last release.
+	peak uint64
+	// releasedAt is the allocation count at the last release, endedAt
+	// the sessions ended by then and heldAt those open then.
+	releasedAt, endedAt, heldAt uint64
+	// free releases the memory: two collections and a scavenge (see
+	// freeOSMemory); tests may count. It runs on a goroutine of its own (a
+	// collection of a large heap takes a while, and the ticker must go
+	// on); releasing is set meanwhile, and cost is then the CPU time the
+	// release took and doneAt when it ended (UnixNano). cpu is used by
+	// that goroutine only, one release at a time.
 	free      func()
 	releasing atomic.Bool
+	cost      atomic.Int64
+	doneAt    atomic.Int64
+	cpu       []metrics.Sample
 }
 
+// newMemKeeper makes the keeper of the ticker goroutine, which calls it
+// there at now.
 func newMemKeeper(now time.Time) *memKeeper {
 	k := &memKeeper{
 		sample:     []metrics.Sample{{Name: "/gc/heap/allocs:bytes"}},
 		lastCheck:  now,
 		quietSince: now,
-		free:       debug.FreeOSMemory,
+		free:       freeOSMemory,
+		cpu: []metrics.Sample{
+			{Name: "/cpu/classes/gc/total:cpu-seconds"},
+			{Name: "/cpu/classes/scavenge/total:cpu-seconds"},
+		},
 	}
-	k.releasedAt = k.allocs()
+	k.allocated = k.allocs
+	k.releasedAt = k.allocated()
 	k.lastAllocs = k.releasedAt
 	return k
+}
+
+// freeOSMemory collects twice, so that what sits in sync.Pools (the
+// buffers of ended connections) is freed too, and returns every free page
+// to the kernel.
+func freeOSMemory() {
+	runtime.GC()
+	debug.FreeOSMemory()
 }
 
 // allocs is the bytes allocated on the heap since the process started.
@@ -78,37 +135,83 @@ func readUint64(sample []metrics.Sample) uint64 {
 }
 
 // pending reports whether a burst may still be released: enough was
-// allocated since the last release. The ticker wakes every memCheckEvery
-// while it is, so that the release follows the end of a burst closely.
-// Runs on the ticker goroutine.
-func (k *memKeeper) pending() bool { return k.lastAllocs-k.releasedAt >= memBurst }
+// allocated since the last release, or sessions ended since. The ticker
+// wakes every memCheckEvery while it is, so that the release follows the
+// end of a burst closely. Runs on the ticker goroutine.
+func (k *memKeeper) pending() bool {
+	return k.lastAllocs-k.releasedAt >= memBurst || k.lastEnded != k.endedAt
+}
 
-// check runs at most every memCheckEvery with the clients accepted so far
-// and releases memory once a burst that allocated memBurst has been quiet
-// for memQuiet. It reports whether it released. Runs on the ticker
-// goroutine.
+// check is sessions for a caller that knows only the clients accepted so
+// far: sessions that end count as none. Runs on the ticker goroutine.
 func (k *memKeeper) check(now time.Time, accepted uint64) bool {
+	return k.sessions(now, accepted, int64(accepted-k.lastEnded))
+}
+
+// sessions runs at most every memCheckEvery with the clients accepted so
+// far and the sessions open now, and releases memory once the sessions
+// and the allocation have been quiet for memQuiet after a burst that
+// allocated memBurst, or after sessions ended. It reports whether it
+// started a release. Runs on the ticker goroutine.
+func (k *memKeeper) sessions(now time.Time, accepted uint64, active int64) bool {
 	if now.Sub(k.lastCheck) < memCheckEvery {
 		return false
 	}
 	k.lastCheck = now
-	a := k.allocs()
-	busy := accepted != k.lastAccepted || a-k.lastAllocs > memQuietAlloc
-	k.lastAccepted, k.lastAllocs = accepted, a
+	a := k.allocated()
+	ended := k.lastEnded
+	if e := accepted - uint64(max(active, 0)); e > ended && e <= accepted {
+		ended = e
+	}
+	moved := accepted - k.lastAccepted + ended - k.lastEnded
+	busy := a-k.lastAllocs > memQuietAlloc || moved > k.peak/memQuietShare
+	k.peak = max(k.peak, moved)
+	k.lastAccepted, k.lastEnded, k.lastAllocs = accepted, ended, a
 	if busy {
 		k.quietSince = now
 		return false
 	}
-	if now.Sub(k.quietSince) < memQuiet || a-k.releasedAt < memBurst || k.releasing.Load() {
+	if now.Sub(k.quietSince) < memQuiet || k.releasing.Load() {
 		return false
 	}
-	k.releasedAt, k.lastAllocs = a, a
+	burst := a-k.releasedAt >= memBurst
+	if !burst {
+		wait := memEndedGap
+		if ended-k.endedAt < (k.heldAt+1)/2 {
+			wait = max(wait, memCostRatio*time.Duration(k.cost.Load()))
+		}
+		if ended == k.endedAt || now.Sub(time.Unix(0, k.doneAt.Load())) < wait {
+			return false
+		}
+	}
+	k.releasedAt, k.endedAt, k.heldAt, k.peak = a, ended, accepted-ended, 0
 	k.releasing.Store(true)
-	go func() {
-		defer k.releasing.Store(false)
-		k.free()
-	}()
+	go k.release()
 	return true
+}
+
+// release runs free and records what it cost. It runs on a goroutine of
+// its own, one at a time (releasing).
+func (k *memKeeper) release() {
+	before := k.cpuSeconds()
+	k.free()
+	k.cost.Store(int64((k.cpuSeconds() - before) * float64(time.Second)))
+	k.doneAt.Store(time.Now().UnixNano())
+	k.releasing.Store(false)
+}
+
+// cpuSeconds is the CPU time the runtime has spent collecting and
+// scavenging, as its metrics estimate it (they are brought up to date by
+// each collection).
+func (k *memKeeper) cpuSeconds() float64 {
+	metrics.Read(k.cpu)
+	var s float64
+	for _, v := range k.cpu {
+		if v.Value.Kind() == metrics.KindFloat64 {
+			s += v.Value.Float64()
+		}
+	}
+	return s
 }
 
 // The collector's pace. With GOGC fixed, a collection runs whenever the
