@@ -278,7 +278,7 @@ func (e *Engine) tickLoops() {
 			lastFlush = now
 			flushAt = e.flushLogs(now)
 		}
-		mem.check(now, e.m.Accepted())
+		mem.sessions(now, e.m.Accepted(), e.m.Active())
 		next := idleTick
 		idle := true
 		for _, lp := range e.loops {
