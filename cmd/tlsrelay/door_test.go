@@ -9,6 +9,7 @@ import (
 	"strings"
 	"syscall"
 	"testing"
+	"time"
 )
 
 // TestDoorLeftBySIGKILL: a tlsrelay killed with SIGKILL leaves its
@@ -59,10 +60,16 @@ func TestDoorLeftBySIGKILL(t *testing.T) {
 	}
 
 	second := start()
+	// The listener accepts before the event loops (and their door) have
+	// started: wait for the door and the notice, which come with them.
+	want := "[notice] " + strconv.Itoa(second.pid) + "#0: removed " + left[0] + ", the event loops' door left by a tlsrelay process that is no longer running"
+	waitFor(t, 30*time.Second, "the second process's door and its notice", func() bool {
+		return len(doors(second.pid)) == 1 && strings.Contains(second.log(), want)
+	})
 	if _, err := os.Lstat(left[0]); !os.IsNotExist(err) {
 		t.Errorf("the killed process's %s is still there: %v", left[0], err)
 	}
-	if want := "[notice] " + strconv.Itoa(second.pid) + "#0: removed " + left[0] + ", the event loops' door left by a tlsrelay process that is no longer running"; !strings.Contains(second.log(), want) {
+	if !strings.Contains(second.log(), want) {
 		t.Errorf("error log:\n%s\nwant a line with %q", second.log(), want)
 	}
 	if own := doors(second.pid); len(own) != 1 {
