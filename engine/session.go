@@ -17,8 +17,10 @@ package engine
 //	closing    -> done     both queues drained, or as from open
 //
 // and logs any other change at alert, as the bug it is, without making it.
-// A client that leaves while connecting does not end the session: the
-// upstream is opened anyway and gets what the client sent, as in NGINX.
+// A client that sent bytes and then shut its side while connecting does
+// not end the session: the upstream is opened anyway and gets them, as in
+// NGINX; one that resets, or closes having sent nothing, ends it and
+// cancels its dial (clientLeftWhileConnecting).
 //
 // Goroutines. Everything here runs on the session's loop, except the
 // functions in dialwork.go and proxyHeader (a dialer worker; they touch
