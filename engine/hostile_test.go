@@ -8,10 +8,10 @@ package engine
 import (
 	"bufio"
 	"crypto/tls"
-	"crypto/x509"
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"net"
 	"os"
 	"os/exec"
@@ -119,43 +119,20 @@ func TestMain(m *testing.M) {
 // process (set: the test binary is that process).
 const upstreamProcessEnv = "TLSRELAY_TEST_STREAMING_UPSTREAM"
 
-// serveStreamingUpstream is the streaming upstream process: it listens on
-// 127.0.0.1:0, prints its address, and to each client that presents a
-// certificate from the PKI writes an endless stream of 64 KiB chunks until
-// it is killed.
+// serveStreamingUpstream is the streaming upstream process: a backend that
+// streams to each client until it is killed, on 127.0.0.1:0, with the PKI
+// written in the directory upstreamProcessEnv names. It prints its address.
 func serveStreamingUpstream() error {
-	dir := os.Getenv(upstreamProcessEnv)
-	cert, err := tls.LoadX509KeyPair(dir+"/server.pem", dir+"/server.key")
+	cfg, err := pki.FilesIn(os.Getenv(upstreamProcessEnv)).ServerConfig()
 	if err != nil {
-		return fmt.Errorf("loading the server certificate: %w", err)
+		return err
 	}
-	ca, err := os.ReadFile(dir + "/ca.pem")
+	srv, err := backend.Start(backend.Config{TLS: cfg, Mode: backend.Source, SourceBytes: math.MaxInt64})
 	if err != nil {
-		return fmt.Errorf("reading the CA: %w", err)
+		return err
 	}
-	roots := x509.NewCertPool()
-	roots.AppendCertsFromPEM(ca)
-	ln, err := tls.Listen("tcp", "127.0.0.1:0", &tls.Config{Certificates: []tls.Certificate{cert},
-		ClientAuth: tls.RequireAndVerifyClientCert, ClientCAs: roots})
-	if err != nil {
-		return fmt.Errorf("listening: %w", err)
-	}
-	fmt.Println(ln.Addr())
-	chunk := []byte(strings.Repeat("0123456789abcdef", 4096))
-	for {
-		c, err := ln.Accept()
-		if err != nil {
-			return fmt.Errorf("accepting: %w", err)
-		}
-		go func() {
-			for {
-				if _, err := c.Write(chunk); err != nil {
-					c.Close()
-					return
-				}
-			}
-		}()
-	}
+	fmt.Println(srv.Addr())
+	select {} // until killed
 }
 
 // streamingUpstream starts the streaming upstream process over the PKI in

@@ -10,16 +10,14 @@
 package main
 
 import (
-	"crypto/tls"
-	"crypto/x509"
 	"fmt"
-	"io"
+	"math"
 	"net"
 	"os"
 	"strconv"
-	"strings"
 	"time"
 
+	"github.com/tlsrelay/tlsrelay/internal/backend"
 	"github.com/tlsrelay/tlsrelay/internal/pki"
 )
 
@@ -54,42 +52,23 @@ func run(args []string) error {
 	return fmt.Errorf("unknown mode %q", args[0])
 }
 
+// serve runs an echo upstream, or one that streams to each client until
+// it is killed, with the PKI in dir; it prints its address.
 func serve(mode, dir string) error {
-	cert, err := tls.LoadX509KeyPair(dir+"/server.pem", dir+"/server.key")
+	cfg, err := pki.FilesIn(dir).ServerConfig()
 	if err != nil {
-		return fmt.Errorf("loading the server certificate: %w", err)
+		return err
 	}
-	ca, err := os.ReadFile(dir + "/ca.pem")
+	bc := backend.Config{TLS: cfg, Mode: backend.Echo}
+	if mode == "stream" {
+		bc.Mode, bc.SourceBytes = backend.Source, math.MaxInt64
+	}
+	srv, err := backend.Start(bc)
 	if err != nil {
-		return fmt.Errorf("reading the CA: %w", err)
+		return err
 	}
-	roots := x509.NewCertPool()
-	roots.AppendCertsFromPEM(ca)
-	ln, err := tls.Listen("tcp", "127.0.0.1:0", &tls.Config{Certificates: []tls.Certificate{cert},
-		ClientAuth: tls.RequireAndVerifyClientCert, ClientCAs: roots})
-	if err != nil {
-		return fmt.Errorf("listening: %w", err)
-	}
-	fmt.Println(ln.Addr())
-	chunk := []byte(strings.Repeat("0123456789abcdef", 4096))
-	for {
-		c, err := ln.Accept()
-		if err != nil {
-			return fmt.Errorf("accepting: %w", err)
-		}
-		go func() {
-			defer c.Close()
-			if mode == "echo" {
-				io.Copy(c, c)
-				return
-			}
-			for {
-				if _, err := c.Write(chunk); err != nil {
-					return
-				}
-			}
-		}()
-	}
+	fmt.Println(srv.Addr())
+	select {} // until killed
 }
 
 func flood(addr string, d time.Duration) error {

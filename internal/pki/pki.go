@@ -279,15 +279,38 @@ type Files struct {
 	ClientKey  string
 }
 
-// WriteFiles writes the set as PEM files into dir, which must exist.
-func (s *Set) WriteFiles(dir string) (Files, error) {
-	f := Files{
+// FilesIn returns the paths WriteFiles writes in dir.
+func FilesIn(dir string) Files {
+	return Files{
 		CA:         filepath.Join(dir, "ca.pem"),
 		ServerCert: filepath.Join(dir, "server.pem"),
 		ServerKey:  filepath.Join(dir, "server.key"),
 		ClientCert: filepath.Join(dir, "client.pem"),
 		ClientKey:  filepath.Join(dir, "client.key"),
 	}
+}
+
+// ServerConfig reads the files back as Set.ServerConfig's configuration:
+// for an upstream in another process than the one that made the set.
+func (f Files) ServerConfig() (*tls.Config, error) {
+	cert, err := tls.LoadX509KeyPair(f.ServerCert, f.ServerKey)
+	if err != nil {
+		return nil, fmt.Errorf("loading the server certificate: %w", err)
+	}
+	ca, err := os.ReadFile(f.CA)
+	if err != nil {
+		return nil, fmt.Errorf("reading the CA: %w", err)
+	}
+	roots := x509.NewCertPool()
+	if !roots.AppendCertsFromPEM(ca) {
+		return nil, fmt.Errorf("reading the CA: no certificate in %s", f.CA)
+	}
+	return &tls.Config{Certificates: []tls.Certificate{cert}, ClientAuth: tls.RequireAndVerifyClientCert, ClientCAs: roots}, nil
+}
+
+// WriteFiles writes the set as PEM files into dir, which must exist.
+func (s *Set) WriteFiles(dir string) (Files, error) {
+	f := FilesIn(dir)
 	for _, w := range []struct {
 		path string
 		data []byte
