@@ -492,16 +492,9 @@ func (s *session) sideEnded(sd *side, err error) {
 		return
 	}
 	if s.phase != phaseConnecting && (sd.failed || (err != nil && !errors.Is(err, io.EOF))) {
+		// This peer reset its socket (a half-closed one included); a
+		// failure of the other was latched and handled before.
 		s.abort(sd, err)
-		return
-	}
-	if s.broken() {
-		// A half-closed peer reset its socket: nobody is left to
-		// deliver to.
-		if s.reason == "" {
-			s.reason = "connection reset"
-		}
-		s.finish(s.reason)
 		return
 	}
 	if sd == &s.cli {
@@ -658,8 +651,7 @@ func (s *session) broken() bool { return s.cli.failed || s.up.failed }
 // sd.failed is set): the session ends at the end of the step. Runs on the
 // loop, inside a step.
 func (s *session) directFailed(sd *side, err error) {
-	switch sd.state {
-	case sideAttached, sideDetaching, sideDetached, sideHalf:
+	if sd.state != sideClosed && sd.state != sideNone {
 		// The session lets go of the gnet conn (its OnClose, and a
 		// pause's, is ignored) and of the duplicate; what the peer sent
 		// and was not read is not delivered: it reset the connection.
