@@ -7,8 +7,8 @@ import (
 	"errors"
 	"io"
 	"math"
-	"net"
 	"net/http"
+	"net/http/httptest"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -268,14 +268,11 @@ func (f families) value(t *testing.T, name string, labels ...string) float64 {
 
 func TestScrape(t *testing.T) {
 	r := newRig(t)
-	srv := metrics.NewServer(metrics.Handler(r.collector()))
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	served := make(chan error, 1)
-	go func() { served <- srv.Serve(ln) }()
-	url := "http://" + ln.Addr().String() + "/metrics"
+	// The engine serves this handler behind metrics_listen (its bounded
+	// server is tested in engine, TestMetricsServerBounds).
+	srv := httptest.NewServer(metrics.Handler(r.collector()))
+	defer srv.Close()
+	url := srv.URL + "/metrics"
 	sc := r.store.Counters() // the store is quiet: what the scrape must show
 	body := scrape(t, url)
 	f := parse(t, body)
@@ -419,13 +416,6 @@ func TestScrape(t *testing.T) {
 				t.Errorf("%s{%s} went back from %v to %v", name, strings.Join(labels, ","), m.GetCounter().GetValue(), after)
 			}
 		}
-	}
-
-	if err := srv.Close(); err != nil {
-		t.Fatal(err)
-	}
-	if err := <-served; err != nil {
-		t.Fatalf("Serve after Close: %v", err)
 	}
 }
 
