@@ -2,8 +2,6 @@ package engine
 
 import (
 	"context"
-	"errors"
-	"io"
 	"net"
 	"os"
 	"path/filepath"
@@ -24,71 +22,16 @@ import (
 // sessions that chose it, and a client that leaves must take its pending
 // dial with it.
 
-// silentUpstream accepts TCP connections and never answers: a TLS client's
-// ClientHello gets no reply. It reads (and drops) what comes, so that it
-// notices when the proxy closes a connection; Open counts the connections
-// the proxy still holds.
-type silentUpstream struct {
-	ln             net.Listener
-	accepted, open atomic.Int64
-	mu             sync.Mutex
-	conns          map[net.Conn]struct{}
-	wg             sync.WaitGroup
-}
-
-// startSilent listens on 127.0.0.1:0 until the test ends.
-func startSilent(t *testing.T) *silentUpstream {
+// startSilent starts an upstream that accepts and never answers a TLS
+// ClientHello (faultnet.NeverAnswers) until the test ends.
+func startSilent(t *testing.T) *faultnet.Upstream {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	u, err := faultnet.Start(faultnet.Config{Fault: faultnet.NeverAnswers})
 	if err != nil {
 		t.Fatal(err)
 	}
-	u := &silentUpstream{ln: ln, conns: map[net.Conn]struct{}{}}
-	u.wg.Add(1)
-	go u.accept()
-	t.Cleanup(u.close)
+	t.Cleanup(func() { u.Close() })
 	return u
-}
-
-func (u *silentUpstream) addr() string { return u.ln.Addr().String() }
-
-func (u *silentUpstream) accept() {
-	defer u.wg.Done()
-	for {
-		c, err := u.ln.Accept()
-		if err != nil {
-			if errors.Is(err, net.ErrClosed) {
-				return
-			}
-			time.Sleep(10 * time.Millisecond) // EMFILE and the like
-			continue
-		}
-		u.mu.Lock()
-		u.conns[c] = struct{}{}
-		u.mu.Unlock()
-		u.accepted.Add(1)
-		u.open.Add(1)
-		u.wg.Add(1)
-		go func() {
-			defer u.wg.Done()
-			io.Copy(io.Discard, c) // until the proxy closes or resets it
-			u.open.Add(-1)
-			u.mu.Lock()
-			delete(u.conns, c)
-			u.mu.Unlock()
-			c.Close()
-		}()
-	}
-}
-
-func (u *silentUpstream) close() {
-	u.ln.Close()
-	u.mu.Lock()
-	for c := range u.conns {
-		c.Close()
-	}
-	u.mu.Unlock()
-	u.wg.Wait()
 }
 
 // dialClients opens n connections to addr from 8 goroutines and returns
@@ -163,12 +106,12 @@ func TestDialIsolation(t *testing.T) {
 	set, _, dir := newPKI(t, pki.ECDSAP256, 1)
 	good := startUpstreams(t, set, 1, backend.Echo, nil)
 	silent := startSilent(t)
-	tb := startEngine(t, dir, faultConf([]string{silent.addr()}, good, ""))
+	tb := startEngine(t, dir, faultConf([]string{silent.Addr()}, good, ""))
 	goodAddr := tb.eng.Addrs()[1].String()
 
 	dialClients(t, tb.addr, n)
 	waitFor(t, "every session's dial to reach the silent upstream", 30*time.Second, func() bool {
-		return silent.accepted.Load() == n
+		return silent.Accepted() == n
 	})
 	waitFor(t, "every handshake to be in flight", 10*time.Second, func() bool {
 		return tb.eng.dialer.InFlight().Handshaking == n
@@ -183,7 +126,7 @@ func TestDialIsolation(t *testing.T) {
 		d = append(d, time.Since(start))
 	}
 	// Nothing was taken from the hung sessions to serve these.
-	if open, f := silent.open.Load(), tb.eng.dialer.InFlight(); open != n || f.Handshaking != n {
+	if open, f := silent.Open(), tb.eng.dialer.InFlight(); open != n || f.Handshaking != n {
 		t.Fatalf("the silent upstream holds %d connections, %d handshakes in flight; want %d", open, f.Handshaking, n)
 	}
 	slices.Sort(d)
@@ -217,10 +160,10 @@ func TestDialCancelledWhenClientLeaves(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			os.Remove(filepath.Join(dir, "faults.log")) // the previous case's
 			silent := startSilent(t)
-			tb := startEngine(t, dir, faultConf([]string{silent.addr()}, good, ""))
+			tb := startEngine(t, dir, faultConf([]string{silent.Addr()}, good, ""))
 			conns := dialClients(t, tb.addr, n)
 			waitFor(t, "every handshake in flight", 30*time.Second, func() bool {
-				return silent.open.Load() == n && tb.eng.dialer.InFlight().Handshaking == n
+				return silent.Open() == n && tb.eng.dialer.InFlight().Handshaking == n
 			})
 			cancelled0 := tb.eng.dialer.InFlight().Cancelled
 			start := time.Now()
@@ -230,7 +173,7 @@ func TestDialCancelledWhenClientLeaves(t *testing.T) {
 				}
 			}
 			waitFor(t, "the upstream to see every connection closed", 20*time.Second, func() bool {
-				return silent.open.Load() == 0
+				return silent.Open() == 0
 			})
 			waitFor(t, "no dial in flight and no session left", 20*time.Second, func() bool {
 				f := tb.eng.dialer.InFlight()
@@ -247,7 +190,7 @@ func TestDialCancelledWhenClientLeaves(t *testing.T) {
 					break
 				}
 			}
-			if got := silent.accepted.Load(); got != n {
+			if got := silent.Accepted(); got != n {
 				t.Errorf("the upstream saw %d connections for %d sessions", got, n)
 			}
 			// The silent peer was not charged: the healthy block aside,
@@ -257,13 +200,13 @@ func TestDialCancelledWhenClientLeaves(t *testing.T) {
 				t.Fatal(err)
 			}
 			defer c.Close()
-			waitFor(t, "a new dial to the same peer", 10*time.Second, func() bool { return silent.accepted.Load() == n+1 })
+			waitFor(t, "a new dial to the same peer", 10*time.Second, func() bool { return silent.Accepted() == n+1 })
 		})
 	}
 
 	t.Run("sent bytes then shut its side", func(t *testing.T) {
 		silent := startSilent(t)
-		tb := startEngine(t, dir, faultConf([]string{silent.addr()}, good, ""))
+		tb := startEngine(t, dir, faultConf([]string{silent.Addr()}, good, ""))
 		conns := dialClients(t, tb.addr, n)
 		for _, c := range conns {
 			if _, err := c.Write([]byte("hello")); err != nil {
@@ -271,14 +214,14 @@ func TestDialCancelledWhenClientLeaves(t *testing.T) {
 			}
 		}
 		waitFor(t, "every handshake in flight", 30*time.Second, func() bool {
-			return silent.open.Load() == n && tb.eng.dialer.InFlight().Handshaking == n
+			return silent.Open() == n && tb.eng.dialer.InFlight().Handshaking == n
 		})
 		// A reset client, mixed in, is cancelled; the others are not.
 		extra, err := net.Dial("tcp", tb.addr)
 		if err != nil {
 			t.Fatal(err)
 		}
-		waitFor(t, "the extra dial in flight", 10*time.Second, func() bool { return silent.open.Load() == n+1 })
+		waitFor(t, "the extra dial in flight", 10*time.Second, func() bool { return silent.Open() == n+1 })
 		for _, c := range conns {
 			if err := c.(*net.TCPConn).CloseWrite(); err != nil {
 				t.Fatal(err)
@@ -289,7 +232,7 @@ func TestDialCancelledWhenClientLeaves(t *testing.T) {
 		})
 		faultnet.Reset(extra.(*net.TCPConn))
 		waitFor(t, "the reset client's dial to be cancelled", 20*time.Second, func() bool {
-			return silent.open.Load() == n
+			return silent.Open() == n
 		})
 		if f := tb.eng.dialer.InFlight(); f.Handshaking != n || tb.eng.Metrics().Active() != n {
 			t.Errorf("%d handshakes in flight, %d sessions; want %d of each: the half-closed clients keep their dial",

@@ -58,11 +58,11 @@ func TestQuitPendingDials(t *testing.T) {
 	set, _, dir := newPKI(t, pki.ECDSAP256, 1)
 	good := startUpstreams(t, set, 1, backend.Echo, nil)
 	silent := startSilent(t)
-	text := strings.Replace(faultConf([]string{silent.addr()}, good, ""), "stream {", "worker_shutdown_timeout 1s;\nstream {", 1)
+	text := strings.Replace(faultConf([]string{silent.Addr()}, good, ""), "stream {", "worker_shutdown_timeout 1s;\nstream {", 1)
 	tb := startEngine(t, dir, text)
 	dialClients(t, tb.addr, n)
 	waitFor(t, "every handshake in flight", 30*time.Second, func() bool {
-		return silent.open.Load() == n && tb.eng.dialer.InFlight().Handshaking == n
+		return silent.Open() == n && tb.eng.dialer.InFlight().Handshaking == n
 	})
 	start := time.Now()
 	close(tb.quit)
@@ -80,5 +80,5 @@ func TestQuitPendingDials(t *testing.T) {
 	if d := time.Since(start); d < 900*time.Millisecond {
 		t.Errorf("Serve returned %v after quit, before worker_shutdown_timeout", d)
 	}
-	waitFor(t, "the upstream to see every connection closed", 10*time.Second, func() bool { return silent.open.Load() == 0 })
+	waitFor(t, "the upstream to see every connection closed", 10*time.Second, func() bool { return silent.Open() == 0 })
 }

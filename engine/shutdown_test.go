@@ -110,10 +110,10 @@ func TestStopCancelsPendingDials(t *testing.T) {
 	set, _, dir := newPKI(t, pki.ECDSAP256, 1)
 	good := startUpstreams(t, set, 1, backend.Echo, nil)
 	silent := startSilent(t)
-	tb := startEngine(t, dir, faultConf([]string{silent.addr()}, good, ""))
+	tb := startEngine(t, dir, faultConf([]string{silent.Addr()}, good, ""))
 	dialClients(t, tb.addr, n)
 	waitFor(t, "every handshake in flight", 30*time.Second, func() bool {
-		return silent.open.Load() == n && tb.eng.dialer.InFlight().Handshaking == n
+		return silent.Open() == n && tb.eng.dialer.InFlight().Handshaking == n
 	})
 	start := time.Now()
 	tb.stop()
@@ -124,7 +124,7 @@ func TestStopCancelsPendingDials(t *testing.T) {
 		t.Fatalf("Serve did not return 20s after a stop with %d handshakes pending", n)
 	}
 	t.Logf("stop with %d handshakes pending: Serve returned after %v", n, time.Since(start))
-	waitFor(t, "the upstream to see every connection closed", 10*time.Second, func() bool { return silent.open.Load() == 0 })
+	waitFor(t, "the upstream to see every connection closed", 10*time.Second, func() bool { return silent.Open() == 0 })
 	if f := tb.eng.dialer.InFlight(); f.Handshaking != 0 || f.Connecting != 0 {
 		t.Errorf("dials in flight after the stop: %+v", f)
 	}

@@ -5,10 +5,10 @@ import (
 	"crypto/tls"
 	"errors"
 	"fmt"
+	"github.com/tlsrelay/tlsrelay/internal/faultnet"
 	"io"
 	"net"
 	"sync"
-	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -158,56 +158,16 @@ func TestDialerElastic(t *testing.T) {
 	}
 }
 
-// silentPeer accepts connections and never writes: a TLS client's
-// ClientHello gets no answer. It reads what comes, so that it sees a
-// connection the dialer closes; open counts those still open.
-type silentPeer struct {
-	ln             net.Listener
-	accepted, open atomic.Int64
-	wg             sync.WaitGroup
-}
-
-func startSilentPeer(t *testing.T) *silentPeer {
+// startSilentPeer starts a peer that accepts and never answers a TLS
+// ClientHello (faultnet.NeverAnswers) until the test ends.
+func startSilentPeer(t *testing.T) *faultnet.Upstream {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	u, err := faultnet.Start(faultnet.Config{Fault: faultnet.NeverAnswers})
 	if err != nil {
 		t.Fatal(err)
 	}
-	s := &silentPeer{ln: ln}
-	var mu sync.Mutex
-	conns := map[net.Conn]bool{}
-	s.wg.Add(1)
-	go func() {
-		defer s.wg.Done()
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			mu.Lock()
-			conns[c] = true
-			mu.Unlock()
-			s.accepted.Add(1)
-			s.open.Add(1)
-			s.wg.Add(1)
-			go func() {
-				defer s.wg.Done()
-				io.Copy(io.Discard, c)
-				s.open.Add(-1)
-				c.Close()
-			}()
-		}
-	}()
-	t.Cleanup(func() {
-		ln.Close()
-		mu.Lock()
-		for c := range conns {
-			c.Close()
-		}
-		mu.Unlock()
-		s.wg.Wait()
-	})
-	return s
+	t.Cleanup(func() { u.Close() })
+	return u
 }
 
 // insecureTLS is a client configuration for peers whose certificate does
@@ -233,7 +193,7 @@ func waitUntil(t *testing.T, what string, d time.Duration, cond func() bool) {
 func TestDialerIsolation(t *testing.T) {
 	const n = 1100
 	silent := startSilentPeer(t)
-	g := testGroup(t, silent.ln.Addr().String())
+	g := testGroup(t, silent.Addr())
 	d := NewDialer(DialerConfig{})
 	defer d.Close()
 	var done sync.WaitGroup
@@ -253,8 +213,8 @@ func TestDialerIsolation(t *testing.T) {
 		t.Fatalf("dial to a healthy peer while %d hang: %v", n, r.Err)
 	}
 	r.Raw.Close()
-	if f := d.InFlight(); f.Handshaking != n || silent.open.Load() != n {
-		t.Fatalf("%d handshakes in flight, %d open at the silent peer; want %d", f.Handshaking, silent.open.Load(), n)
+	if f := d.InFlight(); f.Handshaking != n || silent.Open() != n {
+		t.Fatalf("%d handshakes in flight, %d open at the silent peer; want %d", f.Handshaking, silent.Open(), n)
 	}
 	t.Logf("dial to a healthy peer while %d handshakes hang: %v; %d goroutines in the dialer", n, time.Since(start), d.Workers())
 	// Close ends every hung handshake at once.
@@ -262,7 +222,7 @@ func TestDialerIsolation(t *testing.T) {
 	d.Close()
 	done.Wait()
 	t.Logf("Close with %d handshakes in flight: %v", n, time.Since(start))
-	waitUntil(t, "the silent peer to see every connection closed", 10*time.Second, func() bool { return silent.open.Load() == 0 })
+	waitUntil(t, "the silent peer to see every connection closed", 10*time.Second, func() bool { return silent.Open() == 0 })
 	if f := d.InFlight(); f.Handshaking != 0 || f.Connecting != 0 || f.Cancelled != n {
 		t.Fatalf("after Close: %+v, want nothing in flight and %d cancelled", f, n)
 	}
@@ -275,7 +235,7 @@ func TestDialerIsolation(t *testing.T) {
 // dials.
 func TestDialerCancel(t *testing.T) {
 	silent := startSilentPeer(t)
-	g := testGroup(t, silent.ln.Addr().String())
+	g := testGroup(t, silent.Addr())
 	p := g.Peers()[0]
 	d := NewDialer(DialerConfig{MinWorkers: 1, MaxWorkers: 1})
 	defer d.Close()
@@ -305,8 +265,8 @@ func TestDialerCancel(t *testing.T) {
 		}
 	}
 	t.Logf("cancelled handshake done after %v", time.Since(start))
-	waitUntil(t, "the peer to see the connection closed", 10*time.Second, func() bool { return silent.open.Load() == 0 })
-	if got := silent.accepted.Load(); got != 1 {
+	waitUntil(t, "the peer to see the connection closed", 10*time.Second, func() bool { return silent.Open() == 0 })
+	if got := silent.Accepted(); got != 1 {
 		t.Errorf("the peer accepted %d connections; the job cancelled while queued must not dial", got)
 	}
 	if len(hung.Attempts) != 0 || len(queued.Attempts) != 0 {

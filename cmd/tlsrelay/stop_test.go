@@ -2,14 +2,12 @@ package main
 
 import (
 	"bytes"
-	"io"
+	"github.com/tlsrelay/tlsrelay/internal/faultnet"
 	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
-	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -31,7 +29,7 @@ func TestStopWithPendingHandshakes(t *testing.T) {
 			addr := "127.0.0.1:" + freePort(t)
 			src := "pid run.pid;\nerror_log " + filepath.Join(dir, "error.log") + " notice;\n" +
 				"events { worker_connections 4096; }\n" +
-				"stream { server { listen " + addr + "; proxy_pass " + up.ln.Addr().String() + "; proxy_ssl on; } }\n"
+				"stream { server { listen " + addr + "; proxy_pass " + up.Addr() + "; proxy_ssl on; } }\n"
 			if err := os.WriteFile(path, []byte(src), 0o644); err != nil {
 				t.Fatal(err)
 			}
@@ -60,9 +58,9 @@ func TestStopWithPendingHandshakes(t *testing.T) {
 				defer c.Close()
 			}
 			deadline := time.Now().Add(30 * time.Second)
-			for up.accepted.Load() < n {
+			for up.Accepted() < n {
 				if time.Now().After(deadline) {
-					t.Fatalf("the upstream saw %d of %d handshakes start", up.accepted.Load(), n)
+					t.Fatalf("the upstream saw %d of %d handshakes start", up.Accepted(), n)
 				}
 				time.Sleep(5 * time.Millisecond)
 			}
@@ -84,14 +82,14 @@ func TestStopWithPendingHandshakes(t *testing.T) {
 				t.Fatalf("tlsrelay still running 20s after %s with %d handshakes pending\n%s", how, n, stderr.String())
 			}
 			t.Logf("%s with %d handshakes pending: exited after %v", how, n, time.Since(start))
-			if open := up.open.Load(); open != 0 {
+			if open := up.Open(); open != 0 {
 				// The process is gone, so the kernel closed its sockets;
 				// the reads see it once the peer's goroutines run.
 				deadline := time.Now().Add(10 * time.Second)
-				for up.open.Load() != 0 && time.Now().Before(deadline) {
+				for up.Open() != 0 && time.Now().Before(deadline) {
 					time.Sleep(5 * time.Millisecond)
 				}
-				if open := up.open.Load(); open != 0 {
+				if open := up.Open(); open != 0 {
 					t.Errorf("%d upstream connections still open after the exit", open)
 				}
 			}
@@ -121,54 +119,14 @@ func waitPidFile(t *testing.T, pid string, done chan error, stderr *bytes.Buffer
 	}
 }
 
-// silentUpstream accepts connections and never writes: the proxy's TLS
-// ClientHello gets no answer. It reads until the proxy closes a
-// connection; open counts those still open.
-type silentUpstream struct {
-	ln             net.Listener
-	accepted, open atomic.Int64
-}
-
-func startSilentUpstream(t *testing.T) *silentUpstream {
+// startSilentUpstream starts an upstream that accepts and never answers a
+// TLS ClientHello (faultnet.NeverAnswers) until the test ends.
+func startSilentUpstream(t *testing.T) *faultnet.Upstream {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	u, err := faultnet.Start(faultnet.Config{Fault: faultnet.NeverAnswers})
 	if err != nil {
 		t.Fatal(err)
 	}
-	u := &silentUpstream{ln: ln}
-	var wg sync.WaitGroup
-	var mu sync.Mutex
-	conns := map[net.Conn]bool{}
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			mu.Lock()
-			conns[c] = true
-			mu.Unlock()
-			u.accepted.Add(1)
-			u.open.Add(1)
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				io.Copy(io.Discard, c)
-				u.open.Add(-1)
-				c.Close()
-			}()
-		}
-	}()
-	t.Cleanup(func() {
-		ln.Close()
-		mu.Lock()
-		for c := range conns {
-			c.Close()
-		}
-		mu.Unlock()
-		wg.Wait()
-	})
+	t.Cleanup(func() { u.Close() })
 	return u
 }

@@ -56,6 +56,11 @@ const (
 	// bytes, then writes Config.Raw on the socket below TLS (an oversized
 	// or malformed record, see Record) and waits for the peer to close.
 	RawAfterHandshake
+	// NeverAnswers accepts and never writes: a TLS client's ClientHello gets no
+	// answer. It reads and drops what comes until the peer closes, so that
+	// Open sees the connections the peer still holds. It needs no TLS
+	// configuration.
+	NeverAnswers
 )
 
 // String names the fault, for test names.
@@ -75,6 +80,8 @@ func (f Fault) String() string {
 		return "close-notify-then-data"
 	case RawAfterHandshake:
 		return "raw-after-handshake"
+	case NeverAnswers:
+		return "never-answers"
 	}
 	return fmt.Sprintf("Fault(%d)", int(f))
 }
@@ -118,7 +125,7 @@ type Upstream struct {
 // Start listens on 127.0.0.1:0 and serves cfg's fault on every connection
 // until Close.
 func Start(cfg Config) (*Upstream, error) {
-	if cfg.Fault != RandomReply && cfg.TLS == nil {
+	if cfg.Fault != RandomReply && cfg.Fault != NeverAnswers && cfg.TLS == nil {
 		return nil, fmt.Errorf("starting a %v upstream: it needs a TLS configuration", cfg.Fault)
 	}
 	if cfg.Deadline <= 0 {
@@ -146,6 +153,14 @@ func (u *Upstream) Accepted() int64 { return u.accepted.Load() }
 // Struck returns how many connections got the fault (for Echo: how many
 // completed the handshake).
 func (u *Upstream) Struck() int64 { return u.struck.Load() }
+
+// Open returns how many of the connections the upstream accepted are still
+// open (the peer has not closed them).
+func (u *Upstream) Open() int {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	return len(u.conns)
+}
 
 // Close stops listening, closes every connection and waits for their
 // goroutines.
@@ -199,6 +214,10 @@ func (u *Upstream) serve(raw *net.TCPConn) {
 	}()
 	raw.SetDeadline(time.Now().Add(u.cfg.Deadline))
 	switch u.cfg.Fault {
+	case NeverAnswers:
+		u.struck.Add(1)
+		io.Copy(io.Discard, raw) // until the peer closes or resets it
+		return
 	case RandomReply:
 		if !readClientHello(raw) {
 			return
