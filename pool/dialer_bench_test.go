@@ -2,7 +2,7 @@ package pool
 
 import (
 	"crypto/tls"
-	"io"
+	"github.com/tlsrelay/tlsrelay/internal/backend"
 	"sync"
 	"testing"
 	"time"
@@ -73,29 +73,14 @@ func testGroupB(tb testing.TB, addr string) *Group {
 	return g
 }
 
-// benchTLSServer is a TLS 1.3 upstream that handshakes and then reads
-// until the client closes.
+// benchTLSServer is a TLS upstream that handshakes (no client
+// certificate) and then reads until the client closes.
 func benchTLSServer(tb testing.TB, set *pki.Set) string {
-	cfg := &tls.Config{Certificates: []tls.Certificate{set.Server.TLSCertificate()}}
-	ln, err := tls.Listen("tcp", "127.0.0.1:0", cfg)
+	srv, err := backend.Start(backend.Config{Mode: backend.Sink,
+		TLS: &tls.Config{Certificates: []tls.Certificate{set.Server.TLSCertificate()}}})
 	if err != nil {
 		tb.Fatal(err)
 	}
-	tb.Cleanup(func() { ln.Close() })
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			go func() {
-				defer c.Close()
-				if err := c.(*tls.Conn).Handshake(); err != nil {
-					return
-				}
-				io.Copy(io.Discard, c)
-			}()
-		}
-	}()
-	return ln.Addr().String()
+	tb.Cleanup(func() { srv.Close() })
+	return srv.Addr()
 }
