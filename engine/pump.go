@@ -118,6 +118,14 @@ func (s *session) pump(d *direction, force bool) {
 	// more: the last read filled its buffer, so crypto/tls may hold more
 	// plaintext than the socket's buffered bytes show.
 	more := true
+	// relayed is counted in the engine's metrics once per pump, not per
+	// read (the counters are shared by every loop).
+	var relayed int64
+	defer func() {
+		if relayed > 0 {
+			s.e.m.Relayed(d.upstream, relayed)
+		}
+	}()
 	for s.latch.n == 0 && (force || d.dst.pending() < s.srv.highWater) {
 		buf := s.lp.scratch
 		if d.rate > 0 {
@@ -153,7 +161,7 @@ func (s *session) pump(d *direction, force bool) {
 			}
 			*d.moved += int64(n)
 			*d.sent += int64(n)
-			s.e.m.Relayed(d.upstream, int64(n))
+			relayed += int64(n)
 			if d.corked {
 				// The records of this write go out in one.
 				d.dst.corkOn(&s.lp.cork)
