@@ -24,6 +24,8 @@ import (
 	"strings"
 	"syscall"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/tlsrelay/tlsrelay/engine"
 	"github.com/tlsrelay/tlsrelay/engine/conf"
 	"github.com/tlsrelay/tlsrelay/internal/safefile"
@@ -325,12 +327,9 @@ func test(o options, stdout, stderr io.Writer) int {
 	return 0
 }
 
-// signals are the signals of -s, by name, and signalNames their names.
-var (
-	signals = map[string]syscall.Signal{"stop": syscall.SIGTERM, "quit": syscall.SIGQUIT,
-		"reopen": syscall.SIGUSR1, "reload": syscall.SIGHUP}
-	signalNames = map[string]string{"stop": "SIGTERM", "quit": "SIGQUIT", "reopen": "SIGUSR1", "reload": "SIGHUP"}
-)
+// signals are the signals of -s, by name.
+var signals = map[string]syscall.Signal{"stop": syscall.SIGTERM, "quit": syscall.SIGQUIT,
+	"reopen": syscall.SIGUSR1, "reload": syscall.SIGHUP}
 
 // sendSignal is -s: signal the process whose pid the pid file holds, once
 // /proc shows it is a tlsrelay (identify).
@@ -364,7 +363,7 @@ func sendSignal(o options, stderr io.Writer) int {
 	// a reboot) then names some unrelated process that has the pid now.
 	if p := identify(pid); !p.relay {
 		fmt.Fprintf(stderr, "tlsrelay: [error] the pid file %q holds pid %d, which is not a tlsrelay process (%s): "+
-			"not sending it %s; the pid file is stale, remove it\n", cfg.Main.PID, pid, p.what, signalNames[o.signal])
+			"not sending it %s; the pid file is stale, remove it\n", cfg.Main.PID, pid, p.what, unix.SignalName(sig))
 		return 1
 	}
 	if err := syscall.Kill(pid, sig); err != nil {
