@@ -46,20 +46,27 @@ test-short:
 # the OpenSSL-signer build (build-openssl), each in a column of its own; both
 # need cgo, and without a C compiler they are left out.
 # BASELINE=<git ref> also builds that revision (in a temporary worktree,
-# not in your tree) and measures it in the handshake rows, in the same
-# alternating rounds, in a column of its own.
-BASELINE ?=
+# not in your tree) and measures it in the handshake and memory rows, in
+# the same alternating rounds, in a column of its own with a
+# tlsrelay/baseline ratio column. Without BASELINE: the last release tag,
+# else the build the committed BENCHMARKS.md measured (the commit in
+# bench/results.json: the previous main head). BASELINE=none measures no
+# baseline; so does BENCH_QUICK=1 unless BASELINE is given. A baseline
+# that cannot be built (a shallow clone) is left out with a note.
+BASELINE ?= $(if $(filter 1,$(BENCH_QUICK)),none,$(shell git describe --tags --abbrev=0 2>/dev/null || sed -n 's/.*"tlsrelay version: [^"]*commit \([0-9a-f]\{7,\}\)".*/\1/p' bench/results.json 2>/dev/null | head -n 1))
+BASE_REF   = $(filter-out none,$(BASELINE))
 bench: build
 	-@$(MAKE) --no-print-directory build-boring
 	-@$(MAKE) --no-print-directory build-openssl
-	@if [ -n "$(BASELINE)" ]; then $(MAKE) --no-print-directory build-baseline; fi
-	./$(BIN)/tlsrelay-bench -tlsrelay $(BIN)/tlsrelay $$([ -x $(BIN)/tlsrelay-boring ] && echo -tlsrelay-boring $(BIN)/tlsrelay-boring) $$([ -x $(BIN)/tlsrelay-openssl ] && echo -tlsrelay-openssl $(BIN)/tlsrelay-openssl) $$([ -n "$(BASELINE)" ] && echo -baseline $(BIN)/tlsrelay-baseline -baseline-ref "$$(git rev-parse --short $(BASELINE))") -out . $(BENCH_ARGS)
+	@rm -f $(BIN)/tlsrelay-baseline
+	-@if [ -n "$(BASE_REF)" ]; then $(MAKE) --no-print-directory build-baseline || echo "note: the baseline $(BASE_REF) could not be built; measuring without it"; fi
+	./$(BIN)/tlsrelay-bench -tlsrelay $(BIN)/tlsrelay $$([ -x $(BIN)/tlsrelay-boring ] && echo -tlsrelay-boring $(BIN)/tlsrelay-boring) $$([ -x $(BIN)/tlsrelay-openssl ] && echo -tlsrelay-openssl $(BIN)/tlsrelay-openssl) $$([ -x $(BIN)/tlsrelay-baseline ] && echo -baseline $(BIN)/tlsrelay-baseline -baseline-ref "$$(git rev-parse --short $(BASE_REF))") -out . $(BENCH_ARGS)
 
 # The BASELINE revision's binary, built in a temporary git worktree.
 build-baseline:
-	@test -n "$(BASELINE)" || { echo "build-baseline: set BASELINE=<git ref>"; exit 2; }
+	@test -n "$(BASE_REF)" || { echo "build-baseline: set BASELINE=<git ref>"; exit 2; }
 	rm -rf $(BIN)/baseline-src $(BIN)/tlsrelay-baseline
-	git worktree add --detach $(BIN)/baseline-src $(BASELINE)
+	git worktree add --detach $(BIN)/baseline-src $(BASE_REF)
 	cd $(BIN)/baseline-src && $(GO) build -o ../tlsrelay-baseline ./cmd/tlsrelay; rc=$$?; cd - >/dev/null; git worktree remove --force $(BIN)/baseline-src; exit $$rc
 
 # Only the handshake rows, the BoringCrypto build beside the default one,

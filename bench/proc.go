@@ -144,3 +144,57 @@ func SumRSS(pids []int) (int64, error) {
 	}
 	return sum, nil
 }
+
+// RunTimes returns the time each thread of the given processes has spent
+// on a CPU, by thread id, in nanoseconds: the first field of
+// /proc/PID/task/TID/schedstat. Unlike utime+stime (clock ticks of 10 ms)
+// it resolves the fraction of a per cent of one core that an idle proxy
+// uses over a couple of seconds. A thread that ends between two readings
+// takes its time with it; IdleCPU counts the threads of both readings.
+func RunTimes(pids []int) (map[int]int64, error) {
+	out := map[int]int64{}
+	for _, p := range pids {
+		dir := fmt.Sprintf("/proc/%d/task", p)
+		ents, err := os.ReadDir(dir)
+		if err != nil {
+			return nil, fmt.Errorf("listing the threads of %d: %w", p, err)
+		}
+		for _, e := range ents {
+			data, err := os.ReadFile(dir + "/" + e.Name() + "/schedstat")
+			if err != nil {
+				continue // the thread ended meanwhile
+			}
+			ns, err := parseSchedstat(data)
+			if err != nil {
+				return nil, fmt.Errorf("reading %s/%s/schedstat: %w", dir, e.Name(), err)
+			}
+			tid, _ := strconv.Atoi(e.Name())
+			out[tid] = ns
+		}
+	}
+	return out, nil
+}
+
+// parseSchedstat returns the first field of a schedstat line: the time on
+// a CPU in nanoseconds.
+func parseSchedstat(data []byte) (int64, error) {
+	f := strings.Fields(string(data))
+	if len(f) < 1 {
+		return 0, fmt.Errorf("empty schedstat")
+	}
+	ns, err := strconv.ParseInt(f[0], 10, 64)
+	if err != nil {
+		return 0, fmt.Errorf("parsing schedstat %q: %w", f[0], err)
+	}
+	return ns, nil
+}
+
+// RunTimeSince sums, over the threads of now, the time on a CPU since
+// before (a thread new since then counts whole).
+func RunTimeSince(before, now map[int]int64) time.Duration {
+	var sum int64
+	for tid, ns := range now {
+		sum += ns - before[tid]
+	}
+	return time.Duration(sum)
+}

@@ -68,3 +68,39 @@ func TestOwnProcess(t *testing.T) {
 		t.Errorf("Children(%d) = %v, missing %d", os.Getppid(), kids, pid)
 	}
 }
+
+// TestRunTimes: this process's threads have run, a busy loop adds to their
+// sum, and a schedstat line parses to its first field.
+func TestRunTimes(t *testing.T) {
+	if ns, err := parseSchedstat([]byte("93261 344476 1\n")); err != nil || ns != 93261 {
+		t.Fatalf("parseSchedstat = %d, %v; want 93261", ns, err)
+	}
+	if _, err := parseSchedstat([]byte("")); err == nil {
+		t.Fatal("parseSchedstat accepted an empty line")
+	}
+	pid := os.Getpid()
+	r0, err := RunTimes([]int{pid})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(r0) == 0 {
+		t.Fatal("no threads")
+	}
+	// Spin until the threads' sum has grown by 10 ms; without schedstat
+	// counting, ten seconds of spinning would not get there.
+	for deadline := time.Now().Add(10 * time.Second); ; {
+		for start := time.Now(); time.Since(start) < time.Millisecond; {
+		}
+		r1, err := RunTimes([]int{pid})
+		if err != nil {
+			t.Fatal(err)
+		}
+		d := RunTimeSince(r0, r1)
+		if d >= 10*time.Millisecond {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("10 s of spinning added %v of run time", d)
+		}
+	}
+}

@@ -52,18 +52,49 @@ func WriteReport(dir string, res *Results) error {
 
 // columns returns the names of the proxies that were measured in every
 // row group.
-func columns(res *Results) []string { return columnsFor(res, false) }
+func columns(res *Results) []string { return columnsFor(res, "") }
 
-// columnsFor returns the names of the proxies measured; with handshake,
-// also those measured in the handshake rows only.
-func columnsFor(res *Results, handshake bool) []string {
+// columnsFor returns the names of the proxies measured in the row group
+// (RowHandshake, RowMemory; "" for the rows every proxy is measured in):
+// the handshake rows also have the builds measured there only, and both
+// have the baseline build.
+func columnsFor(res *Results, group string) []string {
 	var out []string
 	for _, p := range res.Peers {
-		if p.Available && (handshake || !p.HandshakeOnly) {
-			out = append(out, p.Name)
+		if !p.Available {
+			continue
 		}
+		switch {
+		case p.Baseline && group != RowHandshake && group != RowMemory:
+			continue
+		case p.HandshakeOnly && group != RowHandshake:
+			continue
+		}
+		out = append(out, p.Name)
 	}
 	return out
+}
+
+// baselineColumn returns the name of the baseline build's column, if the
+// run measured one.
+func baselineColumn(res *Results) (string, bool) {
+	for _, p := range res.Peers {
+		if p.Available && p.Baseline {
+			return p.Name, true
+		}
+	}
+	return "", false
+}
+
+// againstBaseline returns the header of the tlsrelay/baseline ratio
+// column and a function that renders one row's ratio from its two cells'
+// summaries; without a baseline column, no header.
+func againstBaseline(res *Results) (string, bool) {
+	name, ok := baselineColumn(res)
+	if !ok {
+		return "", false
+	}
+	return subjectName + "/" + name, true
 }
 
 func hasColumn(cols []string, name string) bool {
@@ -123,6 +154,15 @@ func cellText(s Summary, err string, scale float64) string {
 	default:
 		return summaryText(s, scale)
 	}
+}
+
+// pairRatio renders a/b of two cells' summaries, "–" when either is
+// missing.
+func pairRatio[C any](a, b *C, get func(*C) Summary) string {
+	if a == nil || b == nil {
+		return "–"
+	}
+	return ratioText(get(a), get(b))
 }
 
 // ratioText renders subject/baseline medians as "0.42×".
@@ -205,8 +245,10 @@ func Markdown(res *Results) string {
 	}
 	b.WriteString("\n")
 
+	baseName, haveBase := baselineColumn(res)
+	baseHead, _ := againstBaseline(res)
 	if len(res.Handshake) > 0 {
-		cols := columnsFor(res, true)
+		cols := columnsFor(res, RowHandshake)
 		b.WriteString("## 1. Handshake cost\n\n")
 		fmt.Fprintf(&b, "New client connections through the proxy: %d concurrent Go clients each connect in plaintext, write 16 bytes, read the echo and close, for %s or %d connections per round, after a warm-up. The proxy makes one upstream TLS connection per client, with a client certificate (mutual TLS), verifying a chain of leaf + %d intermediate, X25519 key exchange. *Full* is `proxy_ssl_session_reuse off`, *resumed* is `on`.\n\n",
 			res.LoadWorkers, fmtSeconds(res.HandshakeSeconds), res.HandshakeMaxConns, Intermediates)
@@ -215,6 +257,9 @@ func Markdown(res *Results) string {
 		head := []string{"handshake", "floor, Go: chain checked / cached", "floor, OpenSSL"}
 		head = append(head, cols...)
 		head = append(head, ratioHead)
+		if haveBase {
+			head = append(head, baseHead)
+		}
 		t := newTable(&b, head...)
 		for _, row := range res.Handshake {
 			floor := "–"
@@ -234,6 +279,9 @@ func Markdown(res *Results) string {
 				cells = append(cells, cellText(hc.CPUMicros, hc.Err, 1))
 			}
 			cells = append(cells, handshakeRatio(row, func(c *HandshakeCell) Summary { return c.CPUMicros }))
+			if haveBase {
+				cells = append(cells, pairRatio(row.Cells[subjectName], row.Cells[baseName], func(c *HandshakeCell) Summary { return c.CPUMicros }))
+			}
 			t.row(cells...)
 		}
 		b.WriteString("\n### New connections per second\n\n")
@@ -315,44 +363,77 @@ func Markdown(res *Results) string {
 		b.WriteString("\n")
 	}
 	if len(res.Memory) > 0 {
+		cols := columnsFor(res, RowMemory)
+		memRatios := func(get func(*MemoryCell) Summary, s, n, base *MemoryCell) []string {
+			out := []string{"–"}
+			if s != nil && n != nil {
+				out[0] = ratioText(get(s), get(n))
+			}
+			if haveBase {
+				out = append(out, pairRatio(s, base, get))
+			}
+			return out
+		}
+		memHead := func(first string) []string {
+			h := append(append([]string{first}, cols...), ratioHead)
+			if haveBase {
+				h = append(h, baseHead)
+			}
+			return h
+		}
 		b.WriteString("## 4. Memory per idle proxied connection\n\n")
 		b.WriteString("Each client connects, sends one byte, reads the echo (so the upstream TLS 1.3 session is up) and stays idle; KiB/conn = (RSS with N held − RSS before) ÷ N, RSS = VmRSS summed over the proxy's processes (NGINX: master + workers).\n\n")
 		fmt.Fprintf(&b, "![RSS per idle connection](%s)\n\n", MemoryChart)
-		t := newTable(&b, append(append([]string{"held connections"}, cols...), ratioHead)...)
+		t := newTable(&b, memHead("held connections")...)
 		for _, row := range res.Memory {
 			cells := []string{fmt.Sprint(row.Held)}
 			for _, c := range cols {
 				mc := row.Cells[c]
 				cells = append(cells, cellText(mc.KiBPerConn, mc.Err, 1))
 			}
-			ratio := "–"
-			if s, n := row.Cells[subjectName], row.Cells[baselineName]; s != nil && n != nil {
-				ratio = ratioText(s.KiBPerConn, n.KiBPerConn)
-			}
-			t.row(append(cells, ratio)...)
+			t.row(append(cells, memRatios(func(c *MemoryCell) Summary { return c.KiBPerConn }, row.Cells[subjectName], row.Cells[baselineName], row.Cells[baseName])...)...)
 		}
 		b.WriteString("\n### Idle CPU (% of one core) while the connections are held and nothing moves\n\n")
 		b.WriteString("Sampled over a couple of seconds after the RSS reading; \"none held\" is the proxy after its warm-up, before the first connection is held. Timers and polling show here.\n\n")
-		t = newTable(&b, append(append([]string{"held connections"}, cols...), ratioHead)...)
-		if len(res.Memory) > 0 {
-			cells := []string{"none held"}
-			for _, c := range cols {
-				mc := res.Memory[0].Cells[c]
-				cells = append(cells, oneDecimal(mc.BaselineIdleCPUPct, mc.Err))
-			}
-			t.row(append(cells, "–")...)
+		t = newTable(&b, memHead("held connections")...)
+		first := res.Memory[0]
+		cells := []string{"none held"}
+		for _, c := range cols {
+			mc := first.Cells[c]
+			cells = append(cells, oneDecimal(mc.BaselineIdleCPUPct, mc.Err))
 		}
+		t.row(append(cells, memRatios(func(c *MemoryCell) Summary { return c.BaselineIdleCPUPct }, first.Cells[subjectName], first.Cells[baselineName], first.Cells[baseName])...)...)
 		for _, row := range res.Memory {
 			cells := []string{fmt.Sprint(row.Held)}
 			for _, c := range cols {
 				mc := row.Cells[c]
 				cells = append(cells, oneDecimal(mc.IdleCPUPct, mc.Err))
 			}
-			ratio := "–"
-			if s, n := row.Cells[subjectName], row.Cells[baselineName]; s != nil && n != nil {
-				ratio = ratioText(s.IdleCPUPct, n.IdleCPUPct)
+			t.row(append(cells, memRatios(func(c *MemoryCell) Summary { return c.IdleCPUPct }, row.Cells[subjectName], row.Cells[baselineName], row.Cells[baseName])...)...)
+		}
+		last := res.Memory[len(res.Memory)-1]
+		settle := 3.0
+		if res.Quick {
+			settle = 1
+		}
+		b.WriteString("\n### Resident memory after bursts (MiB)\n\n")
+		fmt.Fprintf(&b, "*After new connections*: RSS after the memory round's warm-up (%d clients making new connections for 10 s) and 2 s of quiet, before any connection is held. *After %d closed*: RSS %s after the %d held connections closed at once.\n\n",
+			res.LoadWorkers, last.Held, fmtSeconds(settle), last.Held)
+		t = newTable(&b, memHead("RSS")...)
+		for _, m := range []struct {
+			name string
+			row  MemoryRow
+			get  func(*MemoryCell) Summary
+		}{
+			{"after new connections", first, func(c *MemoryCell) Summary { return c.BurstMiB }},
+			{fmt.Sprintf("after %d closed", last.Held), last, func(c *MemoryCell) Summary { return c.ClosedMiB }},
+		} {
+			cells := []string{m.name}
+			for _, c := range cols {
+				mc := m.row.Cells[c]
+				cells = append(cells, cellText(m.get(mc), mc.Err, 1))
 			}
-			t.row(append(cells, ratio)...)
+			t.row(append(cells, memRatios(m.get, m.row.Cells[subjectName], m.row.Cells[baselineName], m.row.Cells[baseName])...)...)
 		}
 		b.WriteString("\n")
 	}
@@ -431,9 +512,24 @@ func atAGlance(res *Results) []string {
 	if parts := cpuRatios(res, subjectName); len(parts) > 0 {
 		out = append(out, "Proxy CPU per new connection, tlsrelay/NGINX (lower is better for tlsrelay): "+strings.Join(parts, "; ")+".")
 	}
+	if base, ok := baselineColumn(res); ok {
+		var parts []string
+		for _, row := range res.Handshake {
+			s, b := row.Cells[subjectName], row.Cells[base]
+			if s == nil || b == nil {
+				continue
+			}
+			if r := Ratio(s.CPUMicros, b.CPUMicros); !math.IsNaN(r) {
+				parts = append(parts, fmt.Sprintf("%s %.2f×", row.Name, r))
+			}
+		}
+		if len(parts) > 0 {
+			out = append(out, "Proxy CPU per new connection, tlsrelay/"+base+" (this build against the earlier one, same run): "+strings.Join(parts, "; ")+".")
+		}
+	}
 	// The other builds of tlsrelay, on the rows they were measured in.
 	for _, p := range res.Peers {
-		if !p.Available || !p.HandshakeOnly {
+		if !p.Available || !(p.HandshakeOnly || p.Baseline) {
 			continue
 		}
 		if parts := cpuRatios(res, p.Name); len(parts) > 0 {
@@ -484,7 +580,7 @@ func atAGlance(res *Results) []string {
 func errorNotes(res *Results) []string {
 	var out []string
 	for _, row := range res.Handshake {
-		for _, c := range columns(res) {
+		for _, c := range columnsFor(res, RowHandshake) {
 			hc := row.Cells[c]
 			if hc == nil {
 				continue
@@ -514,7 +610,7 @@ func errorNotes(res *Results) []string {
 func resumptionNotes(res *Results) []string {
 	var out []string
 	for _, row := range res.Handshake {
-		for _, c := range columns(res) {
+		for _, c := range columnsFor(res, RowHandshake) {
 			hc := row.Cells[c]
 			if hc == nil || !hc.HitRate.Valid() {
 				continue

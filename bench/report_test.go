@@ -126,3 +126,38 @@ func TestMarkdownHandshakeOnlyPeer(t *testing.T) {
 		}
 	}
 }
+
+// TestMarkdownBaselineColumn: the baseline build (make bench BASELINE=ref)
+// has a column in the handshake and memory rows, each with a
+// tlsrelay/baseline ratio, none in the throughput rows, and a line at a
+// glance; the RSS after bursts has its table.
+func TestMarkdownBaselineColumn(t *testing.T) {
+	res := sampleResults()
+	one := func(v float64) Summary { return Summarize([]float64{v}) }
+	res.Peers = append(res.Peers, PeerInfo{Name: "tlsrelay baseline", Version: "baseline abc1234", Available: true, Baseline: true})
+	res.Handshake[0].Cells["tlsrelay baseline"] = &HandshakeCell{CPUMicros: one(500),
+		ConnsPerSec: one(800), P50Millis: one(1), P99Millis: one(2)}
+	res.Memory[0].Cells["tlsrelay"].BurstMiB = one(30)
+	res.Memory[0].Cells["tlsrelay"].ClosedMiB = one(33)
+	res.Memory[0].Cells["NGINX"].BurstMiB = one(10)
+	res.Memory[0].Cells["NGINX"].ClosedMiB = one(11)
+	res.Memory[0].Cells["tlsrelay baseline"] = &MemoryCell{KiBPerConn: one(25), IdleCPUPct: one(0.4),
+		BaselineIdleCPUPct: one(0.1), BurstMiB: one(60), ClosedMiB: one(66)}
+	md := Markdown(res)
+	for _, want := range []string{
+		"| handshake | floor, Go: chain checked / cached | floor, OpenSSL | tlsrelay | NGINX | tlsrelay baseline | tlsrelay/NGINX | tlsrelay/tlsrelay baseline |",
+		"| TLS1.3 ecdsa-p256 full | 300 | – | 450 (400–500) | 900 | 500 | 0.50× | 0.90× |",
+		"| held connections | tlsrelay | NGINX | tlsrelay baseline | tlsrelay/NGINX | tlsrelay/tlsrelay baseline |",
+		"| after new connections | 30.0 † | 10.0 | 60.0 | 3.00× | 0.50× |",
+		"| after 2000 closed | 33.0 † | 11.0 | 66.0 | 3.00× | 0.50× |",
+		"- Proxy CPU per new connection, tlsrelay/tlsrelay baseline (this build against the earlier one, same run): TLS1.3 ecdsa-p256 full 0.90×.",
+	} {
+		if !strings.Contains(md, want) {
+			t.Errorf("report lacks %q:\n%s", want, md)
+		}
+	}
+	// The throughput table has no baseline column.
+	if i := strings.Index(md, "## 3. Throughput"); i < 0 || strings.Contains(md[i:strings.Index(md, "## 4.")], "baseline") {
+		t.Errorf("the throughput table mentions the baseline:\n%s", md)
+	}
+}

@@ -45,6 +45,9 @@ type PeerInfo struct {
 	// HandshakeOnly: measured in the handshake rows only
 	// (Options.HandshakePeers).
 	HandshakeOnly bool `json:"handshake_only,omitempty"`
+	// Baseline: the earlier build of Options.Baseline, measured in the
+	// handshake and memory rows.
+	Baseline bool `json:"baseline,omitempty"`
 }
 
 // HandshakeRow is one handshake kind across the proxies.
@@ -137,9 +140,14 @@ type MemoryCell struct {
 	// IdleCPUPct is the proxy's CPU use, in percent of one core, while
 	// the connections are held and nothing moves; BaselineIdleCPUPct the
 	// same with no connection.
-	IdleCPUPct         Summary       `json:"idle_cpu_pct"`
-	BaselineIdleCPUPct Summary       `json:"baseline_idle_cpu_pct"`
-	Rounds             []MemoryRound `json:"rounds"`
+	IdleCPUPct         Summary `json:"idle_cpu_pct"`
+	BaselineIdleCPUPct Summary `json:"baseline_idle_cpu_pct"`
+	// BurstMiB is the RSS after the warm-up's burst of new connections
+	// and a short quiet, before any is held; ClosedMiB the RSS a few
+	// seconds after the held connections closed at once (last row only).
+	BurstMiB  Summary       `json:"burst_rss_mib"`
+	ClosedMiB Summary       `json:"closed_rss_mib"`
+	Rounds    []MemoryRound `json:"rounds"`
 }
 
 // MemoryRound is one measurement of RSS with connections held.
@@ -152,4 +160,7 @@ type MemoryRound struct {
 	// with the connections held idle, and before any was opened.
 	IdleCPUPct         float64 `json:"idle_cpu_pct"`
 	BaselineIdleCPUPct float64 `json:"baseline_idle_cpu_pct"`
+	// ClosedMiB is the RSS a few seconds after every held connection
+	// closed (the round's last count only; 0 elsewhere).
+	ClosedMiB float64 `json:"closed_rss_mib,omitempty"`
 }

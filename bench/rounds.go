@@ -34,6 +34,11 @@ type Options struct {
 	// HandshakePeers are measured in the handshake rows only, in columns
 	// after Peers' (a second tlsrelay build).
 	HandshakePeers []Peer
+	// Baseline, when set, is an earlier build of tlsrelay (make bench
+	// BASELINE=ref) measured in the handshake and memory rows, in the same
+	// alternating rounds as Peers, in the last column; the report divides
+	// tlsrelay's figures by its own there too.
+	Baseline Peer
 	// Dir is a scratch directory for certificates, configurations and
 	// logs; it must exist.
 	Dir string
@@ -219,8 +224,12 @@ func (r *runner) countSteps() int {
 	if r.o.want(RowMicro) {
 		n += 4
 	}
+	baseline := 0
+	if r.o.Baseline != nil {
+		baseline = 1
+	}
 	if r.o.want(RowHandshake) {
-		n += len(r.o.Kinds) * r.o.Rounds * (peers + len(r.o.HandshakePeers))
+		n += len(r.o.Kinds) * r.o.Rounds * (peers + len(r.o.HandshakePeers) + baseline)
 	}
 	if r.o.want(RowPrewarm) {
 		n += len(r.prewarmVariants()) * r.o.Rounds
@@ -229,7 +238,7 @@ func (r *runner) countSteps() int {
 		n += 4 * r.o.Rounds * peers
 	}
 	if r.o.want(RowMemory) {
-		n += r.o.Rounds * peers
+		n += r.o.Rounds * (peers + baseline)
 	}
 	return n
 }
@@ -288,8 +297,16 @@ func quiesce(b Backends, limit time.Duration) {
 	}
 }
 
+// withBaseline returns peers followed by the baseline build, if any.
+func (r *runner) withBaseline(peers ...Peer) []Peer {
+	if r.o.Baseline != nil {
+		peers = append(peers, r.o.Baseline)
+	}
+	return peers
+}
+
 func (r *runner) handshakes() error {
-	peers := append(append([]Peer(nil), r.o.Peers...), r.o.HandshakePeers...)
+	peers := r.withBaseline(append(append([]Peer(nil), r.o.Peers...), r.o.HandshakePeers...)...)
 	// One set of backends per group of rows: TLS with each key, and
 	// plaintext.
 	for _, g := range []struct {
@@ -554,15 +571,16 @@ func (r *runner) memory() error {
 		return fmt.Errorf("starting echo backends: %w", err)
 	}
 	defer b.Close()
+	peers := r.withBaseline(r.o.Peers...)
 	rows := make([]MemoryRow, len(r.o.Held))
 	for j, n := range r.o.Held {
 		rows[j] = MemoryRow{Held: n, Cells: map[string]*MemoryCell{}}
-		for _, p := range r.o.Peers {
+		for _, p := range peers {
 			rows[j].Cells[p.Name()] = &MemoryCell{}
 		}
 	}
 	for i := 0; i < r.o.Rounds; i++ {
-		for _, p := range order(r.o.Peers, i) {
+		for _, p := range order(peers, i) {
 			if err := r.ctx.Err(); err != nil {
 				return err
 			}
@@ -584,7 +602,7 @@ func (r *runner) memory() error {
 	}
 	for j := range rows {
 		for _, c := range rows[j].Cells {
-			var kib, idle, idle0 []float64
+			var kib, idle, idle0, warm, after []float64
 			var errs []string
 			for _, rd := range c.Rounds {
 				if rd.Err != "" {
@@ -594,9 +612,14 @@ func (r *runner) memory() error {
 				kib = append(kib, rd.KiBPerConn)
 				idle = append(idle, rd.IdleCPUPct)
 				idle0 = append(idle0, rd.BaselineIdleCPUPct)
+				warm = append(warm, rd.BaselineMiB)
+				if rd.ClosedMiB > 0 {
+					after = append(after, rd.ClosedMiB)
+				}
 			}
 			c.KiBPerConn, c.Err = Summarize(kib), cellError(errs, len(c.Rounds))
 			c.IdleCPUPct, c.BaselineIdleCPUPct = Summarize(idle), Summarize(idle0)
+			c.BurstMiB, c.ClosedMiB = Summarize(warm), Summarize(after)
 		}
 	}
 	r.res.Memory = append(r.res.Memory, rows...)
@@ -661,7 +684,23 @@ func (r *runner) memoryRound(p Peer, b Backends) []MemoryRound {
 			BaselineIdleCPUPct: idle0, IdleCPUPct: idle,
 		}
 	}
+	// The held connections close at once, as a gateway's clients may
+	// after an outage: what the proxy keeps afterwards.
+	h.Close()
+	time.Sleep(r.settleWindow())
+	if rss, err := in.RSS(); err == nil {
+		out[len(out)-1].ClosedMiB = float64(rss) / (1 << 20)
+	}
 	return out
+}
+
+// settleWindow is how long a memory round waits after the held
+// connections closed before it reads the RSS: 3s, quick 1s.
+func (r *runner) settleWindow() time.Duration {
+	if r.o.Quick {
+		return time.Second
+	}
+	return 3 * time.Second
 }
 
 // idleWindow is how long idle CPU is sampled: 2s, quick 1s.
@@ -673,17 +712,20 @@ func (r *runner) idleWindow() time.Duration {
 }
 
 // idleCPU returns the proxy's CPU use over window, in percent of one core,
-// while nothing is sent through it.
+// while nothing is sent through it; from the threads' run times (ns), as
+// utime+stime would round a couple of seconds of an idle proxy to 0 or
+// 0.5 %.
 func idleCPU(in *Instance, window time.Duration) (float64, error) {
-	c0, err := in.CPU()
+	pids := in.PIDs()
+	r0, err := RunTimes(pids)
 	if err != nil {
 		return 0, err
 	}
 	t0 := time.Now()
 	time.Sleep(window)
-	c1, err := in.CPU()
+	r1, err := RunTimes(pids)
 	if err != nil {
 		return 0, err
 	}
-	return 100 * (c1 - c0).Seconds() / time.Since(t0).Seconds(), nil
+	return 100 * RunTimeSince(r0, r1).Seconds() / time.Since(t0).Seconds(), nil
 }

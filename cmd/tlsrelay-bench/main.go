@@ -73,7 +73,7 @@ func run(args []string) error {
 		tlsrelayPath = fs.String("tlsrelay", "bin/tlsrelay", "tlsrelay binary to measure")
 		boringPath   = fs.String("tlsrelay-boring", "", `a second tlsrelay binary, built with "make build-boring", measured in the handshake rows in a column of its own ("" for none)`)
 		osslKeysPath = fs.String("tlsrelay-openssl", "", `a tlsrelay binary built with "make build-openssl" (RSA client-key signatures by OpenSSL's libcrypto), measured in the handshake rows in a column of its own ("" for none)`)
-		baselinePath = fs.String("baseline", "", `a tlsrelay binary built from an earlier revision ("make bench BASELINE=ref" builds one), measured in the handshake rows in a column of its own, in the same alternating rounds ("" for none)`)
+		baselinePath = fs.String("baseline", "", `a tlsrelay binary built from an earlier revision ("make bench BASELINE=ref" builds one), measured in the handshake and memory rows in a column of its own, in the same alternating rounds, with a tlsrelay/baseline ratio column ("" for none)`)
 		baselineRef  = fs.String("baseline-ref", "", "the revision -baseline was built from, for its column's description")
 		nginxPath    = fs.String("nginx", "", `nginx binary (default: from PATH; "none" to skip)`)
 		nginxModule  = fs.String("nginx-module", "/usr/lib/nginx/modules/ngx_stream_module.so", "NGINX stream module to load (skipped when the file does not exist)")
@@ -142,7 +142,6 @@ func run(args []string) error {
 	for _, o := range []struct{ path, build, label string }{
 		{*boringPath, gitDescribe() + ", GOEXPERIMENT=boringcrypto", BoringColumn},
 		{*osslKeysPath, gitDescribe() + ", -tags openssl", OpenSSLColumn},
-		{*baselinePath, "baseline " + *baselineRef, BaselineColumn},
 	} {
 		if o.path == "" {
 			continue
@@ -150,6 +149,12 @@ func run(args []string) error {
 		b := bench.Tlsrelay{Path: o.path, Build: o.build, Label: o.label}
 		handshakePeers = append(handshakePeers, b)
 		infos = append(infos, bench.PeerInfo{Name: b.Name(), Version: b.Version(), Available: true, HandshakeOnly: true})
+	}
+	var baseline bench.Peer
+	if *baselinePath != "" {
+		b := bench.Tlsrelay{Path: *baselinePath, Build: "baseline " + *baselineRef, Label: BaselineColumn}
+		baseline = b
+		infos = append(infos, bench.PeerInfo{Name: b.Name(), Version: b.Version(), Available: true, Baseline: true})
 	}
 	for _, n := range notes {
 		fmt.Fprintln(os.Stderr, "note:", n)
@@ -167,7 +172,7 @@ func run(args []string) error {
 
 	prog := bench.NewProgress(os.Stderr, bench.IsTerminal(os.Stderr))
 	res, runErr := bench.Run(ctx, bench.Options{
-		Peers: peers, HandshakePeers: handshakePeers, Dir: scratch, Workers: *workers, Rounds: *rounds, Quick: *quick,
+		Peers: peers, HandshakePeers: handshakePeers, Baseline: baseline, Dir: scratch, Workers: *workers, Rounds: *rounds, Quick: *quick,
 		LoadWorkers: *loadWorkers, Only: onlyRows, OpenSSL: sslPath, Kinds: kinds,
 		StartBackends: func(s bench.BackendSpec) (bench.Backends, error) { return bench.StartChildBackends(exe, s) },
 		Step:          prog.Step,
