@@ -455,18 +455,27 @@ func sigName(s os.Signal) string {
 	return s.String()
 }
 
-// loopHeadroom gives the Go scheduler one P more per event loop, unless
-// GOMAXPROCS is set. The loops are locked to their threads and wait in
-// epoll_wait, a system call during which a loop keeps its P until the
-// runtime's sysmon takes it back, after up to 10 ms once the process has
-// been quiet; with as many Ps as cores and a loop per core, the dialer's
+// loopHeadroom makes sure the Go scheduler has a P that no event loop
+// holds, unless GOMAXPROCS is set. The loops are locked to their threads
+// and wait in epoll_wait, a system call during which a loop keeps its P
+// until the runtime's sysmon takes it back, after up to 10 ms once the
+// process has been quiet; with as many Ps as loops, the dialer's
 // goroutines (connect, handshake) and Go's netpoller then wait for that,
-// which showed as a p90 of 17 ms for one client at a time (4 ms with the
-// headroom, in-process test). Runs on the main goroutine before the engine
-// starts.
+// which showed as a p99 of 17 ms for one client at a time (4 ms with a
+// free P, in-process test). So GOMAXPROCS is the default (the CPUs) or
+// the loops plus one, whichever is more: one free P is enough, and every
+// P more costs the busy path. On the 2-core bench machine, 2 loops with
+// 3 Ps against 4 (the earlier rule, a P more per loop): 9 % less CPU per
+// resumed TLS 1.3 connection and 7 % per full one; 1 loop with 2 Ps
+// against 3: 7 % less in every TLS row (docs/benchmarks.md). Runs on the
+// main goroutine before the engine starts.
 func loopHeadroom(cfg *conf.Config) {
 	if os.Getenv("GOMAXPROCS") != "" {
 		return
 	}
-	runtime.GOMAXPROCS(runtime.GOMAXPROCS(0) + cfg.Main.Loops())
+	runtime.GOMAXPROCS(headroomProcs(runtime.GOMAXPROCS(0), cfg.Main.Loops()))
 }
+
+// headroomProcs is loopHeadroom's GOMAXPROCS for the default procs and
+// the number of event loops.
+func headroomProcs(procs, loops int) int { return max(procs, loops+1) }
