@@ -394,20 +394,20 @@ func Markdown(res *Results) string {
 			t.row(append(cells, memRatios(func(c *MemoryCell) Summary { return c.KiBPerConn }, row.Cells[subjectName], row.Cells[baselineName], row.Cells[baseName])...)...)
 		}
 		b.WriteString("\n### Idle CPU (% of one core) while the connections are held and nothing moves\n\n")
-		b.WriteString("Sampled over a couple of seconds after the RSS reading; \"none held\" is the proxy after its warm-up, before the first connection is held. Timers and polling show here.\n\n")
+		b.WriteString("Sampled over 2 s (1 s in a quick run) after the RSS reading, from the run time of the proxy's threads (/proc/PID/task/TID/schedstat, in ns); \"none held\" is the proxy after its warm-up, before the first connection is held. Timers and polling show here.\n\n")
 		t = newTable(&b, memHead("held connections")...)
 		first := res.Memory[0]
 		cells := []string{"none held"}
 		for _, c := range cols {
 			mc := first.Cells[c]
-			cells = append(cells, oneDecimal(mc.BaselineIdleCPUPct, mc.Err))
+			cells = append(cells, pctText(mc.BaselineIdleCPUPct, mc.Err))
 		}
 		t.row(append(cells, memRatios(func(c *MemoryCell) Summary { return c.BaselineIdleCPUPct }, first.Cells[subjectName], first.Cells[baselineName], first.Cells[baseName])...)...)
 		for _, row := range res.Memory {
 			cells := []string{fmt.Sprint(row.Held)}
 			for _, c := range cols {
 				mc := row.Cells[c]
-				cells = append(cells, oneDecimal(mc.IdleCPUPct, mc.Err))
+				cells = append(cells, pctText(mc.IdleCPUPct, mc.Err))
 			}
 			t.row(append(cells, memRatios(func(c *MemoryCell) Summary { return c.IdleCPUPct }, row.Cells[subjectName], row.Cells[baselineName], row.Cells[baseName])...)...)
 		}
@@ -554,7 +554,7 @@ func atAGlance(res *Results) []string {
 				row.Held, num(s.KiBPerConn.Median), num(n.KiBPerConn.Median), r))
 		}
 		if s.IdleCPUPct.Valid() && n.IdleCPUPct.Valid() {
-			out = append(out, fmt.Sprintf("Idle CPU with %d connections held: tlsrelay %.1f%%, NGINX %.1f%% of one core.",
+			out = append(out, fmt.Sprintf("Idle CPU with %d connections held: tlsrelay %.2f%%, NGINX %.2f%% of one core.",
 				row.Held, s.IdleCPUPct.Median, n.IdleCPUPct.Median))
 		}
 	}
@@ -628,14 +628,15 @@ func resumptionNotes(res *Results) []string {
 	return out
 }
 
-// oneDecimal renders a summary with one decimal, for CPU percentages.
-func oneDecimal(s Summary, err string) string {
+// pctText renders a summary with two decimals, for idle CPU percentages
+// (measured to the nanosecond, and the interesting ones are below 1 %).
+func pctText(s Summary, err string) string {
 	if !s.Valid() {
 		return cellText(s, err, 1)
 	}
-	out := fmt.Sprintf("%.1f", s.Median)
+	out := fmt.Sprintf("%.2f", s.Median)
 	if s.N > 1 && s.Min != s.Max {
-		out += fmt.Sprintf(" (%.1f–%.1f)", s.Min, s.Max)
+		out += fmt.Sprintf(" (%.2f–%.2f)", s.Min, s.Max)
 	}
 	if err != "" {
 		out += " †"
