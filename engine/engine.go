@@ -253,7 +253,7 @@ func (e *Engine) Serve(ctx context.Context) error {
 	e.bootLeft = n
 	opts := []gnet.Option{
 		gnet.WithNumEventLoop(n),
-		gnet.WithLockOSThread(true),
+		gnet.WithLockOSThread(lockLoops(e.cfg().Main.CPUAffinity)),
 		gnet.WithTCPNoDelay(gnet.TCPNoDelay),
 		gnet.WithLogger(gnetLogger{e.log}),
 	}

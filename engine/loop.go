@@ -8,6 +8,8 @@ import (
 
 	"github.com/panjf2000/gnet/v2"
 	"golang.org/x/sys/unix"
+
+	"github.com/tlsrelay/tlsrelay/engine/conf"
 )
 
 // tick is the resolution of the per-loop timer wheels; pollTick the
@@ -356,8 +358,19 @@ func (e *Engine) kickTicker() {
 	}
 }
 
+// lockLoops reports whether the loops run locked to their threads
+// (LockOSThread): only when worker_cpu_affinity pins them, which is a
+// property of the thread. A locked loop costs every time it yields: gnet's
+// loop calls runtime.Gosched after each burst of events, and a locked
+// goroutine that yields sends its thread to sleep and wakes it again
+// through another one (stoplockedm, startlockedm: two futex wake-ups and
+// two context switches). Unlocked, on the 2-core bench machine: 9 % less
+// CPU per plain connection, 13 % per resumed TLS 1.2 one, 2-4 % per TLS
+// 1.3 one (docs/benchmarks.md).
+func lockLoops(aff conf.CPUAffinity) bool { return aff.Auto || len(aff.Masks) > 0 }
+
 // pinLoop applies worker_cpu_affinity to the calling loop's thread (loops
-// run with LockOSThread). Runs on the loop.
+// run with LockOSThread when it is set, see lockLoops). Runs on the loop.
 func (e *Engine) pinLoop(i int) {
 	aff := e.cfg().Main.CPUAffinity
 	var set unix.CPUSet
