@@ -17,9 +17,11 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"syscall"
 
 	"github.com/panjf2000/gnet/v2"
+	"golang.org/x/sys/unix"
 
 	"github.com/tlsrelay/tlsrelay/internal/syserr"
 	"github.com/tlsrelay/tlsrelay/pool"
@@ -110,6 +112,10 @@ func (s *session) dialDone(r pool.DialResult) {
 		}))
 		return
 	}
+	if tc, ok := r.Raw.(*net.TCPConn); ok {
+		s.adoptUpstream(tc, r)
+		return
+	}
 	ch, err := el.Enroll(gnet.NewContext(context.Background(), &upOpen{s: s, res: r}), r.Raw)
 	if err == nil {
 		// gnet's enroll waits for the loop to register the conn; a loop
@@ -136,6 +142,57 @@ func (s *session) dialDone(r pool.DialResult) {
 			return nil
 		}))
 	}
+}
+
+// adoptUpstream hands a dialled TCP socket to the session's loop with
+// EventLoop.Adopt (internal/gnet), the loop then calling onUpstreamOpen:
+// the socket is duplicated here and the original closed (it is registered
+// with Go's netpoller, which the dial and the handshake used), without
+// Enroll's worker goroutine and its two waits for the loop. Runs on a
+// dialer worker.
+func (s *session) adoptUpstream(tc *net.TCPConn, r pool.DialResult) {
+	el := s.lp.el
+	fail := func(err error) {
+		el.Execute(context.Background(), gnet.RunnableFunc(func(context.Context) error {
+			s.peer = r.Peer // on the loop
+			s.dialFailed(err)
+			return nil
+		}))
+	}
+	fd, err := dupSocket(tc)
+	local, remote := tc.LocalAddr(), tc.RemoteAddr()
+	tc.Close()
+	if err != nil {
+		var errno syscall.Errno
+		if errors.As(err, &errno) {
+			err = textError{fmt.Sprintf("dup() failed (%s) while adopting the upstream connection, upstream: \"%s\"", syserr.Paren(errno), r.Peer), errno}
+		}
+		fail(err)
+		return
+	}
+	failed := func(err error) { // on the loop; gnet closed fd
+		s.peer = r.Peer
+		s.dialFailed(fmt.Errorf("adopting the upstream connection failed (%w), upstream: \"%s\"", err, r.Peer))
+	}
+	if err := el.Adopt(gnet.NewContext(context.Background(), &upOpen{s: s, res: r}), fd, local, remote, failed); err != nil {
+		unix.Close(fd) // the engine is stopping
+	}
+}
+
+// dupSocket duplicates the socket of c (close-on-exec).
+func dupSocket(c *net.TCPConn) (int, error) {
+	rc, err := c.SyscallConn()
+	if err != nil {
+		return -1, err
+	}
+	fd := -1
+	var derr error
+	if err := rc.Control(func(sfd uintptr) {
+		fd, derr = unix.FcntlInt(sfd, unix.F_DUPFD_CLOEXEC, 0)
+	}); err != nil {
+		return -1, err
+	}
+	return fd, derr
 }
 
 // textError is an error with NGINX's wording that still unwraps to its

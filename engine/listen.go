@@ -78,6 +78,8 @@ type listenSock struct {
 	// ln is a *net.TCPListener, or a *net.UnixListener for listen
 	// unix:/path.
 	ln net.Listener
+	// raw accepts ln's clients as bare sockets (TCP); nil: ln.Accept.
+	raw *rawAcceptor
 	// lp is the loop a reuseport copy feeds; nil: the engine's loops in
 	// turn. Set before the socket starts and by reloads.
 	lp   atomic.Pointer[loop]
@@ -203,7 +205,7 @@ func (e *Engine) bindListener(l conf.Listen, i int) (*listenSock, error) {
 		nl.Close()
 		return nil, conf.Errorf(l.Pos, "listen %s: not a TCP socket (%T)", l.Addr, nl)
 	}
-	return &listenSock{e: e, key: listenKey(l, i), ln: nl, done: make(chan struct{}), addr: nl.Addr()}, nil
+	return &listenSock{e: e, key: listenKey(l, i), ln: nl, raw: newRawAcceptor(nl), done: make(chan struct{}), addr: nl.Addr()}, nil
 }
 
 // createListener binds and listens as the listen directive says: one
@@ -376,7 +378,17 @@ func (ls *listenSock) serve() {
 			case <-time.After(10 * time.Millisecond):
 			}
 		}
-		c, err := ls.ln.Accept()
+		var (
+			c      net.Conn
+			fd     = -1
+			remote net.Addr
+			err    error
+		)
+		if ls.raw != nil {
+			fd, remote, err = ls.raw.accept()
+		} else {
+			c, err = ls.ln.Accept()
+		}
 		if err != nil {
 			if errors.Is(err, net.ErrClosed) {
 				return
@@ -409,6 +421,11 @@ func (ls *listenSock) serve() {
 			continue
 		}
 		delay = 0
+		if fd >= 0 {
+			if c = e.handRaw(fd, remote, ls); c == nil {
+				continue
+			}
+		}
 		e.hand(c, ls)
 		if ls.enrollFailed() {
 			e.pauseAccepting()
@@ -417,8 +434,9 @@ func (ls *listenSock) serve() {
 }
 
 // fdReserve is the descriptors a new client may need at once: its socket
-// and gnet's dup of it, the upstream socket and its dup, and slack for
-// what else is opening (dials in flight, a reload).
+// (and gnet's dup of it for a unix or PROXY-protocol client), the upstream
+// socket and its dup, and slack for what else is opening (dials in
+// flight, a reload).
 const fdReserve = 16
 
 // measureFDs records the descriptors open before any client (listeners,
@@ -453,6 +471,26 @@ func (e *Engine) pauseAccepting() {
 // descriptors.
 func outOfDescriptors(err error) bool {
 	return errors.Is(err, unix.EMFILE) || errors.Is(err, unix.ENFILE)
+}
+
+// handRaw hands a client accepted by rawAcceptor to its loop, and
+// returns nil; for a listener that expects a PROXY header (the header is
+// read on a goroutine of its own, with net's deadlines) it returns the
+// socket as a net.Conn for hand instead. Runs on an accept goroutine.
+func (e *Engine) handRaw(fd int, remote net.Addr, ls *listenSock) net.Conn {
+	b := ls.bind.Load()
+	if !b.opts.ProxyProtocol {
+		e.adoptClient(fd, remote, ls, b)
+		return nil
+	}
+	f := os.NewFile(uintptr(fd), "client")
+	c, err := net.FileConn(f)
+	f.Close()
+	if err != nil {
+		e.enrollError(err)
+		return nil
+	}
+	return c
 }
 
 // hand enrolls an accepted client into a loop. Runs on an accept
@@ -561,5 +599,8 @@ func (ls *listenSock) close() {
 	ls.closeOnce.Do(func() {
 		close(ls.done)
 		ls.ln.Close()
+		if ls.raw != nil {
+			ls.raw.close()
+		}
 	})
 }

@@ -69,6 +69,52 @@ func (el *eventloop) Enroll(ctx context.Context, c net.Conn) (<-chan RegisteredR
 	return el.enroll(c, c.RemoteAddr(), FromContext(ctx))
 }
 
+func (el *eventloop) Adopt(ctx context.Context, fd int, local, remote net.Addr, failed func(error)) error {
+	if el.engine.isShutdown() {
+		return errorx.ErrEngineInShutdown
+	}
+	var (
+		proto = "tcp"
+		sa    unix.Sockaddr
+	)
+	switch a := remote.(type) {
+	case *net.TCPAddr:
+		if ip4 := a.IP.To4(); ip4 != nil {
+			sa4 := &unix.SockaddrInet4{Port: a.Port}
+			copy(sa4.Addr[:], ip4)
+			sa = sa4
+		} else {
+			sa6 := &unix.SockaddrInet6{Port: a.Port}
+			copy(sa6.Addr[:], a.IP.To16())
+			sa = sa6
+		}
+	case *net.UnixAddr:
+		proto = "unix"
+		sa = &unix.SockaddrUnix{Name: a.Name}
+	default:
+		return fmt.Errorf("adopting a socket with a %T remote address", remote)
+	}
+	c := newStreamConn(proto, fd, el, sa, local, remote)
+	c.ctx = FromContext(ctx)
+	return el.poller.Trigger(queue.LowPriority, el.adopt, &adopted{c: c, failed: failed})
+}
+
+// adopted is a socket handed over by Adopt, with its failure callback.
+type adopted struct {
+	c      *conn
+	failed func(error)
+}
+
+// adopt registers an adopted socket; it runs on the loop.
+func (el *eventloop) adopt(a any) error {
+	ad := a.(*adopted)
+	err := el.register0(ad.c)
+	if err != nil && !ad.c.opened && ad.failed != nil {
+		ad.failed(err)
+	}
+	return err
+}
+
 func (el *eventloop) Execute(ctx context.Context, runnable Runnable) error {
 	if el.engine.isShutdown() {
 		return errorx.ErrEngineInShutdown

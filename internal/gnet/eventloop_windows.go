@@ -47,6 +47,10 @@ func (el *eventloop) Register(ctx context.Context, addr net.Addr) (<-chan Regist
 	return el.enroll(nil, addr, FromContext(ctx))
 }
 
+func (el *eventloop) Adopt(context.Context, int, net.Addr, net.Addr, func(error)) error {
+	return errorx.ErrUnsupportedOp
+}
+
 func (el *eventloop) Enroll(ctx context.Context, c net.Conn) (<-chan RegisteredResult, error) {
 	if el.eng.isShutdown() {
 		return nil, errorx.ErrEngineInShutdown

@@ -405,6 +405,14 @@ type EventLoop interface {
 	// Enroll is like Register, but it accepts an established net.Conn instead of a net.Addr,
 	// it's concurrency-safe.
 	Enroll(ctx context.Context, c net.Conn) (<-chan RegisteredResult, error)
+	// Adopt registers fd, a connected non-blocking stream socket (TCP or
+	// unix) that the caller hands over, on this event-loop, without
+	// duplicating it and without a worker goroutine: OnOpen runs on the
+	// loop with ctx as the conn's context. If the loop cannot register
+	// it, fd is closed and failed runs on the loop with the reason. On
+	// error (the engine is shutting down) the caller still owns fd.
+	// Concurrency-safe. (tlsrelay's addition to gnet v2.9.7.)
+	Adopt(ctx context.Context, fd int, local, remote net.Addr, failed func(error)) error
 	// Execute will execute the given runnable on the event-loop at some time in the future,
 	// it's concurrency-safe.
 	Execute(ctx context.Context, runnable Runnable) error
