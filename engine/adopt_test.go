@@ -5,12 +5,15 @@ import (
 	"errors"
 	"net"
 	"os"
+	"runtime"
+	"strings"
 	"testing"
 	"time"
 
 	"github.com/panjf2000/gnet/v2"
 	"golang.org/x/sys/unix"
 
+	"github.com/tlsrelay/tlsrelay/engine/conf"
 	"github.com/tlsrelay/tlsrelay/internal/backend"
 	"github.com/tlsrelay/tlsrelay/internal/pki"
 )
@@ -109,5 +112,39 @@ func TestAdoptFailure(t *testing.T) {
 	}
 	if got, err := echoOnce(tb.eng.Addrs()[0].String(), []byte("after"), 10*time.Second); err != nil || string(got) != "after" {
 		t.Errorf("echo after the failure: %q, %v", got, err)
+	}
+}
+
+// TestLoopsPinned: with worker_cpu_affinity auto each loop runs locked to
+// a thread pinned to its CPU (lockLoops), so a task it runs reads that
+// affinity; lockLoops asks for the lock only when there is pinning.
+func TestLoopsPinned(t *testing.T) {
+	if lockLoops(conf.CPUAffinity{}) || !lockLoops(conf.CPUAffinity{Auto: true}) || !lockLoops(conf.CPUAffinity{Masks: []uint64{1}}) {
+		t.Fatal("lockLoops: locked without pinning, or not with it")
+	}
+	set, _, dir := newPKI(t, pki.ECDSAP256, 1)
+	ups := startUpstreams(t, set, 1, backend.Echo, nil)
+	tb := startEngine(t, dir, strings.Replace(guideConf(ups, ""), "worker_processes 2;", "worker_processes 2;\nworker_cpu_affinity auto;", 1))
+	for i, lp := range tb.eng.loops {
+		got := make(chan unix.CPUSet, 1)
+		err := lp.el.Execute(context.Background(), gnet.RunnableFunc(func(context.Context) error {
+			var cs unix.CPUSet
+			unix.SchedGetaffinity(0, &cs)
+			got <- cs
+			return nil
+		}))
+		if err != nil {
+			t.Fatal(err)
+		}
+		var want unix.CPUSet
+		want.Set(i % runtime.NumCPU())
+		select {
+		case cs := <-got:
+			if cs != want {
+				t.Errorf("loop %d runs on a thread with affinity %v, want %v", i, cs, want)
+			}
+		case <-time.After(10 * time.Second):
+			t.Fatalf("loop %d never ran the task", i)
+		}
 	}
 }
