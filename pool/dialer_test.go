@@ -205,7 +205,11 @@ func TestDialerIsolation(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	waitUntil(t, "every handshake in flight", 30*time.Second, func() bool { return d.InFlight().Handshaking == n })
+	// The silent peer accepts on a goroutine of its own: a connection
+	// the dialer sees established may still wait in its backlog.
+	waitUntil(t, "every handshake in flight and accepted", 30*time.Second, func() bool {
+		return d.InFlight().Handshaking == n && silent.Open() == n
+	})
 	healthy := testGroup(t, listenTCP(t).Addr().String())
 	start := time.Now()
 	r := dial(t, d, &DialJob{Sel: healthy.NewSelection("", 0, time.Now()), ConnectTimeout: time.Minute})
