@@ -46,7 +46,7 @@ test-short:
 # the OpenSSL-signer build (build-openssl), each in a column of its own; both
 # need cgo, and without a C compiler they are left out.
 # BASELINE=<git ref> also builds that revision (in a temporary worktree,
-# not in your tree) and measures it in the handshake and memory rows, in
+# not in your tree) and measures it in the handshake, throughput and memory rows, in
 # the same alternating rounds, in a column of its own with a
 # tlsrelay/baseline ratio column. Without BASELINE: the last release tag,
 # else the build the committed BENCHMARKS.md measured (the commit in

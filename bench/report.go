@@ -55,9 +55,9 @@ func WriteReport(dir string, res *Results) error {
 func columns(res *Results) []string { return columnsFor(res, "") }
 
 // columnsFor returns the names of the proxies measured in the row group
-// (RowHandshake, RowMemory; "" for the rows every proxy is measured in):
-// the handshake rows also have the builds measured there only, and both
-// have the baseline build.
+// (RowHandshake, RowThroughput, RowMemory; "" for the rows every proxy is
+// measured in): the handshake rows also have the builds measured there
+// only, and these three have the baseline build.
 func columnsFor(res *Results, group string) []string {
 	var out []string
 	for _, p := range res.Peers {
@@ -65,7 +65,7 @@ func columnsFor(res *Results, group string) []string {
 			continue
 		}
 		switch {
-		case p.Baseline && group != RowHandshake && group != RowMemory:
+		case p.Baseline && group != RowHandshake && group != RowMemory && group != RowThroughput:
 			continue
 		case p.HandshakeOnly && group != RowHandshake:
 			continue
@@ -336,9 +336,14 @@ func Markdown(res *Results) string {
 	}
 	b.WriteString(prewarmMarkdown(res))
 	if len(res.Throughput) > 0 {
+		cols := columnsFor(res, RowThroughput)
 		b.WriteString("## 3. Throughput\n\n")
 		b.WriteString("Long connections through the proxy, TLS 1.3 upstream with ECDSA P-256 certificates and reuse on (the Go upstreams pick AES-128-GCM on CPUs with AES instructions): each upstream sends a fixed number of bytes and closes, the client reads to EOF and checks the count. MiB/s is payload over the round's wall time; CPU s/GiB is the proxy's CPU time per GiB of payload.\n\n")
-		t := newTable(&b, append(append([]string{"connections", "metric"}, cols...), ratioHead)...)
+		head := append(append([]string{"connections", "metric"}, cols...), ratioHead)
+		if haveBase {
+			head = append(head, baseHead)
+		}
+		t := newTable(&b, head...)
 		for _, row := range res.Throughput {
 			label := fmt.Sprintf("%d × %d MiB%s", row.Conns, row.BytesPerConn>>20, row.suffix())
 			for _, metric := range []struct {
@@ -351,13 +356,17 @@ func Markdown(res *Results) string {
 				cells := []string{label, metric.name}
 				for _, c := range cols {
 					tc := row.Cells[c]
+					if tc == nil { // a run that stopped before this proxy's rounds
+						cells = append(cells, "–")
+						continue
+					}
 					cells = append(cells, cellText(metric.get(tc), tc.Err, 1))
 				}
-				ratio := "–"
-				if s, n := row.Cells[subjectName], row.Cells[baselineName]; s != nil && n != nil {
-					ratio = ratioText(metric.get(s), metric.get(n))
+				cells = append(cells, pairRatio(row.Cells[subjectName], row.Cells[baselineName], metric.get))
+				if haveBase {
+					cells = append(cells, pairRatio(row.Cells[subjectName], row.Cells[baseName], metric.get))
 				}
-				t.row(append(cells, ratio)...)
+				t.row(cells...)
 			}
 		}
 		b.WriteString("\n")

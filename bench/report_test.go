@@ -128,9 +128,9 @@ func TestMarkdownHandshakeOnlyPeer(t *testing.T) {
 }
 
 // TestMarkdownBaselineColumn: the baseline build (make bench BASELINE=ref)
-// has a column in the handshake and memory rows, each with a
-// tlsrelay/baseline ratio, none in the throughput rows, and a line at a
-// glance; the RSS after bursts has its table.
+// has a column in the handshake, throughput and memory rows, each with a
+// tlsrelay/baseline ratio, and a line at a glance; the RSS after bursts
+// has its table.
 func TestMarkdownBaselineColumn(t *testing.T) {
 	res := sampleResults()
 	one := func(v float64) Summary { return Summarize([]float64{v}) }
@@ -156,8 +156,17 @@ func TestMarkdownBaselineColumn(t *testing.T) {
 			t.Errorf("report lacks %q:\n%s", want, md)
 		}
 	}
-	// The throughput table has no baseline column.
-	if i := strings.Index(md, "## 3. Throughput"); i < 0 || strings.Contains(md[i:strings.Index(md, "## 4.")], "baseline") {
-		t.Errorf("the throughput table mentions the baseline:\n%s", md)
+	// The throughput table has the baseline's column and ratio.
+	res.Throughput[0].Cells["tlsrelay"] = &ThroughputCell{MiBps: one(300), CPUSecPerGiB: one(1.2)}
+	res.Throughput[0].Cells["tlsrelay baseline"] = &ThroughputCell{MiBps: one(200), CPUSecPerGiB: one(1.5)}
+	md = Markdown(res)
+	for _, want := range []string{
+		"| connections | metric | tlsrelay | NGINX | tlsrelay baseline | tlsrelay/NGINX | tlsrelay/tlsrelay baseline |",
+		"| 1 × 64 MiB | MiB/s | 300 | 200 | 200 | 1.50× | 1.50× |",
+		"| 1 × 64 MiB | proxy CPU s/GiB | 1.20 | 1.50 | 1.50 | 0.80× | 0.80× |",
+	} {
+		if !strings.Contains(md, want) {
+			t.Errorf("report lacks %q:\n%s", want, md)
+		}
 	}
 }

@@ -35,9 +35,9 @@ type Options struct {
 	// after Peers' (a second tlsrelay build).
 	HandshakePeers []Peer
 	// Baseline, when set, is an earlier build of tlsrelay (make bench
-	// BASELINE=ref) measured in the handshake and memory rows, in the same
-	// alternating rounds as Peers, in the last column; the report divides
-	// tlsrelay's figures by its own there too.
+	// BASELINE=ref) measured in the handshake, throughput and memory rows,
+	// in the same alternating rounds as Peers, in the last column; the
+	// report divides tlsrelay's figures by its own there too.
 	Baseline Peer
 	// Dir is a scratch directory for certificates, configurations and
 	// logs; it must exist.
@@ -235,7 +235,7 @@ func (r *runner) countSteps() int {
 		n += len(r.prewarmVariants()) * r.o.Rounds
 	}
 	if r.o.want(RowThroughput) {
-		n += 4 * r.o.Rounds * peers
+		n += 4 * r.o.Rounds * (peers + baseline)
 	}
 	if r.o.want(RowMemory) {
 		n += r.o.Rounds * (peers + baseline)
@@ -490,11 +490,12 @@ func (r *runner) throughput() error {
 			return fmt.Errorf("starting source backends: %w", err)
 		}
 		row := ThroughputRow{Conns: conns, BytesPerConn: each, Plain: tc.plain, Cells: map[string]*ThroughputCell{}}
-		for _, p := range r.o.Peers {
+		peers := r.withBaseline(r.o.Peers...)
+		for _, p := range peers {
 			row.Cells[p.Name()] = &ThroughputCell{}
 		}
 		for i := 0; i < r.o.Rounds; i++ {
-			for _, p := range order(r.o.Peers, i) {
+			for _, p := range order(peers, i) {
 				if err := r.ctx.Err(); err != nil {
 					b.Close()
 					return err

@@ -73,7 +73,7 @@ func run(args []string) error {
 		tlsrelayPath = fs.String("tlsrelay", "bin/tlsrelay", "tlsrelay binary to measure")
 		boringPath   = fs.String("tlsrelay-boring", "", `a second tlsrelay binary, built with "make build-boring", measured in the handshake rows in a column of its own ("" for none)`)
 		osslKeysPath = fs.String("tlsrelay-openssl", "", `a tlsrelay binary built with "make build-openssl" (RSA client-key signatures by OpenSSL's libcrypto), measured in the handshake rows in a column of its own ("" for none)`)
-		baselinePath = fs.String("baseline", "", `a tlsrelay binary built from an earlier revision ("make bench BASELINE=ref" builds one), measured in the handshake and memory rows in a column of its own, in the same alternating rounds, with a tlsrelay/baseline ratio column ("" for none)`)
+		baselinePath = fs.String("baseline", "", `a tlsrelay binary built from an earlier revision ("make bench BASELINE=ref" builds one), measured in the handshake, throughput and memory rows in a column of its own, in the same alternating rounds, with a tlsrelay/baseline ratio column ("" for none)`)
 		baselineRef  = fs.String("baseline-ref", "", "the revision -baseline was built from, for its column's description")
 		nginxPath    = fs.String("nginx", "", `nginx binary (default: from PATH; "none" to skip)`)
 		nginxModule  = fs.String("nginx-module", "/usr/lib/nginx/modules/ngx_stream_module.so", "NGINX stream module to load (skipped when the file does not exist)")
