@@ -3,7 +3,6 @@ package engine
 import (
 	"net"
 	"net/netip"
-	"strings"
 	"sync"
 
 	"github.com/panjf2000/gnet/v2"
@@ -104,9 +103,7 @@ type connZone struct {
 }
 
 func newConnZone(z *conf.LimitConnZone) *connZone {
-	// $binary_remote_addr and $remote_addr tell the same clients apart.
-	key := strings.ReplaceAll(z.Key, "$binary_remote_addr", "$remote_addr")
-	return &connZone{name: z.Name, key: compileHashKey(key), text: z.Key, open: map[string]int{}}
+	return &connZone{name: z.Name, key: compileHashKey(z.KeyTemplate), text: z.Key, open: map[string]int{}}
 }
 
 // limitHold is one count a session holds in a zone.

@@ -313,8 +313,8 @@ func buildPlan(cfg *conf.Config, env planEnv) (_ *plan, err error) {
 			}
 			s.limits = append(s.limits, z)
 		}
-		if u := sc.Upstream; u != nil && u.HashKey != "" {
-			s.hash = compileHashKey(u.HashKey)
+		if u := sc.Upstream; u != nil && u.Hash != nil {
+			s.hash = compileHashKey(u.Hash)
 		}
 		if sc.Proxy.SSL.Enabled {
 			pol, err := newPolicy(&sc.Proxy.SSL, sc.Pos, p.store, env.keyLogs)

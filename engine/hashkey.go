@@ -3,38 +3,50 @@ package engine
 import (
 	"net"
 	"strings"
+
+	"github.com/tlsrelay/tlsrelay/engine/conf"
 )
 
-// keyVar is a variable an upstream hash key may hold.
+// keyVar is a variable a key evaluated when a session starts may hold
+// (conf.IsKeyVariable): a `hash` or `limit_conn_zone` key.
 type keyVar uint8
 
 const (
 	keyLiteral keyVar = iota
+	keyBinaryRemoteAddr
 	keyRemoteAddr
 	keyRemotePort
 	keyServerAddr
 	keyServerPort
+	keyEmpty // $1..$9: tlsrelay has no regex captures
 )
 
-var keyVarNames = [...]struct {
-	name string
-	v    keyVar
-}{
-	{"$remote_addr", keyRemoteAddr},
-	{"$remote_port", keyRemotePort},
-	{"$server_addr", keyServerAddr},
-	{"$server_port", keyServerPort},
+// keyVarOf maps a key variable's name to its id.
+func keyVarOf(name string) keyVar {
+	switch name {
+	case "binary_remote_addr":
+		return keyBinaryRemoteAddr
+	case "remote_addr":
+		return keyRemoteAddr
+	case "remote_port":
+		return keyRemotePort
+	case "server_addr":
+		return keyServerAddr
+	case "server_port":
+		return keyServerPort
+	}
+	return keyEmpty
 }
 
-// keyPart is literal text or one variable of a hash key.
+// keyPart is literal text or one variable of a key.
 type keyPart struct {
 	lit string
 	v   keyVar
 }
 
-// hashTemplate is an upstream block's `hash` key, compiled once when the
-// configuration is built: literal text and the variables $remote_addr,
-// $remote_port, $server_addr and $server_port. Immutable; any goroutine.
+// hashTemplate is a `hash` or `limit_conn_zone` key, built once with the
+// configuration from its compiled conf.Template. Immutable; any
+// goroutine.
 type hashTemplate struct {
 	parts []keyPart
 	// static is the key when it holds no variable.
@@ -42,39 +54,18 @@ type hashTemplate struct {
 	vars   bool
 }
 
-// compileHashKey compiles the key text of a `hash` directive.
-func compileHashKey(tmpl string) *hashTemplate {
-	t := &hashTemplate{static: tmpl}
-	if !strings.Contains(tmpl, "$") {
-		return t
-	}
-	lit := strings.Builder{}
-	for i := 0; i < len(tmpl); {
-		matched := false
-		if tmpl[i] == '$' {
-			for _, kv := range keyVarNames {
-				if strings.HasPrefix(tmpl[i:], kv.name) {
-					if lit.Len() > 0 {
-						t.parts = append(t.parts, keyPart{lit: lit.String()})
-						lit.Reset()
-					}
-					t.parts = append(t.parts, keyPart{v: kv.v})
-					i += len(kv.name)
-					matched = true
-					break
-				}
-			}
-		}
-		if !matched {
-			lit.WriteByte(tmpl[i])
-			i++
+// compileHashKey builds a key from its template (conf has refused every
+// variable that is not a key variable).
+func compileHashKey(t *conf.Template) *hashTemplate {
+	h := &hashTemplate{static: t.Text, vars: t.HasVars()}
+	for _, p := range t.Parts {
+		if p.Var == "" {
+			h.parts = append(h.parts, keyPart{lit: p.Lit})
+		} else {
+			h.parts = append(h.parts, keyPart{v: keyVarOf(p.Var)})
 		}
 	}
-	if lit.Len() > 0 {
-		t.parts = append(t.parts, keyPart{lit: lit.String()})
-	}
-	t.vars = true
-	return t
+	return h
 }
 
 // eval returns the key for a session with the given addresses. Runs on
@@ -88,6 +79,8 @@ func (t *hashTemplate) eval(remote, local net.Addr) string {
 		switch p.v {
 		case keyLiteral:
 			b.WriteString(p.lit)
+		case keyBinaryRemoteAddr:
+			b.WriteString(binaryAddr(remote))
 		case keyRemoteAddr:
 			b.WriteString(hostOf(remote))
 		case keyRemotePort:
@@ -99,6 +92,20 @@ func (t *hashTemplate) eval(remote, local net.Addr) string {
 		}
 	}
 	return b.String()
+}
+
+// binaryAddr is $binary_remote_addr: the address in network byte order,
+// 4 bytes for IPv4 (an IPv4-mapped IPv6 address too, as NGINX sees it on
+// an IPv4 socket) and 16 for IPv6; empty for a unix domain client.
+func binaryAddr(a net.Addr) string {
+	ta, ok := a.(*net.TCPAddr)
+	if !ok {
+		return ""
+	}
+	if ip4 := ta.IP.To4(); ip4 != nil {
+		return string(ip4)
+	}
+	return string(ta.IP.To16())
 }
 
 // hashKey evaluates the upstream block's hash key for a session; "" when

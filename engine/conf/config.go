@@ -231,7 +231,10 @@ type LimitConnZone struct {
 	Pos  Pos
 	Name string
 	Key  string
-	Size int64
+	// KeyTemplate is Key compiled; its variables are key variables
+	// (IsKeyVariable).
+	KeyTemplate *Template
+	Size        int64
 }
 
 // LimitConn is a limit_conn directive: at most Number sessions per key of
@@ -450,9 +453,11 @@ type Upstream struct {
 	// was set.
 	Method    string
 	MethodPos Pos
-	// HashKey is hash's key (may hold variables); Consistent is set by
-	// hash ... consistent (ketama).
+	// HashKey is hash's key as written (may hold variables), Hash the
+	// same compiled (its variables are key variables, IsKeyVariable);
+	// Consistent is set by hash ... consistent (ketama).
 	HashKey    string
+	Hash       *Template
 	Consistent bool
 	// RandomTwo is random two: pick two servers, keep the one with fewer
 	// connections (least_conn is the only method OSS NGINX offers).

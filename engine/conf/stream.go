@@ -76,6 +76,10 @@ func (p *parser) accessRule(d *directive, c ctx) error {
 // limitConnZone parses `limit_conn_zone key zone=name:size`.
 func (p *parser) limitConnZone(d *directive, _ ctx) error {
 	key := d.args[0]
+	tmpl, err := compileKey(d, key)
+	if err != nil {
+		return err
+	}
 	spec, ok := strings.CutPrefix(d.args[1], "zone=")
 	if !ok {
 		return Errorf(d.pos, "invalid parameter %q", d.args[1])
@@ -97,7 +101,7 @@ func (p *parser) limitConnZone(d *directive, _ ctx) error {
 		}
 		return Errorf(d.pos, "duplicate zone %q", name)
 	}
-	p.cfg.Stream.LimitConnZones[name] = &LimitConnZone{Pos: d.pos, Name: name, Key: key, Size: n}
+	p.cfg.Stream.LimitConnZones[name] = &LimitConnZone{Pos: d.pos, Name: name, Key: key, KeyTemplate: tmpl, Size: n}
 	return nil
 }
 
@@ -472,7 +476,7 @@ func (p *parser) setMethod(d *directive, method string) error {
 		p.warnf(bp, "backup servers of upstream %q are never used with the %q balancing method", u.Name, method)
 	}
 	u.Method, u.MethodPos = method, d.pos
-	u.HashKey, u.Consistent, u.RandomTwo, u.LeastTime, u.LeastTimeInflight = "", false, false, "", false
+	u.HashKey, u.Hash, u.Consistent, u.RandomTwo, u.LeastTime, u.LeastTimeInflight = "", nil, false, false, "", false
 	return nil
 }
 
@@ -480,13 +484,14 @@ func (p *parser) hash(d *directive, _ ctx) error {
 	if len(d.args) == 2 && d.args[1] != "consistent" {
 		return Errorf(d.pos, "invalid parameter %q", d.args[1])
 	}
-	if err := checkVariables(d, d.args[0]); err != nil {
+	key, err := compileKey(d, d.args[0])
+	if err != nil {
 		return err
 	}
 	if err := p.setMethod(d, "hash"); err != nil {
 		return err
 	}
-	p.upstream.HashKey = d.args[0]
+	p.upstream.HashKey, p.upstream.Hash = d.args[0], key
 	p.upstream.Consistent = len(d.args) == 2
 	return nil
 }

@@ -2,12 +2,12 @@ package conf
 
 import "strings"
 
-// knownVariable reports whether NGINX's stream core and upstream modules
+// KnownVariable reports whether NGINX's stream core and upstream modules
 // define the variable (ngx_stream_variables.c, ngx_stream_upstream.c).
 // tlsrelay adds a few of its own (see docs/configuration.md). Variables of
 // modules tlsrelay does not implement (ssl_*, ssl_preread_*,
 // realip_*, geoip_*, map and geo results) are unknown here.
-func knownVariable(name string) bool {
+func KnownVariable(name string) bool {
 	if strings.HasPrefix(name, "proxy_protocol_tlv_") {
 		return true
 	}
@@ -30,41 +30,10 @@ func knownVariable(name string) bool {
 }
 
 // checkVariables checks the variables in a value as NGINX compiles it
-// (ngx_stream_script_compile): $name or ${name}, name made of letters,
-// digits and "_"; $1..$9 are regex captures.
+// (CompileTemplate), with d's file and line in the error.
 func checkVariables(d *directive, value string) error {
-	for i := 0; i < len(value); i++ {
-		if value[i] != '$' {
-			continue
-		}
-		i++
-		if i < len(value) && value[i] >= '1' && value[i] <= '9' {
-			continue
-		}
-		braced := i < len(value) && value[i] == '{'
-		if braced {
-			i++
-		}
-		start := i
-		for i < len(value) && isVarChar(value[i]) {
-			i++
-		}
-		name := value[start:i]
-		if braced {
-			if i >= len(value) || value[i] != '}' {
-				return Errorf(d.pos, "the closing bracket in %q variable is missing", name)
-			}
-		} else {
-			i--
-		}
-		if name == "" {
-			return Errorf(d.pos, "invalid variable name in %q", value)
-		}
-		if !knownVariable(name) {
-			return Errorf(d.pos, "unknown %q variable", name)
-		}
-	}
-	return nil
+	_, err := compileAt(d, value)
+	return err
 }
 
 func isVarChar(c byte) bool {

@@ -1,0 +1,149 @@
+package conf
+
+import (
+	"fmt"
+	"strings"
+)
+
+// Template is a directive value that may hold variables (NGINX's
+// "complex value", compiled by ngx_stream_script_compile): literal text
+// and variable references, in order. It is compiled once, when the
+// configuration is loaded, by CompileTemplate; every directive that takes
+// variables (log_format, hash, limit_conn_zone, proxy_ssl_name, ...) uses
+// it, and each user maps the names to what it can evaluate. Immutable once
+// compiled; safe for any goroutine.
+type Template struct {
+	// Text is the value as written.
+	Text string
+	// Parts are the literal runs and the variables, in order; empty when
+	// the value holds no variable (Text is then the whole value).
+	Parts []TemplatePart
+}
+
+// TemplatePart is one literal run (Var empty) or one variable of a
+// Template.
+type TemplatePart struct {
+	// Lit is the literal text.
+	Lit string
+	// Var is the variable's name without "$" or braces, in lower case
+	// (NGINX looks variables up case-insensitively); "1" to "9" for the
+	// regex captures $1..$9, which tlsrelay never sets (they are empty).
+	Var string
+}
+
+// HasVars reports whether the template holds a variable.
+func (t *Template) HasVars() bool { return len(t.Parts) > 0 }
+
+// Vars returns the names of the variables the template holds, in order,
+// repeats included.
+func (t *Template) Vars() []string {
+	var out []string
+	for _, p := range t.Parts {
+		if p.Var != "" {
+			out = append(out, p.Var)
+		}
+	}
+	return out
+}
+
+// CompileTemplate splits value at its variables as NGINX does: "$name" or
+// "${name}", the name made of ASCII letters, digits and "_" (a "$name"
+// ends at the first other byte), "$1".."$9" the regex captures. Every
+// name must be a variable NGINX's stream modules or tlsrelay define
+// (KnownVariable). The errors read like NGINX's and carry no position:
+// the directive's parser adds the file and line.
+func CompileTemplate(value string) (*Template, error) {
+	t := &Template{Text: value}
+	if !strings.Contains(value, "$") {
+		return t, nil
+	}
+	var lit strings.Builder
+	flush := func() {
+		if lit.Len() > 0 {
+			t.Parts = append(t.Parts, TemplatePart{Lit: lit.String()})
+			lit.Reset()
+		}
+	}
+	for i := 0; i < len(value); {
+		if value[i] != '$' {
+			lit.WriteByte(value[i])
+			i++
+			continue
+		}
+		i++
+		if i < len(value) && value[i] >= '1' && value[i] <= '9' {
+			flush()
+			t.Parts = append(t.Parts, TemplatePart{Var: value[i : i+1]})
+			i++
+			continue
+		}
+		braced := i < len(value) && value[i] == '{'
+		if braced {
+			i++
+		}
+		start := i
+		for i < len(value) && isVarChar(value[i]) {
+			i++
+		}
+		name := value[start:i]
+		if braced {
+			if i >= len(value) || value[i] != '}' {
+				return nil, fmt.Errorf("the closing bracket in %q variable is missing", name)
+			}
+			i++
+		}
+		if name == "" {
+			return nil, fmt.Errorf("invalid variable name in %q", value)
+		}
+		name = strings.ToLower(name)
+		if !KnownVariable(name) {
+			return nil, fmt.Errorf("unknown %q variable", name)
+		}
+		flush()
+		t.Parts = append(t.Parts, TemplatePart{Var: name})
+	}
+	flush()
+	return t, nil
+}
+
+// compileAt is CompileTemplate for the value of directive d, with d's
+// file and line in the error.
+func compileAt(d *directive, value string) (*Template, error) {
+	t, err := CompileTemplate(value)
+	if err != nil {
+		return nil, Errorf(d.pos, "%v", err)
+	}
+	return t, nil
+}
+
+// keyVariablesText lists the variables a key evaluated when a session
+// starts, before anything is proxied, may hold: `hash` and
+// `limit_conn_zone` keys (IsKeyVariable).
+const keyVariablesText = "$binary_remote_addr, $remote_addr, $remote_port, $server_addr, $server_port"
+
+// IsKeyVariable reports whether name may appear in a `hash` or
+// `limit_conn_zone` key: tlsrelay evaluates these when a session starts;
+// a key with any other variable is refused when the configuration is
+// loaded.
+func IsKeyVariable(name string) bool {
+	switch name {
+	case "binary_remote_addr", "remote_addr", "remote_port", "server_addr", "server_port":
+		return true
+	}
+	return false
+}
+
+// compileKey compiles the key of a `hash` or `limit_conn_zone` directive
+// d: a template whose variables are all key variables.
+func compileKey(d *directive, value string) (*Template, error) {
+	t, err := compileAt(d, value)
+	if err != nil {
+		return nil, err
+	}
+	for _, v := range t.Vars() {
+		if !IsKeyVariable(v) {
+			return nil, Errorf(d.pos, "the %q variable cannot be used in \"%s\": a key may hold %s", v, d.name, keyVariablesText)
+		}
+	}
+	return t, nil
+}
