@@ -260,6 +260,9 @@ func (s *session) poll() (again, moved bool) {
 			moved = moved || (was && !d.src.stalled)
 		}
 	}
+	// A pump above (an unstall) may have queued output toward a full
+	// socket: only a poll flushes it.
+	again = again || s.cli.pending() > 0 || s.up.pending() > 0
 	// Not else: an unstall above may have begun the close.
 	if s.phase == phaseClosing {
 		if s.drained() {

@@ -146,16 +146,20 @@ func (lp *loop) addPolled(s *session) {
 	}
 }
 
-// runPolls polls every waiting session once. Runs on the loop.
+// runPolls polls every waiting session once. A session stays on the list
+// when its poll says so, or when anything during the poll asked for one
+// (armPoll: a pump that queued output toward a full socket, a pause): its
+// flag is cleared first, so that armPoll puts it back rather than taking
+// it for already listed. Runs on the loop.
 func (lp *loop) runPolls() {
 	list := lp.polled
 	lp.polled = lp.pollSpare[:0]
 	for i, s := range list {
 		list[i] = nil
-		if s.onPoll() {
+		s.polled = false
+		if s.onPoll() && !s.polled {
+			s.polled = true
 			lp.polled = append(lp.polled, s)
-		} else {
-			s.polled = false
 		}
 	}
 	lp.pollSpare = list[:0]
