@@ -6,6 +6,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/tlsrelay/tlsrelay/engine/conf"
 	"github.com/tlsrelay/tlsrelay/pool"
 	"github.com/tlsrelay/tlsrelay/tlsbridge"
 )
@@ -104,10 +105,11 @@ type logFormat struct {
 	escape escapeMode
 }
 
-// compileFormat turns a format string into segments. Unknown variables are
-// rendered empty: the configuration parser has already refused names that
-// neither NGINX nor tlsrelay define.
-func compileFormat(f string, esc string) *logFormat {
+// compileFormat turns a log format, compiled by conf, into segments.
+// conf has refused the names that neither NGINX nor tlsrelay define; a
+// known one tlsrelay cannot fill (a regex capture, $binary_remote_addr) is
+// rendered empty.
+func compileFormat(t *conf.Template, esc string) *logFormat {
 	lf := &logFormat{}
 	switch esc {
 	case "json":
@@ -115,52 +117,28 @@ func compileFormat(f string, esc string) *logFormat {
 	case "none":
 		lf.escape = escapeNone
 	}
-	lit := strings.Builder{}
-	flush := func() {
-		if lit.Len() > 0 {
-			lf.segs = append(lf.segs, logSegment{lit: lit.String()})
-			lit.Reset()
+	if !t.HasVars() {
+		if t.Text != "" {
+			lf.segs = append(lf.segs, logSegment{lit: t.Text})
 		}
+		return lf
 	}
-	for i := 0; i < len(f); i++ {
-		if f[i] != '$' {
-			lit.WriteByte(f[i])
+	for _, p := range t.Parts {
+		if p.Var == "" {
+			lf.segs = append(lf.segs, logSegment{lit: p.Lit})
 			continue
 		}
-		j := i + 1
-		braced := j < len(f) && f[j] == '{'
-		if braced {
-			j++
-		}
-		k := j
-		for k < len(f) && isVarByte(f[k]) {
-			k++
-		}
-		name := f[j:k]
-		if name == "" {
-			lit.WriteByte('$')
+		if tlv, isTLV := strings.CutPrefix(p.Var, "proxy_protocol_tlv_"); isTLV {
+			lf.segs = append(lf.segs, logSegment{id: varPPTLV, lit: tlv})
 			continue
 		}
-		if braced && k < len(f) && f[k] == '}' {
-			k++
+		id, ok := logVarNames[p.Var]
+		if !ok {
+			id = varEmpty
 		}
-		flush()
-		id, ok := logVarNames[name]
-		seg := logSegment{id: id}
-		if tlv, isTLV := strings.CutPrefix(name, "proxy_protocol_tlv_"); isTLV {
-			seg = logSegment{id: varPPTLV, lit: tlv}
-		} else if !ok {
-			seg.id = varEmpty
-		}
-		lf.segs = append(lf.segs, seg)
-		i = k - 1
+		lf.segs = append(lf.segs, logSegment{id: id})
 	}
-	flush()
 	return lf
-}
-
-func isVarByte(c byte) bool {
-	return c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '_'
 }
 
 // accessLog is one access_log directive of a server.

@@ -13,24 +13,42 @@ import (
 	"testing"
 	"time"
 
+	"github.com/tlsrelay/tlsrelay/engine/conf"
 	"github.com/tlsrelay/tlsrelay/internal/backend"
 	"github.com/tlsrelay/tlsrelay/internal/pki"
 )
 
+// TestCompileFormat: a format compiled by conf becomes literal and
+// variable segments; names are matched in lower case; what conf refuses
+// never reaches the log.
 func TestCompileFormat(t *testing.T) {
 	for _, tc := range []struct {
 		in   string
 		segs []logSegment
+		err  string // conf's error
 	}{
-		{"plain", []logSegment{{lit: "plain"}}},
-		{"$remote_addr", []logSegment{{id: varRemoteAddr}}},
-		{"a ${status}b", []logSegment{{lit: "a "}, {id: varStatus}, {lit: "b"}}},
-		{"$status$bytes_sent", []logSegment{{id: varStatus}, {id: varBytesSent}}},
-		{"cost $ 5", []logSegment{{lit: "cost $ 5"}}},
-		{"$nosuch x", []logSegment{{id: varEmpty}, {lit: " x"}}},
-		{"$upstream_ssl_session_reused", []logSegment{{id: varUpstreamSSLSessionReused}}},
+		{in: "plain", segs: []logSegment{{lit: "plain"}}},
+		{in: "$remote_addr", segs: []logSegment{{id: varRemoteAddr}}},
+		{in: "a ${status}b", segs: []logSegment{{lit: "a "}, {id: varStatus}, {lit: "b"}}},
+		{in: "$status$bytes_sent", segs: []logSegment{{id: varStatus}, {id: varBytesSent}}},
+		{in: "${STATUS}", segs: []logSegment{{id: varStatus}}},
+		{in: "$upstream_ssl_session_reused", segs: []logSegment{{id: varUpstreamSSLSessionReused}}},
+		{in: "$proxy_protocol_tlv_0x01", segs: []logSegment{{id: varPPTLV, lit: "0x01"}}},
+		{in: "$binary_remote_addr$1", segs: []logSegment{{id: varEmpty}, {id: varEmpty}}},
+		{in: "cost $ 5", err: `invalid variable name in "cost $ 5"`},
+		{in: "$nosuch x", err: `unknown "nosuch" variable`},
 	} {
-		got := compileFormat(tc.in, "").segs
+		tm, err := conf.CompileTemplate(tc.in)
+		if tc.err != "" {
+			if err == nil || err.Error() != tc.err {
+				t.Errorf("%q: %v, want %q", tc.in, err, tc.err)
+			}
+			continue
+		}
+		if err != nil {
+			t.Fatalf("%q: %v", tc.in, err)
+		}
+		got := compileFormat(tm, "").segs
 		if len(got) != len(tc.segs) {
 			t.Fatalf("%q: %+v, want %+v", tc.in, got, tc.segs)
 		}
@@ -68,7 +86,11 @@ func FuzzCompileFormat(f *testing.F) {
 	f.Add("${")
 	f.Add("$$$")
 	f.Fuzz(func(t *testing.T, s string) {
-		lf := compileFormat(s, "json")
+		tm, err := conf.CompileTemplate(s)
+		if err != nil {
+			return // refused at load
+		}
+		lf := compileFormat(tm, "json")
 		// Literal text survives compilation unchanged.
 		var lits strings.Builder
 		for _, sg := range lf.segs {

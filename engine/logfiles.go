@@ -248,7 +248,7 @@ func (ls *logSet) open(cfg *conf.Config, logs []conf.AccessLog) ([]accessLog, er
 			if def == nil {
 				return nil, conf.Errorf(l.Pos, "unknown log format %q", l.Format)
 			}
-			lf = compileFormat(def.Format, def.Escape)
+			lf = compileFormat(def.Template, def.Escape)
 			ls.formats[l.Format] = lf
 		}
 		w, err := ls.files.acquire(l.Path, l.Buffer, l.Gzip, l.Flush)
@@ -260,8 +260,8 @@ func (ls *logSet) open(cfg *conf.Config, logs []conf.AccessLog) ([]accessLog, er
 		}
 		ls.held[w] = true
 		al := accessLog{w: w, format: lf}
-		if l.If != "" {
-			al.cond = compileFormat(l.If, "none")
+		if l.IfTemplate != nil {
+			al.cond = compileFormat(l.IfTemplate, "none")
 		}
 		out = append(out, al)
 	}

@@ -3,6 +3,8 @@ package tlsbridge
 import (
 	"fmt"
 	"strings"
+
+	"github.com/tlsrelay/tlsrelay/engine/conf"
 )
 
 // nameTemplate is proxy_ssl_name split into literal text and variables.
@@ -26,58 +28,39 @@ const (
 	varServerPort
 )
 
-// nameVars are the variables proxy_ssl_name may use.
-var nameVars = map[string]nameVar{
-	"remote_addr": varRemoteAddr,
-	"server_addr": varServerAddr,
-	"server_port": varServerPort,
+// nameVarOf maps a variable proxy_ssl_name may hold
+// (conf.IsNameVariable) to its id; varNone for any other.
+func nameVarOf(name string) nameVar {
+	switch name {
+	case "remote_addr":
+		return varRemoteAddr
+	case "server_addr":
+		return varServerAddr
+	case "server_port":
+		return varServerPort
+	}
+	return varNone
 }
 
-// parseNameTemplate splits s at $name and ${name} references. Unknown
-// variables are an error, as in NGINX ("unknown variable").
+// parseNameTemplate compiles s with conf's template compiler (NGINX's
+// $name and ${name} rules and messages) and keeps the variables
+// proxy_ssl_name may hold; any other is an error.
 func parseNameTemplate(s string) (nameTemplate, error) {
-	t := nameTemplate{text: s}
-	var lit strings.Builder
-	for i := 0; i < len(s); {
-		if s[i] != '$' {
-			lit.WriteByte(s[i])
-			i++
+	ct, err := conf.CompileTemplate(s)
+	if err != nil {
+		return nameTemplate{}, fmt.Errorf("proxy_ssl_name %q: %w", s, err)
+	}
+	t := nameTemplate{text: s, hasVars: ct.HasVars()}
+	for _, p := range ct.Parts {
+		if p.Var == "" {
+			t.parts = append(t.parts, namePart{lit: p.Lit})
 			continue
 		}
-		j := i + 1
-		var name string
-		if j < len(s) && s[j] == '{' {
-			end := strings.IndexByte(s[j:], '}')
-			if end < 0 {
-				return nameTemplate{}, fmt.Errorf("proxy_ssl_name %q: missing closing bracket in variable", s)
-			}
-			name = s[j+1 : j+end]
-			j += end + 1
-		} else {
-			k := j
-			for k < len(s) && (s[k] == '_' || s[k] >= 'a' && s[k] <= 'z' || s[k] >= 'A' && s[k] <= 'Z' || s[k] >= '0' && s[k] <= '9') {
-				k++
-			}
-			name = s[j:k]
-			j = k
-		}
-		if name == "" {
-			return nameTemplate{}, fmt.Errorf("proxy_ssl_name %q: invalid variable name at offset %d", s, i)
-		}
-		v, ok := nameVars[strings.ToLower(name)]
-		if !ok {
-			return nameTemplate{}, fmt.Errorf("proxy_ssl_name %q: unknown variable \"$%s\" (supported: $remote_addr, $server_addr, $server_port)", s, name)
-		}
-		if lit.Len() > 0 {
-			t.parts = append(t.parts, namePart{lit: lit.String()})
-			lit.Reset()
+		v := nameVarOf(p.Var)
+		if v == varNone {
+			return nameTemplate{}, fmt.Errorf("proxy_ssl_name %q: the %q variable cannot be used here (it may hold %s)", s, p.Var, conf.NameVariablesText)
 		}
 		t.parts = append(t.parts, namePart{v: v})
-		t.hasVars = true
-		i = j
-	}
-	if lit.Len() > 0 {
-		t.parts = append(t.parts, namePart{lit: lit.String()})
 	}
 	return t, nil
 }

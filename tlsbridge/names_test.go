@@ -57,7 +57,7 @@ func TestNamesAndSNI(t *testing.T) {
 			}
 		})
 	}
-	if _, err := NewPolicy(PolicyConfig{Name: "$host"}, nil); err == nil || !strings.Contains(err.Error(), `unknown variable "$host"`) {
+	if _, err := NewPolicy(PolicyConfig{Name: "$host"}, nil); err == nil || !strings.Contains(err.Error(), `unknown "host" variable`) {
 		t.Fatalf("unknown variable: %v", err)
 	}
 }
@@ -71,6 +71,7 @@ func TestNameTemplate(t *testing.T) {
 		"a-${server_addr}-b":              "a-10.0.0.2-b",
 		"$server_addr:$server_port":       "10.0.0.2:443",
 		"x.$server_port.$remote_addr.end": "x.443.10.0.0.1.end",
+		"${SERVER_ADDR}":                  "10.0.0.2",
 	} {
 		nt, err := parseNameTemplate(in)
 		if err != nil {
@@ -80,7 +81,7 @@ func TestNameTemplate(t *testing.T) {
 			t.Errorf("%q: got %q, want %q", in, got, want)
 		}
 	}
-	for _, bad := range []string{"$", "${remote_addr", "$nope", "${}"} {
+	for _, bad := range []string{"$", "${remote_addr", "$nope", "${}", "$remote_port", "$1"} {
 		if _, err := parseNameTemplate(bad); err == nil {
 			t.Errorf("%q: no error", bad)
 		}

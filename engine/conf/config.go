@@ -507,9 +507,10 @@ type LogFormat struct {
 	// Escape is "default", "json" or "none".
 	Escape string
 	// Format is the concatenation of the format strings, variables kept
-	// as text.
-	Format string
-	Pos    Pos
+	// as text; Template the same compiled.
+	Format   string
+	Template *Template
+	Pos      Pos
 }
 
 // AccessLog is one access_log directive.
@@ -529,6 +530,8 @@ type AccessLog struct {
 	Gzip int
 	// Flush is flush=; 0: none.
 	Flush time.Duration
-	// If is if=condition (a variable); "": always.
-	If string
+	// If is if=condition (a variable); "": always. IfTemplate is If
+	// compiled (nil with no condition).
+	If         string
+	IfTemplate *Template
 }

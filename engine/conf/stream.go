@@ -656,9 +656,11 @@ func (p *parser) logFormat(d *directive, _ ctx) error {
 		}
 	}
 	f.Format = strings.Join(rest, "")
-	if err := checkVariables(d, f.Format); err != nil {
+	t, err := compileAt(d, f.Format)
+	if err != nil {
 		return err
 	}
+	f.Template = t
 	p.cfg.Stream.LogFormats[name] = f
 	return nil
 }
@@ -709,10 +711,11 @@ func mergeAccessLog(p *parser, m *mergeable, d *directive) error {
 			}
 			l.Flush = t
 		case hasVal && name == "if":
-			if err := checkVariables(d, val); err != nil {
+			t, err := compileAt(d, val)
+			if err != nil {
 				return err
 			}
-			l.If = val
+			l.If, l.IfTemplate = val, t
 		default:
 			return Errorf(d.pos, "invalid parameter %q", a)
 		}

@@ -147,3 +147,18 @@ func compileKey(d *directive, value string) (*Template, error) {
 	}
 	return t, nil
 }
+
+// NameVariablesText lists the variables proxy_ssl_name may hold
+// (IsNameVariable).
+const NameVariablesText = "$remote_addr, $server_addr, $server_port"
+
+// IsNameVariable reports whether name may appear in proxy_ssl_name:
+// tlsrelay evaluates these for each upstream connection; a name with any
+// other variable is refused when the configuration is loaded.
+func IsNameVariable(name string) bool {
+	switch name {
+	case "remote_addr", "server_addr", "server_port":
+		return true
+	}
+	return false
+}

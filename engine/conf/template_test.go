@@ -52,9 +52,9 @@ func TestCompileTemplate(t *testing.T) {
 	}
 }
 
-// TestKeyDirectives: hash and limit_conn_zone take the key variables in
-// either form and refuse, with the file and line, what is unknown or
-// cannot be evaluated when a session starts.
+// TestKeyDirectives: hash and limit_conn_zone take the key variables,
+// and proxy_ssl_name its own, in either form, and refuse, with the file
+// and line, what is unknown or cannot be evaluated where they are.
 func TestKeyDirectives(t *testing.T) {
 	up := func(key string) string {
 		return "stream { upstream b { hash " + key + "; server 127.0.0.1:1; } server { listen 80; proxy_pass b; } }"
@@ -72,6 +72,8 @@ func TestKeyDirectives(t *testing.T) {
 		{"zone braced", zone("${remote_addr}"), ""},
 		{"zone unknown", zone("$foo"), `unknown "foo" variable in t.conf:1`},
 		{"zone not a key variable", zone("$upstream_addr"), `the "upstream_addr" variable cannot be used in "limit_conn_zone": a key may hold ` + keyVariablesText + ` in t.conf:1`},
+		{"name braced", srv("proxy_ssl_name ${server_addr}.example;"), ""},
+		{"name not a name variable", srv("proxy_ssl_name $remote_port;"), `the "remote_port" variable cannot be used in "proxy_ssl_name": it may hold ` + NameVariablesText + ` in t.conf:1`},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			_, _, msg := parseIn(t, tc.src, LoadOptions{})
