@@ -3,13 +3,13 @@ package bench
 import (
 	"crypto/tls"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/tlsrelay/tlsrelay/internal/pki"
+	"github.com/tlsrelay/tlsrelay/internal/testutil"
 )
 
 // TestSmokeNginx runs one tiny round of each measured row against NGINX,
@@ -19,10 +19,7 @@ func TestSmokeNginx(t *testing.T) {
 	if testing.Short() {
 		t.Skip("end-to-end smoke test")
 	}
-	ng, err := exec.LookPath("nginx")
-	if err != nil {
-		t.Skip("nginx not installed")
-	}
+	ng := testutil.NeedProgram(t, "nginx", "nginx", "/usr/sbin/nginx")
 	mod := "/usr/lib/nginx/modules/ngx_stream_module.so"
 	if _, err := os.Stat(mod); err != nil {
 		mod = ""

@@ -16,6 +16,7 @@ import (
 	"github.com/tlsrelay/tlsrelay/engine/conf"
 	"github.com/tlsrelay/tlsrelay/internal/backend"
 	"github.com/tlsrelay/tlsrelay/internal/pki"
+	"github.com/tlsrelay/tlsrelay/internal/testutil"
 )
 
 // TestSecondInstanceRefused: a second engine on an address the first
@@ -59,10 +60,7 @@ func TestSecondInstanceRefused(t *testing.T) {
 // TestListenBacklog: the listen() backlog is backlog= (NGINX's default
 // 511), as ss shows it (Send-Q of a listening socket).
 func TestListenBacklog(t *testing.T) {
-	ss, err := exec.LookPath("ss")
-	if err != nil {
-		t.Skip("ss (iproute2) is not installed")
-	}
+	ss := testutil.NeedProgram(t, "ss", "iproute2")
 	set, _, dir := newPKI(t, pki.ECDSAP256, 1)
 	ups := startUpstreams(t, set, 1, backend.Echo, nil)
 	text := "worker_processes 2;\nstream {\n" + upstreamBlock("backend", ups) + fmt.Sprintf(guideServer, "") +

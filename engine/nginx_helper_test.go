@@ -9,19 +9,15 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/tlsrelay/tlsrelay/internal/testutil"
 )
 
-// nginxPath returns the nginx binary, or skips the test when there is none.
+// nginxPath returns the nginx binary (testutil.NeedProgram: skips without
+// it, fails under CI).
 func nginxPath(t *testing.T) string {
 	t.Helper()
-	path, err := exec.LookPath("nginx")
-	if err != nil {
-		if _, err := os.Stat("/usr/sbin/nginx"); err != nil {
-			t.Skip("nginx is not installed")
-		}
-		path = "/usr/sbin/nginx"
-	}
-	return path
+	return testutil.NeedProgram(t, "nginx", "nginx", "/usr/sbin/nginx")
 }
 
 // nginxRun is an NGINX started by startNginx.

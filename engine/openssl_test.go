@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/tlsrelay/tlsrelay/internal/pki"
+	"github.com/tlsrelay/tlsrelay/internal/testutil"
 )
 
 // startSServer runs `openssl s_server` on 127.0.0.1 with the set's server
@@ -19,9 +20,7 @@ import (
 // arguments; it returns the address.
 func startSServer(t *testing.T, dir, caFile string, args ...string) string {
 	t.Helper()
-	if _, err := exec.LookPath("openssl"); err != nil {
-		t.Skip("openssl not installed")
-	}
+	testutil.NeedProgram(t, "openssl", "openssl")
 	base := []string{"s_server", "-accept", "127.0.0.1:0", "-cert", filepath.Join(dir, "server.pem"),
 		"-key", filepath.Join(dir, "server.key"), "-cert_chain", filepath.Join(dir, "server.pem"), "-Verify", "2", "-CAfile", caFile, "-verify_return_error", "-www"}
 	cmd := exec.Command("openssl", append(base, args...)...)

@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/tlsrelay/tlsrelay/internal/backend"
+	"github.com/tlsrelay/tlsrelay/internal/testutil"
 )
 
 // The differential test runs the same upstream groups through the real NGINX
@@ -52,13 +53,8 @@ type diffCase struct {
 func clientIPs(i int) string { return fmt.Sprintf("127.0.0.%d", 2+i%60) }
 
 func TestNginxDifferential(t *testing.T) {
-	nginx, err := exec.LookPath("nginx")
-	if err != nil {
-		t.Skip("nginx not installed; .ci/run installs it")
-	}
-	if _, err := os.Stat(nginxStreamModule); err != nil {
-		t.Skip("nginx stream module not installed; .ci/run installs it")
-	}
+	nginx := testutil.NeedProgram(t, "nginx", "nginx", "/usr/sbin/nginx")
+	testutil.NeedFile(t, nginxStreamModule, "libnginx-mod-stream")
 
 	cases := []diffCase{
 		{name: "wrr-5-1-1", servers: []diffServer{{0, false, 5, ""}, {1, false, 1, ""}, {2, false, 1, ""}}, conns: 35},
@@ -342,13 +338,8 @@ func startNginx(t *testing.T, nginx, dir, confPath, probe string) {
 // fail_timeout (1s) is over. NGINX's clock has whole seconds, so the test
 // waits 2.5s, long enough that both agree the ban is over.
 func TestNginxDifferentialRecovery(t *testing.T) {
-	nginx, err := exec.LookPath("nginx")
-	if err != nil {
-		t.Skip("nginx not installed; .ci/run installs it")
-	}
-	if _, err := os.Stat(nginxStreamModule); err != nil {
-		t.Skip("nginx stream module not installed; .ci/run installs it")
-	}
+	nginx := testutil.NeedProgram(t, "nginx", "nginx", "/usr/sbin/nginx")
+	testutil.NeedFile(t, nginxStreamModule, "libnginx-mod-stream")
 	if testing.Short() {
 		t.Skip("waits for a fail_timeout")
 	}

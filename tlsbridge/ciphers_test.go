@@ -6,6 +6,8 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+
+	"github.com/tlsrelay/tlsrelay/internal/testutil"
 )
 
 // cipherStrings are the strings the differential test feeds to both
@@ -68,9 +70,7 @@ func opensslCiphers(t *testing.T, args ...string) opensslList {
 // (`openssl ciphers -s`) and, restricted to crypto/tls's suites, the list a
 // tls.Config gets, in order.
 func TestCipherStringsDifferential(t *testing.T) {
-	if _, err := exec.LookPath("openssl"); err != nil {
-		t.Skip("openssl not installed: skipping the differential cipher-string test")
-	}
+	testutil.NeedProgram(t, "openssl", "openssl")
 	goSuites := goSuiteSet()
 	compared, withGo := 0, 0
 	for _, s := range cipherStrings {
@@ -192,9 +192,7 @@ func FuzzCipherString(f *testing.F) {
 // TestCipherStringsRandomDifferential feeds random strings built from the
 // grammar's pieces to both implementations.
 func TestCipherStringsRandomDifferential(t *testing.T) {
-	if _, err := exec.LookPath("openssl"); err != nil {
-		t.Skip("openssl not installed: skipping the random differential cipher-string test")
-	}
+	testutil.NeedProgram(t, "openssl", "openssl")
 	items := []string{"ALL", "DEFAULT", "HIGH", "MEDIUM", "ECDHE", "EECDH", "EDH", "DHE", "kRSA", "RSA", "aRSA", "aECDSA",
 		"AESGCM", "AES128", "AES256", "AES", "CHACHA20", "SHA1", "SHA", "SHA256", "SHA384", "CBC", "TLSv1.2", "TLSv1", "SSLv3",
 		"aNULL", "eNULL", "NULL", "PSK", "CAMELLIA", "ARIA", "AESCCM", "COMPLEMENTOFDEFAULT", "FIPS", "@STRENGTH",

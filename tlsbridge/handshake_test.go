@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/tlsrelay/tlsrelay/internal/pki"
+	"github.com/tlsrelay/tlsrelay/internal/testutil"
 )
 
 // serverWith returns a server config for set's server chain, no client
@@ -238,9 +239,7 @@ type openSSLServer struct {
 
 func startOpenSSLServer(t *testing.T, args ...string) *openSSLServer {
 	t.Helper()
-	if _, err := exec.LookPath("openssl"); err != nil {
-		t.Skip("openssl not installed")
-	}
+	testutil.NeedProgram(t, "openssl", "openssl")
 	set := mustSet(t, pki.ECDSAP256, 0)
 	f := pkiFiles(t, set)
 	cmd := exec.Command("openssl", append([]string{"s_server", "-accept", "127.0.0.1:0", "-cert", f.ServerCert, "-key", f.ServerKey, "-www"}, args...)...)

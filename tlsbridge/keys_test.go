@@ -13,6 +13,7 @@ import (
 
 	"github.com/tlsrelay/tlsrelay/internal/pki"
 	"github.com/tlsrelay/tlsrelay/internal/safefile"
+	"github.com/tlsrelay/tlsrelay/internal/testutil"
 )
 
 const testPassword = "s3cret pass"
@@ -95,9 +96,7 @@ func TestLoadKeyErrors(t *testing.T) {
 // form proxy_ssl_certificate_key meets in practice, and uses one in a
 // handshake.
 func TestLoadKeysOpenSSLGenerated(t *testing.T) {
-	if _, err := exec.LookPath("openssl"); err != nil {
-		t.Skip("openssl not installed: skipping keys written by openssl")
-	}
+	testutil.NeedProgram(t, "openssl", "openssl")
 	dir := t.TempDir()
 	run := func(args ...string) {
 		t.Helper()

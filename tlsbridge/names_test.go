@@ -9,6 +9,7 @@ import (
 	"testing"
 
 	"github.com/tlsrelay/tlsrelay/internal/pki"
+	"github.com/tlsrelay/tlsrelay/internal/testutil"
 )
 
 func TestNamesAndSNI(t *testing.T) {
@@ -111,9 +112,7 @@ func TestClientConfigCached(t *testing.T) {
 // the subject CN when a certificate has no DNS SAN, is left out: we do not
 // fall back (docs/tls.md).
 func TestNameMatchingDifferential(t *testing.T) {
-	if _, err := exec.LookPath("openssl"); err != nil {
-		t.Skip("openssl not installed")
-	}
+	testutil.NeedProgram(t, "openssl", "openssl")
 	root, _ := pki.NewRoot("root", pki.Options{})
 	leaf, err := pki.NewLeaf("cn.example.net", root, pki.Options{
 		DNSNames: []string{"*.example.com", "exact.example.org", "*.sub.example.net", "xn--bcher-kva.example"},

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/tlsrelay/tlsrelay/internal/pki"
+	"github.com/tlsrelay/tlsrelay/internal/testutil"
 )
 
 func pemOf(certs ...*pki.Cert) []byte {
@@ -49,9 +50,7 @@ func opensslVerify(t *testing.T, trusted, untrusted, leaf string, depth int, ext
 // the intermediates sent by the upstream or only in the trusted file, with
 // trusted intermediates and with a trusted file lacking the root.
 func TestVerifyDepthDifferential(t *testing.T) {
-	if _, err := exec.LookPath("openssl"); err != nil {
-		t.Skip("openssl not installed: skipping the depth differential test")
-	}
+	testutil.NeedProgram(t, "openssl", "openssl")
 	root, err := pki.NewRoot("depth root", pki.Options{})
 	if err != nil {
 		t.Fatal(err)

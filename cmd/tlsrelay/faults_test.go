@@ -19,6 +19,7 @@ import (
 	"github.com/tlsrelay/tlsrelay/bench"
 	"github.com/tlsrelay/tlsrelay/internal/backend"
 	"github.com/tlsrelay/tlsrelay/internal/pki"
+	"github.com/tlsrelay/tlsrelay/internal/testutil"
 )
 
 // Fault tests that need a real process: descriptor exhaustion under a low
@@ -135,16 +136,10 @@ func startTlsrelayWith(t *testing.T, bin, dir, mainExtra, addr, up, ssl string, 
 }
 
 // startNginxLimited runs NGINX with one worker whose RLIMIT_NOFILE is
-// nofile (worker_rlimit_nofile), or skips when NGINX is not installed.
+// nofile (worker_rlimit_nofile); without NGINX it skips (fails under CI).
 func startNginxLimited(t *testing.T, dir, addr, up, ssl string, nofile uint64) *faultProc {
 	t.Helper()
-	path, err := exec.LookPath("nginx")
-	if err != nil {
-		if _, err := os.Stat("/usr/sbin/nginx"); err != nil {
-			t.Skip("nginx is not installed")
-		}
-		path = "/usr/sbin/nginx"
-	}
+	path := testutil.NeedProgram(t, "nginx", "nginx", "/usr/sbin/nginx")
 	p := &faultProc{errLog: filepath.Join(dir, "error.log"), access: filepath.Join(dir, "access.log"), done: make(chan error, 1)}
 	var b strings.Builder
 	if mod := "/usr/lib/nginx/modules/ngx_stream_module.so"; fileExists(mod) {

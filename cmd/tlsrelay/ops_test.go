@@ -14,6 +14,7 @@ import (
 
 	"github.com/tlsrelay/tlsrelay/engine/conf"
 	"github.com/tlsrelay/tlsrelay/internal/backend"
+	"github.com/tlsrelay/tlsrelay/internal/testutil"
 )
 
 // TestSystemdUnit checks docs/systemd/tlsrelay.service with
@@ -21,10 +22,7 @@ import (
 // binary: verify wants the ExecStart command to exist. verify exits 0 on
 // settings it ignores, so any output fails the test too.
 func TestSystemdUnit(t *testing.T) {
-	sa, err := exec.LookPath("systemd-analyze")
-	if err != nil {
-		t.Skip("systemd-analyze is not installed (Debian package systemd)")
-	}
+	sa := testutil.NeedProgram(t, "systemd-analyze", "systemd")
 	bin := buildBinary(t)
 	src, err := os.ReadFile("../../docs/systemd/tlsrelay.service")
 	if err != nil {

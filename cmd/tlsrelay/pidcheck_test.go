@@ -10,6 +10,8 @@ import (
 	"strings"
 	"syscall"
 	"testing"
+
+	"github.com/tlsrelay/tlsrelay/internal/testutil"
 )
 
 // startSleep starts a copy of sleep(1) named name in dir (argv[0] argv0,
@@ -17,10 +19,7 @@ import (
 // the test.
 func startSleep(t *testing.T, dir, name, argv0 string) *exec.Cmd {
 	t.Helper()
-	sleep, err := exec.LookPath("sleep")
-	if err != nil {
-		t.Skip("no sleep(1)")
-	}
+	sleep := testutil.NeedProgram(t, "sleep", "coreutils")
 	path := sleep
 	if name != "" {
 		path = filepath.Join(dir, name)

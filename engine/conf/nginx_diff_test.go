@@ -8,6 +8,8 @@ import (
 	"regexp"
 	"strings"
 	"testing"
+
+	"github.com/tlsrelay/tlsrelay/internal/testutil"
 )
 
 // The stream module as Debian packages it (libnginx-mod-stream).
@@ -146,13 +148,8 @@ var nginxDiffCases = []struct {
 // TestNginxDifferential runs each case through `nginx -t` and through
 // Parse: both must agree on accepting it.
 func TestNginxDifferential(t *testing.T) {
-	nginx, err := exec.LookPath("nginx")
-	if err != nil {
-		t.Skip("nginx not installed; .ci/run installs it")
-	}
-	if _, err := os.Stat(nginxStreamModule); err != nil {
-		t.Skip("nginx stream module not installed (libnginx-mod-stream); .ci/run installs it")
-	}
+	nginx := testutil.NeedProgram(t, "nginx", "nginx", "/usr/sbin/nginx")
+	testutil.NeedFile(t, nginxStreamModule, "libnginx-mod-stream")
 	pkiDir, _ := writePKI(t)
 	if err := os.WriteFile(filepath.Join(pkiDir, "inc.conf"), []byte("upstream i { server 127.0.0.1:7; }\n"), 0o644); err != nil {
 		t.Fatal(err)

@@ -24,6 +24,7 @@ import (
 	"github.com/tlsrelay/tlsrelay/engine/metrics"
 	"github.com/tlsrelay/tlsrelay/internal/backend"
 	"github.com/tlsrelay/tlsrelay/internal/pki"
+	"github.com/tlsrelay/tlsrelay/internal/testutil"
 	"github.com/tlsrelay/tlsrelay/pool"
 	"github.com/tlsrelay/tlsrelay/tlsbridge"
 )
@@ -456,13 +457,7 @@ func promtoolCheck(t *testing.T, body []byte) {
 // TestPromtoolSeesProblems makes sure the promtool check can fail: a
 // counter without _total is refused.
 func TestPromtoolSeesProblems(t *testing.T) {
-	path, err := exec.LookPath("promtool")
-	if err != nil {
-		if os.Getenv("CI") == "true" {
-			t.Fatal("promtool is not on PATH (Debian: apt-get install prometheus); CI needs it")
-		}
-		t.Skip("promtool is not on PATH")
-	}
+	path := testutil.NeedProgram(t, "promtool", "prometheus")
 	cmd := exec.Command(path, "check", "metrics")
 	cmd.Stdin = strings.NewReader("# HELP bad_counter A counter.\n# TYPE bad_counter counter\nbad_counter 1\n")
 	out, err := cmd.CombinedOutput()
