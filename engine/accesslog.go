@@ -59,7 +59,7 @@ const (
 	varEmpty // a variable tlsrelay knows but cannot fill: "-" or ""
 )
 
-// logVars maps variable names to ids. The upstream_ssl_* and
+// logVarNames maps variable names to ids. The upstream_ssl_* and
 // upstream_tcp_connect_time variables and close_reason are tlsrelay's own
 // (NGINX has no upstream TLS variables in its stream module).
 var logVarNames = map[string]varID{

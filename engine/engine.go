@@ -169,17 +169,6 @@ func errorLogOf(cfg *conf.Config) (path string, lv Level, pos conf.Pos) {
 	return path, lv, logs[0].Pos
 }
 
-// Run serves cfg until ctx is done (stop at once: SIGTERM, SIGINT) or Quit
-// is closed and the sessions have ended; it is the body of `tlsrelay`
-// without -t.
-func Run(ctx context.Context, cfg *conf.Config, opts Options) error {
-	e, err := New(cfg, opts)
-	if err != nil {
-		return err
-	}
-	return e.Serve(ctx)
-}
-
 // cfg returns the configuration new sessions start on.
 func (e *Engine) cfg() *conf.Config { return e.plan.Load().cfg }
 

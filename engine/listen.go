@@ -421,12 +421,14 @@ func (ls *listenSock) serve() {
 			continue
 		}
 		delay = 0
+		// The binding is read once per client: a reload between two
+		// reads could turn PROXY-header reading on or off halfway.
+		b := ls.bind.Load()
 		if fd >= 0 {
-			if c = e.handRaw(fd, remote, ls); c == nil {
-				continue
-			}
+			e.handRaw(fd, remote, ls, b)
+		} else {
+			e.hand(c, ls, b)
 		}
-		e.hand(c, ls)
 		if ls.enrollFailed() {
 			e.pauseAccepting()
 		}
@@ -473,34 +475,33 @@ func outOfDescriptors(err error) bool {
 	return errors.Is(err, unix.EMFILE) || errors.Is(err, unix.ENFILE)
 }
 
-// handRaw hands a client accepted by rawAcceptor to its loop, and
-// returns nil; for a listener that expects a PROXY header (the header is
-// read on a goroutine of its own, with net's deadlines) it returns the
-// socket as a net.Conn for hand instead. Runs on an accept goroutine.
-func (e *Engine) handRaw(fd int, remote net.Addr, ls *listenSock) net.Conn {
-	b := ls.bind.Load()
+// handRaw hands a client accepted by rawAcceptor to its loop under the
+// binding b; a listener that expects a PROXY header has it read on a
+// goroutine of its own, with net's deadlines, so the socket becomes a
+// net.Conn first. Runs on an accept goroutine.
+func (e *Engine) handRaw(fd int, remote net.Addr, ls *listenSock, b *binding) {
 	if !b.opts.ProxyProtocol {
 		e.adoptClient(fd, remote, ls, b)
-		return nil
+		return
 	}
 	f := os.NewFile(uintptr(fd), "client")
 	c, err := net.FileConn(f)
 	f.Close()
 	if err != nil {
 		e.enrollError(err)
-		return nil
+		return
 	}
-	return c
+	go e.handProxied(c, ls, b)
 }
 
-// hand enrolls an accepted client into a loop. Runs on an accept
-// goroutine.
-func (e *Engine) hand(c net.Conn, ls *listenSock) {
-	if b := ls.bind.Load(); b.opts.ProxyProtocol {
+// hand enrolls an accepted client into a loop under the binding b, or
+// has its PROXY header read first. Runs on an accept goroutine.
+func (e *Engine) hand(c net.Conn, ls *listenSock, b *binding) {
+	if b.opts.ProxyProtocol {
 		go e.handProxied(c, ls, b)
 		return
 	}
-	if ch := e.enroll(c, ls, ls.bind.Load(), nil); ch != nil {
+	if ch := e.enroll(c, ls, b, nil); ch != nil {
 		ls.enrolling = append(ls.enrolling, ch)
 	}
 }

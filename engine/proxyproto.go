@@ -19,8 +19,8 @@ const (
 // proxyHeader returns the PROXY protocol header that tells the upstream
 // who the client is; the dialer writes it in clear before the handshake.
 // Runs on a dialer worker (see dialwork.go); it reads only fields fixed at
-// the session's start. upLocal (the upstream socket's own address) is not
-// part of the header.
+// the session's start. Its argument, the upstream socket's own address
+// (the dialer's callback passes it), is not part of the header.
 func (s *session) proxyHeader(_ net.Addr) []byte {
 	src, _ := s.remote.(*net.TCPAddr)
 	dst, _ := s.local.(*net.TCPAddr)

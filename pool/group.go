@@ -86,7 +86,7 @@ type BalancerConfig struct {
 	Method string
 	// Key is the hash key template as written (it may hold variables); the
 	// caller evaluates it per session and passes the result to
-	// [Group.NewSelection]. Only for MethodHash.
+	// [Group.InitSelection] (or [Group.NewSelection]). Only for MethodHash.
 	Key string
 	// Consistent selects ketama consistent hashing. Only for MethodHash.
 	Consistent bool

@@ -19,7 +19,6 @@ type Selection struct {
 	backup    bool      // walking the backup tier (NGINX's rrp->peers = peers->next)
 	tried     [2]uint64 // NGINX's tried bitmap, for tiers of up to 128 peers
 	triedMore []uint64  // the bitmap of larger tiers
-	current   *Peer
 	start     time.Time
 	triesLeft int
 	attempts  int
@@ -79,9 +78,6 @@ func (s *Selection) Tried() int { return s.attempts }
 // single-server group sets it to zero.
 func (s *Selection) TriesLeft() int { return s.triesLeft }
 
-// Current returns the peer the last Next returned, or nil.
-func (s *Selection) Current() *Peer { return s.current }
-
 // Next picks the next peer to connect to and counts a connection on it. It
 // returns an error wrapping ErrNoLivePeers when no peer can be used, and
 // ErrNoTriesLeft when a previous attempt failed and no tries are left.
@@ -109,14 +105,12 @@ func (s *Selection) Next(now time.Time) (*Peer, error) {
 	}
 	if p == nil {
 		g.mu.Unlock()
-		s.current = nil
 		return nil, g.errNoLive
 	}
 	p.conns++
 	p.nConns.Store(int64(p.conns))
 	g.mu.Unlock()
 	p.stats.selected.Add(1)
-	s.current = p
 	s.attempts++
 	return p, nil
 }
@@ -160,9 +154,6 @@ func (s *Selection) Connected(p *Peer, now time.Time) {
 // NGX_PEER_FAILED. Runs on the goroutine that owns the session.
 func (s *Selection) Release(p *Peer) {
 	s.Lease().Release(p)
-	if s.current == p {
-		s.current = nil
-	}
 }
 
 // Lease is what a session keeps of its Selection once its upstream

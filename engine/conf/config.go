@@ -287,12 +287,12 @@ type Listen struct {
 	KeepAlive KeepAlive
 }
 
-// KeepAliveMode is the form of a listen socket's so_keepalive.
+// KeepAliveMode is the form of a listen socket's so_keepalive; the zero
+// value is "not set" (the system's default).
 type KeepAliveMode int8
 
 // so_keepalive forms.
 const (
-	KeepAliveUnset  KeepAliveMode = 0  // not set: the system's default
 	KeepAliveOn     KeepAliveMode = 1  // so_keepalive=on
 	KeepAliveOff    KeepAliveMode = -1 // so_keepalive=off
 	KeepAliveCustom KeepAliveMode = 2  // so_keepalive=[idle]:[intvl]:[cnt]; zero fields keep the system's value
