@@ -86,17 +86,6 @@ func baselineColumn(res *Results) (string, bool) {
 	return "", false
 }
 
-// againstBaseline returns the header of the tlsrelay/baseline ratio
-// column and a function that renders one row's ratio from its two cells'
-// summaries; without a baseline column, no header.
-func againstBaseline(res *Results) (string, bool) {
-	name, ok := baselineColumn(res)
-	if !ok {
-		return "", false
-	}
-	return subjectName + "/" + name, true
-}
-
 func hasColumn(cols []string, name string) bool {
 	for _, c := range cols {
 		if c == name {
@@ -246,7 +235,7 @@ func Markdown(res *Results) string {
 	b.WriteString("\n")
 
 	baseName, haveBase := baselineColumn(res)
-	baseHead, _ := againstBaseline(res)
+	baseHead := subjectName + "/" + baseName // the tlsrelay/baseline column
 	if len(res.Handshake) > 0 {
 		cols := columnsFor(res, RowHandshake)
 		b.WriteString("## 1. Handshake cost\n\n")
@@ -356,10 +345,6 @@ func Markdown(res *Results) string {
 				cells := []string{label, metric.name}
 				for _, c := range cols {
 					tc := row.Cells[c]
-					if tc == nil { // a run that stopped before this proxy's rounds
-						cells = append(cells, "–")
-						continue
-					}
 					cells = append(cells, cellText(metric.get(tc), tc.Err, 1))
 				}
 				cells = append(cells, pairRatio(row.Cells[subjectName], row.Cells[baselineName], metric.get))
@@ -374,10 +359,7 @@ func Markdown(res *Results) string {
 	if len(res.Memory) > 0 {
 		cols := columnsFor(res, RowMemory)
 		memRatios := func(get func(*MemoryCell) Summary, s, n, base *MemoryCell) []string {
-			out := []string{"–"}
-			if s != nil && n != nil {
-				out[0] = ratioText(get(s), get(n))
-			}
+			out := []string{pairRatio(s, n, get)}
 			if haveBase {
 				out = append(out, pairRatio(s, base, get))
 			}
@@ -495,11 +477,11 @@ func Markdown(res *Results) string {
 }
 
 // cpuRatios returns "row ratio×" for each handshake row where both the
-// column name and NGINX have a CPU figure.
-func cpuRatios(res *Results, name string) []string {
+// column name and the column against have a CPU figure.
+func cpuRatios(res *Results, name, against string) []string {
 	var parts []string
 	for _, row := range res.Handshake {
-		s, n := row.Cells[name], row.Cells[baselineName]
+		s, n := row.Cells[name], row.Cells[against]
 		if s == nil || n == nil {
 			continue
 		}
@@ -518,21 +500,11 @@ func atAGlance(res *Results) []string {
 		return nil
 	}
 	var out []string
-	if parts := cpuRatios(res, subjectName); len(parts) > 0 {
+	if parts := cpuRatios(res, subjectName, baselineName); len(parts) > 0 {
 		out = append(out, "Proxy CPU per new connection, tlsrelay/NGINX (lower is better for tlsrelay): "+strings.Join(parts, "; ")+".")
 	}
 	if base, ok := baselineColumn(res); ok {
-		var parts []string
-		for _, row := range res.Handshake {
-			s, b := row.Cells[subjectName], row.Cells[base]
-			if s == nil || b == nil {
-				continue
-			}
-			if r := Ratio(s.CPUMicros, b.CPUMicros); !math.IsNaN(r) {
-				parts = append(parts, fmt.Sprintf("%s %.2f×", row.Name, r))
-			}
-		}
-		if len(parts) > 0 {
+		if parts := cpuRatios(res, subjectName, base); len(parts) > 0 {
 			out = append(out, "Proxy CPU per new connection, tlsrelay/"+base+" (this build against the earlier one, same run): "+strings.Join(parts, "; ")+".")
 		}
 	}
@@ -541,7 +513,7 @@ func atAGlance(res *Results) []string {
 		if !p.Available || !(p.HandshakeOnly || p.Baseline) {
 			continue
 		}
-		if parts := cpuRatios(res, p.Name); len(parts) > 0 {
+		if parts := cpuRatios(res, p.Name, baselineName); len(parts) > 0 {
 			out = append(out, "Proxy CPU per new connection, "+p.Name+"/NGINX: "+strings.Join(parts, "; ")+".")
 		}
 	}

@@ -1,15 +1,16 @@
 package engine
 
-// Accepting a TCP client without Go's netpoller knowing it. net.Listener.Accept
-// registers every accepted socket with Go's netpoller (epoll_ctl), asks
-// for its local address (getsockname) and sets TCP_NODELAY, and gnet's
-// Enroll then duplicates the socket on a worker goroutine of its own,
-// waits for the loop, and closes the original (epoll_ctl, close): five
-// system calls and three goroutine hand-offs per client that carry
-// nothing. Here the accept goroutine calls accept4 on the listening socket
-// itself (Go's netpoller still says when it is readable) and hands the bare socket to its loop with EventLoop.Adopt,
-// tlsrelay's addition to gnet (internal/gnet): the loop registers it as
-// it is. TCP_NODELAY is set once on the listener, whose accepted sockets
+// Accepting a TCP client without Go's netpoller knowing it.
+// net.Listener.Accept registers every accepted socket with Go's netpoller
+// (epoll_ctl), asks for its local address (getsockname) and sets
+// TCP_NODELAY, and gnet's Enroll then duplicates the socket on a worker
+// goroutine of its own, waits for the loop, and closes the original
+// (epoll_ctl, close): five system calls and three goroutine hand-offs per
+// client that carry nothing. Here the accept goroutine calls accept4 on
+// the listening socket itself (Go's netpoller still says when it is
+// readable) and hands the bare socket to its loop with EventLoop.Adopt,
+// tlsrelay's addition to gnet (internal/gnet): the loop registers it as it
+// is. TCP_NODELAY is set once on the listener, whose accepted sockets
 // inherit it on Linux.
 
 import (
@@ -49,17 +50,13 @@ func newRawAcceptor(nl net.Listener) *rawAcceptor {
 	if !ok {
 		return nil
 	}
-	lrc, err := tl.SyscallConn()
+	fd, err := dupSocket(tl)
 	if err != nil {
 		return nil
 	}
-	fd := -1
-	var serr error
-	if err := lrc.Control(func(lfd uintptr) {
-		if serr = unix.SetsockoptInt(int(lfd), unix.IPPROTO_TCP, unix.TCP_NODELAY, 1); serr == nil {
-			fd, serr = unix.FcntlInt(lfd, unix.F_DUPFD_CLOEXEC, 0)
-		}
-	}); err != nil || serr != nil {
+	// The duplicate is the same socket: the option is the listener's.
+	if err := unix.SetsockoptInt(fd, unix.IPPROTO_TCP, unix.TCP_NODELAY, 1); err != nil {
+		unix.Close(fd)
 		return nil
 	}
 	f := os.NewFile(uintptr(fd), "listener")
@@ -148,10 +145,7 @@ func (e *Engine) adoptClient(fd int, remote net.Addr, ls *listenSock, b *binding
 		e.enrollError(err)
 		return
 	}
-	lp := ls.lp.Load()
-	if lp == nil {
-		lp = e.loops[int(e.nextLoop.Add(1)-1)%len(e.loops)]
-	}
+	lp := e.loopFor(ls)
 	a := &accepted{b: b, lp: lp}
 	failed := func(err error) { e.enrollError(err) } // on the loop; gnet closed fd
 	if err := lp.el.Adopt(gnet.NewContext(context.Background(), a), fd, local, remote, failed); err != nil {

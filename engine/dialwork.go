@@ -130,17 +130,7 @@ func (s *session) dialDone(r pool.DialResult) {
 	}
 	if err != nil {
 		r.Raw.Close()
-		var errno syscall.Errno
-		if errors.As(err, &errno) {
-			err = textError{fmt.Sprintf("dup() failed (%s) while adopting the upstream connection, upstream: \"%s\"", syserr.Paren(errno), r.Peer), errno}
-		} else {
-			err = fmt.Errorf("adopting the upstream connection failed (%w), upstream: \"%s\"", err, r.Peer)
-		}
-		el.Execute(context.Background(), gnet.RunnableFunc(func(context.Context) error {
-			s.peer = r.Peer // on the loop
-			s.dialFailed(err)
-			return nil
-		}))
+		s.adoptFailed(r, err)
 	}
 }
 
@@ -151,36 +141,42 @@ func (s *session) dialDone(r pool.DialResult) {
 // Enroll's worker goroutine and its two waits for the loop. Runs on a
 // dialer worker.
 func (s *session) adoptUpstream(tc *net.TCPConn, r pool.DialResult) {
-	el := s.lp.el
-	fail := func(err error) {
-		el.Execute(context.Background(), gnet.RunnableFunc(func(context.Context) error {
-			s.peer = r.Peer // on the loop
-			s.dialFailed(err)
-			return nil
-		}))
-	}
 	fd, err := dupSocket(tc)
 	local, remote := tc.LocalAddr(), tc.RemoteAddr()
 	tc.Close()
 	if err != nil {
-		var errno syscall.Errno
-		if errors.As(err, &errno) {
-			err = textError{fmt.Sprintf("dup() failed (%s) while adopting the upstream connection, upstream: \"%s\"", syserr.Paren(errno), r.Peer), errno}
-		}
-		fail(err)
+		s.adoptFailed(r, err)
 		return
 	}
 	failed := func(err error) { // on the loop; gnet closed fd
 		s.peer = r.Peer
 		s.dialFailed(fmt.Errorf("adopting the upstream connection failed (%w), upstream: \"%s\"", err, r.Peer))
 	}
-	if err := el.Adopt(gnet.NewContext(context.Background(), &upOpen{s: s, res: r}), fd, local, remote, failed); err != nil {
+	if err := s.lp.el.Adopt(gnet.NewContext(context.Background(), &upOpen{s: s, res: r}), fd, local, remote, failed); err != nil {
 		unix.Close(fd) // the engine is stopping
 	}
 }
 
-// dupSocket duplicates the socket of c (close-on-exec).
-func dupSocket(c *net.TCPConn) (int, error) {
+// adoptFailed hands the loop a failure to give it the dialled socket (a
+// dup, or gnet's Enroll), in NGINX's words: an errno is the dup's
+// (outOfDescriptors still sees it). Runs on a dialer worker.
+func (s *session) adoptFailed(r pool.DialResult, err error) {
+	var errno syscall.Errno
+	if errors.As(err, &errno) {
+		err = textError{fmt.Sprintf("dup() failed (%s) while adopting the upstream connection, upstream: \"%s\"", syserr.Paren(errno), r.Peer), errno}
+	} else {
+		err = fmt.Errorf("adopting the upstream connection failed (%w), upstream: \"%s\"", err, r.Peer)
+	}
+	s.lp.el.Execute(context.Background(), gnet.RunnableFunc(func(context.Context) error {
+		s.peer = r.Peer // on the loop
+		s.dialFailed(err)
+		return nil
+	}))
+}
+
+// dupSocket duplicates the socket of c (close-on-exec), leaving c as it
+// is. Runs on any goroutine.
+func dupSocket(c syscall.Conn) (int, error) {
 	rc, err := c.SyscallConn()
 	if err != nil {
 		return -1, err

@@ -8,7 +8,7 @@ import (
 )
 
 // keyVar is a variable a key evaluated when a session starts may hold
-// (conf.IsKeyVariable): a `hash` or `limit_conn_zone` key.
+// (conf's key variables): a `hash` or `limit_conn_zone` key.
 type keyVar uint8
 
 const (

@@ -507,15 +507,11 @@ func (e *Engine) hand(c net.Conn, ls *listenSock, b *binding) {
 }
 
 // enroll hands an accepted client, with what its PROXY header said (nil:
-// none), to its loop: the socket's own with reuseport, else the engine's
-// loops in turn. It returns gnet's result channel, nil when the engine is
-// stopping (the client is closed then). Runs on an accept or header
-// goroutine.
+// none), to its loop (loopFor). It returns gnet's result channel, nil
+// when the engine is stopping (the client is closed then). Runs on an
+// accept or header goroutine.
 func (e *Engine) enroll(c net.Conn, ls *listenSock, b *binding, pp *proxyInfo) <-chan gnet.RegisteredResult {
-	lp := ls.lp.Load()
-	if lp == nil {
-		lp = e.loops[int(e.nextLoop.Add(1)-1)%len(e.loops)]
-	}
+	lp := e.loopFor(ls)
 	a := &accepted{b: b, lp: lp, pp: pp}
 	if _, ok := c.(*net.UnixConn); ok {
 		a.local = ls.addr
@@ -526,6 +522,15 @@ func (e *Engine) enroll(c net.Conn, ls *listenSock, b *binding, pp *proxyInfo) <
 		return nil
 	}
 	return ch
+}
+
+// loopFor is the loop a new client of ls goes to: the socket's own with
+// reuseport, else the engine's loops in turn. Any goroutine.
+func (e *Engine) loopFor(ls *listenSock) *loop {
+	if lp := ls.lp.Load(); lp != nil {
+		return lp
+	}
+	return e.loops[int(e.nextLoop.Add(1)-1)%len(e.loops)]
 }
 
 // enrollError reports a failed enrolment of an accepted client (the

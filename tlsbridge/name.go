@@ -29,7 +29,7 @@ const (
 )
 
 // nameVarOf maps a variable proxy_ssl_name may hold
-// (conf.IsNameVariable) to its id; varNone for any other.
+// (conf.NameVariablesText) to its id; varNone for any other.
 func nameVarOf(name string) nameVar {
 	switch name {
 	case "remote_addr":

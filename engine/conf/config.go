@@ -232,7 +232,7 @@ type LimitConnZone struct {
 	Name string
 	Key  string
 	// KeyTemplate is Key compiled; its variables are key variables
-	// (IsKeyVariable).
+	// (isKeyVariable).
 	KeyTemplate *Template
 	Size        int64
 }
@@ -454,7 +454,7 @@ type Upstream struct {
 	Method    string
 	MethodPos Pos
 	// HashKey is hash's key as written (may hold variables), Hash the
-	// same compiled (its variables are key variables, IsKeyVariable);
+	// same compiled (its variables are key variables, isKeyVariable);
 	// Consistent is set by hash ... consistent (ketama).
 	HashKey    string
 	Hash       *Template

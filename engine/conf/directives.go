@@ -332,16 +332,8 @@ func proxySpec(name string) (spec, bool) {
 	case "proxy_ssl_name":
 		return set(func(p *parser, m *mergeable, d *directive) error {
 			m.Proxy.SSL.Name = d.args[0]
-			t, err := compileAt(d, d.args[0])
-			if err != nil {
-				return err
-			}
-			for _, v := range t.Vars() {
-				if !IsNameVariable(v) {
-					return Errorf(d.pos, "the %q variable cannot be used in \"proxy_ssl_name\": it may hold %s", v, NameVariablesText)
-				}
-			}
-			return nil
+			_, err := compileName(d, d.args[0])
+			return err
 		})
 	case "proxy_ssl_server_name":
 		return set(func(p *parser, m *mergeable, d *directive) error { return flagArg(d, &m.Proxy.SSL.ServerName) })

@@ -50,7 +50,7 @@ func (t *Template) Vars() []string {
 // "${name}", the name made of ASCII letters, digits and "_" (a "$name"
 // ends at the first other byte), "$1".."$9" the regex captures. Every
 // name must be a variable NGINX's stream modules or tlsrelay define
-// (KnownVariable). The errors read like NGINX's and carry no position:
+// (knownVariable). The errors read like NGINX's and carry no position:
 // the directive's parser adds the file and line.
 func CompileTemplate(value string) (*Template, error) {
 	t := &Template{Text: value}
@@ -96,7 +96,7 @@ func CompileTemplate(value string) (*Template, error) {
 			return nil, fmt.Errorf("invalid variable name in %q", value)
 		}
 		name = strings.ToLower(name)
-		if !KnownVariable(name) {
+		if !knownVariable(name) {
 			return nil, fmt.Errorf("unknown %q variable", name)
 		}
 		flush()
@@ -118,16 +118,31 @@ func compileAt(d *directive, value string) (*Template, error) {
 
 // keyVariablesText lists the variables a key evaluated when a session
 // starts, before anything is proxied, may hold: `hash` and
-// `limit_conn_zone` keys (IsKeyVariable).
+// `limit_conn_zone` keys (isKeyVariable).
 const keyVariablesText = "$binary_remote_addr, $remote_addr, $remote_port, $server_addr, $server_port"
 
-// IsKeyVariable reports whether name may appear in a `hash` or
+// isKeyVariable reports whether name may appear in a `hash` or
 // `limit_conn_zone` key: tlsrelay evaluates these when a session starts;
 // a key with any other variable is refused when the configuration is
 // loaded.
-func IsKeyVariable(name string) bool {
+func isKeyVariable(name string) bool {
 	switch name {
 	case "binary_remote_addr", "remote_addr", "remote_port", "server_addr", "server_port":
+		return true
+	}
+	return false
+}
+
+// NameVariablesText lists the variables proxy_ssl_name may hold
+// (isNameVariable).
+const NameVariablesText = "$remote_addr, $server_addr, $server_port"
+
+// isNameVariable reports whether name may appear in proxy_ssl_name:
+// tlsrelay evaluates these for each upstream connection; a name with any
+// other variable is refused when the configuration is loaded.
+func isNameVariable(name string) bool {
+	switch name {
+	case "remote_addr", "server_addr", "server_port":
 		return true
 	}
 	return false
@@ -136,29 +151,27 @@ func IsKeyVariable(name string) bool {
 // compileKey compiles the key of a `hash` or `limit_conn_zone` directive
 // d: a template whose variables are all key variables.
 func compileKey(d *directive, value string) (*Template, error) {
+	return compileLimited(d, value, isKeyVariable, keyVariablesText)
+}
+
+// compileName compiles the value of proxy_ssl_name: a template whose
+// variables are all name variables.
+func compileName(d *directive, value string) (*Template, error) {
+	return compileLimited(d, value, isNameVariable, NameVariablesText)
+}
+
+// compileLimited compiles the value of directive d, where only the
+// variables ok accepts (listed in allowed, for the message) can be
+// evaluated.
+func compileLimited(d *directive, value string, ok func(string) bool, allowed string) (*Template, error) {
 	t, err := compileAt(d, value)
 	if err != nil {
 		return nil, err
 	}
 	for _, v := range t.Vars() {
-		if !IsKeyVariable(v) {
-			return nil, Errorf(d.pos, "the %q variable cannot be used in \"%s\": a key may hold %s", v, d.name, keyVariablesText)
+		if !ok(v) {
+			return nil, Errorf(d.pos, "the %q variable cannot be used in \"%s\": it may hold %s", v, d.name, allowed)
 		}
 	}
 	return t, nil
-}
-
-// NameVariablesText lists the variables proxy_ssl_name may hold
-// (IsNameVariable).
-const NameVariablesText = "$remote_addr, $server_addr, $server_port"
-
-// IsNameVariable reports whether name may appear in proxy_ssl_name:
-// tlsrelay evaluates these for each upstream connection; a name with any
-// other variable is refused when the configuration is loaded.
-func IsNameVariable(name string) bool {
-	switch name {
-	case "remote_addr", "server_addr", "server_port":
-		return true
-	}
-	return false
 }

@@ -67,11 +67,11 @@ func TestKeyDirectives(t *testing.T) {
 		{"hash braced", up("${remote_addr}"), ""},
 		{"hash mixed", up("x${remote_addr}-$server_port"), ""},
 		{"hash unknown", up("$foo"), `unknown "foo" variable in t.conf:1`},
-		{"hash not a key variable", up("$connection"), `the "connection" variable cannot be used in "hash": a key may hold ` + keyVariablesText + ` in t.conf:1`},
+		{"hash not a key variable", up("$connection"), `the "connection" variable cannot be used in "hash": it may hold ` + keyVariablesText + ` in t.conf:1`},
 		{"zone binary", zone("$binary_remote_addr"), ""},
 		{"zone braced", zone("${remote_addr}"), ""},
 		{"zone unknown", zone("$foo"), `unknown "foo" variable in t.conf:1`},
-		{"zone not a key variable", zone("$upstream_addr"), `the "upstream_addr" variable cannot be used in "limit_conn_zone": a key may hold ` + keyVariablesText + ` in t.conf:1`},
+		{"zone not a key variable", zone("$upstream_addr"), `the "upstream_addr" variable cannot be used in "limit_conn_zone": it may hold ` + keyVariablesText + ` in t.conf:1`},
 		{"name braced", srv("proxy_ssl_name ${server_addr}.example;"), ""},
 		{"name not a name variable", srv("proxy_ssl_name $remote_port;"), `the "remote_port" variable cannot be used in "proxy_ssl_name": it may hold ` + NameVariablesText + ` in t.conf:1`},
 	} {

@@ -2,12 +2,12 @@ package conf
 
 import "strings"
 
-// KnownVariable reports whether NGINX's stream core and upstream modules
+// knownVariable reports whether NGINX's stream core and upstream modules
 // define the variable (ngx_stream_variables.c, ngx_stream_upstream.c).
 // tlsrelay adds a few of its own (see docs/configuration.md). Variables of
 // modules tlsrelay does not implement (ssl_*, ssl_preread_*,
 // realip_*, geoip_*, map and geo results) are unknown here.
-func KnownVariable(name string) bool {
+func knownVariable(name string) bool {
 	if strings.HasPrefix(name, "proxy_protocol_tlv_") {
 		return true
 	}
