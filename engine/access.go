@@ -8,6 +8,7 @@ import (
 	"github.com/panjf2000/gnet/v2"
 
 	"github.com/tlsrelay/tlsrelay/engine/conf"
+	"github.com/tlsrelay/tlsrelay/engine/metrics"
 )
 
 // clientAddr is a client's address as the rules see it: an IP, or a
@@ -74,7 +75,7 @@ func (e *Engine) admit(c gnet.Conn, lp *loop, srv *server, pp *proxyInfo, local 
 	if !srv.allowed(remote) {
 		s.status = 403
 		e.log.Logf(LevelError, s.id, "access forbidden by rule, client: %s, server: %s", hostOf(s.remote), srv.name)
-		s.finish("access forbidden")
+		s.finish(metrics.ReasonForbidden)
 		return
 	}
 	if len(srv.conf.LimitConn) == 0 {
@@ -84,7 +85,7 @@ func (e *Engine) admit(c gnet.Conn, lp *loop, srv *server, pp *proxyInfo, local 
 	if zone := s.limitConns(); zone != "" {
 		s.status = srv.conf.Core.LimitConnStatus
 		e.log.Logf(limitLevel(srv.conf.Core.LimitConnLogLevel), s.id, "limiting connections by zone %q, client: %s, server: %s", zone, hostOf(s.remote), srv.name)
-		s.finish("limit_conn")
+		s.finish(metrics.ReasonLimited)
 		return
 	}
 	e.submit(s)

@@ -321,7 +321,7 @@ func (s *session) appendVar(b []byte, id varID, now time.Time) []byte {
 			}
 		}
 	case varCloseReason:
-		return append(b, s.reason...)
+		return append(b, s.reason.Text()...)
 	}
 	return b
 }

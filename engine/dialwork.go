@@ -23,6 +23,7 @@ import (
 	"github.com/panjf2000/gnet/v2"
 	"golang.org/x/sys/unix"
 
+	"github.com/tlsrelay/tlsrelay/engine/metrics"
 	"github.com/tlsrelay/tlsrelay/internal/syserr"
 	"github.com/tlsrelay/tlsrelay/pool"
 	"github.com/tlsrelay/tlsrelay/tlsbridge"
@@ -51,13 +52,13 @@ func (s *session) clientLeftWhileConnecting(err error) {
 	if !reset && s.cli.buffered() > 0 {
 		return
 	}
-	reason := "client closed"
+	reason := metrics.ReasonClientClosed
 	if reset {
-		reason = "client aborted"
+		reason = metrics.ReasonClientAborted
 	}
 	if s.e.log.Enabled(LevelInfo) {
 		s.e.log.Logf(LevelInfo, s.id, "%s while connecting to upstream, dial cancelled, client: %s, server: %s",
-			reason, hostOf(s.remote), s.srv.name)
+			reason.Text(), hostOf(s.remote), s.srv.name)
 	}
 	s.reason = reason
 	s.finish(reason) // finish cancels the dial

@@ -3,9 +3,8 @@ package engine
 // Flow control of a session: what it does when one socket cannot take
 // bytes as fast as the other delivers them (stall, then pause; resume),
 // when a rate limit holds a direction back (rateHold, onRate), and the
-// polling that notices a queue drained (gnet has no drained callback), and
-// the linger after a client ended. Everything here runs on the session's
-// loop.
+// polling that notices a queue drained (gnet has no drained callback).
+// Everything here runs on the session's loop.
 //
 // What a session lets queue toward one socket is bounded by its server's
 // watermarks (server.highWater, 32 × proxy_buffer_size): above high the
@@ -14,13 +13,13 @@ package engine
 
 import (
 	"context"
-	"crypto/tls"
 	"net"
 	"os"
 	"time"
 
 	"github.com/panjf2000/gnet/v2"
-	"golang.org/x/sys/unix"
+
+	"github.com/tlsrelay/tlsrelay/engine/metrics"
 )
 
 // stallCap is how much unconsumed input a socket may hold in gnet while
@@ -86,7 +85,7 @@ func (s *session) resume(sd *side) bool {
 	if err != nil {
 		sd.state = sideClosed
 		s.e.log.Logf(LevelError, s.id, "resuming a paused connection: %v", err)
-		s.finish("resume failed")
+		s.finish(metrics.ReasonResumeFailed)
 		return false
 	}
 	return true
@@ -113,45 +112,58 @@ func (s *session) onReattach(c gnet.Conn, sd *side) {
 	}
 }
 
-// rateHold stops consuming sd until its rate allowance turns positive
-// again: at the next whole second of the session (NGINX's granularity).
-// While relaying, sd stalls; while flushing after a peer ended (force),
-// the session holds its close until the rest has gone at the rate.
-func (s *session) rateHold(sd *side, force bool, rate, moved int64) {
+// rateHold stops consuming d's source until its rate allowance turns
+// positive again: at the next whole second of the session (NGINX's
+// granularity). While relaying, the source stalls; while flushing after a
+// peer ended (force), the direction is held (direction.held): the end of
+// the session, or the FIN of a half-close, waits for the rest to go at the
+// rate.
+func (s *session) rateHold(d *direction, force bool) {
 	if force {
-		s.held = true
+		d.held = true
 	} else {
-		sd.rateLimited = true
-		s.stall(sd)
+		d.src.rateLimited = true
+		s.stall(d.src)
 	}
 	el := time.Since(s.start)
 	next := (el/time.Second + 1) * time.Second
-	if over := moved - rate*int64(next/time.Second); over > 0 {
+	if over := *d.moved - d.rate*int64(next/time.Second); over > 0 {
 		// Far over (a large first read): wait until the rate covers it.
-		next += time.Duration(over * int64(time.Second) / rate)
+		next += time.Duration(over * int64(time.Second) / d.rate)
 	}
 	s.lp.arm(&s.rate, s.lp.ticks(next-el))
 }
 
-// onRate lifts rate stalls and holds. Runs on the loop (a wheel timer).
+// onRate lets rate-limited bytes go on: the next part of an ended peer's
+// rest (a held direction), then the directions stalled by the rate. Runs
+// on the loop (a wheel timer).
 func (s *session) onRate() {
-	switch {
-	case s.phase == phaseClosing && s.held:
-		s.begin()
+	if s.phase != phaseOpen && s.phase != phaseClosing {
+		return
+	}
+	s.begin()
+	defer s.end()
+	if s.cliToUp.held || s.upToCli.held {
 		s.flushEnded()
-		s.drainThenFinish()
-		s.end()
-	case s.phase == phaseOpen:
-		s.begin()
-		for _, d := range [...]*direction{&s.cliToUp, &s.upToCli} {
-			if d.src.rateLimited {
-				d.src.rateLimited = false
-				if s.unstall(d) {
-					s.armPoll()
-				}
+		if s.phase == phaseClosing {
+			s.settle()
+			return
+		}
+		// proxy_half_close: the FIN after the rest waits for it.
+		if !s.tryShut(&s.cli) || !s.tryShut(&s.up) {
+			s.armPoll()
+		}
+	}
+	if s.phase != phaseOpen {
+		return
+	}
+	for _, d := range [...]*direction{&s.cliToUp, &s.upToCli} {
+		if d.src.rateLimited {
+			d.src.rateLimited = false
+			if s.unstall(d) {
+				s.armPoll()
 			}
 		}
-		s.end()
 	}
 }
 
@@ -217,19 +229,9 @@ func (s *session) onPoll() bool {
 		s.pollSkip--
 		return true
 	}
-	s.begin()
-	again, moved := s.poll()
-	s.end()
-	switch s.phase {
-	case phaseDone:
+	again, moved := s.pollStep()
+	if s.phase == phaseDone {
 		return false
-	case phaseClosing:
-		// Polled until drained (a close latched above may have begun
-		// it); a linger waits for the upstream's events instead.
-		if s.lingering {
-			return false
-		}
-		again = true
 	}
 	if moved {
 		s.touch()
@@ -242,6 +244,13 @@ func (s *session) onPoll() bool {
 		}
 	}
 	return again
+}
+
+// pollStep runs poll as one step.
+func (s *session) pollStep() (again, moved bool) {
+	s.begin()
+	defer s.end()
+	return s.poll()
 }
 
 // poll is onPoll's step; moved reports whether any byte went to a socket
@@ -265,92 +274,14 @@ func (s *session) poll() (again, moved bool) {
 	again = again || s.cli.pending() > 0 || s.up.pending() > 0
 	// Not else: an unstall above may have begun the close.
 	if s.phase == phaseClosing {
-		if s.drained() {
-			if s.mustLinger() {
-				s.startLinger()
-				return false, moved
-			}
-			s.finish(s.reason)
+		s.settle()
+		switch {
+		case s.phase == phaseDone, s.closing == closeLingering:
+			// Done, or waiting for the upstream's events.
 			return false, moved
+		case s.closing == closeDraining:
+			again = true
 		}
-		again = true
 	}
 	return again, moved
-}
-
-// lingerTimeout bounds how long a session whose client ended waits, once
-// everything the client sent and close_notify went to the upstream (and
-// its write side was shut down), for the upstream to end as well. Reading
-// on until then has two purposes: no unread byte sits in the upstream
-// socket when it is closed (closing it then would reset the connection,
-// and the kernel would drop what it had not yet sent), and a TLS 1.3
-// ticket that the upstream sends after it read the client's Finished
-// (OpenSSL does) is still stored, so short sessions resume too. The client
-// is not kept waiting: its conn is already closed. The bound restarts with
-// each upstream read.
-const lingerTimeout = 5 * time.Second
-
-// lingerSlack is how much more than the client sent a lingering session
-// reads and drops before it stops waiting: an echo of what the client
-// sent is waited for, an upstream that streams on to a client that left
-// is not (NGINX closes at once; reading a long stream only to drop it
-// would cost its decryption).
-const lingerSlack = 256 << 10
-
-// mustLinger reports whether the session should wait for the upstream to
-// end before it finishes (see lingerTimeout).
-func (s *session) mustLinger() bool {
-	return s.cliEOF && !s.upEOF && !s.lingered && !s.held && s.up.state == sideAttached && !s.srv.halfClose && s.lingerUseful()
-}
-
-// closeNotifyMax is the size of the largest close_notify record crypto/tls
-// writes (TLS 1.2 AES-GCM: header, explicit nonce, alert, tag).
-const closeNotifyMax = 5 + 8 + 2 + 16
-
-// lingerUseful reports whether waiting for the upstream can still save
-// something: a TLS 1.3 ticket (nothing came from the upstream yet, and
-// servers send their tickets before any data), or bytes the upstream has
-// not acknowledged (more than a close_notify in the socket's send queue:
-// a close now would reset the connection and drop them). Otherwise the
-// session ends at once, as NGINX's does. Runs on the loop.
-func (s *session) lingerUseful() bool {
-	if s.tc != nil && s.tlsVersion == tls.VersionTLS13 && s.fromUp == 0 && s.srv.conf.Proxy.SSL.SessionReuse {
-		return true
-	}
-	if s.peer != nil && s.peer.Path != "" {
-		// A unix domain socket's close resets nothing: what was sent
-		// stays in the peer's queue (SIOCOUTQ counts it) until read.
-		return false
-	}
-	outq, err := unix.IoctlGetInt(s.up.c.Fd(), unix.SIOCOUTQ)
-	return err != nil || outq > closeNotifyMax
-}
-
-// startLinger shuts the upstream's write side (a FIN after the last
-// byte, and after close_notify) and arms the bound. Runs on the loop,
-// once the upstream's queue is empty.
-func (s *session) startLinger() {
-	if !s.upShut {
-		s.upShut = true
-		unix.Shutdown(s.up.c.Fd(), unix.SHUT_WR)
-	}
-	if !s.lingering {
-		s.lingering = true
-		s.lastUp = s.lp.nowTick()
-		s.lp.arm(&s.linger, s.lp.ticks(lingerTimeout))
-	}
-}
-
-// onLinger fires when the upstream may have been silent for
-// lingerTimeout after the client ended. Runs on the loop (a wheel timer).
-func (s *session) onLinger() {
-	if s.phase == phaseDone {
-		return
-	}
-	if left := s.lastUp + s.lp.ticks(lingerTimeout) - s.lp.nowTick(); left > 0 {
-		s.lp.arm(&s.linger, left)
-		return
-	}
-	s.lingered = true
-	s.finish(s.reason)
 }

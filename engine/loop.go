@@ -10,6 +10,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/tlsrelay/tlsrelay/engine/conf"
+	"github.com/tlsrelay/tlsrelay/engine/metrics"
 )
 
 // tick is the resolution of the per-loop timer wheels; pollTick the
@@ -217,8 +218,8 @@ func (lp *loop) closeSessions(match func(*session) bool, why string) int {
 			if lp.e.log.Enabled(LevelInfo) {
 				lp.e.log.Logf(LevelInfo, s.id, "closing the session (%s), client: %s, server: %s", why, hostOf(s.remote), s.srv.name)
 			}
-			s.reason = "shutdown"
-			s.finish("shutdown")
+			s.reason = metrics.ReasonShutdown
+			s.finish(metrics.ReasonShutdown)
 			n++
 		}
 		s = next

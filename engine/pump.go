@@ -67,7 +67,9 @@ func (s *session) onUpstreamTraffic(c gnet.Conn) {
 	case phaseClosing:
 		s.lastUp = s.lp.nowTick()
 		if s.cli.state == sideClosed && s.tc == nil {
-			c.Discard(-1) // the client is gone; nothing to deliver to
+			// The client is gone; nothing to deliver to.
+			n, _ := c.Discard(-1)
+			s.droppedBytes(n)
 		} else {
 			// With the client gone the plaintext goes nowhere, but
 			// the records are read: a ticket is stored, close_notify
@@ -104,6 +106,10 @@ type direction struct {
 	// a TLS error), and it may hold plaintext beyond what src shows as
 	// buffered (crypto/tls reads whole records ahead).
 	upstream bool
+	// held: the source ended and a rate limit holds back part of what it
+	// sent (rateHold with force); the session's end, or a half-close's
+	// FIN, waits until the rate timer has let the rest through.
+	held bool
 }
 
 // pump moves d's bytes until its destination's queue passes the high
@@ -132,7 +138,7 @@ func (s *session) pump(d *direction, force bool) {
 			limit := s.allowance(d.rate, *d.moved)
 			if limit <= 0 {
 				if (d.upstream && more) || d.src.buffered() > 0 {
-					s.rateHold(d.src, force, d.rate, *d.moved)
+					s.rateHold(d, force)
 				}
 				return
 			}
@@ -148,10 +154,8 @@ func (s *session) pump(d *direction, force bool) {
 			// came in (a ticket, close_notify) and are dropped, not
 			// counted. An upstream that goes on streaming to a client
 			// that left is not waited for (see lingerSlack).
-			s.dropped += int64(n)
-			if s.dropped > s.toUp+lingerSlack {
-				s.lingered = true
-				s.finish(s.reason)
+			s.droppedBytes(n)
+			if s.phase == phaseDone {
 				return
 			}
 		} else if n > 0 {

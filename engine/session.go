@@ -2,9 +2,11 @@ package engine
 
 // A session is one client connection and its upstream connection: this file
 // holds its lifecycle. The traffic callbacks and the one pump that serves
-// both directions are in pump.go, flow control (stall, pause, resume, rate
-// timers, polling) in flow.go, what runs on a dialer worker in dialwork.go,
-// the PROXY header in proxyproto.go, and the socket halves in side.go.
+// both directions are in pump.go, what happens once a peer ended (closing
+// and its steps, half-close, abort, linger) in closing.go, flow control
+// (stall, pause, resume, rate timers, polling) in flow.go, what runs on a
+// dialer worker in dialwork.go, the PROXY header in proxyproto.go, and the
+// socket halves in side.go.
 //
 // Phases. A session is connecting (waiting for the dialer), open
 // (relaying), closing (one side ended; the other is being flushed) or done.
@@ -12,9 +14,9 @@ package engine
 //
 //	connecting -> open     the upstream conn was adopted (onUpstreamOpen)
 //	connecting -> done     no upstream: the dial failed or was not queued
-//	open       -> closing  one side ended (drainThenFinish)
+//	open       -> closing  one side ended (settle)
 //	open       -> done     proxy_timeout, a paused socket that cannot resume
-//	closing    -> done     both queues drained, or as from open
+//	closing    -> done     nothing left to wait for (settle), or as from open
 //
 // and logs any other change at alert, as the bug it is, without making it.
 // A client that sent bytes and then shut its side while connecting does
@@ -43,7 +45,7 @@ package engine
 // nothing to read and nowhere to write. The remaining phaseDone checks are
 // at entry points and reactions (late events), in finish (a second call),
 // and at the top of what a step may still call after finish (clientEnded,
-// upstreamEnded, drainThenFinish; the pump runs only while open or
+// upstreamEnded, settle; the pump runs only while open or
 // closing), never after a write.
 
 import (
@@ -157,10 +159,14 @@ type session struct {
 	pollSkip, pollBackoff uint8
 
 	cliEOF, upEOF bool
-	held          bool   // a rate limit holds back part of an ended peer's bytes
-	closeNotified bool   // close_notify went to the upstream
-	reason        string // why the session ended, for the log
-	status        int    // $status: 200, or 502/500/503 when no upstream
+	closeNotified bool // close_notify went to the upstream
+	// closing is what a closing session waits for (closing.go); closeNone
+	// in every other phase.
+	closing closeStep
+	// reason is why the session ended, for the logs and the metric
+	// (ReasonNone until it is known).
+	reason metrics.Reason
+	status int // $status: 200, or 502/500/503 when no upstream
 
 	// for the access log
 	upOpened   time.Duration // since start: the upstream conn was adopted
@@ -168,13 +174,6 @@ type session struct {
 	tlsVersion uint16
 	tlsCipher  uint16
 	tlsResumed bool
-	// lingering: the client ended and everything went upstream; the
-	// session reads on until the upstream ends (see lingerTimeout).
-	// lingered: the bound passed. upShut: the upstream's write side was
-	// shut down (FIN after the last byte). (Kept with the other small
-	// fields: a session is 880 bytes, within the allocator's 896-byte
-	// class.)
-	lingering, lingered, upShut bool
 	// upNotified: the upstream's close_notify came (its stream ended
 	// cleanly). aborted: a peer broke its stream; both sockets are reset
 	// when the session finishes (see abort).
@@ -244,7 +243,7 @@ func (e *Engine) submit(s *session) {
 	if err := e.dialer.Submit(&s.dial.job); err != nil {
 		e.log.Logf(LevelError, s.id, "%v while connecting to upstream, client: %s, server: %s", err, hostOf(s.remote), s.srv.name)
 		s.status = 503
-		s.finish("dial queue full")
+		s.finish(metrics.ReasonDialQueueFull)
 	}
 }
 
@@ -357,7 +356,7 @@ func (s *session) dialFailed(err error) {
 			s.e.log.Logf(LevelError, s.id, "%v, client: %s, server: %s", err, hostOf(s.remote), s.srv.name)
 		}
 	}
-	s.finish("upstream unreachable")
+	s.finish(metrics.ReasonUpstreamUnreachable)
 }
 
 // onUpstreamOpen adopts the upstream conn. Runs on the loop, from OnOpen
@@ -482,290 +481,17 @@ func (l *closeLatch) add(sd *side, err error) {
 	}
 }
 
-// sideEnded is the reaction to a side's close, run once at the end of the
-// step that latched it. err is gnet's (nil for a FIN or our own close) or
-// the failed write's: a peer that reset its socket, or a TLS upstream that
-// ended without close_notify, aborted its stream (see abort); a FIN is a
-// clean end.
-func (s *session) sideEnded(sd *side, err error) {
-	if s.phase == phaseDone {
-		return
-	}
-	if s.phase != phaseConnecting && (sd.failed || (err != nil && !errors.Is(err, io.EOF))) {
-		// This peer reset its socket (a half-closed one included); a
-		// failure of the other was latched and handled before.
-		s.abort(sd, err)
-		return
-	}
-	if sd == &s.cli {
-		if s.phase == phaseConnecting {
-			s.clientLeftWhileConnecting(err) // dialwork.go
-			return
-		}
-		s.clientEnded()
-		return
-	}
-	if s.phase == phaseOpen || s.phase == phaseClosing {
-		// Deliver what the upstream sent before it closed (its
-		// close_notify among it, if it sent one).
-		s.pump(&s.upToCli, true)
-		if s.phase == phaseDone {
-			return
-		}
-		if s.truncated() {
-			s.abort(&s.up, errNoCloseNotify)
-			return
-		}
-		s.upstreamEnded()
-	}
-}
-
-// truncated reports whether a TLS upstream's connection ended (a FIN)
-// without close_notify, once everything it sent before has been read: a
-// rate limit may still hold part of it (s.held), close_notify possibly
-// among it. Runs on the loop.
-func (s *session) truncated() bool {
-	return s.tc != nil && s.upEOF && !s.upNotified && s.readErr == nil && s.up.state == sideClosed && !s.held
-}
-
-// errNoCloseNotify is the cause of an abort by a TLS upstream that closed
-// its connection (a FIN) without sending close_notify first: a truncation
-// attack, or an upstream that died, cannot be told from a complete stream
-// otherwise.
-var errNoCloseNotify = errors.New("the upstream closed the connection without close_notify")
-
-// abort ends a session whose peer on from broke its stream: it reset its
-// socket (a read or a write failed), or, for a TLS upstream, a record
-// failed or the connection ended without close_notify. What the other peer
-// was sent so far is not the whole stream, and it must be able to tell: its
-// socket is reset too (SO_LINGER 0), not closed, and a TLS upstream gets no
-// close_notify. The status stays NGINX's (200 once connected); the reason
-// is "upstream aborted" or "client aborted", logged with its cause, the
-// upstream's at error, the client's at info (NGINX's level for a client's
-// failures). When the other peer had already ended, there is nothing to
-// propagate and the session ends as it was going to. Runs on the loop, in
-// a step.
-func (s *session) abort(from *side, cause error) {
-	if s.phase == phaseDone {
-		return
-	}
-	other, who, victim, reason := &s.cli, "upstream", "client", "upstream aborted"
-	if from == &s.cli {
-		other, who, victim, reason = &s.up, "client", "upstream", "client aborted"
-	}
-	if cause == nil {
-		cause = errors.New("connection reset")
-	}
-	if other.state == sideClosed || other.state == sideNone {
-		// The other peer is gone already: nothing to tell it.
-		if s.e.log.Enabled(LevelInfo) {
-			s.e.log.Logf(LevelInfo, s.id, "%s ended its connection: %v, client: %s, server: %s, upstream: \"%s\"",
-				who, cause, hostOf(s.remote), s.srv.name, s.peer)
-		}
-		if s.reason == "" {
-			s.reason = reason
-		}
-		s.finish(s.reason)
-		return
-	}
-	s.aborted = true
-	s.reason = reason
-	level := LevelError
-	if from == &s.cli {
-		level = LevelInfo
-	}
-	if s.e.log.Enabled(level) {
-		relayed := s.toClient
-		if from == &s.cli {
-			relayed = s.toUp
-		}
-		s.e.log.Logf(level, s.id, "%s aborted the stream: %v; resetting the %s's connection after %d bytes relayed to it, client: %s, server: %s, upstream: \"%s\"",
-			who, cause, victim, relayed, hostOf(s.remote), s.srv.name, s.peer)
-	}
-	s.finish(reason)
-}
-
-// clientEnded runs when the client sent its last byte: everything it sent
-// goes to the upstream, then close_notify, then the session ends once the
-// upstream has taken it all.
-func (s *session) clientEnded() {
-	if s.phase == phaseDone {
-		return
-	}
-	if s.up.state == sideDetached && !s.resume(&s.up) {
-		return // resume failed and ended the session
-	}
-	s.reason = "client closed"
-	s.flushEnded()
-	if s.halfOpen(s.upEOF) {
-		// proxy_half_close on: the upstream gets a FIN after the last
-		// byte (and close_notify) and goes on being relayed.
-		s.shutWrite(&s.up)
-		return
-	}
-	s.drainThenFinish()
-}
-
-// halfOpen reports whether, proxy_half_close being on, the session goes on
-// relaying the other direction after one peer ended: that other peer has
-// not ended (otherEOF), nothing failed, and the session is open. Runs on
-// the loop.
-func (s *session) halfOpen(otherEOF bool) bool {
-	return s.srv.halfClose && !otherEOF && !s.broken() && s.readErr == nil && s.phase == phaseOpen &&
-		s.cli.state != sideClosed && s.up.state != sideClosed
-}
-
-// shutWrite shuts sd's write side (a FIN after its last byte) once
-// everything queued for it has gone; until then the session is polled.
-// Runs on the loop.
-func (s *session) shutWrite(sd *side) {
-	sd.wantShut = true
-	if !s.tryShut(sd) {
-		s.armPoll()
-	}
-}
-
-// tryShut shuts sd's write side if it is still wanted and nothing is
-// queued for it; it reports whether nothing is left to wait for.
-func (s *session) tryShut(sd *side) bool {
-	if !sd.wantShut || sd.shut {
-		return true
-	}
-	if sd.pending() > 0 {
-		return false
-	}
-	fd := sd.wfd()
-	if fd < 0 {
-		return sd.state == sideClosed // detached: after it is resumed
-	}
-	sd.shut = true
-	unix.Shutdown(fd, unix.SHUT_WR)
-	return true
-}
-
-// broken reports whether a write to a side failed (its peer reset it): the
-// session ends when the step does.
-func (s *session) broken() bool { return s.cli.failed || s.up.failed }
-
-// directFailed reacts to a failed write on a side (the peer reset it,
-// sd.failed is set): the session ends at the end of the step. Runs on the
-// loop, inside a step.
-func (s *session) directFailed(sd *side, err error) {
-	if sd.state != sideClosed && sd.state != sideNone {
-		// The session lets go of the gnet conn (its OnClose, and a
-		// pause's, is ignored) and of the duplicate; what the peer sent
-		// and was not read is not delivered: it reset the connection.
-		if sd.c != nil {
-			sd.c.Close()
-			sd.c = nil
-		}
-		if sd.fd >= 0 {
-			unix.Close(sd.fd)
-			sd.fd = -1
-		}
-		sd.state = sideClosed
-		if sd == &s.cli {
-			s.cliEOF = true
-		} else {
-			s.upEOF = true
-		}
-		s.latch.add(sd, err)
-	}
-}
-
-// flushEnded delivers what a peer that ended sent: the client's bytes to
-// the upstream, then close_notify; the upstream's bytes to the client. A
-// rate limit may hold part of it until the rate timer (s.held).
-func (s *session) flushEnded() {
-	s.held = false
-	if s.cliEOF && s.up.state != sideClosed && !s.closeNotified {
-		s.pump(&s.cliToUp, true)
-		if !s.held && s.tc != nil {
-			s.tc.CloseWrite()
-			s.closeNotified = true
-		}
-	}
-	if s.upEOF && s.cli.state != sideClosed {
-		s.pump(&s.upToCli, true)
-		if s.phase != phaseDone && s.truncated() {
-			s.abort(&s.up, errNoCloseNotify)
-		}
-	}
-}
-
-// upstreamEnded runs when the upstream sent its last byte (close_notify or
-// FIN): the client gets everything, then the session ends.
-func (s *session) upstreamEnded() {
-	if s.phase == phaseDone {
-		return
-	}
-	if s.cli.state == sideDetached && !s.resume(&s.cli) {
-		return // resume failed and ended the session
-	}
-	if s.reason == "" {
-		s.reason = "upstream closed"
-	}
-	if s.halfOpen(s.cliEOF) {
-		// proxy_half_close on: the client gets a FIN after the last
-		// byte and goes on being relayed.
-		s.shutWrite(&s.cli)
-		return
-	}
-	s.drainThenFinish()
-}
-
-// drainThenFinish ends the session once both sockets' queues are empty
-// (gnet's Close would drop queued output); until then it is polled.
-func (s *session) drainThenFinish() {
-	switch s.phase {
-	case phaseDone:
-		return // a flush above ended it
-	case phaseOpen:
-		s.enter(phaseClosing)
-	}
-	if s.drained() {
-		if s.mustLinger() {
-			s.startLinger()
-			return
-		}
-		s.finish(s.reason)
-		return
-	}
-	s.armPoll()
-}
-
-// drained reports whether nothing is left to deliver on either socket.
-func (s *session) drained() bool {
-	if s.held {
-		return false
-	}
-	for _, sd := range [...]*side{&s.cli, &s.up} {
-		switch sd.state {
-		case sideAttached:
-			if sd.pending() > 0 {
-				return false
-			}
-		case sideEnrolling, sideDetaching:
-			return false
-		case sideDetached, sideHalf:
-			if sd.out != nil && len(sd.out.B) > 0 {
-				return false
-			}
-		}
-	}
-	return true
-}
-
 // finish ends the session and frees what it holds; a second call does
 // nothing. It leaves every socket closed (or never opened) and lets go of
 // the gnet conns, so their OnClose, and anything else later in the step
 // that called finish, finds nothing to do.
-func (s *session) finish(reason string) {
+func (s *session) finish(reason metrics.Reason) {
 	if s.phase == phaseDone {
 		return
 	}
 	s.enter(phaseDone)
-	if s.reason == "" {
+	s.closing = closeNone
+	if s.reason == metrics.ReasonNone {
 		s.reason = reason
 	}
 	s.cancelled.Store(true)
@@ -798,11 +524,11 @@ func (s *session) finish(reason string) {
 	if len(s.srv.accessLogs) > 0 {
 		s.logAccess(time.Now())
 	}
-	s.e.m.SessionEnded(metrics.ReasonOf(s.reason))
+	s.e.m.SessionEnded(s.reason)
 	s.lp.unlink(s)
 	if s.e.log.Enabled(LevelInfo) {
 		s.e.log.Logf(LevelInfo, s.id, "%s, bytes from/to client:%d/%d, bytes from/to upstream:%d/%d",
-			s.reason, s.fromClient, s.toClient, s.fromUp, s.toUp)
+			s.reason.Text(), s.fromClient, s.toClient, s.fromUp, s.toUp)
 	}
 	// The plan the session started on (the handler counted it in) may
 	// be freed with its last session once a reload retired it; its
@@ -830,6 +556,6 @@ func (s *session) onIdle() {
 			hostOf(s.remote), s.srv.name, s.peer)
 	}
 	s.e.m.IdleTimeout()
-	s.reason = "idle timeout"
-	s.finish("idle timeout")
+	s.reason = metrics.ReasonIdleTimeout
+	s.finish(metrics.ReasonIdleTimeout)
 }

@@ -147,11 +147,11 @@ func (h *sessTest) turn() {
 func (h *sessTest) ended(reason string) {
 	h.t.Helper()
 	s := h.s
-	if s.phase == phaseClosing && s.lingering {
+	if s.phase == phaseClosing && s.closing == closeLingering {
 		// The client ended first: everything went upstream, its write
 		// side was shut down, and the session reads on until the
 		// upstream ends too (lingerTimeout). Here it does.
-		if !s.upShut {
+		if s.up.shut != shutDone {
 			h.t.Error("lingering without shutting down the upstream's write side")
 		}
 		if up, ok := s.up.c.(*fakeConn); ok && !up.closed {
@@ -161,8 +161,8 @@ func (h *sessTest) ended(reason string) {
 	if s.phase != phaseDone {
 		h.t.Fatalf("phase %s, want done", s.phase)
 	}
-	if s.reason != reason {
-		h.t.Errorf("reason %q, want %q", s.reason, reason)
+	if s.reason.Text() != reason {
+		h.t.Errorf("reason %q, want %q", s.reason.Text(), reason)
 	}
 	if n := int64(h.e.m.Snapshot().Active); n != 0 {
 		h.t.Errorf("stats.Active = %d, want 0", n)
@@ -237,7 +237,7 @@ func TestStateMachineIllegalTransitionIsCaught(t *testing.T) {
 			h.traffic(h.cli)
 			h.cli.deliverClose(nil) // the upstream still has "hello" queued
 		},
-		phaseDone: func(h *sessTest) { h.s.finish("test") },
+		phaseDone: func(h *sessTest) { h.s.finish(metrics.ReasonShutdown) },
 	}
 	for from := phaseConnecting; from <= phaseDone; from++ {
 		for to := phaseConnecting; to <= phaseDone; to++ {
@@ -645,8 +645,8 @@ func TestStateMachineRateTimerLiftsStall(t *testing.T) {
 		t.Fatalf("second second: %d bytes, rate timer armed %v", len(h.up.sent), h.s.rate.armed)
 	}
 	h.cli.deliverClose(nil) // the rest is held by the rate
-	if h.s.phase != phaseClosing || !h.s.held {
-		t.Fatalf("client gone: phase %s, held %v", h.s.phase, h.s.held)
+	if h.s.phase != phaseClosing || h.s.closing != closeHeld {
+		t.Fatalf("client gone: phase %s, closing %q, want closing, held", h.s.phase, h.s.closing)
 	}
 	h.s.start = h.s.start.Add(-time.Second)
 	h.s.onRate()
@@ -660,12 +660,12 @@ func TestStateMachineRateTimerLiftsStall(t *testing.T) {
 func TestStateMachineLateEvents(t *testing.T) {
 	h := newSessTest(t, nil)
 	h.open()
-	h.s.finish("test")
-	h.ended("test")
+	h.s.finish(metrics.ReasonShutdown)
+	h.ended("shutdown")
 	h.cli.in = []byte("late")
 	h.traffic(h.cli)
 	h.turn() // delivers the closes finish asked for
-	h.ended("test")
+	h.ended("shutdown")
 	if h.s.fromClient != 0 {
 		t.Errorf("late input relayed: fromClient %d", h.s.fromClient)
 	}
@@ -686,7 +686,7 @@ func TestStateMachineLateEvents(t *testing.T) {
 	if !again.closeAsked {
 		t.Error("late resumed socket left open")
 	}
-	h.ended("test")
+	h.ended("shutdown")
 }
 
 // TestStateMachineLingerBound: a client that ended leaves the session
@@ -699,8 +699,8 @@ func TestStateMachineLingerBound(t *testing.T) {
 	h.traffic(h.cli)
 	h.cli.deliverClose(nil)
 	h.turn()
-	if h.s.phase != phaseClosing || !h.s.lingering || !h.s.upShut {
-		t.Fatalf("phase %s lingering %v upShut %v, want closing, lingering, shut", h.s.phase, h.s.lingering, h.s.upShut)
+	if h.s.phase != phaseClosing || h.s.closing != closeLingering || h.s.up.shut != shutDone {
+		t.Fatalf("phase %s closing %q upstream shut %v, want closing, lingering, shut", h.s.phase, h.s.closing, h.s.up.shut)
 	}
 	bound := h.lp.ticks(lingerTimeout)
 	h.lp.wheel.advance(h.lp.wheel.now + bound - 2)

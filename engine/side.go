@@ -71,9 +71,11 @@ type side struct {
 	// reset the socket), later ones are dropped.
 	failed bool
 	sess   *session
-	// wantShut: shut the socket's write side once out is empty (the
-	// other peer ended, proxy_half_close on); shut: done.
-	wantShut, shut bool
+	// shut is where the socket's write side stands: a shut is wanted
+	// once the other peer ended (proxy_half_close on) and done once
+	// nothing is owed to the socket (tryShut); the linger shuts the
+	// upstream's too.
+	shut shutState
 }
 
 // Read implements tlsbridge.Source. It never blocks; 0 means empty.

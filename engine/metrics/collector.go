@@ -174,8 +174,8 @@ func (c *Collector) collectEngine(ch chan<- prometheus.Metric, s EngineSnapshot)
 	d := &c.d
 	ch <- counter(d.accepted, s.Accepted)
 	ch <- gauge(d.active, float64(s.Active))
-	for r := range Reasons {
-		ch <- counter(d.ended, s.Ended[r], Reason(r).String())
+	for r := ReasonNone + 1; int(r) < Reasons; r++ {
+		ch <- counter(d.ended, s.Ended[r], r.String())
 	}
 	ch <- counter(d.bytes, s.BytesFromClient, "from_client")
 	ch <- counter(d.bytes, s.BytesToClient, "to_client")

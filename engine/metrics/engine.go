@@ -8,20 +8,26 @@ import (
 )
 
 // Reason is why a session ended: the reason label of
-// tlsrelay_sessions_ended_total.
+// tlsrelay_sessions_ended_total, and (Text) the words of the access log's
+// $close_reason and of the session's last error-log line. The engine keeps
+// a session's Reason as this type from the moment it is known, so the log
+// and the metric cannot disagree.
 type Reason uint8
 
 // Session end reasons.
 const (
-	ReasonClientClosed        Reason = iota // the client closed its side
-	ReasonUpstreamClosed                    // the upstream closed its side
-	ReasonIdleTimeout                       // proxy_timeout passed without traffic
-	ReasonUpstreamUnreachable               // no upstream could be connected to
-	ReasonDialQueueFull                     // the dialer's queue was full
-	ReasonResumeFailed                      // a paused socket could not be resumed
-	ReasonShutdown                          // the engine stopped (worker_shutdown_timeout, stop)
-	ReasonForbidden                         // an allow/deny rule refused the client
-	ReasonLimited                           // a limit_conn zone was full
+	// ReasonNone: not ended, or why not yet known. A session never ends
+	// with it (SessionEnded counts it as ReasonOther).
+	ReasonNone                Reason = iota
+	ReasonClientClosed               // the client closed its side
+	ReasonUpstreamClosed             // the upstream closed its side
+	ReasonIdleTimeout                // proxy_timeout passed without traffic
+	ReasonUpstreamUnreachable        // no upstream could be connected to
+	ReasonDialQueueFull              // the dialer's queue was full
+	ReasonResumeFailed               // a paused socket could not be resumed
+	ReasonShutdown                   // the engine stopped (worker_shutdown_timeout, stop)
+	ReasonForbidden                  // an allow/deny rule refused the client
+	ReasonLimited                    // a limit_conn zone was full
 	// ReasonUpstreamAborted: the upstream broke its stream (a reset, a
 	// TLS stream that ended without close_notify, a TLS error); the
 	// client's connection was reset in turn.
@@ -32,13 +38,15 @@ const (
 	ReasonOther // anything else
 )
 
-// Reasons is the number of Reason values.
+// Reasons is the number of Reason values, ReasonNone included (it has no
+// series).
 const Reasons = int(ReasonOther) + 1
 
 // String returns the label value: "client_closed", "upstream_closed",
 // "idle_timeout", "upstream_unreachable", "dial_queue_full",
 // "resume_failed", "shutdown", "forbidden", "limit_conn",
-// "upstream_aborted", "client_aborted" or "other".
+// "upstream_aborted", "client_aborted" or "other" (ReasonNone and any
+// value out of range too).
 func (r Reason) String() string {
 	switch r {
 	case ReasonClientClosed:
@@ -67,39 +75,38 @@ func (r Reason) String() string {
 	return "other"
 }
 
-// ReasonOf maps the engine's texts for a session's end (those of its
-// error log and of the access log's reason) to a Reason: "client closed",
-// "upstream closed", "idle timeout", "upstream unreachable", "dial queue
-// full", "resume failed", "shutdown", "access forbidden", "limit_conn",
-// "upstream aborted", "client aborted"; any other text is ReasonOther. It does
-// not allocate. Passing the Reason itself is cheaper; this is for callers
-// that only have the text.
-func ReasonOf(text string) Reason {
-	switch text {
-	case "client closed":
-		return ReasonClientClosed
-	case "upstream closed":
-		return ReasonUpstreamClosed
-	case "idle timeout":
-		return ReasonIdleTimeout
-	case "upstream unreachable":
-		return ReasonUpstreamUnreachable
-	case "dial queue full":
-		return ReasonDialQueueFull
-	case "resume failed":
-		return ReasonResumeFailed
-	case "shutdown":
-		return ReasonShutdown
-	case "access forbidden":
-		return ReasonForbidden
-	case "limit_conn":
-		return ReasonLimited
-	case "upstream aborted":
-		return ReasonUpstreamAborted
-	case "client aborted":
-		return ReasonClientAborted
+// Text returns the words the logs use: "client closed", "upstream
+// closed", "idle timeout", "upstream unreachable", "dial queue full",
+// "resume failed", "shutdown", "access forbidden", "limit_conn",
+// "upstream aborted", "client aborted", "other"; "" for ReasonNone.
+func (r Reason) Text() string {
+	switch r {
+	case ReasonNone:
+		return ""
+	case ReasonClientClosed:
+		return "client closed"
+	case ReasonUpstreamClosed:
+		return "upstream closed"
+	case ReasonIdleTimeout:
+		return "idle timeout"
+	case ReasonUpstreamUnreachable:
+		return "upstream unreachable"
+	case ReasonDialQueueFull:
+		return "dial queue full"
+	case ReasonResumeFailed:
+		return "resume failed"
+	case ReasonShutdown:
+		return "shutdown"
+	case ReasonForbidden:
+		return "access forbidden"
+	case ReasonLimited:
+		return "limit_conn"
+	case ReasonUpstreamAborted:
+		return "upstream aborted"
+	case ReasonClientAborted:
+		return "client aborted"
 	}
-	return ReasonOther
+	return "other"
 }
 
 // Engine holds the engine's own counters. The zero value is ready. Every
@@ -156,7 +163,7 @@ func (e *Engine) SessionAccepted() {
 // SessionEnded counts a session's end, once per session that
 // SessionAccepted counted, with why it ended (Relayed counted its bytes).
 func (e *Engine) SessionEnded(r Reason) {
-	if int(r) >= Reasons {
+	if r == ReasonNone || int(r) >= Reasons {
 		r = ReasonOther
 	}
 	e.ended[r].Add(1)

@@ -540,28 +540,33 @@ func TestReasons(t *testing.T) {
 		{"limit_conn", metrics.ReasonLimited, "limit_conn"},
 		{"upstream aborted", metrics.ReasonUpstreamAborted, "upstream_aborted"},
 		{"client aborted", metrics.ReasonClientAborted, "client_aborted"},
-		{"something new", metrics.ReasonOther, "other"},
-		{"", metrics.ReasonOther, "other"},
+		{"other", metrics.ReasonOther, "other"},
 	}
-	seen := map[string]bool{}
+	seen, seenText := map[string]bool{}, map[string]bool{}
 	for _, tc := range tests {
-		got := metrics.ReasonOf(tc.text)
-		if got != tc.want || got.String() != tc.label {
-			t.Errorf("ReasonOf(%q) = %v (%d), want %v", tc.text, got, got, tc.label)
+		if got := tc.want.Text(); got != tc.text || tc.want.String() != tc.label {
+			t.Errorf("reason %d: text %q label %q, want %q %q", tc.want, got, tc.want.String(), tc.text, tc.label)
 		}
-		seen[got.String()] = true
+		seen[tc.want.String()] = true
+		seenText[tc.want.Text()] = true
 	}
-	if len(seen) != metrics.Reasons {
-		t.Errorf("%d labels for %d reasons", len(seen), metrics.Reasons)
+	// Every reason but ReasonNone has its own label and its own words.
+	if len(seen) != metrics.Reasons-1 || len(seenText) != metrics.Reasons-1 {
+		t.Errorf("%d labels and %d texts for %d reasons", len(seen), len(seenText), metrics.Reasons-1)
+	}
+	if metrics.ReasonNone.Text() != "" || metrics.ReasonNone.String() != "other" {
+		t.Errorf("ReasonNone: text %q label %q", metrics.ReasonNone.Text(), metrics.ReasonNone.String())
 	}
 	// An out-of-range reason is counted as other, not dropped or panicking.
 	var e metrics.Engine
 	e.SessionAccepted()
 	e.SessionEnded(metrics.Reason(200))
+	e.SessionAccepted()
+	e.SessionEnded(metrics.ReasonNone)
 	e.Relayed(false, -5)
 	e.Relayed(true, 1)
 	s := e.Snapshot()
-	if s.Ended[metrics.ReasonOther] != 1 || s.Active != 0 || s.BytesToUp != 0 || s.BytesFromClient != 0 || s.BytesFromUp != 1 || s.BytesToClient != 1 {
+	if s.Ended[metrics.ReasonOther] != 2 || s.Ended[metrics.ReasonNone] != 0 || s.Active != 0 || s.BytesToUp != 0 || s.BytesFromClient != 0 || s.BytesFromUp != 1 || s.BytesToClient != 1 {
 		t.Errorf("snapshot %+v", s)
 	}
 }
@@ -573,7 +578,7 @@ func TestRecordNoAlloc(t *testing.T) {
 	n := testing.AllocsPerRun(1000, func() {
 		e.SessionAccepted()
 		e.Relayed(true, 3)
-		e.SessionEnded(metrics.ReasonOf("client closed"))
+		e.SessionEnded(metrics.ReasonClientClosed)
 		e.Stall()
 		e.Pause()
 		e.IdleTimeout()
