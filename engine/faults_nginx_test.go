@@ -12,6 +12,7 @@ import (
 	"github.com/tlsrelay/tlsrelay/bench"
 	"github.com/tlsrelay/tlsrelay/internal/faultnet"
 	"github.com/tlsrelay/tlsrelay/internal/pki"
+	"github.com/tlsrelay/tlsrelay/internal/testutil"
 )
 
 // TestFaultUpstreamNginx puts NGINX (when installed) in front of each
@@ -21,7 +22,7 @@ import (
 // session within 5 s, and that its access log has the session: what NGINX
 // logs is the record, not a requirement.
 func TestFaultUpstreamNginx(t *testing.T) {
-	path := nginxPath(t)
+	testutil.NginxPath(t)
 	set, files, _ := newPKI(t, pki.ECDSAP256, 1)
 	for _, f := range upstreamFaults() {
 		t.Run(f.name, func(t *testing.T) {
@@ -45,7 +46,8 @@ func TestFaultUpstreamNginx(t *testing.T) {
 				files.ClientCert, files.ClientKey, files.CA)
 			fmt.Fprintf(&b, "        proxy_ssl_verify on;\n        proxy_ssl_name localhost;\n        proxy_connect_timeout %dms;\n        access_log %s faults;\n    }\n}\n",
 				connectTimeout.Milliseconds(), access)
-			errLog := startNginx(t, path, nd, 1, "info", "events { worker_connections 1024; }", b.String()).ErrLog
+			errLog := testutil.StartNginx(t, nd, testutil.NginxConf{Main: "worker_processes 1;\nmaster_process on;",
+				Events: "events { worker_connections 1024; }", Stream: b.String()}).ErrLog
 			var c net.Conn
 			deadline := time.Now().Add(10 * time.Second)
 			for {
@@ -83,9 +85,4 @@ func TestFaultUpstreamNginx(t *testing.T) {
 			}
 		})
 	}
-}
-
-func fileExists(path string) bool {
-	_, err := os.Stat(path)
-	return err == nil
 }

@@ -12,6 +12,7 @@ import (
 
 	"github.com/tlsrelay/tlsrelay/bench"
 	"github.com/tlsrelay/tlsrelay/internal/pki"
+	"github.com/tlsrelay/tlsrelay/internal/testutil"
 )
 
 // TestHalfCloseNginxDiff runs the half-close transfers of
@@ -25,7 +26,7 @@ func TestHalfCloseNginxDiff(t *testing.T) {
 	if testing.Short() {
 		t.Skip("differential run")
 	}
-	path := nginxPath(t)
+	testutil.NginxPath(t)
 	const transfers = 30
 	set, files, dir := newPKI(t, pki.ECDSAP256, 1)
 	after := trailer(300 << 10)
@@ -68,7 +69,7 @@ func TestHalfCloseNginxDiff(t *testing.T) {
 	fmt.Fprintf(&b, "        proxy_ssl_certificate %s;\n        proxy_ssl_certificate_key %s;\n        proxy_ssl_trusted_certificate %s;\n",
 		files.ClientCert, files.ClientKey, files.CA)
 	b.WriteString("        proxy_ssl_verify on;\n        proxy_ssl_name localhost;\n        proxy_ssl_protocols TLSv1.3;\n        proxy_ssl_session_reuse on;\n    }\n}\n")
-	startNginx(t, path, nd, 2, "warn", "events { }", b.String())
+	testutil.StartNginx(t, nd, testutil.NginxConf{Main: "worker_processes 2;\nmaster_process on;", ErrorLevel: "warn", Stream: b.String()})
 	waitFor(t, "NGINX listening", 10*time.Second, func() bool {
 		c, err := net.Dial("tcp", addr)
 		if err == nil {

@@ -8,6 +8,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/tlsrelay/tlsrelay/internal/testutil"
 )
 
 // TestUnixNginxDiff runs NGINX (when installed) and tlsrelay on the same
@@ -17,7 +19,7 @@ import (
 // $upstream_addr), the PROXY header sent to a unix upstream, and that the
 // socket file is gone after a graceful stop.
 func TestUnixNginxDiff(t *testing.T) {
-	nginx := nginxPath(t)
+	testutil.NginxPath(t)
 	sd := shortDir(t)
 	// NGINX's workers run as another user: they must reach the upstream.
 	if err := os.Chmod(sd, 0o755); err != nil {
@@ -71,8 +73,8 @@ func TestUnixNginxDiff(t *testing.T) {
 	// NGINX.
 	nd := t.TempDir()
 	nsock, nlog := filepath.Join(sd, "n.sock"), filepath.Join(nd, "access.log")
-	ng := startNginx(t, nginx, nd, 1, "info", "events { }", streamConf(nsock, nlog))
-	cmd, done := ng.cmd, ng.exited
+	ng := testutil.StartNginx(t, nd, testutil.NginxConf{Main: "worker_processes 1;\nmaster_process on;", Stream: streamConf(nsock, nlog)})
+	cmd, done := ng.Cmd, ng.Exited
 	waitFor(t, "NGINX's socket", 10*time.Second, func() bool {
 		c, err := net.Dial("unix", nsock)
 		if err == nil {

@@ -7,9 +7,6 @@ import (
 	"fmt"
 	"io"
 	"net"
-	"os"
-	"os/exec"
-	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
@@ -23,8 +20,6 @@ import (
 // The differential test runs the same upstream groups through the real NGINX
 // (stream module) and through Group, connects the same clients in the same
 // order, and compares which backend served each connection.
-
-const nginxStreamModule = "/usr/lib/nginx/modules/ngx_stream_module.so"
 
 // diffServer is one server line: a live backend (its index), or a dead
 // address (connection refused) when dead is set.
@@ -53,8 +48,8 @@ type diffCase struct {
 func clientIPs(i int) string { return fmt.Sprintf("127.0.0.%d", 2+i%60) }
 
 func TestNginxDifferential(t *testing.T) {
-	nginx := testutil.NeedProgram(t, "nginx", "nginx", "/usr/sbin/nginx")
-	testutil.NeedFile(t, nginxStreamModule, "libnginx-mod-stream")
+	testutil.NginxPath(t)
+	testutil.NeedFile(t, testutil.NginxStreamModule, "libnginx-mod-stream")
 
 	cases := []diffCase{
 		{name: "wrr-5-1-1", servers: []diffServer{{0, false, 5, ""}, {1, false, 1, ""}, {2, false, 1, ""}}, conns: 35},
@@ -95,10 +90,8 @@ func TestNginxDifferential(t *testing.T) {
 
 	dir := t.TempDir()
 	var conf strings.Builder
-	fmt.Fprintf(&conf, "load_module %s;\nworker_processes 1;\npid %s;\nerror_log %s info;\n",
-		nginxStreamModule, filepath.Join(dir, "nginx.pid"), filepath.Join(dir, "error.log"))
-	conf.WriteString("events { worker_connections 512; }\nstream {\n")
-	probe := freePort(t)
+	conf.WriteString("stream {\n")
+	probe := testutil.FreeAddr(t)
 	fmt.Fprintf(&conf, "  server { listen %s; proxy_pass %s; }\n", probe, backends[0])
 
 	groups := make([]*Group, len(cases))
@@ -137,7 +130,7 @@ func TestNginxDifferential(t *testing.T) {
 			fmt.Fprintf(&conf, "    server %s weight=%d %s;\n", addr, s.weight, s.params)
 		}
 		conf.WriteString("  }\n")
-		listen[ci] = freePort(t)
+		listen[ci] = testutil.FreeAddr(t)
 		fmt.Fprintf(&conf, "  server { listen %s; proxy_pass %s; proxy_connect_timeout 5s; }\n", listen[ci], c.name)
 		g, err := NewGroup(gc, nil)
 		if err != nil {
@@ -146,11 +139,7 @@ func TestNginxDifferential(t *testing.T) {
 		groups[ci] = g
 	}
 	conf.WriteString("}\n")
-	confPath := filepath.Join(dir, "nginx.conf")
-	if err := os.WriteFile(confPath, []byte(conf.String()), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	startNginx(t, nginx, dir, confPath, probe)
+	testutil.StartNginx(t, dir, testutil.NginxConf{Main: nginxMain, Events: "events { worker_connections 512; }", Stream: conf.String(), Probe: probe})
 
 	for ci, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
@@ -277,60 +266,9 @@ func startIndexBackend(t *testing.T, i int, hold bool) string {
 	return ln.Addr().String()
 }
 
-// freePort returns a loopback address nothing listens on (now).
-func freePort(t *testing.T) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := ln.Addr().String()
-	ln.Close()
-	return addr
-}
-
-// startNginx runs nginx in the foreground, kills it at cleanup, and waits
-// (bounded) until probe accepts.
-func startNginx(t *testing.T, nginx, dir, confPath, probe string) {
-	t.Helper()
-	cmd := exec.Command(nginx, "-p", dir, "-e", filepath.Join(dir, "error.log"), "-c", confPath,
-		"-g", "daemon off; master_process off;")
-	var stderr bytes.Buffer
-	cmd.Stderr = &stderr
-	cmd.Stdout = &stderr
-	if err := cmd.Start(); err != nil {
-		t.Fatalf("starting nginx: %v", err)
-	}
-	exited := make(chan error, 1)
-	go func() { exited <- cmd.Wait() }()
-	t.Cleanup(func() {
-		cmd.Process.Kill()
-		<-exited
-		if t.Failed() {
-			log, _ := os.ReadFile(filepath.Join(dir, "error.log"))
-			t.Logf("nginx stderr:\n%s\nerror.log:\n%s", stderr.String(), log)
-		}
-	})
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		select {
-		case err := <-exited:
-			exited <- err
-			log, _ := os.ReadFile(filepath.Join(dir, "error.log"))
-			t.Fatalf("nginx exited: %v\n%s\n%s", err, stderr.String(), log)
-		default:
-		}
-		c, err := net.DialTimeout("tcp", probe, time.Second)
-		if err == nil {
-			c.Close()
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("nginx did not listen on %s within 10s: %v", probe, err)
-		}
-		time.Sleep(20 * time.Millisecond) // bounded poll for the listener, not a sync sleep
-	}
-}
+// nginxMain runs NGINX as one process, so that one balancer sees every
+// connection, as tlsrelay's group does in the test.
+const nginxMain = "worker_processes 1;\nmaster_process off;"
 
 // TestNginxDifferentialRecovery checks the ban, the probe after fail_timeout
 // and the slow return of the effective weight against NGINX: a server that
@@ -338,22 +276,17 @@ func startNginx(t *testing.T, nginx, dir, confPath, probe string) {
 // fail_timeout (1s) is over. NGINX's clock has whole seconds, so the test
 // waits 2.5s, long enough that both agree the ban is over.
 func TestNginxDifferentialRecovery(t *testing.T) {
-	nginx := testutil.NeedProgram(t, "nginx", "nginx", "/usr/sbin/nginx")
-	testutil.NeedFile(t, nginxStreamModule, "libnginx-mod-stream")
+	testutil.NginxPath(t)
+	testutil.NeedFile(t, testutil.NginxStreamModule, "libnginx-mod-stream")
 	if testing.Short() {
 		t.Skip("waits for a fail_timeout")
 	}
 	a := startIndexBackend(t, 0, false)
 	b := startIndexBackend(t, 2, false)
-	x := freePort(t) // dead until phase 2
+	x := testutil.FreeAddr(t) // dead until phase 2
 	dir := t.TempDir()
-	probe, listen := freePort(t), freePort(t)
-	conf := fmt.Sprintf(`load_module %s;
-worker_processes 1;
-pid %s;
-error_log %s info;
-events { worker_connections 64; }
-stream {
+	probe, listen := testutil.FreeAddr(t), testutil.FreeAddr(t)
+	stream := fmt.Sprintf(`stream {
   server { listen %s; proxy_pass %s; }
   upstream recovery {
     server %s weight=1;
@@ -362,11 +295,7 @@ stream {
   }
   server { listen %s; proxy_pass recovery; }
 }
-`, nginxStreamModule, filepath.Join(dir, "nginx.pid"), filepath.Join(dir, "error.log"), probe, a, a, x, b, listen)
-	confPath := filepath.Join(dir, "nginx.conf")
-	if err := os.WriteFile(confPath, []byte(conf), 0o644); err != nil {
-		t.Fatal(err)
-	}
+`, probe, a, a, x, b, listen)
 	g, err := NewGroup(GroupConfig{Name: "recovery", Servers: []ServerConfig{
 		NewServerConfig(a),
 		{Addr: x, Weight: 3, MaxFails: 1, FailTimeout: time.Second},
@@ -375,7 +304,7 @@ stream {
 	if err != nil {
 		t.Fatal(err)
 	}
-	startNginx(t, nginx, dir, confPath, probe)
+	testutil.StartNginx(t, dir, testutil.NginxConf{Main: nginxMain, Events: "events { worker_connections 64; }", Stream: stream, Probe: probe})
 
 	run := func(phase string, n int, live []string) {
 		t.Helper()

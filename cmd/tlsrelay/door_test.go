@@ -10,6 +10,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/tlsrelay/tlsrelay/internal/testutil"
 )
 
 // TestDoorLeftBySIGKILL: a tlsrelay killed with SIGKILL leaves its
@@ -24,7 +26,7 @@ func TestDoorLeftBySIGKILL(t *testing.T) {
 		t.Fatal(err)
 	}
 	up, ssl := faultUpstream(t, dir)
-	addr := "127.0.0.1:" + freePort(t)
+	addr := testutil.FreeAddr(t)
 	errLog := filepath.Join(dir, "error.log")
 	conf := filepath.Join(dir, "t.conf")
 	writeFile(t, conf, "error_log "+errLog+" notice;\nworker_processes 1;\n"+streamBlock(addr, up.Addr(), ssl, filepath.Join(dir, "access.log")))
@@ -48,10 +50,17 @@ func TestDoorLeftBySIGKILL(t *testing.T) {
 	}
 
 	first := start()
-	left := doors(first.pid)
-	if len(left) != 1 {
-		t.Fatalf("door directories of the first process: %q", left)
-	}
+	// The listener accepts before the event loops (and their door) have
+	// started: wait for the door.
+	var left []string
+	waitFor(t, 30*time.Second, "the first process's door", func() bool {
+		left = doors(first.pid)
+		if len(left) != 1 {
+			return false
+		}
+		_, err := os.Stat(filepath.Join(left[0], "door"))
+		return err == nil
+	})
 	first.cmd.Process.Signal(syscall.SIGKILL)
 	<-first.done
 	first.stopped = true

@@ -139,28 +139,20 @@ func startTlsrelayWith(t *testing.T, bin, dir, mainExtra, addr, up, ssl string, 
 // nofile (worker_rlimit_nofile); without NGINX it skips (fails under CI).
 func startNginxLimited(t *testing.T, dir, addr, up, ssl string, nofile uint64) *faultProc {
 	t.Helper()
-	path := testutil.NeedProgram(t, "nginx", "nginx", "/usr/sbin/nginx")
-	p := &faultProc{errLog: filepath.Join(dir, "error.log"), access: filepath.Join(dir, "access.log"), done: make(chan error, 1)}
-	var b strings.Builder
-	if mod := "/usr/lib/nginx/modules/ngx_stream_module.so"; fileExists(mod) {
-		fmt.Fprintf(&b, "load_module %s;\n", mod)
-	}
-	fmt.Fprintf(&b, "worker_processes 1;\nworker_rlimit_nofile %d;\ndaemon off;\nmaster_process on;\npid %s;\nerror_log %s notice;\n",
-		nofile, filepath.Join(dir, "nginx.pid"), p.errLog)
-	b.WriteString("events { worker_connections 20000; }\n")
-	b.WriteString(streamBlock(addr, up, ssl, p.access))
-	conf := filepath.Join(dir, "nginx.conf")
-	if err := os.WriteFile(conf, []byte(b.String()), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	p.cmd = exec.Command(path, "-p", dir, "-e", p.errLog, "-c", conf)
-	p.cmd.Stderr = io.Discard
-	if err := p.cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	go func() { p.done <- p.cmd.Wait() }()
+	p := &faultProc{access: filepath.Join(dir, "access.log"), done: make(chan error, 1)}
+	n := testutil.StartNginx(t, dir, testutil.NginxConf{
+		Main:       fmt.Sprintf("worker_processes 1;\nworker_rlimit_nofile %d;\nmaster_process on;", nofile),
+		ErrorLevel: "notice",
+		Events:     "events { worker_connections 20000; }",
+		Stream:     streamBlock(addr, up, ssl, p.access),
+		Probe:      addr,
+	})
+	p.cmd, p.errLog = n.Cmd, n.ErrLog
+	go func() {
+		<-n.Exited
+		p.done <- nil
+	}()
 	t.Cleanup(func() { p.stop() })
-	waitListening(t, p, addr)
 	deadline := time.Now().Add(10 * time.Second)
 	for {
 		kids, _ := bench.Children(p.cmd.Process.Pid)
@@ -174,11 +166,6 @@ func startNginxLimited(t *testing.T, dir, addr, up, ssl string, nofile uint64) *
 		time.Sleep(20 * time.Millisecond)
 	}
 	return p
-}
-
-func fileExists(path string) bool {
-	_, err := os.Stat(path)
-	return err == nil
 }
 
 // waitListening waits until addr accepts a connection.
@@ -364,7 +351,7 @@ func TestFaultDescriptorFlood(t *testing.T) {
 		t.Run(name, func(t *testing.T) {
 			dir := t.TempDir()
 			up, ssl := faultUpstream(t, dir)
-			addr := "127.0.0.1:" + freePort(t)
+			addr := testutil.FreeAddr(t)
 			var p *faultProc
 			if name == "tlsrelay" {
 				p = startTlsrelayLimited(t, bin, dir, addr, up.Addr(), ssl, 200)
@@ -413,7 +400,7 @@ func TestFaultIdleRSS(t *testing.T) {
 	bin := buildBinary(t)
 	dir := t.TempDir()
 	up, ssl := faultUpstream(t, dir)
-	addr := "127.0.0.1:" + freePort(t)
+	addr := testutil.FreeAddr(t)
 	p := startTlsrelayLimited(t, bin, dir, addr, up.Addr(), ssl, 20000)
 	for i := 0; i < 20; i++ {
 		if err := dialEchoOnce(addr); err != nil {
@@ -487,8 +474,8 @@ func TestFaultMetricsFlood(t *testing.T) {
 	bin := buildBinary(t)
 	dir := t.TempDir()
 	up, ssl := faultUpstream(t, dir)
-	addr := "127.0.0.1:" + freePort(t)
-	metricsAddr := "127.0.0.1:" + freePort(t)
+	addr := testutil.FreeAddr(t)
+	metricsAddr := testutil.FreeAddr(t)
 	p := startTlsrelayWith(t, bin, dir, "metrics_listen "+metricsAddr+";\n", addr, up.Addr(), ssl, 256)
 	if err := dialEchoOnce(addr); err != nil {
 		t.Fatal(err)

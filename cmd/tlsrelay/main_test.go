@@ -15,6 +15,7 @@ import (
 
 	"github.com/tlsrelay/tlsrelay/engine/conf"
 	"github.com/tlsrelay/tlsrelay/internal/pki"
+	"github.com/tlsrelay/tlsrelay/internal/testutil"
 )
 
 const examples = "../../docs/examples"
@@ -358,18 +359,6 @@ func buildBinary(t *testing.T) string {
 	return bin
 }
 
-// freePort returns a loopback port nothing listens on right now.
-func freePort(t *testing.T) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	_, port, _ := net.SplitHostPort(ln.Addr().String())
-	return port
-}
-
 // TestServeSignals runs the binary, waits for its pid file, stops it with
 // `tlsrelay -s quit` and `-s stop`, and checks the pid file is removed.
 func TestServeSignals(t *testing.T) {
@@ -379,8 +368,8 @@ func TestServeSignals(t *testing.T) {
 			dir := t.TempDir()
 			path := filepath.Join(dir, "t.conf")
 			pid := filepath.Join(dir, "run.pid")
-			src := "pid run.pid;\nstream { server { listen 127.0.0.1:" + freePort(t) + "; proxy_pass 127.0.0.1:" +
-				freePort(t) + "; } }\n"
+			src := "pid run.pid;\nstream { server { listen " + testutil.FreeAddr(t) + "; proxy_pass " +
+				testutil.FreeAddr(t) + "; } }\n"
 			if err := os.WriteFile(path, []byte(src), 0o644); err != nil {
 				t.Fatal(err)
 			}
@@ -439,8 +428,8 @@ func TestPIDUnwritable(t *testing.T) {
 	bin := buildBinary(t)
 	dir := t.TempDir()
 	path := filepath.Join(dir, "t.conf")
-	writeFile(t, path, "pid nodir/run.pid;\nstream { server { listen 127.0.0.1:"+freePort(t)+
-		"; proxy_pass 127.0.0.1:"+freePort(t)+"; } }\n")
+	writeFile(t, path, "pid nodir/run.pid;\nstream { server { listen "+testutil.FreeAddr(t)+
+		"; proxy_pass "+testutil.FreeAddr(t)+"; } }\n")
 	cmd := exec.Command(bin, "-p", dir, "-c", path)
 	out, err := cmd.CombinedOutput()
 	var exit *exec.ExitError
@@ -466,7 +455,7 @@ func TestAddressInUse(t *testing.T) {
 	defer busy.Close()
 	path := filepath.Join(dir, "t.conf")
 	writeFile(t, path, "pid run.pid;\nstream {\n    server {\n        listen "+busy.Addr().String()+
-		";\n        proxy_pass 127.0.0.1:"+freePort(t)+";\n    }\n}\n")
+		";\n        proxy_pass "+testutil.FreeAddr(t)+";\n    }\n}\n")
 	out, err := exec.Command(bin, "-p", dir, "-c", path).CombinedOutput()
 	var exit *exec.ExitError
 	if !errors.As(err, &exit) || exit.ExitCode() != 1 {

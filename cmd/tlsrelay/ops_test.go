@@ -113,7 +113,7 @@ func TestReloadListeners(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer up.Close()
-	a, b, c := "127.0.0.1:"+freePort(t), "127.0.0.1:"+freePort(t), "127.0.0.1:"+freePort(t)
+	a, b, c := testutil.FreeAddr(t), testutil.FreeAddr(t), testutil.FreeAddr(t)
 	path := filepath.Join(dir, "t.conf")
 	pidFile := filepath.Join(dir, "run.pid")
 	errLog := filepath.Join(dir, "error.log")
@@ -175,7 +175,7 @@ func TestReopen(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer up.Close()
-	addr := "127.0.0.1:" + freePort(t)
+	addr := testutil.FreeAddr(t)
 	path := filepath.Join(dir, "t.conf")
 	pidFile := filepath.Join(dir, "run.pid")
 	errLog, accLog := filepath.Join(dir, "error.log"), filepath.Join(dir, "access.log")

@@ -20,6 +20,7 @@ import (
 
 	"github.com/tlsrelay/tlsrelay/internal/backend"
 	"github.com/tlsrelay/tlsrelay/internal/pki"
+	"github.com/tlsrelay/tlsrelay/internal/testutil"
 )
 
 // notifySock is a NOTIFY_SOCKET for tests: a unixgram socket that reads
@@ -180,10 +181,10 @@ func TestNotifyProtocol(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer up.Close()
-	port := freePort(t)
+	addr := testutil.FreeAddr(t)
 	path := filepath.Join(dir, "t.conf")
 	errLog := filepath.Join(dir, "error.log")
-	conf := "error_log " + errLog + " notice;\nstream {\n    server { listen 127.0.0.1:" + port +
+	conf := "error_log " + errLog + " notice;\nstream {\n    server { listen " + addr +
 		"; proxy_pass " + up.Addr() + "; %s }\n}\n"
 	writeFile(t, path, fmt.Sprintf(conf, ""))
 
@@ -202,7 +203,6 @@ func TestNotifyProtocol(t *testing.T) {
 
 	pid := os.Getpid()
 	ns.expect(t, pid, "READY=1")
-	addr := "127.0.0.1:" + port
 	if err := dialEcho(addr, "first\n"); err != nil {
 		t.Fatal(err)
 	}
@@ -326,8 +326,7 @@ func TestBinaryUpgrade(t *testing.T) {
 	dir := t.TempDir()
 	up, ssl := tlsUpstream(t, dir)
 	ns := newNotifySock(t)
-	port := freePort(t)
-	addr := "127.0.0.1:" + port
+	addr := testutil.FreeAddr(t)
 	path := filepath.Join(dir, "t.conf")
 	pidFile := filepath.Join(dir, "run.pid")
 	errLog := filepath.Join(dir, "error.log")

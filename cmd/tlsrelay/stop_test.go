@@ -2,7 +2,6 @@ package main
 
 import (
 	"bytes"
-	"github.com/tlsrelay/tlsrelay/internal/faultnet"
 	"net"
 	"os"
 	"os/exec"
@@ -11,6 +10,9 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/tlsrelay/tlsrelay/internal/faultnet"
+	"github.com/tlsrelay/tlsrelay/internal/testutil"
 )
 
 // TestStopWithPendingHandshakes runs the binary with 300 sessions whose
@@ -26,7 +28,7 @@ func TestStopWithPendingHandshakes(t *testing.T) {
 			up := startSilentUpstream(t)
 			dir := t.TempDir()
 			path := filepath.Join(dir, "t.conf")
-			addr := "127.0.0.1:" + freePort(t)
+			addr := testutil.FreeAddr(t)
 			src := "pid run.pid;\nerror_log " + filepath.Join(dir, "error.log") + " notice;\n" +
 				"events { worker_connections 4096; }\n" +
 				"stream { server { listen " + addr + "; proxy_pass " + up.Addr() + "; proxy_ssl on; } }\n"
