@@ -1,4 +1,4 @@
-package pool
+package dial
 
 import (
 	"context"
@@ -14,22 +14,13 @@ import (
 	"time"
 
 	"github.com/tlsrelay/tlsrelay/internal/syserr"
+	"github.com/tlsrelay/tlsrelay/pool"
 	"github.com/tlsrelay/tlsrelay/tlsbridge"
 )
 
-// The dialer establishes upstream connections for client sessions: pick a
-// peer, TCP connect under proxy_connect_timeout, write the PROXY header in
-// clear, run the TLS handshake under a fresh proxy_connect_timeout, and on
-// failure walk on to the next peer as proxy_next_upstream allows.
-// Handshakes block inside crypto/tls, so they run on goroutines, never on an
-// event loop; by default every job gets a goroutine of its own at once, so
-// that a peer that never answers holds only the goroutines of the sessions
-// that chose it (a shared, bounded set of workers let one silent upstream
-// stall every server block: issue 18).
-
-// ErrQueueFull is returned when a Dialer with a bound (DialerConfig.MaxWorkers)
+// ErrQueueFull is returned when a Dialer with a bound (Config.MaxWorkers)
 // has more sessions waiting for a worker than its queue holds.
-var ErrQueueFull = errors.New("pool: dial queue full")
+var ErrQueueFull = errors.New("dial: queue full")
 
 // ErrHandshakeTimeout is the error of a TLS handshake that did not finish
 // within proxy_connect_timeout. NGINX logs nothing specific for it (known
@@ -51,7 +42,7 @@ var ErrNoSocket = errors.New("no local resources for an upstream socket")
 // Attempt is one try of a session on one peer, for $upstream_addr and
 // $upstream_connect_time.
 type Attempt struct {
-	Peer *Peer
+	Peer *pool.Peer
 	// Connect is the TCP connect time; Handshake the TLS handshake time (0
 	// without TLS). Both are zero when the attempt failed before them.
 	Connect, Handshake time.Duration
@@ -63,7 +54,7 @@ type Attempt struct {
 	// local resource (Err wraps ErrNoSocket); the peer was released, not
 	// charged, and no other peer is tried.
 	Local bool
-	// Warm: the attempt took a pre-warmed connection (DialJob.Warm), so
+	// Warm: the attempt took a pre-warmed connection (Job.Warm), so
 	// Connect and Handshake are zero: the session paid for neither.
 	Warm bool
 }
@@ -83,22 +74,22 @@ type SocketOptions struct {
 	Transparent bool
 }
 
-// DialJob asks for an upstream connection for one client session. The
+// Job asks for an upstream connection for one client session. The
 // session fills it on its event loop and must not touch it (or its
-// Selection) again until Done has been called, except to Cancel it and,
+// pool.Selection) again until Done has been called, except to Cancel it and,
 // once Cancel has returned, to read Attempts.
-type DialJob struct {
+type Job struct {
 	// Sel is the session's walk over its group.
-	Sel *Selection
+	Sel *pool.Selection
 	// TLS returns the client configuration for a peer; nil TLS means a
 	// plaintext upstream.
-	TLS func(p *Peer) (*tls.Config, error)
+	TLS func(p *pool.Peer) (*tls.Config, error)
 	// Observe, if set, is told the outcome of every handshake (cs is the
 	// state after a successful one). It returns true when the handshake
 	// failed after offering a session ticket and deserves one retry with
 	// a full handshake, for which FullTLS gives the configuration.
-	Observe func(p *Peer, cs tls.ConnectionState, err error) (retryFull bool)
-	FullTLS func(p *Peer) (*tls.Config, error)
+	Observe func(p *pool.Peer, cs tls.ConnectionState, err error) (retryFull bool)
+	FullTLS func(p *pool.Peer) (*tls.Config, error)
 	// ConnectTimeout bounds the TCP connect and, afresh, the handshake.
 	ConnectTimeout time.Duration
 	// NextUpstream is proxy_next_upstream; NextUpstreamTimeout bounds the
@@ -123,7 +114,7 @@ type DialJob struct {
 	// taken from it instead of dialing one.
 	Warm *Warm
 	// Done is called on the worker goroutine exactly once with the outcome.
-	Done func(r DialResult)
+	Done func(r Result)
 
 	// Attempts is filled as the walk goes; it is the session's after Done,
 	// or once Cancel has returned (the attempt cut short by Cancel is not
@@ -131,7 +122,7 @@ type DialJob struct {
 	Attempts []Attempt
 
 	// ctl is the job's cancellation state, made by Submit. A pointer, so
-	// that a DialJob used as a template (WarmConfig.Job) can be copied.
+	// that a Job used as a template (WarmConfig.Job) can be copied.
 	ctl *jobControl
 }
 
@@ -154,7 +145,7 @@ type jobControl struct {
 // them before Done. Cancel does nothing for a job that Submit did not
 // take; it may be called more than once. It runs on any goroutine that
 // Submit happened before (the session's loop, in the engine).
-func (j *DialJob) Cancel() {
+func (j *Job) Cancel() {
 	c := j.ctl
 	if c == nil {
 		return
@@ -171,7 +162,7 @@ func (j *DialJob) Cancel() {
 // begin starts the job's context under the dialer's root context, or
 // reports that the job was cancelled before it started. Runs on the job's
 // goroutine.
-func (j *DialJob) begin(root context.Context) (context.Context, context.CancelFunc, bool) {
+func (j *Job) begin(root context.Context) (context.Context, context.CancelFunc, bool) {
 	ctx, cancel := context.WithCancel(root)
 	c := j.ctl
 	if c == nil {
@@ -189,7 +180,7 @@ func (j *DialJob) begin(root context.Context) (context.Context, context.CancelFu
 
 // record appends a finished attempt to Attempts unless the job was
 // cancelled. Runs on the job's goroutine.
-func (j *DialJob) record(a Attempt) {
+func (j *Job) record(a Attempt) {
 	if c := j.ctl; c != nil {
 		c.mu.Lock()
 		defer c.mu.Unlock()
@@ -200,9 +191,9 @@ func (j *DialJob) record(a Attempt) {
 	j.Attempts = append(j.Attempts, a)
 }
 
-// DialResult is the outcome of a DialJob.
-type DialResult struct {
-	Peer *Peer
+// Result is the outcome of a Job.
+type Result struct {
+	Peer *pool.Peer
 	// Raw is the connected socket (*net.TCPConn, or *net.UnixConn for a
 	// unix domain socket peer): the caller hands it to its event loop.
 	Raw net.Conn
@@ -214,9 +205,9 @@ type DialResult struct {
 	Err error
 }
 
-// DialerConfig sizes a Dialer. The zero value is what the engine uses: no
+// Config sizes a Dialer. The zero value is what the engine uses: no
 // bound, every job starts at once.
-type DialerConfig struct {
+type Config struct {
 	// MinWorkers goroutines always wait for jobs (a job handed to one
 	// reuses its stack instead of starting a goroutine). Zero: 8.
 	MinWorkers int
@@ -243,25 +234,25 @@ type DialerConfig struct {
 // a goroutine saves starting one and growing its stack (crypto/tls's
 // handshake needs more than a new goroutine's); neither is held by one job
 // longer than its connect and handshake, and nothing else is shared by two
-// jobs while they wait on the network. A DialerConfig.MaxWorkers bound
+// jobs while they wait on the network. A Config.MaxWorkers bound
 // brings back a queue (see there). Submit is safe from any goroutine.
 //
 // Every dial runs under a context of its own, a child of the dialer's:
-// DialJob.Cancel ends one dial (the client went away), Close ends all of
+// Job.Cancel ends one dial (the client went away), Close ends all of
 // them (the process stops), and either interrupts a connect or handshake
 // at once instead of waiting for proxy_connect_timeout.
 //
 // The dialer also records what it learns into each peer, for metrics: the
-// TCP connect time ([Peer.ObserveConnect]), and for every TLS handshake its
-// time and whether it resumed ([Peer.ObserveHandshake]) or its failure class
-// ([Peer.ObserveHandshakeFailure]). [Dialer.Stats] reads its goroutines and
+// TCP connect time ([pool.Peer.ObserveConnect]), and for every TLS handshake its
+// time and whether it resumed ([pool.Peer.ObserveHandshake]) or its failure class
+// ([pool.Peer.ObserveHandshakeFailure]). [Dialer.Stats] reads its goroutines and
 // queue, [Dialer.InFlight] its dials in progress.
 type Dialer struct {
-	cfg DialerConfig
+	cfg Config
 	// jobs hands jobs to waiting goroutines: unbuffered without
 	// MaxWorkers (a send succeeds only when a goroutine waits), the queue
 	// with it.
-	jobs   chan *DialJob
+	jobs   chan *Job
 	wg     sync.WaitGroup
 	stopMu sync.RWMutex
 	closed bool
@@ -283,22 +274,22 @@ type flightStats struct {
 	cancelled               atomic.Uint64
 }
 
-// DialsInFlight are the dials a Dialer runs at one time, by step, with the
+// InFlight are the dials a Dialer runs at one time, by step, with the
 // jobs cancelled so far.
-type DialsInFlight struct {
+type InFlight struct {
 	// Connecting counts TCP connects in progress (the PROXY header
 	// included); Handshaking TLS handshakes in progress. Pre-warming
 	// dials (Connect) count too.
 	Connecting, Handshaking int
-	// Cancelled counts the jobs that ended because DialJob.Cancel or
+	// Cancelled counts the jobs that ended because Job.Cancel or
 	// Close was called while they ran.
 	Cancelled uint64
 }
 
 // InFlight reads the dials in progress without taking a lock. Safe from
 // any goroutine.
-func (d *Dialer) InFlight() DialsInFlight {
-	return DialsInFlight{
+func (d *Dialer) InFlight() InFlight {
+	return InFlight{
 		Connecting:  int(max(d.flight.connecting.Load(), 0)),
 		Handshaking: int(max(d.flight.handshaking.Load(), 0)),
 		Cancelled:   d.flight.cancelled.Load(),
@@ -306,7 +297,7 @@ func (d *Dialer) InFlight() DialsInFlight {
 }
 
 // NewDialer starts the minimum number of worker goroutines.
-func NewDialer(c DialerConfig) *Dialer {
+func NewDialer(c Config) *Dialer {
 	if c.MinWorkers <= 0 {
 		c.MinWorkers = 8
 	}
@@ -328,7 +319,7 @@ func NewDialer(c DialerConfig) *Dialer {
 	} else {
 		c.Queue = 0
 	}
-	d := &Dialer{cfg: c, jobs: make(chan *DialJob, queue)}
+	d := &Dialer{cfg: c, jobs: make(chan *Job, queue)}
 	d.root, d.cancelRoot = context.WithCancel(context.Background())
 	d.mu.Lock()
 	for i := 0; i < c.MinWorkers; i++ {
@@ -340,7 +331,7 @@ func NewDialer(c DialerConfig) *Dialer {
 
 // spawnLocked starts a worker goroutine, which runs first (if not nil)
 // and then waits for jobs; d.mu is held.
-func (d *Dialer) spawnLocked(first *DialJob) {
+func (d *Dialer) spawnLocked(first *Job) {
 	d.workers++
 	d.stats.workers.Store(int64(d.workers))
 	if first == nil {
@@ -357,10 +348,10 @@ func (d *Dialer) Workers() int {
 }
 
 // Submit starts j: at once on a goroutine of its own, or, with
-// DialerConfig.MaxWorkers, when a worker is free. It never blocks. It
+// Config.MaxWorkers, when a worker is free. It never blocks. It
 // returns net.ErrClosed after Close, and ErrQueueFull when a bounded
 // dialer's queue is full; j.Done is not called then.
-func (d *Dialer) Submit(j *DialJob) error {
+func (d *Dialer) Submit(j *Job) error {
 	d.stopMu.RLock()
 	defer d.stopMu.RUnlock()
 	if d.closed {
@@ -413,7 +404,7 @@ func (d *Dialer) Close() {
 // work runs first (if not nil), then the jobs handed to it until Close, or
 // until it has waited IdleTimeout for one and more than MinWorkers run.
 // Runs on its own goroutine.
-func (d *Dialer) work(first *DialJob) {
+func (d *Dialer) work(first *Job) {
 	defer d.wg.Done()
 	if first != nil {
 		d.runJob(first)
@@ -454,14 +445,14 @@ func (d *Dialer) work(first *DialJob) {
 
 // runJob runs j under a context of its own and calls its Done. Runs on a
 // worker goroutine.
-func (d *Dialer) runJob(j *DialJob) {
+func (d *Dialer) runJob(j *Job) {
 	d.stats.busy.Add(1)
 	ctx, cancel, ok := j.begin(d.root)
-	var r DialResult
+	var r Result
 	if ok {
 		r = d.run(ctx, j)
 	} else {
-		r = DialResult{Err: context.Canceled}
+		r = Result{Err: context.Canceled}
 	}
 	if r.Err != nil && ctx.Err() != nil {
 		d.flight.cancelled.Add(1)
@@ -473,20 +464,20 @@ func (d *Dialer) runJob(j *DialJob) {
 
 // run walks the session's group until a peer answers, none is left, or ctx
 // is cancelled. Runs on a worker goroutine.
-func (d *Dialer) run(ctx context.Context, j *DialJob) DialResult {
+func (d *Dialer) run(ctx context.Context, j *Job) Result {
 	start := time.Now()
 	var lastErr error
 	for {
 		if ctx.Err() != nil || j.Cancelled != nil && j.Cancelled() {
-			return DialResult{Err: context.Canceled}
+			return Result{Err: context.Canceled}
 		}
 		now := time.Now()
 		p, err := j.Sel.Next(now)
 		if err != nil {
-			if lastErr != nil && errors.Is(err, ErrNoTriesLeft) {
-				return DialResult{Err: lastErr}
+			if lastErr != nil && errors.Is(err, pool.ErrNoTriesLeft) {
+				return Result{Err: lastErr}
 			}
-			return DialResult{Err: err}
+			return Result{Err: err}
 		}
 		if res, ok := j.Warm.Take(p); ok {
 			j.record(Attempt{Peer: p, Warm: true})
@@ -498,7 +489,7 @@ func (d *Dialer) run(ctx context.Context, j *DialJob) DialResult {
 			// Cancelled, not failed: the peer is not to blame, and the
 			// session that asked is gone or going.
 			j.Sel.Release(p)
-			return DialResult{Err: context.Canceled}
+			return Result{Err: context.Canceled}
 		}
 		j.record(a)
 		if a.Err == nil {
@@ -512,7 +503,7 @@ func (d *Dialer) run(ctx context.Context, j *DialJob) DialResult {
 			if j.OnFailure != nil {
 				j.OnFailure(a, false)
 			}
-			return DialResult{Err: a.Err}
+			return Result{Err: a.Err}
 		}
 		lastErr = a.Err
 		disabled := j.Sel.Failed(p, time.Now())
@@ -520,21 +511,21 @@ func (d *Dialer) run(ctx context.Context, j *DialJob) DialResult {
 			j.OnFailure(a, disabled)
 		}
 		if !j.NextUpstream {
-			return DialResult{Err: lastErr}
+			return Result{Err: lastErr}
 		}
 		if j.NextUpstreamTimeout > 0 && time.Since(start) >= j.NextUpstreamTimeout {
-			return DialResult{Err: lastErr}
+			return Result{Err: lastErr}
 		}
 	}
 }
 
 // Connect dials one connection to p the way a session's attempt does (TCP
 // connect, PROXY header, TLS handshake, one retry with a full handshake)
-// but outside any Selection: the balancer's accounting is the caller's.
+// but outside any pool.Selection: the balancer's accounting is the caller's.
 // j's Sel, Warm, Cancelled, OnFailure and Done are not used. Cancelling
 // ctx ends a connect or handshake in progress. It blocks, on the caller's
 // goroutine (the pre-warming refillers, warm.go).
-func (d *Dialer) Connect(ctx context.Context, j *DialJob, p *Peer) (DialResult, Attempt) {
+func (d *Dialer) Connect(ctx context.Context, j *Job, p *pool.Peer) (Result, Attempt) {
 	return d.attempt(ctx, j, p)
 }
 
@@ -543,7 +534,7 @@ func (d *Dialer) Connect(ctx context.Context, j *DialJob, p *Peer) (DialResult, 
 // a full handshake (the ticket is dropped by Observe): servers that mishandle
 // resumption ("digest check failed") then still work, and the retry does
 // not count against the peer.
-func (d *Dialer) attempt(ctx context.Context, j *DialJob, p *Peer) (DialResult, Attempt) {
+func (d *Dialer) attempt(ctx context.Context, j *Job, p *pool.Peer) (Result, Attempt) {
 	res, a, retry := d.attemptOnce(ctx, j, p, j.TLS)
 	if retry && j.FullTLS != nil && ctx.Err() == nil {
 		res, a, _ = d.attemptOnce(ctx, j, p, j.FullTLS)
@@ -558,7 +549,7 @@ func (d *Dialer) attempt(ctx context.Context, j *DialJob, p *Peer) (DialResult, 
 // not charged (no handshake failure is observed). It reports whether the
 // handshake deserves a retry with a full one. Runs on the caller's
 // goroutine (a worker, or a refiller through Connect).
-func (d *Dialer) attemptOnce(parent context.Context, j *DialJob, p *Peer, tlsFor func(*Peer) (*tls.Config, error)) (DialResult, Attempt, bool) {
+func (d *Dialer) attemptOnce(parent context.Context, j *Job, p *pool.Peer, tlsFor func(*pool.Peer) (*tls.Config, error)) (Result, Attempt, bool) {
 	a := Attempt{Peer: p}
 	t0 := time.Now()
 	timeout := j.ConnectTimeout
@@ -580,7 +571,7 @@ func (d *Dialer) attemptOnce(parent context.Context, j *DialJob, p *Peer, tlsFor
 		if errno, ok := noSocket(err); ok {
 			a.Err = &noSocketError{errno: errno, err: err}
 			a.Local = true
-			return DialResult{}, a, false
+			return Result{}, a, false
 		}
 		switch {
 		case parent.Err() != nil:
@@ -593,7 +584,7 @@ func (d *Dialer) attemptOnce(parent context.Context, j *DialJob, p *Peer, tlsFor
 			err = fmt.Errorf("connect() failed: %w", err)
 		}
 		a.Err = err
-		return DialResult{}, a, false
+		return Result{}, a, false
 	}
 	raw := c
 	a.Connect = time.Since(t0)
@@ -618,25 +609,25 @@ func (d *Dialer) attemptOnce(parent context.Context, j *DialJob, p *Peer, tlsFor
 	if j.ProxyHeader != nil {
 		if _, err := raw.Write(j.ProxyHeader(raw.LocalAddr())); err != nil {
 			if cancelled() {
-				return DialResult{}, a, false
+				return Result{}, a, false
 			}
 			raw.Close()
 			a.Err = fmt.Errorf("sending the PROXY protocol header failed: %w", err)
-			return DialResult{}, a, false
+			return Result{}, a, false
 		}
 	}
 	if tlsFor == nil {
 		if cancelled() {
-			return DialResult{}, a, false
+			return Result{}, a, false
 		}
-		return DialResult{Peer: p, Raw: raw}, a, false
+		return Result{Peer: p, Raw: raw}, a, false
 	}
 	cfg, err := tlsFor(p)
 	if err != nil {
 		stop()
 		raw.Close()
 		a.Err = err
-		return DialResult{}, a, false
+		return Result{}, a, false
 	}
 	d.flight.connecting.Add(-1)
 	connecting = false
@@ -648,7 +639,7 @@ func (d *Dialer) attemptOnce(parent context.Context, j *DialJob, p *Peer, tlsFor
 	if cancelled() {
 		// Whatever the handshake gave, the caller no longer wants it;
 		// a cancelled handshake says nothing about the peer.
-		return DialResult{}, a, false
+		return Result{}, a, false
 	}
 	retry := false
 	if j.Observe != nil {
@@ -659,7 +650,7 @@ func (d *Dialer) attemptOnce(parent context.Context, j *DialJob, p *Peer, tlsFor
 		retry = j.Observe(p, cs, err)
 	}
 	if err != nil {
-		p.ObserveHandshakeFailure(tlsbridge.Classify(err))
+		p.ObserveHandshakeFailure(FailureClass(tlsbridge.Classify(err)))
 		tc.Close()
 		if isTimeout(err) {
 			err = &handshakeTimeoutError{after: timeout, err: err}
@@ -668,12 +659,12 @@ func (d *Dialer) attemptOnce(parent context.Context, j *DialJob, p *Peer, tlsFor
 		}
 		a.Err = err
 		a.Handshaking = true
-		return DialResult{}, a, retry
+		return Result{}, a, retry
 	}
 	a.Handshake = time.Since(t1)
 	state := tc.ConnectionState()
 	p.ObserveHandshake(a.Handshake, state.DidResume)
-	return DialResult{Peer: p, Raw: raw, TLS: tc, State: state}, a, false
+	return Result{Peer: p, Raw: raw, TLS: tc, State: state}, a, false
 }
 
 // dialerFor returns a net.Dialer applying o to a socket of network
