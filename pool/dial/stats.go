@@ -72,3 +72,31 @@ func (d *Dialer) Stats() Stats {
 		Rejected:      d.stats.rejected.Load(),
 	}
 }
+
+// flightStats count the dials in progress, by step, and the cancelled jobs.
+type flightStats struct {
+	connecting, handshaking atomic.Int64
+	cancelled               atomic.Uint64
+}
+
+// InFlight are the dials a Dialer runs at one time, by step, with the
+// jobs cancelled so far.
+type InFlight struct {
+	// Connecting counts TCP connects in progress (the PROXY header
+	// included); Handshaking TLS handshakes in progress. Pre-warming
+	// dials (Connect) count too.
+	Connecting, Handshaking int
+	// Cancelled counts the jobs that ended because Job.Cancel or
+	// Close was called while they ran.
+	Cancelled uint64
+}
+
+// InFlight reads the dials in progress without taking a lock. Safe from
+// any goroutine.
+func (d *Dialer) InFlight() InFlight {
+	return InFlight{
+		Connecting:  int(max(d.flight.connecting.Load(), 0)),
+		Handshaking: int(max(d.flight.handshaking.Load(), 0)),
+		Cancelled:   d.flight.cancelled.Load(),
+	}
+}
