@@ -64,21 +64,22 @@ func (s *session) clientLeftWhileConnecting(err error) {
 	s.finish(reason) // finish cancels the dial
 }
 
-// tlsConfig gives the dialer the TLS configuration for a peer. Runs on a
-// dialer worker.
-func (s *session) tlsConfig(p *pool.Peer) (*tls.Config, error) {
+// tlsConfig gives the dialer the TLS configuration for a peer, from the
+// session's client addresses (the upstream socket's own address does not
+// matter to a session). Runs on a dialer worker.
+func (s *session) tlsConfig(p *pool.Peer, _ net.Addr) (*tls.Config, error) {
 	return s.srv.tlsConfig(p, s.remote, s.local, false)
 }
 
 // fullTLSConfig is tlsConfig without session resumption. Runs on a dialer
 // worker.
-func (s *session) fullTLSConfig(p *pool.Peer) (*tls.Config, error) {
+func (s *session) fullTLSConfig(p *pool.Peer, _ net.Addr) (*tls.Config, error) {
 	return s.srv.tlsConfig(p, s.remote, s.local, true)
 }
 
 // observeHandshake feeds the policy's session accounting. Runs on a dialer
 // worker.
-func (s *session) observeHandshake(p *pool.Peer, cs tls.ConnectionState, err error) bool {
+func (s *session) observeHandshake(p *pool.Peer, _ net.Addr, cs tls.ConnectionState, err error) bool {
 	t, v := s.srv.target(p, s.remote, s.local)
 	return s.srv.policy.Observe(t, v, cs, err)
 }

@@ -2,6 +2,7 @@ package engine
 
 import (
 	"crypto/tls"
+	"net"
 
 	"github.com/tlsrelay/tlsrelay/pool"
 	"github.com/tlsrelay/tlsrelay/pool/dial"
@@ -32,9 +33,9 @@ func (s *server) newWarm() *dial.Warm {
 		Size:    pw.Size,
 		MaxIdle: pw.MaxIdle,
 		Job: dial.Job{
-			TLS:     func(p *pool.Peer) (*tls.Config, error) { return s.tlsConfig(p, nil, nil, false) },
-			FullTLS: func(p *pool.Peer) (*tls.Config, error) { return s.tlsConfig(p, nil, nil, true) },
-			Observe: func(p *pool.Peer, cs tls.ConnectionState, err error) bool {
+			TLS:     func(p *pool.Peer, _ net.Addr) (*tls.Config, error) { return s.tlsConfig(p, nil, nil, false) },
+			FullTLS: func(p *pool.Peer, _ net.Addr) (*tls.Config, error) { return s.tlsConfig(p, nil, nil, true) },
+			Observe: func(p *pool.Peer, _ net.Addr, cs tls.ConnectionState, err error) bool {
 				t, v := s.target(p, nil, nil)
 				return s.policy.Observe(t, v, cs, err)
 			},

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"io"
 	"math"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -154,11 +155,13 @@ func (r *rig) dial(t *testing.T, g *pool.Group, p *tlsbridge.Policy) dial.Result
 	done := make(chan dial.Result, 1)
 	j := &dial.Job{
 		Sel: g.NewSelection("", 0, time.Now()),
-		TLS: func(peer *pool.Peer) (*tls.Config, error) { return p.ClientConfig(target(peer), tlsbridge.Vars{}) },
-		FullTLS: func(peer *pool.Peer) (*tls.Config, error) {
+		TLS: func(peer *pool.Peer, _ net.Addr) (*tls.Config, error) {
+			return p.ClientConfig(target(peer), tlsbridge.Vars{})
+		},
+		FullTLS: func(peer *pool.Peer, _ net.Addr) (*tls.Config, error) {
 			return p.ConfigWithoutResumption(target(peer), tlsbridge.Vars{})
 		},
-		Observe: func(peer *pool.Peer, cs tls.ConnectionState, err error) bool {
+		Observe: func(peer *pool.Peer, _ net.Addr, cs tls.ConnectionState, err error) bool {
 			return p.Observe(target(peer), tlsbridge.Vars{}, cs, err)
 		},
 		ConnectTimeout: 5 * time.Second,

@@ -264,7 +264,7 @@ func (d *Dialer) run(ctx context.Context, j *Job) Result {
 			j.Sel.Connected(p, time.Now())
 			return res
 		}
-		res, a := d.attempt(ctx, j, p)
+		res, a := attempt(ctx, j, p, attemptOpts{flight: &d.flight})
 		if a.Err != nil && ctx.Err() != nil {
 			// Cancelled, not failed: the peer is not to blame, and the
 			// session that asked is gone or going.

@@ -2,6 +2,7 @@ package dial
 
 import (
 	"crypto/tls"
+	"net"
 	"sync"
 	"testing"
 	"time"
@@ -24,7 +25,7 @@ func BenchmarkDialerDispatch(b *testing.B) {
 	}
 	addr := benchTLSServer(b, set)
 	cache := tls.NewLRUClientSessionCache(64)
-	tlsFor := func(*pool.Peer) (*tls.Config, error) {
+	tlsFor := func(*pool.Peer, net.Addr) (*tls.Config, error) {
 		return &tls.Config{ServerName: "localhost", RootCAs: pki.Pool(set.Root), ClientSessionCache: cache}, nil
 	}
 	for _, bc := range []struct {

@@ -100,7 +100,7 @@ func TestDialerHandshakeTimeout(t *testing.T) {
 	d := NewDialer(Config{})
 	defer d.Close()
 	j := &Job{Sel: g.NewSelection("", 0, time.Now()), ConnectTimeout: 100 * time.Millisecond,
-		TLS: func(*pool.Peer) (*tls.Config, error) { return &tls.Config{InsecureSkipVerify: true}, nil }}
+		TLS: func(*pool.Peer, net.Addr) (*tls.Config, error) { return &tls.Config{InsecureSkipVerify: true}, nil }}
 	r := dialJob(t, d, j)
 	if !errors.Is(r.Err, ErrHandshakeTimeout) || !j.Attempts[0].Handshaking {
 		t.Fatalf("err %v, attempts %+v", r.Err, j.Attempts)
@@ -117,7 +117,7 @@ func TestDialerElastic(t *testing.T) {
 	var once sync.Once
 	defer once.Do(func() { close(release) }) // never leave workers blocked
 	var wg sync.WaitGroup
-	blocked := func(*pool.Peer) (*tls.Config, error) {
+	blocked := func(*pool.Peer, net.Addr) (*tls.Config, error) {
 		<-release
 		return nil, errors.New("released")
 	}
@@ -173,7 +173,9 @@ func startSilentPeer(t *testing.T) *faultnet.Upstream {
 
 // insecureTLS is a client configuration for peers whose certificate does
 // not matter (they never send one).
-func insecureTLS(*pool.Peer) (*tls.Config, error) { return &tls.Config{InsecureSkipVerify: true}, nil }
+func insecureTLS(*pool.Peer, net.Addr) (*tls.Config, error) {
+	return &tls.Config{InsecureSkipVerify: true}, nil
+}
 
 // waitUntil polls cond (counters other goroutines advance) until it holds
 // or d passes.

@@ -34,8 +34,10 @@
 // retried once, on a new connection, with a full handshake (the policy's
 // Observe drops the ticket): servers that mishandle resumption still work,
 // and the retry does not count against the peer. The same attempt serves a
-// session's job and the pre-warming refillers ([Dialer.Connect]), so that
-// every upstream connection tlsrelay makes is made the same way.
+// session's job, the pre-warming refillers ([Dialer.Connect]) and the
+// active health checks' probes ([Probe]), so that every upstream
+// connection tlsrelay makes is made the same way: same socket options, same
+// PROXY header, same handshake and retry.
 //
 // # Pre-warmed connections
 //

@@ -19,12 +19,13 @@ import (
 var ErrQueueFull = errors.New("dial: queue full")
 
 // ErrHandshakeTimeout is the error of a TLS handshake that did not finish
-// within proxy_connect_timeout. NGINX logs nothing specific for it (known
-// problem #12 of the reference); we name it.
+// within proxy_connect_timeout (or a probe's health_check_timeout). NGINX
+// logs nothing specific for it (known problem #12 of the reference); we
+// name it.
 var ErrHandshakeTimeout = errors.New("TLS handshake timed out")
 
 // ErrConnectTimeout is the error of a TCP connect that did not finish within
-// proxy_connect_timeout.
+// proxy_connect_timeout (or a probe's health_check_timeout).
 var ErrConnectTimeout = errors.New("upstream timed out (110: Connection timed out)")
 
 // ErrNoSocket is wrapped by the error of an attempt that could not even
@@ -36,9 +37,10 @@ var ErrConnectTimeout = errors.New("upstream timed out (110: Connection timed ou
 var ErrNoSocket = errors.New("no local resources for an upstream socket")
 
 // handshakeTimeoutError is an attempt's error when the handshake did not
-// finish within proxy_connect_timeout. It reads "TLS handshake timed out
-// after 500ms" and matches both ErrHandshakeTimeout and the deadline error
-// underneath, so that tlsbridge.Classify names it a timeout.
+// finish within proxy_connect_timeout (or what was left of a probe's
+// deadline). It reads "TLS handshake timed out after 500ms" and matches
+// both ErrHandshakeTimeout and the deadline error underneath, so that
+// tlsbridge.Classify names it a timeout.
 type handshakeTimeoutError struct {
 	after time.Duration
 	err   error

@@ -21,16 +21,22 @@ import (
 type Job struct {
 	// Sel is the session's walk over its group.
 	Sel *pool.Selection
-	// TLS returns the client configuration for a peer; nil TLS means a
-	// plaintext upstream.
-	TLS func(p *pool.Peer) (*tls.Config, error)
+	// TLS returns the client configuration for a connection to p; nil
+	// TLS means a plaintext upstream. local is the connection's own
+	// address, for a caller that is its own client (a health probe, whose
+	// proxy_ssl_name variables name its socket); a session's configuration
+	// depends on its client's addresses instead.
+	TLS func(p *pool.Peer, local net.Addr) (*tls.Config, error)
 	// Observe, if set, is told the outcome of every handshake (cs is the
-	// state after a successful one). It returns true when the handshake
-	// failed after offering a session ticket and deserves one retry with
-	// a full handshake, for which FullTLS gives the configuration.
-	Observe func(p *pool.Peer, cs tls.ConnectionState, err error) (retryFull bool)
-	FullTLS func(p *pool.Peer) (*tls.Config, error)
-	// ConnectTimeout bounds the TCP connect and, afresh, the handshake.
+	// state after a successful one; local as for TLS). It returns true
+	// when the handshake failed after offering a session ticket and
+	// deserves one retry with a full handshake, for which FullTLS gives
+	// the configuration.
+	Observe func(p *pool.Peer, local net.Addr, cs tls.ConnectionState, err error) (retryFull bool)
+	FullTLS func(p *pool.Peer, local net.Addr) (*tls.Config, error)
+	// ConnectTimeout bounds the TCP connect and, afresh, the handshake
+	// (zero: 60s). A deadline of the context the attempt runs under
+	// (Probe's) bounds both too, as a timeout.
 	ConnectTimeout time.Duration
 	// NextUpstream is proxy_next_upstream; NextUpstreamTimeout bounds the
 	// whole walk (0: no limit).

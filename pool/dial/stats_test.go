@@ -4,6 +4,7 @@ import (
 	"crypto/tls"
 	"errors"
 	"io"
+	"net"
 	"strings"
 	"sync"
 	"testing"
@@ -79,13 +80,13 @@ func TestDialerRecordsPeerMetrics(t *testing.T) {
 	d := NewDialer(Config{MinWorkers: 1})
 	defer d.Close()
 	cache := tls.NewLRUClientSessionCache(4)
-	good := func(*pool.Peer) (*tls.Config, error) {
+	good := func(*pool.Peer, net.Addr) (*tls.Config, error) {
 		return &tls.Config{ServerName: "localhost", RootCAs: pki.Pool(set.Root), ClientSessionCache: cache}, nil
 	}
-	wrongCA := func(*pool.Peer) (*tls.Config, error) {
+	wrongCA := func(*pool.Peer, net.Addr) (*tls.Config, error) {
 		return &tls.Config{ServerName: "localhost", RootCAs: pki.Pool(other.Root)}, nil
 	}
-	run := func(tlsFor func(*pool.Peer) (*tls.Config, error)) Result {
+	run := func(tlsFor func(*pool.Peer, net.Addr) (*tls.Config, error)) Result {
 		j := &Job{Sel: g.NewSelection("", 0, time.Now()), TLS: tlsFor, ConnectTimeout: 5 * time.Second}
 		r := dialJob(t, d, j)
 		if r.Err == nil {
@@ -129,7 +130,7 @@ func TestStats(t *testing.T) {
 	var once sync.Once
 	defer once.Do(func() { close(release) })
 	started := make(chan struct{}, 8)
-	blocked := func(*pool.Peer) (*tls.Config, error) {
+	blocked := func(*pool.Peer, net.Addr) (*tls.Config, error) {
 		started <- struct{}{}
 		<-release
 		return nil, errors.New("released")

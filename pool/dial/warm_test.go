@@ -43,7 +43,7 @@ func newWarmFixture(t *testing.T, size int, maxIdle time.Duration) *warmFixture 
 		Certificates: []tls.Certificate{set.Client.TLSCertificate()}, ClientSessionCache: cache}
 	f.w = NewWarm(f.g, WarmConfig{
 		Size: size, MaxIdle: maxIdle,
-		Job: Job{TLS: func(*pool.Peer) (*tls.Config, error) { return cfg, nil }, ConnectTimeout: 5 * time.Second, Socket: SocketOptions{NoDelay: true}},
+		Job: Job{TLS: func(*pool.Peer, net.Addr) (*tls.Config, error) { return cfg, nil }, ConnectTimeout: 5 * time.Second, Socket: SocketOptions{NoDelay: true}},
 	})
 	f.w.Start(f.d, WarmHooks{Count: func(r WarmResult) { f.counts[r].Add(1) }})
 	t.Cleanup(f.w.Stop)
@@ -207,7 +207,7 @@ func TestWarmStop(t *testing.T) {
 	d := NewDialer(Config{MinWorkers: 1})
 	defer d.Close()
 	w := NewWarm(g, WarmConfig{Size: 1, Job: Job{ConnectTimeout: time.Minute,
-		TLS: func(*pool.Peer) (*tls.Config, error) { return &tls.Config{InsecureSkipVerify: true}, nil }}})
+		TLS: func(*pool.Peer, net.Addr) (*tls.Config, error) { return &tls.Config{InsecureSkipVerify: true}, nil }}})
 	w.Start(d, WarmHooks{})
 	c := <-accepted // the refiller is in its handshake
 	defer c.Close()
