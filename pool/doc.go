@@ -9,8 +9,9 @@
 // It makes no connection to an upstream and uses no TLS (crypto/tls is
 // linked in only by github.com/miekg/dns, the resolver's DNS client):
 // package pool/dial, which imports it, connects to the peers (TCP connect,
-// PROXY header, TLS handshake) and pre-warms connections, and reports each
-// outcome to a [Selection] and to the [Peer]'s counters.
+// PROXY header, TLS handshake) for sessions, pre-warming and health
+// probes, and reports each outcome to a [Selection] and to the [Peer]'s
+// counters.
 //
 // # Groups and peers
 //
@@ -70,9 +71,9 @@
 //
 // Passive: [Selection.Failed] counts a failure against max_fails within
 // fail_timeout. Active: a [HealthChecker] (health.go) probes every peer on
-// a goroutine of its own with the probe function it is given and holds a
-// peer out of selection after Fails failed probes in a row, until it
-// passes Passes.
+// a goroutine of its own with the probe function it is given (the engine's
+// connects through pool/dial's Probe) and holds a peer out of selection
+// after Fails failed probes in a row, until it passes Passes.
 //
 // # Counters
 //
