@@ -46,10 +46,12 @@ type handshakeTimeoutError struct {
 	err   error
 }
 
+// Error returns "TLS handshake timed out after" and the time it had.
 func (e *handshakeTimeoutError) Error() string {
 	return fmt.Sprintf("%v after %v", ErrHandshakeTimeout, e.after)
 }
 
+// Unwrap returns ErrHandshakeTimeout and the deadline error.
 func (e *handshakeTimeoutError) Unwrap() []error { return []error{ErrHandshakeTimeout, e.err} }
 
 // noSocketError is an attempt's error when socket() failed for want of a
@@ -60,10 +62,12 @@ type noSocketError struct {
 	err   error
 }
 
+// Error returns NGINX's line, "socket() failed (24: Too many open files)".
 func (e *noSocketError) Error() string {
 	return fmt.Sprintf("socket() failed (%s)", syserr.Paren(e.errno))
 }
 
+// Unwrap returns ErrNoSocket and the dial error.
 func (e *noSocketError) Unwrap() []error { return []error{ErrNoSocket, e.err} }
 
 // noSocket reports whether a dial failed in socket() (or in bind() for

@@ -151,9 +151,10 @@ type Result struct {
 	Err error
 }
 
-// Attempt is one try of a session on one peer, for $upstream_addr and
-// $upstream_connect_time.
+// Attempt is one try on one peer: a session's, for $upstream_addr and
+// $upstream_connect_time, or one made by Dialer.Connect or Probe.
 type Attempt struct {
+	// Peer is the peer tried.
 	Peer *pool.Peer
 	// Connect is the TCP connect time; Handshake the TLS handshake time (0
 	// without TLS). Both are zero when the attempt failed before them.
