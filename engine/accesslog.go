@@ -7,7 +7,7 @@ import (
 	"time"
 
 	"github.com/tlsrelay/tlsrelay/engine/conf"
-	"github.com/tlsrelay/tlsrelay/pool"
+	"github.com/tlsrelay/tlsrelay/pool/dial"
 	"github.com/tlsrelay/tlsrelay/tlsbridge"
 )
 
@@ -242,44 +242,44 @@ func (s *session) appendVar(b []byte, id varID, now time.Time) []byte {
 		if len(s.attempts()) == 0 {
 			return append(b, s.srv.group.Name()...)
 		}
-		return s.appendAttempts(b, func(b []byte, a *pool.Attempt, _ bool) []byte { return append(b, a.Peer.String()...) })
+		return s.appendAttempts(b, func(b []byte, a *dial.Attempt, _ bool) []byte { return append(b, a.Peer.String()...) })
 	case varUpstreamBytesSent:
-		return s.appendAttempts(b, func(b []byte, _ *pool.Attempt, cur bool) []byte {
+		return s.appendAttempts(b, func(b []byte, _ *dial.Attempt, cur bool) []byte {
 			if !cur {
 				return append(b, '0')
 			}
 			return strconv.AppendInt(b, s.toUp, 10)
 		})
 	case varUpstreamBytesReceived:
-		return s.appendAttempts(b, func(b []byte, _ *pool.Attempt, cur bool) []byte {
+		return s.appendAttempts(b, func(b []byte, _ *dial.Attempt, cur bool) []byte {
 			if !cur {
 				return append(b, '0')
 			}
 			return strconv.AppendInt(b, s.fromUp, 10)
 		})
 	case varUpstreamConnectTime:
-		return s.appendAttempts(b, func(b []byte, a *pool.Attempt, _ bool) []byte {
+		return s.appendAttempts(b, func(b []byte, a *dial.Attempt, _ bool) []byte {
 			if a.Err != nil {
 				return append(b, '-')
 			}
 			return appendSeconds(b, a.Connect+a.Handshake)
 		})
 	case varUpstreamTCPConnectTime:
-		return s.appendAttempts(b, func(b []byte, a *pool.Attempt, _ bool) []byte {
+		return s.appendAttempts(b, func(b []byte, a *dial.Attempt, _ bool) []byte {
 			if a.Connect == 0 {
 				return append(b, '-')
 			}
 			return appendSeconds(b, a.Connect)
 		})
 	case varUpstreamFirstByteTime:
-		return s.appendAttempts(b, func(b []byte, a *pool.Attempt, cur bool) []byte {
+		return s.appendAttempts(b, func(b []byte, a *dial.Attempt, cur bool) []byte {
 			if !cur || s.firstByte == 0 {
 				return append(b, '-')
 			}
 			return appendSeconds(b, s.firstByte-s.upOpened+a.Connect+a.Handshake)
 		})
 	case varUpstreamSessionTime:
-		return s.appendAttempts(b, func(b []byte, a *pool.Attempt, cur bool) []byte {
+		return s.appendAttempts(b, func(b []byte, a *dial.Attempt, cur bool) []byte {
 			if !cur {
 				return append(b, '-')
 			}
@@ -329,7 +329,7 @@ func (s *session) appendVar(b []byte, id varID, now time.Time) []byte {
 // appendAttempts renders one value per upstream attempt, comma-separated,
 // as NGINX's $upstream_* variables; cur marks the attempt the session
 // relayed through.
-func (s *session) appendAttempts(b []byte, f func(b []byte, a *pool.Attempt, cur bool) []byte) []byte {
+func (s *session) appendAttempts(b []byte, f func(b []byte, a *dial.Attempt, cur bool) []byte) []byte {
 	a := s.attempts()
 	for i := range a {
 		if i > 0 {

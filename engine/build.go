@@ -16,6 +16,7 @@ import (
 
 	"github.com/tlsrelay/tlsrelay/engine/conf"
 	"github.com/tlsrelay/tlsrelay/pool"
+	"github.com/tlsrelay/tlsrelay/pool/dial"
 	"github.com/tlsrelay/tlsrelay/tlsbridge"
 )
 
@@ -53,7 +54,7 @@ type plan struct {
 	// warms are the pre-warm pools startWarm started (prewarm.go);
 	// warmStopped: stopWarm ran, nothing starts any more.
 	warmMu      sync.Mutex
-	warms       []*pool.Warm
+	warms       []*dial.Warm
 	warmStopped bool
 	// resolvers re-resolve the groups with `resolve` servers
 	// (resolve.go), from watch until the plan is retired (stopResolve).
@@ -173,7 +174,7 @@ type server struct {
 	// proxy_download_rate in bytes per second; 0: unlimited.
 	uploadRate, downloadRate int64
 	// sock are the upstream socket's options.
-	sock pool.SocketOptions
+	sock dial.SocketOptions
 	// hash is the upstream block's hash key, compiled; nil: the block
 	// does not balance by hash.
 	hash *hashTemplate
@@ -187,7 +188,7 @@ type server struct {
 	halfClose bool
 	// warm holds the block's pre-warmed upstream connections
 	// (proxy_ssl_prewarm); nil: off.
-	warm *pool.Warm
+	warm *dial.Warm
 }
 
 // build loads and checks everything cfg describes without binding a port.
@@ -248,7 +249,7 @@ func buildPlan(cfg *conf.Config, env planEnv) (_ *plan, err error) {
 		s.highWater = clamp(sc.Proxy.BufferSize*32, 64<<10, 8<<20)
 		s.lowWater = s.highWater / 4
 		s.uploadRate, s.downloadRate = sc.Proxy.UploadRate, sc.Proxy.DownloadRate
-		s.sock = pool.SocketOptions{
+		s.sock = dial.SocketOptions{
 			KeepAlive: sc.Proxy.SocketKeepalive,
 			Rcvbuf:    int(sc.Proxy.SocketRcvbuf),
 			Sndbuf:    int(sc.Proxy.SocketSndbuf),

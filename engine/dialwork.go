@@ -1,12 +1,12 @@
 package engine
 
 // This file holds a session's side of its dial job. Everything in it runs
-// on a dialer goroutine (pool.Dialer), not on the session's loop, except
+// on a dialer goroutine (dial.Dialer), not on the session's loop, except
 // cancelDial and clientLeftWhileConnecting, which run on the loop and reach
-// the job only through DialJob.Cancel. The dialer-side functions touch only
+// the job only through dial.Job.Cancel. The dialer-side functions touch only
 // what is fixed before the session submits its dial job (srv, id, remote,
 // local, lp.el, e's immutable fields), atomics (the stats, the cancelled
-// flag through DialJob.Cancelled) and the goroutine-safe error log; they
+// flag through dial.Job.Cancelled) and the goroutine-safe error log; they
 // hand results to the loop only through gnet's EventLoop.Execute and
 // Enroll. proxyHeader (proxyproto.go) runs on the dialer goroutine too,
 // under the same rule.
@@ -26,6 +26,7 @@ import (
 	"github.com/tlsrelay/tlsrelay/engine/metrics"
 	"github.com/tlsrelay/tlsrelay/internal/syserr"
 	"github.com/tlsrelay/tlsrelay/pool"
+	"github.com/tlsrelay/tlsrelay/pool/dial"
 	"github.com/tlsrelay/tlsrelay/tlsbridge"
 )
 
@@ -64,27 +65,28 @@ func (s *session) clientLeftWhileConnecting(err error) {
 	s.finish(reason) // finish cancels the dial
 }
 
-// tlsConfig gives the dialer the TLS configuration for a peer. Runs on a
-// dialer worker.
-func (s *session) tlsConfig(p *pool.Peer) (*tls.Config, error) {
+// tlsConfig gives the dialer the TLS configuration for a peer, from the
+// session's client addresses (the upstream socket's own address does not
+// matter to a session). Runs on a dialer worker.
+func (s *session) tlsConfig(p *pool.Peer, _ net.Addr) (*tls.Config, error) {
 	return s.srv.tlsConfig(p, s.remote, s.local, false)
 }
 
 // fullTLSConfig is tlsConfig without session resumption. Runs on a dialer
 // worker.
-func (s *session) fullTLSConfig(p *pool.Peer) (*tls.Config, error) {
+func (s *session) fullTLSConfig(p *pool.Peer, _ net.Addr) (*tls.Config, error) {
 	return s.srv.tlsConfig(p, s.remote, s.local, true)
 }
 
 // observeHandshake feeds the policy's session accounting. Runs on a dialer
 // worker.
-func (s *session) observeHandshake(p *pool.Peer, cs tls.ConnectionState, err error) bool {
+func (s *session) observeHandshake(p *pool.Peer, _ net.Addr, cs tls.ConnectionState, err error) bool {
 	t, v := s.srv.target(p, s.remote, s.local)
 	return s.srv.policy.Observe(t, v, cs, err)
 }
 
 // dialAttemptFailed logs one failed attempt. Runs on a dialer worker.
-func (s *session) dialAttemptFailed(a pool.Attempt, disabled bool) {
+func (s *session) dialAttemptFailed(a dial.Attempt, disabled bool) {
 	s.e.m.AttemptFailed()
 	if a.Handshaking {
 		s.e.log.Logf(LevelError, s.id, "%v (%s) while SSL handshaking to upstream, client: %s, server: %s, upstream: \"%s\"",
@@ -103,7 +105,7 @@ func (s *session) dialAttemptFailed(a pool.Attempt, disabled bool) {
 // the socket to the session's loop (Enroll; the loop then calls
 // onUpstreamOpen) or the failure (Execute of dialFailed), and touches
 // nothing else of the session.
-func (s *session) dialDone(r pool.DialResult) {
+func (s *session) dialDone(r dial.Result) {
 	el := s.lp.el
 	if r.Err != nil {
 		err := r.Err
@@ -141,7 +143,7 @@ func (s *session) dialDone(r pool.DialResult) {
 // with Go's netpoller, which the dial and the handshake used), without
 // Enroll's worker goroutine and its two waits for the loop. Runs on a
 // dialer worker.
-func (s *session) adoptUpstream(tc *net.TCPConn, r pool.DialResult) {
+func (s *session) adoptUpstream(tc *net.TCPConn, r dial.Result) {
 	fd, err := dupSocket(tc)
 	local, remote := tc.LocalAddr(), tc.RemoteAddr()
 	tc.Close()
@@ -161,7 +163,7 @@ func (s *session) adoptUpstream(tc *net.TCPConn, r pool.DialResult) {
 // adoptFailed hands the loop a failure to give it the dialled socket (a
 // dup, or gnet's Enroll), in NGINX's words: an errno is the dup's
 // (outOfDescriptors still sees it). Runs on a dialer worker.
-func (s *session) adoptFailed(r pool.DialResult, err error) {
+func (s *session) adoptFailed(r dial.Result, err error) {
 	var errno syscall.Errno
 	if errors.As(err, &errno) {
 		err = textError{fmt.Sprintf("dup() failed (%s) while adopting the upstream connection, upstream: \"%s\"", syserr.Paren(errno), r.Peer), errno}

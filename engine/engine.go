@@ -17,7 +17,7 @@ import (
 
 	"github.com/tlsrelay/tlsrelay/engine/conf"
 	"github.com/tlsrelay/tlsrelay/engine/metrics"
-	"github.com/tlsrelay/tlsrelay/pool"
+	"github.com/tlsrelay/tlsrelay/pool/dial"
 	"github.com/tlsrelay/tlsrelay/tlsbridge"
 )
 
@@ -26,7 +26,7 @@ import (
 type Engine struct {
 	opts   Options
 	log    *ErrorLog
-	dialer *pool.Dialer
+	dialer *dial.Dialer
 	connID atomic.Uint64
 
 	// plan is the configuration new sessions start on; a reload
@@ -228,7 +228,7 @@ func (e *Engine) Serve(ctx context.Context) error {
 	e.m.Loaded(time.Now())
 
 	p.watch(e.log)
-	e.dialer = pool.NewDialer(pool.DialerConfig{})
+	e.dialer = dial.NewDialer(dial.Config{})
 	defer e.dialer.Close()
 	p.startWarm(e)
 

@@ -20,6 +20,7 @@ import (
 	"github.com/tlsrelay/tlsrelay/internal/faultnet"
 	"github.com/tlsrelay/tlsrelay/internal/pki"
 	"github.com/tlsrelay/tlsrelay/pool"
+	"github.com/tlsrelay/tlsrelay/pool/dial"
 )
 
 // exhaustFDs uses up every descriptor the process may open: it lowers the
@@ -254,12 +255,12 @@ func TestFaultDialerNoSocket(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	d := pool.NewDialer(pool.DialerConfig{MinWorkers: 1, MaxWorkers: 1})
+	d := dial.NewDialer(dial.Config{MinWorkers: 1, MaxWorkers: 1})
 	defer d.Close()
-	run := func() (pool.DialResult, []pool.Attempt) {
-		done := make(chan pool.DialResult, 1)
-		j := &pool.DialJob{Sel: g.NewSelection("", 0, time.Now()), ConnectTimeout: 5 * time.Second,
-			NextUpstream: true, Done: func(r pool.DialResult) { done <- r }}
+	run := func() (dial.Result, []dial.Attempt) {
+		done := make(chan dial.Result, 1)
+		j := &dial.Job{Sel: g.NewSelection("", 0, time.Now()), ConnectTimeout: 5 * time.Second,
+			NextUpstream: true, Done: func(r dial.Result) { done <- r }}
 		if err := d.Submit(j); err != nil {
 			t.Fatal(err)
 		}
@@ -273,7 +274,7 @@ func TestFaultDialerNoSocket(t *testing.T) {
 		r.Raw.Close()
 		t.Fatal("the dial worked with no descriptor free")
 	}
-	if !errors.Is(r.Err, pool.ErrNoSocket) || !errors.Is(r.Err, syscall.EMFILE) {
+	if !errors.Is(r.Err, dial.ErrNoSocket) || !errors.Is(r.Err, syscall.EMFILE) {
 		t.Errorf("error %v does not match ErrNoSocket and EMFILE", r.Err)
 	}
 	if r.Err.Error() != "socket() failed (24: Too many open files)" {

@@ -8,21 +8,23 @@ import (
 	"fmt"
 	"io"
 	"net"
-	"net/netip"
 	"time"
 
 	"github.com/tlsrelay/tlsrelay/engine/conf"
 	"github.com/tlsrelay/tlsrelay/pool"
+	"github.com/tlsrelay/tlsrelay/pool/dial"
 	"github.com/tlsrelay/tlsrelay/tlsbridge"
 )
 
 // Active health checks (health_check): one pool.HealthChecker per server
-// block with health_check, for the plan's lifetime. A probe goes the way a
-// session's upstream connection goes: TCP connect bounded by
-// proxy_connect_timeout, the PROXY header when the server sends one, the
+// block with health_check, for the plan's lifetime. A probe's connection is
+// made by the dialer's attempt, as a session's upstream connection is
+// (dial.Probe): TCP connect bounded by proxy_connect_timeout with the
+// server's socket options, the PROXY header when the server sends one, the
 // TLS handshake with the server's policy (verification, client
-// certificate, name, session resumption), then the match block's send and
-// expect. The whole probe is bounded by health_check_timeout.
+// certificate, name, session resumption, the full handshake when a ticket
+// is refused); then the match block's send and expect. The whole probe is
+// bounded by health_check_timeout.
 
 // errExpect is a probe whose answer does not satisfy the match block.
 var errExpect = errors.New("the response does not match")
@@ -67,78 +69,42 @@ func (p *plan) startHealth(ctx context.Context, log *ErrorLog) {
 }
 
 // probe checks one peer for the server's health check (port 0: the peer's
-// own port). Runs on a checker goroutine; ctx carries health_check_timeout.
+// own port). The connection is made by the dialer's own attempt
+// (dial.Probe, with probeJob): the connect with the server's socket
+// options, the PROXY header, the handshake with the server's policy and
+// its retry with a full handshake when a ticket is refused. Runs on a
+// checker goroutine; ctx carries health_check_timeout.
 func (s *server) probe(ctx context.Context, peer *pool.Peer, port int, m *conf.Match) error {
-	network, addr := peer.Network()
-	if network == "tcp" && port != 0 {
-		// port= is refused for a unix domain socket upstream at load.
-		addr = netip.AddrPortFrom(peer.Addr.Addr(), uint16(port)).String()
-	}
 	deadline, ok := ctx.Deadline()
 	if !ok {
-		deadline = time.Now().Add(conf.DefaultHealthCheckTimeout)
-	}
-	cctx := ctx
-	if s.connectTimeout > 0 {
 		var cancel context.CancelFunc
-		cctx, cancel = context.WithTimeout(ctx, s.connectTimeout)
+		ctx, cancel = context.WithTimeout(ctx, conf.DefaultHealthCheckTimeout)
 		defer cancel()
+		deadline, _ = ctx.Deadline()
 	}
-	d := net.Dialer{}
-	if s.sock.Bind.IsValid() && network == "tcp" {
-		d.LocalAddr = &net.TCPAddr{IP: s.sock.Bind.AsSlice()}
+	j := s.probeJob()
+	res, a := dial.Probe(ctx, &j, peer, port)
+	if a.Err != nil {
+		if port != 0 {
+			return fmt.Errorf("probing port %d: %w", port, a.Err)
+		}
+		return a.Err
 	}
-	c, err := d.DialContext(cctx, network, addr)
-	if err != nil {
-		return fmt.Errorf("connecting to %s: %w", addr, err)
+	var conn io.ReadWriter = res.Raw
+	if res.TLS != nil {
+		conn = res.TLS
+		defer res.TLS.Close() // closes res.Raw
+	} else {
+		defer res.Raw.Close()
 	}
-	defer c.Close()
-	// Cancelling (a retired plan) ends a probe blocked in the handshake
-	// or in expect at once.
-	defer context.AfterFunc(ctx, func() { c.SetDeadline(time.Now()) })()
-	if err := c.SetDeadline(deadline); err != nil {
-		return fmt.Errorf("setting the probe deadline: %w", err)
-	}
-	if s.proxyProtocol != 0 {
-		// The probe is its own client: the header names the probe's
-		// socket as both ends (UNKNOWN over a unix domain socket).
-		la, _ := c.LocalAddr().(*net.TCPAddr)
-		h := proxyV1Header(la, la)
-		if proxyMode(s.proxyProtocol) == proxyV2 {
-			h = proxyV2Header(la, la)
-		}
-		if _, err := c.Write(h); err != nil {
-			return fmt.Errorf("sending the PROXY protocol header: %w", err)
-		}
-	}
-	var conn io.ReadWriter = c
-	if s.policy != nil {
-		cfg, err := s.tlsConfig(peer, c.LocalAddr(), c.LocalAddr(), false)
-		if err != nil {
-			return fmt.Errorf("making the TLS configuration: %w", err)
-		}
-		hsDeadline := deadline
-		if s.connectTimeout > 0 {
-			hsDeadline = minTime(deadline, time.Now().Add(s.connectTimeout))
-		}
-		tc := tlsbridge.NewConn(c, cfg)
-		t0 := time.Now()
-		if err := tc.Handshake(hsDeadline); err != nil {
-			return fmt.Errorf("TLS handshake: %w", err)
-		}
-		took := time.Since(t0)
-		if err := c.SetDeadline(deadline); err != nil {
-			return fmt.Errorf("setting the probe deadline: %w", err)
-		}
-		defer tc.Close()
-		conn = tc
-		if tc.ConnectionState().Version == tls.VersionTLS13 && (m == nil || m.Expect == "" && m.Regexp == nil) {
-			// TLS 1.3 tickets come after the handshake: read them,
-			// so the next probe resumes. They follow the server's
-			// Finished by about a round trip, less than the
-			// handshake took.
-			defer pullTickets(c, tc, took, deadline)
-		}
+	// Cancelling (a retired plan) ends a probe blocked in expect at once;
+	// the dialer's attempt ended the connect and handshake by itself.
+	defer context.AfterFunc(ctx, func() { res.Raw.SetDeadline(time.Now()) })()
+	if res.TLS != nil && res.State.Version == tls.VersionTLS13 && (m == nil || m.Expect == "" && m.Regexp == nil) {
+		// TLS 1.3 tickets come after the handshake: read them, so the
+		// next probe resumes. They follow the server's Finished by about
+		// a round trip, less than the handshake took.
+		defer pullTickets(res.Raw, res.TLS, a.Handshake, deadline)
 	}
 	if m == nil {
 		return nil
@@ -149,6 +115,34 @@ func (s *server) probe(ctx context.Context, peer *pool.Peer, port int, m *conf.M
 		}
 	}
 	return expect(conn, m)
+}
+
+// probeJob is the dial job of the server's health probes: a session's,
+// with the probe as its own client. The PROXY header names the probe's
+// socket as both ends (UNKNOWN over a unix domain socket), and so do
+// proxy_ssl_name's variables. Safe from any goroutine (it reads only the
+// immutable server).
+func (s *server) probeJob() dial.Job {
+	j := dial.Job{ConnectTimeout: s.connectTimeout, Socket: s.sock}
+	if s.policy != nil {
+		j.TLS = func(p *pool.Peer, local net.Addr) (*tls.Config, error) { return s.tlsConfig(p, local, local, false) }
+		j.FullTLS = func(p *pool.Peer, local net.Addr) (*tls.Config, error) { return s.tlsConfig(p, local, local, true) }
+		j.Observe = func(p *pool.Peer, local net.Addr, cs tls.ConnectionState, err error) bool {
+			t, v := s.target(p, local, local)
+			return s.policy.Observe(t, v, cs, err)
+		}
+	}
+	if s.proxyProtocol != 0 {
+		v2 := proxyMode(s.proxyProtocol) == proxyV2
+		j.ProxyHeader = func(local net.Addr) []byte {
+			la, _ := local.(*net.TCPAddr)
+			if v2 {
+				return proxyV2Header(la, la)
+			}
+			return proxyV1Header(la, la)
+		}
+	}
+	return j
 }
 
 // pullTickets reads from a TLS 1.3 probe connection for about as long as

@@ -14,6 +14,7 @@ import (
 	"github.com/tlsrelay/tlsrelay/engine/conf"
 	"github.com/tlsrelay/tlsrelay/engine/metrics"
 	"github.com/tlsrelay/tlsrelay/pool"
+	"github.com/tlsrelay/tlsrelay/pool/dial"
 	"github.com/tlsrelay/tlsrelay/tlsbridge"
 )
 
@@ -185,7 +186,7 @@ func (e *Engine) collector() *metrics.Collector {
 				}
 			}
 		},
-		Dialer: func() *pool.Dialer { return e.dialer },
+		Dialer: func() *dial.Dialer { return e.dialer },
 		Prewarmed: func() int {
 			n := 0
 			for _, s := range e.plan.Load().servers {

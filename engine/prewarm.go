@@ -2,18 +2,20 @@ package engine
 
 import (
 	"crypto/tls"
+	"net"
 
 	"github.com/tlsrelay/tlsrelay/pool"
+	"github.com/tlsrelay/tlsrelay/pool/dial"
 )
 
 // Pre-warmed upstream connections (proxy_ssl_prewarm): a server block with
-// the directive has a pool.Warm, built with the plan (newWarm) so that
+// the directive has a dial.Warm, built with the plan (newWarm) so that
 // sessions, which read it from the immutable server, never race its
 // creation; its refillers start when the plan is published (startWarm) and
 // stop when it is retired or freed, closing the ready connections. A
 // session takes a ready connection on its dial worker once the balancer
-// picked the peer (pool.DialJob.Warm); it arrives like a dialed one
-// (pool.DialResult), so onUpstreamOpen adopts it unchanged, and its first
+// picked the peer (dial.Job.Warm); it arrives like a dialed one
+// (dial.Result), so onUpstreamOpen adopts it unchanged, and its first
 // pump delivers what Poll kept (a ticket was stored already; server-first
 // bytes go to the client).
 
@@ -22,18 +24,18 @@ import (
 // would make a handshake depend on the session (PROXY header, variables in
 // the name or the certificate), so the dial template uses no session. Runs
 // on the goroutine building the plan.
-func (s *server) newWarm() *pool.Warm {
+func (s *server) newWarm() *dial.Warm {
 	pw := s.conf.Proxy.SSL.Prewarm
 	if s.policy == nil || pw.Size <= 0 || s.group == nil {
 		return nil
 	}
-	return pool.NewWarm(s.group, pool.WarmConfig{
+	return dial.NewWarm(s.group, dial.WarmConfig{
 		Size:    pw.Size,
 		MaxIdle: pw.MaxIdle,
-		Job: pool.DialJob{
-			TLS:     func(p *pool.Peer) (*tls.Config, error) { return s.tlsConfig(p, nil, nil, false) },
-			FullTLS: func(p *pool.Peer) (*tls.Config, error) { return s.tlsConfig(p, nil, nil, true) },
-			Observe: func(p *pool.Peer, cs tls.ConnectionState, err error) bool {
+		Job: dial.Job{
+			TLS:     func(p *pool.Peer, _ net.Addr) (*tls.Config, error) { return s.tlsConfig(p, nil, nil, false) },
+			FullTLS: func(p *pool.Peer, _ net.Addr) (*tls.Config, error) { return s.tlsConfig(p, nil, nil, true) },
+			Observe: func(p *pool.Peer, _ net.Addr, cs tls.ConnectionState, err error) bool {
 				t, v := s.target(p, nil, nil)
 				return s.policy.Observe(t, v, cs, err)
 			},
@@ -56,7 +58,7 @@ func (p *plan) startWarm(e *Engine) {
 		if s.warm == nil {
 			continue
 		}
-		s.warm.Start(e.dialer, pool.WarmHooks{
+		s.warm.Start(e.dialer, dial.WarmHooks{
 			Count: e.m.Prewarmed,
 			Logf: func(peer *pool.Peer, failed bool, err error) {
 				if failed {

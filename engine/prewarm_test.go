@@ -14,7 +14,7 @@ import (
 	"github.com/tlsrelay/tlsrelay/engine/conf"
 	"github.com/tlsrelay/tlsrelay/internal/backend"
 	"github.com/tlsrelay/tlsrelay/internal/pki"
-	"github.com/tlsrelay/tlsrelay/pool"
+	"github.com/tlsrelay/tlsrelay/pool/dial"
 )
 
 // prewarmLogFormat shows what a session paid to reach its upstream.
@@ -28,13 +28,13 @@ func prewarmConf(ups []*backend.Server, extra string) string {
 }
 
 // warmOf returns the pre-warm pool of the engine's first server.
-func warmOf(tb *testbed) *pool.Warm { return tb.eng.plan.Load().servers[0].warm }
+func warmOf(tb *testbed) *dial.Warm { return tb.eng.plan.Load().servers[0].warm }
 
 // refillers counts the pre-warm refiller goroutines running now.
 func refillers() int {
 	buf := make([]byte, 8<<20)
 	n := runtime.Stack(buf, true)
-	return strings.Count(string(buf[:n]), "pool.(*Warm).refill(")
+	return strings.Count(string(buf[:n]), "dial.(*Warm).refill(")
 }
 
 // TestPrewarmUsed: with proxy_ssl_prewarm 2 the upstream sees two
@@ -71,7 +71,7 @@ func TestPrewarmUsed(t *testing.T) {
 	if want := fmt.Sprintf("hs=0.000 ct=0.000 tcp=- up=%s 200", ups[0].Addr()); line != want {
 		t.Fatalf("access log %q, want %q (a session over a pre-warmed connection)", line, want)
 	}
-	if n := tb.eng.Metrics().Snapshot().Prewarmed[pool.WarmUsed]; n != 1 {
+	if n := tb.eng.Metrics().Snapshot().Prewarmed[dial.WarmUsed]; n != 1 {
 		t.Fatalf("prewarmed used = %d, want 1", n)
 	}
 	waitFor(t, "the pool refilled", 10*time.Second, func() bool {
@@ -102,7 +102,7 @@ func TestPrewarmExpiry(t *testing.T) {
 	// Two replaced: four handshakes, as the upstream counts them (its
 	// side of a TLS 1.3 handshake ends after ours).
 	waitFor(t, "two expired and two ready", 15*time.Second, func() bool {
-		return tb.eng.Metrics().Snapshot().Prewarmed[pool.WarmExpired] >= 2 && w.Ready(peer) == 2 &&
+		return tb.eng.Metrics().Snapshot().Prewarmed[dial.WarmExpired] >= 2 && w.Ready(peer) == 2 &&
 			ups[0].Stats().Handshakes >= 4
 	})
 	if _, err := echoOnce(tb.addr, []byte("after expiry"), 10*time.Second); err != nil {
@@ -143,7 +143,7 @@ func TestPrewarmUpstreamClosedIdle(t *testing.T) {
 		t.Fatalf("echo after the upstream closed the ready connections = %q, %v", got, err)
 	}
 	waitFor(t, "both counted as closed", 10*time.Second, func() bool {
-		return tb.eng.Metrics().Snapshot().Prewarmed[pool.WarmClosed] == 2
+		return tb.eng.Metrics().Snapshot().Prewarmed[dial.WarmClosed] == 2
 	})
 }
 
@@ -257,7 +257,7 @@ func TestPrewarmHalfClose(t *testing.T) {
 	if err != nil || string(got) != "half and warm" {
 		t.Fatalf("echo after the client's FIN = %q, %v", got, err)
 	}
-	if n := tb.eng.Metrics().Snapshot().Prewarmed[pool.WarmUsed]; n != 1 {
+	if n := tb.eng.Metrics().Snapshot().Prewarmed[dial.WarmUsed]; n != 1 {
 		t.Fatalf("prewarmed used = %d, want 1", n)
 	}
 }

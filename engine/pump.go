@@ -13,6 +13,7 @@ import (
 
 	"github.com/panjf2000/gnet/v2"
 
+	"github.com/tlsrelay/tlsrelay/pool/dial"
 	"github.com/tlsrelay/tlsrelay/tlsbridge"
 )
 
@@ -240,7 +241,7 @@ func (s *session) upstreamReadEnded(err error) {
 		s.status = 502
 		s.peerFailed = true
 		s.e.m.AttemptFailed()
-		s.peer.ObserveHandshakeFailure(reason)
+		s.peer.ObserveHandshakeFailure(dial.FailureClass(reason))
 		disabled := s.lease.Failed(s.peer, time.Now())
 		s.e.log.Logf(LevelError, s.id, "reading from upstream failed (%s): %v: the upstream refused the connection after the TLS handshake, client: %s, server: %s, upstream: \"%s\"",
 			reason, err, hostOf(s.remote), s.srv.name, s.peer)

@@ -61,6 +61,7 @@ import (
 
 	"github.com/tlsrelay/tlsrelay/engine/metrics"
 	"github.com/tlsrelay/tlsrelay/pool"
+	"github.com/tlsrelay/tlsrelay/pool/dial"
 	"github.com/tlsrelay/tlsrelay/tlsbridge"
 )
 
@@ -126,7 +127,7 @@ type session struct {
 	// job's attempts, for the access log. Both are set when dial is
 	// dropped.
 	lease pool.Lease
-	tried []pool.Attempt
+	tried []dial.Attempt
 
 	phase     phase // changed only by enter
 	cancelled atomic.Bool
@@ -198,16 +199,16 @@ type closeEvent struct {
 }
 
 // dialState is what a session needs only until its upstream connection is
-// open. It is handed to a dial worker with the job (DialJob.Sel points into
+// open. It is handed to a dial worker with the job (dial.Job.Sel points into
 // it), so it is dropped only once the worker is done with it.
 type dialState struct {
 	sel pool.Selection
-	job pool.DialJob
+	job dial.Job
 }
 
 // attempts returns the dial job's attempts, for the access log and the
 // error log. Runs on the loop.
-func (s *session) attempts() []pool.Attempt {
+func (s *session) attempts() []dial.Attempt {
 	if s.dial != nil {
 		return s.dial.job.Attempts
 	}
@@ -228,7 +229,7 @@ func (s *session) release(p *pool.Peer) {
 // handshake.
 type upOpen struct {
 	s   *session
-	res pool.DialResult
+	res dial.Result
 }
 
 // reattach is the context of a paused socket being re-adopted.
@@ -276,7 +277,7 @@ func (e *Engine) openSessionAt(c gnet.Conn, lp *loop, srv *server, remote, local
 	d := new(dialState)
 	s.dial = d
 	srv.group.InitSelection(&d.sel, srv.hashKey(s.remote, s.local), srv.tries, s.start)
-	d.job = pool.DialJob{
+	d.job = dial.Job{
 		Sel:                 &d.sel,
 		ConnectTimeout:      srv.connectTimeout,
 		NextUpstream:        srv.nextUpstream,
@@ -338,7 +339,7 @@ func (s *session) dialFailed(err error) {
 	}
 	if !errors.Is(err, context.Canceled) {
 		s.status = 502
-		if errors.Is(err, pool.ErrNoSocket) {
+		if errors.Is(err, dial.ErrNoSocket) {
 			s.status = 500 // NGINX: socket() failed is an internal error
 		}
 		if outOfDescriptors(err) {
@@ -361,7 +362,7 @@ func (s *session) dialFailed(err error) {
 
 // onUpstreamOpen adopts the upstream conn. Runs on the loop, from OnOpen
 // of a conn whose context is an *upOpen.
-func (s *session) onUpstreamOpen(c gnet.Conn, r pool.DialResult) {
+func (s *session) onUpstreamOpen(c gnet.Conn, r dial.Result) {
 	s.peer = r.Peer
 	if s.phase == phaseDone {
 		s.release(r.Peer)

@@ -17,6 +17,7 @@ import (
 	"github.com/tlsrelay/tlsrelay/engine/conf"
 	"github.com/tlsrelay/tlsrelay/engine/metrics"
 	"github.com/tlsrelay/tlsrelay/pool"
+	"github.com/tlsrelay/tlsrelay/pool/dial"
 )
 
 // The session's state machine, driven through fake conns on a fake loop:
@@ -118,7 +119,7 @@ func (h *sessTest) open() {
 	}
 	h.peer = p
 	h.up = h.conn("upstream")
-	h.s.onUpstreamOpen(h.up, pool.DialResult{Peer: p})
+	h.s.onUpstreamOpen(h.up, dial.Result{Peer: p})
 }
 
 // traffic is gnet's OnTraffic for c.
@@ -289,7 +290,7 @@ func TestStateMachineConnectingToOpen(t *testing.T) {
 // dialer worker (dialDone) through Execute.
 func TestStateMachineConnectingToDone(t *testing.T) {
 	h := newSessTest(t, nil)
-	h.s.dialDone(pool.DialResult{Err: errors.New("connection refused")})
+	h.s.dialDone(dial.Result{Err: errors.New("connection refused")})
 	if h.s.phase != phaseConnecting || len(h.el.executed) != 1 {
 		t.Fatalf("dialDone acted off the loop: phase %s, %d tasks queued", h.s.phase, len(h.el.executed))
 	}
@@ -677,7 +678,7 @@ func TestStateMachineLateEvents(t *testing.T) {
 		t.Fatal(err)
 	}
 	late := h.conn("late upstream")
-	h.s.onUpstreamOpen(late, pool.DialResult{Peer: p})
+	h.s.onUpstreamOpen(late, dial.Result{Peer: p})
 	if !late.closeAsked || p.Conns() != 0 || h.s.peer != nil {
 		t.Errorf("late upstream: closed %v, peer conns %d", late.closeAsked, p.Conns())
 	}

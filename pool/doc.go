@@ -1,8 +1,17 @@
 // Package pool holds tlsrelay's upstream groups: the servers of an
 // `upstream {}` block (or the implicit group of `proxy_pass host:port`),
 // their parameters, the balancers that pick one of them for a client
-// session, and the passive health accounting of `max_fails`/`fail_timeout`
-// that `proxy_next_upstream` relies on.
+// session, the passive health accounting of `max_fails`/`fail_timeout`
+// that `proxy_next_upstream` relies on, the scheduling of active health
+// checks (`health_check`), DNS re-resolution of `server ... resolve`, each
+// peer's counters, and the carry-over of all that across a reload.
+//
+// It makes no connection to an upstream and uses no TLS (crypto/tls is
+// linked in only by github.com/miekg/dns, the resolver's DNS client):
+// package pool/dial, which imports it, connects to the peers (TCP connect,
+// PROXY header, TLS handshake) for sessions, pre-warming and health
+// probes, and reports each outcome to a [Selection] and to the [Peer]'s
+// counters.
 //
 // # Groups and peers
 //
@@ -58,16 +67,21 @@
 // session that has no tries (all servers down), and then reports
 // ErrNoLivePeers.
 //
-// # Dialing
+// # Health
 //
-// The dialer (TCP connect, PROXY header, TLS handshake under
-// proxy_connect_timeout, verification) also lives in this package
-// (dialer.go); it reports each attempt's outcome to the session's
-// Selection. Each dial job runs on a goroutine of its own, with no queue
-// and no shared bound, so that a peer that hangs delays only the sessions
-// that chose it, and under a context of its own, so that DialJob.Cancel
-// (the client left) and Dialer.Close (the process stops) end a connect or
-// handshake in progress at once without charging the peer.
+// Passive: [Selection.Failed] counts a failure against max_fails within
+// fail_timeout. Active: a [HealthChecker] (health.go) probes every peer on
+// a goroutine of its own with the probe function it is given (the engine's
+// connects through pool/dial's Probe) and holds a peer out of selection
+// after Fails failed probes in a row, until it passes Passes.
+//
+// # Counters
+//
+// A [Peer] counts its selections, failures, connect and handshake times
+// and handshake outcomes (stats.go) with atomics, for metrics; the dialer
+// records them. Handshake failures are counted in [FailureClasses] slots
+// whose meaning and names pool/dial gives (dial.FailureClass), so that
+// counting them needs no TLS here.
 //
 // # Where this differs from NGINX
 //
@@ -95,7 +109,7 @@
 // consistent hashing ring) and swaps an atomic pointer, so a balancer never
 // sees a set change under it; a Selection keeps the set it started on for
 // all its tries. A Selection belongs to one session and is used from one
-// goroutine at a time (the session's event loop, or the dial worker it is
-// handed to for the duration of a dial job). Peer counters are atomics
-// and may be read from any goroutine.
+// goroutine at a time (the session's event loop, or the pool/dial
+// goroutine it is handed to for the duration of a dial job). Peer counters
+// are atomics and may be read from any goroutine.
 package pool

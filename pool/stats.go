@@ -3,11 +3,9 @@ package pool
 import (
 	"sync/atomic"
 	"time"
-
-	"github.com/tlsrelay/tlsrelay/tlsbridge"
 )
 
-// This file holds the facts a Peer and the Dialer count for metrics: every
+// This file holds the facts a Peer counts for metrics: every
 // record method is a few atomic additions, safe from any goroutine, takes no
 // lock and does not allocate; every read method is safe from any goroutine.
 // A peer's counters live as long as the Peer, so a peer carried over a
@@ -76,27 +74,12 @@ func (h *Histogram) Snapshot() HistogramSnapshot {
 }
 
 // FailureClasses is the number of slots of [Peer.HandshakeFailures]: slot 0
-// counts failures of a class this package does not know ("other"), slot i
-// counts tlsbridge.Reason(i) for ReasonUnknownCA..ReasonHandshake.
-const FailureClasses = int(tlsbridge.ReasonHandshake) + 1
-
-// FailureClass returns the slot of r in [Peer.HandshakeFailures].
-func FailureClass(r tlsbridge.Reason) int {
-	if r > tlsbridge.ReasonNone && int(r) < FailureClasses {
-		return int(r)
-	}
-	return 0
-}
-
-// FailureClassName returns the label of slot i of [Peer.HandshakeFailures]:
-// "other" for 0, else the tlsbridge.Reason's name ("unknown_ca", "timeout",
-// ...), the class NGINX users know from $upstream_ssl_error's logs.
-func FailureClassName(i int) string {
-	if i <= 0 || i >= FailureClasses {
-		return "other"
-	}
-	return tlsbridge.Reason(i).String()
-}
+// counts failures of no known class ("other"), each other slot one class of
+// failure. The dialer (package pool/dial) gives the slots their meaning, one
+// for each tlsbridge.Reason of a failure, and names them: this package
+// counts handshakes without knowing TLS. pool/dial does not build when the
+// two disagree.
+const FailureClasses = 14
 
 // peerStats are a Peer's handshake and connect facts.
 type peerStats struct {
@@ -126,12 +109,16 @@ func (p *Peer) ObserveHandshake(d time.Duration, resumed bool) {
 }
 
 // ObserveHandshakeFailure records a failed TLS handshake (verification
-// included) of class r, as tlsbridge.Classify returns it. The dialer calls
-// it for failures during the handshake; the engine may call it for a
-// failure it learns later (a TLS 1.3 client certificate refused at the first
-// read). Safe from any goroutine, lock-free, no allocation.
-func (p *Peer) ObserveHandshakeFailure(r tlsbridge.Reason) {
-	p.stats.hsFailed[FailureClass(r)].Add(1)
+// included) in slot class of [Peer.HandshakeFailures] (dial.FailureClass
+// gives a failure's slot; one out of range counts as "other", slot 0). The
+// dialer calls it for failures during the handshake; the engine may call it
+// for a failure it learns later (a TLS 1.3 client certificate refused at the
+// first read). Safe from any goroutine, lock-free, no allocation.
+func (p *Peer) ObserveHandshakeFailure(class int) {
+	if class < 0 || class >= FailureClasses {
+		class = 0
+	}
+	p.stats.hsFailed[class].Add(1)
 }
 
 // Handshakes returns the peer's TLS handshakes so far: completed full and
@@ -146,7 +133,7 @@ func (p *Peer) Handshakes() (full, resumed, failed uint64) {
 }
 
 // HandshakeFailures returns the failed handshakes by class, indexed as
-// [FailureClass] says. Safe from any goroutine.
+// dial.FailureClass says (slot 0: "other"). Safe from any goroutine.
 func (p *Peer) HandshakeFailures() [FailureClasses]uint64 {
 	var out [FailureClasses]uint64
 	for i := range p.stats.hsFailed {
@@ -220,38 +207,4 @@ func (p *Peer) State(now time.Time) PeerState {
 func (p *Peer) setChecked(now time.Time) {
 	p.checked = now
 	p.stats.checkedNano.Store(now.UnixNano())
-}
-
-// DialerStats are a Dialer's gauges and counters at one time.
-type DialerStats struct {
-	// QueueDepth is the number of jobs waiting for a worker; QueueCapacity
-	// the most that may wait (DialerConfig.Queue).
-	QueueDepth, QueueCapacity int
-	// Workers is the number of worker goroutines running, Busy how many of
-	// them run a job, MaxWorkers the bound (DialerConfig.MaxWorkers).
-	Workers, Busy, MaxWorkers int
-	// Queued counts the jobs Submit accepted, Rejected those it refused
-	// with ErrQueueFull.
-	Queued, Rejected uint64
-}
-
-// dialerStats are the Dialer's atomics.
-type dialerStats struct {
-	workers, busy    atomic.Int64
-	queued, rejected atomic.Uint64
-}
-
-// Stats reads the dialer's gauges and counters without taking its locks.
-// Safe from any goroutine.
-func (d *Dialer) Stats() DialerStats {
-	w, b := int(d.stats.workers.Load()), int(d.stats.busy.Load())
-	return DialerStats{
-		QueueDepth:    len(d.jobs),
-		QueueCapacity: cap(d.jobs),
-		Workers:       w,
-		Busy:          min(max(b, 0), w),
-		MaxWorkers:    d.cfg.MaxWorkers,
-		Queued:        d.stats.queued.Load(),
-		Rejected:      d.stats.rejected.Load(),
-	}
 }

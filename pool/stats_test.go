@@ -1,16 +1,8 @@
 package pool
 
 import (
-	"crypto/tls"
-	"errors"
-	"io"
-	"strings"
-	"sync"
 	"testing"
 	"time"
-
-	"github.com/tlsrelay/tlsrelay/internal/pki"
-	"github.com/tlsrelay/tlsrelay/tlsbridge"
 )
 
 func TestHistogram(t *testing.T) {
@@ -57,26 +49,6 @@ func TestHistogram(t *testing.T) {
 	s := h.Snapshot()
 	if s.Count != uint64(len(tests)) || s.Cumulative[HistogramBuckets-1] != uint64(len(tests)-1) {
 		t.Fatalf("all: %+v", s)
-	}
-}
-
-// TestFailureClasses: every tlsbridge.Reason of a failure has its own slot
-// and name; a reason added to tlsbridge after ReasonHandshake would land in
-// "other", so this test fails until FailureClasses covers it.
-func TestFailureClasses(t *testing.T) {
-	seen := map[string]bool{}
-	for r := tlsbridge.ReasonUnknownCA; r <= tlsbridge.ReasonHandshake; r++ {
-		i := FailureClass(r)
-		if i == 0 || FailureClassName(i) != r.String() || seen[r.String()] {
-			t.Fatalf("%v: slot %d name %q", r, i, FailureClassName(i))
-		}
-		seen[r.String()] = true
-	}
-	if FailureClass(tlsbridge.ReasonNone) != 0 || FailureClass(tlsbridge.Reason(99)) != 0 || FailureClassName(0) != "other" {
-		t.Fatal("none and unknown reasons are not 'other'")
-	}
-	if next := tlsbridge.ReasonHandshake + 1; !strings.HasPrefix(next.String(), "Reason(") {
-		t.Fatalf("tlsbridge has a new reason %q: raise FailureClasses", next)
 	}
 }
 
@@ -150,154 +122,20 @@ func TestPeerState(t *testing.T) {
 	}
 }
 
-// tlsServer is a TLS 1.2 server on 127.0.0.1:0 (tickets arrive in the
-// handshake) that writes one byte and drains.
-func tlsServer(t *testing.T, set *pki.Set) string {
-	t.Helper()
-	cfg := &tls.Config{Certificates: []tls.Certificate{set.Server.TLSCertificate()}, MaxVersion: tls.VersionTLS12}
-	ln, err := tls.Listen("tcp", "127.0.0.1:0", cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { ln.Close() })
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			go func() {
-				defer c.Close()
-				c.SetDeadline(time.Now().Add(10 * time.Second))
-				if err := c.(*tls.Conn).Handshake(); err != nil {
-					return
-				}
-				io.Copy(io.Discard, c)
-			}()
-		}
-	}()
-	return ln.Addr().String()
-}
-
-// TestDialerRecordsPeerMetrics: the dialer counts connects, full and
-// resumed handshakes with their times, and failures by class, on the peer.
-func TestDialerRecordsPeerMetrics(t *testing.T) {
-	set, err := pki.NewSet(pki.ECDSAP256, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	other, err := pki.NewSet(pki.ECDSAP256, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	g := testGroup(t, tlsServer(t, set))
-	p := g.Peers()[0]
-	d := NewDialer(DialerConfig{MinWorkers: 1})
-	defer d.Close()
-	cache := tls.NewLRUClientSessionCache(4)
-	good := func(*Peer) (*tls.Config, error) {
-		return &tls.Config{ServerName: "localhost", RootCAs: pki.Pool(set.Root), ClientSessionCache: cache}, nil
-	}
-	wrongCA := func(*Peer) (*tls.Config, error) {
-		return &tls.Config{ServerName: "localhost", RootCAs: pki.Pool(other.Root)}, nil
-	}
-	run := func(tlsFor func(*Peer) (*tls.Config, error)) DialResult {
-		j := &DialJob{Sel: g.NewSelection("", 0, time.Now()), TLS: tlsFor, ConnectTimeout: 5 * time.Second}
-		r := dial(t, d, j)
-		if r.Err == nil {
-			r.TLS.Close()
-			j.Sel.Release(r.Peer)
-		}
-		return r
-	}
-	for i, want := range []bool{false, true, true} {
-		r := run(good)
-		if r.Err != nil || r.State.DidResume != want {
-			t.Fatalf("dial %d: resumed %v err %v", i, r.State.DidResume, r.Err)
-		}
-	}
-	if r := run(wrongCA); r.Err == nil {
-		t.Fatal("dial with the wrong CA worked")
-	}
-	full, resumed, failed := p.Handshakes()
-	if full != 1 || resumed != 2 || failed != 1 {
-		t.Fatalf("handshakes full %d resumed %d failed %d", full, resumed, failed)
-	}
-	if byClass := p.HandshakeFailures(); byClass[FailureClass(tlsbridge.ReasonUnknownCA)] != 1 {
-		t.Fatalf("failures by class %v", byClass)
-	}
-	if ct, ht := p.ConnectTime(), p.HandshakeTime(); ct.Count != 4 || ht.Count != 3 || ct.Sum <= 0 || ht.Sum <= 0 {
-		t.Fatalf("connect %+v handshake %+v", ct, ht)
-	}
-	st := d.Stats()
-	// The default dialer has no queue and no bound (issue 18).
-	if st.Queued != 4 || st.Rejected != 0 || st.Workers < 1 || st.QueueCapacity != 0 || st.MaxWorkers != 0 {
-		t.Fatalf("dialer stats %+v", st)
-	}
-}
-
-// TestDialerStats: busy workers, queue depth and refused jobs.
-func TestDialerStats(t *testing.T) {
-	g := testGroup(t, listenTCP(t).Addr().String())
-	d := NewDialer(DialerConfig{MinWorkers: 2, MaxWorkers: 2, Queue: 3})
-	defer d.Close()
-	release := make(chan struct{})
-	var once sync.Once
-	defer once.Do(func() { close(release) })
-	started := make(chan struct{}, 8)
-	blocked := func(*Peer) (*tls.Config, error) {
-		started <- struct{}{}
-		<-release
-		return nil, errors.New("released")
-	}
-	var wg sync.WaitGroup
-	submit := func() error {
-		wg.Add(1)
-		err := d.Submit(&DialJob{Sel: g.NewSelection("", 0, time.Now()), TLS: blocked, ConnectTimeout: 5 * time.Second,
-			Done: func(DialResult) { wg.Done() }})
-		if err != nil {
-			wg.Done()
-		}
-		return err
-	}
-	for i := 0; i < 2; i++ {
-		if err := submit(); err != nil {
-			t.Fatal(err)
-		}
-	}
-	<-started
-	<-started
-	for i := 0; i < 3; i++ {
-		if err := submit(); err != nil {
-			t.Fatalf("queued job %d: %v", i, err)
-		}
-	}
-	if err := submit(); !errors.Is(err, ErrQueueFull) {
-		t.Fatalf("Submit on a full queue: %v", err)
-	}
-	st := d.Stats()
-	want := DialerStats{QueueDepth: 3, QueueCapacity: 3, Workers: 2, Busy: 2, MaxWorkers: 2, Queued: 5, Rejected: 1}
-	if st != want {
-		t.Fatalf("stats %+v, want %+v", st, want)
-	}
-	once.Do(func() { close(release) })
-	wg.Wait()
-	if st := d.Stats(); st.QueueDepth != 0 || st.Queued != 5 {
-		t.Fatalf("after: %+v", st)
-	}
-}
-
 // TestPeerRecordNoAlloc: the record methods the data path calls allocate
 // nothing.
 func TestPeerRecordNoAlloc(t *testing.T) {
-	g := testGroup(t, "10.0.0.1:443")
+	g, err := NewGroup(GroupConfig{Name: "g", Servers: []ServerConfig{NewServerConfig("10.0.0.1:443")}}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
 	p := g.Peers()[0]
 	now := time.Now()
 	n := testing.AllocsPerRun(1000, func() {
 		p.ObserveConnect(time.Millisecond)
 		p.ObserveHandshake(3*time.Millisecond, true)
 		p.ObserveHandshake(3*time.Millisecond, false)
-		p.ObserveHandshakeFailure(tlsbridge.ReasonTimeout)
+		p.ObserveHandshakeFailure(FailureClasses - 1)
 		_ = p.State(now)
 	})
 	if n != 0 {

@@ -7,6 +7,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/tlsrelay/tlsrelay/pool"
+	"github.com/tlsrelay/tlsrelay/pool/dial"
 	"github.com/tlsrelay/tlsrelay/tlsbridge"
 )
 
@@ -25,7 +26,7 @@ type Sources struct {
 	// servers. Called once per scrape, like Peers.
 	Groups iter.Seq[*pool.Group]
 	// Dialer returns the current dialer. Called once per scrape.
-	Dialer func() *pool.Dialer
+	Dialer func() *dial.Dialer
 	// Stores yields the current TLS session stores; their counts are
 	// added. Called once per scrape.
 	Stores iter.Seq[*tlsbridge.SessionStore]
@@ -190,7 +191,7 @@ func (c *Collector) collectEngine(ch chan<- prometheus.Metric, s EngineSnapshot)
 	ch <- counter(d.refused, s.Refused)
 	ch <- counter(d.proxyHeaderFailures, s.ProxyHeaderFailures)
 	for r, n := range s.Prewarmed {
-		ch <- counter(d.prewarmed, n, pool.WarmResult(r).String())
+		ch <- counter(d.prewarmed, n, dial.WarmResult(r).String())
 	}
 	var last float64
 	if !s.LastLoad.IsZero() {
@@ -280,7 +281,7 @@ func (c *Collector) collectPeers(ch chan<- prometheus.Metric) {
 		ch <- counter(d.handshakes, a.resumed, a.group, a.addr, "resumed")
 		ch <- counter(d.handshakes, a.failed, a.group, a.addr, "failed")
 		for j, n := range a.byClass {
-			ch <- counter(d.hsFailures, n, a.group, a.addr, pool.FailureClassName(j))
+			ch <- counter(d.hsFailures, n, a.group, a.addr, dial.FailureClassName(j))
 		}
 		ch <- constHistogram(d.hsDuration, a.handshake, l...)
 		ch <- constHistogram(d.connDuration, a.connect, l...)
@@ -313,7 +314,7 @@ func constHistogram(d *prometheus.Desc, h pool.HistogramSnapshot, labels ...stri
 // queue and no bound on its goroutines (a bound let one silent upstream
 // stall every server block), so there is no queue depth to report: what
 // is worth watching is the dials in flight, by step.
-func (c *Collector) collectDialer(ch chan<- prometheus.Metric, s pool.DialerStats, f pool.DialsInFlight) {
+func (c *Collector) collectDialer(ch chan<- prometheus.Metric, s dial.Stats, f dial.InFlight) {
 	d := &c.d
 	ch <- gauge(d.dialsInFlight, float64(f.Connecting), "connecting")
 	ch <- gauge(d.dialsInFlight, float64(f.Handshaking), "handshaking")

@@ -11,7 +11,7 @@
 //     handshake totals for cheap reading). The engine calls its methods.
 //   - [pool.Peer] counts its selections, failed attempts, active
 //     connections, TLS handshakes (full, resumed, failed by class) and the
-//     connect and handshake times; the [pool.Dialer] records those as it
+//     connect and handshake times; the [dial.Dialer] records those as it
 //     dials and counts its goroutines and the dials in flight.
 //   - [tlsbridge.SessionStore] counts the session tickets and keys it holds
 //     and the tickets stored, evicted, expired and refused.

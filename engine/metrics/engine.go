@@ -4,7 +4,7 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/tlsrelay/tlsrelay/pool"
+	"github.com/tlsrelay/tlsrelay/pool/dial"
 )
 
 // Reason is why a session ended: the reason label of
@@ -125,13 +125,13 @@ type Engine struct {
 	lastLoadNano                       atomic.Int64
 	acceptFailures, refused            atomic.Uint64
 	proxyHeaderFailures                atomic.Uint64
-	prewarmed                          [pool.WarmResults]atomic.Uint64
+	prewarmed                          [dial.WarmResults]atomic.Uint64
 }
 
 // Prewarmed counts what became of a pre-warmed upstream connection
 // (proxy_ssl_prewarm): used by a session, expired, closed by the
 // upstream, or failed to dial.
-func (e *Engine) Prewarmed(r pool.WarmResult) {
+func (e *Engine) Prewarmed(r dial.WarmResult) {
 	if int(r) < len(e.prewarmed) {
 		e.prewarmed[r].Add(1)
 	}
@@ -251,8 +251,8 @@ type EngineSnapshot struct {
 	// header.
 	ProxyHeaderFailures uint64
 	// Prewarmed counts pre-warmed upstream connections by what became of
-	// them, indexed by pool.WarmResult.
-	Prewarmed [pool.WarmResults]uint64
+	// them, indexed by dial.WarmResult.
+	Prewarmed [dial.WarmResults]uint64
 	// LastLoad is the time of the last load that worked; zero before
 	// Loaded or ReloadOK.
 	LastLoad time.Time

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"io"
 	"math"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -26,6 +27,7 @@ import (
 	"github.com/tlsrelay/tlsrelay/internal/pki"
 	"github.com/tlsrelay/tlsrelay/internal/testutil"
 	"github.com/tlsrelay/tlsrelay/pool"
+	"github.com/tlsrelay/tlsrelay/pool/dial"
 	"github.com/tlsrelay/tlsrelay/tlsbridge"
 )
 
@@ -62,7 +64,7 @@ func tlsServer(t *testing.T, set *pki.Set) string {
 type rig struct {
 	live, dead, down string
 	backend, strict  *pool.Group
-	dialer           *pool.Dialer
+	dialer           *dial.Dialer
 	store            *tlsbridge.SessionStore
 	eng              *metrics.Engine
 	reloaded         time.Time
@@ -104,7 +106,7 @@ func newRig(t *testing.T) *rig {
 	if err != nil {
 		t.Fatal(err)
 	}
-	r.dialer = pool.NewDialer(pool.DialerConfig{MinWorkers: 2})
+	r.dialer = dial.NewDialer(dial.Config{MinWorkers: 2})
 	t.Cleanup(r.dialer.Close)
 
 	// backend: the first dial tries the refusing peer (banned for an hour
@@ -145,29 +147,31 @@ func newRig(t *testing.T) *rig {
 
 // dial runs one session's dial job on g with policy p, as the engine wires
 // it, and releases the connection.
-func (r *rig) dial(t *testing.T, g *pool.Group, p *tlsbridge.Policy) pool.DialResult {
+func (r *rig) dial(t *testing.T, g *pool.Group, p *tlsbridge.Policy) dial.Result {
 	t.Helper()
 	target := func(peer *pool.Peer) tlsbridge.Target {
 		return tlsbridge.Target{Addr: peer.Addr.String(), Host: peer.Host}
 	}
-	done := make(chan pool.DialResult, 1)
-	j := &pool.DialJob{
+	done := make(chan dial.Result, 1)
+	j := &dial.Job{
 		Sel: g.NewSelection("", 0, time.Now()),
-		TLS: func(peer *pool.Peer) (*tls.Config, error) { return p.ClientConfig(target(peer), tlsbridge.Vars{}) },
-		FullTLS: func(peer *pool.Peer) (*tls.Config, error) {
+		TLS: func(peer *pool.Peer, _ net.Addr) (*tls.Config, error) {
+			return p.ClientConfig(target(peer), tlsbridge.Vars{})
+		},
+		FullTLS: func(peer *pool.Peer, _ net.Addr) (*tls.Config, error) {
 			return p.ConfigWithoutResumption(target(peer), tlsbridge.Vars{})
 		},
-		Observe: func(peer *pool.Peer, cs tls.ConnectionState, err error) bool {
+		Observe: func(peer *pool.Peer, _ net.Addr, cs tls.ConnectionState, err error) bool {
 			return p.Observe(target(peer), tlsbridge.Vars{}, cs, err)
 		},
 		ConnectTimeout: 5 * time.Second,
 		NextUpstream:   true,
-		Done:           func(res pool.DialResult) { done <- res },
+		Done:           func(res dial.Result) { done <- res },
 	}
 	if err := r.dialer.Submit(j); err != nil {
 		t.Fatal(err)
 	}
-	var res pool.DialResult
+	var res dial.Result
 	select {
 	case res = <-done:
 	case <-time.After(10 * time.Second):
@@ -192,7 +196,7 @@ func (r *rig) collector() *metrics.Collector {
 				}
 			}
 		},
-		Dialer: func() *pool.Dialer { return r.dialer },
+		Dialer: func() *dial.Dialer { return r.dialer },
 		Stores: func(yield func(*tlsbridge.SessionStore) bool) { yield(r.store) },
 	})
 }
@@ -486,7 +490,7 @@ func TestDuplicatePeersAdd(t *testing.T) {
 	p1, p2 := g1.Peers()[0], g2.Peers()[0]
 	p1.ObserveHandshake(time.Millisecond, false)
 	p2.ObserveHandshake(time.Millisecond, false)
-	p2.ObserveHandshakeFailure(tlsbridge.ReasonTimeout)
+	p2.ObserveHandshakeFailure(dial.FailureClass(tlsbridge.ReasonTimeout))
 	p2.ObserveConnect(time.Second)
 	c := metrics.NewCollector(metrics.Sources{Peers: func(yield func(string, *pool.Peer) bool) {
 		_ = yield("u", p2) && yield("u", p1)

@@ -1,11 +1,10 @@
-package pool
+package dial
 
 import (
 	"context"
 	"crypto/tls"
 	"errors"
 	"fmt"
-	"github.com/tlsrelay/tlsrelay/internal/faultnet"
 	"io"
 	"net"
 	"sync"
@@ -14,6 +13,8 @@ import (
 	"time"
 
 	"github.com/tlsrelay/tlsrelay/internal/backend"
+	"github.com/tlsrelay/tlsrelay/internal/faultnet"
+	"github.com/tlsrelay/tlsrelay/pool"
 )
 
 func listenTCP(t *testing.T) net.Listener {
@@ -35,24 +36,24 @@ func listenTCP(t *testing.T) net.Listener {
 	return ln
 }
 
-func testGroup(t *testing.T, addrs ...string) *Group {
+func testGroup(t *testing.T, addrs ...string) *pool.Group {
 	t.Helper()
-	gc := GroupConfig{Name: "g"}
+	gc := pool.GroupConfig{Name: "g"}
 	for _, a := range addrs {
-		gc.Servers = append(gc.Servers, NewServerConfig(a))
+		gc.Servers = append(gc.Servers, pool.NewServerConfig(a))
 	}
-	g, err := NewGroup(gc, nil)
+	g, err := pool.NewGroup(gc, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
 	return g
 }
 
-// dial runs one job and waits for its result.
-func dial(t *testing.T, d *Dialer, j *DialJob) DialResult {
+// dialJob runs one job and waits for its result.
+func dialJob(t *testing.T, d *Dialer, j *Job) Result {
 	t.Helper()
-	done := make(chan DialResult, 1)
-	j.Done = func(r DialResult) { done <- r }
+	done := make(chan Result, 1)
+	j.Done = func(r Result) { done <- r }
 	if err := d.Submit(j); err != nil {
 		t.Fatal(err)
 	}
@@ -62,19 +63,19 @@ func dial(t *testing.T, d *Dialer, j *DialJob) DialResult {
 	case <-time.After(10 * time.Second):
 		t.Fatal("dial job not done after 10s")
 	}
-	return DialResult{}
+	return Result{}
 }
 
 // TestDialerNextUpstream: a refused peer is logged, counted and skipped.
 func TestDialerNextUpstream(t *testing.T) {
 	live := listenTCP(t).Addr().String()
 	g := testGroup(t, backend.RefusingAddr(t), live)
-	d := NewDialer(DialerConfig{})
+	d := NewDialer(Config{})
 	defer d.Close()
 	var failures []Attempt
-	j := &DialJob{Sel: g.NewSelection("", 0, time.Now()), NextUpstream: true, ConnectTimeout: 5 * time.Second,
+	j := &Job{Sel: g.NewSelection("", 0, time.Now()), NextUpstream: true, ConnectTimeout: 5 * time.Second,
 		OnFailure: func(a Attempt, _ bool) { failures = append(failures, a) }}
-	r := dial(t, d, j)
+	r := dialJob(t, d, j)
 	if r.Err != nil || r.Raw == nil {
 		t.Fatalf("dial: %+v", r)
 	}
@@ -86,8 +87,8 @@ func TestDialerNextUpstream(t *testing.T) {
 
 	// With proxy_next_upstream off, the first failure ends the walk.
 	g2 := testGroup(t, backend.RefusingAddr(t), live)
-	j2 := &DialJob{Sel: g2.NewSelection("", 0, time.Now()), ConnectTimeout: 5 * time.Second}
-	if r := dial(t, d, j2); r.Err == nil {
+	j2 := &Job{Sel: g2.NewSelection("", 0, time.Now()), ConnectTimeout: 5 * time.Second}
+	if r := dialJob(t, d, j2); r.Err == nil {
 		t.Fatal("dial succeeded with proxy_next_upstream off")
 	}
 }
@@ -96,11 +97,11 @@ func TestDialerNextUpstream(t *testing.T) {
 // ClientHello fails after the timeout with a named error.
 func TestDialerHandshakeTimeout(t *testing.T) {
 	g := testGroup(t, listenTCP(t).Addr().String())
-	d := NewDialer(DialerConfig{})
+	d := NewDialer(Config{})
 	defer d.Close()
-	j := &DialJob{Sel: g.NewSelection("", 0, time.Now()), ConnectTimeout: 100 * time.Millisecond,
-		TLS: func(*Peer) (*tls.Config, error) { return &tls.Config{InsecureSkipVerify: true}, nil }}
-	r := dial(t, d, j)
+	j := &Job{Sel: g.NewSelection("", 0, time.Now()), ConnectTimeout: 100 * time.Millisecond,
+		TLS: func(*pool.Peer, net.Addr) (*tls.Config, error) { return &tls.Config{InsecureSkipVerify: true}, nil }}
+	r := dialJob(t, d, j)
 	if !errors.Is(r.Err, ErrHandshakeTimeout) || !j.Attempts[0].Handshaking {
 		t.Fatalf("err %v, attempts %+v", r.Err, j.Attempts)
 	}
@@ -110,20 +111,20 @@ func TestDialerHandshakeTimeout(t *testing.T) {
 // and shrink back after the idle timeout; a full queue refuses jobs.
 func TestDialerElastic(t *testing.T) {
 	g := testGroup(t, listenTCP(t).Addr().String())
-	d := NewDialer(DialerConfig{MinWorkers: 2, MaxWorkers: 5, IdleTimeout: 50 * time.Millisecond, Queue: 8})
+	d := NewDialer(Config{MinWorkers: 2, MaxWorkers: 5, IdleTimeout: 50 * time.Millisecond, Queue: 8})
 	defer d.Close()
 	release := make(chan struct{})
 	var once sync.Once
 	defer once.Do(func() { close(release) }) // never leave workers blocked
 	var wg sync.WaitGroup
-	blocked := func(*Peer) (*tls.Config, error) {
+	blocked := func(*pool.Peer, net.Addr) (*tls.Config, error) {
 		<-release
 		return nil, errors.New("released")
 	}
 	for i := 0; i < 8; i++ {
 		wg.Add(1)
-		j := &DialJob{Sel: g.NewSelection("", 0, time.Now()), TLS: blocked, ConnectTimeout: 5 * time.Second,
-			Done: func(DialResult) { wg.Done() }}
+		j := &Job{Sel: g.NewSelection("", 0, time.Now()), TLS: blocked, ConnectTimeout: 5 * time.Second,
+			Done: func(Result) { wg.Done() }}
 		if err := d.Submit(j); err != nil {
 			t.Fatalf("job %d: %v", i, err)
 		}
@@ -139,7 +140,7 @@ func TestDialerElastic(t *testing.T) {
 	var refused error
 	for i := 0; i < 6 && refused == nil; i++ {
 		wg.Add(1)
-		refused = d.Submit(&DialJob{Sel: g.NewSelection("", 0, time.Now()), TLS: blocked, Done: func(DialResult) { wg.Done() }})
+		refused = d.Submit(&Job{Sel: g.NewSelection("", 0, time.Now()), TLS: blocked, Done: func(Result) { wg.Done() }})
 		if refused != nil {
 			wg.Done()
 		}
@@ -172,7 +173,9 @@ func startSilentPeer(t *testing.T) *faultnet.Upstream {
 
 // insecureTLS is a client configuration for peers whose certificate does
 // not matter (they never send one).
-func insecureTLS(*Peer) (*tls.Config, error) { return &tls.Config{InsecureSkipVerify: true}, nil }
+func insecureTLS(*pool.Peer, net.Addr) (*tls.Config, error) {
+	return &tls.Config{InsecureSkipVerify: true}, nil
+}
 
 // waitUntil polls cond (counters other goroutines advance) until it holds
 // or d passes.
@@ -194,13 +197,13 @@ func TestDialerIsolation(t *testing.T) {
 	const n = 1100
 	silent := startSilentPeer(t)
 	g := testGroup(t, silent.Addr())
-	d := NewDialer(DialerConfig{})
+	d := NewDialer(Config{})
 	defer d.Close()
 	var done sync.WaitGroup
 	for i := 0; i < n; i++ {
 		done.Add(1)
-		j := &DialJob{Sel: g.NewSelection("", 0, time.Now()), TLS: insecureTLS, ConnectTimeout: time.Minute,
-			Done: func(DialResult) { done.Done() }}
+		j := &Job{Sel: g.NewSelection("", 0, time.Now()), TLS: insecureTLS, ConnectTimeout: time.Minute,
+			Done: func(Result) { done.Done() }}
 		if err := d.Submit(j); err != nil {
 			t.Fatal(err)
 		}
@@ -212,7 +215,7 @@ func TestDialerIsolation(t *testing.T) {
 	})
 	healthy := testGroup(t, listenTCP(t).Addr().String())
 	start := time.Now()
-	r := dial(t, d, &DialJob{Sel: healthy.NewSelection("", 0, time.Now()), ConnectTimeout: time.Minute})
+	r := dialJob(t, d, &Job{Sel: healthy.NewSelection("", 0, time.Now()), ConnectTimeout: time.Minute})
 	if r.Err != nil {
 		t.Fatalf("dial to a healthy peer while %d hang: %v", n, r.Err)
 	}
@@ -241,14 +244,14 @@ func TestDialerCancel(t *testing.T) {
 	silent := startSilentPeer(t)
 	g := testGroup(t, silent.Addr())
 	p := g.Peers()[0]
-	d := NewDialer(DialerConfig{MinWorkers: 1, MaxWorkers: 1})
+	d := NewDialer(Config{MinWorkers: 1, MaxWorkers: 1})
 	defer d.Close()
-	results := make(chan DialResult, 2)
-	hung := &DialJob{Sel: g.NewSelection("", 0, time.Now()), TLS: insecureTLS, ConnectTimeout: time.Minute,
-		NextUpstream: true, Done: func(r DialResult) { results <- r }}
-	queued := &DialJob{Sel: g.NewSelection("", 0, time.Now()), TLS: insecureTLS, ConnectTimeout: time.Minute,
-		Done: func(r DialResult) { results <- r }}
-	for _, j := range []*DialJob{hung, queued} {
+	results := make(chan Result, 2)
+	hung := &Job{Sel: g.NewSelection("", 0, time.Now()), TLS: insecureTLS, ConnectTimeout: time.Minute,
+		NextUpstream: true, Done: func(r Result) { results <- r }}
+	queued := &Job{Sel: g.NewSelection("", 0, time.Now()), TLS: insecureTLS, ConnectTimeout: time.Minute,
+		Done: func(r Result) { results <- r }}
+	for _, j := range []*Job{hung, queued} {
 		if err := d.Submit(j); err != nil {
 			t.Fatal(err)
 		}
@@ -286,7 +289,7 @@ func TestDialerCancel(t *testing.T) {
 		t.Errorf("in flight after the cancels: %+v", f)
 	}
 	// A job never submitted, and one done, ignore Cancel.
-	(&DialJob{}).Cancel()
+	(&Job{}).Cancel()
 	hung.Cancel()
 }
 
@@ -295,11 +298,11 @@ func TestDialerCancel(t *testing.T) {
 func TestDialerCancelConnect(t *testing.T) {
 	addr := fullBacklog(t)
 	g := testGroup(t, addr)
-	d := NewDialer(DialerConfig{})
+	d := NewDialer(Config{})
 	defer d.Close()
-	results := make(chan DialResult, 1)
-	j := &DialJob{Sel: g.NewSelection("", 0, time.Now()), ConnectTimeout: time.Minute,
-		Done: func(r DialResult) { results <- r }}
+	results := make(chan Result, 1)
+	j := &Job{Sel: g.NewSelection("", 0, time.Now()), ConnectTimeout: time.Minute,
+		Done: func(r Result) { results <- r }}
 	if err := d.Submit(j); err != nil {
 		t.Fatal(err)
 	}

@@ -1,4 +1,4 @@
-package pool
+package dial
 
 import (
 	"crypto/tls"
@@ -11,11 +11,12 @@ import (
 
 	"github.com/tlsrelay/tlsrelay/internal/backend"
 	"github.com/tlsrelay/tlsrelay/internal/pki"
+	"github.com/tlsrelay/tlsrelay/pool"
 )
 
 // warmFixture is a group of one peer, a dialer and a Warm over them.
 type warmFixture struct {
-	g      *Group
+	g      *pool.Group
 	d      *Dialer
 	w      *Warm
 	up     *backend.Closing
@@ -35,21 +36,21 @@ func newWarmFixture(t *testing.T, size int, maxIdle time.Duration) *warmFixture 
 	t.Cleanup(up.Close)
 	f := &warmFixture{up: up}
 	f.g = testGroup(t, f.up.Addr())
-	f.d = NewDialer(DialerConfig{MinWorkers: 1})
+	f.d = NewDialer(Config{MinWorkers: 1})
 	t.Cleanup(f.d.Close)
 	cache := tls.NewLRUClientSessionCache(8)
 	cfg := &tls.Config{RootCAs: pki.Pool(set.Root), ServerName: "localhost",
 		Certificates: []tls.Certificate{set.Client.TLSCertificate()}, ClientSessionCache: cache}
 	f.w = NewWarm(f.g, WarmConfig{
 		Size: size, MaxIdle: maxIdle,
-		Job: DialJob{TLS: func(*Peer) (*tls.Config, error) { return cfg, nil }, ConnectTimeout: 5 * time.Second, Socket: SocketOptions{NoDelay: true}},
+		Job: Job{TLS: func(*pool.Peer, net.Addr) (*tls.Config, error) { return cfg, nil }, ConnectTimeout: 5 * time.Second, Socket: SocketOptions{NoDelay: true}},
 	})
 	f.w.Start(f.d, WarmHooks{Count: func(r WarmResult) { f.counts[r].Add(1) }})
 	t.Cleanup(f.w.Stop)
 	return f
 }
 
-func (f *warmFixture) peer() *Peer { return f.g.Peers()[0] }
+func (f *warmFixture) peer() *pool.Peer { return f.g.Peers()[0] }
 
 // until polls cond (counters other goroutines advance) for up to 10s.
 func until(t *testing.T, what string, cond func() bool) {
@@ -65,7 +66,7 @@ func until(t *testing.T, what string, cond func() bool) {
 
 // echoOver writes and reads back through a taken connection (still in
 // blocking mode: not detached).
-func echoOver(t *testing.T, r DialResult) {
+func echoOver(t *testing.T, r Result) {
 	t.Helper()
 	r.Raw.SetDeadline(time.Now().Add(5 * time.Second))
 	if _, err := r.TLS.Write([]byte("ping")); err != nil {
@@ -79,7 +80,7 @@ func echoOver(t *testing.T, r DialResult) {
 
 // TestWarmTakeAndRefill: the pool fills to Size; a dial job whose balancer
 // picked the peer takes a ready connection (no handshake on its path, the
-// attempt marked Warm, the peer's connection counted by the Selection) and
+// attempt marked Warm, the peer's connection counted by the pool.Selection) and
 // the pool refills.
 func TestWarmTakeAndRefill(t *testing.T) {
 	f := newWarmFixture(t, 2, time.Minute)
@@ -94,8 +95,8 @@ func TestWarmTakeAndRefill(t *testing.T) {
 		ready[c.res.Raw.LocalAddr().String()] = true
 	}
 	wp.mu.Unlock()
-	j := &DialJob{Sel: f.g.NewSelection("", 0, time.Now()), Warm: f.w, ConnectTimeout: time.Second}
-	r := dial(t, f.d, j)
+	j := &Job{Sel: f.g.NewSelection("", 0, time.Now()), Warm: f.w, ConnectTimeout: time.Second}
+	r := dialJob(t, f.d, j)
 	if r.Err != nil || r.TLS == nil || r.Raw == nil {
 		t.Fatalf("dial: %+v", r)
 	}
@@ -142,7 +143,7 @@ func TestWarmUpstreamClosed(t *testing.T) {
 	if n := f.up.CloseAll(); n != 2 {
 		t.Fatalf("the upstream closed %d connections, want 2", n)
 	}
-	var r DialResult
+	var r Result
 	until(t, "a live connection", func() bool {
 		var ok bool
 		r, ok = f.w.Take(p)
@@ -159,18 +160,18 @@ func TestWarmUpstreamClosed(t *testing.T) {
 // once, and retried with backoff; Take finds nothing.
 func TestWarmFailedDial(t *testing.T) {
 	g := testGroup(t, backend.RefusingAddr(t))
-	d := NewDialer(DialerConfig{MinWorkers: 1})
+	d := NewDialer(Config{MinWorkers: 1})
 	defer d.Close()
 	var failed atomic.Int64
 	logs := make(chan error, 10)
-	w := NewWarm(g, WarmConfig{Size: 1, Job: DialJob{ConnectTimeout: time.Second}})
+	w := NewWarm(g, WarmConfig{Size: 1, Job: Job{ConnectTimeout: time.Second}})
 	w.Start(d, WarmHooks{
 		Count: func(r WarmResult) {
 			if r == WarmFailed {
 				failed.Add(1)
 			}
 		},
-		Logf: func(_ *Peer, f bool, err error) {
+		Logf: func(_ *pool.Peer, f bool, err error) {
 			if f {
 				logs <- err
 			}
@@ -203,10 +204,10 @@ func TestWarmStop(t *testing.T) {
 		}
 	}()
 	g := testGroup(t, ln.Addr().String())
-	d := NewDialer(DialerConfig{MinWorkers: 1})
+	d := NewDialer(Config{MinWorkers: 1})
 	defer d.Close()
-	w := NewWarm(g, WarmConfig{Size: 1, Job: DialJob{ConnectTimeout: time.Minute,
-		TLS: func(*Peer) (*tls.Config, error) { return &tls.Config{InsecureSkipVerify: true}, nil }}})
+	w := NewWarm(g, WarmConfig{Size: 1, Job: Job{ConnectTimeout: time.Minute,
+		TLS: func(*pool.Peer, net.Addr) (*tls.Config, error) { return &tls.Config{InsecureSkipVerify: true}, nil }}})
 	w.Start(d, WarmHooks{})
 	c := <-accepted // the refiller is in its handshake
 	defer c.Close()

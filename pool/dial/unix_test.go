@@ -1,4 +1,4 @@
-package pool
+package dial
 
 import (
 	"net"
@@ -6,6 +6,8 @@ import (
 	"path/filepath"
 	"testing"
 	"time"
+
+	"github.com/tlsrelay/tlsrelay/pool"
 )
 
 // TestUnixPeers: a "unix:/path" server is one peer with no IP and no
@@ -38,7 +40,7 @@ func TestUnixPeers(t *testing.T) {
 	dead := filepath.Join(dir, "dead.sock")
 	tcp := listenTCP(t).Addr().String()
 
-	build := func() *Group {
+	build := func() *pool.Group {
 		return testGroup(t, "unix:"+dead, "unix:"+live, tcp)
 	}
 	g := build()
@@ -57,11 +59,11 @@ func TestUnixPeers(t *testing.T) {
 		t.Fatal("an unchanged group with unix peers is not the same")
 	}
 
-	d := NewDialer(DialerConfig{})
+	d := NewDialer(Config{})
 	defer d.Close()
-	j := &DialJob{Sel: g.NewSelection("", 0, time.Now()), NextUpstream: true, ConnectTimeout: 5 * time.Second,
+	j := &Job{Sel: g.NewSelection("", 0, time.Now()), NextUpstream: true, ConnectTimeout: 5 * time.Second,
 		Socket: SocketOptions{KeepAlive: true, NoDelay: false, Rcvbuf: 64 << 10}}
-	r := dial(t, d, j)
+	r := dialJob(t, d, j)
 	if r.Err != nil {
 		t.Fatalf("dial: %v (attempts %+v)", r.Err, j.Attempts)
 	}

@@ -1,17 +1,19 @@
-package pool
+package dial
 
 import (
 	"context"
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/tlsrelay/tlsrelay/pool"
 )
 
 // Pre-warmed upstream connections (proxy_ssl_prewarm, tlsrelay's own
 // directive): a Warm keeps up to Size connections per peer with their TLS
 // handshake done, so that a session whose balancer picked that peer pays
 // neither the connect nor the handshake. The balancer still picks the peer
-// (DialJob.Warm is consulted after Selection.Next), so balancing,
+// (Job.Warm is consulted after pool.Selection.Next), so balancing,
 // max_conns and the max_fails accounting stay NGINX's; a connection
 // waiting in a Warm is no active connection of its peer (as NGINX's idle
 // keepalive connections are not). One refiller goroutine per peer dials
@@ -73,7 +75,7 @@ type WarmConfig struct {
 	// ConnectTimeout and Socket as for a session of the server (no
 	// ProxyHeader: the header would need a client). It must not depend on
 	// a session.
-	Job DialJob
+	Job Job
 }
 
 // WarmHooks are what a running Warm reports to. Nil fields are left out.
@@ -84,7 +86,7 @@ type WarmHooks struct {
 	// Logf logs a failed dial (once, when a peer's refills start failing;
 	// failed set) and the peer's recovery (failed clear). Called on the
 	// peer's refiller.
-	Logf func(p *Peer, failed bool, err error)
+	Logf func(p *pool.Peer, failed bool, err error)
 }
 
 // Warm is a set of pre-warmed connections for one group and one TLS
@@ -92,7 +94,7 @@ type WarmHooks struct {
 // run on the goroutine that publishes or retires the configuration.
 type Warm struct {
 	cfg   WarmConfig
-	peers map[*Peer]*warmPeer
+	peers map[*pool.Peer]*warmPeer
 	// Set by Start, before any refiller runs; read only after.
 	d     *Dialer
 	hooks WarmHooks
@@ -108,7 +110,7 @@ type Warm struct {
 
 // warmPeer is one peer's stack of ready connections.
 type warmPeer struct {
-	p    *Peer
+	p    *pool.Peer
 	kick chan struct{} // a Take left room: refill now
 
 	mu    sync.Mutex
@@ -119,19 +121,19 @@ type warmPeer struct {
 
 // warmConn is one ready connection and when its handshake completed.
 type warmConn struct {
-	res DialResult
+	res Result
 	at  time.Time
 }
 
 // NewWarm returns a Warm for g's primary peers: backup peers (used only
 // when no primary can be) and peers marked down are never warmed, and
 // sessions reach them by dialing. It holds nothing until Start.
-func NewWarm(g *Group, cfg WarmConfig) *Warm {
+func NewWarm(g *pool.Group, cfg WarmConfig) *Warm {
 	cfg.Size = max(cfg.Size, 1)
 	if cfg.MaxIdle <= 0 {
 		cfg.MaxIdle = 30 * time.Second
 	}
-	w := &Warm{cfg: cfg, peers: map[*Peer]*warmPeer{}}
+	w := &Warm{cfg: cfg, peers: map[*pool.Peer]*warmPeer{}}
 	for _, p := range g.Peers() {
 		if p.Down || p.Backup {
 			continue
@@ -196,7 +198,7 @@ func (w *Warm) Total() int { return int(w.total.Load()) }
 
 // Ready returns how many connections to p are ready now. Safe from any
 // goroutine.
-func (w *Warm) Ready(p *Peer) int {
+func (w *Warm) Ready(p *pool.Peer) int {
 	if w == nil {
 		return 0
 	}
@@ -216,20 +218,20 @@ func (w *Warm) Ready(p *Peer) int {
 // session). Connections found stale are closed and counted. It returns
 // false when none is ready (or w is nil): the caller dials. Safe from any
 // goroutine (a dial worker).
-func (w *Warm) Take(p *Peer) (DialResult, bool) {
+func (w *Warm) Take(p *pool.Peer) (Result, bool) {
 	if w == nil || w.stopped.Load() {
-		return DialResult{}, false
+		return Result{}, false
 	}
 	wp := w.peers[p]
 	if wp == nil {
-		return DialResult{}, false
+		return Result{}, false
 	}
 	for {
 		wp.mu.Lock()
 		n := len(wp.ready)
 		if n == 0 {
 			wp.mu.Unlock()
-			return DialResult{}, false
+			return Result{}, false
 		}
 		c := wp.ready[n-1]
 		wp.ready[n-1] = warmConn{}
@@ -285,7 +287,7 @@ func (w *Warm) refill(ctx context.Context, wp *warmPeer) {
 		now := time.Now()
 		next := w.sweep(wp, now)
 		room := w.room(wp)
-		if room && !now.Before(retryAt) && wp.p.State(now) == PeerUp {
+		if room && !now.Before(retryAt) && wp.p.State(now) == pool.PeerUp {
 			j := w.cfg.Job
 			res, a := w.d.Connect(ctx, &j, wp.p)
 			if ctx.Err() != nil {
@@ -339,7 +341,7 @@ func (w *Warm) room(wp *warmPeer) bool {
 }
 
 // push adds a fresh connection; false once Stop ran.
-func (w *Warm) push(wp *warmPeer, res DialResult) bool {
+func (w *Warm) push(wp *warmPeer, res Result) bool {
 	wp.mu.Lock()
 	defer wp.mu.Unlock()
 	if wp.stopped {

@@ -1,13 +1,15 @@
-package pool
+package dial
 
 import (
 	"crypto/tls"
-	"github.com/tlsrelay/tlsrelay/internal/backend"
+	"net"
 	"sync"
 	"testing"
 	"time"
 
+	"github.com/tlsrelay/tlsrelay/internal/backend"
 	"github.com/tlsrelay/tlsrelay/internal/pki"
+	"github.com/tlsrelay/tlsrelay/pool"
 )
 
 // BenchmarkDialerDispatch measures a dial job end to end (hand-off to a
@@ -23,15 +25,15 @@ func BenchmarkDialerDispatch(b *testing.B) {
 	}
 	addr := benchTLSServer(b, set)
 	cache := tls.NewLRUClientSessionCache(64)
-	tlsFor := func(*Peer) (*tls.Config, error) {
+	tlsFor := func(*pool.Peer, net.Addr) (*tls.Config, error) {
 		return &tls.Config{ServerName: "localhost", RootCAs: pki.Pool(set.Root), ClientSessionCache: cache}, nil
 	}
 	for _, bc := range []struct {
 		name string
-		cfg  DialerConfig
+		cfg  Config
 	}{
-		{"reuse", DialerConfig{}},
-		{"per-job", DialerConfig{IdleTimeout: time.Nanosecond}},
+		{"reuse", Config{}},
+		{"per-job", Config{IdleTimeout: time.Nanosecond}},
 	} {
 		b.Run(bc.name, func(b *testing.B) {
 			g := testGroupB(b, addr)
@@ -43,8 +45,8 @@ func BenchmarkDialerDispatch(b *testing.B) {
 			for b.Loop() {
 				sem <- struct{}{}
 				wg.Add(1)
-				j := &DialJob{Sel: g.NewSelection("", 0, time.Now()), TLS: tlsFor, ConnectTimeout: 10 * time.Second}
-				j.Done = func(r DialResult) {
+				j := &Job{Sel: g.NewSelection("", 0, time.Now()), TLS: tlsFor, ConnectTimeout: 10 * time.Second}
+				j.Done = func(r Result) {
 					if r.Err != nil {
 						b.Error(r.Err)
 					} else {
@@ -63,10 +65,10 @@ func BenchmarkDialerDispatch(b *testing.B) {
 	}
 }
 
-func testGroupB(tb testing.TB, addr string) *Group {
-	sc := NewServerConfig(addr)
+func testGroupB(tb testing.TB, addr string) *pool.Group {
+	sc := pool.NewServerConfig(addr)
 	sc.MaxFails = 0
-	g, err := NewGroup(GroupConfig{Name: "g", Servers: []ServerConfig{sc}}, nil)
+	g, err := pool.NewGroup(pool.GroupConfig{Name: "g", Servers: []pool.ServerConfig{sc}}, nil)
 	if err != nil {
 		tb.Fatal(err)
 	}
