@@ -8,11 +8,8 @@ import (
 )
 
 func (p *parser) stream(d *directive, _ ctx) error {
-	if err := p.dupMain(d); err != nil {
-		return err
-	}
 	p.cfg.Stream = &Stream{Pos: d.pos, LogFormats: map[string]*LogFormat{}, LimitConnZones: map[string]*LimitConnZone{}}
-	p.streamLvl = newLevel()
+	p.streamLvl = p.newLevel()
 	p.streamSeen = map[string]bool{}
 	p.zoneSizes = map[string]int64{}
 	p.zoneUsers = map[string]Pos{}
@@ -22,7 +19,7 @@ func (p *parser) stream(d *directive, _ ctx) error {
 }
 
 func (p *parser) serverBlock(d *directive, _ ctx) error {
-	st := &serverState{srv: &Server{Pos: d.pos}, lvl: newLevel()}
+	st := &serverState{srv: &Server{Pos: d.pos}, lvl: p.newLevel(), seen: map[string]bool{}}
 	p.server = st
 	defer func() { p.server = nil }()
 	if err := p.walk(d.block, ctxServer); err != nil {
@@ -323,9 +320,6 @@ func parseKeepAlive(v string) (KeepAlive, bool) {
 
 func (p *parser) proxyPass(d *directive, _ ctx) error {
 	srv := p.server.srv
-	if srv.ProxyPass != "" {
-		return Errorf(d.pos, "%q directive is duplicate", d.name)
-	}
 	v := d.args[0]
 	srv.ProxyPass, srv.ProxyPassPos = v, d.pos
 	if strings.Contains(v, "$") {
@@ -545,9 +539,6 @@ func (p *parser) leastTime(d *directive, _ ctx) error {
 // (checked in finish) and at least 8 pages.
 func (p *parser) zone(d *directive, _ ctx) error {
 	u := p.upstream
-	if u.Zone != "" {
-		return Errorf(d.pos, "%q directive is duplicate", d.name)
-	}
 	u.Zone = d.args[0]
 	if len(d.args) == 2 {
 		n, ok := ParseSize(d.args[1])
@@ -573,19 +564,12 @@ func (p *parser) zone(d *directive, _ ctx) error {
 }
 
 func (p *parser) upstreamResolver(d *directive, _ ctx) error {
-	if p.upstream.Resolver != nil {
-		return Errorf(d.pos, "%q directive is duplicate", d.name)
-	}
 	r, err := parseResolver(d)
 	p.upstream.Resolver = r
 	return err
 }
 
 func (p *parser) upstreamResolverTimeout(d *directive, _ ctx) error {
-	if p.upSeen[d.name] {
-		return Errorf(d.pos, "%q directive is duplicate", d.name)
-	}
-	p.upSeen[d.name] = true
 	return msecArg(d, &p.upstream.ResolverTimeout)
 }
 
@@ -825,4 +809,252 @@ func mergeCertificateCache(p *parser, m *mergeable, d *directive) error {
 	}
 	m.Proxy.SSL.CertificateCache = c
 	return nil
+}
+
+// mergeResolver is `resolver ...` at stream and server level.
+func mergeResolver(_ *parser, m *mergeable, d *directive) error {
+	r, err := parseResolver(d)
+	m.Core.Resolver = r
+	return err
+}
+
+// limitConnLogLevelArg is limit_conn_log_level's value.
+func limitConnLogLevelArg(d *directive, v *string) error {
+	switch d.args[0] {
+	case "info", "notice", "warn", "error":
+		*v = d.args[0]
+		return nil
+	}
+	return Errorf(d.pos, "invalid value %q in %q directive, it must be \"info\", \"notice\", \"warn\" or \"error\"", d.args[0], d.name)
+}
+
+// limitConnStatusArg is limit_conn_status's value.
+func limitConnStatusArg(d *directive, v *int) error {
+	n, err := strconv.Atoi(d.args[0])
+	if err != nil || n < 400 || n > 599 {
+		return Errorf(d.pos, "value must be between 400 and 599")
+	}
+	*v = n
+	return nil
+}
+
+// formatErrorLogs prints error_log directives for -T.
+func formatErrorLogs(w *confWriter, logs []ErrorLog) {
+	for _, l := range logs {
+		w.line("error_log", l.Path, l.Level)
+	}
+}
+
+// formatAccessLogs prints a server's access_log directives for -T ("off"
+// for none).
+func formatAccessLogs(w *confWriter, at *formatAt) {
+	if len(at.lvl.AccessLogs) == 0 {
+		w.line("access_log", "off")
+	}
+	for _, l := range at.lvl.AccessLogs {
+		args := []string{l.Path, l.Format}
+		if l.Buffer != 0 {
+			args = append(args, "buffer="+formatSize(l.Buffer))
+		}
+		if l.Gzip != 0 {
+			args = append(args, "gzip="+strconv.Itoa(l.Gzip))
+		}
+		if l.Flush != 0 {
+			args = append(args, "flush="+formatDuration(l.Flush))
+		}
+		if l.If != "" {
+			args = append(args, "if="+l.If)
+		}
+		w.line("access_log", args...)
+	}
+}
+
+// formatLogFormats prints the log_format directives in name order.
+func formatLogFormats(w *confWriter, at *formatAt) {
+	st := at.cfg.Stream
+	for _, name := range sortedKeys(st.LogFormats) {
+		f := st.LogFormats[name]
+		w.line("log_format", name, "escape="+f.Escape, f.Format)
+	}
+}
+
+// formatLimitConnZones prints the limit_conn_zone directives in name
+// order.
+func formatLimitConnZones(w *confWriter, at *formatAt) {
+	st := at.cfg.Stream
+	for _, name := range sortedKeys(st.LimitConnZones) {
+		z := st.LimitConnZones[name]
+		w.line("limit_conn_zone", z.Key, "zone="+z.Name+":"+formatSize(z.Size))
+	}
+}
+
+// formatHash, formatRandom, formatLeastConn and formatLeastTime print an
+// upstream block's balancing method, each its own.
+func formatHash(w *confWriter, at *formatAt) {
+	if u := at.up; u.Method == "hash" {
+		args := []string{u.HashKey}
+		if u.Consistent {
+			args = append(args, "consistent")
+		}
+		w.line("hash", args...)
+	}
+}
+
+func formatRandom(w *confWriter, at *formatAt) {
+	switch u := at.up; {
+	case u.Method != "random":
+	case u.RandomTwo:
+		w.line("random", "two", "least_conn")
+	default:
+		w.line("random")
+	}
+}
+
+func formatLeastConn(w *confWriter, at *formatAt) {
+	if at.up.Method == "least_conn" {
+		w.line("least_conn")
+	}
+}
+
+func formatLeastTime(w *confWriter, at *formatAt) {
+	if u := at.up; u.Method == "least_time" {
+		args := []string{u.LeastTime}
+		if u.LeastTimeInflight {
+			args = append(args, "inflight")
+		}
+		w.line("least_time", args...)
+	}
+}
+
+// formatUpstreamServers prints an upstream block's servers, every
+// parameter explicit.
+func formatUpstreamServers(w *confWriter, at *formatAt) {
+	for _, s := range at.up.Servers {
+		args := []string{s.Addr, "weight=" + strconv.Itoa(s.Weight), "max_fails=" + strconv.Itoa(s.MaxFails),
+			"fail_timeout=" + formatDuration(s.FailTimeout)}
+		if s.MaxConns != 0 {
+			args = append(args, "max_conns="+strconv.Itoa(s.MaxConns))
+		}
+		for _, f := range []struct {
+			on   bool
+			name string
+		}{{s.Backup, "backup"}, {s.Down, "down"}, {s.Resolve, "resolve"}} {
+			if f.on {
+				args = append(args, f.name)
+			}
+		}
+		if s.Service != "" {
+			args = append(args, "service="+s.Service)
+		}
+		w.line("server", args...)
+	}
+}
+
+// proxyProtocolArg is proxy_protocol's value: 0 off, 1 on (v1), 2 v2.
+func proxyProtocolArg(d *directive, v *int) error {
+	switch strings.ToLower(d.args[0]) {
+	case "on", "v1":
+		*v = 1
+	case "off":
+		*v = 0
+	case "v2":
+		*v = 2
+	default:
+		return Errorf(d.pos, "invalid value %q in %q directive, it must be \"on\", \"off\" or \"v2\"",
+			d.args[0], d.name)
+	}
+	return nil
+}
+
+// formatProxyProtocol is proxy_protocol's -T form.
+func formatProxyProtocol(v int) string { return []string{"off", "on", "v2"}[v] }
+
+// formatProxyBind prints proxy_bind for -T.
+func formatProxyBind(w *confWriter, at *formatAt) {
+	switch b := at.lvl.Proxy.Bind; {
+	case b == nil:
+		w.line("proxy_bind", "off")
+	case b.Transparent:
+		w.line("proxy_bind", b.Addr, "transparent")
+	default:
+		w.line("proxy_bind", b.Addr)
+	}
+}
+
+// stringArg is a directive's one argument as written.
+func stringArg(d *directive, v *string) error {
+	*v = d.args[0]
+	return nil
+}
+
+// nameArg is proxy_ssl_name's value: text and the variables a name may
+// hold.
+func nameArg(d *directive, v *string) error {
+	*v = d.args[0]
+	_, err := compileName(d, d.args[0])
+	return err
+}
+
+// certificatePath resolves proxy_ssl_certificate's file, which may hold
+// variables.
+func certificatePath(p *parser, d *directive) (string, error) {
+	return p.confPath(d.args[0]), checkVariables(d, d.args[0])
+}
+
+// certificateKeyPath resolves proxy_ssl_certificate_key's file, which may
+// hold variables.
+func certificateKeyPath(p *parser, d *directive) (string, error) {
+	return keyPath(p, d.args[0]), checkVariables(d, d.args[0])
+}
+
+// confFile resolves a file name against the configuration prefix.
+func confFile(p *parser, d *directive) (string, error) {
+	return p.confPath(d.args[0]), nil
+}
+
+// keyPath resolves a certificate key path; engine: and store: URIs are
+// kept as written.
+func keyPath(p *parser, name string) string {
+	if strings.HasPrefix(name, "engine:") || strings.HasPrefix(name, "store:") || strings.HasPrefix(name, "data:") {
+		return name
+	}
+	return p.confPath(name)
+}
+
+// mergeConfCommand is `proxy_ssl_conf_command name value`; the commands
+// of a level add up.
+func mergeConfCommand(_ *parser, m *mergeable, d *directive) error {
+	m.Proxy.SSL.ConfCommands = append(m.Proxy.SSL.ConfCommands, ConfCommand{Name: d.args[0], Value: d.args[1], Pos: d.pos})
+	return nil
+}
+
+// mergeALPN is `proxy_ssl_alpn protocol ...`.
+func mergeALPN(_ *parser, m *mergeable, d *directive) error {
+	for _, a := range d.args {
+		if len(a) == 0 || len(a) > 255 {
+			return Errorf(d.pos, "invalid value %q in %q directive", a, d.name)
+		}
+		if err := checkVariables(d, a); err != nil {
+			return err
+		}
+	}
+	m.Proxy.SSL.ALPN = append([]string(nil), d.args...)
+	return nil
+}
+
+// mergeKeyLog is `proxy_ssl_key_log file` (no variables).
+func mergeKeyLog(p *parser, m *mergeable, d *directive) error {
+	if strings.Contains(d.args[0], "$") {
+		return Errorf(d.pos, "variables in %q are not supported", d.name)
+	}
+	m.Proxy.SSL.KeyLog = p.prefixPath(d.args[0])
+	return nil
+}
+
+// formatCertificateCache prints proxy_ssl_certificate_cache when it is on.
+func formatCertificateCache(w *confWriter, at *formatAt) {
+	if c := at.lvl.Proxy.SSL.CertificateCache; c.Max > 0 {
+		w.line("proxy_ssl_certificate_cache", "max="+strconv.Itoa(c.Max),
+			"inactive="+formatDuration(c.Inactive), "valid="+formatDuration(c.Valid))
+	}
 }
