@@ -56,3 +56,9 @@ func numArg(d *directive, v *int) error {
 	*v = n
 	return nil
 }
+
+// stringArg is a directive's one argument as written.
+func stringArg(d *directive, v *string) error {
+	*v = d.args[0]
+	return nil
+}

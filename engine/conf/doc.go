@@ -22,6 +22,15 @@
 // implement are refused with `"X" is not supported`; anything else is an
 // unknown directive.
 //
+// Every directive is one row of the directive table (directiveTable, in
+// table.go): its contexts, its number of arguments, its parser, its
+// default, its -T form, where its position is kept, and the check it needs
+// once the whole configuration is read. The parser dispatches through the
+// table and -T prints through it; adding a directive is adding its row and
+// its field to the Config. Tests check that every row is complete, that
+// docs/configuration.md documents the same directives, and that -T of a
+// configuration using all of them reads back to the same Config.
+//
 // Every error names the file and line, in NGINX's words:
 //
 //	[emerg] unknown directive "proxy_ssl_verfiy" in /etc/tlsrelay/tlsrelay.conf:14

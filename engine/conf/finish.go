@@ -15,12 +15,13 @@ import (
 )
 
 // finish runs the checks NGINX makes once the whole configuration is read:
-// inheritance, proxy_pass targets, zones, TLS files.
+// inheritance, proxy_pass targets, zones, TLS files; and the directive
+// table's checks: those of main and events directives first, the others'
+// once servers have inherited their values.
 func (p *parser) finish() error {
 	m := &p.cfg.Main
-	if n := len(m.CPUAffinity.Masks); n > 1 && m.WorkerProcesses != 0 && n != m.WorkerProcesses {
-		p.warnf(m.Pos["worker_cpu_affinity"], "the number of \"worker_processes\" is not equal to the number of "+
-			"\"worker_cpu_affinity\" masks, using last mask for remaining worker processes")
+	if err := p.runChecks(true); err != nil {
+		return err
 	}
 	st := p.cfg.Stream
 	if st == nil {
@@ -83,14 +84,20 @@ func (p *parser) finish() error {
 			}
 		}
 	}
-	if err := p.checkWatch(); err != nil {
-		return err
-	}
-	if err := p.checkPrewarm(); err != nil {
-		return err
-	}
-	if m.MetricsListen != "" && p.listenAddrs[m.MetricsListen] {
-		return Errorf(m.MetricsListenPos, "duplicate %q address and port pair: a stream \"listen\" uses it too", m.MetricsListen)
+	return p.runChecks(false)
+}
+
+// runChecks runs the checks of the directive table's rows in table order:
+// those of main and events directives (main), or all the others.
+func (p *parser) runChecks(main bool) error {
+	for i := range p.ix.table {
+		r := &p.ix.table[i]
+		if r.check == nil || (r.ctx.innermost() <= ctxEvents) != main {
+			continue
+		}
+		if err := r.check(p); err != nil {
+			return err
+		}
 	}
 	return nil
 }
@@ -98,7 +105,7 @@ func (p *parser) finish() error {
 // effective applies the directives of the given levels (outermost first)
 // to the defaults: for each directive the innermost level that has it wins.
 func (p *parser) effective(levels ...*level) mergeable {
-	m := defaultMergeable()
+	m := p.ix.defaultLevel()
 	p.replay = true
 	defer func() { p.replay = false }()
 	names := map[string]bool{}
@@ -112,19 +119,14 @@ func (p *parser) effective(levels ...*level) mergeable {
 		for i := len(levels) - 1; i >= 0 && len(ds) == 0; i-- {
 			ds = levels[i].set[name]
 		}
-		var s spec
-		for _, c := range specsFor(name) {
-			if c.merge != nil {
-				s = c
-			}
-		}
-		if s.reset != nil {
-			s.reset(&m)
+		r := p.ix.mergeRow(name)
+		if r.reset != nil {
+			r.reset(&m)
 		}
 		for _, d := range ds {
 			// Validated when first applied; cannot fail now.
-			_ = s.merge(p, &m, d)
-			m.setPos(name, d.pos)
+			_ = r.merge(p, &m, d)
+			m.setPos(r.pos, name, d.pos)
 		}
 	}
 	return m

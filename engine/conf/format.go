@@ -1,7 +1,6 @@
 package conf
 
 import (
-	"fmt"
 	"strconv"
 	"strings"
 )
@@ -10,171 +9,87 @@ import (
 // explicit with its default filled in and inherited values written in each
 // server (what `tlsrelay -T` prints). Re-reading the output gives the same
 // Config, except for positions, implicit groups and files' checks.
+//
+// Each block prints its directives through the directive table, in table
+// order: a directive is printed by its row's format, in the innermost of
+// the contexts it is allowed in.
 func (c *Config) Format() string {
-	var b strings.Builder
-	w := func(indent int, name string, args ...string) {
-		b.WriteString(strings.Repeat("    ", indent))
-		b.WriteString(name)
-		for _, a := range args {
-			b.WriteByte(' ')
-			b.WriteString(quote(a))
+	w := &confWriter{table: directiveTable()}
+	w.rows(ctxMain, &formatAt{cfg: c})
+	return w.b.String()
+}
+
+// confWriter writes directives and blocks for -T, four spaces per block
+// level.
+type confWriter struct {
+	b     strings.Builder
+	depth int
+	table []directiveSpec
+}
+
+// formatAt is what -T is printing: the configuration and, inside a server
+// or upstream block, that block. lvl holds the server's effective values
+// of the stream and server directives.
+type formatAt struct {
+	cfg *Config
+	srv *Server
+	lvl *mergeable
+	up  *Upstream
+}
+
+// line writes one directive, each argument as one token.
+func (w *confWriter) line(name string, args ...string) {
+	w.b.WriteString(strings.Repeat("    ", w.depth))
+	w.b.WriteString(name)
+	for _, a := range args {
+		w.b.WriteByte(' ')
+		w.b.WriteString(quote(a))
+	}
+	w.b.WriteString(";\n")
+}
+
+// block writes a block after a blank line, with body's directives inside.
+func (w *confWriter) block(name string, args []string, body func()) {
+	indent := strings.Repeat("    ", w.depth)
+	w.b.WriteString("\n" + indent + name)
+	for _, a := range args {
+		w.b.WriteString(" " + quote(a))
+	}
+	w.b.WriteString(" {\n")
+	w.depth++
+	body()
+	w.depth--
+	w.b.WriteString(indent + "}\n")
+}
+
+// rows prints the directives of context c: the rows whose innermost
+// context is c, in table order.
+func (w *confWriter) rows(c ctx, at *formatAt) {
+	for i := range w.table {
+		if r := &w.table[i]; r.format != nil && r.ctx.innermost() == c {
+			r.format(w, at)
 		}
-		b.WriteString(";\n")
 	}
-	m := &c.Main
-	if m.WorkerProcesses == 0 {
-		w(0, "worker_processes", "auto")
-	} else {
-		w(0, "worker_processes", strconv.Itoa(m.WorkerProcesses))
+}
+
+// formatServers prints the server blocks, each with its effective values.
+func formatServers(w *confWriter, at *formatAt) {
+	for _, srv := range at.cfg.Stream.Servers {
+		in := &formatAt{cfg: at.cfg, srv: srv,
+			lvl: &mergeable{Proxy: srv.Proxy, Core: srv.Core, AccessLogs: srv.AccessLogs, ErrorLogs: srv.ErrorLogs}}
+		w.block("server", nil, func() { w.rows(ctxServer, in) })
 	}
-	if m.CPUAffinity.Auto || len(m.CPUAffinity.Masks) > 0 {
-		var args []string
-		if m.CPUAffinity.Auto {
-			args = append(args, "auto")
-		}
-		for _, mask := range m.CPUAffinity.Masks {
-			args = append(args, strconv.FormatUint(mask, 2))
-		}
-		w(0, "worker_cpu_affinity", args...)
-	}
-	if m.RlimitNofile > 0 {
-		w(0, "worker_rlimit_nofile", strconv.Itoa(m.RlimitNofile))
-	}
-	for _, l := range m.ErrorLog {
-		w(0, "error_log", l.Path, l.Level)
-	}
-	if m.PID != "" {
-		w(0, "pid", m.PID)
-	}
-	if m.WorkerShutdownTimeout > 0 {
-		w(0, "worker_shutdown_timeout", formatDuration(m.WorkerShutdownTimeout))
-	}
-	if m.MetricsListen != "" {
-		w(0, "metrics_listen", m.MetricsListen)
-	}
-	w(0, "daemon", "off")
-	b.WriteString("\nevents {\n")
-	w(1, "worker_connections", strconv.Itoa(m.WorkerConnections))
-	b.WriteString("}\n")
-	st := c.Stream
-	if st == nil {
-		return b.String()
-	}
-	b.WriteString("\nstream {\n")
-	for _, name := range sortedKeys(st.LogFormats) {
-		f := st.LogFormats[name]
-		w(1, "log_format", name, "escape="+f.Escape, f.Format)
-	}
-	for _, name := range sortedKeys(st.LimitConnZones) {
-		z := st.LimitConnZones[name]
-		w(1, "limit_conn_zone", z.Key, "zone="+z.Name+":"+formatSize(z.Size))
-	}
-	formatMatches(&b, w, st)
-	for _, u := range st.Upstreams {
+}
+
+// formatUpstreams prints the upstream blocks (not the implicit groups).
+func formatUpstreams(w *confWriter, at *formatAt) {
+	for _, u := range at.cfg.Stream.Upstreams {
 		if u.Implicit {
 			continue
 		}
-		fmt.Fprintf(&b, "\n    upstream %s {\n", quote(u.Name))
-		switch u.Method {
-		case "hash":
-			args := []string{u.HashKey}
-			if u.Consistent {
-				args = append(args, "consistent")
-			}
-			w(2, "hash", args...)
-		case "random":
-			if u.RandomTwo {
-				w(2, "random", "two", "least_conn")
-			} else {
-				w(2, "random")
-			}
-		case "least_conn":
-			w(2, "least_conn")
-		case "least_time":
-			args := []string{u.LeastTime}
-			if u.LeastTimeInflight {
-				args = append(args, "inflight")
-			}
-			w(2, "least_time", args...)
-		}
-		if u.Zone != "" {
-			w(2, "zone", u.Zone, formatSize(u.ZoneSize))
-		}
-		if u.Resolver != nil {
-			w(2, "resolver", resolverArgs(u.Resolver)...)
-		}
-		if u.ResolverTimeout != 0 {
-			w(2, "resolver_timeout", formatDuration(u.ResolverTimeout))
-		}
-		for _, s := range u.Servers {
-			args := []string{s.Addr, "weight=" + strconv.Itoa(s.Weight), "max_fails=" + strconv.Itoa(s.MaxFails),
-				"fail_timeout=" + formatDuration(s.FailTimeout)}
-			if s.MaxConns != 0 {
-				args = append(args, "max_conns="+strconv.Itoa(s.MaxConns))
-			}
-			for _, f := range []struct {
-				on   bool
-				name string
-			}{{s.Backup, "backup"}, {s.Down, "down"}, {s.Resolve, "resolve"}} {
-				if f.on {
-					args = append(args, f.name)
-				}
-			}
-			if s.Service != "" {
-				args = append(args, "service="+s.Service)
-			}
-			w(2, "server", args...)
-		}
-		b.WriteString("    }\n")
+		in := &formatAt{cfg: at.cfg, up: u}
+		w.block("upstream", []string{u.Name}, func() { w.rows(ctxUpstream, in) })
 	}
-	for _, srv := range st.Servers {
-		b.WriteString("\n    server {\n")
-		for _, l := range srv.Listen {
-			w(2, "listen", listenArgs(l)...)
-		}
-		w(2, "proxy_pass", srv.ProxyPass)
-		for _, l := range srv.LimitConn {
-			w(2, "limit_conn", l.Zone, strconv.Itoa(l.Number))
-		}
-		for _, r := range srv.RealIPFrom {
-			w(2, "set_real_ip_from", ruleArg(r))
-		}
-		for _, r := range srv.Access {
-			if r.Deny {
-				w(2, "deny", ruleArg(r))
-			} else {
-				w(2, "allow", ruleArg(r))
-			}
-		}
-		formatHealth(w, srv)
-		formatCore(w, &srv.Core)
-		for _, l := range srv.ErrorLogs {
-			w(2, "error_log", l.Path, l.Level)
-		}
-		if len(srv.AccessLogs) == 0 {
-			w(2, "access_log", "off")
-		}
-		for _, l := range srv.AccessLogs {
-			args := []string{l.Path, l.Format}
-			if l.Buffer != 0 {
-				args = append(args, "buffer="+formatSize(l.Buffer))
-			}
-			if l.Gzip != 0 {
-				args = append(args, "gzip="+strconv.Itoa(l.Gzip))
-			}
-			if l.Flush != 0 {
-				args = append(args, "flush="+formatDuration(l.Flush))
-			}
-			if l.If != "" {
-				args = append(args, "if="+l.If)
-			}
-			w(2, "access_log", args...)
-		}
-		formatProxy(w, &srv.Proxy)
-		b.WriteString("    }\n")
-	}
-	b.WriteString("}\n")
-	return b.String()
 }
 
 func onOff(v bool) string {
@@ -184,90 +99,22 @@ func onOff(v bool) string {
 	return "off"
 }
 
-func formatCore(w func(int, string, ...string), c *Core) {
-	w(2, "tcp_nodelay", onOff(c.TCPNoDelay))
-	if c.Resolver != nil {
-		w(2, "resolver", resolverArgs(c.Resolver)...)
-	}
-	w(2, "resolver_timeout", formatDuration(c.ResolverTimeout))
-	w(2, "preread_buffer_size", formatSize(c.PrereadBufferSize))
-	w(2, "preread_timeout", formatDuration(c.PrereadTimeout))
-	w(2, "proxy_protocol_timeout", formatDuration(c.ProxyProtocolTimeout))
-	w(2, "limit_conn_log_level", c.LimitConnLogLevel)
-	w(2, "limit_conn_status", strconv.Itoa(c.LimitConnStatus))
-	w(2, "limit_conn_dry_run", onOff(c.LimitConnDryRun))
-}
+// plain is a string value's -T form: itself.
+func plain(s string) string { return s }
 
-func formatProxy(w func(int, string, ...string), p *Proxy) {
-	w(2, "proxy_connect_timeout", formatDuration(p.ConnectTimeout))
-	w(2, "proxy_timeout", formatDuration(p.Timeout))
-	w(2, "proxy_buffer_size", formatSize(p.BufferSize))
-	w(2, "proxy_next_upstream", onOff(p.NextUpstream))
-	w(2, "proxy_next_upstream_tries", strconv.Itoa(p.NextUpstreamTries))
-	w(2, "proxy_next_upstream_timeout", formatDuration(p.NextUpstreamTimeout))
-	w(2, "proxy_upload_rate", formatSize(p.UploadRate))
-	w(2, "proxy_download_rate", formatSize(p.DownloadRate))
-	w(2, "proxy_protocol", []string{"off", "on", "v2"}[p.ProxyProtocol])
-	w(2, "proxy_half_close", onOff(p.HalfClose))
-	w(2, "proxy_socket_keepalive", onOff(p.SocketKeepalive))
-	if p.SocketRcvbuf != 0 {
-		w(2, "proxy_socket_rcvbuf", formatSize(p.SocketRcvbuf))
+func formatCPUAffinity(w *confWriter, at *formatAt) {
+	a := at.cfg.Main.CPUAffinity
+	if !a.Auto && len(a.Masks) == 0 {
+		return
 	}
-	if p.SocketSndbuf != 0 {
-		w(2, "proxy_socket_sndbuf", formatSize(p.SocketSndbuf))
+	var args []string
+	if a.Auto {
+		args = append(args, "auto")
 	}
-	if p.Bind == nil {
-		w(2, "proxy_bind", "off")
-	} else if p.Bind.Transparent {
-		w(2, "proxy_bind", p.Bind.Addr, "transparent")
-	} else {
-		w(2, "proxy_bind", p.Bind.Addr)
+	for _, mask := range a.Masks {
+		args = append(args, strconv.FormatUint(mask, 2))
 	}
-	s := &p.SSL
-	w(2, "proxy_ssl", onOff(s.Enabled))
-	if s.Certificate != "" {
-		w(2, "proxy_ssl_certificate", s.Certificate)
-	}
-	if s.CertificateKey != "" {
-		w(2, "proxy_ssl_certificate_key", s.CertificateKey)
-	}
-	if s.PasswordFile != "" {
-		w(2, "proxy_ssl_password_file", s.PasswordFile)
-	}
-	w(2, "proxy_ssl_protocols", s.Protocols...)
-	w(2, "proxy_ssl_ciphers", s.Ciphers)
-	if s.Name != "" {
-		w(2, "proxy_ssl_name", s.Name)
-	}
-	w(2, "proxy_ssl_server_name", onOff(s.ServerName))
-	w(2, "proxy_ssl_verify", onOff(s.Verify))
-	w(2, "proxy_ssl_verify_depth", strconv.Itoa(s.VerifyDepth))
-	if s.TrustedCertificate != "" {
-		w(2, "proxy_ssl_trusted_certificate", s.TrustedCertificate)
-	}
-	if s.CRL != "" {
-		w(2, "proxy_ssl_crl", s.CRL)
-	}
-	w(2, "proxy_ssl_session_reuse", onOff(s.SessionReuse))
-	for _, c := range s.ConfCommands {
-		w(2, "proxy_ssl_conf_command", c.Name, c.Value)
-	}
-	if len(s.ALPN) > 0 {
-		w(2, "proxy_ssl_alpn", s.ALPN...)
-	}
-	if s.CertificateCache.Max > 0 {
-		w(2, "proxy_ssl_certificate_cache", "max="+strconv.Itoa(s.CertificateCache.Max),
-			"inactive="+formatDuration(s.CertificateCache.Inactive), "valid="+formatDuration(s.CertificateCache.Valid))
-	}
-	if s.KeyLog != "" {
-		w(2, "proxy_ssl_key_log", s.KeyLog)
-	}
-	if s.Watch > 0 {
-		w(2, "proxy_ssl_watch", formatDuration(s.Watch))
-	} else {
-		w(2, "proxy_ssl_watch", "off")
-	}
-	w(2, "proxy_ssl_prewarm", formatPrewarm(s.Prewarm)...)
+	w.line("worker_cpu_affinity", args...)
 }
 
 func listenArgs(l Listen) []string {
@@ -337,6 +184,17 @@ func quote(s string) string {
 	}
 	r := strings.NewReplacer(`\`, `\\`, `"`, `\"`, "\n", `\n`, "\t", `\t`, "\r", `\r`)
 	return `"` + r.Replace(s) + `"`
+}
+
+// formatAccess prints a server's allow and deny rules in their order.
+func formatAccess(w *confWriter, at *formatAt) {
+	for _, r := range at.srv.Access {
+		if r.Deny {
+			w.line("deny", ruleArg(r))
+		} else {
+			w.line("allow", ruleArg(r))
+		}
+	}
 }
 
 // ruleArg is the argument of an allow, deny or set_real_ip_from rule.

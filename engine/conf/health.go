@@ -49,24 +49,11 @@ type Match struct {
 	Regexp *regexp.Regexp
 }
 
-// streamWithHealth reads the stream block, then checks what only the whole
-// block tells: the match a health_check names, and the zone of its
-// upstream.
-func (p *parser) streamWithHealth(d *directive, c ctx) error {
-	if err := p.stream(d, c); err != nil {
-		return err
-	}
-	return p.checkHealth()
-}
-
 // healthCheck parses `health_check [interval=time] [jitter=time]
 // [fails=number] [passes=number] [port=number] [match=name] [mandatory
 // [persistent]]` in a server block.
 func (p *parser) healthCheck(d *directive, _ ctx) error {
 	srv := p.server.srv
-	if srv.HealthCheck != nil {
-		return Errorf(d.pos, "%q directive is duplicate", d.name)
-	}
 	hc := &HealthCheck{Pos: d.pos, Interval: 5 * time.Second, Fails: 1, Passes: 1}
 	for _, a := range d.args {
 		k, v, hasValue := strings.Cut(a, "=")
@@ -135,16 +122,10 @@ func (p *parser) healthCheckTimeout(d *directive, c ctx) error {
 	}
 	if c == ctxServer {
 		srv := p.server.srv
-		if !srv.HealthCheckTimeoutPos.IsZero() {
-			return Errorf(d.pos, "%q directive is duplicate", d.name)
-		}
 		srv.HealthCheckTimeout, srv.HealthCheckTimeoutPos = t, d.pos
 		return nil
 	}
 	st := p.cfg.Stream
-	if !st.HealthCheckTimeoutPos.IsZero() {
-		return Errorf(d.pos, "%q directive is duplicate", d.name)
-	}
 	st.HealthCheckTimeout, st.HealthCheckTimeoutPos = t, d.pos
 	return nil
 }
@@ -216,18 +197,12 @@ func decodeHex(s string) string {
 	return b.String()
 }
 
-// checkHealth runs once the stream block is read: each health_check's
-// match must exist and its upstream must be an upstream block with a
-// zone, as NGINX Plus requires; servers inherit health_check_timeout.
-func (p *parser) checkHealth() error {
+// checkHealthChecks is health_check's check: each health_check's match
+// must exist and its upstream must be an upstream block with a zone, as
+// NGINX Plus requires.
+func (p *parser) checkHealthChecks() error {
 	st := p.cfg.Stream
 	for _, srv := range st.Servers {
-		if srv.HealthCheckTimeoutPos.IsZero() {
-			srv.HealthCheckTimeout = st.HealthCheckTimeout
-			if srv.HealthCheckTimeout == 0 {
-				srv.HealthCheckTimeout = DefaultHealthCheckTimeout
-			}
-		}
 		hc := srv.HealthCheck
 		if hc == nil {
 			continue
@@ -256,30 +231,44 @@ func (p *parser) checkHealth() error {
 	return nil
 }
 
-// formatMatches writes the match blocks for -T, in name order, as one
-// token each send and expect (bytes outside printable ASCII as \xHH). For
-// format.go's Format, at stream level; w is its directive writer.
-func formatMatches(b *strings.Builder, w func(int, string, ...string), st *Stream) {
+// inheritHealthCheckTimeout is health_check_timeout's check: a server
+// without its own takes the stream level's, else the default.
+func (p *parser) inheritHealthCheckTimeout() error {
+	st := p.cfg.Stream
+	for _, srv := range st.Servers {
+		if srv.HealthCheckTimeoutPos.IsZero() {
+			srv.HealthCheckTimeout = st.HealthCheckTimeout
+			if srv.HealthCheckTimeout == 0 {
+				srv.HealthCheckTimeout = DefaultHealthCheckTimeout
+			}
+		}
+	}
+	return nil
+}
+
+// formatMatches prints the match blocks for -T, in name order, as one
+// token each send and expect (bytes outside printable ASCII as \xHH).
+func formatMatches(w *confWriter, at *formatAt) {
+	st := at.cfg.Stream
 	for _, name := range sortedKeys(st.Matches) {
 		m := st.Matches[name]
-		b.WriteString("\n    match " + quote(name) + " {\n")
-		if m.Send != "" {
-			w(2, "send", encodeHex(m.Send))
-		}
-		switch {
-		case m.Regexp != nil:
-			w(2, "expect", "~", m.Regexp.String())
-		case m.Expect != "":
-			w(2, "expect", encodeHex(m.Expect))
-		}
-		b.WriteString("    }\n")
+		w.block("match", []string{name}, func() {
+			if m.Send != "" {
+				w.line("send", encodeHex(m.Send))
+			}
+			switch {
+			case m.Regexp != nil:
+				w.line("expect", "~", m.Regexp.String())
+			case m.Expect != "":
+				w.line("expect", encodeHex(m.Expect))
+			}
+		})
 	}
 }
 
-// formatHealth writes a server's health_check and effective
-// health_check_timeout for -T. For format.go's Format, in a server block.
-func formatHealth(w func(int, string, ...string), srv *Server) {
-	hc := srv.HealthCheck
+// formatHealthCheck prints a server's health_check for -T.
+func formatHealthCheck(w *confWriter, at *formatAt) {
+	hc := at.srv.HealthCheck
 	if hc == nil {
 		return
 	}
@@ -297,8 +286,7 @@ func formatHealth(w func(int, string, ...string), srv *Server) {
 	if hc.Persistent {
 		args = append(args, "persistent")
 	}
-	w(2, "health_check", args...)
-	w(2, "health_check_timeout", formatDuration(srv.HealthCheckTimeout))
+	w.line("health_check", args...)
 }
 
 // encodeHex is decodeHex's inverse for the bytes quote cannot write:

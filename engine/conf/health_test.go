@@ -1,7 +1,6 @@
 package conf
 
 import (
-	"strings"
 	"testing"
 	"time"
 )
@@ -108,7 +107,7 @@ func TestDecodeHex(t *testing.T) {
 	}
 }
 
-// TestHealthFormat: what formatMatches and formatHealth write parses back
+// TestHealthFormat: what formatMatches and the health_check rows write parses back
 // to the same settings.
 func TestHealthFormat(t *testing.T) {
 	cfg, _, msg := parseIn(t, hcConf("health_check_timeout 2s;",
@@ -116,20 +115,18 @@ func TestHealthFormat(t *testing.T) {
 	if msg != "" {
 		t.Fatal(msg)
 	}
-	var b strings.Builder
-	w := func(indent int, name string, args ...string) {
-		b.WriteString(strings.Repeat("    ", indent) + name)
-		for _, a := range args {
-			b.WriteString(" " + quote(a))
+	w := &confWriter{table: directiveTable(), depth: 1}
+	formatMatches(w, &formatAt{cfg: cfg})
+	matches := w.b.String()
+	w = &confWriter{table: w.table, depth: 2}
+	at := &formatAt{cfg: cfg, srv: cfg.Stream.Servers[0]}
+	for _, r := range w.table {
+		if r.name == "health_check" || r.name == "health_check_timeout" {
+			r.format(w, at)
 		}
-		b.WriteString(";\n")
 	}
-	formatMatches(&b, w, cfg.Stream)
-	matches := b.String()
-	b.Reset()
-	formatHealth(w, cfg.Stream.Servers[0])
 	src := "stream {\n" + matches + "\nupstream b { zone b 64k; server 127.0.0.1:1; }\n" +
-		"server { listen 80; proxy_pass b;\n" + b.String() + "}\n}\n"
+		"server { listen 80; proxy_pass b;\n" + w.b.String() + "}\n}\n"
 	again, _, msg := parseIn(t, src, LoadOptions{})
 	if msg != "" {
 		t.Fatalf("%s\n%s", msg, src)

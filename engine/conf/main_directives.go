@@ -7,22 +7,7 @@ import (
 	"strings"
 )
 
-func (p *parser) dupMain(d *directive) error {
-	if p.seenMain == nil {
-		p.seenMain = map[string]bool{}
-	}
-	if p.seenMain[d.name] {
-		return Errorf(d.pos, "%q directive is duplicate", d.name)
-	}
-	p.seenMain[d.name] = true
-	p.cfg.Main.Pos[d.name] = d.pos
-	return nil
-}
-
 func (p *parser) workerProcesses(d *directive, _ ctx) error {
-	if err := p.dupMain(d); err != nil {
-		return err
-	}
 	if d.args[0] == "auto" {
 		p.cfg.Main.WorkerProcesses = 0
 		return nil
@@ -42,9 +27,6 @@ func (p *parser) workerProcesses(d *directive, _ ctx) error {
 // workerCPUAffinity is `auto [mask]` or one mask of 0/1 characters per
 // event loop, CPU 0 rightmost.
 func (p *parser) workerCPUAffinity(d *directive, _ ctx) error {
-	if err := p.dupMain(d); err != nil {
-		return err
-	}
 	aff := CPUAffinity{}
 	args := d.args
 	if args[0] == "auto" {
@@ -76,17 +58,22 @@ func (p *parser) workerCPUAffinity(d *directive, _ ctx) error {
 	return nil
 }
 
-func (p *parser) workerRlimitNofile(d *directive, _ ctx) error {
-	if err := p.dupMain(d); err != nil {
-		return err
+// checkCPUAffinity is worker_cpu_affinity's check: NGINX's warning when
+// the masks and worker_processes disagree.
+func (p *parser) checkCPUAffinity() error {
+	m := &p.cfg.Main
+	if n := len(m.CPUAffinity.Masks); n > 1 && m.WorkerProcesses != 0 && n != m.WorkerProcesses {
+		p.warnf(m.Pos["worker_cpu_affinity"], "the number of \"worker_processes\" is not equal to the number of "+
+			"\"worker_cpu_affinity\" masks, using last mask for remaining worker processes")
 	}
+	return nil
+}
+
+func (p *parser) workerRlimitNofile(d *directive, _ ctx) error {
 	return numArg(d, &p.cfg.Main.RlimitNofile)
 }
 
 func (p *parser) pid(d *directive, _ ctx) error {
-	if err := p.dupMain(d); err != nil {
-		return err
-	}
 	if d.args[0] == "off" {
 		p.cfg.Main.PID = ""
 		return nil
@@ -96,9 +83,6 @@ func (p *parser) pid(d *directive, _ ctx) error {
 }
 
 func (p *parser) daemon(d *directive, _ ctx) error {
-	if err := p.dupMain(d); err != nil {
-		return err
-	}
 	if err := flagArg(d, &p.cfg.Main.Daemon); err != nil {
 		return err
 	}
@@ -112,9 +96,6 @@ func (p *parser) daemon(d *directive, _ ctx) error {
 // workerShutdownTimeout is `worker_shutdown_timeout time` (NGINX's msec
 // slot; 0 is allowed and means no limit, as in NGINX).
 func (p *parser) workerShutdownTimeout(d *directive, _ ctx) error {
-	if err := p.dupMain(d); err != nil {
-		return err
-	}
 	return msecArg(d, &p.cfg.Main.WorkerShutdownTimeout)
 }
 
@@ -122,9 +103,6 @@ func (p *parser) workerShutdownTimeout(d *directive, _ ctx) error {
 // address of the Prometheus endpoint. The host is required (an IP
 // literal, a name, or "*" for all IPv4 addresses) and so is the port.
 func (p *parser) metricsListen(d *directive, _ ctx) error {
-	if err := p.dupMain(d); err != nil {
-		return err
-	}
 	a := d.args[0]
 	bad := func(why string) error {
 		return Errorf(d.pos, "%s in %q of the \"metrics_listen\" directive (ADDRESS:PORT expected, e.g. 127.0.0.1:9100)", why, a)
@@ -160,17 +138,21 @@ func (p *parser) metricsListen(d *directive, _ ctx) error {
 	return nil
 }
 
-func (p *parser) events(d *directive, _ ctx) error {
-	if err := p.dupMain(d); err != nil {
-		return err
+// checkMetricsListen is metrics_listen's check: its address may not be a
+// stream listen's.
+func (p *parser) checkMetricsListen() error {
+	m := &p.cfg.Main
+	if m.MetricsListen != "" && p.listenAddrs[m.MetricsListen] {
+		return Errorf(m.MetricsListenPos, "duplicate %q address and port pair: a stream \"listen\" uses it too", m.MetricsListen)
 	}
+	return nil
+}
+
+func (p *parser) events(d *directive, _ ctx) error {
 	return p.walk(d.block, ctxEvents)
 }
 
 func (p *parser) workerConnections(d *directive, _ ctx) error {
-	if err := p.dupMain(d); err != nil {
-		return err
-	}
 	if err := numArg(d, &p.cfg.Main.WorkerConnections); err != nil {
 		return err
 	}
@@ -178,83 +160,15 @@ func (p *parser) workerConnections(d *directive, _ ctx) error {
 }
 
 func (p *parser) ignoredEvents(d *directive, _ ctx) error {
-	if err := p.dupMain(d); err != nil {
-		return err
-	}
 	p.warnf(d.pos, "%q directive is ignored", d.name)
 	return nil
 }
 
 func (p *parser) ignoredEventsFlag(d *directive, _ ctx) error {
-	if err := p.dupMain(d); err != nil {
-		return err
-	}
 	var b bool
 	if err := flagArg(d, &b); err != nil {
 		return err
 	}
 	p.warnf(d.pos, "%q directive is ignored", d.name)
-	return nil
-}
-
-func (p *parser) mainErrorLog(d *directive, _ ctx) error {
-	l, err := parseErrorLog(p, d)
-	if err != nil {
-		return err
-	}
-	p.cfg.Main.ErrorLog = append(p.cfg.Main.ErrorLog, l)
-	return nil
-}
-
-func mergeErrorLog(p *parser, m *mergeable, d *directive) error {
-	l, err := parseErrorLog(p, d)
-	if err != nil {
-		return err
-	}
-	m.ErrorLogs = append(m.ErrorLogs, l)
-	return nil
-}
-
-// parseErrorLog is `error_log file [level]` (ngx_log_set_levels): one
-// level, plus any debug_* masks, which tlsrelay treats as debug.
-func parseErrorLog(p *parser, d *directive) (ErrorLog, error) {
-	l := ErrorLog{Path: p.prefixPath(d.args[0]), Level: "error", Pos: d.pos}
-	levelSet := false
-	for _, a := range d.args[1:] {
-		switch a {
-		case "debug", "info", "notice", "warn", "error", "crit", "alert", "emerg":
-			if levelSet {
-				return ErrorLog{}, Errorf(d.pos, "duplicate log level %q", a)
-			}
-			l.Level, levelSet = a, true
-		default:
-			if !strings.HasPrefix(a, "debug_") || !isDebugMask(a) {
-				return ErrorLog{}, Errorf(d.pos, "invalid log level %q", a)
-			}
-			if !levelSet {
-				l.Level = "debug"
-			}
-		}
-	}
-	return l, nil
-}
-
-func isDebugMask(s string) bool {
-	switch s {
-	case "debug_core", "debug_alloc", "debug_mutex", "debug_event", "debug_http", "debug_mail", "debug_stream":
-		return true
-	}
-	return false
-}
-
-func (p *parser) ignoredNumber(d *directive, _ ctx) error {
-	if p.streamSeen[d.name] {
-		return Errorf(d.pos, "%q directive is duplicate", d.name)
-	}
-	p.streamSeen[d.name] = true
-	var n int64
-	if err := sizeArg(d, &n); err != nil {
-		return err
-	}
 	return nil
 }

@@ -58,18 +58,10 @@ func Parse(name string, src []byte, opts LoadOptions) (*Config, []Warning, error
 		prefix = abs
 	}
 	p := &parser{
-		cfg: &Config{
-			File:       name,
-			Prefix:     prefix,
-			ConfPrefix: confPrefix,
-			Main: Main{
-				WorkerProcesses:   1,
-				Daemon:            true,
-				WorkerConnections: 512,
-				Pos:               map[string]Pos{},
-			},
-		},
+		ix:  newDirectiveIndex(),
+		cfg: &Config{File: name, Prefix: prefix, ConfPrefix: confPrefix},
 	}
+	p.cfg.Main = p.ix.defaultMain()
 	tree, err := parseTree(name, src, false)
 	if err != nil {
 		return nil, nil, err
@@ -118,23 +110,30 @@ type level struct {
 	realIP []AccessRule
 }
 
-func newLevel() *level {
-	return &level{m: defaultMergeable(), set: map[string][]*directive{}}
+func (p *parser) newLevel() *level {
+	return &level{m: p.ix.defaultLevel(), set: map[string][]*directive{}}
 }
 
 // serverState is a server block being parsed.
 type serverState struct {
 	srv *Server
 	lvl *level
+	// seen are the directives written in the block, for duplicates.
+	seen map[string]bool
 }
 
 // parser walks directive trees and builds the Config.
 type parser struct {
+	ix       *directiveIndex
 	cfg      *Config
 	warnings []Warning
 	depth    int  // include depth
 	replay   bool // re-applying directives when inheriting: no warnings
 
+	// seenMain, streamSeen and upSeen are the directives written in the
+	// main context and events block, the stream block and the upstream
+	// block being parsed, for duplicates (upSeen also has "method" once
+	// a balancing method is set).
 	seenMain    map[string]bool
 	streamLvl   *level
 	streamSeen  map[string]bool
@@ -164,8 +163,9 @@ func (p *parser) walk(list []*directive, c ctx) error {
 	return nil
 }
 
-// dispatch runs one directive in context c with NGINX's checks in NGINX's
-// order: known name, context, block or not, number of arguments.
+// dispatch runs one directive in context c through its row of the
+// directive table, with NGINX's checks in NGINX's order: known name,
+// context, block or not, number of arguments, duplicate.
 func (p *parser) dispatch(d *directive, c ctx) error {
 	// Every argument ends up in a Go string a system call may take (a
 	// path, an address) or in a log line: a NUL byte would pass -t and
@@ -176,17 +176,14 @@ func (p *parser) dispatch(d *directive, c ctx) error {
 			return Errorf(d.pos, "NUL byte in the argument %q of the %q directive", a, d.name)
 		}
 	}
-	if d.name == "include" {
-		return p.include(d, c)
-	}
-	if to, ok := deprecatedAlias(d.name); ok {
+	if to, ok := p.ix.alias[d.name]; ok {
 		p.warnf(d.pos, "the %q directive is deprecated, use the %q directive instead", d.name, to)
 		alias := *d
 		alias.name = to
 		d = &alias
 	}
-	specs := specsFor(d.name)
-	if len(specs) == 0 {
+	rows := p.ix.byName[d.name]
+	if len(rows) == 0 {
 		switch {
 		case isSkipped(d.name):
 			if c != ctxMain {
@@ -199,46 +196,71 @@ func (p *parser) dispatch(d *directive, c ctx) error {
 		}
 		return Errorf(d.pos, "unknown directive %q", d.name)
 	}
-	for _, s := range specs {
-		if s.ctx&c == 0 {
+	for _, r := range rows {
+		if r.ctx&c == 0 {
 			continue
 		}
-		if !s.block && d.isBlock {
+		if !r.block && d.isBlock {
 			return Errorf(d.pos, "directive %q is not terminated by \";\"", d.name)
 		}
-		if s.block && !d.isBlock {
+		if r.block && !d.isBlock {
 			return Errorf(d.pos, "directive %q has no opening \"{\"", d.name)
 		}
-		if n := len(d.args); n < s.min || (s.max >= 0 && n > s.max) {
+		if n := len(d.args); n < r.min || (r.max != noMax && n > r.max) {
 			return Errorf(d.pos, "invalid number of arguments in %q directive", d.name)
 		}
-		if s.merge != nil {
-			return p.mergeable(d, c, s)
+		if !r.repeat {
+			seen := p.seenIn(c)
+			if seen[d.name] {
+				return Errorf(d.pos, "%q directive is duplicate", d.name)
+			}
+			seen[d.name] = true
 		}
-		return s.fn(p, d, c)
+		if r.pos == posMain {
+			p.cfg.Main.Pos[d.name] = d.pos
+		}
+		if r.merge != nil {
+			return p.mergeable(d, c, r)
+		}
+		return r.parse(p, d, c)
 	}
 	return Errorf(d.pos, "%q directive is not allowed here", d.name)
 }
 
+// seenIn returns the directives already written in the block of context c
+// being parsed (main and events count as one, as NGINX's core module
+// keeps them).
+func (p *parser) seenIn(c ctx) map[string]bool {
+	switch c {
+	case ctxStream:
+		return p.streamSeen
+	case ctxServer:
+		return p.server.seen
+	case ctxUpstream:
+		return p.upSeen
+	}
+	if p.seenMain == nil {
+		p.seenMain = map[string]bool{}
+	}
+	return p.seenMain
+}
+
 // mergeable records a directive that may appear at stream and server
-// level: checks duplicates at its level and validates it by applying it to
-// the level's values.
-func (p *parser) mergeable(d *directive, c ctx, s spec) error {
+// level (its row has merge): validates it by applying it to the level's
+// values, and keeps it for inheritance.
+func (p *parser) mergeable(d *directive, c ctx, r *directiveSpec) error {
 	lvl := p.streamLvl
 	if c == ctxServer {
 		lvl = p.server.lvl
 	}
 	prev := lvl.set[d.name]
-	if len(prev) > 0 && !s.multi {
-		return Errorf(d.pos, "%q directive is duplicate", d.name)
+	if len(prev) == 0 && r.reset != nil {
+		r.reset(&lvl.m)
 	}
-	if len(prev) == 0 && s.reset != nil {
-		s.reset(&lvl.m)
-	}
-	if err := s.merge(p, &lvl.m, d); err != nil {
+	if err := r.merge(p, &lvl.m, d); err != nil {
 		return err
 	}
-	lvl.m.setPos(d.name, d.pos)
+	lvl.m.setPos(r.pos, d.name, d.pos)
 	lvl.set[d.name] = append(prev, d)
 	return nil
 }
@@ -247,12 +269,6 @@ func (p *parser) mergeable(d *directive, c ctx, s spec) error {
 // the current context. Relative names are taken from the directory of the
 // main file; a glob matching nothing is fine, a missing plain file is not.
 func (p *parser) include(d *directive, c ctx) error {
-	if len(d.args) != 1 || d.isBlock {
-		if d.isBlock {
-			return Errorf(d.pos, "directive \"include\" is not terminated by \";\"")
-		}
-		return Errorf(d.pos, "invalid number of arguments in \"include\" directive")
-	}
 	if p.depth >= maxIncludeDepth {
 		return Errorf(d.pos, "too many nested includes (%d): include loop?", maxIncludeDepth)
 	}

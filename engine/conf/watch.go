@@ -80,3 +80,12 @@ func (p *parser) checkWatch() error {
 	}
 	return nil
 }
+
+// formatWatch prints proxy_ssl_watch for -T.
+func formatWatch(w *confWriter, at *formatAt) {
+	if t := at.lvl.Proxy.SSL.Watch; t > 0 {
+		w.line("proxy_ssl_watch", formatDuration(t))
+	} else {
+		w.line("proxy_ssl_watch", "off")
+	}
+}
