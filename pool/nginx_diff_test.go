@@ -241,28 +241,13 @@ func isReset(err error) bool {
 // with hold, it closes only when the other side has.
 func startIndexBackend(t *testing.T, i int, hold bool) string {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { ln.Close() })
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			fmt.Fprintf(c, "%d\n", i)
-			if hold {
-				go func() {
-					io.Copy(io.Discard, c)
-					c.Close()
-				}()
-				continue
-			}
-			c.Close()
+	ln := testutil.Listen(t, "tcp", "127.0.0.1:0")
+	testutil.Serve(t, ln, func(c net.Conn) {
+		fmt.Fprintf(c, "%d\n", i)
+		if hold {
+			testutil.Discard(c)
 		}
-	}()
+	})
 	return ln.Addr().String()
 }
 
@@ -324,19 +309,9 @@ func TestNginxDifferentialRecovery(t *testing.T) {
 
 	ln, err := net.Listen("tcp", x)
 	if err != nil {
-		t.Skipf("cannot take %s back for the revived server: %v", x, err)
+		t.Fatalf("cannot take %s back for the revived server: %v", x, err)
 	}
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			fmt.Fprintf(c, "1\n")
-			c.Close()
-		}
-	}()
-	t.Cleanup(func() { ln.Close() })
+	testutil.Serve(t, ln, func(c net.Conn) { fmt.Fprintf(c, "1\n") })
 	time.Sleep(2500 * time.Millisecond) // the fail_timeout under test
 	run("revived", 16, []string{a, x, b})
 }

@@ -11,6 +11,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/tlsrelay/tlsrelay/internal/testutil"
 )
 
 // syncBuffer is a bytes.Buffer the demo writes to while the test reads.
@@ -45,7 +47,7 @@ func TestDemoProxies(t *testing.T) {
 	done := make(chan error, 1)
 	go func() { done <- demo(&out, port, 4*time.Second, "") }()
 	// The demo's own connections first: the line that reports them.
-	waitFor(t, 20*time.Second, "the demo's report of its connections", func() bool {
+	testutil.WaitFor(t, "the demo's report of its connections", 20*time.Second, func() bool {
 		return strings.Contains(out.String(), "connections, one after another")
 	})
 	c, err := net.Dial("tcp", ln.Addr().String())

@@ -53,7 +53,7 @@ func TestDoorLeftBySIGKILL(t *testing.T) {
 	// The listener accepts before the event loops (and their door) have
 	// started: wait for the door.
 	var left []string
-	waitFor(t, 30*time.Second, "the first process's door", func() bool {
+	testutil.WaitFor(t, "the first process's door", 30*time.Second, func() bool {
 		left = doors(first.pid)
 		if len(left) != 1 {
 			return false
@@ -72,7 +72,7 @@ func TestDoorLeftBySIGKILL(t *testing.T) {
 	// The listener accepts before the event loops (and their door) have
 	// started: wait for the door and the notice, which come with them.
 	want := "[notice] " + strconv.Itoa(second.pid) + "#0: removed " + left[0] + ", the event loops' door left by a tlsrelay process that is no longer running"
-	waitFor(t, 30*time.Second, "the second process's door and its notice", func() bool {
+	testutil.WaitFor(t, "the second process's door and its notice", 30*time.Second, func() bool {
 		return len(doors(second.pid)) == 1 && strings.Contains(second.log(), want)
 	})
 	if _, err := os.Lstat(left[0]); !os.IsNotExist(err) {

@@ -81,7 +81,7 @@ func TestListenKeys(t *testing.T) {
 func startServing(t *testing.T, bin, dir, path, pidFile string) *proc {
 	t.Helper()
 	p := startProc(t, bin, nil, "-p", dir, "-c", path)
-	waitFor(t, 20*time.Second, "the pid file", func() bool {
+	testutil.WaitFor(t, "the pid file", 20*time.Second, func() bool {
 		select {
 		case <-p.done:
 			t.Fatalf("tlsrelay exited: %v\n%s", p.err, p.stderr())
@@ -138,7 +138,7 @@ func TestReloadListeners(t *testing.T) {
 
 	write(a, c)
 	signalCmd(t, bin, dir, path, "reload")
-	waitFor(t, 20*time.Second, "the reload to finish", func() bool {
+	testutil.WaitFor(t, "the reload to finish", 20*time.Second, func() bool {
 		return fileHas(errLog, "[notice] "+pid+"#0: reconfigured") || fileHas(errLog, "reload failed")
 	})
 	if !fileHas(errLog, "[notice] "+pid+"#0: reconfigured") {
@@ -191,7 +191,7 @@ func TestReopen(t *testing.T) {
 	if err := dialEcho(addr, "before\n"); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, 10*time.Second, "the first access-log line", func() bool { return lines(accLog) == 1 })
+	testutil.WaitFor(t, "the first access-log line", 10*time.Second, func() bool { return lines(accLog) == 1 })
 
 	for _, f := range []string{errLog, accLog} {
 		if err := os.Rename(f, f+".1"); err != nil {
@@ -199,14 +199,14 @@ func TestReopen(t *testing.T) {
 		}
 	}
 	signalCmd(t, bin, dir, path, "reopen")
-	waitFor(t, 10*time.Second, "the reopened error log", func() bool { return fileHas(errLog, "[notice] "+pid+"#0: reopened the logs") })
+	testutil.WaitFor(t, "the reopened error log", 10*time.Second, func() bool { return fileHas(errLog, "[notice] "+pid+"#0: reopened the logs") })
 	if !fileHas(errLog+".1", "signal 10 (SIGUSR1) received, reopening logs") {
 		t.Error("the old error log does not record the signal")
 	}
 	if err := dialEcho(addr, "after\n"); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, 10*time.Second, "the access-log line in the new file", func() bool { return lines(accLog) == 1 })
+	testutil.WaitFor(t, "the access-log line in the new file", 10*time.Second, func() bool { return lines(accLog) == 1 })
 	if n := lines(accLog + ".1"); n != 1 {
 		t.Errorf("the renamed access log has %d lines, want 1 (the session before the reopen)", n)
 	}

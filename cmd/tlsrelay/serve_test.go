@@ -149,18 +149,6 @@ func writeFile(t *testing.T, path, text string) {
 	}
 }
 
-// waitFor polls cond every 10 ms until it holds or d passes.
-func waitFor(t *testing.T, d time.Duration, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(d)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %v waiting for %s", d, what)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
-}
-
 // fileHas reports whether the file at path contains s.
 func fileHas(path, s string) bool {
 	b, err := os.ReadFile(path)
@@ -377,7 +365,7 @@ func TestBinaryUpgrade(t *testing.T) {
 		}
 		loopDone <- errs
 	}()
-	waitFor(t, 10*time.Second, "the first looped connection", func() bool { return okN.Load() > 0 })
+	testutil.WaitFor(t, "the first looped connection", 10*time.Second, func() bool { return okN.Load() > 0 })
 
 	if err := old.cmd.Process.Signal(syscall.SIGUSR2); err != nil {
 		t.Fatal(err)
@@ -394,12 +382,12 @@ func TestBinaryUpgrade(t *testing.T) {
 			t.Errorf("the old process sent STOPPING=1 during the upgrade: systemd would stop the service")
 		}
 	}
-	waitFor(t, 10*time.Second, "the pid file to name the new process", func() bool { return readPID(pidFile) == newPID })
+	testutil.WaitFor(t, "the pid file to name the new process", 10*time.Second, func() bool { return readPID(pidFile) == newPID })
 
 	// Connections go on through the new process: let the loop make 50
 	// more after the handover, then stop it.
 	atHandover := okN.Load()
-	waitFor(t, 30*time.Second, "50 connections after the upgrade", func() bool { return okN.Load() >= atHandover+50 })
+	testutil.WaitFor(t, "50 connections after the upgrade", 30*time.Second, func() bool { return okN.Load() >= atHandover+50 })
 	close(stop)
 	errs := <-loopDone
 	if len(errs) != 0 {

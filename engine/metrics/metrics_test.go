@@ -36,27 +36,7 @@ import (
 func tlsServer(t *testing.T, set *pki.Set) string {
 	t.Helper()
 	cfg := &tls.Config{Certificates: []tls.Certificate{set.Server.TLSCertificate()}, MaxVersion: tls.VersionTLS12}
-	ln, err := tls.Listen("tcp", "127.0.0.1:0", cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { ln.Close() })
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			go func() {
-				defer c.Close()
-				c.SetDeadline(time.Now().Add(10 * time.Second))
-				if c.(*tls.Conn).Handshake() == nil {
-					io.Copy(io.Discard, c)
-				}
-			}()
-		}
-	}()
-	return ln.Addr().String()
+	return testutil.TLSServer(t, cfg, func(c *tls.Conn) { testutil.Discard(c) })
 }
 
 // rig is a real group of upstreams, a real dialer, a TLS policy with a real

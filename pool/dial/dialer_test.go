@@ -5,7 +5,6 @@ import (
 	"crypto/tls"
 	"errors"
 	"fmt"
-	"io"
 	"net"
 	"sync"
 	"syscall"
@@ -14,25 +13,15 @@ import (
 
 	"github.com/tlsrelay/tlsrelay/internal/backend"
 	"github.com/tlsrelay/tlsrelay/internal/faultnet"
+	"github.com/tlsrelay/tlsrelay/internal/testutil"
 	"github.com/tlsrelay/tlsrelay/pool"
 )
 
+// listenTCP is a loopback listener that takes every connection and drains it.
 func listenTCP(t *testing.T) net.Listener {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { ln.Close() })
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			go func() { io.Copy(io.Discard, c); c.Close() }()
-		}
-	}()
+	ln := testutil.Listen(t, "tcp", "127.0.0.1:0")
+	testutil.Serve(t, ln, testutil.Discard)
 	return ln
 }
 

@@ -3,7 +3,6 @@ package dial
 import (
 	"crypto/tls"
 	"errors"
-	"io"
 	"net"
 	"strings"
 	"sync"
@@ -11,6 +10,7 @@ import (
 	"time"
 
 	"github.com/tlsrelay/tlsrelay/internal/pki"
+	"github.com/tlsrelay/tlsrelay/internal/testutil"
 	"github.com/tlsrelay/tlsrelay/pool"
 	"github.com/tlsrelay/tlsrelay/tlsbridge"
 )
@@ -40,28 +40,7 @@ func TestFailureClasses(t *testing.T) {
 func tlsServer(t *testing.T, set *pki.Set) string {
 	t.Helper()
 	cfg := &tls.Config{Certificates: []tls.Certificate{set.Server.TLSCertificate()}, MaxVersion: tls.VersionTLS12}
-	ln, err := tls.Listen("tcp", "127.0.0.1:0", cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { ln.Close() })
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			go func() {
-				defer c.Close()
-				c.SetDeadline(time.Now().Add(10 * time.Second))
-				if err := c.(*tls.Conn).Handshake(); err != nil {
-					return
-				}
-				io.Copy(io.Discard, c)
-			}()
-		}
-	}()
-	return ln.Addr().String()
+	return testutil.TLSServer(t, cfg, func(c *tls.Conn) { testutil.Discard(c) })
 }
 
 // TestDialerRecordsPeerMetrics: the dialer counts connects, full and
