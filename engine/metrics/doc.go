@@ -1,7 +1,8 @@
 // Package metrics is tlsrelay's one metrics surface: the engine, the
 // dialer, the upstream peers and the TLS session stores count their facts
 // where they learn them, with atomics only, and a [Collector] reads them at
-// scrape time for Prometheus ([Handler], [Server] for `metrics_listen`),
+// scrape time for Prometheus ([Handler]; the engine's metricsrv.go serves
+// it on `metrics_listen`),
 // while `demo` and tests read the same counters directly.
 //
 // # Who counts what
