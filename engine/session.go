@@ -58,6 +58,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/tlsrelay/tlsrelay/engine/metrics"
+	"github.com/tlsrelay/tlsrelay/engine/wheel"
 	"github.com/tlsrelay/tlsrelay/pool"
 	"github.com/tlsrelay/tlsrelay/tlsbridge"
 )
@@ -137,12 +138,12 @@ type session struct {
 	latch closeLatch
 
 	start      time.Time
-	lastActive int64 // loop tick of the last traffic
-	idle       timer // proxy_timeout
-	rate       timer // proxy_upload_rate, proxy_download_rate
-	linger     timer // lingerTimeout, once the client ended
-	lastUp     int64 // loop tick of the last upstream traffic
-	dropped    int64 // upstream bytes read for a client that is gone
+	lastActive int64       // loop tick of the last traffic
+	idle       wheel.Timer // proxy_timeout
+	rate       wheel.Timer // proxy_upload_rate, proxy_download_rate
+	linger     wheel.Timer // lingerTimeout, once the client ended
+	lastUp     int64       // loop tick of the last upstream traffic
+	dropped    int64       // upstream bytes read for a client that is gone
 	// pp is what the client's PROXY header said; nil: none.
 	pp *proxyInfo
 	// limits are the limit_conn counts the session holds.
@@ -268,9 +269,9 @@ func (e *Engine) openSessionAt(c gnet.Conn, lp *loop, srv *server, remote, local
 	s.upToCli = direction{src: &s.up, dst: &s.cli, from: &s.up, to: &s.cli,
 		rate: srv.downloadRate, moved: &s.fromUp, sent: &s.toClient, upstream: true}
 	s.remote, s.local = remote, local
-	s.idle.fire = s.onIdle
-	s.rate.fire = s.onRate
-	s.linger.fire = s.onLinger
+	s.idle.Fire = s.onIdle
+	s.rate.Fire = s.onRate
+	s.linger.Fire = s.onLinger
 	s.lastActive = lp.nowTick()
 	c.SetContext(s)
 
@@ -770,9 +771,9 @@ func (s *session) finish(reason string) {
 	}
 	s.cancelled.Store(true)
 	s.cancelDial()
-	s.lp.wheel.disarm(&s.idle)
-	s.lp.wheel.disarm(&s.rate)
-	s.lp.wheel.disarm(&s.linger)
+	s.lp.wheel.Disarm(&s.idle)
+	s.lp.wheel.Disarm(&s.rate)
+	s.lp.wheel.Disarm(&s.linger)
 	for _, sd := range [...]*side{&s.cli, &s.up} {
 		if s.aborted {
 			sd.reset()
