@@ -176,7 +176,7 @@ func (s *session) render(b []byte, f *logFormat, now time.Time) []byte {
 		}
 		start := len(b)
 		if sg.id == varPPTLV {
-			b = append(b, s.pp.tlvValue(sg.lit)...)
+			b = append(b, s.pp.TLV(sg.lit)...)
 		} else {
 			b = s.appendVar(b, sg.id, now)
 		}
@@ -191,18 +191,18 @@ func (s *session) render(b []byte, f *logFormat, now time.Time) []byte {
 func (s *session) appendVar(b []byte, id varID, now time.Time) []byte {
 	switch id {
 	case varPPAddr, varPPPort, varPPServerAddr, varPPServerPort:
-		if s.pp == nil || s.pp.src == nil {
+		if s.pp == nil || s.pp.Src == nil {
 			return b
 		}
 		switch id {
 		case varPPAddr:
-			return append(b, hostOf(s.pp.src)...)
+			return append(b, hostOf(s.pp.Src)...)
 		case varPPPort:
-			return append(b, portOf(s.pp.src)...)
+			return append(b, portOf(s.pp.Src)...)
 		case varPPServerAddr:
-			return append(b, hostOf(s.pp.dst)...)
+			return append(b, hostOf(s.pp.Dst)...)
 		}
-		return append(b, portOf(s.pp.dst)...)
+		return append(b, portOf(s.pp.Dst)...)
 	case varRemoteAddr:
 		return append(b, hostOf(s.remote)...)
 	case varRemotePort:

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/tlsrelay/tlsrelay/engine/conf"
+	"github.com/tlsrelay/tlsrelay/engine/proxyproto"
 	"github.com/tlsrelay/tlsrelay/pool"
 	"github.com/tlsrelay/tlsrelay/tlsbridge"
 )
@@ -103,9 +104,9 @@ func (s *server) probe(ctx context.Context, peer *pool.Peer, port int, m *conf.M
 		// The probe is its own client: the header names the probe's
 		// socket as both ends (UNKNOWN over a unix domain socket).
 		la, _ := c.LocalAddr().(*net.TCPAddr)
-		h := proxyV1Header(la, la)
-		if proxyMode(s.proxyProtocol) == proxyV2 {
-			h = proxyV2Header(la, la)
+		h := proxyproto.V1Header(la, la)
+		if proxyproto.Mode(s.proxyProtocol) == proxyproto.V2 {
+			h = proxyproto.V2Header(la, la)
 		}
 		if _, err := c.Write(h); err != nil {
 			return fmt.Errorf("sending the PROXY protocol header: %w", err)

@@ -17,6 +17,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/tlsrelay/tlsrelay/engine/conf"
+	"github.com/tlsrelay/tlsrelay/engine/proxyproto"
 	"github.com/tlsrelay/tlsrelay/internal/syserr"
 )
 
@@ -99,7 +100,7 @@ type listenSock struct {
 type accepted struct {
 	b  *binding
 	lp *loop
-	pp *proxyInfo
+	pp *proxyproto.Info
 	// local is the listener's address for a unix domain client, whose
 	// gnet conn names its local end after the peer ("@.12").
 	local net.Addr
@@ -510,7 +511,7 @@ func (e *Engine) hand(c net.Conn, ls *listenSock, b *binding) {
 // none), to its loop (loopFor). It returns gnet's result channel, nil
 // when the engine is stopping (the client is closed then). Runs on an
 // accept or header goroutine.
-func (e *Engine) enroll(c net.Conn, ls *listenSock, b *binding, pp *proxyInfo) <-chan gnet.RegisteredResult {
+func (e *Engine) enroll(c net.Conn, ls *listenSock, b *binding, pp *proxyproto.Info) <-chan gnet.RegisteredResult {
 	lp := e.loopFor(ls)
 	a := &accepted{b: b, lp: lp, pp: pp}
 	if _, ok := c.(*net.UnixConn); ok {

@@ -58,6 +58,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/tlsrelay/tlsrelay/engine/metrics"
+	"github.com/tlsrelay/tlsrelay/engine/proxyproto"
 	"github.com/tlsrelay/tlsrelay/engine/wheel"
 	"github.com/tlsrelay/tlsrelay/pool"
 	"github.com/tlsrelay/tlsrelay/tlsbridge"
@@ -145,7 +146,7 @@ type session struct {
 	lastUp     int64       // loop tick of the last upstream traffic
 	dropped    int64       // upstream bytes read for a client that is gone
 	// pp is what the client's PROXY header said; nil: none.
-	pp *proxyInfo
+	pp *proxyproto.Info
 	// limits are the limit_conn counts the session holds.
 	limits []limitHold
 	// peerFailed: the upstream refused the session after its handshake
@@ -259,7 +260,7 @@ func (e *Engine) openSession(c gnet.Conn, lp *loop, srv *server) *session {
 // TCP peer, or the original client of a trusted PROXY header) and whose
 // PROXY header said pp (nil: none), accepted on local (the listener's
 // address). Runs on c's loop.
-func (e *Engine) openSessionAt(c gnet.Conn, lp *loop, srv *server, remote, local net.Addr, pp *proxyInfo) *session {
+func (e *Engine) openSessionAt(c gnet.Conn, lp *loop, srv *server, remote, local net.Addr, pp *proxyproto.Info) *session {
 	s := &session{e: e, lp: lp, srv: srv, id: e.connID.Add(1), start: time.Now(), status: 200, pp: pp}
 	s.cli.c, s.cli.state, s.cli.fd = c, sideAttached, -1
 	s.up.fd = -1
@@ -294,7 +295,7 @@ func (e *Engine) openSessionAt(c gnet.Conn, lp *loop, srv *server, remote, local
 		d.job.FullTLS = s.fullTLSConfig
 		d.job.Observe = s.observeHandshake
 	}
-	if proxyMode(srv.proxyProtocol) != proxyOff {
+	if proxyproto.Mode(srv.proxyProtocol) != proxyproto.Off {
 		d.job.ProxyHeader = s.proxyHeader
 	}
 	e.m.SessionAccepted()
