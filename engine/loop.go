@@ -10,6 +10,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/tlsrelay/tlsrelay/engine/conf"
+	"github.com/tlsrelay/tlsrelay/engine/memory"
 	"github.com/tlsrelay/tlsrelay/engine/wheel"
 )
 
@@ -267,7 +268,7 @@ func (e *Engine) tickLoops() {
 	defer t.Stop()
 	lastWheel, lastFlush := time.Now(), time.Now()
 	var flushAt time.Time // when an access-log buffer is next due (zero: none)
-	mem := newMemKeeper(lastWheel)
+	mem := memory.NewKeeper(lastWheel, nil)
 	quiet := 0 // consecutive wakes that found every loop idle
 	for {
 		select {
@@ -285,7 +286,7 @@ func (e *Engine) tickLoops() {
 			lastFlush = now
 			flushAt = e.flushLogs(now)
 		}
-		mem.sessions(now, e.m.Accepted(), e.m.Active())
+		mem.Sessions(now, e.m.Accepted(), e.m.Active())
 		next := idleTick
 		idle := true
 		for _, lp := range e.loops {
@@ -308,9 +309,9 @@ func (e *Engine) tickLoops() {
 		for _, lp := range e.loops {
 			scanned = scanned && !lp.pollQueued.Load()
 		}
-		pending := mem.pending()
+		pending := mem.Pending()
 		if idle && pending {
-			next = min(next, memCheckEvery)
+			next = min(next, memory.CheckEvery)
 		}
 		wake := now.Add(next)
 		if scanned && !pending {
