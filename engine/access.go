@@ -8,6 +8,7 @@ import (
 	"github.com/panjf2000/gnet/v2"
 
 	"github.com/tlsrelay/tlsrelay/engine/conf"
+	"github.com/tlsrelay/tlsrelay/engine/errlog"
 	"github.com/tlsrelay/tlsrelay/engine/proxyproto"
 )
 
@@ -158,7 +159,7 @@ func (s *session) releaseLimits() {
 
 // limitLevel maps limit_conn_log_level to the error log's level.
 func limitLevel(name string) Level {
-	if lv, ok := ParseLevel(name); ok {
+	if lv, ok := errlog.ParseLevel(name); ok {
 		return lv
 	}
 	return LevelError

@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/tlsrelay/tlsrelay/engine/conf"
+	"github.com/tlsrelay/tlsrelay/engine/logfile"
 	"github.com/tlsrelay/tlsrelay/pool"
 	"github.com/tlsrelay/tlsrelay/tlsbridge"
 )
@@ -143,7 +144,7 @@ func compileFormat(t *conf.Template, esc string) *logFormat {
 
 // accessLog is one access_log directive of a server.
 type accessLog struct {
-	w      *logWriter
+	w      *logfile.File
 	format *logFormat
 	cond   *logFormat // if=; nil: always
 }
@@ -160,8 +161,8 @@ func (s *session) logAccess(now time.Time) {
 		}
 		line := s.render(s.lp.logScratch[:0], al.format, now)
 		line = append(line, '\n')
-		if err := al.w.write(line, now); err != nil && s.e.log.Enabled(LevelAlert) {
-			s.e.log.Logf(LevelAlert, 0, "writing access log %q: %v", al.w.path, err)
+		if err := al.w.Write(line, now); err != nil && s.e.log.Enabled(LevelAlert) {
+			s.e.log.Logf(LevelAlert, 0, "writing access log %q: %v", al.w.Path(), err)
 		}
 		s.lp.logScratch = line[:0]
 	}

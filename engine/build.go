@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/tlsrelay/tlsrelay/engine/conf"
+	"github.com/tlsrelay/tlsrelay/engine/logfile"
 	"github.com/tlsrelay/tlsrelay/pool"
 	"github.com/tlsrelay/tlsrelay/tlsbridge"
 )
@@ -64,7 +65,7 @@ type plan struct {
 // planEnv is what building a plan draws on besides the configuration.
 type planEnv struct {
 	// files opens access logs; nil: they are not opened (Check).
-	files *logFiles
+	files *logfile.Files
 	// prev is the plan being replaced by a reload: its session store is
 	// carried over, so tickets of unchanged peers and policies resume.
 	prev *plan
@@ -196,7 +197,7 @@ type server struct {
 func build(cfg *conf.Config, openLogs bool, resolve func(ctx context.Context, host string) ([]netip.Addr, error)) (*plan, error) {
 	env := planEnv{resolve: resolve}
 	if openLogs {
-		env.files = newLogFiles()
+		env.files = logfile.NewFiles()
 	}
 	return buildPlan(cfg, env)
 }

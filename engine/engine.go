@@ -16,6 +16,8 @@ import (
 	"github.com/panjf2000/gnet/v2"
 
 	"github.com/tlsrelay/tlsrelay/engine/conf"
+	"github.com/tlsrelay/tlsrelay/engine/errlog"
+	"github.com/tlsrelay/tlsrelay/engine/logfile"
 	"github.com/tlsrelay/tlsrelay/engine/metrics"
 	"github.com/tlsrelay/tlsrelay/pool"
 	"github.com/tlsrelay/tlsrelay/tlsbridge"
@@ -54,7 +56,7 @@ type Engine struct {
 
 	// files are the open access-log files, shared by the plans; keyLogs
 	// the proxy_ssl_key_log files.
-	files   *logFiles
+	files   *logfile.Files
 	keyLogs *tlsbridge.KeyLogFiles
 	// reloadMu serializes reloads.
 	reloadMu sync.Mutex
@@ -104,7 +106,7 @@ func Check(cfg *conf.Config) (warnings []string, err error) {
 
 // New builds an engine from cfg. Nothing is bound until Serve.
 func New(cfg *conf.Config, opts Options) (*Engine, error) {
-	files, keyLogs := newLogFiles(), tlsbridge.NewKeyLogFiles()
+	files, keyLogs := logfile.NewFiles(), tlsbridge.NewKeyLogFiles()
 	p, err := buildPlan(cfg, planEnv{files: files, keyLogs: keyLogs})
 	if err != nil {
 		return nil, err
@@ -138,9 +140,9 @@ func New(cfg *conf.Config, opts Options) (*Engine, error) {
 func openErrorLog(cfg *conf.Config) (*ErrorLog, error) {
 	path, lv, pos := errorLogOf(cfg)
 	if path == "stderr" {
-		return NewErrorLog(stderr(), lv), nil
+		return errlog.New(os.Stderr, lv), nil
 	}
-	l, err := OpenErrorLog(path, lv)
+	l, err := errlog.Open(path, lv)
 	if err != nil {
 		return nil, conf.Errorf(pos, "%v", err)
 	}
@@ -158,7 +160,7 @@ func errorLogOf(cfg *conf.Config) (path string, lv Level, pos conf.Pos) {
 	if len(logs) == 0 {
 		return "stderr", LevelError, conf.Pos{}
 	}
-	lv, ok := ParseLevel(logs[0].Level)
+	lv, ok := errlog.ParseLevel(logs[0].Level)
 	if !ok {
 		lv = LevelError
 	}
@@ -202,7 +204,7 @@ func (e *Engine) numLoops() int { return e.cfg().Main.Loops() }
 func (e *Engine) Serve(ctx context.Context) error {
 	p := e.plan.Load()
 	defer e.log.Close()
-	defer e.files.closeAll()
+	defer e.files.CloseAll()
 	// The plan in force at the end stops its watchers and health checks.
 	defer func() { e.plan.Load().free() }()
 	defer e.keyLogs.Close()
@@ -486,5 +488,14 @@ func (e *Engine) closeMetrics() {
 // flushLogs flushes access-log buffers past their flush= time and returns
 // when one will next be due (zero: none). Runs on the ticker goroutine.
 func (e *Engine) flushLogs(now time.Time) time.Time {
-	return e.files.flushDue(now)
+	return e.files.FlushDue(now)
 }
+
+// gnetLogger routes gnet's own messages into the error log.
+type gnetLogger struct{ l *ErrorLog }
+
+func (g gnetLogger) Debugf(format string, args ...any) { g.l.Logf(LevelDebug, 0, format, args...) }
+func (g gnetLogger) Infof(format string, args ...any)  { g.l.Logf(LevelInfo, 0, format, args...) }
+func (g gnetLogger) Warnf(format string, args ...any)  { g.l.Logf(LevelWarn, 0, format, args...) }
+func (g gnetLogger) Errorf(format string, args ...any) { g.l.Logf(LevelError, 0, format, args...) }
+func (g gnetLogger) Fatalf(format string, args ...any) { g.l.Logf(LevelEmerg, 0, format, args...) }
