@@ -17,6 +17,7 @@ import (
 
 	"github.com/tlsrelay/tlsrelay/engine/conf"
 	"github.com/tlsrelay/tlsrelay/engine/errlog"
+	"github.com/tlsrelay/tlsrelay/engine/listen"
 	"github.com/tlsrelay/tlsrelay/engine/logfile"
 	"github.com/tlsrelay/tlsrelay/engine/metrics"
 	"github.com/tlsrelay/tlsrelay/pool"
@@ -67,12 +68,10 @@ type Engine struct {
 	metricsEP   *metricsEndpoint
 	metricsAddr atomic.Value
 
-	// acceptPause is the time (UnixNano) before which the listeners do
-	// not accept: descriptors ran out.
-	acceptPause atomic.Int64
-	// fdBase and fdLimit are the descriptors open at boot and the soft
-	// RLIMIT_NOFILE (0: not known, no check); see fdsTight.
-	fdBase, fdLimit int64
+	// gate is what the listeners' accept loops share: the pause after
+	// descriptors ran out, the check near the descriptor limit. Its
+	// zero value pauses but checks and counts nothing (tests' engines).
+	gate listen.Gate
 
 	// socks are the listening sockets by key; guarded by sockMu.
 	sockMu sync.Mutex
@@ -121,6 +120,10 @@ func New(cfg *conf.Config, opts Options) (*Engine, error) {
 		booted:  make(chan struct{}), stopped: make(chan struct{}), kick: make(chan struct{}, 1),
 		loopsKnown: make(chan struct{}),
 	}
+	// Each open session holds two descriptors: its client and its
+	// upstream.
+	e.gate.Held = func() int64 { return 2 * e.m.Active() }
+	e.gate.Failed = e.m.AcceptFailed
 	e.plan.Store(p)
 	e.affinity = cfg.Main.CPUAffinity
 	e.pid = strconv.Itoa(os.Getpid())
@@ -188,7 +191,7 @@ func (e *Engine) addrsLocked() []net.Addr {
 	for _, s := range e.plan.Load().servers {
 		for _, l := range s.listenOpts {
 			if ls := e.socks[listenKey(l, 0)]; ls != nil {
-				out = append(out, ls.addr)
+				out = append(out, ls.sock.Addr())
 			}
 		}
 	}
@@ -320,7 +323,7 @@ func (e *Engine) bootLoops() {
 // startAccepting gives the reuseport copies their loops, starts every
 // accept goroutine and reports the engine ready.
 func (e *Engine) startAccepting() {
-	e.measureFDs()
+	e.gate.Measure()
 	e.sockMu.Lock()
 	for key, ls := range e.socks {
 		e.assignLoop(key, ls)

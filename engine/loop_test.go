@@ -2,16 +2,93 @@ package engine
 
 import (
 	"bytes"
+	"context"
+	"errors"
 	"io"
 	"net"
+	"os"
 	"runtime"
+	"strings"
 	"testing"
 	"time"
 
+	"github.com/panjf2000/gnet/v2"
+	"golang.org/x/sys/unix"
+
+	"github.com/tlsrelay/tlsrelay/engine/conf"
 	"github.com/tlsrelay/tlsrelay/engine/memory"
 	"github.com/tlsrelay/tlsrelay/internal/backend"
 	"github.com/tlsrelay/tlsrelay/internal/pki"
 )
+
+// TestAdoptFailure: a descriptor the loop cannot register (a regular
+// file: epoll refuses it) is reported through the failure callback, on
+// the loop (gnet closes it), and the engine goes on serving.
+func TestAdoptFailure(t *testing.T) {
+	set, _, dir := newPKI(t, pki.ECDSAP256, 1)
+	ups := startUpstreams(t, set, 1, backend.Echo, nil)
+	tb := startEngine(t, dir, guideConf(ups, ""))
+	f, err := os.Open(os.DevNull)
+	if err != nil {
+		t.Fatal(err)
+	}
+	fd, err := unix.FcntlInt(f.Fd(), unix.F_DUPFD_CLOEXEC, 0)
+	f.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+	failed := make(chan error, 1)
+	remote := &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1), Port: 1}
+	el := tb.eng.loops[0].el
+	if err := el.Adopt(gnet.NewContext(context.Background(), struct{}{}), fd, remote, remote, func(err error) { failed <- err }); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case err := <-failed:
+		if !errors.Is(err, unix.EPERM) {
+			t.Errorf("failure %v, want EPERM from epoll_ctl", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("the failure was never reported")
+	}
+	if got, err := echoOnce(tb.eng.Addrs()[0].String(), []byte("after"), 10*time.Second); err != nil || string(got) != "after" {
+		t.Errorf("echo after the failure: %q, %v", got, err)
+	}
+}
+
+// TestLoopsPinned: with worker_cpu_affinity auto each loop runs locked to
+// a thread pinned to its CPU (lockLoops), so a task it runs reads that
+// affinity; lockLoops asks for the lock only when there is pinning.
+func TestLoopsPinned(t *testing.T) {
+	if lockLoops(conf.CPUAffinity{}) || !lockLoops(conf.CPUAffinity{Auto: true}) || !lockLoops(conf.CPUAffinity{Masks: []uint64{1}}) {
+		t.Fatal("lockLoops: locked without pinning, or not with it")
+	}
+	set, _, dir := newPKI(t, pki.ECDSAP256, 1)
+	ups := startUpstreams(t, set, 1, backend.Echo, nil)
+	tb := startEngine(t, dir, strings.Replace(guideConf(ups, ""), "worker_processes 2;", "worker_processes 2;\nworker_cpu_affinity auto;", 1))
+	for i, lp := range tb.eng.loops {
+		got := make(chan unix.CPUSet, 1)
+		err := lp.el.Execute(context.Background(), gnet.RunnableFunc(func(context.Context) error {
+			var cs unix.CPUSet
+			unix.SchedGetaffinity(0, &cs)
+			got <- cs
+			return nil
+		}))
+		if err != nil {
+			t.Fatal(err)
+		}
+		var want unix.CPUSet
+		want.Set(i % runtime.NumCPU())
+		select {
+		case cs := <-got:
+			if cs != want {
+				t.Errorf("loop %d runs on a thread with affinity %v, want %v", i, cs, want)
+			}
+		case <-time.After(10 * time.Second):
+			t.Fatalf("loop %d never ran the task", i)
+		}
+	}
+}
 
 // TestMemReleasedAfterSessionsEnd drives sessions through a real engine
 // on real sockets with a keeper fed by the engine's counters, as the
