@@ -208,7 +208,9 @@ func (e *Engine) Serve(ctx context.Context) error {
 	p := e.plan.Load()
 	defer e.log.Close()
 	defer e.files.CloseAll()
-	// The plan in force at the end stops its watchers and health checks.
+	// The plan in force at the end stops all it runs (a graceful quit
+	// and a hard stop both end here); a retired one did with its last
+	// session.
 	defer func() { e.plan.Load().free() }()
 	defer e.keyLogs.Close()
 	if len(p.servers) == 0 {
@@ -232,10 +234,9 @@ func (e *Engine) Serve(ctx context.Context) error {
 	defer e.closeMetrics()
 	e.m.Loaded(time.Now())
 
-	p.watch(e.log)
 	e.dialer = pool.NewDialer(pool.DialerConfig{})
 	defer e.dialer.Close()
-	p.startWarm(e)
+	p.start(e)
 
 	dir, err := e.makeDoorDir()
 	if err != nil {

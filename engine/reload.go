@@ -108,8 +108,7 @@ func (e *Engine) Reload(cfg *conf.Config) error {
 		e.metricsEP = nil
 		e.metricsAddr.Store("")
 	}
-	p.watch(e.log)
-	p.startWarm(e)
+	p.start(e)
 	old.retire()
 	// As NGINX's old workers: the sessions of the replaced
 	// configuration are closed once its worker_shutdown_timeout passes.
