@@ -114,7 +114,7 @@ func (s *Socket) Done() <-chan struct{} { return s.done }
 // socket, SO_REUSEPORT only with reuseport, the backlog= parameter
 // (default 511), and the socket options that accepted clients inherit.
 // Errors read like NGINX's: bind() to ADDR failed (98: Address already in
-// use).
+// use). Runs on the goroutine that starts or reloads.
 func Create(network, addr string, l conf.Listen) (net.Listener, error) {
 	lc := net.ListenConfig{
 		// NGINX sets no keepalive unless so_keepalive says so; Go would
@@ -394,8 +394,8 @@ func (g *Gate) tight() bool {
 	return g.limit > 0 && g.Held != nil && g.base+g.Held()+fdReserve > g.limit
 }
 
-// Pause stops every socket of the gate from accepting for acceptRetry,
-// after descriptors ran out (a socket already waiting in accept takes one
+// Pause stops every socket of the gate from accepting for 500 ms
+// (acceptRetry), after descriptors ran out (a socket already waiting in accept takes one
 // more client first). Safe from any goroutine.
 func (g *Gate) Pause() {
 	g.until.Store(time.Now().Add(acceptRetry).UnixNano())
