@@ -7,6 +7,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -28,17 +29,19 @@ type client struct {
 // outOfFDs as told.
 type recorder struct {
 	got      chan client
-	outOfFDs bool
+	outOfFDs atomic.Bool
 }
 
 func (r *recorder) FD(fd int, remote net.Addr) bool {
+	out := r.outOfFDs.Load()
 	r.got <- client{fd: fd, remote: remote, at: time.Now()}
-	return r.outOfFDs
+	return out
 }
 
 func (r *recorder) Conn(c net.Conn) bool {
+	out := r.outOfFDs.Load()
 	r.got <- client{fd: -1, c: c, remote: c.RemoteAddr(), at: time.Now()}
-	return r.outOfFDs
+	return out
 }
 
 // logBuffer is a log the test reads.
@@ -130,10 +133,10 @@ func TestServeTCP(t *testing.T) {
 			dial()
 			unix.Close(next(t, r).fd)
 		} else {
-			r.outOfFDs = true // read by Serve after the client below
+			r.outOfFDs.Store(true) // for the client below
 			dial()
 			unix.Close(next(t, r).fd)
-			r.outOfFDs = false
+			r.outOfFDs.Store(false)
 			start = time.Now()
 		}
 		dial()
