@@ -8,7 +8,9 @@ import (
 	"github.com/panjf2000/gnet/v2"
 
 	"github.com/tlsrelay/tlsrelay/engine/conf"
+	"github.com/tlsrelay/tlsrelay/engine/errlog"
 	"github.com/tlsrelay/tlsrelay/engine/metrics"
+	"github.com/tlsrelay/tlsrelay/engine/proxyproto"
 )
 
 // clientAddr is a client's address as the rules see it: an IP, or a
@@ -63,10 +65,10 @@ func (s *server) allowed(remote net.Addr) bool {
 // an allow/deny rule refuses it (403) or a limit_conn zone is full
 // (limit_conn_status, 503 by default), before any upstream work. Runs on
 // the client's loop.
-func (e *Engine) admit(c gnet.Conn, lp *loop, srv *server, pp *proxyInfo, local net.Addr) {
+func (e *Engine) admit(c gnet.Conn, lp *loop, srv *server, pp *proxyproto.Info, local net.Addr) {
 	remote := c.RemoteAddr()
-	if pp != nil && pp.src != nil && srv.realIPFrom(remote) {
-		remote = pp.src // set_real_ip_from: the original client
+	if pp != nil && pp.Src != nil && srv.realIPFrom(remote) {
+		remote = pp.Src // set_real_ip_from: the original client
 	}
 	if local == nil {
 		local = c.LocalAddr()
@@ -158,7 +160,7 @@ func (s *session) releaseLimits() {
 
 // limitLevel maps limit_conn_log_level to the error log's level.
 func limitLevel(name string) Level {
-	if lv, ok := ParseLevel(name); ok {
+	if lv, ok := errlog.ParseLevel(name); ok {
 		return lv
 	}
 	return LevelError

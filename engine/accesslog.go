@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/tlsrelay/tlsrelay/engine/conf"
+	"github.com/tlsrelay/tlsrelay/engine/logfile"
 	"github.com/tlsrelay/tlsrelay/pool/dial"
 	"github.com/tlsrelay/tlsrelay/tlsbridge"
 )
@@ -143,7 +144,7 @@ func compileFormat(t *conf.Template, esc string) *logFormat {
 
 // accessLog is one access_log directive of a server.
 type accessLog struct {
-	w      *logWriter
+	w      *logfile.File
 	format *logFormat
 	cond   *logFormat // if=; nil: always
 }
@@ -160,8 +161,8 @@ func (s *session) logAccess(now time.Time) {
 		}
 		line := s.render(s.lp.logScratch[:0], al.format, now)
 		line = append(line, '\n')
-		if err := al.w.write(line, now); err != nil && s.e.log.Enabled(LevelAlert) {
-			s.e.log.Logf(LevelAlert, 0, "writing access log %q: %v", al.w.path, err)
+		if err := al.w.Write(line, now); err != nil && s.e.log.Enabled(LevelAlert) {
+			s.e.log.Logf(LevelAlert, 0, "writing access log %q: %v", al.w.Path(), err)
 		}
 		s.lp.logScratch = line[:0]
 	}
@@ -176,7 +177,7 @@ func (s *session) render(b []byte, f *logFormat, now time.Time) []byte {
 		}
 		start := len(b)
 		if sg.id == varPPTLV {
-			b = append(b, s.pp.tlvValue(sg.lit)...)
+			b = append(b, s.pp.TLV(sg.lit)...)
 		} else {
 			b = s.appendVar(b, sg.id, now)
 		}
@@ -191,18 +192,18 @@ func (s *session) render(b []byte, f *logFormat, now time.Time) []byte {
 func (s *session) appendVar(b []byte, id varID, now time.Time) []byte {
 	switch id {
 	case varPPAddr, varPPPort, varPPServerAddr, varPPServerPort:
-		if s.pp == nil || s.pp.src == nil {
+		if s.pp == nil || s.pp.Src == nil {
 			return b
 		}
 		switch id {
 		case varPPAddr:
-			return append(b, hostOf(s.pp.src)...)
+			return append(b, hostOf(s.pp.Src)...)
 		case varPPPort:
-			return append(b, portOf(s.pp.src)...)
+			return append(b, portOf(s.pp.Src)...)
 		case varPPServerAddr:
-			return append(b, hostOf(s.pp.dst)...)
+			return append(b, hostOf(s.pp.Dst)...)
 		}
-		return append(b, portOf(s.pp.dst)...)
+		return append(b, portOf(s.pp.Dst)...)
 	case varRemoteAddr:
 		return append(b, hostOf(s.remote)...)
 	case varRemotePort:

@@ -3,6 +3,28 @@ package engine
 import (
 	"net"
 	"time"
+
+	"github.com/tlsrelay/tlsrelay/engine/errlog"
+)
+
+// ErrorLog is the error log (package errlog), and Level and its
+// constants are its severities, under the names the engine's files have
+// always used for them: aliases, not types of the engine's own.
+type (
+	ErrorLog = errlog.Log
+	Level    = errlog.Level
+)
+
+// The error log's levels, least severe first (errlog's).
+const (
+	LevelDebug  = errlog.LevelDebug
+	LevelInfo   = errlog.LevelInfo
+	LevelNotice = errlog.LevelNotice
+	LevelWarn   = errlog.LevelWarn
+	LevelError  = errlog.LevelError
+	LevelCrit   = errlog.LevelCrit
+	LevelAlert  = errlog.LevelAlert
+	LevelEmerg  = errlog.LevelEmerg
 )
 
 // Options are what the command line hands the engine besides the

@@ -10,136 +10,14 @@ import (
 	"slices"
 	"strconv"
 	"strings"
-	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/tlsrelay/tlsrelay/engine/conf"
+	"github.com/tlsrelay/tlsrelay/engine/logfile"
 	"github.com/tlsrelay/tlsrelay/pool"
 	"github.com/tlsrelay/tlsrelay/pool/dial"
 	"github.com/tlsrelay/tlsrelay/tlsbridge"
 )
-
-// plan is everything a configuration describes, built and checked but not
-// yet serving: what Check stops at and Run starts from.
-type plan struct {
-	cfg     *conf.Config
-	servers []*server
-	// listens is the number of listen directives, which take one of
-	// each loop's worker_connections.
-	listens int
-	store   *tlsbridge.SessionStore
-	// groups are the upstream groups by name, for a reload to carry over.
-	groups map[string]*pool.Group
-	// zones are the limit_conn zones by name, carried over likewise.
-	zones    map[string]*connZone
-	logs     *logSet
-	warnings []string
-
-	// sessions counts the sessions started on this plan that have not
-	// ended; once the plan is retired (a reload published another) and
-	// the count is zero, what only it holds is released.
-	sessions atomic.Int64
-	retired  atomic.Bool
-	release  sync.Once
-	// ownKeyLogs is the key-log set of a plan built without the engine's
-	// (Check); closed with the plan.
-	ownKeyLogs *tlsbridge.KeyLogFiles
-	// stopWatch ends the proxy_ssl_watch goroutines of the plan's
-	// policies; nil until watch starts them.
-	stopWatch context.CancelFunc
-	// stopHealth ends the plan's health checkers (health.go) when it is
-	// retired or freed; nil until watch starts them.
-	stopHealth context.CancelFunc
-	// warms are the pre-warm pools startWarm started (prewarm.go);
-	// warmStopped: stopWarm ran, nothing starts any more.
-	warmMu      sync.Mutex
-	warms       []*dial.Warm
-	warmStopped bool
-	// resolvers re-resolve the groups with `resolve` servers
-	// (resolve.go), from watch until the plan is retired (stopResolve).
-	resolvers   []groupResolver
-	stopResolve context.CancelFunc
-}
-
-// planEnv is what building a plan draws on besides the configuration.
-type planEnv struct {
-	// files opens access logs; nil: they are not opened (Check).
-	files *logFiles
-	// prev is the plan being replaced by a reload: its session store is
-	// carried over, so tickets of unchanged peers and policies resume.
-	prev *plan
-	// resolve resolves upstream host names (nil: the system resolver).
-	resolve func(ctx context.Context, host string) ([]netip.Addr, error)
-	// keyLogs opens proxy_ssl_key_log files, one descriptor per path for
-	// the process; nil: the plan opens its own (Check).
-	keyLogs *tlsbridge.KeyLogFiles
-}
-
-// sessionStarted counts a session that started on p. Runs on a loop.
-func (p *plan) sessionStarted() { p.sessions.Add(1) }
-
-// sessionEnded counts a session of p that ended, and frees p after its
-// last session once it is retired. Runs on a loop.
-func (p *plan) sessionEnded() {
-	if p.sessions.Add(-1) == 0 && p.retired.Load() {
-		p.free()
-	}
-}
-
-// retire marks p as replaced: it frees itself with its last session (at
-// once if it has none). Runs on the reloading goroutine.
-func (p *plan) retire() {
-	p.retired.Store(true)
-	if p.stopHealth != nil {
-		p.stopHealth()
-	}
-	p.stopWarm()
-	if p.stopResolve != nil {
-		p.stopResolve()
-	}
-	if p.sessions.Load() == 0 {
-		p.free()
-	}
-}
-
-// free releases what the plan holds: its access-log files (a file the
-// new plan also names stays open). Any goroutine, effective once.
-func (p *plan) free() {
-	p.release.Do(func() {
-		if p.stopWatch != nil {
-			p.stopWatch()
-		}
-		p.stopWarm()
-		p.logs.close()
-		if p.ownKeyLogs != nil {
-			p.ownKeyLogs.Close()
-		}
-	})
-}
-
-// watch starts a proxy_ssl_watch goroutine for each policy that asks for
-// one; they end when the plan is freed. Runs on the goroutine that
-// publishes the plan.
-func (p *plan) watch(log *ErrorLog) {
-	ctx, cancel := context.WithCancel(context.Background())
-	p.stopWatch = cancel
-	for _, s := range p.servers {
-		if s.policy == nil || s.conf.Proxy.SSL.Watch <= 0 {
-			continue
-		}
-		go s.policy.Watch(ctx, s.conf.Proxy.SSL.Watch, func(format string, args ...any) {
-			msg := fmt.Sprintf(format, args...)
-			lv := LevelNotice
-			if strings.Contains(msg, "keeping the files loaded before") {
-				lv = LevelError
-			}
-			log.Logf(lv, 0, "%s, server: %s", msg, s.name)
-		})
-	}
-	p.startHealth(ctx, log)
-	p.startResolvers(ctx, log)
-}
 
 // server is the runtime form of one server{} block. It is immutable once
 // built and shared by every loop.
@@ -197,7 +75,7 @@ type server struct {
 func build(cfg *conf.Config, openLogs bool, resolve func(ctx context.Context, host string) ([]netip.Addr, error)) (*plan, error) {
 	env := planEnv{resolve: resolve}
 	if openLogs {
-		env.files = newLogFiles()
+		env.files = logfile.NewFiles()
 	}
 	return buildPlan(cfg, env)
 }

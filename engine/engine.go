@@ -16,6 +16,9 @@ import (
 	"github.com/panjf2000/gnet/v2"
 
 	"github.com/tlsrelay/tlsrelay/engine/conf"
+	"github.com/tlsrelay/tlsrelay/engine/errlog"
+	"github.com/tlsrelay/tlsrelay/engine/listen"
+	"github.com/tlsrelay/tlsrelay/engine/logfile"
 	"github.com/tlsrelay/tlsrelay/engine/metrics"
 	"github.com/tlsrelay/tlsrelay/pool/dial"
 	"github.com/tlsrelay/tlsrelay/tlsbridge"
@@ -54,7 +57,7 @@ type Engine struct {
 
 	// files are the open access-log files, shared by the plans; keyLogs
 	// the proxy_ssl_key_log files.
-	files   *logFiles
+	files   *logfile.Files
 	keyLogs *tlsbridge.KeyLogFiles
 	// reloadMu serializes reloads.
 	reloadMu sync.Mutex
@@ -65,12 +68,10 @@ type Engine struct {
 	metricsEP   *metricsEndpoint
 	metricsAddr atomic.Value
 
-	// acceptPause is the time (UnixNano) before which the listeners do
-	// not accept: descriptors ran out.
-	acceptPause atomic.Int64
-	// fdBase and fdLimit are the descriptors open at boot and the soft
-	// RLIMIT_NOFILE (0: not known, no check); see fdsTight.
-	fdBase, fdLimit int64
+	// gate is what the listeners' accept loops share: the pause after
+	// descriptors ran out, the check near the descriptor limit. Its
+	// zero value pauses but checks and counts nothing (tests' engines).
+	gate listen.Gate
 
 	// socks are the listening sockets by key; guarded by sockMu.
 	sockMu sync.Mutex
@@ -104,7 +105,7 @@ func Check(cfg *conf.Config) (warnings []string, err error) {
 
 // New builds an engine from cfg. Nothing is bound until Serve.
 func New(cfg *conf.Config, opts Options) (*Engine, error) {
-	files, keyLogs := newLogFiles(), tlsbridge.NewKeyLogFiles()
+	files, keyLogs := logfile.NewFiles(), tlsbridge.NewKeyLogFiles()
 	p, err := buildPlan(cfg, planEnv{files: files, keyLogs: keyLogs})
 	if err != nil {
 		return nil, err
@@ -119,6 +120,10 @@ func New(cfg *conf.Config, opts Options) (*Engine, error) {
 		booted:  make(chan struct{}), stopped: make(chan struct{}), kick: make(chan struct{}, 1),
 		loopsKnown: make(chan struct{}),
 	}
+	// Each open session holds two descriptors: its client and its
+	// upstream.
+	e.gate.Held = func() int64 { return 2 * e.m.Active() }
+	e.gate.Failed = e.m.AcceptFailed
 	e.plan.Store(p)
 	e.affinity = cfg.Main.CPUAffinity
 	e.pid = strconv.Itoa(os.Getpid())
@@ -138,9 +143,9 @@ func New(cfg *conf.Config, opts Options) (*Engine, error) {
 func openErrorLog(cfg *conf.Config) (*ErrorLog, error) {
 	path, lv, pos := errorLogOf(cfg)
 	if path == "stderr" {
-		return NewErrorLog(stderr(), lv), nil
+		return errlog.New(os.Stderr, lv), nil
 	}
-	l, err := OpenErrorLog(path, lv)
+	l, err := errlog.Open(path, lv)
 	if err != nil {
 		return nil, conf.Errorf(pos, "%v", err)
 	}
@@ -158,7 +163,7 @@ func errorLogOf(cfg *conf.Config) (path string, lv Level, pos conf.Pos) {
 	if len(logs) == 0 {
 		return "stderr", LevelError, conf.Pos{}
 	}
-	lv, ok := ParseLevel(logs[0].Level)
+	lv, ok := errlog.ParseLevel(logs[0].Level)
 	if !ok {
 		lv = LevelError
 	}
@@ -186,7 +191,7 @@ func (e *Engine) addrsLocked() []net.Addr {
 	for _, s := range e.plan.Load().servers {
 		for _, l := range s.listenOpts {
 			if ls := e.socks[listenKey(l, 0)]; ls != nil {
-				out = append(out, ls.addr)
+				out = append(out, ls.sock.Addr())
 			}
 		}
 	}
@@ -202,8 +207,10 @@ func (e *Engine) numLoops() int { return e.cfg().Main.Loops() }
 func (e *Engine) Serve(ctx context.Context) error {
 	p := e.plan.Load()
 	defer e.log.Close()
-	defer e.files.closeAll()
-	// The plan in force at the end stops its watchers and health checks.
+	defer e.files.CloseAll()
+	// The plan in force at the end stops all it runs (a graceful quit
+	// and a hard stop both end here); a retired one did with its last
+	// session.
 	defer func() { e.plan.Load().free() }()
 	defer e.keyLogs.Close()
 	if len(p.servers) == 0 {
@@ -227,10 +234,9 @@ func (e *Engine) Serve(ctx context.Context) error {
 	defer e.closeMetrics()
 	e.m.Loaded(time.Now())
 
-	p.watch(e.log)
 	e.dialer = dial.NewDialer(dial.Config{})
 	defer e.dialer.Close()
-	p.startWarm(e)
+	p.start(e)
 
 	dir, err := e.makeDoorDir()
 	if err != nil {
@@ -318,7 +324,7 @@ func (e *Engine) bootLoops() {
 // startAccepting gives the reuseport copies their loops, starts every
 // accept goroutine and reports the engine ready.
 func (e *Engine) startAccepting() {
-	e.measureFDs()
+	e.gate.Measure()
 	e.sockMu.Lock()
 	for key, ls := range e.socks {
 		e.assignLoop(key, ls)
@@ -486,5 +492,14 @@ func (e *Engine) closeMetrics() {
 // flushLogs flushes access-log buffers past their flush= time and returns
 // when one will next be due (zero: none). Runs on the ticker goroutine.
 func (e *Engine) flushLogs(now time.Time) time.Time {
-	return e.files.flushDue(now)
+	return e.files.FlushDue(now)
 }
+
+// gnetLogger routes gnet's own messages into the error log.
+type gnetLogger struct{ l *ErrorLog }
+
+func (g gnetLogger) Debugf(format string, args ...any) { g.l.Logf(LevelDebug, 0, format, args...) }
+func (g gnetLogger) Infof(format string, args ...any)  { g.l.Logf(LevelInfo, 0, format, args...) }
+func (g gnetLogger) Warnf(format string, args ...any)  { g.l.Logf(LevelWarn, 0, format, args...) }
+func (g gnetLogger) Errorf(format string, args ...any) { g.l.Logf(LevelError, 0, format, args...) }
+func (g gnetLogger) Fatalf(format string, args ...any) { g.l.Logf(LevelEmerg, 0, format, args...) }

@@ -57,7 +57,7 @@ func TestSoak(t *testing.T) {
 	tb := startEngine(t, dir, confs[0])
 	// Info lines (two per session) would pile up in the test's log
 	// buffer and pass for growth; errors still show.
-	tb.eng.log.setLevel(LevelNotice)
+	tb.eng.log.SetLevel(LevelNotice)
 
 	const holds = 50
 	held := make([]*heldSession, holds)

@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/tlsrelay/tlsrelay/engine/conf"
+	"github.com/tlsrelay/tlsrelay/engine/errlog"
 	"github.com/tlsrelay/tlsrelay/internal/backend"
 	"github.com/tlsrelay/tlsrelay/internal/pki"
 )
@@ -100,7 +101,7 @@ func startEngine(t *testing.T, dir, text string) *testbed {
 	tb := &testbed{t: t, dir: dir, log: &bytes.Buffer{}, logMu: &sync.Mutex{}, done: make(chan error, 1), quit: make(chan struct{})}
 	ready := make(chan []net.Addr, 1)
 	e, err := New(cfg, Options{
-		Log:         NewErrorLog(syncBuffer{tb.logMu, tb.log}, LevelInfo),
+		Log:         errlog.New(syncBuffer{tb.logMu, tb.log}, LevelInfo),
 		Ready:       func(a []net.Addr) { ready <- a },
 		Quit:        tb.quit,
 		QuitTimeout: 10 * time.Second,

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/tlsrelay/tlsrelay/engine/conf"
+	"github.com/tlsrelay/tlsrelay/engine/proxyproto"
 	"github.com/tlsrelay/tlsrelay/pool"
 	"github.com/tlsrelay/tlsrelay/pool/dial"
 	"github.com/tlsrelay/tlsrelay/tlsbridge"
@@ -133,13 +134,13 @@ func (s *server) probeJob() dial.Job {
 		}
 	}
 	if s.proxyProtocol != 0 {
-		v2 := proxyMode(s.proxyProtocol) == proxyV2
+		v2 := proxyproto.Mode(s.proxyProtocol) == proxyproto.V2
 		j.ProxyHeader = func(local net.Addr) []byte {
 			la, _ := local.(*net.TCPAddr)
 			if v2 {
-				return proxyV2Header(la, la)
+				return proxyproto.V2Header(la, la)
 			}
-			return proxyV1Header(la, la)
+			return proxyproto.V1Header(la, la)
 		}
 	}
 	return j

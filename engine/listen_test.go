@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/tlsrelay/tlsrelay/engine/conf"
+	"github.com/tlsrelay/tlsrelay/engine/errlog"
 	"github.com/tlsrelay/tlsrelay/internal/backend"
 	"github.com/tlsrelay/tlsrelay/internal/pki"
 	"github.com/tlsrelay/tlsrelay/internal/testutil"
@@ -38,7 +39,7 @@ func TestSecondInstanceRefused(t *testing.T) {
 		t.Fatal(err)
 	}
 	var logMu sync.Mutex
-	e, err := New(cfg, Options{Log: NewErrorLog(syncBuffer{&logMu, &bytes.Buffer{}}, LevelInfo)})
+	e, err := New(cfg, Options{Log: errlog.New(syncBuffer{&logMu, &bytes.Buffer{}}, LevelInfo)})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -10,7 +10,9 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/tlsrelay/tlsrelay/engine/conf"
+	"github.com/tlsrelay/tlsrelay/engine/memory"
 	"github.com/tlsrelay/tlsrelay/engine/metrics"
+	"github.com/tlsrelay/tlsrelay/engine/wheel"
 )
 
 // tick is the resolution of the per-loop timer wheels; pollTick the
@@ -39,7 +41,7 @@ type loop struct {
 	e       *Engine
 	el      gnet.EventLoop
 	idx     int
-	wheel   *wheel
+	wheel   *wheel.Wheel
 	scratch []byte
 	// cork collects the TLS records of one pump (side.cork).
 	cork     []byte
@@ -77,7 +79,7 @@ type loop struct {
 // newLoop makes the engine's state for the gnet loop el, the idx-th.
 // Runs on el (its first conn), so that CPU pinning applies to el's thread.
 func (e *Engine) newLoop(el gnet.EventLoop, idx int) *loop {
-	lp := &loop{e: e, el: el, idx: idx, wheel: newWheel(4096), scratch: make([]byte, 64<<10), cork: make([]byte, 0, 80<<10), start: time.Now()}
+	lp := &loop{e: e, el: el, idx: idx, wheel: wheel.New(4096), scratch: make([]byte, 64<<10), cork: make([]byte, 0, 80<<10), start: time.Now()}
 	e.pinLoop(idx)
 	return lp
 }
@@ -88,21 +90,21 @@ func (e *Engine) newLoop(el gnet.EventLoop, idx int) *loop {
 // (or from the wheel, when something advanced it further, as tests do).
 // Runs on the loop.
 func (lp *loop) nowTick() int64 {
-	return max(int64(time.Since(lp.start)/tick), lp.wheel.now)
+	return max(int64(time.Since(lp.start)/tick), lp.wheel.Now())
 }
 
 // arm arms a wheel timer d ticks from now (the clock's now, not the
 // wheel's, which may lag) and wakes the ticker when it sleeps past the
 // deadline. Runs on the loop.
-func (lp *loop) arm(t *timer, d int64) {
+func (lp *loop) arm(t *wheel.Timer, d int64) {
 	// From the clock's now rounded up to a tick, so that the timer never
 	// fires before d ticks have passed (and at most one tick after).
 	cur := int64((time.Since(lp.start) + tick - 1) / tick)
-	if lag := cur - lp.wheel.now; lag > 0 {
+	if lag := cur - lp.wheel.Now(); lag > 0 {
 		d += lag
 	}
-	lp.wheel.arm(t, d)
-	at := lp.start.Add(time.Duration(t.deadline) * tick).UnixNano()
+	lp.wheel.Arm(t, d)
+	at := lp.start.Add(time.Duration(t.Deadline()) * tick).UnixNano()
 	if a := lp.armedMin.Load(); a == 0 || at < a {
 		lp.armedMin.Store(at)
 	}
@@ -116,7 +118,7 @@ func (lp *loop) arm(t *timer, d int64) {
 // armedMin). Runs on the loop.
 func (lp *loop) scan() {
 	at := int64(0)
-	if dl, ok := lp.wheel.next(scanAhead); ok {
+	if dl, ok := lp.wheel.Next(scanAhead); ok {
 		at = lp.start.Add(time.Duration(dl) * tick).UnixNano()
 	}
 	// nextAt before armedMin: the ticker reads armedMin first, so if it
@@ -247,7 +249,7 @@ func (lp *loop) Run(context.Context) error {
 		lp.runPolls()
 	}
 	if lp.wheelDue.Swap(false) {
-		lp.wheel.advance(int64(time.Since(lp.start) / tick))
+		lp.wheel.Advance(int64(time.Since(lp.start) / tick))
 	}
 	if lp.scanNext.Swap(false) {
 		lp.scan()
@@ -267,7 +269,7 @@ func (e *Engine) tickLoops() {
 	defer t.Stop()
 	lastWheel, lastFlush := time.Now(), time.Now()
 	var flushAt time.Time // when an access-log buffer is next due (zero: none)
-	mem := newMemKeeper(lastWheel)
+	mem := memory.NewKeeper(lastWheel, nil)
 	quiet := 0 // consecutive wakes that found every loop idle
 	for {
 		select {
@@ -285,7 +287,7 @@ func (e *Engine) tickLoops() {
 			lastFlush = now
 			flushAt = e.flushLogs(now)
 		}
-		mem.sessions(now, e.m.Accepted(), e.m.Active())
+		mem.Sessions(now, e.m.Accepted(), e.m.Active())
 		next := idleTick
 		idle := true
 		for _, lp := range e.loops {
@@ -308,9 +310,9 @@ func (e *Engine) tickLoops() {
 		for _, lp := range e.loops {
 			scanned = scanned && !lp.pollQueued.Load()
 		}
-		pending := mem.pending()
+		pending := mem.Pending()
 		if idle && pending {
-			next = min(next, memCheckEvery)
+			next = min(next, memory.CheckEvery)
 		}
 		wake := now.Add(next)
 		if scanned && !pending {

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/tlsrelay/tlsrelay/engine/conf"
+	"github.com/tlsrelay/tlsrelay/engine/listen"
 	"github.com/tlsrelay/tlsrelay/engine/metrics"
 	"github.com/tlsrelay/tlsrelay/pool"
 	"github.com/tlsrelay/tlsrelay/pool/dial"
@@ -213,7 +214,7 @@ func (e *Engine) listenMetrics(cfg *conf.Config) (*metricsEndpoint, error) {
 	// The configuration refuses a metrics_listen equal to a stream
 	// listen address, so the address alone names the socket.
 	l := conf.Listen{Pos: cfg.Main.MetricsListenPos, Addr: addr, Network: "tcp", Backlog: 511}
-	create := func(network, a string) (net.Listener, error) { return createListener(network, a, l) }
+	create := func(network, a string) (net.Listener, error) { return listen.Create(network, a, l) }
 	var ln net.Listener
 	var err error
 	if e.opts.Listen != nil {

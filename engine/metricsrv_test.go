@@ -16,6 +16,7 @@ import (
 	"github.com/prometheus/common/expfmt"
 	"github.com/prometheus/common/model"
 
+	"github.com/tlsrelay/tlsrelay/engine/errlog"
 	"github.com/tlsrelay/tlsrelay/internal/backend"
 	"github.com/tlsrelay/tlsrelay/internal/pki"
 )
@@ -196,7 +197,7 @@ func (l *failOnce) Accept() (net.Conn, error) {
 func TestMetricsServerBounds(t *testing.T) {
 	var logMu sync.Mutex
 	var logText bytes.Buffer
-	log := NewErrorLog(syncBuffer{&logMu, &logText}, LevelInfo)
+	log := errlog.New(syncBuffer{&logMu, &logText}, LevelInfo)
 	logged := func() string {
 		logMu.Lock()
 		defer logMu.Unlock()

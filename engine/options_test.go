@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/tlsrelay/tlsrelay/engine/conf"
+	"github.com/tlsrelay/tlsrelay/engine/proxyproto"
 	"github.com/tlsrelay/tlsrelay/internal/backend"
 	"github.com/tlsrelay/tlsrelay/internal/pki"
 )
@@ -160,7 +161,7 @@ func TestProxyProtocolHeader(t *testing.T) {
 				if string(h) != want {
 					t.Fatalf("header %q, want %q", h, want)
 				}
-			} else if string(h[:12]) != string(proxyV2Sig[:]) || h[12] != 0x21 || h[13] != 0x11 {
+			} else if string(h[:12]) != proxyproto.V2Signature || h[12] != 0x21 || h[13] != 0x11 {
 				t.Fatalf("v2 header % x", h)
 			}
 		})

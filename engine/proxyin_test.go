@@ -127,7 +127,19 @@ func TestProxyProtocolBadHeaders(t *testing.T) {
 	dir := t.TempDir()
 	text := "stream {\nproxy_protocol_timeout 1s;\nserver { listen 127.0.0.1:53 proxy_protocol; proxy_pass " + up + "; }\n}\n"
 	tb := startEngine(t, dir, text)
-	for _, tc := range []struct{ name, data, log string }{
+	// headerLines are the log's lines about failed headers: each case
+	// must add exactly one, its own, so that a case cannot pass on an
+	// earlier case's line.
+	headerLines := func() []string {
+		var out []string
+		for _, l := range strings.Split(tb.logText(), "\n") {
+			if strings.Contains(l, "while reading PROXY protocol") {
+				out = append(out, l)
+			}
+		}
+		return out
+	}
+	for i, tc := range []struct{ name, data, log string }{
 		{"garbage", "GET / HTTP/1.0\r\n\r\n", "broken header"},
 		{"bad v1", "PROXY TCP4 nonsense\r\n", "broken header"},
 		{"too long", "PROXY " + strings.Repeat("x", 200), "broken header"},
@@ -147,7 +159,15 @@ func TestProxyProtocolBadHeaders(t *testing.T) {
 		if tc.name == "slow" && time.Since(start) < 900*time.Millisecond {
 			t.Errorf("slow header closed after %v, before proxy_protocol_timeout", time.Since(start))
 		}
-		waitFor(t, tc.name+" logged", 10*time.Second, func() bool { return strings.Count(tb.logText(), tc.log) > 0 })
+		waitFor(t, tc.name+" logged", 10*time.Second, func() bool {
+			return len(headerLines()) > i && tb.eng.Metrics().Snapshot().ProxyHeaderFailures > uint64(i)
+		})
+		if got := headerLines(); len(got) != i+1 || !strings.Contains(got[i], tc.log) {
+			t.Errorf("%s: the PROXY header lines are %q, want %d, the last saying %q", tc.name, got, i+1, tc.log)
+		}
+		if n := tb.eng.Metrics().Snapshot().ProxyHeaderFailures; n != uint64(i+1) {
+			t.Errorf("%s: proxy header failures %d, want %d", tc.name, n, i+1)
+		}
 	}
 	select {
 	case s := <-got:

@@ -1,20 +1,16 @@
 package engine
 
 import (
-	"encoding/binary"
+	"errors"
 	"net"
-	"strconv"
+
+	"github.com/tlsrelay/tlsrelay/engine/proxyproto"
 )
 
-// proxyMode is what PROXY protocol header a server block sends its
-// upstreams (proxy_protocol; conf.Proxy.ProxyProtocol's values).
-type proxyMode uint8
-
-const (
-	proxyOff proxyMode = iota // no header
-	proxyV1                   // the text header
-	proxyV2                   // the binary header
-)
+// The PROXY protocol where it meets the engine: the header a session sends
+// its upstream (proxyHeader) and the header read off a client before its
+// session starts (handProxied). Reading and writing the headers is
+// package proxyproto's.
 
 // proxyHeader returns the PROXY protocol header that tells the upstream
 // who the client is; the dialer writes it in clear before the handshake.
@@ -24,54 +20,36 @@ const (
 func (s *session) proxyHeader(_ net.Addr) []byte {
 	src, _ := s.remote.(*net.TCPAddr)
 	dst, _ := s.local.(*net.TCPAddr)
-	if proxyMode(s.srv.proxyProtocol) == proxyV2 {
-		return proxyV2Header(src, dst)
+	if proxyproto.Mode(s.srv.proxyProtocol) == proxyproto.V2 {
+		return proxyproto.V2Header(src, dst)
 	}
-	return proxyV1Header(src, dst)
+	return proxyproto.V1Header(src, dst)
 }
 
-// proxyV1Header is the text header: "PROXY TCP4 src dst sport dport\r\n".
-func proxyV1Header(src, dst *net.TCPAddr) []byte {
-	if src == nil || dst == nil {
-		return []byte("PROXY UNKNOWN\r\n")
+// handProxied reads the PROXY header of an accepted client, then hands
+// it to a loop with what the header said. Runs on a goroutine of its own
+// per client (a slow header holds nothing but it).
+func (e *Engine) handProxied(c net.Conn, ls *listenSock, b *binding) {
+	pi, err := proxyproto.Read(c, b.srv.conf.Core.ProxyProtocolTimeout)
+	if err != nil {
+		what := "broken header"
+		var ne net.Error
+		if errors.As(err, &ne) && ne.Timeout() {
+			what = "client timed out"
+		}
+		e.log.Logf(LevelError, 0, "%s: %v while reading PROXY protocol, client: %s, server: %s", what, err, hostOf(c.RemoteAddr()), b.srv.name)
+		e.m.ProxyHeaderFailed()
+		c.Close()
+		return
 	}
-	fam := "TCP4"
-	if src.IP.To4() == nil {
-		fam = "TCP6"
+	// This goroutine is the client's own: it can wait for the result.
+	if ch := e.enroll(c, ls, b, pi); ch != nil {
+		select {
+		case res := <-ch:
+			if e.enrollError(res.Err) {
+				e.pauseAccepting()
+			}
+		case <-e.stopped:
+		}
 	}
-	b := make([]byte, 0, 108)
-	b = append(b, "PROXY "...)
-	b = append(b, fam...)
-	b = append(b, ' ')
-	b = append(b, src.IP.String()...)
-	b = append(b, ' ')
-	b = append(b, dst.IP.String()...)
-	b = append(b, ' ')
-	b = strconv.AppendInt(b, int64(src.Port), 10)
-	b = append(b, ' ')
-	b = strconv.AppendInt(b, int64(dst.Port), 10)
-	return append(b, "\r\n"...)
-}
-
-const proxyV2Sig = "\r\n\r\n\x00\r\nQUIT\n"
-
-// proxyV2Header is the binary header, version 2, command PROXY, over TCP.
-func proxyV2Header(src, dst *net.TCPAddr) []byte {
-	b := make([]byte, 0, 16+36)
-	b = append(b, proxyV2Sig...)
-	if src == nil || dst == nil {
-		b = append(b, 0x20, 0x00, 0, 0) // LOCAL, UNSPEC
-		return b
-	}
-	if s4, d4 := src.IP.To4(), dst.IP.To4(); s4 != nil && d4 != nil {
-		b = append(b, 0x21, 0x11, 0, 12)
-		b = append(b, s4...)
-		b = append(b, d4...)
-	} else {
-		b = append(b, 0x21, 0x21, 0, 36)
-		b = append(b, src.IP.To16()...)
-		b = append(b, dst.IP.To16()...)
-	}
-	b = binary.BigEndian.AppendUint16(b, uint16(src.Port))
-	return binary.BigEndian.AppendUint16(b, uint16(dst.Port))
 }

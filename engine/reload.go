@@ -108,8 +108,7 @@ func (e *Engine) Reload(cfg *conf.Config) error {
 		e.metricsEP = nil
 		e.metricsAddr.Store("")
 	}
-	p.watch(e.log)
-	p.startWarm(e)
+	p.start(e)
 	old.retire()
 	// As NGINX's old workers: the sessions of the replaced
 	// configuration are closed once its worker_shutdown_timeout passes.
@@ -154,11 +153,8 @@ func startOnly(cfg *conf.Config, loops int, affinity conf.CPUAffinity) []string 
 // error_log, when it changed.
 func (e *Engine) reconfigureErrorLog(cfg *conf.Config) error {
 	path, lv, pos := errorLogOf(cfg)
-	e.log.mu.Lock()
-	same := e.log.path == path || (e.log.path == "" && path == "stderr")
-	e.log.mu.Unlock()
-	if same {
-		e.log.setLevel(lv)
+	if cur := e.log.Path(); cur == path || (cur == "" && path == "stderr") {
+		e.log.SetLevel(lv)
 		return nil
 	}
 	if err := e.log.Reconfigure(path, lv); err != nil {
@@ -172,7 +168,7 @@ func (e *Engine) reconfigureErrorLog(cfg *conf.Config) error {
 // Buffered access-log lines go to the old file first; nothing is lost or
 // written twice. Safe from any goroutine.
 func (e *Engine) Reopen() error {
-	err := e.files.reopen()
+	err := e.files.Reopen()
 	if kerr := e.keyLogs.Reopen(); err == nil {
 		err = kerr
 	}

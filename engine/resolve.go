@@ -98,15 +98,10 @@ func nameServerAddr(a string) (host string, port uint16, err error) {
 	return h, port, nil
 }
 
-// startResolvers starts the plan's resolvers; they end when ctx does
-// (plan.free) or when the plan is retired (p.stopResolve). Runs on the
-// goroutine that publishes the plan, before it is retired.
+// startResolvers starts the plan's resolvers; they end with ctx, which
+// plan.stop cancels when the plan is retired or freed. Runs in
+// plan.start.
 func (p *plan) startResolvers(ctx context.Context, log *ErrorLog) {
-	if len(p.resolvers) == 0 {
-		return
-	}
-	ctx, cancel := context.WithCancel(ctx)
-	p.stopResolve = cancel
 	for _, gr := range p.resolvers {
 		cfg := gr.cfg
 		cfg.Logf = func(failed bool, format string, args ...any) {

@@ -60,6 +60,8 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/tlsrelay/tlsrelay/engine/metrics"
+	"github.com/tlsrelay/tlsrelay/engine/proxyproto"
+	"github.com/tlsrelay/tlsrelay/engine/wheel"
 	"github.com/tlsrelay/tlsrelay/pool"
 	"github.com/tlsrelay/tlsrelay/pool/dial"
 	"github.com/tlsrelay/tlsrelay/tlsbridge"
@@ -140,14 +142,14 @@ type session struct {
 	latch closeLatch
 
 	start      time.Time
-	lastActive int64 // loop tick of the last traffic
-	idle       timer // proxy_timeout
-	rate       timer // proxy_upload_rate, proxy_download_rate
-	linger     timer // lingerTimeout, once the client ended
-	lastUp     int64 // loop tick of the last upstream traffic
-	dropped    int64 // upstream bytes read for a client that is gone
+	lastActive int64       // loop tick of the last traffic
+	idle       wheel.Timer // proxy_timeout
+	rate       wheel.Timer // proxy_upload_rate, proxy_download_rate
+	linger     wheel.Timer // lingerTimeout, once the client ended
+	lastUp     int64       // loop tick of the last upstream traffic
+	dropped    int64       // upstream bytes read for a client that is gone
 	// pp is what the client's PROXY header said; nil: none.
-	pp *proxyInfo
+	pp *proxyproto.Info
 	// limits are the limit_conn counts the session holds.
 	limits []limitHold
 	// peerFailed: the upstream refused the session after its handshake
@@ -258,7 +260,7 @@ func (e *Engine) openSession(c gnet.Conn, lp *loop, srv *server) *session {
 // TCP peer, or the original client of a trusted PROXY header) and whose
 // PROXY header said pp (nil: none), accepted on local (the listener's
 // address). Runs on c's loop.
-func (e *Engine) openSessionAt(c gnet.Conn, lp *loop, srv *server, remote, local net.Addr, pp *proxyInfo) *session {
+func (e *Engine) openSessionAt(c gnet.Conn, lp *loop, srv *server, remote, local net.Addr, pp *proxyproto.Info) *session {
 	s := &session{e: e, lp: lp, srv: srv, id: e.connID.Add(1), start: time.Now(), status: 200, pp: pp}
 	s.cli.c, s.cli.state, s.cli.fd = c, sideAttached, -1
 	s.up.fd = -1
@@ -268,9 +270,9 @@ func (e *Engine) openSessionAt(c gnet.Conn, lp *loop, srv *server, remote, local
 	s.upToCli = direction{src: &s.up, dst: &s.cli, from: &s.up, to: &s.cli,
 		rate: srv.downloadRate, moved: &s.fromUp, sent: &s.toClient, upstream: true}
 	s.remote, s.local = remote, local
-	s.idle.fire = s.onIdle
-	s.rate.fire = s.onRate
-	s.linger.fire = s.onLinger
+	s.idle.Fire = s.onIdle
+	s.rate.Fire = s.onRate
+	s.linger.Fire = s.onLinger
 	s.lastActive = lp.nowTick()
 	c.SetContext(s)
 
@@ -293,7 +295,7 @@ func (e *Engine) openSessionAt(c gnet.Conn, lp *loop, srv *server, remote, local
 		d.job.FullTLS = s.fullTLSConfig
 		d.job.Observe = s.observeHandshake
 	}
-	if proxyMode(srv.proxyProtocol) != proxyOff {
+	if proxyproto.Mode(srv.proxyProtocol) != proxyproto.Off {
 		d.job.ProxyHeader = s.proxyHeader
 	}
 	e.m.SessionAccepted()
@@ -497,9 +499,9 @@ func (s *session) finish(reason metrics.Reason) {
 	}
 	s.cancelled.Store(true)
 	s.cancelDial()
-	s.lp.wheel.disarm(&s.idle)
-	s.lp.wheel.disarm(&s.rate)
-	s.lp.wheel.disarm(&s.linger)
+	s.lp.wheel.Disarm(&s.idle)
+	s.lp.wheel.Disarm(&s.rate)
+	s.lp.wheel.Disarm(&s.linger)
 	for _, sd := range [...]*side{&s.cli, &s.up} {
 		if s.aborted {
 			sd.reset()

@@ -15,7 +15,9 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/tlsrelay/tlsrelay/engine/conf"
+	"github.com/tlsrelay/tlsrelay/engine/errlog"
 	"github.com/tlsrelay/tlsrelay/engine/metrics"
+	"github.com/tlsrelay/tlsrelay/engine/wheel"
 	"github.com/tlsrelay/tlsrelay/pool"
 	"github.com/tlsrelay/tlsrelay/pool/dial"
 )
@@ -68,8 +70,8 @@ func newSessTest(t *testing.T, mod func(srv *server)) *sessTest {
 		mod(srv)
 	}
 	h := &sessTest{t: t, srv: srv, log: &bytes.Buffer{}, el: &fakeLoop{}}
-	h.e = &Engine{log: NewErrorLog(h.log, LevelInfo), stopped: make(chan struct{}), kick: make(chan struct{}, 1), m: new(metrics.Engine)}
-	h.lp = &loop{e: h.e, el: h.el, wheel: newWheel(64), scratch: make([]byte, 16), start: time.Now()}
+	h.e = &Engine{log: errlog.New(h.log, LevelInfo), stopped: make(chan struct{}), kick: make(chan struct{}, 1), m: new(metrics.Engine)}
+	h.lp = &loop{e: h.e, el: h.el, wheel: wheel.New(64), scratch: make([]byte, 16), start: time.Now()}
 	h.lp.sockWrite = h.sockWrite
 	h.cli = h.conn("client")
 	srv.plan.sessionStarted() // as the handler does
@@ -180,8 +182,8 @@ func (h *sessTest) ended(reason string) {
 	if h.peer != nil && h.peer.Conns() != 0 {
 		h.t.Errorf("peer holds %d conns, want 0", h.peer.Conns())
 	}
-	if h.lp.wheel.count != 0 {
-		h.t.Errorf("%d timers armed after the end", h.lp.wheel.count)
+	if h.lp.wheel.Len() != 0 {
+		h.t.Errorf("%d timers armed after the end", h.lp.wheel.Len())
 	}
 	for _, c := range h.conns {
 		if !c.closed && !c.closeAsked {
@@ -281,7 +283,7 @@ func TestStateMachineConnectingToOpen(t *testing.T) {
 	if got := string(h.up.sent); got != "early" {
 		t.Errorf("upstream got %q, want the early bytes", got)
 	}
-	if !h.s.idle.armed {
+	if !h.s.idle.Armed() {
 		t.Error("proxy_timeout not armed once open")
 	}
 }
@@ -326,11 +328,11 @@ func TestStateMachineClientLeavesWhileConnecting(t *testing.T) {
 func TestStateMachineOpenToDoneIdle(t *testing.T) {
 	h := newSessTest(t, func(srv *server) { srv.idleTimeout = 30 * time.Millisecond })
 	h.open()
-	h.lp.wheel.advance(h.lp.wheel.now + 2)
+	h.lp.wheel.Advance(h.lp.wheel.Now() + 2)
 	if h.s.phase != phaseOpen {
 		t.Fatalf("ended before proxy_timeout: %s", h.s.phase)
 	}
-	h.lp.wheel.advance(h.lp.wheel.now + 2)
+	h.lp.wheel.Advance(h.lp.wheel.Now() + 2)
 	h.ended("idle timeout")
 	if n := int64(h.e.m.Snapshot().IdleTimeouts); n != 1 {
 		t.Errorf("IdleTimeouts = %d", n)
@@ -609,8 +611,8 @@ func TestStateMachineTimersAfterEnd(t *testing.T) {
 	h.open()
 	h.cli.in = []byte(strings.Repeat("r", 40))
 	h.traffic(h.cli)
-	if !h.s.idle.armed || !h.s.rate.armed || !h.s.cli.rateLimited {
-		t.Fatalf("idle armed %v, rate armed %v, rate-limited %v", h.s.idle.armed, h.s.rate.armed, h.s.cli.rateLimited)
+	if !h.s.idle.Armed() || !h.s.rate.Armed() || !h.s.cli.rateLimited {
+		t.Fatalf("idle armed %v, rate armed %v, rate-limited %v", h.s.idle.Armed(), h.s.rate.Armed(), h.s.cli.rateLimited)
 	}
 	if got := len(h.up.sent); got != 8 {
 		t.Fatalf("upstream got %d bytes in the first second, want 8", got)
@@ -618,7 +620,7 @@ func TestStateMachineTimersAfterEnd(t *testing.T) {
 	h.up.deliverClose(nil)
 	h.ended("upstream closed")
 	logged := h.log.Len()
-	h.lp.wheel.advance(h.lp.wheel.now + 10*h.lp.ticks(time.Second))
+	h.lp.wheel.Advance(h.lp.wheel.Now() + 10*h.lp.ticks(time.Second))
 	h.s.onIdle()
 	h.s.onRate()
 	h.s.onPoll()
@@ -642,8 +644,8 @@ func TestStateMachineRateTimerLiftsStall(t *testing.T) {
 	// A second has passed (the allowance is computed from the wall clock).
 	h.s.start = h.s.start.Add(-time.Second)
 	h.s.onRate()
-	if len(h.up.sent) != 16 || !h.s.rate.armed {
-		t.Fatalf("second second: %d bytes, rate timer armed %v", len(h.up.sent), h.s.rate.armed)
+	if len(h.up.sent) != 16 || !h.s.rate.Armed() {
+		t.Fatalf("second second: %d bytes, rate timer armed %v", len(h.up.sent), h.s.rate.Armed())
 	}
 	h.cli.deliverClose(nil) // the rest is held by the rate
 	if h.s.phase != phaseClosing || h.s.closing != closeHeld {
@@ -704,14 +706,14 @@ func TestStateMachineLingerBound(t *testing.T) {
 		t.Fatalf("phase %s closing %q upstream shut %v, want closing, lingering, shut", h.s.phase, h.s.closing, h.s.up.shut)
 	}
 	bound := h.lp.ticks(lingerTimeout)
-	h.lp.wheel.advance(h.lp.wheel.now + bound - 2)
+	h.lp.wheel.Advance(h.lp.wheel.Now() + bound - 2)
 	h.up.in = []byte("late reply")
 	h.traffic(h.up) // restarts the bound
-	h.lp.wheel.advance(h.lp.wheel.now + bound - 2)
+	h.lp.wheel.Advance(h.lp.wheel.Now() + bound - 2)
 	if h.s.phase != phaseClosing {
 		t.Fatalf("phase %s before the upstream was silent for lingerTimeout", h.s.phase)
 	}
-	h.lp.wheel.advance(h.lp.wheel.now + 4)
+	h.lp.wheel.Advance(h.lp.wheel.Now() + 4)
 	if h.s.phase != phaseDone {
 		t.Fatalf("phase %s after lingerTimeout of silence, want done", h.s.phase)
 	}

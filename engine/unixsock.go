@@ -8,18 +8,14 @@ package engine
 // and when the engine stops (net.UnixListener unlinks on Close) — but not
 // by a process that handed the socket to a new binary (tableflip turns
 // unlink-on-close off, and removes the file itself on a stop without an
-// upgrade).
+// upgrade). The listener's file is package listen's (Open, Drop); this
+// file holds what the engine checks and prints.
 
 import (
-	"errors"
 	"fmt"
 	"net"
-	"os"
-	"strings"
-	"syscall"
 
 	"github.com/tlsrelay/tlsrelay/engine/conf"
-	"github.com/tlsrelay/tlsrelay/internal/syserr"
 	"github.com/tlsrelay/tlsrelay/pool"
 )
 
@@ -81,54 +77,4 @@ func checkUnixUpstream(sc *conf.Server, g *pool.Group) error {
 		}
 	}
 	return conf.Errorf(pos, "\"proxy_ssl_verify on\" needs \"proxy_ssl_name\" for the unix domain socket %s: a path is no host name to verify the certificate against", what)
-}
-
-// removeStaleSocket removes the socket file at path when no process
-// accepts on it (connect() is refused): what a process that was killed
-// left behind. Anything else at the path (a live socket, a regular file)
-// is left for bind() to fail on. It reports whether it removed a file.
-func removeStaleSocket(path string) (bool, error) {
-	if strings.HasPrefix(path, "@") {
-		return false, nil // abstract namespace: no file
-	}
-	fi, err := os.Lstat(path)
-	if err != nil || fi.Mode()&os.ModeSocket == 0 {
-		return false, nil
-	}
-	c, err := net.Dial("unix", path)
-	if err == nil {
-		c.Close()
-		return false, nil
-	}
-	if !errors.Is(err, syscall.ECONNREFUSED) {
-		return false, nil
-	}
-	if err := os.Remove(path); err != nil && !errors.Is(err, os.ErrNotExist) {
-		return false, fmt.Errorf("removing the stale socket %s: %w", path, err)
-	}
-	return true, nil
-}
-
-// unixPath returns the path of a "unix:/path" listen address.
-func unixPath(addr string) (string, bool) { return strings.CutPrefix(addr, "unix:") }
-
-// drop closes a socket that a reload removed from the configuration and,
-// for a unix domain socket, deletes its file with NGINX's warning
-// ("deleting socket PATH"). Runs on the reloading goroutine.
-func (ls *listenSock) drop() {
-	ul, ok := ls.ln.(*net.UnixListener)
-	if !ok {
-		ls.close()
-		return
-	}
-	path := ul.Addr().String()
-	ul.SetUnlinkOnClose(false)
-	ls.close()
-	if strings.HasPrefix(path, "@") {
-		return // abstract namespace: no file
-	}
-	ls.e.log.Logf(LevelWarn, 0, "deleting socket %s", path)
-	if err := os.Remove(path); err != nil && !errors.Is(err, os.ErrNotExist) {
-		ls.e.log.Logf(LevelEmerg, 0, "unlink() %s failed (%s)", path, syserr.Paren(err))
-	}
 }

@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"github.com/tlsrelay/tlsrelay/engine/conf"
+	"github.com/tlsrelay/tlsrelay/engine/errlog"
 	"github.com/tlsrelay/tlsrelay/internal/backend"
 	"github.com/tlsrelay/tlsrelay/internal/pki"
 	"github.com/tlsrelay/tlsrelay/pool"
@@ -232,7 +233,7 @@ func serveOnce(t *testing.T, dir, text string) (string, error) {
 	log := syncBuffer{mu: new(sync.Mutex), b: new(bytes.Buffer)}
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	e, err := New(cfg, Options{Log: NewErrorLog(log, LevelInfo), Ready: func([]net.Addr) { cancel() }})
+	e, err := New(cfg, Options{Log: errlog.New(log, LevelInfo), Ready: func([]net.Addr) { cancel() }})
 	if err != nil {
 		t.Fatal(err)
 	}

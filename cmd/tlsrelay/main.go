@@ -28,6 +28,7 @@ import (
 
 	"github.com/tlsrelay/tlsrelay/engine"
 	"github.com/tlsrelay/tlsrelay/engine/conf"
+	"github.com/tlsrelay/tlsrelay/engine/memory"
 	"github.com/tlsrelay/tlsrelay/internal/safefile"
 	"github.com/tlsrelay/tlsrelay/internal/syserr"
 	"github.com/tlsrelay/tlsrelay/tlsbridge"
@@ -37,7 +38,7 @@ import (
 const Version = "tlsrelay/0.1.0"
 
 // gcFloor is the heap the collector may reach between cycles however little
-// is live (engine.NewGCPacer).
+// is live (memory.NewGCPacer).
 const gcFloor = 64 << 20
 
 // defaultConf is the configuration file, relative to the prefix.
@@ -51,10 +52,10 @@ func main() {
 	// pacer keeps 200 (three times what is live) once sessions are held,
 	// and lets the heap reach gcFloor between collections while little
 	// is live, when a fixed GOGC would collect every few hundred
-	// connections (engine.GCPacer). The environment's GOGC, when set,
+	// connections (memory.GCPacer). The environment's GOGC, when set,
 	// wins; GOMEMLIMIT applies as usual.
 	if os.Getenv("GOGC") == "" {
-		engine.NewGCPacer(gcFloor, 200)
+		memory.NewGCPacer(gcFloor, 200)
 	}
 	// TLSRELAY_CPUPROFILE=FILE writes a CPU profile of the whole run (%p in
 	// FILE is the pid) (for

@@ -15,6 +15,7 @@ import (
 
 	"github.com/tlsrelay/tlsrelay/engine"
 	"github.com/tlsrelay/tlsrelay/engine/conf"
+	"github.com/tlsrelay/tlsrelay/engine/errlog"
 )
 
 // serveSignals are the signals the running process handles besides HUP
@@ -65,7 +66,7 @@ type runner struct {
 	e   *engine.Engine
 	// log is the error log this runner writes its own lines to (reload,
 	// reopen, upgrade): the configuration's, as the engine's.
-	log *engine.ErrorLog
+	log *errlog.Log
 	// pidFile is the pid file this process wrote ("": none yet).
 	pidFile string
 
@@ -129,7 +130,7 @@ func (r *runner) run() int {
 		case <-ready:
 			ready = nil
 			if err := r.ready(); err != nil {
-				r.log.Logf(engine.LevelEmerg, 0, "%v", err)
+				r.log.Logf(errlog.LevelEmerg, 0, "%v", err)
 				printErr(r.stderr, err)
 				code = 1
 				r.stop(cancel)
@@ -153,10 +154,10 @@ func (r *runner) run() int {
 			case syscall.SIGUSR2:
 				r.upgrade(isReady, upgraded)
 			case syscall.SIGQUIT:
-				r.log.Logf(engine.LevelNotice, 0, "signal %d (SIGQUIT) received, shutting down gracefully", int(syscall.SIGQUIT))
+				r.log.Logf(errlog.LevelNotice, 0, "signal %d (SIGQUIT) received, shutting down gracefully", int(syscall.SIGQUIT))
 				r.gracefulStop(upgraded)
 			default:
-				r.log.Logf(engine.LevelNotice, 0, "signal %d (%s) received, exiting", int(s.(syscall.Signal)), sigName(s))
+				r.log.Logf(errlog.LevelNotice, 0, "signal %d (%s) received, exiting", int(s.(syscall.Signal)), sigName(s))
 				r.stop(cancel)
 			}
 		case err := <-upgraded:
@@ -190,10 +191,10 @@ func (r *runner) ready() error {
 	if r.hand != nil {
 		if err := r.hand.upg.Ready(); err != nil {
 			// The old process is gone: nothing waits for us.
-			r.log.Logf(engine.LevelAlert, 0, "telling the old binary that the new one serves: %v", err)
+			r.log.Logf(errlog.LevelAlert, 0, "telling the old binary that the new one serves: %v", err)
 		}
 		if r.hand.child() {
-			r.log.Logf(engine.LevelNotice, 0, "new binary serving; the old process %d stops accepting and drains its sessions", os.Getppid())
+			r.log.Logf(errlog.LevelNotice, 0, "new binary serving; the old process %d stops accepting and drains its sessions", os.Getppid())
 		}
 	}
 	r.sendNotify("READY=1")
@@ -205,21 +206,21 @@ func (r *runner) ready() error {
 // error nothing changes: the process, its listeners and its sessions go on
 // with the configuration in force.
 func (r *runner) reload() {
-	r.log.Logf(engine.LevelNotice, 0, "signal %d (SIGHUP) received, reconfiguring", int(syscall.SIGHUP))
+	r.log.Logf(errlog.LevelNotice, 0, "signal %d (SIGHUP) received, reconfiguring", int(syscall.SIGHUP))
 	r.sendNotify(reloadingState())
 	defer r.sendNotify("READY=1")
 	if r.quitting {
-		r.log.Logf(engine.LevelNotice, 0, "shutting down: reload ignored")
+		r.log.Logf(errlog.LevelNotice, 0, "shutting down: reload ignored")
 		return
 	}
 	cfg, warns, err := conf.Load(r.o.conf, conf.LoadOptions{Prefix: r.o.prefix, Directives: r.o.global})
 	for _, w := range warns {
-		r.logLine(engine.LevelWarn, w.String())
+		r.logLine(errlog.LevelWarn, w.String())
 	}
-	var newLog *engine.ErrorLog
+	var newLog *errlog.Log
 	if err == nil {
 		for _, w := range insecure(cfg, nil) {
-			r.logLine(engine.LevelWarn, w)
+			r.logLine(errlog.LevelWarn, w)
 		}
 		err = r.servable(cfg)
 	}
@@ -235,8 +236,8 @@ func (r *runner) reload() {
 		r.e.Metrics().ReloadFailed()
 	}
 	if err != nil {
-		r.logLine(engine.LevelEmerg, err.Error())
-		r.log.Logf(engine.LevelNotice, 0, "reload failed: still serving the previous configuration")
+		r.logLine(errlog.LevelEmerg, err.Error())
+		r.log.Logf(errlog.LevelNotice, 0, "reload failed: still serving the previous configuration")
 		r.hand.prune(r.cfg)
 		return
 	}
@@ -248,7 +249,7 @@ func (r *runner) reload() {
 	if cfg.Main.PID != old.Main.PID {
 		r.removePID()
 		if err := r.writePID(cfg.Main.PID); err != nil {
-			r.log.Logf(engine.LevelAlert, 0, "%v", err)
+			r.log.Logf(errlog.LevelAlert, 0, "%v", err)
 		}
 	}
 	if cfg.Main.RlimitNofile != old.Main.RlimitNofile {
@@ -261,12 +262,12 @@ func (r *runner) reload() {
 // logrotate renamed them) and says so; the runner reopens its handle of
 // the error log.
 func (r *runner) reopen() {
-	r.log.Logf(engine.LevelNotice, 0, "signal %d (SIGUSR1) received, reopening logs", int(syscall.SIGUSR1))
+	r.log.Logf(errlog.LevelNotice, 0, "signal %d (SIGUSR1) received, reopening logs", int(syscall.SIGUSR1))
 	if err := r.log.Reopen(); err != nil {
-		r.log.Logf(engine.LevelAlert, 0, "reopening logs: %v", err)
+		r.log.Logf(errlog.LevelAlert, 0, "reopening logs: %v", err)
 	}
 	if err := r.e.Reopen(); err != nil {
-		r.log.Logf(engine.LevelAlert, 0, "%v", err)
+		r.log.Logf(errlog.LevelAlert, 0, "%v", err)
 	}
 }
 
@@ -275,19 +276,19 @@ func (r *runner) reopen() {
 // done: nil once the new process serves (the runner then stops
 // gracefully).
 func (r *runner) upgrade(isReady bool, done chan<- error) {
-	r.log.Logf(engine.LevelNotice, 0, "signal %d (SIGUSR2) received, upgrading the binary", int(syscall.SIGUSR2))
+	r.log.Logf(errlog.LevelNotice, 0, "signal %d (SIGUSR2) received, upgrading the binary", int(syscall.SIGUSR2))
 	switch {
 	case r.hand == nil:
-		r.log.Logf(engine.LevelAlert, 0, "%s", upgradeUnavailable(r.noUpgrade))
+		r.log.Logf(errlog.LevelAlert, 0, "%s", upgradeUnavailable(r.noUpgrade))
 		return
 	case r.quitting:
-		r.log.Logf(engine.LevelNotice, 0, "shutting down: upgrade ignored")
+		r.log.Logf(errlog.LevelNotice, 0, "shutting down: upgrade ignored")
 		return
 	case r.upgrading:
-		r.log.Logf(engine.LevelNotice, 0, "an upgrade is already in progress")
+		r.log.Logf(errlog.LevelNotice, 0, "an upgrade is already in progress")
 		return
 	case !isReady:
-		r.log.Logf(engine.LevelNotice, 0, "not serving yet: upgrade ignored")
+		r.log.Logf(errlog.LevelNotice, 0, "not serving yet: upgrade ignored")
 		return
 	}
 	r.upgrading = true
@@ -301,11 +302,11 @@ func (r *runner) upgradeDone(err error) {
 		if r.quitting {
 			return
 		}
-		r.log.Logf(engine.LevelAlert, 0, "binary upgrade failed: %v; this process goes on serving", err)
+		r.log.Logf(errlog.LevelAlert, 0, "binary upgrade failed: %v; this process goes on serving", err)
 		return
 	}
 	r.handedOver = true
-	r.log.Logf(engine.LevelNotice, 0, "the new binary serves: stopping accepting, draining the open sessions")
+	r.log.Logf(errlog.LevelNotice, 0, "the new binary serves: stopping accepting, draining the open sessions")
 	r.beginQuit()
 }
 
@@ -346,15 +347,15 @@ func (r *runner) stop(cancel context.CancelFunc) {
 // sendNotify tells the service manager; a failure is logged.
 func (r *runner) sendNotify(state string) {
 	if err := r.notify(state); err != nil {
-		r.log.Logf(engine.LevelWarn, 0, "%v", err)
+		r.log.Logf(errlog.LevelWarn, 0, "%v", err)
 	}
 }
 
 // logLine logs a message that may carry its level, as "[warn] ...".
-func (r *runner) logLine(lv engine.Level, msg string) {
+func (r *runner) logLine(lv errlog.Level, msg string) {
 	if rest, ok := strings.CutPrefix(msg, "["); ok {
 		if name, text, ok := strings.Cut(rest, "] "); ok {
-			if l, ok := engine.ParseLevel(name); ok {
+			if l, ok := errlog.ParseLevel(name); ok {
 				lv, msg = l, text
 			}
 		}
@@ -405,7 +406,7 @@ func (r *runner) removePID() {
 
 // setRlimit applies worker_rlimit_nofile; a failure is reported to stderr
 // at start, to the error log on reload.
-func setRlimit(cfg *conf.Config, stderr io.Writer, log *engine.ErrorLog) {
+func setRlimit(cfg *conf.Config, stderr io.Writer, log *errlog.Log) {
 	n := cfg.Main.RlimitNofile
 	if n <= 0 {
 		return
@@ -414,7 +415,7 @@ func setRlimit(cfg *conf.Config, stderr io.Writer, log *engine.ErrorLog) {
 	if err := syscall.Setrlimit(syscall.RLIMIT_NOFILE, &lim); err != nil {
 		msg := fmt.Sprintf("setrlimit(RLIMIT_NOFILE, %d) failed (%v), ignored", n, err)
 		if log != nil {
-			log.Logf(engine.LevelAlert, 0, "%s", msg)
+			log.Logf(errlog.LevelAlert, 0, "%s", msg)
 		} else {
 			fmt.Fprintf(stderr, "tlsrelay: [alert] %s\n", msg)
 		}
@@ -425,19 +426,19 @@ func setRlimit(cfg *conf.Config, stderr io.Writer, log *engine.ErrorLog) {
 // first stream-level error_log, else the first main one, else stderr at
 // "error"), for the runner's own lines. Both append, a line per write, so
 // their lines interleave whole.
-func openRunnerLog(cfg *conf.Config) (*engine.ErrorLog, error) {
+func openRunnerLog(cfg *conf.Config) (*errlog.Log, error) {
 	logs := cfg.Main.ErrorLog
 	if cfg.Stream != nil && len(cfg.Stream.ErrorLogs) > 0 {
 		logs = cfg.Stream.ErrorLogs
 	}
 	if len(logs) == 0 {
-		return engine.NewErrorLog(os.Stderr, engine.LevelError), nil
+		return errlog.New(os.Stderr, errlog.LevelError), nil
 	}
-	lv, ok := engine.ParseLevel(logs[0].Level)
+	lv, ok := errlog.ParseLevel(logs[0].Level)
 	if !ok {
-		lv = engine.LevelError
+		lv = errlog.LevelError
 	}
-	l, err := engine.OpenErrorLog(logs[0].Path, lv)
+	l, err := errlog.Open(logs[0].Path, lv)
 	if err != nil {
 		return nil, conf.Errorf(logs[0].Pos, "%v", err)
 	}

@@ -1,4 +1,4 @@
-package engine
+package errlog
 
 import (
 	"fmt"
@@ -49,12 +49,12 @@ func ParseLevel(s string) (Level, bool) {
 	return 0, false
 }
 
-// ErrorLog writes NGINX-style error-log lines:
+// Log writes NGINX-style error-log lines:
 //
 //	2026/11/28 11:30:00 [error] 4242#0: *17 connect() failed ... while connecting to upstream, client: 127.0.0.1, ...
 //
 // It is safe for concurrent use; each line is one write.
-type ErrorLog struct {
+type Log struct {
 	mu    sync.Mutex
 	w     io.Writer
 	min   atomic.Int32 // Level
@@ -65,23 +65,23 @@ type ErrorLog struct {
 	path string
 }
 
-// NewErrorLog returns a log writing lines of level min and above to w.
-func NewErrorLog(w io.Writer, min Level) *ErrorLog {
-	l := &ErrorLog{w: w, pid: strconv.Itoa(os.Getpid())}
-	l.setLevel(min)
+// New returns a log writing lines of level min and above to w.
+func New(w io.Writer, min Level) *Log {
+	l := &Log{w: w, pid: strconv.Itoa(os.Getpid())}
+	l.SetLevel(min)
 	return l
 }
 
-// OpenErrorLog opens path for appending ("stderr" is standard error).
-func OpenErrorLog(path string, min Level) (*ErrorLog, error) {
+// Open opens path for appending ("stderr" is standard error).
+func Open(path string, min Level) (*Log, error) {
 	if path == "" || path == "stderr" {
-		return NewErrorLog(os.Stderr, min), nil
+		return New(os.Stderr, min), nil
 	}
 	f, err := os.OpenFile(path, os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o644)
 	if err != nil {
 		return nil, fmt.Errorf("opening error log: %w", err)
 	}
-	l := NewErrorLog(f, min)
+	l := New(f, min)
 	l.close = f.Close
 	l.path = path
 	return l, nil
@@ -91,7 +91,7 @@ func OpenErrorLog(path string, min Level) (*ErrorLog, error) {
 // after logrotate renamed it, lines go to a fresh file. A log that opened
 // no file (stderr, a writer) is left alone. Safe for concurrent use; no
 // line is lost or written twice across the switch.
-func (l *ErrorLog) Reopen() error {
+func (l *Log) Reopen() error {
 	if l == nil {
 		return nil
 	}
@@ -107,7 +107,7 @@ func (l *ErrorLog) Reopen() error {
 // Reconfigure points the log at path (opened for appending; "stderr" is
 // standard error) and level min, as a reload that changed error_log asks.
 // On error the log stays as it was. Safe for concurrent use.
-func (l *ErrorLog) Reconfigure(path string, min Level) error {
+func (l *Log) Reconfigure(path string, min Level) error {
 	var w io.Writer = os.Stderr
 	var closeFn func() error
 	if path != "" && path != "stderr" {
@@ -123,24 +123,33 @@ func (l *ErrorLog) Reconfigure(path string, min Level) error {
 	old := l.close
 	l.w, l.close, l.path = w, closeFn, path
 	l.mu.Unlock()
-	l.setLevel(min)
+	l.SetLevel(min)
 	if old != nil {
 		return old()
 	}
 	return nil
 }
 
-func stderr() io.Writer { return os.Stderr }
+// Path is the file the log opened: "" when it writes to standard error or
+// to a writer it was given. Safe for concurrent use.
+func (l *Log) Path() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.path
+}
 
 // Enabled reports whether lines of level l are written.
-func (l *ErrorLog) Enabled(lv Level) bool { return l != nil && lv >= l.level() }
+func (l *Log) Enabled(lv Level) bool { return l != nil && lv >= l.level() }
 
-func (l *ErrorLog) level() Level       { return Level(l.min.Load()) }
-func (l *ErrorLog) setLevel(min Level) { l.min.Store(int32(min)) }
+func (l *Log) level() Level { return Level(l.min.Load()) }
+
+// SetLevel makes the log write lines of level min and above. Safe for
+// concurrent use.
+func (l *Log) SetLevel(min Level) { l.min.Store(int32(min)) }
 
 // Logf writes one line at level lv; conn is the connection number shown as
 // "*N" (0: none).
-func (l *ErrorLog) Logf(lv Level, conn uint64, format string, args ...any) {
+func (l *Log) Logf(lv Level, conn uint64, format string, args ...any) {
 	if !l.Enabled(lv) {
 		return
 	}
@@ -165,7 +174,7 @@ func (l *ErrorLog) Logf(lv Level, conn uint64, format string, args ...any) {
 }
 
 // Close closes the underlying file, if the log opened one.
-func (l *ErrorLog) Close() error {
+func (l *Log) Close() error {
 	if l == nil {
 		return nil
 	}
@@ -178,12 +187,3 @@ func (l *ErrorLog) Close() error {
 	l.close = nil
 	return err
 }
-
-// gnetLogger routes gnet's own messages into the error log.
-type gnetLogger struct{ l *ErrorLog }
-
-func (g gnetLogger) Debugf(format string, args ...any) { g.l.Logf(LevelDebug, 0, format, args...) }
-func (g gnetLogger) Infof(format string, args ...any)  { g.l.Logf(LevelInfo, 0, format, args...) }
-func (g gnetLogger) Warnf(format string, args ...any)  { g.l.Logf(LevelWarn, 0, format, args...) }
-func (g gnetLogger) Errorf(format string, args ...any) { g.l.Logf(LevelError, 0, format, args...) }
-func (g gnetLogger) Fatalf(format string, args ...any) { g.l.Logf(LevelEmerg, 0, format, args...) }

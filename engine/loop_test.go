@@ -1,8 +1,10 @@
 package engine
 
 import (
+	"bytes"
 	"context"
 	"errors"
+	"io"
 	"net"
 	"os"
 	"runtime"
@@ -14,71 +16,10 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/tlsrelay/tlsrelay/engine/conf"
+	"github.com/tlsrelay/tlsrelay/engine/memory"
 	"github.com/tlsrelay/tlsrelay/internal/backend"
 	"github.com/tlsrelay/tlsrelay/internal/pki"
 )
-
-// TestRawAcceptor: a client accepted without net has the addresses a
-// net.Conn would have had (from the listener or, for a wildcard listener,
-// from getsockname), TCP_NODELAY inherited from the listener, and no
-// registration with Go's netpoller; closing the acceptor ends a waiting
-// accept with net.ErrClosed.
-func TestRawAcceptor(t *testing.T) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	a := newRawAcceptor(ln)
-	if a == nil {
-		t.Fatal("no acceptor for a TCP listener")
-	}
-	for _, wildcard := range []bool{false, true} {
-		if wildcard {
-			a.local = nil // as for 0.0.0.0: ask the socket
-		}
-		c, err := net.Dial("tcp", ln.Addr().String())
-		if err != nil {
-			t.Fatal(err)
-		}
-		fd, remote, err := a.accept()
-		if err != nil {
-			t.Fatal(err)
-		}
-		local, err := a.localAddr(fd)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if remote.String() != c.LocalAddr().String() || local.String() != c.RemoteAddr().String() {
-			t.Errorf("wildcard %v: accepted %v -> %v, the client is %v -> %v", wildcard, remote, local, c.LocalAddr(), c.RemoteAddr())
-		}
-		if v, err := unix.GetsockoptInt(fd, unix.IPPROTO_TCP, unix.TCP_NODELAY); err != nil || v == 0 {
-			t.Errorf("TCP_NODELAY on the accepted socket = %d, %v; want on", v, err)
-		}
-		if fl, err := unix.FcntlInt(uintptr(fd), unix.F_GETFL, 0); err != nil || fl&unix.O_NONBLOCK == 0 {
-			t.Errorf("accepted socket flags %#x, %v: want O_NONBLOCK", fl, err)
-		}
-		unix.Close(fd)
-		c.Close()
-	}
-	if newRawAcceptor(&net.UnixListener{}) != nil {
-		t.Error("an acceptor for a unix listener")
-	}
-	done := make(chan error, 1)
-	go func() {
-		_, _, err := a.accept()
-		done <- err
-	}()
-	a.close()
-	select {
-	case err := <-done:
-		if !errors.Is(err, net.ErrClosed) {
-			t.Errorf("accept after close: %v, want net.ErrClosed", err)
-		}
-	case <-time.After(10 * time.Second):
-		t.Fatal("closing the acceptor did not end its accept")
-	}
-}
 
 // TestAdoptFailure: a descriptor the loop cannot register (a regular
 // file: epoll refuses it) is reported through the failure callback, on
@@ -146,5 +87,89 @@ func TestLoopsPinned(t *testing.T) {
 		case <-time.After(10 * time.Second):
 			t.Fatalf("loop %d never ran the task", i)
 		}
+	}
+}
+
+// TestMemReleasedAfterSessionsEnd drives sessions through a real engine
+// on real sockets with a keeper fed by the engine's counters, as the
+// ticker feeds its own: held sessions closed with no client after them
+// are released, after the release that followed their arrival.
+func TestMemReleasedAfterSessionsEnd(t *testing.T) {
+	set, _, dir := newPKI(t, pki.ECDSAP256, 1)
+	ups := startUpstreams(t, set, 1, backend.Echo, nil)
+	tb := startEngine(t, dir, guideConf(ups, ""))
+	m := tb.eng.Metrics()
+
+	type release struct {
+		accepted uint64
+		active   int64
+	}
+	released := make(chan release, 8)
+	k := memory.NewKeeper(time.Now(), func() {
+		memory.FreeOSMemory()
+		released <- release{m.Accepted(), m.Active()}
+	})
+	stop := make(chan struct{})
+	ticked := make(chan struct{})
+	go func() { // the ticker goroutine of this keeper
+		defer close(ticked)
+		tick := time.NewTicker(memory.CheckEvery)
+		defer tick.Stop()
+		for {
+			select {
+			case <-stop:
+				return
+			case now := <-tick.C:
+				k.Sessions(now, m.Accepted(), m.Active())
+			}
+		}
+	}()
+	defer func() { close(stop); <-ticked }()
+
+	const n = 100
+	payload := bytes.Repeat([]byte("held session "), 5000)
+	var conns []net.Conn
+	defer func() {
+		for _, c := range conns {
+			c.Close()
+		}
+	}()
+	for range n {
+		c, err := net.Dial("tcp", tb.addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		conns = append(conns, c)
+		c.SetDeadline(time.Now().Add(30 * time.Second))
+		if _, err := c.Write(payload); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := io.ReadFull(c, make([]byte, len(payload))); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// A burst's worth of allocation, so that a release follows the
+	// arrivals while the sessions are held.
+	sink := make([]byte, memory.Burst+(8<<20))
+	runtime.KeepAlive(sink)
+	wait := func(what string) release {
+		t.Helper()
+		select {
+		case r := <-released:
+			return r
+		case <-time.After(20 * time.Second): // a bound for a broken keeper, not a sync
+			t.Fatalf("no release %s within 20 s", what)
+			return release{}
+		}
+	}
+	if r := wait("after the arrivals"); r.active < n {
+		t.Fatalf("first release with %d sessions active, want the %d held", r.active, n)
+	}
+	for _, c := range conns {
+		c.Close()
+	}
+	conns = nil
+	if r := wait("after the sessions ended"); r.active != 0 {
+		t.Fatalf("released with %d sessions active, want 0", r.active)
 	}
 }

@@ -1,4 +1,4 @@
-package engine
+package memory
 
 // Returning memory after a burst. A gateway takes its connections in
 // bursts and then holds them, mostly idle. During a burst the heap grows
@@ -35,12 +35,13 @@ import (
 	"time"
 )
 
-// Tuning of memKeeper.
+// Tuning of Keeper. CheckEvery and Burst are exported for the engine's
+// ticker and tests.
 const (
-	// memCheckEvery is how often the ticker looks: it is awake anyway
+	// CheckEvery is how often the ticker looks: it is awake anyway
 	// while clients arrive, and wakes this often while a release is
 	// pending (see pending).
-	memCheckEvery = 50 * time.Millisecond
+	CheckEvery = 50 * time.Millisecond
 	// memQuiet is how long the sessions must have stayed quiet, and
 	// allocation below memQuietAlloc per check, for the burst to count as
 	// over. Quiet is no session that began or ended in a check, or, after
@@ -49,9 +50,9 @@ const (
 	memQuiet      = 100 * time.Millisecond
 	memQuietAlloc = 1 << 20
 	memQuietShare = 16
-	// memBurst is how much must have been allocated since the last
+	// Burst is how much must have been allocated since the last
 	// release for a release to be worth its collection.
-	memBurst = 32 << 20
+	Burst = 32 << 20
 	// After a release, one for sessions that ended without a burst of
 	// allocation waits memEndedGap; and unless half the sessions the last
 	// release saw have ended, memCostRatio times the CPU time the last
@@ -62,10 +63,10 @@ const (
 	memCostRatio = 100
 )
 
-// memKeeper decides when a burst has ended. It lives on the ticker
-// goroutine (tickLoops) and is used only there; the release it starts
-// runs on a goroutine of its own.
-type memKeeper struct {
+// Keeper decides when a burst has ended and then releases memory. It
+// lives on one goroutine (the engine's ticker) and is used only there;
+// the release it starts runs on a goroutine of its own.
+type Keeper struct {
 	sample []metrics.Sample
 	// allocated is allocs; tests may replace it (a test binary's
 	// allocation is every parallel test's).
@@ -82,7 +83,7 @@ type memKeeper struct {
 	// the sessions ended by then and heldAt those open then.
 	releasedAt, endedAt, heldAt uint64
 	// free releases the memory: two collections and a scavenge (see
-	// freeOSMemory); tests may count. It runs on a goroutine of its own (a
+	// FreeOSMemory) unless NewKeeper was given another. It runs on a goroutine of its own (a
 	// collection of a large heap takes a while, and the ticker must go
 	// on); releasing is set meanwhile, and cost is then the CPU time the
 	// release took and doneAt when it ended (UnixNano). cpu is used by
@@ -94,14 +95,18 @@ type memKeeper struct {
 	cpu       []metrics.Sample
 }
 
-// newMemKeeper makes the keeper of the ticker goroutine, which calls it
-// there at now.
-func newMemKeeper(now time.Time) *memKeeper {
-	k := &memKeeper{
+// NewKeeper makes the keeper of the goroutine that calls it, at now.
+// free releases the memory (nil: FreeOSMemory); it runs on a goroutine of
+// its own, one release at a time.
+func NewKeeper(now time.Time, free func()) *Keeper {
+	if free == nil {
+		free = FreeOSMemory
+	}
+	k := &Keeper{
 		sample:     []metrics.Sample{{Name: "/gc/heap/allocs:bytes"}},
 		lastCheck:  now,
 		quietSince: now,
-		free:       freeOSMemory,
+		free:       free,
 		cpu: []metrics.Sample{
 			{Name: "/cpu/classes/gc/total:cpu-seconds"},
 			{Name: "/cpu/classes/scavenge/total:cpu-seconds"},
@@ -113,16 +118,16 @@ func newMemKeeper(now time.Time) *memKeeper {
 	return k
 }
 
-// freeOSMemory collects twice, so that what sits in sync.Pools (the
+// FreeOSMemory collects twice, so that what sits in sync.Pools (the
 // buffers of ended connections) is freed too, and returns every free page
-// to the kernel.
-func freeOSMemory() {
+// to the kernel. Any goroutine.
+func FreeOSMemory() {
 	runtime.GC()
 	debug.FreeOSMemory()
 }
 
 // allocs is the bytes allocated on the heap since the process started.
-func (k *memKeeper) allocs() uint64 { return readUint64(k.sample) }
+func (k *Keeper) allocs() uint64 { return readUint64(k.sample) }
 
 // readUint64 reads the one runtime metric of sample; 0 if it is not a
 // uint64 (a metric this runtime does not have).
@@ -134,27 +139,27 @@ func readUint64(sample []metrics.Sample) uint64 {
 	return sample[0].Value.Uint64()
 }
 
-// pending reports whether a burst may still be released: enough was
+// Pending reports whether a burst may still be released: enough was
 // allocated since the last release, or sessions ended since. The ticker
-// wakes every memCheckEvery while it is, so that the release follows the
-// end of a burst closely. Runs on the ticker goroutine.
-func (k *memKeeper) pending() bool {
-	return k.lastAllocs-k.releasedAt >= memBurst || k.lastEnded != k.endedAt
+// wakes every CheckEvery while it is, so that the release follows the
+// end of a burst closely. Runs on the keeper's goroutine.
+func (k *Keeper) Pending() bool {
+	return k.lastAllocs-k.releasedAt >= Burst || k.lastEnded != k.endedAt
 }
 
-// check is sessions for a caller that knows only the clients accepted so
-// far: sessions that end count as none. Runs on the ticker goroutine.
-func (k *memKeeper) check(now time.Time, accepted uint64) bool {
-	return k.sessions(now, accepted, int64(accepted-k.lastEnded))
+// check is Sessions for a caller that knows only the clients accepted so
+// far: sessions that end count as none. Runs on the keeper's goroutine.
+func (k *Keeper) check(now time.Time, accepted uint64) bool {
+	return k.Sessions(now, accepted, int64(accepted-k.lastEnded))
 }
 
-// sessions runs at most every memCheckEvery with the clients accepted so
+// Sessions runs at most every CheckEvery with the clients accepted so
 // far and the sessions open now, and releases memory once the sessions
 // and the allocation have been quiet for memQuiet after a burst that
-// allocated memBurst, or after sessions ended. It reports whether it
-// started a release. Runs on the ticker goroutine.
-func (k *memKeeper) sessions(now time.Time, accepted uint64, active int64) bool {
-	if now.Sub(k.lastCheck) < memCheckEvery {
+// allocated Burst, or after sessions ended. It reports whether it
+// started a release. Runs on the keeper's goroutine.
+func (k *Keeper) Sessions(now time.Time, accepted uint64, active int64) bool {
+	if now.Sub(k.lastCheck) < CheckEvery {
 		return false
 	}
 	k.lastCheck = now
@@ -174,7 +179,7 @@ func (k *memKeeper) sessions(now time.Time, accepted uint64, active int64) bool 
 	if now.Sub(k.quietSince) < memQuiet || k.releasing.Load() {
 		return false
 	}
-	burst := a-k.releasedAt >= memBurst
+	burst := a-k.releasedAt >= Burst
 	if !burst {
 		wait := memEndedGap
 		if ended-k.endedAt < (k.heldAt+1)/2 {
@@ -192,7 +197,7 @@ func (k *memKeeper) sessions(now time.Time, accepted uint64, active int64) bool 
 
 // release runs free and records what it cost. It runs on a goroutine of
 // its own, one at a time (releasing).
-func (k *memKeeper) release() {
+func (k *Keeper) release() {
 	before := k.cpuSeconds()
 	k.free()
 	k.cost.Store(int64((k.cpuSeconds() - before) * float64(time.Second)))
@@ -203,7 +208,7 @@ func (k *memKeeper) release() {
 // cpuSeconds is the CPU time the runtime has spent collecting and
 // scavenging, as its metrics estimate it (they are brought up to date by
 // each collection).
-func (k *memKeeper) cpuSeconds() float64 {
+func (k *Keeper) cpuSeconds() float64 {
 	metrics.Read(k.cpu)
 	var s float64
 	for _, v := range k.cpu {

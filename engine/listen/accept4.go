@@ -1,4 +1,4 @@
-package engine
+package listen
 
 // Accepting a TCP client without Go's netpoller knowing it.
 // net.Listener.Accept registers every accepted socket with Go's netpoller
@@ -11,16 +11,15 @@ package engine
 // readable) and hands the bare socket to its loop with EventLoop.Adopt,
 // tlsrelay's addition to gnet (internal/gnet): the loop registers it as it
 // is. TCP_NODELAY is set once on the listener, whose accepted sockets
-// inherit it on Linux.
+// inherit it on Linux. (The hand-off to a loop is the engine's: Socket.Serve
+// gives the bare socket to Handler.FD.)
 
 import (
-	"context"
 	"net"
 	"os"
 	"sync/atomic"
 	"syscall"
 
-	"github.com/panjf2000/gnet/v2"
 	"golang.org/x/sys/unix"
 )
 
@@ -50,18 +49,23 @@ func newRawAcceptor(nl net.Listener) *rawAcceptor {
 	if !ok {
 		return nil
 	}
-	fd, err := dupSocket(tl)
+	// File duplicates the socket (close-on-exec, still non-blocking,
+	// watched by the netpoller); Fd, which would make it blocking, is
+	// never called.
+	f, err := tl.File()
 	if err != nil {
+		return nil
+	}
+	rc, err := f.SyscallConn()
+	if err != nil {
+		f.Close()
 		return nil
 	}
 	// The duplicate is the same socket: the option is the listener's.
-	if err := unix.SetsockoptInt(fd, unix.IPPROTO_TCP, unix.TCP_NODELAY, 1); err != nil {
-		unix.Close(fd)
-		return nil
-	}
-	f := os.NewFile(uintptr(fd), "listener")
-	rc, err := f.SyscallConn()
-	if err != nil {
+	var serr error
+	if err := rc.Control(func(fd uintptr) {
+		serr = unix.SetsockoptInt(int(fd), unix.IPPROTO_TCP, unix.TCP_NODELAY, 1)
+	}); err != nil || serr != nil {
 		f.Close()
 		return nil
 	}
@@ -106,7 +110,7 @@ func (a *rawAcceptor) accept() (fd int, remote net.Addr, err error) {
 }
 
 // localAddr is the local address of an accepted client: the listener's,
-// or the socket's own for a wildcard listener.
+// or the socket's own for a wildcard listener. Any goroutine.
 func (a *rawAcceptor) localAddr(fd int) (net.Addr, error) {
 	if a.local != nil {
 		return a.local, nil
@@ -135,20 +139,7 @@ func sockaddrTCP(sa unix.Sockaddr) *net.TCPAddr {
 	return &net.TCPAddr{}
 }
 
-// adoptClient hands an accepted client's socket to its loop, which then
-// opens its session (OnOpen with *accepted). On failure the socket is
-// closed and the failure reported. Runs on the accept goroutine.
-func (e *Engine) adoptClient(fd int, remote net.Addr, ls *listenSock, b *binding) {
-	local, err := ls.raw.localAddr(fd)
-	if err != nil {
-		unix.Close(fd)
-		e.enrollError(err)
-		return
-	}
-	lp := e.loopFor(ls)
-	a := &accepted{b: b, lp: lp}
-	failed := func(err error) { e.enrollError(err) } // on the loop; gnet closed fd
-	if err := lp.el.Adopt(gnet.NewContext(context.Background(), a), fd, local, remote, failed); err != nil {
-		unix.Close(fd) // the engine is stopping
-	}
-}
+// LocalAddr is the local address of a client the socket accepted bare
+// (Handler.FD): the listener's, or the client socket's own for a wildcard
+// address (getsockname). Any goroutine.
+func (s *Socket) LocalAddr(fd int) (net.Addr, error) { return s.raw.localAddr(fd) }

@@ -1,4 +1,4 @@
-package engine
+package logfile
 
 // Access-log files: one writer per file (buffered, gzipped, flushed on
 // time), shared by the servers and loops that log to it and across the
@@ -9,20 +9,17 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"strings"
 	"sync"
 	"time"
 
 	"github.com/klauspost/compress/gzip"
-
-	"github.com/tlsrelay/tlsrelay/engine/conf"
 )
 
-// logWriter is one open access-log file, shared by every server and loop
+// File is one open access-log file, shared by every server and loop
 // that logs to it. Methods are safe for concurrent use.
-type logWriter struct {
+type File struct {
 	mu      sync.Mutex
-	key     string // in logFiles
+	key     string // in Files
 	path    string
 	f       *os.File
 	size    int    // buffer= in bytes; 0: a write per line
@@ -33,15 +30,15 @@ type logWriter struct {
 	oldest  time.Time     // when pending got its first line
 }
 
-// openLogWriter opens path for appending. buffer > 0 buffers lines up to
+// openFile opens path for appending. buffer > 0 buffers lines up to
 // that size; level > 0 gzips each flushed buffer into a gzip member of its
 // own, as NGINX does (zcat reads the file whole).
-func openLogWriter(path string, buffer int64, level int, flush time.Duration) (*logWriter, error) {
+func openFile(path string, buffer int64, level int, flush time.Duration) (*File, error) {
 	f, err := os.OpenFile(path, os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o644)
 	if err != nil {
 		return nil, fmt.Errorf("opening access log: %w", err)
 	}
-	w := &logWriter{path: path, f: f, size: int(buffer), level: level, flush: flush}
+	w := &File{path: path, f: f, size: int(buffer), level: level, flush: flush}
 	if w.size > 0 {
 		w.pending = make([]byte, 0, w.size)
 	}
@@ -54,8 +51,11 @@ func openLogWriter(path string, buffer int64, level int, flush time.Duration) (*
 	return w, nil
 }
 
-// write logs one line (with its newline).
-func (w *logWriter) write(line []byte, now time.Time) error {
+// Path is the file's path, as the access_log directive named it.
+func (w *File) Path() string { return w.path }
+
+// Write logs one line (with its newline) at now.
+func (w *File) Write(line []byte, now time.Time) error {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	if w.size == 0 {
@@ -78,7 +78,7 @@ func (w *logWriter) write(line []byte, now time.Time) error {
 
 // flushDue writes the buffer if its oldest line is older than flush=. It
 // returns when the buffer will next be due (zero: not before a new line).
-func (w *logWriter) flushDue(now time.Time) (time.Time, error) {
+func (w *File) flushDue(now time.Time) (time.Time, error) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	if w.flush <= 0 || len(w.pending) == 0 {
@@ -90,7 +90,7 @@ func (w *logWriter) flushDue(now time.Time) (time.Time, error) {
 	return w.oldest.Add(w.flush), nil
 }
 
-func (w *logWriter) flushLocked() error {
+func (w *File) flushLocked() error {
 	if len(w.pending) == 0 {
 		return nil
 	}
@@ -108,7 +108,7 @@ func (w *logWriter) flushLocked() error {
 }
 
 // close flushes and closes the file.
-func (w *logWriter) close() error {
+func (w *File) close() error {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	err := w.flushLocked()
@@ -121,7 +121,7 @@ func (w *logWriter) close() error {
 // reopen flushes what is buffered to the old file, opens path anew and
 // closes the old file: after logrotate renamed it, lines go to a fresh
 // file, none lost and none written twice.
-func (w *logWriter) reopen() error {
+func (w *File) reopen() error {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	ferr := w.flushLocked()
@@ -137,23 +137,25 @@ func (w *logWriter) reopen() error {
 	return ferr
 }
 
-// logFiles are the engine's open access-log files, shared by every plan
+// Files are the engine's open access-log files, shared by every plan
 // that logs to them: a reload keeps open a file the new configuration
 // names again, so old and new sessions append to one writer. Safe for
 // concurrent use.
-type logFiles struct {
+type Files struct {
 	mu   sync.Mutex
-	open map[string]*logWriter
-	refs map[*logWriter]int
+	open map[string]*File
+	refs map[*File]int
 }
 
-func newLogFiles() *logFiles {
-	return &logFiles{open: map[string]*logWriter{}, refs: map[*logWriter]int{}}
+// NewFiles returns an empty set of files.
+func NewFiles() *Files {
+	return &Files{open: map[string]*File{}, refs: map[*File]int{}}
 }
 
-// acquire returns the writer for path with these parameters, opening it
-// on first use.
-func (lf *logFiles) acquire(path string, buffer int64, level int, flush time.Duration) (*logWriter, error) {
+// Acquire returns the file for path with these parameters (buffer= in
+// bytes, 0: a write per line; gzip level, 0: plain; flush=, 0: only when
+// the buffer fills), opening it on first use; Release drops the use.
+func (lf *Files) Acquire(path string, buffer int64, level int, flush time.Duration) (*File, error) {
 	key := fmt.Sprintf("%s\x00%d\x00%d\x00%d", path, buffer, level, flush)
 	lf.mu.Lock()
 	defer lf.mu.Unlock()
@@ -161,7 +163,7 @@ func (lf *logFiles) acquire(path string, buffer int64, level int, flush time.Dur
 		lf.refs[w]++
 		return w, nil
 	}
-	w, err := openLogWriter(path, buffer, level, flush)
+	w, err := openFile(path, buffer, level, flush)
 	if err != nil {
 		return nil, err
 	}
@@ -171,8 +173,8 @@ func (lf *logFiles) acquire(path string, buffer int64, level int, flush time.Dur
 	return w, nil
 }
 
-// release drops one plan's use of w and closes it after the last.
-func (lf *logFiles) release(w *logWriter) {
+// Release drops one use of w and closes it after the last.
+func (lf *Files) Release(w *File) {
 	lf.mu.Lock()
 	lf.refs[w]--
 	last := lf.refs[w] <= 0
@@ -187,18 +189,18 @@ func (lf *logFiles) release(w *logWriter) {
 }
 
 // writers returns the open writers.
-func (lf *logFiles) writers() []*logWriter {
+func (lf *Files) writers() []*File {
 	lf.mu.Lock()
 	defer lf.mu.Unlock()
-	out := make([]*logWriter, 0, len(lf.open))
+	out := make([]*File, 0, len(lf.open))
 	for _, w := range lf.open {
 		out = append(out, w)
 	}
 	return out
 }
 
-// reopen reopens every file (SIGUSR1), returning the first error.
-func (lf *logFiles) reopen() error {
+// Reopen reopens every file (SIGUSR1), returning the first error.
+func (lf *Files) Reopen() error {
 	var first error
 	for _, w := range lf.writers() {
 		if err := w.reopen(); err != nil && first == nil {
@@ -208,9 +210,9 @@ func (lf *logFiles) reopen() error {
 	return first
 }
 
-// flushDue flushes buffers past their flush= time and returns the earliest
-// time a buffer will next be due (zero: none). Any goroutine.
-func (lf *logFiles) flushDue(now time.Time) (next time.Time) {
+// FlushDue flushes buffers past their flush= time and returns the
+// earliest time a buffer will next be due (zero: none). Any goroutine.
+func (lf *Files) FlushDue(now time.Time) (next time.Time) {
 	for _, w := range lf.writers() {
 		if at, _ := w.flushDue(now); !at.IsZero() && (next.IsZero() || at.Before(next)) {
 			next = at
@@ -219,74 +221,14 @@ func (lf *logFiles) flushDue(now time.Time) (next time.Time) {
 	return next
 }
 
-// logSet is one plan's access logs: the writers it holds in the engine's
-// logFiles, and the formats its directives compiled.
-type logSet struct {
-	files   *logFiles
-	held    map[*logWriter]bool
-	formats map[string]*logFormat
-}
-
-func newLogSet(files *logFiles) *logSet {
-	return &logSet{files: files, held: map[*logWriter]bool{}, formats: map[string]*logFormat{}}
-}
-
-// open returns the server's access logs for the configuration's
-// access_log directives.
-func (ls *logSet) open(cfg *conf.Config, logs []conf.AccessLog) ([]accessLog, error) {
-	var out []accessLog
-	for _, l := range logs {
-		if l.Off {
-			return nil, nil
-		}
-		if strings.Contains(l.Path, "$") {
-			return nil, conf.Errorf(l.Pos, "access_log path with variables is not supported")
-		}
-		lf := ls.formats[l.Format]
-		if lf == nil {
-			def := cfg.Stream.LogFormats[l.Format]
-			if def == nil {
-				return nil, conf.Errorf(l.Pos, "unknown log format %q", l.Format)
-			}
-			lf = compileFormat(def.Template, def.Escape)
-			ls.formats[l.Format] = lf
-		}
-		w, err := ls.files.acquire(l.Path, l.Buffer, l.Gzip, l.Flush)
-		if err != nil {
-			return nil, conf.Errorf(l.Pos, "%v", err)
-		}
-		if ls.held[w] {
-			ls.files.release(w) // one reference per plan
-		}
-		ls.held[w] = true
-		al := accessLog{w: w, format: lf}
-		if l.IfTemplate != nil {
-			al.cond = compileFormat(l.IfTemplate, "none")
-		}
-		out = append(out, al)
-	}
-	return out, nil
-}
-
-// close releases the plan's writers (a file closes with its last plan).
-func (ls *logSet) close() {
-	if ls == nil || ls.files == nil {
-		return
-	}
-	for w := range ls.held {
-		ls.files.release(w)
-	}
-	ls.held = map[*logWriter]bool{}
-}
-
-// closeAll flushes and closes every file still open (the engine stops).
-func (lf *logFiles) closeAll() {
+// CloseAll flushes and closes every file still open (the engine stops).
+func (lf *Files) CloseAll() {
 	lf.mu.Lock()
-	ws := make([]*logWriter, 0, len(lf.open))
+	ws := make([]*File, 0, len(lf.open))
 	for _, w := range lf.open {
 		ws = append(ws, w)
 	}
-	lf.open, lf.refs = map[string]*logWriter{}, map[*logWriter]int{}
+	lf.open, lf.refs = map[string]*File{}, map[*File]int{}
 	lf.mu.Unlock()
 	for _, w := range ws {
 		w.close()

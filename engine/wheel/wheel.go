@@ -1,4 +1,4 @@
-package engine
+package wheel
 
 // A timer wheel per event loop: gnet has no timers, and a runtime timer per
 // connection would cost memory and a goroutine wake-up per expiry. The wheel
@@ -10,26 +10,37 @@ package engine
 // timer fires on the first tick at or after its deadline, so a timeout is
 // late by at most one tick.
 
-// timer is one wheel entry. The zero value is disarmed.
-type timer struct {
+// Timer is one wheel entry. The zero value is disarmed; set Fire before
+// arming it.
+type Timer struct {
 	deadline   int64 // in ticks
-	next, prev *timer
+	next, prev *Timer
 	armed      bool
-	fire       func() // runs on the loop
+	// Fire is called when the timer is due, on the wheel's goroutine
+	// (inside Advance). It may arm or disarm any timer of the wheel.
+	Fire func()
 }
 
-// wheel is a hashed timing wheel. It is used only from its loop.
-type wheel struct {
-	slots []timer // sentinel heads of circular lists
+// Armed reports whether t is waiting to fire.
+func (t *Timer) Armed() bool { return t.armed }
+
+// Deadline is the tick t fires at (or last fired at).
+func (t *Timer) Deadline() int64 { return t.deadline }
+
+// Wheel is a hashed timing wheel. It is used only from the goroutine that
+// owns it.
+type Wheel struct {
+	slots []Timer // sentinel heads of circular lists
 	mask  int64
 	now   int64 // current tick
 	count int
-	due   []*timer // scratch for advance
+	due   []*Timer // scratch for Advance
 }
 
-func newWheel(size int) *wheel {
+// New returns a wheel of size slots at tick 0.
+func New(size int) *Wheel {
 	// size must be a power of two.
-	w := &wheel{slots: make([]timer, size), mask: int64(size - 1)}
+	w := &Wheel{slots: make([]Timer, size), mask: int64(size - 1)}
 	for i := range w.slots {
 		h := &w.slots[i]
 		h.next, h.prev = h, h
@@ -37,10 +48,16 @@ func newWheel(size int) *wheel {
 	return w
 }
 
-// arm (re)schedules t to fire after d ticks (at least one).
-func (w *wheel) arm(t *timer, d int64) {
+// Now is the wheel's current tick: the last one Advance reached.
+func (w *Wheel) Now() int64 { return w.now }
+
+// Len is the number of armed timers.
+func (w *Wheel) Len() int { return w.count }
+
+// Arm (re)schedules t to fire d ticks (at least one) after Now.
+func (w *Wheel) Arm(t *Timer, d int64) {
 	if t.armed {
-		w.disarm(t)
+		w.Disarm(t)
 	}
 	if d < 1 {
 		d = 1
@@ -55,8 +72,8 @@ func (w *wheel) arm(t *timer, d int64) {
 	w.count++
 }
 
-// disarm cancels t if it is armed.
-func (w *wheel) disarm(t *timer) {
+// Disarm cancels t if it is armed.
+func (w *Wheel) Disarm(t *Timer) {
 	if !t.armed {
 		return
 	}
@@ -67,17 +84,17 @@ func (w *wheel) disarm(t *timer) {
 	w.count--
 }
 
-// advance moves the wheel to tick now, firing every timer that is due.
+// Advance moves the wheel to tick now, firing every timer that is due.
 // Timers armed by a firing callback for the current tick fire on the next
-// advance.
-func (w *wheel) advance(now int64) {
+// Advance.
+func (w *Wheel) Advance(now int64) {
 	turn := int64(len(w.slots))
 	for w.now < now {
 		if now-w.now > turn {
 			// An idle loop's wheel may lag by more than a turn: skip
 			// the stretch before the next deadline instead of
 			// visiting every slot of it again.
-			if dl, ok := w.next(turn); !ok {
+			if dl, ok := w.Next(turn); !ok {
 				w.now += turn
 				continue
 			} else if dl-1 > w.now {
@@ -91,24 +108,24 @@ func (w *wheel) advance(now int64) {
 		for t := h.next; t != h; {
 			next := t.next
 			if t.deadline <= w.now {
-				w.disarm(t)
+				w.Disarm(t)
 				due = append(due, t)
 			}
 			t = next
 		}
 		for i, t := range due {
 			due[i] = nil
-			t.fire()
+			t.Fire()
 		}
 		w.due = due[:0]
 	}
 }
 
-// next returns the deadline of the earliest armed timer if it is at most
+// Next returns the deadline of the earliest armed timer if it is at most
 // limit ticks (at most one turn) ahead of the wheel; ok is false when no
 // timer is that close. It visits the slots ahead and their timers, so it
 // is for an idle loop deciding how long it may sleep.
-func (w *wheel) next(limit int64) (deadline int64, ok bool) {
+func (w *Wheel) Next(limit int64) (deadline int64, ok bool) {
 	if w.count == 0 {
 		return 0, false
 	}

@@ -1,9 +1,6 @@
-package engine
+package memory
 
 import (
-	"bytes"
-	"io"
-	"net"
 	"runtime"
 	"runtime/debug"
 	"slices"
@@ -12,9 +9,6 @@ import (
 	"testing"
 	"time"
 	"weak"
-
-	"github.com/tlsrelay/tlsrelay/internal/backend"
-	"github.com/tlsrelay/tlsrelay/internal/pki"
 )
 
 // TestMemKeeper: memory is released once, after a burst that allocated
@@ -22,9 +16,8 @@ import (
 // while clients arrive, not without a burst, not twice for one burst.
 func TestMemKeeper(t *testing.T) {
 	t0 := time.Now()
-	k := newMemKeeper(t0)
 	var freed atomic.Int32
-	k.free = func() { freed.Add(1) }
+	k := NewKeeper(t0, func() { freed.Add(1) })
 	at := func(ms int) time.Time { return t0.Add(time.Duration(ms) * time.Millisecond) }
 
 	// No burst yet: quiet, but nothing to release.
@@ -34,7 +27,7 @@ func TestMemKeeper(t *testing.T) {
 		}
 	}
 	// A burst: clients arrive and memory is allocated.
-	sink := make([]byte, memBurst+(8<<20))
+	sink := make([]byte, Burst+(8<<20))
 	accepted := uint64(0)
 	for ms := 1100; ms <= 2000; ms += 100 {
 		accepted += 50
@@ -42,7 +35,7 @@ func TestMemKeeper(t *testing.T) {
 			t.Fatalf("released at %dms while clients arrived", ms)
 		}
 	}
-	// Checks closer together than memCheckEvery are skipped.
+	// Checks closer together than CheckEvery are skipped.
 	if k.check(at(2050), accepted) {
 		t.Fatal("a check 50ms after the last one released")
 	}
@@ -163,7 +156,7 @@ func TestGCPacerFollowsLiveHeap(t *testing.T) {
 // fakeKeeper is a keeper whose allocation count is the test's and whose
 // release is counted; release waits for the release goroutine.
 type fakeKeeper struct {
-	*memKeeper
+	*Keeper
 	alloc atomic.Uint64
 	freed atomic.Int32
 	t0    time.Time
@@ -171,7 +164,7 @@ type fakeKeeper struct {
 
 func newFakeKeeper() *fakeKeeper {
 	f := &fakeKeeper{t0: time.Now()}
-	f.memKeeper = newMemKeeper(f.t0)
+	f.Keeper = NewKeeper(f.t0, nil)
 	f.allocated = f.alloc.Load
 	f.releasedAt, f.lastAllocs = 0, 0
 	f.free = func() { f.freed.Add(1) }
@@ -201,13 +194,13 @@ func TestMemKeeperSessionsEnded(t *testing.T) {
 	for ; ms <= 1000; ms += 100 {
 		accepted += 100
 		f.alloc.Add(4 << 20)
-		if f.sessions(f.at(ms), accepted, int64(accepted)) {
+		if f.Sessions(f.at(ms), accepted, int64(accepted)) {
 			t.Fatalf("released at %dms while clients arrived", ms)
 		}
 	}
 	releases := 0
 	for ; ms <= 2000; ms += 100 {
-		if f.sessions(f.at(ms), accepted, int64(accepted)) {
+		if f.Sessions(f.at(ms), accepted, int64(accepted)) {
 			releases++
 		}
 		f.settle()
@@ -215,12 +208,12 @@ func TestMemKeeperSessionsEnded(t *testing.T) {
 	if releases != 1 || f.freed.Load() != 1 {
 		t.Fatalf("%d releases after the burst of arrivals, want 1", releases)
 	}
-	if f.pending() {
+	if f.Pending() {
 		t.Fatal("pending with nothing allocated and no session ended since the release")
 	}
 	// The sessions end; nothing arrives and nothing is allocated.
 	for ; ms <= 2500; ms += 100 {
-		if f.sessions(f.at(ms), accepted, int64(accepted)-int64(ms-2000)*2) {
+		if f.Sessions(f.at(ms), accepted, int64(accepted)-int64(ms-2000)*2) {
 			t.Fatalf("released at %dms while sessions ended", ms)
 		}
 	}
@@ -230,10 +223,10 @@ func TestMemKeeperSessionsEnded(t *testing.T) {
 	f.doneAt.Store(f.at(2000).UnixNano())
 	releasedAt := -1
 	for ; ms <= 6000; ms += 100 {
-		if !f.pending() && releasedAt < 0 {
+		if !f.Pending() && releasedAt < 0 {
 			t.Fatalf("not pending at %dms with sessions ended since the release", ms)
 		}
-		if f.sessions(f.at(ms), accepted, 0) {
+		if f.Sessions(f.at(ms), accepted, 0) {
 			if releasedAt >= 0 {
 				t.Fatalf("released twice for one end (%dms and %dms)", releasedAt, ms)
 			}
@@ -248,10 +241,10 @@ func TestMemKeeperSessionsEnded(t *testing.T) {
 	// 1000 held again, released; then they end one by one: each end
 	// waits memCostRatio times the last release's cost (here 10 ms: 1 s).
 	accepted += 1000
-	f.alloc.Add(memBurst)
+	f.alloc.Add(Burst)
 	ms += 100
 	for ; ms <= 8000; ms += 100 {
-		f.sessions(f.at(ms), accepted, 1000)
+		f.Sessions(f.at(ms), accepted, 1000)
 		f.settle()
 	}
 	if f.freed.Load() != 3 {
@@ -265,7 +258,7 @@ func TestMemKeeperSessionsEnded(t *testing.T) {
 		if ms%1000 == 0 {
 			active-- // one session ends each second
 		}
-		if f.sessions(f.at(ms), accepted, active) {
+		if f.Sessions(f.at(ms), accepted, active) {
 			released = append(released, ms)
 			f.settle() // it measured its own cost: the test's stands
 			f.cost.Store(int64(10 * time.Second / memCostRatio))
@@ -288,7 +281,7 @@ func TestMemKeeperTrickle(t *testing.T) {
 		accepted += arrive
 		ended += arrive // short sessions: each ends in its check
 		f.alloc.Add(arrive * 30 << 10)
-		r := f.sessions(f.at(ms), accepted, int64(accepted-ended))
+		r := f.Sessions(f.at(ms), accepted, int64(accepted-ended))
 		f.settle()
 		return r
 	}
@@ -333,94 +326,9 @@ func TestFreeOSMemoryPools(t *testing.T) {
 		t.Log("one collection freed a pooled buffer: this runtime needs no second")
 	}
 	w = put()
-	freeOSMemory()
+	FreeOSMemory()
 	if w.Value() != nil {
 		t.Fatal("a pooled buffer survived freeOSMemory")
 	}
 	runtime.KeepAlive(&pool)
-}
-
-// TestMemReleasedAfterSessionsEnd drives sessions through a real engine
-// on real sockets with a keeper fed by the engine's counters, as the
-// ticker feeds its own: held sessions closed with no client after them
-// are released, after the release that followed their arrival.
-func TestMemReleasedAfterSessionsEnd(t *testing.T) {
-	set, _, dir := newPKI(t, pki.ECDSAP256, 1)
-	ups := startUpstreams(t, set, 1, backend.Echo, nil)
-	tb := startEngine(t, dir, guideConf(ups, ""))
-	m := tb.eng.Metrics()
-
-	type release struct {
-		accepted uint64
-		active   int64
-	}
-	released := make(chan release, 8)
-	k := newMemKeeper(time.Now())
-	k.free = func() {
-		freeOSMemory()
-		released <- release{m.Accepted(), m.Active()}
-	}
-	stop := make(chan struct{})
-	ticked := make(chan struct{})
-	go func() { // the ticker goroutine of this keeper
-		defer close(ticked)
-		tick := time.NewTicker(memCheckEvery)
-		defer tick.Stop()
-		for {
-			select {
-			case <-stop:
-				return
-			case now := <-tick.C:
-				k.sessions(now, m.Accepted(), m.Active())
-			}
-		}
-	}()
-	defer func() { close(stop); <-ticked }()
-
-	const n = 100
-	payload := bytes.Repeat([]byte("held session "), 5000)
-	var conns []net.Conn
-	defer func() {
-		for _, c := range conns {
-			c.Close()
-		}
-	}()
-	for range n {
-		c, err := net.Dial("tcp", tb.addr)
-		if err != nil {
-			t.Fatal(err)
-		}
-		conns = append(conns, c)
-		c.SetDeadline(time.Now().Add(30 * time.Second))
-		if _, err := c.Write(payload); err != nil {
-			t.Fatal(err)
-		}
-		if _, err := io.ReadFull(c, make([]byte, len(payload))); err != nil {
-			t.Fatal(err)
-		}
-	}
-	// A burst's worth of allocation, so that a release follows the
-	// arrivals while the sessions are held.
-	sink := make([]byte, memBurst+(8<<20))
-	runtime.KeepAlive(sink)
-	wait := func(what string) release {
-		t.Helper()
-		select {
-		case r := <-released:
-			return r
-		case <-time.After(20 * time.Second): // a bound for a broken keeper, not a sync
-			t.Fatalf("no release %s within 20 s", what)
-			return release{}
-		}
-	}
-	if r := wait("after the arrivals"); r.active < n {
-		t.Fatalf("first release with %d sessions active, want the %d held", r.active, n)
-	}
-	for _, c := range conns {
-		c.Close()
-	}
-	conns = nil
-	if r := wait("after the sessions ended"); r.active != 0 {
-		t.Fatalf("released with %d sessions active, want 0", r.active)
-	}
 }
