@@ -98,6 +98,7 @@ fuzz:
 	$(GO) test ./tlsbridge -run '^$$' -fuzz FuzzNameTemplate -fuzztime $(FUZZTIME)
 	$(GO) test ./tlsbridge -run '^$$' -fuzz FuzzPrivateKey -fuzztime $(FUZZTIME)
 	$(GO) test ./tlsbridge -run '^$$' -fuzz FuzzDriverUpstreamBytes -fuzztime $(FUZZTIME)
+	$(GO) test ./engine/proxyproto -run '^$$' -fuzz FuzzRead -fuzztime $(FUZZTIME)
 
 # The peers that `make bench` compares against, and the programs the
 # differential tests call, from Debian's packages.
