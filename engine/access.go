@@ -76,7 +76,7 @@ func (e *Engine) admit(c gnet.Conn, lp *loop, srv *server, pp *proxyproto.Info, 
 	s := e.openSessionAt(c, lp, srv, remote, local, pp)
 	if !srv.allowed(remote) {
 		s.status = 403
-		e.log.Logf(LevelError, s.id, "access forbidden by rule, client: %s, server: %s", hostOf(s.remote), srv.name)
+		e.log.Logf(errlog.LevelError, s.id, "access forbidden by rule, client: %s, server: %s", hostOf(s.remote), srv.name)
 		s.finish(metrics.ReasonForbidden)
 		return
 	}
@@ -159,9 +159,9 @@ func (s *session) releaseLimits() {
 }
 
 // limitLevel maps limit_conn_log_level to the error log's level.
-func limitLevel(name string) Level {
+func limitLevel(name string) errlog.Level {
 	if lv, ok := errlog.ParseLevel(name); ok {
 		return lv
 	}
-	return LevelError
+	return errlog.LevelError
 }

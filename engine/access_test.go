@@ -13,6 +13,7 @@ import (
 	"github.com/tlsrelay/tlsrelay/engine/metrics"
 	"github.com/tlsrelay/tlsrelay/internal/backend"
 	"github.com/tlsrelay/tlsrelay/internal/pki"
+	"github.com/tlsrelay/tlsrelay/internal/testutil"
 )
 
 // TestAccessRulesEngine: a client that a deny rule matches is closed
@@ -41,7 +42,7 @@ func TestAccessRulesEngine(t *testing.T) {
 	if _, err := echoOnce(allowed, []byte("welcome"), 10*time.Second); err != nil {
 		t.Fatalf("allowed client: %v", err)
 	}
-	waitFor(t, "two access-log lines", 10*time.Second, func() bool {
+	testutil.WaitFor(t, "two access-log lines", 10*time.Second, func() bool {
 		b, _ := os.ReadFile(logPath)
 		return strings.Count(string(b), "\n") >= 2
 	})
@@ -88,11 +89,11 @@ func TestLimitConnEngine(t *testing.T) {
 		t.Errorf("held session: %v", err)
 	}
 	b.c.Close()
-	waitFor(t, "the held session to end", 10*time.Second, func() bool { return tb.eng.Metrics().Active() == 1 })
+	testutil.WaitFor(t, "the held session to end", 10*time.Second, func() bool { return tb.eng.Metrics().Active() == 1 })
 	if _, err := echoOnce(tb.addr, []byte("room again"), 10*time.Second); err != nil {
 		t.Fatalf("after one left: %v", err)
 	}
-	waitFor(t, "the access log", 10*time.Second, func() bool {
+	testutil.WaitFor(t, "the access log", 10*time.Second, func() bool {
 		b, _ := os.ReadFile(logPath)
 		return strings.Count(string(b), "\n") >= 3
 	})

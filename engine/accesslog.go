@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/tlsrelay/tlsrelay/engine/conf"
+	"github.com/tlsrelay/tlsrelay/engine/errlog"
 	"github.com/tlsrelay/tlsrelay/engine/logfile"
 	"github.com/tlsrelay/tlsrelay/pool/dial"
 	"github.com/tlsrelay/tlsrelay/tlsbridge"
@@ -161,8 +162,8 @@ func (s *session) logAccess(now time.Time) {
 		}
 		line := s.render(s.lp.logScratch[:0], al.format, now)
 		line = append(line, '\n')
-		if err := al.w.Write(line, now); err != nil && s.e.log.Enabled(LevelAlert) {
-			s.e.log.Logf(LevelAlert, 0, "writing access log %q: %v", al.w.Path(), err)
+		if err := al.w.Write(line, now); err != nil && s.e.log.Enabled(errlog.LevelAlert) {
+			s.e.log.Logf(errlog.LevelAlert, 0, "writing access log %q: %v", al.w.Path(), err)
 		}
 		s.lp.logScratch = line[:0]
 	}

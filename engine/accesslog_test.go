@@ -16,6 +16,7 @@ import (
 	"github.com/tlsrelay/tlsrelay/engine/conf"
 	"github.com/tlsrelay/tlsrelay/internal/backend"
 	"github.com/tlsrelay/tlsrelay/internal/pki"
+	"github.com/tlsrelay/tlsrelay/internal/testutil"
 )
 
 // TestCompileFormat: a format compiled by conf becomes literal and
@@ -140,7 +141,7 @@ func TestAccessLog(t *testing.T) {
 	c.SetDeadline(time.Now().Add(10 * time.Second))
 	io.ReadAll(c)
 	c.Close()
-	waitFor(t, "four access-log lines", 10*time.Second, func() bool {
+	testutil.WaitFor(t, "four access-log lines", 10*time.Second, func() bool {
 		b, _ := os.ReadFile(logPath)
 		return strings.Count(string(b), "\n") == 4
 	})

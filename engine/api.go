@@ -7,32 +7,12 @@ import (
 	"github.com/tlsrelay/tlsrelay/engine/errlog"
 )
 
-// ErrorLog is the error log (package errlog), and Level and its
-// constants are its severities, under the names the engine's files have
-// always used for them: aliases, not types of the engine's own.
-type (
-	ErrorLog = errlog.Log
-	Level    = errlog.Level
-)
-
-// The error log's levels, least severe first (errlog's).
-const (
-	LevelDebug  = errlog.LevelDebug
-	LevelInfo   = errlog.LevelInfo
-	LevelNotice = errlog.LevelNotice
-	LevelWarn   = errlog.LevelWarn
-	LevelError  = errlog.LevelError
-	LevelCrit   = errlog.LevelCrit
-	LevelAlert  = errlog.LevelAlert
-	LevelEmerg  = errlog.LevelEmerg
-)
-
 // Options are what the command line hands the engine besides the
 // configuration.
 type Options struct {
 	// Log receives the error log. Nil: the engine opens the error_log of
 	// the configuration (stderr when none is set).
-	Log *ErrorLog
+	Log *errlog.Log
 	// Quit, when closed, asks for a graceful stop (SIGQUIT): stop
 	// accepting, wait for open sessions to end, at most QuitTimeout.
 	Quit <-chan struct{}

@@ -33,6 +33,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/tlsrelay/tlsrelay/engine/errlog"
 	"github.com/tlsrelay/tlsrelay/engine/metrics"
 )
 
@@ -161,8 +162,8 @@ func (s *session) abort(from *side, cause error) {
 	}
 	if other.state == sideClosed || other.state == sideNone {
 		// The other peer is gone already: nothing to tell it.
-		if s.e.log.Enabled(LevelInfo) {
-			s.e.log.Logf(LevelInfo, s.id, "%s ended its connection: %v, client: %s, server: %s, upstream: \"%s\"",
+		if s.e.log.Enabled(errlog.LevelInfo) {
+			s.e.log.Logf(errlog.LevelInfo, s.id, "%s ended its connection: %v, client: %s, server: %s, upstream: \"%s\"",
 				who, cause, hostOf(s.remote), s.srv.name, s.peer)
 		}
 		s.finish(reason)
@@ -170,9 +171,9 @@ func (s *session) abort(from *side, cause error) {
 	}
 	s.aborted = true
 	s.reason = reason
-	level := LevelError
+	level := errlog.LevelError
 	if from == &s.cli {
-		level = LevelInfo
+		level = errlog.LevelInfo
 	}
 	if s.e.log.Enabled(level) {
 		relayed := s.toClient

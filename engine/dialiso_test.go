@@ -16,6 +16,7 @@ import (
 	"github.com/tlsrelay/tlsrelay/internal/backend"
 	"github.com/tlsrelay/tlsrelay/internal/faultnet"
 	"github.com/tlsrelay/tlsrelay/internal/pki"
+	"github.com/tlsrelay/tlsrelay/internal/testutil"
 )
 
 // Issue 18 part 2: one upstream that never answers must cost only the
@@ -110,10 +111,10 @@ func TestDialIsolation(t *testing.T) {
 	goodAddr := tb.eng.Addrs()[1].String()
 
 	dialClients(t, tb.addr, n)
-	waitFor(t, "every session's dial to reach the silent upstream", 30*time.Second, func() bool {
+	testutil.WaitFor(t, "every session's dial to reach the silent upstream", 30*time.Second, func() bool {
 		return silent.Accepted() == n
 	})
-	waitFor(t, "every handshake to be in flight", 10*time.Second, func() bool {
+	testutil.WaitFor(t, "every handshake to be in flight", 10*time.Second, func() bool {
 		return tb.eng.dialer.InFlight().Handshaking == n
 	})
 	var d []time.Duration
@@ -162,7 +163,7 @@ func TestDialCancelledWhenClientLeaves(t *testing.T) {
 			silent := startSilent(t)
 			tb := startEngine(t, dir, faultConf([]string{silent.Addr()}, good, ""))
 			conns := dialClients(t, tb.addr, n)
-			waitFor(t, "every handshake in flight", 30*time.Second, func() bool {
+			testutil.WaitFor(t, "every handshake in flight", 30*time.Second, func() bool {
 				return silent.Open() == n && tb.eng.dialer.InFlight().Handshaking == n
 			})
 			cancelled0 := tb.eng.dialer.InFlight().Cancelled
@@ -172,10 +173,10 @@ func TestDialCancelledWhenClientLeaves(t *testing.T) {
 					t.Fatal(err)
 				}
 			}
-			waitFor(t, "the upstream to see every connection closed", 20*time.Second, func() bool {
+			testutil.WaitFor(t, "the upstream to see every connection closed", 20*time.Second, func() bool {
 				return silent.Open() == 0
 			})
-			waitFor(t, "no dial in flight and no session left", 20*time.Second, func() bool {
+			testutil.WaitFor(t, "no dial in flight and no session left", 20*time.Second, func() bool {
 				f := tb.eng.dialer.InFlight()
 				return f.Connecting == 0 && f.Handshaking == 0 && tb.eng.Metrics().Active() == 0
 			})
@@ -200,7 +201,7 @@ func TestDialCancelledWhenClientLeaves(t *testing.T) {
 				t.Fatal(err)
 			}
 			defer c.Close()
-			waitFor(t, "a new dial to the same peer", 10*time.Second, func() bool { return silent.Accepted() == n+1 })
+			testutil.WaitFor(t, "a new dial to the same peer", 10*time.Second, func() bool { return silent.Accepted() == n+1 })
 		})
 	}
 
@@ -213,7 +214,7 @@ func TestDialCancelledWhenClientLeaves(t *testing.T) {
 				t.Fatal(err)
 			}
 		}
-		waitFor(t, "every handshake in flight", 30*time.Second, func() bool {
+		testutil.WaitFor(t, "every handshake in flight", 30*time.Second, func() bool {
 			return silent.Open() == n && tb.eng.dialer.InFlight().Handshaking == n
 		})
 		// A reset client, mixed in, is cancelled; the others are not.
@@ -221,17 +222,17 @@ func TestDialCancelledWhenClientLeaves(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		waitFor(t, "the extra dial in flight", 10*time.Second, func() bool { return silent.Open() == n+1 })
+		testutil.WaitFor(t, "the extra dial in flight", 10*time.Second, func() bool { return silent.Open() == n+1 })
 		for _, c := range conns {
 			if err := c.(*net.TCPConn).CloseWrite(); err != nil {
 				t.Fatal(err)
 			}
 		}
-		waitFor(t, "the proxy to see every FIN", 20*time.Second, func() bool {
+		testutil.WaitFor(t, "the proxy to see every FIN", 20*time.Second, func() bool {
 			return countSessions(t, tb, func(s *session) bool { return s.cliEOF }) == n
 		})
 		faultnet.Reset(extra.(*net.TCPConn))
-		waitFor(t, "the reset client's dial to be cancelled", 20*time.Second, func() bool {
+		testutil.WaitFor(t, "the reset client's dial to be cancelled", 20*time.Second, func() bool {
 			return silent.Open() == n
 		})
 		if f := tb.eng.dialer.InFlight(); f.Handshaking != n || tb.eng.Metrics().Active() != n {

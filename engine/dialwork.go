@@ -23,6 +23,7 @@ import (
 	"github.com/panjf2000/gnet/v2"
 	"golang.org/x/sys/unix"
 
+	"github.com/tlsrelay/tlsrelay/engine/errlog"
 	"github.com/tlsrelay/tlsrelay/engine/metrics"
 	"github.com/tlsrelay/tlsrelay/internal/syserr"
 	"github.com/tlsrelay/tlsrelay/pool"
@@ -57,8 +58,8 @@ func (s *session) clientLeftWhileConnecting(err error) {
 	if reset {
 		reason = metrics.ReasonClientAborted
 	}
-	if s.e.log.Enabled(LevelInfo) {
-		s.e.log.Logf(LevelInfo, s.id, "%s while connecting to upstream, dial cancelled, client: %s, server: %s",
+	if s.e.log.Enabled(errlog.LevelInfo) {
+		s.e.log.Logf(errlog.LevelInfo, s.id, "%s while connecting to upstream, dial cancelled, client: %s, server: %s",
 			reason.Text(), hostOf(s.remote), s.srv.name)
 	}
 	s.reason = reason
@@ -89,14 +90,14 @@ func (s *session) observeHandshake(p *pool.Peer, _ net.Addr, cs tls.ConnectionSt
 func (s *session) dialAttemptFailed(a dial.Attempt, disabled bool) {
 	s.e.m.AttemptFailed()
 	if a.Handshaking {
-		s.e.log.Logf(LevelError, s.id, "%v (%s) while SSL handshaking to upstream, client: %s, server: %s, upstream: \"%s\"",
+		s.e.log.Logf(errlog.LevelError, s.id, "%v (%s) while SSL handshaking to upstream, client: %s, server: %s, upstream: \"%s\"",
 			a.Err, tlsbridge.Classify(a.Err), hostOf(s.remote), s.srv.name, a.Peer)
 	} else {
-		s.e.log.Logf(LevelError, s.id, "%v while connecting to upstream, client: %s, server: %s, upstream: \"%s\"",
+		s.e.log.Logf(errlog.LevelError, s.id, "%v while connecting to upstream, client: %s, server: %s, upstream: \"%s\"",
 			a.Err, hostOf(s.remote), s.srv.name, a.Peer)
 	}
 	if disabled {
-		s.e.log.Logf(LevelWarn, s.id, "upstream server temporarily disabled while connecting to upstream, client: %s, server: %s, upstream: \"%s\"",
+		s.e.log.Logf(errlog.LevelWarn, s.id, "upstream server temporarily disabled while connecting to upstream, client: %s, server: %s, upstream: \"%s\"",
 			hostOf(s.remote), s.srv.name, a.Peer)
 	}
 }

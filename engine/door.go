@@ -9,6 +9,8 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"github.com/tlsrelay/tlsrelay/engine/errlog"
 )
 
 // The door is the unix socket gnet listens on (it needs one listener; the
@@ -33,7 +35,7 @@ const doorEmptyAge = time.Minute
 func (e *Engine) makeDoorDir() (string, error) {
 	tmp := os.TempDir()
 	for _, dir := range removeStaleDoors(tmp, os.Getpid(), time.Now()) {
-		e.log.Logf(LevelNotice, 0, "removed %s, the event loops' door left by a tlsrelay process that is no longer running", dir)
+		e.log.Logf(errlog.LevelNotice, 0, "removed %s, the event loops' door left by a tlsrelay process that is no longer running", dir)
 	}
 	return os.MkdirTemp(tmp, doorPrefix+strconv.Itoa(os.Getpid())+"-*")
 }

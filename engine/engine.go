@@ -28,7 +28,7 @@ import (
 // concurrent use unless noted.
 type Engine struct {
 	opts   Options
-	log    *ErrorLog
+	log    *errlog.Log
 	dialer *dial.Dialer
 	connID atomic.Uint64
 
@@ -140,7 +140,7 @@ func New(cfg *conf.Config, opts Options) (*Engine, error) {
 }
 
 // openErrorLog opens the main error_log (the first one) of cfg.
-func openErrorLog(cfg *conf.Config) (*ErrorLog, error) {
+func openErrorLog(cfg *conf.Config) (*errlog.Log, error) {
 	path, lv, pos := errorLogOf(cfg)
 	if path == "stderr" {
 		return errlog.New(os.Stderr, lv), nil
@@ -155,17 +155,17 @@ func openErrorLog(cfg *conf.Config) (*ErrorLog, error) {
 // errorLogOf is the error_log that applies to the engine: the stream
 // level's first, else the main context's first ("stderr" at error when
 // neither has one), with its position.
-func errorLogOf(cfg *conf.Config) (path string, lv Level, pos conf.Pos) {
+func errorLogOf(cfg *conf.Config) (path string, lv errlog.Level, pos conf.Pos) {
 	logs := cfg.Main.ErrorLog
 	if cfg.Stream != nil && len(cfg.Stream.ErrorLogs) > 0 {
 		logs = cfg.Stream.ErrorLogs
 	}
 	if len(logs) == 0 {
-		return "stderr", LevelError, conf.Pos{}
+		return "stderr", errlog.LevelError, conf.Pos{}
 	}
 	lv, ok := errlog.ParseLevel(logs[0].Level)
 	if !ok {
-		lv = LevelError
+		lv = errlog.LevelError
 	}
 	path = logs[0].Path
 	if path == "" {
@@ -317,7 +317,7 @@ func (e *Engine) bootLoops() {
 		default:
 		}
 	}
-	e.log.Logf(LevelEmerg, 0, "event loops did not start")
+	e.log.Logf(errlog.LevelEmerg, 0, "event loops did not start")
 	e.stopOnce()
 }
 
@@ -394,7 +394,7 @@ func (e *Engine) supervise(ctx context.Context) {
 	// open sessions run to their end.
 	e.closeListeners()
 	e.quitting.Store(true)
-	e.log.Logf(LevelNotice, 0, "gracefully shutting down")
+	e.log.Logf(errlog.LevelNotice, 0, "gracefully shutting down")
 	// As NGINX: worker_shutdown_timeout bounds the wait; without it
 	// sessions run to their end (Options.QuitTimeout, when set, is the
 	// bound instead).
@@ -415,7 +415,7 @@ func (e *Engine) supervise(ctx context.Context) {
 	select {
 	case <-ctx.Done():
 	case <-expired:
-		e.log.Logf(LevelWarn, 0, "%d sessions still open after %v, closing them", e.m.Active(), timeout)
+		e.log.Logf(errlog.LevelWarn, 0, "%d sessions still open after %v, closing them", e.m.Active(), timeout)
 	case <-e.stopped:
 		return
 	}
@@ -496,10 +496,16 @@ func (e *Engine) flushLogs(now time.Time) time.Time {
 }
 
 // gnetLogger routes gnet's own messages into the error log.
-type gnetLogger struct{ l *ErrorLog }
+type gnetLogger struct{ l *errlog.Log }
 
-func (g gnetLogger) Debugf(format string, args ...any) { g.l.Logf(LevelDebug, 0, format, args...) }
-func (g gnetLogger) Infof(format string, args ...any)  { g.l.Logf(LevelInfo, 0, format, args...) }
-func (g gnetLogger) Warnf(format string, args ...any)  { g.l.Logf(LevelWarn, 0, format, args...) }
-func (g gnetLogger) Errorf(format string, args ...any) { g.l.Logf(LevelError, 0, format, args...) }
-func (g gnetLogger) Fatalf(format string, args ...any) { g.l.Logf(LevelEmerg, 0, format, args...) }
+func (g gnetLogger) Debugf(format string, args ...any) {
+	g.l.Logf(errlog.LevelDebug, 0, format, args...)
+}
+func (g gnetLogger) Infof(format string, args ...any) { g.l.Logf(errlog.LevelInfo, 0, format, args...) }
+func (g gnetLogger) Warnf(format string, args ...any) { g.l.Logf(errlog.LevelWarn, 0, format, args...) }
+func (g gnetLogger) Errorf(format string, args ...any) {
+	g.l.Logf(errlog.LevelError, 0, format, args...)
+}
+func (g gnetLogger) Fatalf(format string, args ...any) {
+	g.l.Logf(errlog.LevelEmerg, 0, format, args...)
+}

@@ -16,6 +16,7 @@ import (
 	"github.com/tlsrelay/tlsrelay/internal/backend"
 	"github.com/tlsrelay/tlsrelay/internal/faultnet"
 	"github.com/tlsrelay/tlsrelay/internal/pki"
+	"github.com/tlsrelay/tlsrelay/internal/testutil"
 )
 
 // The fault suite, client side: idle clients by the thousand, clients that
@@ -74,7 +75,7 @@ func selfRSS(t *testing.T) int64 {
 func settle(t *testing.T, g0, f0, slack int) (int, int) {
 	t.Helper()
 	var g, f int
-	waitFor(t, fmt.Sprintf("goroutines and descriptors back to %d and %d", g0, f0), 30*time.Second, func() bool {
+	testutil.WaitFor(t, fmt.Sprintf("goroutines and descriptors back to %d and %d", g0, f0), 30*time.Second, func() bool {
 		g, f = runtime.NumGoroutine(), countFDs(t)
 		return g <= g0+slack && f <= f0+slack
 	})
@@ -101,7 +102,7 @@ func TestFaultIdleClients(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	waitFor(t, "the warm-up sessions to end", 10*time.Second, func() bool { return tb.eng.Metrics().Active() == 1 })
+	testutil.WaitFor(t, "the warm-up sessions to end", 10*time.Second, func() bool { return tb.eng.Metrics().Active() == 1 })
 	base := latencies(t, held, 200, 1024)
 	runtime.GC()
 	g0, f0, rss0 := runtime.NumGoroutine(), countFDs(t), selfRSS(t)
@@ -113,7 +114,7 @@ func TestFaultIdleClients(t *testing.T) {
 	}
 	defer faultnet.CloseAll(conns)
 	upActive := func() int64 { return ups[0].Stats().Active + ups[1].Stats().Active }
-	waitFor(t, "every idle session connected upstream", 120*time.Second, func() bool {
+	testutil.WaitFor(t, "every idle session connected upstream", 120*time.Second, func() bool {
 		return tb.eng.Metrics().Active() == int64(n+1) && upActive() == int64(n+1)
 	})
 	setup := time.Since(start)
@@ -122,7 +123,7 @@ func TestFaultIdleClients(t *testing.T) {
 	g1, f1, rss1 := runtime.NumGoroutine(), countFDs(t), selfRSS(t)
 
 	faultnet.CloseAll(conns)
-	waitFor(t, "the idle sessions to end", 30*time.Second, func() bool { return tb.eng.Metrics().Active() == 1 })
+	testutil.WaitFor(t, "the idle sessions to end", 30*time.Second, func() bool { return tb.eng.Metrics().Active() == 1 })
 	g2, f2 := settle(t, g0, f0, 5)
 	rss2 := selfRSS(t)
 	if err := held.echo(64 << 10); err != nil {
@@ -173,7 +174,7 @@ func TestFaultResetDuringDial(t *testing.T) {
 	if _, err := echoOnce(tb.addr, []byte("warm"), 10*time.Second); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, "the warm-up session to end", 10*time.Second, func() bool { return tb.eng.Metrics().Active() == 1 })
+	testutil.WaitFor(t, "the warm-up session to end", 10*time.Second, func() bool { return tb.eng.Metrics().Active() == 1 })
 	base := latencies(t, held, 100, 1024)
 	g0, f0 := runtime.NumGoroutine(), countFDs(t)
 	acc0, up0 := tb.eng.Metrics().Snapshot().Accepted, slow.Accepted()
@@ -197,7 +198,7 @@ func TestFaultResetDuringDial(t *testing.T) {
 	for err := range errs {
 		t.Fatal(err)
 	}
-	waitFor(t, "every reset session to end", 30*time.Second, func() bool {
+	testutil.WaitFor(t, "every reset session to end", 30*time.Second, func() bool {
 		return tb.eng.Metrics().Snapshot().Accepted-acc0 == n && tb.eng.Metrics().Active() == 1
 	})
 	g1, f1 := settle(t, g0, f0, 5)
@@ -259,7 +260,7 @@ func TestFaultSilentClients(t *testing.T) {
 	if ends[0] < idle-50*time.Millisecond || ends[n-1] > idle+2*time.Second {
 		t.Errorf("silent clients closed between %v and %v, want about %v", ends[0], ends[n-1], idle)
 	}
-	waitFor(t, "the timeouts counted", 5*time.Second, func() bool { return tb.eng.Metrics().Snapshot().IdleTimeouts-to0 == n })
+	testutil.WaitFor(t, "the timeouts counted", 5*time.Second, func() bool { return tb.eng.Metrics().Snapshot().IdleTimeouts-to0 == n })
 	if got := strings.Count(tb.logText(), "upstream timed out (110: Connection timed out) while proxying connection"); got != n {
 		t.Errorf("%d timeouts logged, want %d", got, n)
 	}

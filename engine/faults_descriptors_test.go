@@ -19,6 +19,7 @@ import (
 	"github.com/tlsrelay/tlsrelay/internal/backend"
 	"github.com/tlsrelay/tlsrelay/internal/faultnet"
 	"github.com/tlsrelay/tlsrelay/internal/pki"
+	"github.com/tlsrelay/tlsrelay/internal/testutil"
 	"github.com/tlsrelay/tlsrelay/pool"
 	"github.com/tlsrelay/tlsrelay/pool/dial"
 )
@@ -137,7 +138,7 @@ func TestFaultDescriptors(t *testing.T) {
 	if _, err := echoOnce(tb.addr, []byte("warm"), 10*time.Second); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, "the warm-up session to end", 10*time.Second, func() bool { return tb.eng.Metrics().Active() == 1 })
+	testutil.WaitFor(t, "the warm-up session to end", 10*time.Second, func() bool { return tb.eng.Metrics().Active() == 1 })
 	g0, f0 := runtime.NumGoroutine(), countFDs(t)
 
 	victim, err := net.Dial("tcp", tb.addr)
@@ -145,7 +146,7 @@ func TestFaultDescriptors(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer victim.Close()
-	waitFor(t, "the victim's upstream connect", 10*time.Second, func() bool { return slow.Accepted() == 2 })
+	testutil.WaitFor(t, "the victim's upstream connect", 10*time.Second, func() bool { return slow.Accepted() == 2 })
 	late := rawSocket(t)
 
 	release := exhaustFDs(t)
@@ -163,7 +164,7 @@ func TestFaultDescriptors(t *testing.T) {
 	victim.SetReadDeadline(time.Now().Add(10 * time.Second))
 	n, verr := victim.Read(make([]byte, 1))
 	victimEnd := time.Since(exhausted)
-	waitFor(t, "accept4() failed in the log", 5*time.Second, func() bool {
+	testutil.WaitFor(t, "accept4() failed in the log", 5*time.Second, func() bool {
 		return strings.Contains(tb.logText(), "accept4() failed (24: Too many open files)")
 	})
 	release()
@@ -206,9 +207,9 @@ func TestFaultDescriptors(t *testing.T) {
 	if _, err := echoOnce(tb.addr, []byte("after"), 10*time.Second); err != nil {
 		t.Errorf("a new session after: %v", err)
 	}
-	waitFor(t, "sessions to end", 10*time.Second, func() bool { return tb.eng.Metrics().Active() == 1 })
+	testutil.WaitFor(t, "sessions to end", 10*time.Second, func() bool { return tb.eng.Metrics().Active() == 1 })
 	var g1, f1 int
-	waitFor(t, "goroutines and descriptors back to the baseline", 15*time.Second, func() bool {
+	testutil.WaitFor(t, "goroutines and descriptors back to the baseline", 15*time.Second, func() bool {
 		g1, f1 = runtime.NumGoroutine(), countFDs(t)
 		return g1 <= g0+3 && f1 <= f0+2
 	})
@@ -296,7 +297,7 @@ func TestFaultDialerNoSocket(t *testing.T) {
 		r.Raw.Close()
 	}
 	// The peers' accept goroutines count after the dials returned.
-	waitFor(t, "both peers to count their accept", 10*time.Second, func() bool {
+	testutil.WaitFor(t, "both peers to count their accept", 10*time.Second, func() bool {
 		mu.Lock()
 		defer mu.Unlock()
 		return accepted[0]+accepted[1] >= 2

@@ -71,7 +71,7 @@ func TestFaultUpstreamNginx(t *testing.T) {
 				t.Fatalf("NGINX did not end the session: %v after %v (read %q)", err, took, got)
 			}
 			var line string
-			waitFor(t, "NGINX's access-log line", 5*time.Second, func() bool {
+			testutil.WaitFor(t, "NGINX's access-log line", 5*time.Second, func() bool {
 				b, _ := os.ReadFile(access)
 				line = strings.TrimSpace(string(b))
 				return line != ""

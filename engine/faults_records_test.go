@@ -16,6 +16,7 @@ import (
 	"github.com/tlsrelay/tlsrelay/internal/backend"
 	"github.com/tlsrelay/tlsrelay/internal/faultnet"
 	"github.com/tlsrelay/tlsrelay/internal/pki"
+	"github.com/tlsrelay/tlsrelay/internal/testutil"
 )
 
 // TestFaultMalformedRecords: after a real handshake and five echoed bytes,
@@ -86,7 +87,7 @@ func TestFaultMalformedRecords(t *testing.T) {
 				if took > tc.within {
 					t.Errorf("the session ended after %v, want within %v", took, tc.within)
 				}
-				waitFor(t, "the cause in the error log", 5*time.Second, func() bool {
+				testutil.WaitFor(t, "the cause in the error log", 5*time.Second, func() bool {
 					return strings.Contains(tb.logText(), tc.log)
 				})
 				if line := tb.waitAccess(t, 1)[0]; !strings.HasPrefix(line, "200 ") || !strings.HasSuffix(line, " 5 5") {

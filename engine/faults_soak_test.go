@@ -16,6 +16,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/tlsrelay/tlsrelay/engine/errlog"
 	"github.com/tlsrelay/tlsrelay/internal/backend"
 	"github.com/tlsrelay/tlsrelay/internal/pki"
 )
@@ -57,7 +58,7 @@ func TestSoak(t *testing.T) {
 	tb := startEngine(t, dir, confs[0])
 	// Info lines (two per session) would pile up in the test's log
 	// buffer and pass for growth; errors still show.
-	tb.eng.log.SetLevel(LevelNotice)
+	tb.eng.log.SetLevel(errlog.LevelNotice)
 
 	const holds = 50
 	held := make([]*heldSession, holds)

@@ -16,6 +16,7 @@ import (
 	"github.com/tlsrelay/tlsrelay/internal/backend"
 	"github.com/tlsrelay/tlsrelay/internal/faultnet"
 	"github.com/tlsrelay/tlsrelay/internal/pki"
+	"github.com/tlsrelay/tlsrelay/internal/testutil"
 )
 
 // The fault suite, upstream side: upstreams that break the handshake or
@@ -59,7 +60,7 @@ func (tb *testbed) accessLines() []string {
 func (tb *testbed) waitAccess(t *testing.T, n int) []string {
 	t.Helper()
 	var lines []string
-	waitFor(t, fmt.Sprintf("%d access-log lines", n), 10*time.Second, func() bool {
+	testutil.WaitFor(t, fmt.Sprintf("%d access-log lines", n), 10*time.Second, func() bool {
 		lines = tb.accessLines()
 		return len(lines) >= n && lines[0] != ""
 	})
@@ -170,7 +171,7 @@ func TestFaultUpstreamAlone(t *testing.T) {
 				t.Errorf("the session ended %v after the client's first step, want within %v", took, f.within)
 			}
 			t.Logf("%s: session ended after %v", f.name, took)
-			waitFor(t, "the cause in the error log", 5*time.Second, func() bool {
+			testutil.WaitFor(t, "the cause in the error log", 5*time.Second, func() bool {
 				return strings.Contains(tb.logText(), f.log)
 			})
 			status := "200"
@@ -204,7 +205,7 @@ func TestFaultUpstreamAlone(t *testing.T) {
 			if _, err := echoOnce(other, []byte("still serving"), 10*time.Second); err != nil {
 				t.Errorf("a new session through the other server: %v", err)
 			}
-			waitFor(t, "every session to end", 10*time.Second, func() bool { return tb.eng.Metrics().Active() == 1 })
+			testutil.WaitFor(t, "every session to end", 10*time.Second, func() bool { return tb.eng.Metrics().Active() == 1 })
 		})
 	}
 }
@@ -238,7 +239,7 @@ func TestFaultUpstreamNext(t *testing.T) {
 					t.Fatalf("client %d: %v (read %q)", i, err, got)
 				}
 			}
-			waitFor(t, "every session to end", 10*time.Second, func() bool { return tb.eng.Metrics().Active() == 0 })
+			testutil.WaitFor(t, "every session to end", 10*time.Second, func() bool { return tb.eng.Metrics().Active() == 0 })
 			lines := tb.waitAccess(t, clients)
 			if f.early {
 				if n := u.Accepted(); n != 1 {
@@ -273,7 +274,7 @@ func TestFaultUpstreamNext(t *testing.T) {
 				}
 			}
 			if f.early {
-				waitFor(t, "the cause in the error log", 5*time.Second, func() bool {
+				testutil.WaitFor(t, "the cause in the error log", 5*time.Second, func() bool {
 					return strings.Contains(tb.logText(), f.log)
 				})
 			}

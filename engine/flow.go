@@ -19,6 +19,7 @@ import (
 
 	"github.com/panjf2000/gnet/v2"
 
+	"github.com/tlsrelay/tlsrelay/engine/errlog"
 	"github.com/tlsrelay/tlsrelay/engine/metrics"
 )
 
@@ -54,7 +55,7 @@ func (s *session) pause(sd *side) {
 	}
 	fd, err := sd.c.Dup()
 	if err != nil {
-		s.e.log.Logf(LevelWarn, s.id, "pausing a connection: dup: %v", err)
+		s.e.log.Logf(errlog.LevelWarn, s.id, "pausing a connection: dup: %v", err)
 		return
 	}
 	sd.fd = fd
@@ -84,7 +85,7 @@ func (s *session) resume(sd *side) bool {
 	}
 	if err != nil {
 		sd.state = sideClosed
-		s.e.log.Logf(LevelError, s.id, "resuming a paused connection: %v", err)
+		s.e.log.Logf(errlog.LevelError, s.id, "resuming a paused connection: %v", err)
 		s.finish(metrics.ReasonResumeFailed)
 		return false
 	}

@@ -70,7 +70,7 @@ func TestHalfCloseNginxDiff(t *testing.T) {
 		files.ClientCert, files.ClientKey, files.CA)
 	b.WriteString("        proxy_ssl_verify on;\n        proxy_ssl_name localhost;\n        proxy_ssl_protocols TLSv1.3;\n        proxy_ssl_session_reuse on;\n    }\n}\n")
 	testutil.StartNginx(t, nd, testutil.NginxConf{Main: "worker_processes 2;\nmaster_process on;", ErrorLevel: "warn", Stream: b.String()})
-	waitFor(t, "NGINX listening", 10*time.Second, func() bool {
+	testutil.WaitFor(t, "NGINX listening", 10*time.Second, func() bool {
 		c, err := net.Dial("tcp", addr)
 		if err == nil {
 			c.Close()

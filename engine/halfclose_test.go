@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/tlsrelay/tlsrelay/internal/pki"
+	"github.com/tlsrelay/tlsrelay/internal/testutil"
 )
 
 // halfUpstream is a loopback upstream (TLS when cfg is set, else plain TCP)
@@ -159,7 +160,7 @@ func TestHalfCloseClientEnds(t *testing.T) {
 					t.Fatalf("conn %d: upstream: %v", i, err)
 				}
 			}
-			waitFor(t, "sessions to end", 10*time.Second, func() bool { return tb.eng.Metrics().Snapshot().Active == 0 })
+			testutil.WaitFor(t, "sessions to end", 10*time.Second, func() bool { return tb.eng.Metrics().Snapshot().Active == 0 })
 		})
 	}
 }
@@ -223,7 +224,7 @@ func TestHalfCloseUpstreamEnds(t *testing.T) {
 			if h := <-got; h != sha256.Sum256(payload) {
 				t.Fatal("the upstream received something else than the client sent after the upstream's end")
 			}
-			waitFor(t, "the session to end", 10*time.Second, func() bool { return tb.eng.Metrics().Snapshot().Active == 0 })
+			testutil.WaitFor(t, "the session to end", 10*time.Second, func() bool { return tb.eng.Metrics().Snapshot().Active == 0 })
 		})
 	}
 }
@@ -271,7 +272,7 @@ func TestHalfCloseThenReset(t *testing.T) {
 	case <-time.After(20 * time.Second):
 		t.Fatal("the upstream's stream was not ended within 20s")
 	}
-	waitFor(t, "the session to end", 10*time.Second, func() bool { return tb.eng.Metrics().Snapshot().Active == 0 })
+	testutil.WaitFor(t, "the session to end", 10*time.Second, func() bool { return tb.eng.Metrics().Snapshot().Active == 0 })
 }
 
 // TestHalfCloseOff: without proxy_half_close (NGINX's default) a client's

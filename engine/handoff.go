@@ -18,6 +18,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/tlsrelay/tlsrelay/engine/conf"
+	"github.com/tlsrelay/tlsrelay/engine/errlog"
 	"github.com/tlsrelay/tlsrelay/engine/listen"
 	"github.com/tlsrelay/tlsrelay/engine/proxyproto"
 	"github.com/tlsrelay/tlsrelay/internal/syserr"
@@ -264,10 +265,10 @@ func (e *Engine) enrollError(err error) (outOfFDs bool) {
 		return false
 	case outOfDescriptors(err) && errors.As(err, &errno):
 		e.m.AcceptFailed()
-		e.log.Logf(LevelCrit, 0, "dup() failed (%s) while accepting a client: the client was closed", syserr.Paren(errno))
+		e.log.Logf(errlog.LevelCrit, 0, "dup() failed (%s) while accepting a client: the client was closed", syserr.Paren(errno))
 		return true
 	}
-	e.log.Logf(LevelAlert, 0, "adopting an accepted client failed: %v", err)
+	e.log.Logf(errlog.LevelAlert, 0, "adopting an accepted client failed: %v", err)
 	return false
 }
 

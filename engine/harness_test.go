@@ -101,7 +101,7 @@ func startEngine(t *testing.T, dir, text string) *testbed {
 	tb := &testbed{t: t, dir: dir, log: &bytes.Buffer{}, logMu: &sync.Mutex{}, done: make(chan error, 1), quit: make(chan struct{})}
 	ready := make(chan []net.Addr, 1)
 	e, err := New(cfg, Options{
-		Log:         errlog.New(syncBuffer{tb.logMu, tb.log}, LevelInfo),
+		Log:         errlog.New(syncBuffer{tb.logMu, tb.log}, errlog.LevelInfo),
 		Ready:       func(a []net.Addr) { ready <- a },
 		Quit:        tb.quit,
 		QuitTimeout: 10 * time.Second,
@@ -205,19 +205,6 @@ func echoOnce(addr string, payload []byte, timeout time.Duration) ([]byte, error
 		return got, fmt.Errorf("writing: %w", err)
 	}
 	return got, nil
-}
-
-// waitFor polls cond until it holds or the deadline passes; conditions
-// here are counters that other goroutines advance, so polling is the event.
-func waitFor(t *testing.T, what string, d time.Duration, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(d)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %v waiting for %s", d, what)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
 }
 
 // portZero is the tests' Options.Listen: the placeholder ports below 100

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/tlsrelay/tlsrelay/engine/conf"
+	"github.com/tlsrelay/tlsrelay/engine/errlog"
 	"github.com/tlsrelay/tlsrelay/engine/proxyproto"
 	"github.com/tlsrelay/tlsrelay/pool"
 	"github.com/tlsrelay/tlsrelay/pool/dial"
@@ -34,7 +35,7 @@ var errExpect = errors.New("the response does not match")
 // (plan.free cancels it) or when the plan is retired (p.stopHealth), so a
 // replaced plan whose sessions linger no longer holds peers out. Runs on
 // the goroutine that publishes the plan, before it is retired.
-func (p *plan) startHealth(ctx context.Context, log *ErrorLog) {
+func (p *plan) startHealth(ctx context.Context, log *errlog.Log) {
 	ctx, cancel := context.WithCancel(ctx)
 	var checkers []*pool.HealthChecker
 	p.stopHealth = func() {
@@ -57,9 +58,9 @@ func (p *plan) startHealth(ctx context.Context, log *ErrorLog) {
 			Timeout: s.conf.HealthCheckTimeout, Mandatory: hc.Mandatory,
 			Probe: func(ctx context.Context, peer *pool.Peer) error { return s.probe(ctx, peer, hc.Port, m) },
 			Logf: func(up bool, format string, args ...any) {
-				lv := LevelWarn
+				lv := errlog.LevelWarn
 				if up {
-					lv = LevelNotice
+					lv = errlog.LevelNotice
 				}
 				log.Logf(lv, 0, "%s, server: %s", fmt.Sprintf(format, args...), s.name)
 			},

@@ -14,6 +14,7 @@ import (
 
 	"github.com/tlsrelay/tlsrelay/internal/backend"
 	"github.com/tlsrelay/tlsrelay/internal/pki"
+	"github.com/tlsrelay/tlsrelay/internal/testutil"
 )
 
 // TestHealthProbeRetriesFullHandshake: a TLS 1.2 upstream that aborts
@@ -35,7 +36,7 @@ func TestHealthProbeRetriesFullHandshake(t *testing.T) {
 		"proxy_ssl_protocols           TLSv1.2 TLSv1.3;", "proxy_ssl_protocols TLSv1.2;", 1)
 	tb := startHealthEngine(t, dir, text)
 	p := peerOf(t, tb, ups[0].Addr())
-	waitFor(t, "four probes", 10*time.Second, func() bool { ok, failed := p.HealthChecks(); return ok+failed >= 4 })
+	testutil.WaitFor(t, "four probes", 10*time.Second, func() bool { ok, failed := p.HealthChecks(); return ok+failed >= 4 })
 	if ok, failed := p.HealthChecks(); failed != 0 || p.Unhealthy() {
 		t.Fatalf("probes ok %d failed %d, unhealthy %v; want every probe to pass", ok, failed, p.Unhealthy())
 	}

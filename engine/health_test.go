@@ -15,6 +15,7 @@ import (
 	"github.com/tlsrelay/tlsrelay/engine/conf"
 	"github.com/tlsrelay/tlsrelay/internal/backend"
 	"github.com/tlsrelay/tlsrelay/internal/pki"
+	"github.com/tlsrelay/tlsrelay/internal/testutil"
 	"github.com/tlsrelay/tlsrelay/pool"
 )
 
@@ -65,14 +66,14 @@ func TestHealthCheckRefused(t *testing.T) {
 	dead := backend.RefusingAddr(t)
 	tb := startHealthEngine(t, dir, healthConf([]string{dead, good.Addr()}, "", "health_check interval=100ms;"))
 	bad := peerOf(t, tb, dead)
-	waitFor(t, "the refusing peer out", 5*time.Second, bad.Unhealthy)
+	testutil.WaitFor(t, "the refusing peer out", 5*time.Second, bad.Unhealthy)
 	if st := bad.State(time.Now()); st != pool.PeerUnhealthy {
 		t.Fatalf("state %v", st)
 	}
 	// Probes resume TLS sessions: after the first, every probe of the good
 	// peer is an abbreviated handshake.
 	gp := peerOf(t, tb, good.Addr())
-	waitFor(t, "three probes of the good peer", 5*time.Second, func() bool { ok, _ := gp.HealthChecks(); return ok >= 3 })
+	testutil.WaitFor(t, "three probes of the good peer", 5*time.Second, func() bool { ok, _ := gp.HealthChecks(); return ok >= 3 })
 	if st := good.Stats(); st.Resumed < st.Handshakes-1 || st.Handshakes < 3 {
 		t.Fatalf("probes: %d handshakes, %d resumed; want all but the first resumed", st.Handshakes, st.Resumed)
 	}
@@ -84,7 +85,7 @@ func TestHealthCheckRefused(t *testing.T) {
 	if n := int64(tb.eng.Metrics().Snapshot().FailedAttempts); n != 0 {
 		t.Fatalf("%d failed attempts: a client reached the refusing peer", n)
 	}
-	waitFor(t, "the state change in the log", 5*time.Second, func() bool {
+	testutil.WaitFor(t, "the state change in the log", 5*time.Second, func() bool {
 		return strings.Contains(tb.logText(), "peer "+dead+` of upstream "backend" is unhealthy`)
 	})
 }
@@ -95,27 +96,17 @@ func TestHealthCheckRefused(t *testing.T) {
 func TestHealthCheckHangingHandshake(t *testing.T) {
 	set, _, dir := newPKI(t, pki.ECDSAP256, 1)
 	good := startUpstreams(t, set, 1, backend.Echo, nil)[0]
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
+	ln := testutil.Listen(t, "tcp", "127.0.0.1:0")
 	var accepted atomic.Int64
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			accepted.Add(1)
-			go func() { io.Copy(io.Discard, c); c.Close() }()
-		}
-	}()
+	testutil.Serve(t, ln, func(c net.Conn) {
+		accepted.Add(1)
+		testutil.Discard(c)
+	})
 	start := time.Now()
 	tb := startHealthEngine(t, dir, healthConf([]string{ln.Addr().String(), good.Addr()}, "health_check_timeout 300ms;",
 		"proxy_connect_timeout 20s; health_check interval=1m;"))
 	hang := peerOf(t, tb, ln.Addr().String())
-	waitFor(t, "the hanging peer out", 5*time.Second, hang.Unhealthy)
+	testutil.WaitFor(t, "the hanging peer out", 5*time.Second, hang.Unhealthy)
 	if el := time.Since(start); el < 300*time.Millisecond {
 		t.Fatalf("out after %v, before the probe could time out", el)
 	}
@@ -135,7 +126,7 @@ func TestHealthCheckHangingHandshake(t *testing.T) {
 	if n := accepted.Load() - before; n != 0 {
 		t.Fatalf("%d client sessions reached the hanging peer", n)
 	}
-	waitFor(t, "the timeout in the log", 5*time.Second, func() bool {
+	testutil.WaitFor(t, "the timeout in the log", 5*time.Second, func() bool {
 		return strings.Contains(tb.logText(), "is unhealthy: health check failed: TLS handshake")
 	})
 }
@@ -191,13 +182,13 @@ func TestHealthCheckPasses(t *testing.T) {
 	tb := startHealthEngine(t, dir, healthConf([]string{ups[0].Addr(), f.ln.Addr().String()}, "",
 		"health_check interval=50ms fails=2 passes=3;"))
 	p := peerOf(t, tb, f.ln.Addr().String())
-	waitFor(t, "the flaky peer out", 5*time.Second, p.Unhealthy)
+	testutil.WaitFor(t, "the flaky peer out", 5*time.Second, p.Unhealthy)
 	if _, failed := p.HealthChecks(); failed < 2 {
 		t.Fatalf("out after %d failed probes, want 2", failed)
 	}
 	okBefore, _ := p.HealthChecks()
 	f.good.Store(true)
-	waitFor(t, "the flaky peer back", 5*time.Second, func() bool { return !p.Unhealthy() })
+	testutil.WaitFor(t, "the flaky peer back", 5*time.Second, func() bool { return !p.Unhealthy() })
 	if ok, _ := p.HealthChecks(); ok-okBefore < 3 {
 		t.Fatalf("back after %d passed probes, want 3", ok-okBefore)
 	}
@@ -210,7 +201,7 @@ func TestHealthCheckPasses(t *testing.T) {
 	if ups[1].Stats().Handshakes-hs < 3 {
 		t.Fatal("the peer that came back got no sessions")
 	}
-	waitFor(t, "the recovery in the log", 5*time.Second, func() bool {
+	testutil.WaitFor(t, "the recovery in the log", 5*time.Second, func() bool {
 		return strings.Contains(tb.logText(), "is healthy after 3 passed health checks")
 	})
 }
@@ -235,7 +226,7 @@ func TestHealthCheckMatch(t *testing.T) {
 				"health_check_timeout 500ms;\nmatch m { "+tc.match+" }",
 				"health_check interval=50ms match=m;"))
 			p := peerOf(t, tb, ups[1].Addr())
-			waitFor(t, "probes", 5*time.Second, func() bool {
+			testutil.WaitFor(t, "probes", 5*time.Second, func() bool {
 				ok, failed := p.HealthChecks()
 				return ok+failed >= 2
 			})
@@ -247,7 +238,7 @@ func TestHealthCheckMatch(t *testing.T) {
 				if ok != 0 || !p.Unhealthy() {
 					t.Fatalf("ok %d failed %d unhealthy %v, want out", ok, failed, p.Unhealthy())
 				}
-				waitFor(t, "the mismatch in the log", 5*time.Second, func() bool {
+				testutil.WaitFor(t, "the mismatch in the log", 5*time.Second, func() bool {
 					return strings.Contains(tb.logText(), "does not match")
 				})
 			}
@@ -266,7 +257,7 @@ func TestHealthCheckReload(t *testing.T) {
 	text := healthConf(addrs, "", "health_check interval=1m;")
 	tb := startHealthEngine(t, dir, text)
 	p := peerOf(t, tb, f.ln.Addr().String())
-	waitFor(t, "the flaky peer out", 5*time.Second, p.Unhealthy)
+	testutil.WaitFor(t, "the flaky peer out", 5*time.Second, p.Unhealthy)
 	// A reload that keeps the check keeps the peer out while the new
 	// checker's first probe is still running (it hangs for 5s).
 	f.hang.Store(true)
@@ -301,7 +292,7 @@ func TestHealthCheckReload(t *testing.T) {
 	if err := tb.reload(text); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, "the new checker to take the peer out", 5*time.Second, peerOf(t, tb, f.ln.Addr().String()).Unhealthy)
+	testutil.WaitFor(t, "the new checker to take the peer out", 5*time.Second, peerOf(t, tb, f.ln.Addr().String()).Unhealthy)
 }
 
 // BenchmarkHealthProbe measures one probe (connect, resumed TLS handshake,

@@ -24,6 +24,7 @@ import (
 	"github.com/tlsrelay/tlsrelay/engine/metrics"
 	"github.com/tlsrelay/tlsrelay/internal/backend"
 	"github.com/tlsrelay/tlsrelay/internal/pki"
+	"github.com/tlsrelay/tlsrelay/internal/testutil"
 )
 
 // writeUntilBlocked writes chunks to c until one write does not complete
@@ -97,7 +98,7 @@ func TestNeverReadingClient(t *testing.T) {
 	}
 
 	// Stuck past proxy_timeout: the session ends.
-	waitFor(t, "the stuck session to end after proxy_timeout", 30*time.Second, func() bool {
+	testutil.WaitFor(t, "the stuck session to end after proxy_timeout", 30*time.Second, func() bool {
 		return tb.eng.Metrics().Snapshot().Ended[metrics.ReasonIdleTimeout] >= 1
 	})
 }
@@ -299,7 +300,7 @@ func TestBytesCountedAsTheyMove(t *testing.T) {
 		s = tb.eng.Metrics().Snapshot()
 		return s.BytesFromClient == 11 && s.BytesToUp == 11 && s.BytesFromUp == 11 && s.BytesToClient == 11
 	}
-	waitFor(t, "11 bytes counted in each direction", 10*time.Second, counted)
+	testutil.WaitFor(t, "11 bytes counted in each direction", 10*time.Second, counted)
 	if s.Active != 1 {
 		t.Errorf("while the session is open: active %d, want 1", s.Active)
 	}

@@ -39,7 +39,7 @@ func TestSecondInstanceRefused(t *testing.T) {
 		t.Fatal(err)
 	}
 	var logMu sync.Mutex
-	e, err := New(cfg, Options{Log: errlog.New(syncBuffer{&logMu, &bytes.Buffer{}}, LevelInfo)})
+	e, err := New(cfg, Options{Log: errlog.New(syncBuffer{&logMu, &bytes.Buffer{}}, errlog.LevelInfo)})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -10,6 +10,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/tlsrelay/tlsrelay/engine/conf"
+	"github.com/tlsrelay/tlsrelay/engine/errlog"
 	"github.com/tlsrelay/tlsrelay/engine/memory"
 	"github.com/tlsrelay/tlsrelay/engine/metrics"
 	"github.com/tlsrelay/tlsrelay/engine/wheel"
@@ -181,7 +182,7 @@ func (lp *loop) admit() bool {
 		return true
 	}
 	lp.e.m.Refused()
-	lp.e.log.Logf(LevelAlert, 0, "%d worker_connections are not enough", wc)
+	lp.e.log.Logf(errlog.LevelAlert, 0, "%d worker_connections are not enough", wc)
 	return false
 }
 
@@ -217,8 +218,8 @@ func (lp *loop) closeSessions(match func(*session) bool, why string) int {
 	for s := lp.live; s != nil; {
 		next := s.next
 		if match(s) {
-			if lp.e.log.Enabled(LevelInfo) {
-				lp.e.log.Logf(LevelInfo, s.id, "closing the session (%s), client: %s, server: %s", why, hostOf(s.remote), s.srv.name)
+			if lp.e.log.Enabled(errlog.LevelInfo) {
+				lp.e.log.Logf(errlog.LevelInfo, s.id, "closing the session (%s), client: %s, server: %s", why, hostOf(s.remote), s.srv.name)
 			}
 			s.reason = metrics.ReasonShutdown
 			s.finish(metrics.ReasonShutdown)
@@ -395,6 +396,6 @@ func (e *Engine) pinLoop(i int) {
 		return
 	}
 	if err := unix.SchedSetaffinity(0, &set); err != nil {
-		e.log.Logf(LevelAlert, 0, "sched_setaffinity() failed: %v", err)
+		e.log.Logf(errlog.LevelAlert, 0, "sched_setaffinity() failed: %v", err)
 	}
 }

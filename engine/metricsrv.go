@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/tlsrelay/tlsrelay/engine/conf"
+	"github.com/tlsrelay/tlsrelay/engine/errlog"
 	"github.com/tlsrelay/tlsrelay/engine/listen"
 	"github.com/tlsrelay/tlsrelay/engine/metrics"
 	"github.com/tlsrelay/tlsrelay/pool"
@@ -61,7 +62,7 @@ type metricsServer struct {
 }
 
 // newMetricsServer returns the server of h, logging through log.
-func newMetricsServer(h http.Handler, log *ErrorLog) *metricsServer {
+func newMetricsServer(h http.Handler, log *errlog.Log) *metricsServer {
 	mux := http.NewServeMux()
 	mux.Handle("GET /metrics", h)
 	return &metricsServer{srv: &http.Server{
@@ -99,10 +100,10 @@ func (s *metricsServer) Close() error {
 
 // errorLogWriter is the io.Writer under the metrics server's log.Logger:
 // each line net/http logs becomes an [error] line of the error log.
-type errorLogWriter struct{ log *ErrorLog }
+type errorLogWriter struct{ log *errlog.Log }
 
 func (w errorLogWriter) Write(p []byte) (int, error) {
-	w.log.Logf(LevelError, 0, "metrics_listen: %s", bytes.TrimRight(p, "\n"))
+	w.log.Logf(errlog.LevelError, 0, "metrics_listen: %s", bytes.TrimRight(p, "\n"))
 	return len(p), nil
 }
 
@@ -229,7 +230,7 @@ func (e *Engine) listenMetrics(cfg *conf.Config) (*metricsEndpoint, error) {
 	e.metricsAddr.Store(ln.Addr().String())
 	go func() {
 		if err := ep.srv.Serve(ln); err != nil {
-			e.log.Logf(LevelError, 0, "%v", err)
+			e.log.Logf(errlog.LevelError, 0, "%v", err)
 		}
 	}()
 	return ep, nil

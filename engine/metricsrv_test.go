@@ -19,6 +19,7 @@ import (
 	"github.com/tlsrelay/tlsrelay/engine/errlog"
 	"github.com/tlsrelay/tlsrelay/internal/backend"
 	"github.com/tlsrelay/tlsrelay/internal/pki"
+	"github.com/tlsrelay/tlsrelay/internal/testutil"
 )
 
 // scrape GETs /metrics from addr and returns the text.
@@ -92,7 +93,7 @@ func TestMetricsEndpoint(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	waitFor(t, "sessions ended", 10*time.Second, func() bool { return tb.eng.Metrics().Active() == 0 })
+	testutil.WaitFor(t, "sessions ended", 10*time.Second, func() bool { return tb.eng.Metrics().Active() == 0 })
 	before := scrape(t, maddr)
 	if v := metricValue(t, before, "tlsrelay_sessions_accepted_total"); v != 6 {
 		t.Errorf("sessions_accepted_total = %v, want 6", v)
@@ -123,7 +124,7 @@ func TestMetricsEndpoint(t *testing.T) {
 	if _, err := echoOnce(tb.addr, []byte("count me"), 10*time.Second); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, "session ended", 10*time.Second, func() bool { return tb.eng.Metrics().Active() == 0 })
+	testutil.WaitFor(t, "session ended", 10*time.Second, func() bool { return tb.eng.Metrics().Active() == 0 })
 	after := scrape(t, maddr)
 	if v := metricValue(t, after, "tlsrelay_sessions_accepted_total"); v != 7 {
 		t.Errorf("after reloads sessions_accepted_total = %v, want 7 (not reset)", v)
@@ -197,7 +198,7 @@ func (l *failOnce) Accept() (net.Conn, error) {
 func TestMetricsServerBounds(t *testing.T) {
 	var logMu sync.Mutex
 	var logText bytes.Buffer
-	log := errlog.New(syncBuffer{&logMu, &logText}, LevelInfo)
+	log := errlog.New(syncBuffer{&logMu, &logText}, errlog.LevelInfo)
 	logged := func() string {
 		logMu.Lock()
 		defer logMu.Unlock()

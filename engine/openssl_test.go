@@ -71,7 +71,7 @@ func TestShortSessionsResumeOpenSSL13(t *testing.T) {
 		c.Write([]byte("GET / HTTP/1.0\r\n\r\n"))
 		c.Close()
 		n := uint64(i + 1)
-		waitFor(t, "the session to end", 20*time.Second, func() bool {
+		testutil.WaitFor(t, "the session to end", 20*time.Second, func() bool {
 			st := tb.eng.Metrics().Snapshot()
 			return st.Accepted == n && st.Active == 0
 		})
@@ -118,12 +118,12 @@ func TestClientCertRefusedOpenSSL13(t *testing.T) {
 			c.Close()
 		}
 		n := uint64(i + 1)
-		waitFor(t, "the session to end", 20*time.Second, func() bool {
+		testutil.WaitFor(t, "the session to end", 20*time.Second, func() bool {
 			st := tb.eng.Metrics().Snapshot()
 			return st.Accepted == n && st.Active == 0
 		})
 	}
-	waitFor(t, "two access-log lines", 10*time.Second, func() bool {
+	testutil.WaitFor(t, "two access-log lines", 10*time.Second, func() bool {
 		b, _ := os.ReadFile(logPath)
 		return strings.Count(string(b), "\n") >= 2
 	})

@@ -13,6 +13,7 @@ import (
 	"github.com/tlsrelay/tlsrelay/engine/proxyproto"
 	"github.com/tlsrelay/tlsrelay/internal/backend"
 	"github.com/tlsrelay/tlsrelay/internal/pki"
+	"github.com/tlsrelay/tlsrelay/internal/testutil"
 )
 
 // TestUnsupportedSettings: NGINX settings the engine cannot honour are
@@ -58,7 +59,7 @@ func TestUploadRate(t *testing.T) {
 	// Closing at once: the rest still goes, at the rate (the sink counts
 	// when its connection ends).
 	c.Close()
-	waitFor(t, "the upload at the upstream", 20*time.Second, func() bool { return ups[0].Stats().BytesIn == size })
+	testutil.WaitFor(t, "the upload at the upstream", 20*time.Second, func() bool { return ups[0].Stats().BytesIn == size })
 	if el := time.Since(start); el < 1900*time.Millisecond {
 		t.Fatalf("96 KiB at 32 KiB/s arrived after %v, want at least 2s", el)
 	}
@@ -91,25 +92,15 @@ func TestDownloadRate(t *testing.T) {
 
 // TestProxyBind: proxy_bind sets the upstream connection's source address.
 func TestProxyBind(t *testing.T) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
+	ln := testutil.Listen(t, "tcp", "127.0.0.1:0")
 	var mu sync.Mutex
 	var from string
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			mu.Lock()
-			from = c.RemoteAddr().(*net.TCPAddr).IP.String()
-			mu.Unlock()
-			go func() { io.Copy(c, c); c.Close() }()
-		}
-	}()
+	testutil.Serve(t, ln, func(c net.Conn) {
+		mu.Lock()
+		from = c.RemoteAddr().(*net.TCPAddr).IP.String()
+		mu.Unlock()
+		io.Copy(c, c)
+	})
 	dir := t.TempDir()
 	text := "stream { server { listen 127.0.0.1:0; proxy_pass " + ln.Addr().String() +
 		"; proxy_bind 127.0.0.2; proxy_socket_keepalive on; proxy_socket_rcvbuf 64k; } }\n"

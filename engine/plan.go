@@ -9,6 +9,7 @@ import (
 	"sync/atomic"
 
 	"github.com/tlsrelay/tlsrelay/engine/conf"
+	"github.com/tlsrelay/tlsrelay/engine/errlog"
 	"github.com/tlsrelay/tlsrelay/engine/logfile"
 	"github.com/tlsrelay/tlsrelay/pool"
 	"github.com/tlsrelay/tlsrelay/pool/dial"
@@ -195,16 +196,16 @@ func (p *plan) free() {
 
 // watch starts a proxy_ssl_watch goroutine for each policy that asks for
 // one; they end with ctx. Runs in start.
-func (p *plan) watch(ctx context.Context, log *ErrorLog) {
+func (p *plan) watch(ctx context.Context, log *errlog.Log) {
 	for _, s := range p.servers {
 		if s.policy == nil || s.conf.Proxy.SSL.Watch <= 0 {
 			continue
 		}
 		go s.policy.Watch(ctx, s.conf.Proxy.SSL.Watch, func(format string, args ...any) {
 			msg := fmt.Sprintf(format, args...)
-			lv := LevelNotice
+			lv := errlog.LevelNotice
 			if strings.Contains(msg, "keeping the files loaded before") {
-				lv = LevelError
+				lv = errlog.LevelError
 			}
 			log.Logf(lv, 0, "%s, server: %s", msg, s.name)
 		})

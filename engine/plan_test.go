@@ -12,7 +12,7 @@ import (
 // is retired, the rest when it is freed with its last session; a plan
 // freed before it started (a failed build or reload) never starts.
 func TestPlanStartStop(t *testing.T) {
-	e := &Engine{log: errlog.New(io.Discard, LevelError)}
+	e := &Engine{log: errlog.New(io.Discard, errlog.LevelError)}
 
 	p := &plan{logs: newLogSet(nil)}
 	p.free()

@@ -4,6 +4,7 @@ import (
 	"crypto/tls"
 	"net"
 
+	"github.com/tlsrelay/tlsrelay/engine/errlog"
 	"github.com/tlsrelay/tlsrelay/pool"
 	"github.com/tlsrelay/tlsrelay/pool/dial"
 )
@@ -62,10 +63,10 @@ func (p *plan) startWarm(e *Engine) {
 			Count: e.m.Prewarmed,
 			Logf: func(peer *pool.Peer, failed bool, err error) {
 				if failed {
-					e.log.Logf(LevelWarn, 0, "pre-warming a connection to upstream failed: %v, server: %s, upstream: \"%s\"", err, s.name, peer)
+					e.log.Logf(errlog.LevelWarn, 0, "pre-warming a connection to upstream failed: %v, server: %s, upstream: \"%s\"", err, s.name, peer)
 					return
 				}
-				e.log.Logf(LevelNotice, 0, "pre-warming connections to upstream works again, server: %s, upstream: \"%s\"", s.name, peer)
+				e.log.Logf(errlog.LevelNotice, 0, "pre-warming connections to upstream works again, server: %s, upstream: \"%s\"", s.name, peer)
 			},
 		})
 		p.warms = append(p.warms, s.warm)

@@ -14,6 +14,7 @@ import (
 	"github.com/tlsrelay/tlsrelay/engine/conf"
 	"github.com/tlsrelay/tlsrelay/internal/backend"
 	"github.com/tlsrelay/tlsrelay/internal/pki"
+	"github.com/tlsrelay/tlsrelay/internal/testutil"
 	"github.com/tlsrelay/tlsrelay/pool/dial"
 )
 
@@ -53,7 +54,7 @@ func TestPrewarmUsed(t *testing.T) {
 	peer := peerOf(t, tb, ups[0].Addr())
 	// The client's side of a TLS 1.3 handshake ends first: wait for the
 	// upstream's count too.
-	waitFor(t, "two ready connections", 10*time.Second, func() bool {
+	testutil.WaitFor(t, "two ready connections", 10*time.Second, func() bool {
 		return w.Ready(peer) == 2 && ups[0].Stats().Handshakes == 2
 	})
 	if n := ups[0].Stats().Accepted; n != 2 {
@@ -62,7 +63,7 @@ func TestPrewarmUsed(t *testing.T) {
 	if got, err := echoOnce(tb.addr, []byte("warm hello"), 10*time.Second); err != nil || string(got) != "warm hello" {
 		t.Fatalf("echo = %q, %v", got, err)
 	}
-	waitFor(t, "the access-log line", 10*time.Second, func() bool {
+	testutil.WaitFor(t, "the access-log line", 10*time.Second, func() bool {
 		b, _ := os.ReadFile(logPath)
 		return strings.Count(string(b), "\n") == 1
 	})
@@ -74,7 +75,7 @@ func TestPrewarmUsed(t *testing.T) {
 	if n := tb.eng.Metrics().Snapshot().Prewarmed[dial.WarmUsed]; n != 1 {
 		t.Fatalf("prewarmed used = %d, want 1", n)
 	}
-	waitFor(t, "the pool refilled", 10*time.Second, func() bool {
+	testutil.WaitFor(t, "the pool refilled", 10*time.Second, func() bool {
 		return w.Ready(peer) == 2 && ups[0].Stats().Handshakes == 3
 	})
 	m := scrape(t, tb.eng.MetricsAddr())
@@ -101,7 +102,7 @@ func TestPrewarmExpiry(t *testing.T) {
 	peer := peerOf(t, tb, ups[0].Addr())
 	// Two replaced: four handshakes, as the upstream counts them (its
 	// side of a TLS 1.3 handshake ends after ours).
-	waitFor(t, "two expired and two ready", 15*time.Second, func() bool {
+	testutil.WaitFor(t, "two expired and two ready", 15*time.Second, func() bool {
 		return tb.eng.Metrics().Snapshot().Prewarmed[dial.WarmExpired] >= 2 && w.Ready(peer) == 2 &&
 			ups[0].Stats().Handshakes >= 4
 	})
@@ -133,7 +134,7 @@ func TestPrewarmUpstreamClosedIdle(t *testing.T) {
 	tb := startEngine(t, dir, text)
 	w := warmOf(tb)
 	peer := peerOf(t, tb, up.Addr())
-	waitFor(t, "two ready connections", 10*time.Second, func() bool {
+	testutil.WaitFor(t, "two ready connections", 10*time.Second, func() bool {
 		return w.Ready(peer) == 2 && up.Handshakes() == 2
 	})
 	if n := up.CloseAll(); n != 2 {
@@ -142,7 +143,7 @@ func TestPrewarmUpstreamClosedIdle(t *testing.T) {
 	if got, err := echoOnce(tb.addr, []byte("not stale"), 10*time.Second); err != nil || string(got) != "not stale" {
 		t.Fatalf("echo after the upstream closed the ready connections = %q, %v", got, err)
 	}
-	waitFor(t, "both counted as closed", 10*time.Second, func() bool {
+	testutil.WaitFor(t, "both counted as closed", 10*time.Second, func() bool {
 		return tb.eng.Metrics().Snapshot().Prewarmed[dial.WarmClosed] == 2
 	})
 }
@@ -183,7 +184,7 @@ func TestPrewarmRetire(t *testing.T) {
 	tb := startEngine(t, dir, prewarmConf(ups, "proxy_ssl_prewarm 2;"))
 	peer := peerOf(t, tb, ups[0].Addr())
 	w := warmOf(tb)
-	waitFor(t, "two ready connections", 10*time.Second, func() bool {
+	testutil.WaitFor(t, "two ready connections", 10*time.Second, func() bool {
 		return w.Ready(peer) == 2 && ups[0].Stats().Active == 2
 	})
 	if n := refillers(); n != 1 {
@@ -198,7 +199,7 @@ func TestPrewarmRetire(t *testing.T) {
 	if w.Ready(peer) != 0 {
 		t.Fatal("the retired plan kept ready connections")
 	}
-	waitFor(t, "the upstream saw the ready connections end", 10*time.Second, func() bool { return ups[0].Stats().Active == 0 })
+	testutil.WaitFor(t, "the upstream saw the ready connections end", 10*time.Second, func() bool { return ups[0].Stats().Active == 0 })
 	if warmOf(tb) != nil {
 		t.Fatal("a plan without proxy_ssl_prewarm has a pre-warm pool")
 	}
@@ -211,7 +212,7 @@ func TestPrewarmRetire(t *testing.T) {
 	}
 	w2 := warmOf(tb)
 	peer = peerOf(t, tb, ups[0].Addr())
-	waitFor(t, "one ready connection", 10*time.Second, func() bool { return w2.Ready(peer) == 1 })
+	testutil.WaitFor(t, "one ready connection", 10*time.Second, func() bool { return w2.Ready(peer) == 1 })
 	if n := refillers(); n != 1 {
 		t.Fatalf("%d refillers after a reload with proxy_ssl_prewarm 1, want 1", n)
 	}
@@ -228,7 +229,7 @@ func TestPrewarmRetire(t *testing.T) {
 	if w2.Ready(peer) != 0 {
 		t.Fatal("ready connections left after the engine stopped")
 	}
-	waitFor(t, "the upstream saw every connection end", 10*time.Second, func() bool { return ups[0].Stats().Active == 0 })
+	testutil.WaitFor(t, "the upstream saw every connection end", 10*time.Second, func() bool { return ups[0].Stats().Active == 0 })
 }
 
 // TestPrewarmHalfClose: a pre-warmed connection serves a session of a
@@ -240,7 +241,7 @@ func TestPrewarmHalfClose(t *testing.T) {
 	tb := startEngine(t, dir, prewarmConf(ups, "proxy_ssl_prewarm 1; proxy_half_close on;"))
 	w := warmOf(tb)
 	peer := peerOf(t, tb, ups[0].Addr())
-	waitFor(t, "one ready connection", 10*time.Second, func() bool {
+	testutil.WaitFor(t, "one ready connection", 10*time.Second, func() bool {
 		return w.Ready(peer) == 1 && ups[0].Stats().Handshakes == 1
 	})
 	c, err := net.DialTimeout("tcp", tb.addr, 5*time.Second)

@@ -18,6 +18,7 @@ import (
 
 	"github.com/tlsrelay/tlsrelay/internal/backend"
 	"github.com/tlsrelay/tlsrelay/internal/pki"
+	"github.com/tlsrelay/tlsrelay/internal/testutil"
 )
 
 // TestGuideExampleEcho runs NGINX's guide configuration against three
@@ -175,7 +176,7 @@ func TestAllUpstreamsDown(t *testing.T) {
 	if n != 0 || err == nil {
 		t.Fatalf("read %d, %v; want the connection closed", n, err)
 	}
-	waitFor(t, "the failure in the log", 5*time.Second, func() bool {
+	testutil.WaitFor(t, "the failure in the log", 5*time.Second, func() bool {
 		return strings.Contains(tb.logText(), "while connecting to upstream")
 	})
 }
@@ -211,20 +212,8 @@ func TestHandshakeFailureSkipsServer(t *testing.T) {
 // after a fresh proxy_connect_timeout, logged as a handshake timeout.
 func TestHandshakeTimeout(t *testing.T) {
 	_, _, dir := newPKI(t, pki.ECDSAP256, 1)
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			go func() { io.Copy(io.Discard, c); c.Close() }()
-		}
-	}()
+	ln := testutil.Listen(t, "tcp", "127.0.0.1:0")
+	testutil.Serve(t, ln, testutil.Discard)
 	text := "stream {\nupstream backend { server " + ln.Addr().String() + "; }\n" +
 		fmt.Sprintf(guideServer, "proxy_connect_timeout 300ms;") + "}\n"
 	tb := startEngine(t, dir, text)
@@ -241,7 +230,7 @@ func TestHandshakeTimeout(t *testing.T) {
 	if el := time.Since(start); el < 250*time.Millisecond || el > 5*time.Second {
 		t.Fatalf("closed after %v, want about 300ms", el)
 	}
-	waitFor(t, "the timeout in the log", 5*time.Second, func() bool {
+	testutil.WaitFor(t, "the timeout in the log", 5*time.Second, func() bool {
 		return strings.Contains(tb.logText(), "TLS handshake timed out")
 	})
 }
@@ -300,7 +289,7 @@ func TestClientSendsAndCloses(t *testing.T) {
 		}
 		c.Close()
 	}
-	waitFor(t, "all bytes at the upstream", 20*time.Second, func() bool {
+	testutil.WaitFor(t, "all bytes at the upstream", 20*time.Second, func() bool {
 		return ups[0].Stats().BytesIn == 3*size
 	})
 }
@@ -369,7 +358,7 @@ func TestBackpressure(t *testing.T) {
 			}
 		}
 		c.Close()
-		waitFor(t, "the upload at the upstream", 60*time.Second, func() bool { return srv.Stats().BytesIn == size })
+		testutil.WaitFor(t, "the upload at the upstream", 60*time.Second, func() bool { return srv.Stats().BytesIn == size })
 		if grow := peak(); grow > bound {
 			t.Fatalf("heap grew by %d MiB while relaying %d MiB", grow>>20, size>>20)
 		}
@@ -482,16 +471,16 @@ func TestNoLeaks(t *testing.T) {
 		wg.Wait()
 	}
 	run(200) // warm up pools and workers
-	waitFor(t, "sessions to end", 10*time.Second, func() bool { return tb.eng.Metrics().Active() == 0 })
+	testutil.WaitFor(t, "sessions to end", 10*time.Second, func() bool { return tb.eng.Metrics().Active() == 0 })
 	g0, f0 := runtime.NumGoroutine(), countFDs(t)
 	n := 10000
 	if testing.Short() {
 		n = 2000
 	}
 	run(n)
-	waitFor(t, "sessions to end", 10*time.Second, func() bool { return tb.eng.Metrics().Active() == 0 })
+	testutil.WaitFor(t, "sessions to end", 10*time.Second, func() bool { return tb.eng.Metrics().Active() == 0 })
 	var g1, f1 int
-	waitFor(t, "goroutines and descriptors to settle", 10*time.Second, func() bool {
+	testutil.WaitFor(t, "goroutines and descriptors to settle", 10*time.Second, func() bool {
 		g1, f1 = runtime.NumGoroutine(), countFDs(t)
 		return g1 <= g0+5 && f1 <= f0+5
 	})
@@ -527,7 +516,7 @@ func TestGracefulQuit(t *testing.T) {
 		t.Fatal(err)
 	}
 	close(tb.quit)
-	waitFor(t, "quitting", 5*time.Second, func() bool { return tb.eng.quitting.Load() })
+	testutil.WaitFor(t, "quitting", 5*time.Second, func() bool { return tb.eng.quitting.Load() })
 	// The open session still works.
 	if _, err := c.Write([]byte("b")); err != nil {
 		t.Fatal(err)
@@ -647,7 +636,7 @@ func TestClientCertRefusedTLS13(t *testing.T) {
 	if n, err := c.Read(make([]byte, 1)); n != 0 || err == nil {
 		t.Fatalf("read %d, %v; want the session closed", n, err)
 	}
-	waitFor(t, "the refusal in the log", 5*time.Second, func() bool {
+	testutil.WaitFor(t, "the refusal in the log", 5*time.Second, func() bool {
 		return strings.Contains(tb.logText(), "reading from upstream failed (client_cert_refused)")
 	})
 }
@@ -700,7 +689,7 @@ func TestFailureReasonsLogged(t *testing.T) {
 			if n, err := c.Read(make([]byte, 1)); n != 0 || err == nil {
 				t.Fatalf("read %d, %v; want the session closed", n, err)
 			}
-			waitFor(t, "the failure in the log", 5*time.Second, func() bool {
+			testutil.WaitFor(t, "the failure in the log", 5*time.Second, func() bool {
 				log := tb.logText()
 				return strings.Contains(log, tc.want) && strings.Contains(log, `upstream: "`+ups[0].Addr()+`"`)
 			})
@@ -755,7 +744,7 @@ func TestConnectTimeout(t *testing.T) {
 	if el := time.Since(start); el < 250*time.Millisecond {
 		t.Fatalf("served after %v: the unanswering server was not tried first", el)
 	}
-	waitFor(t, "the timeout in the log", 5*time.Second, func() bool {
+	testutil.WaitFor(t, "the timeout in the log", 5*time.Second, func() bool {
 		return strings.Contains(tb.logText(), "upstream timed out (110: Connection timed out) while connecting to upstream")
 	})
 }

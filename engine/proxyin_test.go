@@ -12,6 +12,8 @@ import (
 	"time"
 
 	"github.com/pires/go-proxyproto"
+
+	"github.com/tlsrelay/tlsrelay/internal/testutil"
 )
 
 // plainUpstream accepts connections and hands what each one sent (a
@@ -103,7 +105,7 @@ func TestProxyProtocolFromClients(t *testing.T) {
 	}
 	send(trusted, v2, "hello v2\n")
 	send(plain, []byte("PROXY TCP4 203.0.113.9 198.51.100.1 6666 443\r\n"), "untrusted\n")
-	waitFor(t, "three access-log lines", 10*time.Second, func() bool {
+	testutil.WaitFor(t, "three access-log lines", 10*time.Second, func() bool {
 		b, _ := os.ReadFile(logPath)
 		return strings.Count(string(b), "\n") >= 3
 	})
@@ -159,7 +161,7 @@ func TestProxyProtocolBadHeaders(t *testing.T) {
 		if tc.name == "slow" && time.Since(start) < 900*time.Millisecond {
 			t.Errorf("slow header closed after %v, before proxy_protocol_timeout", time.Since(start))
 		}
-		waitFor(t, tc.name+" logged", 10*time.Second, func() bool {
+		testutil.WaitFor(t, tc.name+" logged", 10*time.Second, func() bool {
 			return len(headerLines()) > i && tb.eng.Metrics().Snapshot().ProxyHeaderFailures > uint64(i)
 		})
 		if got := headerLines(); len(got) != i+1 || !strings.Contains(got[i], tc.log) {

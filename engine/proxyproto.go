@@ -4,6 +4,7 @@ import (
 	"errors"
 	"net"
 
+	"github.com/tlsrelay/tlsrelay/engine/errlog"
 	"github.com/tlsrelay/tlsrelay/engine/proxyproto"
 )
 
@@ -37,7 +38,7 @@ func (e *Engine) handProxied(c net.Conn, ls *listenSock, b *binding) {
 		if errors.As(err, &ne) && ne.Timeout() {
 			what = "client timed out"
 		}
-		e.log.Logf(LevelError, 0, "%s: %v while reading PROXY protocol, client: %s, server: %s", what, err, hostOf(c.RemoteAddr()), b.srv.name)
+		e.log.Logf(errlog.LevelError, 0, "%s: %v while reading PROXY protocol, client: %s, server: %s", what, err, hostOf(c.RemoteAddr()), b.srv.name)
 		e.m.ProxyHeaderFailed()
 		c.Close()
 		return

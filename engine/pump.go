@@ -13,6 +13,7 @@ import (
 
 	"github.com/panjf2000/gnet/v2"
 
+	"github.com/tlsrelay/tlsrelay/engine/errlog"
 	"github.com/tlsrelay/tlsrelay/pool/dial"
 	"github.com/tlsrelay/tlsrelay/tlsbridge"
 )
@@ -243,10 +244,10 @@ func (s *session) upstreamReadEnded(err error) {
 		s.e.m.AttemptFailed()
 		s.peer.ObserveHandshakeFailure(dial.FailureClass(reason))
 		disabled := s.lease.Failed(s.peer, time.Now())
-		s.e.log.Logf(LevelError, s.id, "reading from upstream failed (%s): %v: the upstream refused the connection after the TLS handshake, client: %s, server: %s, upstream: \"%s\"",
+		s.e.log.Logf(errlog.LevelError, s.id, "reading from upstream failed (%s): %v: the upstream refused the connection after the TLS handshake, client: %s, server: %s, upstream: \"%s\"",
 			reason, err, hostOf(s.remote), s.srv.name, s.peer)
 		if disabled {
-			s.e.log.Logf(LevelWarn, s.id, "upstream server temporarily disabled while connecting to upstream, client: %s, server: %s, upstream: \"%s\"",
+			s.e.log.Logf(errlog.LevelWarn, s.id, "upstream server temporarily disabled while connecting to upstream, client: %s, server: %s, upstream: \"%s\"",
 				hostOf(s.remote), s.srv.name, s.peer)
 		}
 		s.upEOF = true

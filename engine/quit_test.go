@@ -10,6 +10,7 @@ import (
 
 	"github.com/tlsrelay/tlsrelay/internal/backend"
 	"github.com/tlsrelay/tlsrelay/internal/pki"
+	"github.com/tlsrelay/tlsrelay/internal/testutil"
 )
 
 // TestQuitClosesListener: a graceful quit closes the listening socket at
@@ -24,7 +25,7 @@ func TestQuitClosesListener(t *testing.T) {
 		held[i] = holdSession(t, tb.addr)
 	}
 	close(tb.quit)
-	waitFor(t, "quitting", 5*time.Second, func() bool { return tb.eng.quitting.Load() })
+	testutil.WaitFor(t, "quitting", 5*time.Second, func() bool { return tb.eng.quitting.Load() })
 	c, err := net.DialTimeout("tcp", tb.addr, 5*time.Second)
 	if err == nil {
 		c.Close()
@@ -61,12 +62,12 @@ func TestQuitPendingDials(t *testing.T) {
 	text := strings.Replace(faultConf([]string{silent.Addr()}, good, ""), "stream {", "worker_shutdown_timeout 1s;\nstream {", 1)
 	tb := startEngine(t, dir, text)
 	dialClients(t, tb.addr, n)
-	waitFor(t, "every handshake in flight", 30*time.Second, func() bool {
+	testutil.WaitFor(t, "every handshake in flight", 30*time.Second, func() bool {
 		return silent.Open() == n && tb.eng.dialer.InFlight().Handshaking == n
 	})
 	start := time.Now()
 	close(tb.quit)
-	waitFor(t, "quitting", 5*time.Second, func() bool { return tb.eng.quitting.Load() })
+	testutil.WaitFor(t, "quitting", 5*time.Second, func() bool { return tb.eng.quitting.Load() })
 	if f := tb.eng.dialer.InFlight(); f.Handshaking != n || f.Cancelled != 0 {
 		t.Errorf("right after quit: %+v; want the %d dials still running", f, n)
 	}
@@ -80,5 +81,5 @@ func TestQuitPendingDials(t *testing.T) {
 	if d := time.Since(start); d < 900*time.Millisecond {
 		t.Errorf("Serve returned %v after quit, before worker_shutdown_timeout", d)
 	}
-	waitFor(t, "the upstream to see every connection closed", 10*time.Second, func() bool { return silent.Open() == 0 })
+	testutil.WaitFor(t, "the upstream to see every connection closed", 10*time.Second, func() bool { return silent.Open() == 0 })
 }

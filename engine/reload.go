@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/tlsrelay/tlsrelay/engine/conf"
+	"github.com/tlsrelay/tlsrelay/engine/errlog"
 )
 
 // Reload replaces the configuration that new sessions start on, as
@@ -119,9 +120,9 @@ func (e *Engine) Reload(cfg *conf.Config) error {
 	}
 	e.m.ReloadOK(time.Now())
 	for _, w := range startOnly(cfg, len(e.loops), e.affinity) {
-		e.log.Logf(LevelWarn, 0, "%s", w)
+		e.log.Logf(errlog.LevelWarn, 0, "%s", w)
 	}
-	e.log.Logf(LevelNotice, 0, "reconfigured: %d servers, %d listening sockets", len(p.servers), len(socks))
+	e.log.Logf(errlog.LevelNotice, 0, "reconfigured: %d servers, %d listening sockets", len(p.servers), len(socks))
 	return nil
 }
 
@@ -178,6 +179,6 @@ func (e *Engine) Reopen() error {
 	if err != nil {
 		return fmt.Errorf("reopening logs: %w", err)
 	}
-	e.log.Logf(LevelNotice, 0, "reopened the logs")
+	e.log.Logf(errlog.LevelNotice, 0, "reopened the logs")
 	return nil
 }

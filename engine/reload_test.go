@@ -18,6 +18,7 @@ import (
 	"github.com/tlsrelay/tlsrelay/engine/conf"
 	"github.com/tlsrelay/tlsrelay/internal/backend"
 	"github.com/tlsrelay/tlsrelay/internal/pki"
+	"github.com/tlsrelay/tlsrelay/internal/testutil"
 )
 
 // reload writes text as the configuration (as startEngine does) and
@@ -270,7 +271,7 @@ func TestReloadStorm(t *testing.T) {
 		}
 		// Let some connections through between reloads.
 		want := connects.Load() + 2
-		waitFor(t, "connections between reloads", 20*time.Second, func() bool { return connects.Load() >= want })
+		testutil.WaitFor(t, "connections between reloads", 20*time.Second, func() bool { return connects.Load() >= want })
 	}
 	close(stop)
 	wg.Wait()
@@ -300,7 +301,7 @@ func TestReopen(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	waitFor(t, "three sessions ended", 10*time.Second, func() bool { return tb.eng.Metrics().Active() == 0 })
+	testutil.WaitFor(t, "three sessions ended", 10*time.Second, func() bool { return tb.eng.Metrics().Active() == 0 })
 	if err := os.Rename(logPath, logPath+".1"); err != nil {
 		t.Fatal(err)
 	}
@@ -312,7 +313,7 @@ func TestReopen(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	waitFor(t, "two more sessions ended", 10*time.Second, func() bool { return tb.eng.Metrics().Active() == 0 })
+	testutil.WaitFor(t, "two more sessions ended", 10*time.Second, func() bool { return tb.eng.Metrics().Active() == 0 })
 	if err := tb.eng.Reopen(); err != nil { // flushes the buffer into the new file
 		t.Fatal(err)
 	}

@@ -8,6 +8,7 @@ import (
 	"strings"
 
 	"github.com/tlsrelay/tlsrelay/engine/conf"
+	"github.com/tlsrelay/tlsrelay/engine/errlog"
 	"github.com/tlsrelay/tlsrelay/pool"
 )
 
@@ -101,13 +102,13 @@ func nameServerAddr(a string) (host string, port uint16, err error) {
 // startResolvers starts the plan's resolvers; they end with ctx, which
 // plan.stop cancels when the plan is retired or freed. Runs in
 // plan.start.
-func (p *plan) startResolvers(ctx context.Context, log *ErrorLog) {
+func (p *plan) startResolvers(ctx context.Context, log *errlog.Log) {
 	for _, gr := range p.resolvers {
 		cfg := gr.cfg
 		cfg.Logf = func(failed bool, format string, args ...any) {
-			lv := LevelInfo
+			lv := errlog.LevelInfo
 			if failed {
-				lv = LevelError
+				lv = errlog.LevelError
 			}
 			log.Logf(lv, 0, format, args...)
 		}

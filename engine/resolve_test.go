@@ -13,6 +13,7 @@ import (
 	"github.com/tlsrelay/tlsrelay/internal/backend"
 	"github.com/tlsrelay/tlsrelay/internal/dnstest"
 	"github.com/tlsrelay/tlsrelay/internal/pki"
+	"github.com/tlsrelay/tlsrelay/internal/testutil"
 )
 
 func TestNameServerAddr(t *testing.T) {
@@ -123,7 +124,7 @@ func resolveConf(dnsAddr, params, timeout string, servers ...string) string {
 func waitPeers(t *testing.T, tb *testbed, want ...string) {
 	t.Helper()
 	var got []string
-	waitFor(t, fmt.Sprintf("peers %v", want), 10*time.Second, func() bool {
+	testutil.WaitFor(t, fmt.Sprintf("peers %v", want), 10*time.Second, func() bool {
 		got = got[:0]
 		for _, p := range tb.eng.plan.Load().groups["backend"].Peers() {
 			got = append(got, p.String())
@@ -205,11 +206,11 @@ func TestResolveFailureKeepsAddresses(t *testing.T) {
 	waitPeers(t, tb, "127.0.0.2:"+port)
 
 	d.SetMode(dnstest.Drop)
-	waitFor(t, "the timeout's log line", 10*time.Second, func() bool {
+	testutil.WaitFor(t, "the timeout's log line", 10*time.Second, func() bool {
 		return strings.Contains(tb.logText(), "[error]") && strings.Contains(tb.logText(), "app.test could not be resolved (110: Operation timed out)")
 	})
 	d.SetMode(dnstest.ServFail)
-	waitFor(t, "the SERVFAIL's log line", 10*time.Second, func() bool {
+	testutil.WaitFor(t, "the SERVFAIL's log line", 10*time.Second, func() bool {
 		return strings.Contains(tb.logText(), "app.test could not be resolved (2: Server failure)")
 	})
 	waitPeers(t, tb, "127.0.0.2:"+port)
@@ -233,13 +234,13 @@ func TestResolveNXDOMAINAtStart(t *testing.T) {
 	_, port, _ := net.SplitHostPort(up.Addr())
 	d := startDNS(t)
 	tb := startEngine(t, dir, resolveConf(d.Addr(), "", "2s", "app.test:"+port+" resolve"))
-	waitFor(t, "the NXDOMAIN's log line", 10*time.Second, func() bool {
+	testutil.WaitFor(t, "the NXDOMAIN's log line", 10*time.Second, func() bool {
 		return strings.Contains(tb.logText(), "app.test could not be resolved (3: Host not found)")
 	})
 	if _, err := echoOnce(tb.addr, []byte("x"), 5*time.Second); err == nil {
 		t.Fatal("a session reached an upstream before the name existed")
 	}
-	waitFor(t, "no live upstreams", 5*time.Second, func() bool {
+	testutil.WaitFor(t, "no live upstreams", 5*time.Second, func() bool {
 		return strings.Contains(tb.logText(), `no live upstreams while connecting to upstream "backend"`)
 	})
 	d.SetAddrs("app.test", "127.0.0.2")
@@ -305,7 +306,7 @@ func TestResolveIPv6Off(t *testing.T) {
 	d.SetAddrs("v6.test", "::1")
 	tb := startEngine(t, dir, resolveConf(d.Addr(), " ipv6=off", "2s", "app.test:"+port+" resolve", "v6.test:"+port+" resolve"))
 	waitPeers(t, tb, "127.0.0.2:"+port)
-	waitFor(t, "v6.test's NXDOMAIN", 5*time.Second, func() bool {
+	testutil.WaitFor(t, "v6.test's NXDOMAIN", 5*time.Second, func() bool {
 		return strings.Contains(tb.logText(), "v6.test could not be resolved (3: Host not found)")
 	})
 	if got := len(tb.eng.plan.Load().groups["backend"].Peers()); got != 1 {

@@ -10,6 +10,7 @@ import (
 
 	"github.com/tlsrelay/tlsrelay/internal/backend"
 	"github.com/tlsrelay/tlsrelay/internal/pki"
+	"github.com/tlsrelay/tlsrelay/internal/testutil"
 )
 
 // TestCertificateRotation: with proxy_ssl_watch, a client certificate
@@ -41,7 +42,7 @@ func TestCertificateRotation(t *testing.T) {
 	// old one; the next look takes the pair.
 	replace(t, filepath.Join(dir, "client.key"), next.Leaf.KeyPEM())
 	replace(t, filepath.Join(dir, "client.pem"), next.ChainPEM())
-	waitFor(t, "the watcher to load the new certificate", 20*time.Second, func() bool {
+	testutil.WaitFor(t, "the watcher to load the new certificate", 20*time.Second, func() bool {
 		return strings.Contains(tb.logText(), "reloaded")
 	})
 	if _, err := echoOnce(tb.addr, []byte("new"), 10*time.Second); err != nil {
@@ -55,7 +56,7 @@ func TestCertificateRotation(t *testing.T) {
 	}
 
 	replace(t, filepath.Join(dir, "client.pem"), []byte("not a certificate\n"))
-	waitFor(t, "the watcher to refuse the broken file", 20*time.Second, func() bool {
+	testutil.WaitFor(t, "the watcher to refuse the broken file", 20*time.Second, func() bool {
 		return strings.Contains(tb.logText(), "keeping the files loaded before")
 	})
 	if _, err := echoOnce(tb.addr, []byte("kept"), 10*time.Second); err != nil {

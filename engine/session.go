@@ -59,6 +59,7 @@ import (
 	"github.com/panjf2000/gnet/v2"
 	"golang.org/x/sys/unix"
 
+	"github.com/tlsrelay/tlsrelay/engine/errlog"
 	"github.com/tlsrelay/tlsrelay/engine/metrics"
 	"github.com/tlsrelay/tlsrelay/engine/proxyproto"
 	"github.com/tlsrelay/tlsrelay/engine/wheel"
@@ -244,7 +245,7 @@ type reattach struct {
 // session's loop.
 func (e *Engine) submit(s *session) {
 	if err := e.dialer.Submit(&s.dial.job); err != nil {
-		e.log.Logf(LevelError, s.id, "%v while connecting to upstream, client: %s, server: %s", err, hostOf(s.remote), s.srv.name)
+		e.log.Logf(errlog.LevelError, s.id, "%v while connecting to upstream, client: %s, server: %s", err, hostOf(s.remote), s.srv.name)
 		s.status = 503
 		s.finish(metrics.ReasonDialQueueFull)
 	}
@@ -307,7 +308,7 @@ func (e *Engine) openSessionAt(c gnet.Conn, lp *loop, srv *server, remote, local
 // An illegal change is a bug; it is logged at alert and not made.
 func (s *session) enter(next phase) {
 	if !s.phase.can(next) {
-		s.e.log.Logf(LevelAlert, s.id, "bug: session phase %s -> %s is not a legal transition", s.phase, next)
+		s.e.log.Logf(errlog.LevelAlert, s.id, "bug: session phase %s -> %s is not a legal transition", s.phase, next)
 		return
 	}
 	s.phase = next
@@ -352,11 +353,11 @@ func (s *session) dialFailed(err error) {
 		if a := s.attempts(); len(a) > 0 && a[len(a)-1].Err == err {
 			n := len(a)
 			if n > 1 {
-				s.e.log.Logf(LevelError, s.id, "no upstream could be reached after %d attempts, client: %s, server: %s, upstream: \"%s\"",
+				s.e.log.Logf(errlog.LevelError, s.id, "no upstream could be reached after %d attempts, client: %s, server: %s, upstream: \"%s\"",
 					n, hostOf(s.remote), s.srv.name, s.srv.group.Name())
 			}
 		} else {
-			s.e.log.Logf(LevelError, s.id, "%v, client: %s, server: %s", err, hostOf(s.remote), s.srv.name)
+			s.e.log.Logf(errlog.LevelError, s.id, "%v, client: %s, server: %s", err, hostOf(s.remote), s.srv.name)
 		}
 	}
 	s.finish(metrics.ReasonUpstreamUnreachable)
@@ -393,12 +394,12 @@ func (s *session) onUpstreamOpen(c gnet.Conn, r dial.Result) {
 	if s.srv.idleTimeout > 0 {
 		s.lp.arm(&s.idle, s.lp.ticks(s.srv.idleTimeout))
 	}
-	if s.e.log.Enabled(LevelInfo) {
+	if s.e.log.Enabled(errlog.LevelInfo) {
 		var local any = s.up.c.LocalAddr()
 		if s.peer.Path != "" {
 			local = "unix:" // gnet names a dialed unix conn's end oddly
 		}
-		s.e.log.Logf(LevelInfo, s.id, "proxy %s connected to %s", local, s.peer)
+		s.e.log.Logf(errlog.LevelInfo, s.id, "proxy %s connected to %s", local, s.peer)
 	}
 	// The client may have left while the upstream was dialed; a close
 	// latched during this step is handled when it ends.
@@ -462,7 +463,7 @@ func (s *session) onClose(c gnet.Conn, err error) {
 			s.latch.add(sd, nil)
 			return
 		}
-		s.e.log.Logf(LevelWarn, s.id, "keeping a half-closed connection: dup: %v", derr)
+		s.e.log.Logf(errlog.LevelWarn, s.id, "keeping a half-closed connection: dup: %v", derr)
 	}
 	sd.state = sideClosed
 	if sd.out != nil {
@@ -529,8 +530,8 @@ func (s *session) finish(reason metrics.Reason) {
 	}
 	s.e.m.SessionEnded(s.reason)
 	s.lp.unlink(s)
-	if s.e.log.Enabled(LevelInfo) {
-		s.e.log.Logf(LevelInfo, s.id, "%s, bytes from/to client:%d/%d, bytes from/to upstream:%d/%d",
+	if s.e.log.Enabled(errlog.LevelInfo) {
+		s.e.log.Logf(errlog.LevelInfo, s.id, "%s, bytes from/to client:%d/%d, bytes from/to upstream:%d/%d",
 			s.reason.Text(), s.fromClient, s.toClient, s.fromUp, s.toUp)
 	}
 	// The plan the session started on (the handler counted it in) may
@@ -554,8 +555,8 @@ func (s *session) onIdle() {
 		s.lp.arm(&s.idle, left)
 		return
 	}
-	if s.e.log.Enabled(LevelInfo) {
-		s.e.log.Logf(LevelInfo, s.id, "upstream timed out (110: Connection timed out) while proxying connection, client: %s, server: %s, upstream: \"%s\"",
+	if s.e.log.Enabled(errlog.LevelInfo) {
+		s.e.log.Logf(errlog.LevelInfo, s.id, "upstream timed out (110: Connection timed out) while proxying connection, client: %s, server: %s, upstream: \"%s\"",
 			hostOf(s.remote), s.srv.name, s.peer)
 	}
 	s.e.m.IdleTimeout()

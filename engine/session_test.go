@@ -70,7 +70,7 @@ func newSessTest(t *testing.T, mod func(srv *server)) *sessTest {
 		mod(srv)
 	}
 	h := &sessTest{t: t, srv: srv, log: &bytes.Buffer{}, el: &fakeLoop{}}
-	h.e = &Engine{log: errlog.New(h.log, LevelInfo), stopped: make(chan struct{}), kick: make(chan struct{}, 1), m: new(metrics.Engine)}
+	h.e = &Engine{log: errlog.New(h.log, errlog.LevelInfo), stopped: make(chan struct{}), kick: make(chan struct{}, 1), m: new(metrics.Engine)}
 	h.lp = &loop{e: h.e, el: h.el, wheel: wheel.New(64), scratch: make([]byte, 16), start: time.Now()}
 	h.lp.sockWrite = h.sockWrite
 	h.cli = h.conn("client")

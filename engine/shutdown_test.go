@@ -11,6 +11,7 @@ import (
 	"github.com/tlsrelay/tlsrelay/engine/metrics"
 	"github.com/tlsrelay/tlsrelay/internal/backend"
 	"github.com/tlsrelay/tlsrelay/internal/pki"
+	"github.com/tlsrelay/tlsrelay/internal/testutil"
 )
 
 // TestWorkerShutdownTimeout: after a reload, sessions of the replaced
@@ -43,7 +44,7 @@ func TestWorkerShutdownTimeout(t *testing.T) {
 	if !strings.Contains(tb.logText(), "closing the session (worker_shutdown_timeout after a reload)") {
 		t.Errorf("the error log does not say why:\n%s", tb.logText())
 	}
-	waitFor(t, "the access log line", 10*time.Second, func() bool {
+	testutil.WaitFor(t, "the access log line", 10*time.Second, func() bool {
 		b, _ := os.ReadFile(logPath)
 		return strings.Contains(string(b), "shutdown")
 	})
@@ -112,7 +113,7 @@ func TestStopCancelsPendingDials(t *testing.T) {
 	silent := startSilent(t)
 	tb := startEngine(t, dir, faultConf([]string{silent.Addr()}, good, ""))
 	dialClients(t, tb.addr, n)
-	waitFor(t, "every handshake in flight", 30*time.Second, func() bool {
+	testutil.WaitFor(t, "every handshake in flight", 30*time.Second, func() bool {
 		return silent.Open() == n && tb.eng.dialer.InFlight().Handshaking == n
 	})
 	start := time.Now()
@@ -124,7 +125,7 @@ func TestStopCancelsPendingDials(t *testing.T) {
 		t.Fatalf("Serve did not return 20s after a stop with %d handshakes pending", n)
 	}
 	t.Logf("stop with %d handshakes pending: Serve returned after %v", n, time.Since(start))
-	waitFor(t, "the upstream to see every connection closed", 10*time.Second, func() bool { return silent.Open() == 0 })
+	testutil.WaitFor(t, "the upstream to see every connection closed", 10*time.Second, func() bool { return silent.Open() == 0 })
 	if f := tb.eng.dialer.InFlight(); f.Handshaking != 0 || f.Connecting != 0 {
 		t.Errorf("dials in flight after the stop: %+v", f)
 	}

@@ -75,7 +75,7 @@ func TestUnixNginxDiff(t *testing.T) {
 	nsock, nlog := filepath.Join(sd, "n.sock"), filepath.Join(nd, "access.log")
 	ng := testutil.StartNginx(t, nd, testutil.NginxConf{Main: "worker_processes 1;\nmaster_process on;", Stream: streamConf(nsock, nlog)})
 	cmd, done := ng.Cmd, ng.Exited
-	waitFor(t, "NGINX's socket", 10*time.Second, func() bool {
+	testutil.WaitFor(t, "NGINX's socket", 10*time.Second, func() bool {
 		c, err := net.Dial("unix", nsock)
 		if err == nil {
 			c.Close()

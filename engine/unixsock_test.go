@@ -21,6 +21,7 @@ import (
 	"github.com/tlsrelay/tlsrelay/engine/errlog"
 	"github.com/tlsrelay/tlsrelay/internal/backend"
 	"github.com/tlsrelay/tlsrelay/internal/pki"
+	"github.com/tlsrelay/tlsrelay/internal/testutil"
 	"github.com/tlsrelay/tlsrelay/pool"
 )
 
@@ -83,7 +84,7 @@ func stopEngine(t *testing.T, tb *testbed) {
 // readLines waits for n lines in the file at path and returns them.
 func readLines(t *testing.T, path string, n int) []string {
 	t.Helper()
-	waitFor(t, fmt.Sprintf("%d lines in %s", n, path), 10*time.Second, func() bool {
+	testutil.WaitFor(t, fmt.Sprintf("%d lines in %s", n, path), 10*time.Second, func() bool {
 		b, _ := os.ReadFile(path)
 		return strings.Count(string(b), "\n") >= n
 	})
@@ -233,7 +234,7 @@ func serveOnce(t *testing.T, dir, text string) (string, error) {
 	log := syncBuffer{mu: new(sync.Mutex), b: new(bytes.Buffer)}
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	e, err := New(cfg, Options{Log: errlog.New(log, LevelInfo), Ready: func([]net.Addr) { cancel() }})
+	e, err := New(cfg, Options{Log: errlog.New(log, errlog.LevelInfo), Ready: func([]net.Addr) { cancel() }})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -501,8 +502,8 @@ func TestUnixHealthCheck(t *testing.T) {
 	if bad == nil || gp == nil {
 		t.Fatalf("peers %v", tb.eng.plan.Load().groups["backend"].Peers())
 	}
-	waitFor(t, "the dead unix peer out", 5*time.Second, bad.Unhealthy)
-	waitFor(t, "two probes of the good peer", 5*time.Second, func() bool { ok, _ := gp.HealthChecks(); return ok >= 2 })
+	testutil.WaitFor(t, "the dead unix peer out", 5*time.Second, bad.Unhealthy)
+	testutil.WaitFor(t, "two probes of the good peer", 5*time.Second, func() bool { ok, _ := gp.HealthChecks(); return ok >= 2 })
 	if gp.Unhealthy() {
 		t.Fatal("the live unix peer is unhealthy")
 	}
@@ -514,7 +515,7 @@ func TestUnixHealthCheck(t *testing.T) {
 	if n := tb.eng.Metrics().Snapshot().FailedAttempts; n != 0 {
 		t.Fatalf("%d failed attempts: a client reached the dead peer", n)
 	}
-	waitFor(t, "the state change in the log", 5*time.Second, func() bool {
+	testutil.WaitFor(t, "the state change in the log", 5*time.Second, func() bool {
 		return strings.Contains(tb.logText(), "peer "+dead+` of upstream "backend" is unhealthy`)
 	})
 }
@@ -594,7 +595,7 @@ func TestUnixUpstreamNoLinger(t *testing.T) {
 	c.Close()
 	// Well before lingerTimeout, which a lingering session would wait
 	// out (the upstream neither reads nor closes until told to).
-	waitFor(t, "the session's access-log line", lingerTimeout/2, func() bool {
+	testutil.WaitFor(t, "the session's access-log line", lingerTimeout/2, func() bool {
 		b, _ := os.ReadFile(logPath)
 		return strings.Contains(string(b), "\n")
 	})
