@@ -32,9 +32,9 @@ func healthConf(addrs []string, stream, extra string) string {
 }
 
 // startHealthEngine is startEngine, and stops the health checkers of the
-// plan running at the end of the test: Serve returning does not free its
-// plan, and probes must
-// not outlive the test.
+// plan running as soon as the test ends, before the engine's own cleanup
+// (Serve's end frees the plan, which stops them too): probes must not
+// outlive the test, nor dial its upstreams while they close.
 func startHealthEngine(t *testing.T, dir, text string) *testbed {
 	t.Helper()
 	tb := startEngine(t, dir, text)
