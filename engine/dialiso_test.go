@@ -23,18 +23,6 @@ import (
 // sessions that chose it, and a client that leaves must take its pending
 // dial with it.
 
-// startSilent starts an upstream that accepts and never answers a TLS
-// ClientHello (faultnet.NeverAnswers) until the test ends.
-func startSilent(t *testing.T) *faultnet.Upstream {
-	t.Helper()
-	u, err := faultnet.Start(faultnet.Config{Fault: faultnet.NeverAnswers})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { u.Close() })
-	return u
-}
-
 // dialClients opens n connections to addr from 8 goroutines and returns
 // them.
 func dialClients(t *testing.T, addr string, n int) []net.Conn {
@@ -106,7 +94,7 @@ func TestDialIsolation(t *testing.T) {
 	const n = 1100
 	set, _, dir := newPKI(t, pki.ECDSAP256, 1)
 	good := startUpstreams(t, set, 1, backend.Echo, nil)
-	silent := startSilent(t)
+	silent := testutil.SilentUpstream(t)
 	tb := startEngine(t, dir, faultConf([]string{silent.Addr()}, good, ""))
 	goodAddr := tb.eng.Addrs()[1].String()
 
@@ -160,7 +148,7 @@ func TestDialCancelledWhenClientLeaves(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			os.Remove(filepath.Join(dir, "faults.log")) // the previous case's
-			silent := startSilent(t)
+			silent := testutil.SilentUpstream(t)
 			tb := startEngine(t, dir, faultConf([]string{silent.Addr()}, good, ""))
 			conns := dialClients(t, tb.addr, n)
 			testutil.WaitFor(t, "every handshake in flight", 30*time.Second, func() bool {
@@ -206,7 +194,7 @@ func TestDialCancelledWhenClientLeaves(t *testing.T) {
 	}
 
 	t.Run("sent bytes then shut its side", func(t *testing.T) {
-		silent := startSilent(t)
+		silent := testutil.SilentUpstream(t)
 		tb := startEngine(t, dir, faultConf([]string{silent.Addr()}, good, ""))
 		conns := dialClients(t, tb.addr, n)
 		for _, c := range conns {

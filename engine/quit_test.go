@@ -58,7 +58,7 @@ func TestQuitPendingDials(t *testing.T) {
 	const n = 50
 	set, _, dir := newPKI(t, pki.ECDSAP256, 1)
 	good := startUpstreams(t, set, 1, backend.Echo, nil)
-	silent := startSilent(t)
+	silent := testutil.SilentUpstream(t)
 	text := strings.Replace(faultConf([]string{silent.Addr()}, good, ""), "stream {", "worker_shutdown_timeout 1s;\nstream {", 1)
 	tb := startEngine(t, dir, text)
 	dialClients(t, tb.addr, n)

@@ -110,7 +110,7 @@ func TestStopCancelsPendingDials(t *testing.T) {
 	const n = 300
 	set, _, dir := newPKI(t, pki.ECDSAP256, 1)
 	good := startUpstreams(t, set, 1, backend.Echo, nil)
-	silent := startSilent(t)
+	silent := testutil.SilentUpstream(t)
 	tb := startEngine(t, dir, faultConf([]string{silent.Addr()}, good, ""))
 	dialClients(t, tb.addr, n)
 	testutil.WaitFor(t, "every handshake in flight", 30*time.Second, func() bool {

@@ -11,7 +11,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/tlsrelay/tlsrelay/internal/faultnet"
 	"github.com/tlsrelay/tlsrelay/internal/testutil"
 )
 
@@ -25,7 +24,7 @@ func TestStopWithPendingHandshakes(t *testing.T) {
 	bin := buildBinary(t)
 	for _, how := range []string{"SIGTERM", "-s stop"} {
 		t.Run(how, func(t *testing.T) {
-			up := startSilentUpstream(t)
+			up := testutil.SilentUpstream(t)
 			dir := t.TempDir()
 			path := filepath.Join(dir, "t.conf")
 			addr := testutil.FreeAddr(t)
@@ -119,16 +118,4 @@ func waitPidFile(t *testing.T, pid string, done chan error, stderr *bytes.Buffer
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
-}
-
-// startSilentUpstream starts an upstream that accepts and never answers a
-// TLS ClientHello (faultnet.NeverAnswers) until the test ends.
-func startSilentUpstream(t *testing.T) *faultnet.Upstream {
-	t.Helper()
-	u, err := faultnet.Start(faultnet.Config{Fault: faultnet.NeverAnswers})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { u.Close() })
-	return u
 }

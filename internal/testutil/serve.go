@@ -7,6 +7,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/tlsrelay/tlsrelay/internal/faultnet"
 )
 
 // Listen returns a listener on addr ("127.0.0.1:0" for TCP; a path for
@@ -94,4 +96,16 @@ func TLSServer(t testing.TB, cfg *tls.Config, handle func(*tls.Conn)) string {
 		handle(tc)
 	})
 	return ln.Addr().String()
+}
+
+// SilentUpstream starts an upstream that accepts connections and never
+// answers a TLS ClientHello (faultnet.NeverAnswers), until the test ends.
+func SilentUpstream(t testing.TB) *faultnet.Upstream {
+	t.Helper()
+	u, err := faultnet.Start(faultnet.Config{Fault: faultnet.NeverAnswers})
+	if err != nil {
+		t.Fatalf("starting a silent upstream: %v", err)
+	}
+	t.Cleanup(func() { u.Close() })
+	return u
 }

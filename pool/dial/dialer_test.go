@@ -12,7 +12,6 @@ import (
 	"time"
 
 	"github.com/tlsrelay/tlsrelay/internal/backend"
-	"github.com/tlsrelay/tlsrelay/internal/faultnet"
 	"github.com/tlsrelay/tlsrelay/internal/testutil"
 	"github.com/tlsrelay/tlsrelay/pool"
 )
@@ -148,35 +147,10 @@ func TestDialerElastic(t *testing.T) {
 	}
 }
 
-// startSilentPeer starts a peer that accepts and never answers a TLS
-// ClientHello (faultnet.NeverAnswers) until the test ends.
-func startSilentPeer(t *testing.T) *faultnet.Upstream {
-	t.Helper()
-	u, err := faultnet.Start(faultnet.Config{Fault: faultnet.NeverAnswers})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { u.Close() })
-	return u
-}
-
 // insecureTLS is a client configuration for peers whose certificate does
 // not matter (they never send one).
 func insecureTLS(*pool.Peer, net.Addr) (*tls.Config, error) {
 	return &tls.Config{InsecureSkipVerify: true}, nil
-}
-
-// waitUntil polls cond (counters other goroutines advance) until it holds
-// or d passes.
-func waitUntil(t *testing.T, what string, d time.Duration, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(d)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %v waiting for %s", d, what)
-		}
-		time.Sleep(2 * time.Millisecond)
-	}
 }
 
 // TestDialerIsolation: with the default configuration, 1,100 jobs hung in
@@ -184,7 +158,7 @@ func waitUntil(t *testing.T, what string, d time.Duration, cond func() bool) {
 // not delay a job to another peer: it completes while they all still hang.
 func TestDialerIsolation(t *testing.T) {
 	const n = 1100
-	silent := startSilentPeer(t)
+	silent := testutil.SilentUpstream(t)
 	g := testGroup(t, silent.Addr())
 	d := NewDialer(Config{})
 	defer d.Close()
@@ -199,7 +173,7 @@ func TestDialerIsolation(t *testing.T) {
 	}
 	// The silent peer accepts on a goroutine of its own: a connection
 	// the dialer sees established may still wait in its backlog.
-	waitUntil(t, "every handshake in flight and accepted", 30*time.Second, func() bool {
+	testutil.WaitFor(t, "every handshake in flight and accepted", 30*time.Second, func() bool {
 		return d.InFlight().Handshaking == n && silent.Open() == n
 	})
 	healthy := testGroup(t, listenTCP(t).Addr().String())
@@ -218,7 +192,7 @@ func TestDialerIsolation(t *testing.T) {
 	d.Close()
 	done.Wait()
 	t.Logf("Close with %d handshakes in flight: %v", n, time.Since(start))
-	waitUntil(t, "the silent peer to see every connection closed", 10*time.Second, func() bool { return silent.Open() == 0 })
+	testutil.WaitFor(t, "the silent peer to see every connection closed", 10*time.Second, func() bool { return silent.Open() == 0 })
 	if f := d.InFlight(); f.Handshaking != 0 || f.Connecting != 0 || f.Cancelled != n {
 		t.Fatalf("after Close: %+v, want nothing in flight and %d cancelled", f, n)
 	}
@@ -230,7 +204,7 @@ func TestDialerIsolation(t *testing.T) {
 // cancelled before it runs (behind a bounded dialer's busy worker) never
 // dials.
 func TestDialerCancel(t *testing.T) {
-	silent := startSilentPeer(t)
+	silent := testutil.SilentUpstream(t)
 	g := testGroup(t, silent.Addr())
 	p := g.Peers()[0]
 	d := NewDialer(Config{MinWorkers: 1, MaxWorkers: 1})
@@ -245,7 +219,7 @@ func TestDialerCancel(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	waitUntil(t, "the handshake in flight", 10*time.Second, func() bool { return d.InFlight().Handshaking == 1 })
+	testutil.WaitFor(t, "the handshake in flight", 10*time.Second, func() bool { return d.InFlight().Handshaking == 1 })
 	queued.Cancel()
 	start := time.Now()
 	hung.Cancel()
@@ -261,7 +235,7 @@ func TestDialerCancel(t *testing.T) {
 		}
 	}
 	t.Logf("cancelled handshake done after %v", time.Since(start))
-	waitUntil(t, "the peer to see the connection closed", 10*time.Second, func() bool { return silent.Open() == 0 })
+	testutil.WaitFor(t, "the peer to see the connection closed", 10*time.Second, func() bool { return silent.Open() == 0 })
 	if got := silent.Accepted(); got != 1 {
 		t.Errorf("the peer accepted %d connections; the job cancelled while queued must not dial", got)
 	}
@@ -295,7 +269,7 @@ func TestDialerCancelConnect(t *testing.T) {
 	if err := d.Submit(j); err != nil {
 		t.Fatal(err)
 	}
-	waitUntil(t, "the connect in flight", 10*time.Second, func() bool { return d.InFlight().Connecting == 1 })
+	testutil.WaitFor(t, "the connect in flight", 10*time.Second, func() bool { return d.InFlight().Connecting == 1 })
 	select {
 	case r := <-results:
 		t.Skipf("the connect did not hang: %+v", r)

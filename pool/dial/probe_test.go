@@ -13,6 +13,7 @@ import (
 
 	"github.com/tlsrelay/tlsrelay/internal/backend"
 	"github.com/tlsrelay/tlsrelay/internal/pki"
+	"github.com/tlsrelay/tlsrelay/internal/testutil"
 	"github.com/tlsrelay/tlsrelay/pool"
 )
 
@@ -82,7 +83,7 @@ func TestProbeRetriesFullHandshake(t *testing.T) {
 // hung handshake as a timeout long before ConnectTimeout; cancelling the
 // context ends it as cancelled.
 func TestProbeDeadline(t *testing.T) {
-	silent := startSilentPeer(t)
+	silent := testutil.SilentUpstream(t)
 	p := testGroup(t, silent.Addr()).Peers()[0]
 	j := &Job{TLS: insecureTLS, ConnectTimeout: time.Minute}
 	start := time.Now()
@@ -108,7 +109,7 @@ func TestProbeDeadline(t *testing.T) {
 		_, a := Probe(ctx, j, p, 0)
 		done <- a
 	}()
-	waitUntil(t, "the probe's connection at the peer", 10*time.Second, func() bool { return silent.Open() == 1 })
+	testutil.WaitFor(t, "the probe's connection at the peer", 10*time.Second, func() bool { return silent.Open() == 1 })
 	cancel()
 	select {
 	case a := <-done:
