@@ -11,6 +11,8 @@ import (
 	"testing"
 	"time"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/tlsrelay/tlsrelay/internal/backend"
 	"github.com/tlsrelay/tlsrelay/internal/pki"
 	"github.com/tlsrelay/tlsrelay/internal/testutil"
@@ -140,5 +142,38 @@ func TestProbePort(t *testing.T) {
 	}
 	if _, a := Probe(context.Background(), j, p, 0); a.Err == nil || !strings.Contains(a.Err.Error(), "connect() failed") {
 		t.Fatalf("probe of the peer's own (refusing) port: %+v", a)
+	}
+}
+
+// TestBindAddressNoPort: proxy_bind binds the address only, leaving the
+// port to connect (IP_BIND_ADDRESS_NO_PORT, as NGINX and HAProxy set it):
+// a port held by an upstream connection, or by its TIME_WAIT, is then not
+// refused to other sockets of the host that connect elsewhere.
+func TestBindAddressNoPort(t *testing.T) {
+	live := listenTCP(t).Addr().String()
+	p := testGroup(t, live).Peers()[0]
+	for _, bind := range []string{"", "127.0.0.2"} {
+		j := &Job{ConnectTimeout: 5 * time.Second}
+		if bind != "" {
+			j.Socket.Bind = netip.MustParseAddr(bind)
+		}
+		res, a := Probe(context.Background(), j, p, 0)
+		if a.Err != nil {
+			t.Fatalf("bind %q: %v", bind, a.Err)
+		}
+		rc, err := res.Raw.(*net.TCPConn).SyscallConn()
+		if err != nil {
+			t.Fatal(err)
+		}
+		var v int
+		var serr error
+		rc.Control(func(fd uintptr) { v, serr = unix.GetsockoptInt(int(fd), unix.IPPROTO_IP, unix.IP_BIND_ADDRESS_NO_PORT) })
+		res.Raw.Close()
+		if serr != nil {
+			t.Fatalf("getsockopt: %v", serr)
+		}
+		if want := map[string]int{"": 0, "127.0.0.2": 1}[bind]; v != want {
+			t.Errorf("bind %q: IP_BIND_ADDRESS_NO_PORT = %d, want %d", bind, v, want)
+		}
 	}
 }

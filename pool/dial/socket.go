@@ -6,6 +6,8 @@ import (
 	"net"
 	"net/netip"
 	"syscall"
+
+	"golang.org/x/sys/unix"
 )
 
 // This file holds the upstream socket's options and how a connect applies
@@ -42,7 +44,7 @@ func dialerFor(o *SocketOptions, network string) *net.Dialer {
 	if o.Bind.IsValid() {
 		d.LocalAddr = &net.TCPAddr{IP: o.Bind.AsSlice()}
 	}
-	if o.Rcvbuf > 0 || o.Sndbuf > 0 || o.Transparent {
+	if o.Rcvbuf > 0 || o.Sndbuf > 0 || o.Transparent || o.Bind.IsValid() {
 		opts := *o
 		d.Control = func(_, _ string, rc syscall.RawConn) error {
 			var serr error
@@ -55,6 +57,19 @@ func dialerFor(o *SocketOptions, network string) *net.Dialer {
 				}
 				if opts.Transparent {
 					serr = errors.Join(serr, syscall.SetsockoptInt(int(fd), syscall.SOL_IP, syscall.IP_TRANSPARENT, 1))
+				}
+				if opts.Bind.IsValid() {
+					// proxy_bind names the address only: let connect
+					// choose the port (IP_BIND_ADDRESS_NO_PORT), as NGINX
+					// and HAProxy do. A bind to port 0 otherwise takes
+					// a port for the socket's life and its TIME_WAIT,
+					// whatever the destination, so every port it holds
+					// is refused to every other socket on the host; at
+					// connect the port need only be unique for the
+					// four-tuple. A kernel without the option (before
+					// 4.2) binds as before: NGINX ignores the failure
+					// too.
+					syscall.SetsockoptInt(int(fd), syscall.IPPROTO_IP, unix.IP_BIND_ADDRESS_NO_PORT, 1)
 				}
 			})
 			if err != nil {
