@@ -56,6 +56,10 @@ type server struct {
 	// hash is the upstream block's hash key, compiled; nil: the block
 	// does not balance by hash.
 	hash *hashTemplate
+	// bindVar is proxy_bind's address when it holds variables, compiled
+	// (evaluated per session, bindLocal); nil: none, or a fixed address
+	// in sock.Bind.
+	bindVar *hashTemplate
 	// plan is the plan the server belongs to.
 	plan *plan
 	// limits are the zones of conf.LimitConn, index for index.
@@ -133,7 +137,9 @@ func buildPlan(cfg *conf.Config, env planEnv) (_ *plan, err error) {
 			Sndbuf:    int(sc.Proxy.SocketSndbuf),
 			NoDelay:   sc.Core.TCPNoDelay,
 		}
-		if b := sc.Proxy.Bind; b != nil {
+		if b := sc.Proxy.Bind; b != nil && b.Template != nil {
+			s.bindVar, s.sock.Transparent = compileHashKey(b.Template), b.Transparent
+		} else if b != nil {
 			ip, err := netip.ParseAddr(b.Addr)
 			if err != nil {
 				return nil, conf.Errorf(sc.Proxy.Pos["proxy_bind"], "invalid proxy_bind address %q", b.Addr)
@@ -389,8 +395,19 @@ func checkSupported(sc *conf.Server) error {
 	if sc.ProxyPassVariables {
 		return conf.Errorf(sc.ProxyPassPos, "proxy_pass with variables is not supported")
 	}
-	if b := sc.Proxy.Bind; b != nil && strings.Contains(b.Addr, "$") {
-		return conf.Errorf(sc.Proxy.Pos["proxy_bind"], "proxy_bind with variables is not supported")
+	if b := sc.Proxy.Bind; b != nil && b.Template != nil {
+		// The address is known when the session starts: the client's
+		// and the listener's addresses and ports are.
+		for _, name := range b.Template.Vars() {
+			if keyVarOf(name) == keyEmpty {
+				return conf.Errorf(sc.Proxy.Pos["proxy_bind"], "proxy_bind with the \"$%s\" variable is not supported", name)
+			}
+		}
+		if sc.Proxy.SSL.Prewarm.Size > 0 {
+			// A ready connection was bound before its session, and so
+			// before its address was known.
+			return conf.Errorf(sc.Proxy.SSL.Pos["proxy_ssl_prewarm"], "proxy_ssl_prewarm cannot be used with proxy_bind variables")
+		}
 	}
 	for _, l := range sc.Listen {
 		if err := checkListenNetwork(l); err != nil {

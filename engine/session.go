@@ -244,6 +244,9 @@ type reattach struct {
 // submit hands a connecting session's dial job to the dialer. Runs on the
 // session's loop.
 func (e *Engine) submit(s *session) {
+	if s.srv.bindVar != nil && !s.bindLocal() {
+		return
+	}
 	if err := e.dialer.Submit(&s.dial.job); err != nil {
 		e.log.Logf(errlog.LevelError, s.id, "%v while connecting to upstream, client: %s, server: %s", err, hostOf(s.remote), s.srv.name)
 		s.status = 503

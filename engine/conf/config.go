@@ -355,6 +355,8 @@ type Proxy struct {
 type Bind struct {
 	// Addr is the source address as written (may hold variables).
 	Addr string
+	// Template is Addr compiled when it holds variables; nil otherwise.
+	Template *Template
 	// Transparent binds to a non-local address (IP_TRANSPARENT).
 	Transparent bool
 }

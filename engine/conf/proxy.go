@@ -24,10 +24,13 @@ func mergeProxyBind(p *parser, m *mergeable, d *directive) error {
 		}
 		b.Transparent = true
 	}
-	if err := checkVariables(d, b.Addr); err != nil {
+	t, err := compileAt(d, b.Addr)
+	if err != nil {
 		return err
 	}
-	if !strings.Contains(b.Addr, "$") {
+	if t.HasVars() {
+		b.Template = t
+	} else {
 		if net.ParseIP(strings.Trim(b.Addr, "[]")) == nil {
 			if _, _, errText := splitHostPort(b.Addr); errText != "" {
 				return Errorf(d.pos, "invalid address %q", b.Addr)
