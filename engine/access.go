@@ -106,7 +106,7 @@ type connZone struct {
 }
 
 func newConnZone(z *conf.LimitConnZone) *connZone {
-	return &connZone{name: z.Name, key: compileHashKey(z.KeyTemplate), text: z.Key, open: map[string]int{}}
+	return &connZone{name: z.Name, key: compileHashKey(z.KeyTemplate, nil), text: z.Key, open: map[string]int{}}
 }
 
 // limitHold is one count a session holds in a zone.

@@ -58,6 +58,7 @@ const (
 	varPPServerAddr
 	varPPServerPort
 	varPPTLV // $proxy_protocol_tlv_NAME; the segment's lit is NAME
+	varSplit // a split_clients variable; the segment's split
 	varEmpty // a variable tlsrelay knows but cannot fill: "-" or ""
 )
 
@@ -89,8 +90,9 @@ var logVarNames = map[string]varID{
 
 // logSegment is a literal or a variable of a compiled log format.
 type logSegment struct {
-	id  varID
-	lit string
+	id    varID
+	lit   string
+	split *splitVar // varSplit's
 }
 
 type escapeMode uint8
@@ -111,7 +113,7 @@ type logFormat struct {
 // conf has refused the names that neither NGINX nor tlsrelay define; a
 // known one tlsrelay cannot fill (a regex capture, $binary_remote_addr) is
 // rendered empty.
-func compileFormat(t *conf.Template, esc string) *logFormat {
+func compileFormat(t *conf.Template, esc string, splits map[string]*splitVar) *logFormat {
 	lf := &logFormat{}
 	switch esc {
 	case "json":
@@ -132,6 +134,10 @@ func compileFormat(t *conf.Template, esc string) *logFormat {
 		}
 		if tlv, isTLV := strings.CutPrefix(p.Var, "proxy_protocol_tlv_"); isTLV {
 			lf.segs = append(lf.segs, logSegment{id: varPPTLV, lit: tlv})
+			continue
+		}
+		if sv := splits[p.Var]; sv != nil {
+			lf.segs = append(lf.segs, logSegment{id: varSplit, split: sv})
 			continue
 		}
 		id, ok := logVarNames[p.Var]
@@ -177,9 +183,12 @@ func (s *session) render(b []byte, f *logFormat, now time.Time) []byte {
 			continue
 		}
 		start := len(b)
-		if sg.id == varPPTLV {
+		switch sg.id {
+		case varPPTLV:
 			b = append(b, s.pp.TLV(sg.lit)...)
-		} else {
+		case varSplit:
+			b = append(b, sg.split.eval(s.remote, s.local)...)
+		default:
 			b = s.appendVar(b, sg.id, now)
 		}
 		if f.escape != escapeNone {

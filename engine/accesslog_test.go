@@ -49,7 +49,7 @@ func TestCompileFormat(t *testing.T) {
 		if err != nil {
 			t.Fatalf("%q: %v", tc.in, err)
 		}
-		got := compileFormat(tm, "").segs
+		got := compileFormat(tm, "", nil).segs
 		if len(got) != len(tc.segs) {
 			t.Fatalf("%q: %+v, want %+v", tc.in, got, tc.segs)
 		}
@@ -91,7 +91,7 @@ func FuzzCompileFormat(f *testing.F) {
 		if err != nil {
 			return // refused at load
 		}
-		lf := compileFormat(tm, "json")
+		lf := compileFormat(tm, "json", nil)
 		// Literal text survives compilation unchanged.
 		var lits strings.Builder
 		for _, sg := range lf.segs {

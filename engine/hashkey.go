@@ -22,6 +22,7 @@ const (
 	keyServerAddr
 	keyServerPort
 	keyEmpty // $1..$9: tlsrelay has no regex captures
+	keySplit // a split_clients variable (keyPart.split)
 )
 
 // keyVarOf maps a key variable's name to its id.
@@ -43,8 +44,9 @@ func keyVarOf(name string) keyVar {
 
 // keyPart is literal text or one variable of a key.
 type keyPart struct {
-	lit string
-	v   keyVar
+	lit   string
+	v     keyVar
+	split *splitVar // keySplit's
 }
 
 // hashTemplate is a `hash` or `limit_conn_zone` key, built once with the
@@ -58,16 +60,74 @@ type hashTemplate struct {
 }
 
 // compileHashKey builds a key from its template (conf has refused every
-// variable that is not a key variable).
-func compileHashKey(t *conf.Template) *hashTemplate {
+// variable that is not a key variable or one of splits).
+func compileHashKey(t *conf.Template, splits map[string]*splitVar) *hashTemplate {
 	h := &hashTemplate{static: t.Text, vars: t.HasVars()}
 	for _, p := range t.Parts {
-		if p.Var == "" {
+		switch {
+		case p.Var == "":
 			h.parts = append(h.parts, keyPart{lit: p.Lit})
-		} else {
+		case splits[p.Var] != nil:
+			h.parts = append(h.parts, keyPart{v: keySplit, split: splits[p.Var]})
+		default:
 			h.parts = append(h.parts, keyPart{v: keyVarOf(p.Var)})
 		}
 	}
+	return h
+}
+
+// splitVar is a split_clients variable: its key, compiled, and the
+// block's lines. Immutable; any goroutine.
+type splitVar struct {
+	key *hashTemplate
+	sc  *conf.SplitClients
+}
+
+// compileSplits builds the variables of the stream level's split_clients
+// blocks, by name.
+func compileSplits(blocks []*conf.SplitClients) map[string]*splitVar {
+	m := map[string]*splitVar{}
+	for _, sc := range blocks {
+		m[sc.Var] = &splitVar{key: compileHashKey(sc.Key, nil), sc: sc}
+	}
+	return m
+}
+
+// eval returns the variable's value for a session with the given
+// addresses. Runs on the session's loop.
+func (v *splitVar) eval(remote, local net.Addr) string {
+	return v.sc.Pick(murmurHash2(v.key.eval(remote, local)))
+}
+
+// murmurHash2 is NGINX's ngx_murmur_hash2: Austin Appleby's MurmurHash2
+// with seed 0 over s, little-endian 4-byte blocks, as split_clients
+// hashes its key.
+func murmurHash2(s string) uint32 {
+	const m = 0x5bd1e995
+	h := uint32(len(s))
+	for len(s) >= 4 {
+		k := uint32(s[0]) | uint32(s[1])<<8 | uint32(s[2])<<16 | uint32(s[3])<<24
+		k *= m
+		k ^= k >> 24
+		k *= m
+		h *= m
+		h ^= k
+		s = s[4:]
+	}
+	switch len(s) {
+	case 3:
+		h ^= uint32(s[2]) << 16
+		fallthrough
+	case 2:
+		h ^= uint32(s[1]) << 8
+		fallthrough
+	case 1:
+		h ^= uint32(s[0])
+		h *= m
+	}
+	h ^= h >> 13
+	h *= m
+	h ^= h >> 15
 	return h
 }
 
@@ -92,6 +152,8 @@ func (t *hashTemplate) eval(remote, local net.Addr) string {
 			b.WriteString(hostOf(local))
 		case keyServerPort:
 			b.WriteString(portOf(local))
+		case keySplit:
+			b.WriteString(p.split.eval(remote, local))
 		}
 	}
 	return b.String()

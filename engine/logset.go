@@ -13,6 +13,9 @@ type logSet struct {
 	files   *logfile.Files
 	held    map[*logfile.File]bool
 	formats map[string]*logFormat
+	// splits are the plan's split_clients variables, for the formats
+	// that name them.
+	splits map[string]*splitVar
 }
 
 func newLogSet(files *logfile.Files) *logSet {
@@ -36,7 +39,7 @@ func (ls *logSet) open(cfg *conf.Config, logs []conf.AccessLog) ([]accessLog, er
 			if def == nil {
 				return nil, conf.Errorf(l.Pos, "unknown log format %q", l.Format)
 			}
-			lf = compileFormat(def.Template, def.Escape)
+			lf = compileFormat(def.Template, def.Escape, ls.splits)
 			ls.formats[l.Format] = lf
 		}
 		w, err := ls.files.Acquire(l.Path, l.Buffer, l.Gzip, l.Flush)
@@ -49,7 +52,7 @@ func (ls *logSet) open(cfg *conf.Config, logs []conf.AccessLog) ([]accessLog, er
 		ls.held[w] = true
 		al := accessLog{w: w, format: lf}
 		if l.IfTemplate != nil {
-			al.cond = compileFormat(l.IfTemplate, "none")
+			al.cond = compileFormat(l.IfTemplate, "none", ls.splits)
 		}
 		out = append(out, al)
 	}

@@ -49,7 +49,8 @@ func (p *parser) accessRule(d *directive, c ctx) error {
 // limitConnZone parses `limit_conn_zone key zone=name:size`.
 func (p *parser) limitConnZone(d *directive, _ ctx) error {
 	key := d.args[0]
-	tmpl, err := compileKey(d, key)
+	// Not split_clients variables: a zone, and its key, outlive a reload.
+	tmpl, err := p.compileLimited(d, key, isKeyVariable, keyVariablesText)
 	if err != nil {
 		return err
 	}

@@ -120,6 +120,8 @@ type Stream struct {
 	Proxy Proxy
 	// Matches are the match blocks by name (health_check match=).
 	Matches map[string]*Match
+	// SplitClients are the split_clients blocks in file order.
+	SplitClients []*SplitClients
 	// HealthCheckTimeout is the stream level's health_check_timeout (0:
 	// not set; servers then use DefaultHealthCheckTimeout) and
 	// HealthCheckTimeoutPos where it was set.

@@ -238,7 +238,7 @@ func isUnsupported(name string) bool {
 	}
 	switch name {
 	case "geo", "map", "map_hash_max_size", "map_hash_bucket_size",
-		"split_clients", "return", "set", "pass", "server_name",
+		"return", "set", "pass", "server_name",
 		"state", "keyval", "keyval_zone", "proxy_session_drop",
 		"proxy_bind_dynamic", "open_log_file_cache", "status_zone", "sticky", "ntlm",
 		"keepalive", "keepalive_timeout", "keepalive_requests", "keepalive_time", "queue",

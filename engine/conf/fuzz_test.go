@@ -27,6 +27,8 @@ func FuzzParse(f *testing.F) {
 			"server { listen 80; proxy_pass 127.0.0.1:1; proxy_ssl on; proxy_ssl_watch off; } }",
 		"stream { proxy_ssl_prewarm 2 max_idle=10s; server { listen 80; proxy_pass 127.0.0.1:1; proxy_ssl on; } " +
 			"server { listen 81; proxy_pass 127.0.0.1:1; proxy_ssl_prewarm off; } }",
+		"stream { server { listen 80; proxy_pass 127.0.0.1:1; proxy_bind $b; } " +
+			"split_clients \"${remote_addr}AAA\" $b { 0.5% 127.0.0.2; 12.25% 127.0.0.3; * \"\"; } }",
 	} {
 		f.Add([]byte(seed))
 	}

@@ -28,7 +28,7 @@ func (p *parser) logFormat(d *directive, _ ctx) error {
 		}
 	}
 	f.Format = strings.Join(rest, "")
-	t, err := compileAt(d, f.Format)
+	t, err := p.compileAt(d, f.Format)
 	if err != nil {
 		return err
 	}
@@ -83,7 +83,7 @@ func mergeAccessLog(p *parser, m *mergeable, d *directive) error {
 			}
 			l.Flush = t
 		case hasVal && name == "if":
-			t, err := compileAt(d, val)
+			t, err := p.compileAt(d, val)
 			if err != nil {
 				return err
 			}

@@ -143,6 +143,15 @@ var nginxDiffCases = []struct {
 	{"unclosed variable bracket", "stream { log_format f '${remote_addr'; }", false, false},
 	{"deprecated buffer", "stream { server { listen 1; proxy_pass 127.0.0.1:2; proxy_downstream_buffer 8k; } }", true, false},
 	{"too long token", "stream { log_format f " + strings.Repeat("a", 4100) + "; }", false, false},
+	{"split_clients recipe", "stream { split_clients \"$remote_addr$remote_port\" $bindip { 25% 127.0.0.2; 25.5% 127.0.0.3; * 127.0.0.4; }\n" +
+		"server { listen 1; proxy_pass 127.0.0.1:2; proxy_bind $bindip; } }", true, false},
+	{"split_clients used above", "stream { server { listen 1; proxy_pass 127.0.0.1:2; proxy_bind $bindip; }\n" +
+		"split_clients $remote_addr $bindip { * 127.0.0.2; } }", true, false},
+	{"split_clients over 100%", "stream {\nsplit_clients $remote_addr $v {\n60% a;\n40.01% b;\n}\n}", false, true},
+	{"split_clients three decimals", "stream {\nsplit_clients $remote_addr $v {\n0.125% a;\n}\n}", false, true},
+	{"split_clients no percent sign", "stream {\nsplit_clients $remote_addr $v {\n50 a;\n}\n}", false, true},
+	{"split_clients variable name", "stream {\nsplit_clients $remote_addr v {\n* a;\n}\n}", false, true},
+	{"split_clients builtin variable", "stream {\nsplit_clients $remote_addr $remote_port {\n* a;\n}\n}", false, true},
 }
 
 // TestNginxDifferential runs each case through `nginx -t` and through

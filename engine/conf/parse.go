@@ -145,6 +145,10 @@ type parser struct {
 	zoneUsers   map[string]Pos
 	backupPos   map[*Upstream]Pos // first backup server of each block
 	listenAddrs map[string]bool
+	// userVars are the variables the stream block's split_clients
+	// blocks define, found before its directives are parsed (NGINX's
+	// variables may be used above their definition).
+	userVars map[string]*SplitClients
 }
 
 func (p *parser) warnf(pos Pos, format string, args ...any) {

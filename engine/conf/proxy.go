@@ -24,7 +24,7 @@ func mergeProxyBind(p *parser, m *mergeable, d *directive) error {
 		}
 		b.Transparent = true
 	}
-	t, err := compileAt(d, b.Addr)
+	t, err := p.compileAt(d, b.Addr)
 	if err != nil {
 		return err
 	}

@@ -133,6 +133,8 @@ func streamDirectives() []directiveSpec {
 	return append(t,
 		directiveSpec{name: "match", ctx: ctxStream, block: true, min: 1, max: 1, repeat: true, parse: (*parser).match,
 			pos: posValue, format: formatMatches},
+		directiveSpec{name: "split_clients", ctx: ctxStream, block: true, min: 2, max: 2, repeat: true,
+			parse: (*parser).splitClients, pos: posValue, format: formatSplitClients},
 		directiveSpec{name: "upstream", ctx: ctxStream, block: true, min: 1, max: 1, repeat: true,
 			parse: (*parser).upstreamBlock, pos: posValue, format: formatUpstreams},
 		directiveSpec{name: "server", ctx: ctxStream, block: true, repeat: true, parse: (*parser).serverBlock,

@@ -163,6 +163,7 @@ stream {
     server_names_hash_max_size 512;
     server_names_hash_bucket_size 64;
     match m { send "PING\r\n\x01"; expect ~* "^pong"; }
+    split_clients "${remote_addr}AAA" $bindip { 0.5% 127.0.0.2; 20% 127.0.0.3; * ""; }
     upstream b {
         hash $remote_addr consistent;
         zone b 64k;

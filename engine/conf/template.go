@@ -53,6 +53,12 @@ func (t *Template) Vars() []string {
 // (knownVariable). The errors read like NGINX's and carry no position:
 // the directive's parser adds the file and line.
 func CompileTemplate(value string) (*Template, error) {
+	return compileTemplate(value, knownVariable)
+}
+
+// compileTemplate is CompileTemplate with known deciding which names are
+// variables (the parser's also knows those split_clients defines).
+func compileTemplate(value string, known func(string) bool) (*Template, error) {
 	t := &Template{Text: value}
 	if !strings.Contains(value, "$") {
 		return t, nil
@@ -96,7 +102,7 @@ func CompileTemplate(value string) (*Template, error) {
 			return nil, fmt.Errorf("invalid variable name in %q", value)
 		}
 		name = strings.ToLower(name)
-		if !knownVariable(name) {
+		if !known(name) {
 			return nil, fmt.Errorf("unknown %q variable", name)
 		}
 		flush()
@@ -107,9 +113,10 @@ func CompileTemplate(value string) (*Template, error) {
 }
 
 // compileAt is CompileTemplate for the value of directive d, with d's
-// file and line in the error.
-func compileAt(d *directive, value string) (*Template, error) {
-	t, err := CompileTemplate(value)
+// file and line in the error; the variables split_clients defines are
+// known too.
+func (p *parser) compileAt(d *directive, value string) (*Template, error) {
+	t, err := compileTemplate(value, p.knownVariable)
 	if err != nil {
 		return nil, Errorf(d.pos, "%v", err)
 	}
@@ -122,9 +129,15 @@ func compileAt(d *directive, value string) (*Template, error) {
 const keyVariablesText = "$binary_remote_addr, $remote_addr, $remote_port, $server_addr, $server_port"
 
 // isKeyVariable reports whether name may appear in a `hash` or
-// `limit_conn_zone` key: tlsrelay evaluates these when a session starts;
-// a key with any other variable is refused when the configuration is
-// loaded.
+// `limit_conn_zone` key, or in `proxy_bind`: tlsrelay evaluates these
+// when a session starts, and so the variables split_clients defines
+// (their keys hold only these); a key with any other variable is refused
+// when the configuration is loaded.
+func (p *parser) isKeyVariable(name string) bool {
+	return isKeyVariable(name) || p.userVars[name] != nil
+}
+
+// isKeyVariable is the parser's isKeyVariable for NGINX's variables.
 func isKeyVariable(name string) bool {
 	switch name {
 	case "binary_remote_addr", "remote_addr", "remote_port", "server_addr", "server_port":
@@ -150,28 +163,38 @@ func isNameVariable(name string) bool {
 
 // compileKey compiles the key of a `hash` or `limit_conn_zone` directive
 // d: a template whose variables are all key variables.
-func compileKey(d *directive, value string) (*Template, error) {
-	return compileLimited(d, value, isKeyVariable, keyVariablesText)
+func (p *parser) compileKey(d *directive, value string) (*Template, error) {
+	return p.compileLimited(d, value, p.isKeyVariable, keyVariablesText)
 }
 
 // compileName compiles the value of proxy_ssl_name: a template whose
 // variables are all name variables.
 func compileName(d *directive, value string) (*Template, error) {
-	return compileLimited(d, value, isNameVariable, NameVariablesText)
+	t, err := CompileTemplate(value)
+	if err != nil {
+		return nil, Errorf(d.pos, "%v", err)
+	}
+	return t, checkLimited(d, t, isNameVariable, NameVariablesText)
 }
 
 // compileLimited compiles the value of directive d, where only the
 // variables ok accepts (listed in allowed, for the message) can be
 // evaluated.
-func compileLimited(d *directive, value string, ok func(string) bool, allowed string) (*Template, error) {
-	t, err := compileAt(d, value)
+func (p *parser) compileLimited(d *directive, value string, ok func(string) bool, allowed string) (*Template, error) {
+	t, err := p.compileAt(d, value)
 	if err != nil {
 		return nil, err
 	}
+	return t, checkLimited(d, t, ok, allowed)
+}
+
+// checkLimited refuses a template of directive d that holds a variable ok
+// does not accept.
+func checkLimited(d *directive, t *Template, ok func(string) bool, allowed string) error {
 	for _, v := range t.Vars() {
 		if !ok(v) {
-			return nil, Errorf(d.pos, "the %q variable cannot be used in \"%s\": it may hold %s", v, d.name, allowed)
+			return Errorf(d.pos, "the %q variable cannot be used in \"%s\": it may hold %s", v, d.name, allowed)
 		}
 	}
-	return t, nil
+	return nil
 }

@@ -141,7 +141,7 @@ func (p *parser) hash(d *directive, _ ctx) error {
 	if len(d.args) == 2 && d.args[1] != "consistent" {
 		return Errorf(d.pos, "invalid parameter %q", d.args[1])
 	}
-	key, err := compileKey(d, d.args[0])
+	key, err := p.compileKey(d, d.args[0])
 	if err != nil {
 		return err
 	}

@@ -32,8 +32,16 @@ func knownVariable(name string) bool {
 // checkVariables checks the variables in a value as NGINX compiles it
 // (CompileTemplate), with d's file and line in the error.
 func checkVariables(d *directive, value string) error {
-	_, err := compileAt(d, value)
-	return err
+	if _, err := CompileTemplate(value); err != nil {
+		return Errorf(d.pos, "%v", err)
+	}
+	return nil
+}
+
+// knownVariable is the package's knownVariable, and the variables
+// split_clients blocks of the stream block define.
+func (p *parser) knownVariable(name string) bool {
+	return knownVariable(name) || p.userVars[name] != nil
 }
 
 func isVarChar(c byte) bool {
