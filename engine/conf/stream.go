@@ -18,6 +18,7 @@ func (p *parser) stream(d *directive, _ ctx) error {
 	p.backupPos = map[*Upstream]Pos{}
 	p.listenAddrs = map[string]bool{}
 	p.findSplitVars(d.block)
+	p.findMapVars(d.block)
 	return p.walk(d.block, ctxStream)
 }
 
@@ -138,7 +139,7 @@ func listenAddr(s string) (string, string) {
 		if n < 1 || n > 65535 {
 			return "", "invalid port"
 		}
-		return "0.0.0.0:" + s, ""
+		return "0.0.0.0:" + strconv.FormatInt(n, 10), "" // "01" is port 1, as "listen 1"
 	}
 	host, port, errText := splitHostPort(s)
 	if errText != "" {
