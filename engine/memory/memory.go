@@ -308,10 +308,12 @@ func (p *GCPacer) collected() {
 	}
 	pct := p.percent(p.liveHeap())
 	p.apply(pct)
+	// The next sentinel first: whoever learns of this cycle (a test)
+	// may collect again at once, and that collection must find it.
+	p.arm()
 	if p.observed != nil {
 		p.observed(pct)
 	}
-	p.arm()
 }
 
 // live is the heap the last collection found live, in bytes.
