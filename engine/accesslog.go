@@ -58,7 +58,7 @@ const (
 	varPPServerAddr
 	varPPServerPort
 	varPPTLV // $proxy_protocol_tlv_NAME; the segment's lit is NAME
-	varSplit // a split_clients variable; the segment's split
+	varKey   // a split_clients or map variable; the segment's key
 	varEmpty // a variable tlsrelay knows but cannot fill: "-" or ""
 )
 
@@ -90,9 +90,9 @@ var logVarNames = map[string]varID{
 
 // logSegment is a literal or a variable of a compiled log format.
 type logSegment struct {
-	id    varID
-	lit   string
-	split *splitVar // varSplit's
+	id  varID
+	lit string
+	key *hashTemplate // varKey's
 }
 
 type escapeMode uint8
@@ -113,7 +113,7 @@ type logFormat struct {
 // conf has refused the names that neither NGINX nor tlsrelay define; a
 // known one tlsrelay cannot fill (a regex capture, $binary_remote_addr) is
 // rendered empty.
-func compileFormat(t *conf.Template, esc string, splits map[string]*splitVar) *logFormat {
+func compileFormat(t *conf.Template, esc string, vars *sessionVars) *logFormat {
 	lf := &logFormat{}
 	switch esc {
 	case "json":
@@ -136,8 +136,8 @@ func compileFormat(t *conf.Template, esc string, splits map[string]*splitVar) *l
 			lf.segs = append(lf.segs, logSegment{id: varPPTLV, lit: tlv})
 			continue
 		}
-		if sv := splits[p.Var]; sv != nil {
-			lf.segs = append(lf.segs, logSegment{id: varSplit, split: sv})
+		if vars != nil && vars.has(p.Var) {
+			lf.segs = append(lf.segs, logSegment{id: varKey, key: compileHashKey(&conf.Template{Text: p.Var, Parts: []conf.TemplatePart{p}}, vars)})
 			continue
 		}
 		id, ok := logVarNames[p.Var]
@@ -186,8 +186,8 @@ func (s *session) render(b []byte, f *logFormat, now time.Time) []byte {
 		switch sg.id {
 		case varPPTLV:
 			b = append(b, s.pp.TLV(sg.lit)...)
-		case varSplit:
-			b = append(b, sg.split.eval(s.remote, s.local)...)
+		case varKey:
+			b = append(b, sg.key.eval(s.remote, s.local)...)
 		default:
 			b = s.appendVar(b, sg.id, now)
 		}

@@ -108,10 +108,10 @@ func buildPlan(cfg *conf.Config, env planEnv) (_ *plan, err error) {
 		}
 	}()
 	groups := map[*conf.Upstream]*pool.Group{}
-	p.splits = compileSplits(cfg.Stream.SplitClients)
-	p.logs.splits = p.splits
+	p.vars = compileVars(cfg.Stream)
+	p.logs.vars = p.vars
 	for _, sc := range cfg.Stream.Servers {
-		if err := checkSupported(sc, p.splits); err != nil {
+		if err := checkSupported(sc, p.vars); err != nil {
 			return nil, err
 		}
 		s := &server{
@@ -140,7 +140,7 @@ func buildPlan(cfg *conf.Config, env planEnv) (_ *plan, err error) {
 			NoDelay:   sc.Core.TCPNoDelay,
 		}
 		if b := sc.Proxy.Bind; b != nil && b.Template != nil {
-			s.bindVar, s.sock.Transparent = compileHashKey(b.Template, p.splits), b.Transparent
+			s.bindVar, s.sock.Transparent = compileHashKey(b.Template, p.vars), b.Transparent
 		} else if b != nil {
 			ip, err := netip.ParseAddr(b.Addr)
 			if err != nil {
@@ -201,7 +201,7 @@ func buildPlan(cfg *conf.Config, env planEnv) (_ *plan, err error) {
 			s.limits = append(s.limits, z)
 		}
 		if u := sc.Upstream; u != nil && u.Hash != nil {
-			s.hash = compileHashKey(u.Hash, p.splits)
+			s.hash = compileHashKey(u.Hash, p.vars)
 		}
 		if sc.Proxy.SSL.Enabled {
 			pol, err := newPolicy(&sc.Proxy.SSL, sc.Pos, p.store, env.keyLogs)
@@ -393,7 +393,7 @@ func clamp(v, lo, hi int64) int {
 // checkSupported refuses, with the directive's position, settings the
 // configuration language accepts (they are NGINX's) but the engine cannot
 // honour: silently ignoring them would change what a session does.
-func checkSupported(sc *conf.Server, splits map[string]*splitVar) error {
+func checkSupported(sc *conf.Server, vars *sessionVars) error {
 	if sc.ProxyPassVariables {
 		return conf.Errorf(sc.ProxyPassPos, "proxy_pass with variables is not supported")
 	}
@@ -401,7 +401,7 @@ func checkSupported(sc *conf.Server, splits map[string]*splitVar) error {
 		// The address is known when the session starts: the client's
 		// and the listener's addresses and ports are.
 		for _, name := range b.Template.Vars() {
-			if keyVarOf(name) == keyEmpty && splits[name] == nil {
+			if keyVarOf(name) == keyEmpty && !vars.has(name) {
 				return conf.Errorf(sc.Proxy.Pos["proxy_bind"], "proxy_bind with the \"$%s\" variable is not supported", name)
 			}
 		}

@@ -21,8 +21,10 @@ const (
 	keyRemotePort
 	keyServerAddr
 	keyServerPort
-	keyEmpty // $1..$9: tlsrelay has no regex captures
-	keySplit // a split_clients variable (keyPart.split)
+	keyEmpty   // $1..$9: tlsrelay has no regex captures
+	keySplit   // a split_clients variable (keyPart.split)
+	keyMap     // a map variable (keyPart.mapv)
+	keyCapture // $1..$9 in a map's value: the matching regex's group (keyPart.n)
 )
 
 // keyVarOf maps a key variable's name to its id.
@@ -47,6 +49,8 @@ type keyPart struct {
 	lit   string
 	v     keyVar
 	split *splitVar // keySplit's
+	mapv  *mapVar   // keyMap's
+	n     int       // keyCapture's group
 }
 
 // hashTemplate is a `hash` or `limit_conn_zone` key, built once with the
@@ -60,15 +64,20 @@ type hashTemplate struct {
 }
 
 // compileHashKey builds a key from its template (conf has refused every
-// variable that is not a key variable or one of splits).
-func compileHashKey(t *conf.Template, splits map[string]*splitVar) *hashTemplate {
+// variable that is not a key variable, one of vars, or a capture in a
+// map's value).
+func compileHashKey(t *conf.Template, vars *sessionVars) *hashTemplate {
 	h := &hashTemplate{static: t.Text, vars: t.HasVars()}
 	for _, p := range t.Parts {
 		switch {
 		case p.Var == "":
 			h.parts = append(h.parts, keyPart{lit: p.Lit})
-		case splits[p.Var] != nil:
-			h.parts = append(h.parts, keyPart{v: keySplit, split: splits[p.Var]})
+		case vars != nil && vars.splits[p.Var] != nil:
+			h.parts = append(h.parts, keyPart{v: keySplit, split: vars.splits[p.Var]})
+		case vars != nil && vars.maps[p.Var] != nil:
+			h.parts = append(h.parts, keyPart{v: keyMap, mapv: vars.maps[p.Var]})
+		case len(p.Var) == 1 && p.Var[0] >= '1' && p.Var[0] <= '9':
+			h.parts = append(h.parts, keyPart{v: keyCapture, n: int(p.Var[0] - '0')})
 		default:
 			h.parts = append(h.parts, keyPart{v: keyVarOf(p.Var)})
 		}
@@ -83,14 +92,50 @@ type splitVar struct {
 	sc  *conf.SplitClients
 }
 
-// compileSplits builds the variables of the stream level's split_clients
-// blocks, by name.
-func compileSplits(blocks []*conf.SplitClients) map[string]*splitVar {
-	m := map[string]*splitVar{}
-	for _, sc := range blocks {
-		m[sc.Var] = &splitVar{key: compileHashKey(sc.Key, nil), sc: sc}
+// sessionVars are the variables a configuration defines (split_clients,
+// map), by name, compiled. Immutable; any goroutine.
+type sessionVars struct {
+	splits map[string]*splitVar
+	maps   map[string]*mapVar
+}
+
+// compileVars builds the variables of the stream level's split_clients
+// and map blocks.
+func compileVars(st *conf.Stream) *sessionVars {
+	v := &sessionVars{splits: map[string]*splitVar{}, maps: map[string]*mapVar{}}
+	for _, sc := range st.SplitClients {
+		v.splits[sc.Var] = &splitVar{key: compileHashKey(sc.Key, nil), sc: sc}
 	}
-	return m
+	// A map's key and values may hold split_clients variables, not
+	// another map's (conf refuses them).
+	for _, m := range st.Maps {
+		mv := &mapVar{key: compileHashKey(m.Key, v), m: m, values: map[*conf.Template]*hashTemplate{}}
+		for _, t := range m.Values() {
+			mv.values[t] = compileHashKey(t, v)
+		}
+		v.maps[m.Var] = mv
+	}
+	return v
+}
+
+// has reports whether name is one of the variables.
+func (v *sessionVars) has(name string) bool { return v.splits[name] != nil || v.maps[name] != nil }
+
+// mapVar is a map variable: its key and its values, compiled.
+type mapVar struct {
+	key    *hashTemplate
+	m      *conf.Map
+	values map[*conf.Template]*hashTemplate
+}
+
+// eval returns the variable's value for a session with the given
+// addresses. Runs on the session's loop.
+func (v *mapVar) eval(remote, local net.Addr) string {
+	t, caps := v.m.Find(v.key.eval(remote, local))
+	if t == nil {
+		return ""
+	}
+	return v.values[t].evalCaptures(remote, local, caps)
 }
 
 // eval returns the variable's value for a session with the given
@@ -134,6 +179,12 @@ func murmurHash2(s string) uint32 {
 // eval returns the key for a session with the given addresses. Runs on
 // the session's loop.
 func (t *hashTemplate) eval(remote, local net.Addr) string {
+	return t.evalCaptures(remote, local, nil)
+}
+
+// evalCaptures is eval with a regular expression's groups for $1..$9
+// (a map's value). Runs on the session's loop.
+func (t *hashTemplate) evalCaptures(remote, local net.Addr, caps []string) string {
 	if !t.vars {
 		return t.static
 	}
@@ -154,6 +205,12 @@ func (t *hashTemplate) eval(remote, local net.Addr) string {
 			b.WriteString(portOf(local))
 		case keySplit:
 			b.WriteString(p.split.eval(remote, local))
+		case keyMap:
+			b.WriteString(p.mapv.eval(remote, local))
+		case keyCapture:
+			if p.n < len(caps) {
+				b.WriteString(caps[p.n])
+			}
 		}
 	}
 	return b.String()

@@ -13,9 +13,9 @@ type logSet struct {
 	files   *logfile.Files
 	held    map[*logfile.File]bool
 	formats map[string]*logFormat
-	// splits are the plan's split_clients variables, for the formats
-	// that name them.
-	splits map[string]*splitVar
+	// vars are the plan's split_clients and map variables, for the
+	// formats that name them.
+	vars *sessionVars
 }
 
 func newLogSet(files *logfile.Files) *logSet {
@@ -39,7 +39,7 @@ func (ls *logSet) open(cfg *conf.Config, logs []conf.AccessLog) ([]accessLog, er
 			if def == nil {
 				return nil, conf.Errorf(l.Pos, "unknown log format %q", l.Format)
 			}
-			lf = compileFormat(def.Template, def.Escape, ls.splits)
+			lf = compileFormat(def.Template, def.Escape, ls.vars)
 			ls.formats[l.Format] = lf
 		}
 		w, err := ls.files.Acquire(l.Path, l.Buffer, l.Gzip, l.Flush)
@@ -52,7 +52,7 @@ func (ls *logSet) open(cfg *conf.Config, logs []conf.AccessLog) ([]accessLog, er
 		ls.held[w] = true
 		al := accessLog{w: w, format: lf}
 		if l.IfTemplate != nil {
-			al.cond = compileFormat(l.IfTemplate, "none", ls.splits)
+			al.cond = compileFormat(l.IfTemplate, "none", ls.vars)
 		}
 		out = append(out, al)
 	}

@@ -52,10 +52,10 @@ type plan struct {
 	// listens is the number of listen directives, which take one of
 	// each loop's worker_connections.
 	listens int
-	// splits are the split_clients variables by name, for the keys,
+	// vars are the split_clients and map variables, for the keys,
 	// proxy_bind values and log formats that name them.
-	splits map[string]*splitVar
-	store  *tlsbridge.SessionStore
+	vars  *sessionVars
+	store *tlsbridge.SessionStore
 	// groups are the upstream groups by name, for a reload to carry over.
 	groups map[string]*pool.Group
 	// zones are the limit_conn zones by name, carried over likewise.

@@ -122,6 +122,8 @@ type Stream struct {
 	Matches map[string]*Match
 	// SplitClients are the split_clients blocks in file order.
 	SplitClients []*SplitClients
+	// Maps are the map blocks in file order.
+	Maps []*Map
 	// HealthCheckTimeout is the stream level's health_check_timeout (0:
 	// not set; servers then use DefaultHealthCheckTimeout) and
 	// HealthCheckTimeoutPos where it was set.

@@ -237,8 +237,7 @@ func isUnsupported(name string) bool {
 		return true
 	}
 	switch name {
-	case "geo", "map", "map_hash_max_size", "map_hash_bucket_size",
-		"return", "set", "pass", "server_name",
+	case "geo", "return", "set", "pass", "server_name",
 		"state", "keyval", "keyval_zone", "proxy_session_drop",
 		"proxy_bind_dynamic", "open_log_file_cache", "status_zone", "sticky", "ntlm",
 		"keepalive", "keepalive_timeout", "keepalive_requests", "keepalive_time", "queue",

@@ -29,6 +29,8 @@ func FuzzParse(f *testing.F) {
 			"server { listen 81; proxy_pass 127.0.0.1:1; proxy_ssl_prewarm off; } }",
 		"stream { server { listen 80; proxy_pass 127.0.0.1:1; proxy_bind $b; } " +
 			"split_clients \"${remote_addr}AAA\" $b { 0.5% 127.0.0.2; 12.25% 127.0.0.3; * \"\"; } }",
+		"stream { map $remote_addr $m { hostnames; default x; a.b 1; *.c.d 2; .e.f 3; g.h.* 4; ~^(1)0 $1; ~*X y; } " +
+			"server { listen 80; proxy_pass 127.0.0.1:1; proxy_bind $m; } }",
 	} {
 		f.Add([]byte(seed))
 	}

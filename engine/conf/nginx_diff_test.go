@@ -152,6 +152,16 @@ var nginxDiffCases = []struct {
 	{"split_clients no percent sign", "stream {\nsplit_clients $remote_addr $v {\n50 a;\n}\n}", false, true},
 	{"split_clients variable name", "stream {\nsplit_clients $remote_addr v {\n* a;\n}\n}", false, true},
 	{"split_clients builtin variable", "stream {\nsplit_clients $remote_addr $remote_port {\n* a;\n}\n}", false, true},
+	{"map", "stream { map $remote_addr $b { hostnames; default 127.0.0.9; 127.0.0.1 127.0.0.2; *.0.0.3 127.0.0.3; .0.0.4 x; www.example.* y;\n" +
+		"~^127\\.0\\.0\\.(5) 127.0.0.$1; ~*^A z; \\default 127.0.0.8; }\nserver { listen 1; proxy_pass 127.0.0.1:2; proxy_bind $b; } }", true, false},
+	{"map used above", "stream { server { listen 1; proxy_pass 127.0.0.1:2; proxy_bind $b; }\nmap $remote_addr $b { default 127.0.0.2; } }", true, false},
+	{"map_hash sizes", "stream { map_hash_max_size 4096; map_hash_bucket_size 128; }", true, false},
+	{"map duplicate default", "stream {\nmap $remote_addr $b {\ndefault a;\ndefault b;\n}\n}", false, true},
+	{"map conflicting key", "stream {\nmap $remote_addr $b {\nKey a;\nkey b;\n}\n}", false, true},
+	{"map three arguments", "stream {\nmap $remote_addr $b {\nkey a b;\n}\n}", false, true},
+	{"map bad wildcard", "stream {\nmap $remote_addr $b {\nhostnames;\nwww.*.com a;\n}\n}", false, true},
+	{"map dot wildcard conflict", "stream {\nmap $remote_addr $b {\nhostnames;\nexample.com a;\n.example.com b;\n}\n}", false, true},
+	{"map variable name", "stream {\nmap $remote_addr b {\ndefault a;\n}\n}", false, true},
 }
 
 // TestNginxDifferential runs each case through `nginx -t` and through

@@ -149,6 +149,9 @@ type parser struct {
 	// blocks define, found before its directives are parsed (NGINX's
 	// variables may be used above their definition).
 	userVars map[string]*SplitClients
+	// mapVars are the variables the stream block's map blocks define,
+	// found likewise.
+	mapVars map[string]*Map
 }
 
 func (p *parser) warnf(pos Pos, format string, args ...any) {

@@ -71,7 +71,7 @@ func (p *parser) splitClients(d *directive, _ ctx) error {
 		return Errorf(d.pos, "invalid variable name %q", name)
 	}
 	name = strings.ToLower(name[1:])
-	if knownVariable(name) || strings.HasPrefix(name, "proxy_protocol_tlv_") {
+	if knownVariable(name) || strings.HasPrefix(name, "proxy_protocol_tlv_") || p.mapVars[name] != nil {
 		return Errorf(d.pos, "the duplicate %q variable", name)
 	}
 	sc := p.userVars[name]

@@ -126,7 +126,7 @@ func streamDirectives() []directiveSpec {
 			pos: posValue, format: formatLimitConnZones},
 	}
 	for _, name := range []string{"variables_hash_max_size", "variables_hash_bucket_size",
-		"server_names_hash_max_size", "server_names_hash_bucket_size"} {
+		"server_names_hash_max_size", "server_names_hash_bucket_size", "map_hash_max_size", "map_hash_bucket_size"} {
 		t = append(t, directiveSpec{name: name, ctx: ctxStream, min: 1, max: 1, parse: (*parser).ignoredNumber,
 			pos: posNowhere, unprinted: "no effect"})
 	}
@@ -135,6 +135,8 @@ func streamDirectives() []directiveSpec {
 			pos: posValue, format: formatMatches},
 		directiveSpec{name: "split_clients", ctx: ctxStream, block: true, min: 2, max: 2, repeat: true,
 			parse: (*parser).splitClients, pos: posValue, format: formatSplitClients},
+		directiveSpec{name: "map", ctx: ctxStream, block: true, min: 2, max: 2, repeat: true,
+			parse: (*parser).mapBlock, pos: posValue, format: formatMaps},
 		directiveSpec{name: "upstream", ctx: ctxStream, block: true, min: 1, max: 1, repeat: true,
 			parse: (*parser).upstreamBlock, pos: posValue, format: formatUpstreams},
 		directiveSpec{name: "server", ctx: ctxStream, block: true, repeat: true, parse: (*parser).serverBlock,

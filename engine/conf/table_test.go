@@ -164,6 +164,9 @@ stream {
     server_names_hash_bucket_size 64;
     match m { send "PING\r\n\x01"; expect ~* "^pong"; }
     split_clients "${remote_addr}AAA" $bindip { 0.5% 127.0.0.2; 20% 127.0.0.3; * ""; }
+    map $remote_addr$bindip $mapped { hostnames; default ""; 127.0.0.1 a; *.example.com b; ~^10\.(.*) $1; }
+    map_hash_max_size 4096;
+    map_hash_bucket_size 128;
     upstream b {
         hash $remote_addr consistent;
         zone b 64k;

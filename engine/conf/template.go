@@ -134,6 +134,12 @@ const keyVariablesText = "$binary_remote_addr, $remote_addr, $remote_port, $serv
 // (their keys hold only these); a key with any other variable is refused
 // when the configuration is loaded.
 func (p *parser) isKeyVariable(name string) bool {
+	return p.isKeyOrSplitVariable(name) || p.mapVars[name] != nil
+}
+
+// isKeyOrSplitVariable is isKeyVariable without map variables: what a
+// map's key and values may hold (a map does not follow another).
+func (p *parser) isKeyOrSplitVariable(name string) bool {
 	return isKeyVariable(name) || p.userVars[name] != nil
 }
 

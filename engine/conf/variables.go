@@ -41,7 +41,7 @@ func checkVariables(d *directive, value string) error {
 // knownVariable is the package's knownVariable, and the variables
 // split_clients blocks of the stream block define.
 func (p *parser) knownVariable(name string) bool {
-	return knownVariable(name) || p.userVars[name] != nil
+	return knownVariable(name) || p.userVars[name] != nil || p.mapVars[name] != nil
 }
 
 func isVarChar(c byte) bool {
