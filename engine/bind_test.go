@@ -41,6 +41,20 @@ func sourceRecorder(t *testing.T) (addr string, sources func() []string) {
 	}
 }
 
+// startProxy starts NGINX or tlsrelay (proxy) in dir with the stream
+// block, for a differential test. NGINX's readiness probe on listen is a
+// session too: it waits for the upstream to see it (sources), so that the
+// test counts only its own.
+func startProxy(t *testing.T, proxy, dir, stream, listen string, sources func() []string) {
+	t.Helper()
+	if proxy == "nginx" {
+		testutil.StartNginx(t, dir, testutil.NginxConf{Main: "worker_processes 1;\nmaster_process on;", Stream: stream, Probe: listen})
+		testutil.WaitFor(t, "NGINX's probe session", 10*time.Second, func() bool { return len(sources()) == 1 })
+		return
+	}
+	startEngine(t, dir, stream)
+}
+
 // TestProxyBindVariables: proxy_bind with variables binds each session's
 // upstream connection to the address they give for that session, as
 // NGINX's does: $server_addr (the address the client reached; a host with
@@ -133,14 +147,7 @@ func TestProxyBindVariablesNginxDiff(t *testing.T) {
 		stream := "stream {\n" +
 			"server { listen " + a + "; proxy_pass " + up + "; proxy_bind $server_addr; }\n" +
 			"server { listen " + b + "; proxy_pass " + up + "; proxy_bind $remote_addr; }\n}\n"
-		dir := t.TempDir()
-		if proxy == "nginx" {
-			testutil.StartNginx(t, dir, testutil.NginxConf{Main: "worker_processes 1;\nmaster_process on;", Stream: stream, Probe: a})
-			// The probe was a session: wait for it, then forget it.
-			testutil.WaitFor(t, "NGINX's probe session", 10*time.Second, func() bool { return len(sources()) == 1 })
-		} else {
-			startEngine(t, dir, stream)
-		}
+		startProxy(t, proxy, t.TempDir(), stream, a, sources)
 		n0 := len(sources())
 		if got, err := echoOnce(a, []byte("x"), 10*time.Second); err != nil || string(got) != "x" {
 			t.Fatalf("%s: echo through %s: %q, %v", proxy, a, got, err)

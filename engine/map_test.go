@@ -27,13 +27,7 @@ func TestMapNginxDiff(t *testing.T) {
 			"map $remote_addr $rebind {\n    ~^127\\.0\\.0\\.1([4-6])$ 127.0.0.$1;\n    ~*^127\\.0\\.0\\.2 127.0.0.7;\n    default \"\";\n}\n" +
 			"server { listen " + a + "; proxy_pass " + up + "; proxy_bind $hostbind; }\n" +
 			"server { listen " + b + "; proxy_pass " + up + "; proxy_bind $rebind; }\n}\n"
-		dir := t.TempDir()
-		if proxy == "nginx" {
-			testutil.StartNginx(t, dir, testutil.NginxConf{Main: "worker_processes 1;\nmaster_process on;", Stream: stream, Probe: a})
-			testutil.WaitFor(t, "NGINX's probe session", 10*time.Second, func() bool { return len(sources()) == 1 })
-		} else {
-			startEngine(t, dir, stream)
-		}
+		startProxy(t, proxy, t.TempDir(), stream, a, sources)
 		n0 := len(sources())
 		for i, last := range lasts {
 			for j, listen := range []string{a, b} {

@@ -36,12 +36,7 @@ func TestSplitClientsNginxDiff(t *testing.T) {
 		dir := t.TempDir()
 		logPath := dir + "/split.log"
 		stream := splitStream(listen, up, logPath)
-		if proxy == "nginx" {
-			testutil.StartNginx(t, dir, testutil.NginxConf{Main: "worker_processes 1;\nmaster_process on;", Stream: stream, Probe: listen})
-			testutil.WaitFor(t, "NGINX's probe session", 10*time.Second, func() bool { return len(sources()) == 1 })
-		} else {
-			startEngine(t, dir, stream)
-		}
+		startProxy(t, proxy, dir, stream, listen, sources)
 		n0 := len(sources())
 		for i := 1; i <= clients; i++ {
 			h := dialFrom(t, byte(10+i), listen)
