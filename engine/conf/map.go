@@ -26,11 +26,10 @@ type Map struct {
 	// Lines are the block's lines as written, for -T.
 	Lines []MapLine
 
-	exact    map[string]*Template
-	head     []mapWildcard // "*.x" and ".x": the suffix, with its dot
-	tail     []mapWildcard // "x.*": the prefix, with its dot
-	regexes  []mapRegex
-	conflict map[string]bool
+	exact   map[string]*Template
+	head    []mapWildcard // "*.x" and ".x": the suffix, with its dot
+	tail    []mapWildcard // "x.*": the prefix, with its dot
+	regexes []mapRegex
 }
 
 // MapLine is one line of a map block as written.
@@ -96,19 +95,6 @@ func (m *Map) Find(v string) (*Template, []string) {
 	return m.Default, nil
 }
 
-// findMapVars is findSplitVars for map blocks.
-func (p *parser) findMapVars(block []*directive) {
-	p.mapVars = map[string]*Map{}
-	for _, c := range block {
-		if c.name == "map" && len(c.args) == 2 && strings.HasPrefix(c.args[1], "$") && len(c.args[1]) > 1 {
-			name := strings.ToLower(c.args[1][1:])
-			if p.mapVars[name] == nil && p.userVars[name] == nil {
-				p.mapVars[name] = &Map{Var: name}
-			}
-		}
-	}
-}
-
 // isMapValueVariable reports whether name may appear in a map's value:
 // what a key may hold, and the regular expression's captures.
 func (p *parser) isMapValueVariable(name string) bool {
@@ -117,17 +103,14 @@ func (p *parser) isMapValueVariable(name string) bool {
 
 // mapBlock parses a map block.
 func (p *parser) mapBlock(d *directive, _ ctx) error {
-	name := d.args[1]
-	if len(name) < 2 || name[0] != '$' {
-		return Errorf(d.pos, "invalid variable name %q", name)
-	}
-	name = strings.ToLower(name[1:])
-	if knownVariable(name) || p.userVars[name] != nil {
-		return Errorf(d.pos, "the duplicate %q variable", name)
+	name, err := p.defineVariable(d)
+	if err != nil {
+		return err
 	}
 	m := p.mapVars[name]
-	if m == nil || m.Pos != (Pos{}) {
-		return Errorf(d.pos, "the duplicate %q variable", name)
+	if m == nil { // in an included file, which findStreamVars did not see
+		m = &Map{Var: name}
+		p.mapVars[name] = m
 	}
 	// The key may hold what a key may, and split_clients variables (not
 	// another map's: NGINX would follow it, tlsrelay does not).
@@ -136,7 +119,11 @@ func (p *parser) mapBlock(d *directive, _ ctx) error {
 		return err
 	}
 	m.Pos, m.Key = d.pos, key
-	m.exact, m.conflict = map[string]*Template{}, map[string]bool{}
+	m.exact = map[string]*Template{}
+	// seen are the keys added, for NGINX's "conflicting parameter": the
+	// exact ones lower case, the wildcards as "wc " and their text (a
+	// ".x" wildcard as "*.x" and as the exact x).
+	seen := map[string]bool{}
 	for _, c := range d.block {
 		if c.isBlock {
 			return Errorf(c.pos, "unexpected \"{\"")
@@ -157,7 +144,7 @@ func (p *parser) mapBlock(d *directive, _ ctx) error {
 			return err
 		}
 		m.Lines = append(m.Lines, MapLine{Key: c.name, Value: c.args[0]})
-		if err := m.add(c, val); err != nil {
+		if err := m.add(c, val, seen); err != nil {
 			return err
 		}
 	}
@@ -166,7 +153,7 @@ func (p *parser) mapBlock(d *directive, _ ctx) error {
 }
 
 // add adds one line of the block: its key c.name and value val.
-func (m *Map) add(c *directive, val *Template) error {
+func (m *Map) add(c *directive, val *Template, seen map[string]bool) error {
 	k := c.name
 	if k == "default" {
 		if m.Default != nil {
@@ -190,7 +177,7 @@ func (m *Map) add(c *directive, val *Template) error {
 	k = strings.TrimPrefix(k, "\\")
 	low := strings.ToLower(k)
 	if m.Hostnames && (strings.HasPrefix(low, "*") || strings.HasPrefix(low, ".") || strings.HasSuffix(low, "*")) {
-		return m.addWildcard(c, k, low, val)
+		return m.addWildcard(c, k, low, val, seen)
 	}
 	if m.Hostnames && strings.Contains(low, "*") {
 		return Errorf(c.pos, "invalid hostname or wildcard %q", k)
@@ -198,16 +185,16 @@ func (m *Map) add(c *directive, val *Template) error {
 	if m.Hostnames {
 		low = strings.TrimSuffix(low, ".")
 	}
-	if m.conflict[low] {
+	if seen[low] {
 		return Errorf(c.pos, "conflicting parameter %q", k)
 	}
-	m.conflict[low] = true
+	seen[low] = true
 	m.exact[low] = val
 	return nil
 }
 
 // addWildcard adds a wildcard key of a hostnames map.
-func (m *Map) addWildcard(c *directive, k, low string, val *Template) error {
+func (m *Map) addWildcard(c *directive, k, low string, val *Template, seen map[string]bool) error {
 	var w mapWildcard
 	switch {
 	case strings.HasPrefix(low, "*.") && !strings.Contains(low[2:], "*") && len(low) > 2:
@@ -222,18 +209,16 @@ func (m *Map) addWildcard(c *directive, k, low string, val *Template) error {
 	id := "wc " + low
 	if w.dot {
 		// ".example.com" is "*.example.com" and "example.com" at once.
-		if m.conflict["wc *"+low] || m.conflict[low[1:]] {
+		id = "wc *" + low
+		if seen[low[1:]] {
 			return Errorf(c.pos, "conflicting parameter %q", k)
 		}
-		m.conflict[low[1:]] = true
-		id = "wc *" + low
-	} else if strings.HasPrefix(low, "*") && m.conflict["wc "+low] {
+		seen[low[1:]] = true
+	}
+	if seen[id] {
 		return Errorf(c.pos, "conflicting parameter %q", k)
 	}
-	if m.conflict[id] {
-		return Errorf(c.pos, "conflicting parameter %q", k)
-	}
-	m.conflict[id] = true
+	seen[id] = true
 	if strings.HasSuffix(low, "*") {
 		m.tail = append(m.tail, w)
 	} else {

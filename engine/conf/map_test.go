@@ -1,6 +1,7 @@
 package conf
 
 import (
+	"os"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -90,5 +91,28 @@ func TestMapRefused(t *testing.T) {
 				t.Fatalf("error %v, want %q with a position", err, tc.err)
 			}
 		})
+	}
+}
+
+// TestStreamVarsInInclude: a map or split_clients block in a file included
+// under stream defines its variable for what follows the include (the
+// scan for variables used above their block sees only the stream block's
+// own lines), and a second definition is still NGINX's duplicate.
+func TestStreamVarsInInclude(t *testing.T) {
+	dir := t.TempDir()
+	if err := os.WriteFile(filepath.Join(dir, "vars.conf"), []byte("map $remote_addr $m { default 127.0.0.2; }\nsplit_clients $remote_addr $s { * 127.0.0.3; }\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	src := "stream {\ninclude vars.conf;\nserver { listen 80; proxy_pass 127.0.0.1:1; proxy_bind $m; }\nserver { listen 81; proxy_pass 127.0.0.1:1; proxy_bind $s; }\n}\n"
+	cfg, _, err := Parse(filepath.Join(dir, "t.conf"), []byte(src), LoadOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(cfg.Stream.Maps) != 1 || len(cfg.Stream.SplitClients) != 1 {
+		t.Fatalf("%d maps, %d split_clients", len(cfg.Stream.Maps), len(cfg.Stream.SplitClients))
+	}
+	_, _, err = Parse(filepath.Join(dir, "t.conf"), []byte("stream {\ninclude vars.conf;\nmap $remote_port $m { default x; }\n}\n"), LoadOptions{})
+	if err == nil || !strings.Contains(err.Error(), `the duplicate "m" variable`) {
+		t.Fatalf("a second $m: %v", err)
 	}
 }

@@ -145,13 +145,13 @@ type parser struct {
 	zoneUsers   map[string]Pos
 	backupPos   map[*Upstream]Pos // first backup server of each block
 	listenAddrs map[string]bool
-	// userVars are the variables the stream block's split_clients
-	// blocks define, found before its directives are parsed (NGINX's
-	// variables may be used above their definition).
-	userVars map[string]*SplitClients
-	// mapVars are the variables the stream block's map blocks define,
-	// found likewise.
-	mapVars map[string]*Map
+	// splitVars and mapVars are the variables the stream block's
+	// split_clients and map blocks define, found before its directives
+	// are parsed (NGINX's variables may be used above their definition);
+	// defined are those whose block has been parsed.
+	splitVars map[string]*SplitClients
+	mapVars   map[string]*Map
+	defined   map[string]bool
 }
 
 func (p *parser) warnf(pos Pos, format string, args ...any) {

@@ -48,40 +48,54 @@ func (sc *SplitClients) Pick(hash uint32) string {
 	return ""
 }
 
-// findSplitVars records, before the stream block is parsed, the
-// variables its split_clients blocks define, so that a directive above a
-// block may name its variable, as in NGINX. The blocks are filled in when
-// their directives are reached.
-func (p *parser) findSplitVars(block []*directive) {
-	p.userVars = map[string]*SplitClients{}
+// findStreamVars records, before the stream block is parsed, the
+// variables its split_clients and map blocks define, so that a directive
+// above a block may name its variable, as in NGINX. The blocks are filled
+// in when their directives are reached; a name defined twice is refused
+// then (defineVariable).
+func (p *parser) findStreamVars(block []*directive) {
+	p.splitVars, p.mapVars, p.defined = map[string]*SplitClients{}, map[string]*Map{}, map[string]bool{}
 	for _, c := range block {
-		if c.name == "split_clients" && len(c.args) == 2 && strings.HasPrefix(c.args[1], "$") && len(c.args[1]) > 1 {
-			name := strings.ToLower(c.args[1][1:])
-			if p.userVars[name] == nil {
-				p.userVars[name] = &SplitClients{Var: name}
-			}
+		if (c.name != "split_clients" && c.name != "map") || len(c.args) != 2 || len(c.args[1]) < 2 || c.args[1][0] != '$' {
+			continue
+		}
+		name := strings.ToLower(c.args[1][1:])
+		switch {
+		case p.splitVars[name] != nil || p.mapVars[name] != nil:
+		case c.name == "map":
+			p.mapVars[name] = &Map{Var: name}
+		default:
+			p.splitVars[name] = &SplitClients{Var: name}
 		}
 	}
 }
 
-// splitClients parses a split_clients block.
-func (p *parser) splitClients(d *directive, _ ctx) error {
+// defineVariable checks the variable a split_clients or map block d
+// defines as NGINX does (a "$name", not one of NGINX's own, defined once)
+// and returns its name.
+func (p *parser) defineVariable(d *directive) (string, error) {
 	name := d.args[1]
 	if len(name) < 2 || name[0] != '$' {
-		return Errorf(d.pos, "invalid variable name %q", name)
+		return "", Errorf(d.pos, "invalid variable name %q", name)
 	}
 	name = strings.ToLower(name[1:])
-	if knownVariable(name) || strings.HasPrefix(name, "proxy_protocol_tlv_") || p.mapVars[name] != nil {
-		return Errorf(d.pos, "the duplicate %q variable", name)
+	if knownVariable(name) || p.defined[name] {
+		return "", Errorf(d.pos, "the duplicate %q variable", name)
 	}
-	sc := p.userVars[name]
-	if sc == nil || sc.Pos != (Pos{}) {
-		// Defined twice (or an include brought it, unseen before).
-		if sc != nil {
-			return Errorf(d.pos, "the duplicate %q variable", name)
-		}
+	p.defined[name] = true
+	return name, nil
+}
+
+// splitClients parses a split_clients block.
+func (p *parser) splitClients(d *directive, _ ctx) error {
+	name, err := p.defineVariable(d)
+	if err != nil {
+		return err
+	}
+	sc := p.splitVars[name]
+	if sc == nil { // in an included file, which findStreamVars did not see
 		sc = &SplitClients{Var: name}
-		p.userVars[name] = sc
+		p.splitVars[name] = sc
 	}
 	// The key is hashed when the session starts: it holds only what is
 	// known then (not another split_clients variable, which would be a
@@ -131,30 +145,22 @@ func (p *parser) splitClients(d *directive, _ ctx) error {
 }
 
 // parsePercent reads "N%" or "N.NN%" as NGINX's ngx_atofp with two
-// decimals does: hundredths of a percent, more than two decimals or zero
-// refused.
+// decimals does: hundredths of a percent; more than two decimals, no
+// digit, or zero are refused.
 func parsePercent(s string) (int, bool) {
 	num, ok := strings.CutSuffix(s, "%")
-	if !ok || num == "" {
+	whole, frac, _ := strings.Cut(num, ".")
+	if !ok || whole+frac == "" || len(frac) > 2 || len(whole) > 5 {
 		return 0, false
 	}
-	whole, frac, dot := strings.Cut(num, ".")
-	if whole == "" && !dot || len(frac) > 2 || (dot && frac == "" && whole == "") {
-		return 0, false
-	}
-	for len(frac) < 2 {
-		frac += "0"
-	}
-	for _, c := range whole + frac {
+	n := 0
+	for _, c := range whole + frac + strings.Repeat("0", 2-len(frac)) {
 		if c < '0' || c > '9' {
 			return 0, false
 		}
+		n = n*10 + int(c-'0')
 	}
-	n, err := strconv.Atoi(whole + frac)
-	if err != nil || n == 0 || n > 1<<31/2 {
-		return 0, false
-	}
-	return n, true
+	return n, n > 0
 }
 
 // formatSplitClients prints the split_clients blocks for -T.

@@ -17,8 +17,7 @@ func (p *parser) stream(d *directive, _ ctx) error {
 	p.zoneUsers = map[string]Pos{}
 	p.backupPos = map[*Upstream]Pos{}
 	p.listenAddrs = map[string]bool{}
-	p.findSplitVars(d.block)
-	p.findMapVars(d.block)
+	p.findStreamVars(d.block)
 	return p.walk(d.block, ctxStream)
 }
 

@@ -116,7 +116,13 @@ func compileTemplate(value string, known func(string) bool) (*Template, error) {
 // file and line in the error; the variables split_clients defines are
 // known too.
 func (p *parser) compileAt(d *directive, value string) (*Template, error) {
-	t, err := compileTemplate(value, p.knownVariable)
+	return compileWith(d, value, p.knownVariable)
+}
+
+// compileWith is compileTemplate for the value of directive d, with d's
+// file and line in the error.
+func compileWith(d *directive, value string, known func(string) bool) (*Template, error) {
+	t, err := compileTemplate(value, known)
 	if err != nil {
 		return nil, Errorf(d.pos, "%v", err)
 	}
@@ -140,7 +146,7 @@ func (p *parser) isKeyVariable(name string) bool {
 // isKeyOrSplitVariable is isKeyVariable without map variables: what a
 // map's key and values may hold (a map does not follow another).
 func (p *parser) isKeyOrSplitVariable(name string) bool {
-	return isKeyVariable(name) || p.userVars[name] != nil
+	return isKeyVariable(name) || p.splitVars[name] != nil
 }
 
 // isKeyVariable is the parser's isKeyVariable for NGINX's variables.
@@ -176,9 +182,9 @@ func (p *parser) compileKey(d *directive, value string) (*Template, error) {
 // compileName compiles the value of proxy_ssl_name: a template whose
 // variables are all name variables.
 func compileName(d *directive, value string) (*Template, error) {
-	t, err := CompileTemplate(value)
+	t, err := compileWith(d, value, knownVariable)
 	if err != nil {
-		return nil, Errorf(d.pos, "%v", err)
+		return nil, err
 	}
 	return t, checkLimited(d, t, isNameVariable, NameVariablesText)
 }

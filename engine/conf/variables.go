@@ -32,16 +32,14 @@ func knownVariable(name string) bool {
 // checkVariables checks the variables in a value as NGINX compiles it
 // (CompileTemplate), with d's file and line in the error.
 func checkVariables(d *directive, value string) error {
-	if _, err := CompileTemplate(value); err != nil {
-		return Errorf(d.pos, "%v", err)
-	}
-	return nil
+	_, err := compileWith(d, value, knownVariable)
+	return err
 }
 
 // knownVariable is the package's knownVariable, and the variables
 // split_clients blocks of the stream block define.
 func (p *parser) knownVariable(name string) bool {
-	return knownVariable(name) || p.userVars[name] != nil || p.mapVars[name] != nil
+	return knownVariable(name) || p.splitVars[name] != nil || p.mapVars[name] != nil
 }
 
 func isVarChar(c byte) bool {
