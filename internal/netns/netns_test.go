@@ -1,0 +1,44 @@
+package netns
+
+import (
+	"os"
+	"strings"
+	"testing"
+)
+
+// TestSetup: a child in a new namespace gets its loopback up and the
+// settings asked for; the host's stay as they were.
+func TestSetup(t *testing.T) {
+	if os.Getenv("NETNS_TEST_CHILD") == "1" {
+		if err := Setup(Settings{TWReuse: 0, PortLow: 40000, PortHigh: 41023}); err != nil {
+			t.Fatal(err)
+		}
+		for name, want := range map[string]string{"net/ipv4/tcp_tw_reuse": "0", "net/ipv4/ip_local_port_range": "40000\t41023"} {
+			b, err := os.ReadFile("/proc/sys/" + name)
+			if err != nil || strings.TrimSpace(string(b)) != want {
+				t.Fatalf("%s = %q (%v), want %q", name, b, err, want)
+			}
+		}
+		return
+	}
+	if err := Available(); err != nil {
+		if os.Getenv("CI") == "true" && os.Geteuid() == 0 {
+			t.Fatal(err)
+		}
+		t.Skipf("no network namespace: %v", err)
+	}
+	before, _ := os.ReadFile("/proc/sys/net/ipv4/ip_local_port_range")
+	cmd := Command(os.Args[0], "-test.run=^TestSetup$", "-test.v")
+	cmd.Env = append(os.Environ(), "NETNS_TEST_CHILD=1")
+	out, err := cmd.CombinedOutput()
+	if err != nil || !strings.Contains(string(out), "PASS") {
+		t.Fatalf("child: %v\n%s", err, out)
+	}
+	after, _ := os.ReadFile("/proc/sys/net/ipv4/ip_local_port_range")
+	if string(before) != string(after) {
+		t.Errorf("the host's port range changed: %q, then %q", before, after)
+	}
+	if err := Setup(Settings{}); err == nil || !strings.Contains(err.Error(), "up already") {
+		t.Errorf("Setup in the host's namespace: %v, want a refusal", err)
+	}
+}
