@@ -134,6 +134,9 @@ func TestAccessLog(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
+	// A session ends (and logs) once its upstream has closed too: the
+	// failed one's line comes after theirs.
+	testutil.WaitFor(t, "three sessions ended", 10*time.Second, func() bool { return ended(tb) == 3 })
 	c, err := net.Dial("tcp", second)
 	if err != nil {
 		t.Fatal(err)

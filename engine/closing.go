@@ -26,7 +26,6 @@ package engine
 // failed dial); each calls finish with its Reason.
 
 import (
-	"crypto/tls"
 	"errors"
 	"io"
 	"time"
@@ -125,11 +124,14 @@ func (s *session) sideEnded(sd *side, err error) {
 }
 
 // truncated reports whether a TLS upstream's connection ended (a FIN)
-// without close_notify, once everything it sent before has been read: a
-// rate limit may still hold part of it (the direction is held), close_notify possibly
-// among it. Runs on the loop.
+// without close_notify while the client is there to be told, once
+// everything it sent before has been read: a rate limit may still hold
+// part of it (the direction is held), close_notify possibly among it. A
+// FIN alone after the client left is an upstream's answer to tlsrelay's
+// close_notify (many servers close so). Runs on the loop.
 func (s *session) truncated() bool {
-	return s.tc != nil && s.upEOF && !s.upNotified && s.readErr == nil && s.up.state == sideClosed && !s.upToCli.held
+	return s.tc != nil && s.upEOF && !s.upNotified && s.readErr == nil && s.up.state == sideClosed && !s.upToCli.held &&
+		s.cli.state != sideClosed
 }
 
 // errNoCloseNotify is the cause of an abort by a TLS upstream that closed
@@ -262,6 +264,9 @@ func (s *session) tryShut(sd *side) bool {
 		return sd.state == sideClosed // detached: after it is resumed
 	}
 	sd.shut = shutDone
+	if sd == &s.up {
+		s.closedFirst()
+	}
 	unix.Shutdown(fd, unix.SHUT_WR)
 	return true
 }
@@ -299,6 +304,7 @@ func (s *session) directFailed(sd *side, err error) {
 			s.cliEOF = true
 		} else {
 			s.upEOF = true
+			s.upstreamClosedFirst(err)
 		}
 		s.latch.add(sd, err)
 	}
@@ -350,9 +356,18 @@ func (s *session) settle() {
 			s.armPoll()
 		}
 		return
-	case s.closing == closeLingering && !s.upEOF:
-		return // reading on until the upstream ends or the bound passes
+	case s.closing == closeLingering && s.up.state != sideClosed:
+		return // reading on until the upstream closes or the bound passes
 	case s.closing != closeLingering && s.mustLinger():
+		// An upstream whose close_notify came first is answered only if
+		// its FIN does not follow (onLinger): a record that reaches the
+		// socket it closed would draw a reset.
+		if !s.upNotified && s.notifyUpstream() && !s.drained() {
+			// close_notify waits in the upstream's queue.
+			s.closing = closeDraining
+			s.armPoll()
+			return
+		}
 		s.closing = closeLingering
 		s.startLinger()
 		return
@@ -379,17 +394,46 @@ func (s *session) drained() bool {
 	return true
 }
 
-// lingerTimeout bounds how long a session whose client ended waits, once
-// everything the client sent and close_notify went to the upstream (and
-// its write side was shut down), for the upstream to end as well. Reading
-// on until then has two purposes: no unread byte sits in the upstream
-// socket when it is closed (closing it then would reset the connection,
-// and the kernel would drop what it had not yet sent), and a TLS 1.3
-// ticket that the upstream sends after it read the client's Finished
-// (OpenSSL does) is still stored, so short sessions resume too. The client
-// is not kept waiting: its conn is already closed. The bound restarts with
-// each upstream read.
+// lingerTimeout bounds how long a closing session waits for its upstream
+// to close its connection first (see mustLinger). The bound restarts with
+// each upstream read; an upstream that stays silent that long is closed
+// in NGINX's order (tlsrelay's FIN first).
 const lingerTimeout = 5 * time.Second
+
+// finAfterNotify bounds the linger once the upstream's close_notify came
+// and tlsrelay's went: its FIN follows at once from
+// any upstream that closes as TLS says, and one that does not (it waits,
+// or sends more after its close_notify) is not waited for longer.
+const finAfterNotify = time.Second
+
+// finReceived reports whether the peer's FIN has reached the socket fd
+// (TCP state CLOSE_WAIT) though gnet has not read it yet.
+func finReceived(fd int) bool {
+	info, err := unix.GetsockoptTCPInfo(fd, unix.IPPROTO_TCP, unix.TCP_INFO)
+	return err == nil && info.State == tcpCloseWait
+}
+
+// tcpCloseWait is Linux's TCP_CLOSE_WAIT (include/net/tcp_states.h).
+const tcpCloseWait = 8
+
+// lingerBound is how long a lingering session waits from the upstream's
+// last read: finAfterNotify once its close_notify came, else
+// lingerTimeout. Runs on the loop.
+func (s *session) lingerBound() int64 {
+	switch {
+	case s.upNotified && !s.closeNotified:
+		return s.lp.ticks(notifyReplyDelay)
+	case s.upNotified:
+		return s.lp.ticks(finAfterNotify)
+	}
+	return s.lp.ticks(lingerTimeout)
+}
+
+// notifyReplyDelay is how long a session waits for the FIN that follows
+// an upstream's close_notify (sent together, they arrive together) before
+// it answers with its own close_notify, for an upstream that closes only
+// once it has that answer (OpenSSL's two-way SSL_shutdown).
+const notifyReplyDelay = 2 * tick
 
 // lingerSlack is how much more than the client sent a lingering session
 // reads and drops before it stops waiting: an echo of what the client
@@ -398,45 +442,137 @@ const lingerTimeout = 5 * time.Second
 // would cost its decryption).
 const lingerSlack = 256 << 10
 
-// mustLinger reports whether the session should wait for the upstream to
-// end before it finishes (see lingerTimeout).
+// mustLinger reports whether the session, everything delivered, should
+// wait for the upstream to close its connection before it finishes.
+//
+// A TLS upstream always, once the stream has ended either way (the client
+// ended, the upstream's close_notify came, or proxy_timeout passed): it
+// is sent close_notify (notifyUpstream) and left to close first, with its
+// close_notify and FIN or a FIN alone. The side that sends the first FIN
+// keeps the socket in TIME_WAIT for 60 s, and on a real network
+// (tcp_tw_reuse = 0) TIME_WAIT on tlsrelay's side caps the new connections
+// a second to one upstream address at the ephemeral ports over 60 s (about
+// 470); on the upstream's side it costs the upstream no port. Reading its
+// close_notify also means no unread byte sits in the socket when it is
+// closed (that close would be a reset), and a TLS 1.3 ticket the upstream
+// sends late (after the client's Finished, as OpenSSL does) is still
+// stored. The client is not kept waiting: its socket is closed when the
+// linger starts.
+//
+// A plaintext upstream can be told the end by a FIN only: it is shut and
+// read until it closes too only when that saves something (lingerUseful),
+// and only after the client ended. proxy_half_close on keeps its own
+// order (the client's FIN is passed on as a FIN).
 func (s *session) mustLinger() bool {
-	return s.cliEOF && !s.upEOF && s.up.state == sideAttached && !s.srv.halfClose && s.lingerUseful()
+	if s.up.state != sideAttached || s.srv.halfClose || s.aborted || s.broken() {
+		return false
+	}
+	if s.tc != nil {
+		// Bytes after its close_notify: the upstream is not closing as
+		// TLS says, and is not waited for.
+		return s.readErr == nil && !(s.upNotified && s.up.buffered() > 0)
+	}
+	return s.cliEOF && !s.upEOF && s.lingerUseful()
 }
 
-// closeNotifyMax is the size of the largest close_notify record crypto/tls
-// writes (TLS 1.2 AES-GCM: header, explicit nonce, alert, tag).
-const closeNotifyMax = 5 + 8 + 2 + 16
-
-// lingerUseful reports whether waiting for the upstream can still save
-// something: a TLS 1.3 ticket (nothing came from the upstream yet, and
-// servers send their tickets before any data), or bytes the upstream has
-// not acknowledged (more than a close_notify in the socket's send queue:
-// a close now would reset the connection and drop them). Otherwise the
-// session ends at once, as NGINX's does. Runs on the loop.
-func (s *session) lingerUseful() bool {
-	if s.tc != nil && s.tlsVersion == tls.VersionTLS13 && s.fromUp == 0 && s.srv.conf.Proxy.SSL.SessionReuse {
-		return true
+// notifyUpstream sends a TLS upstream close_notify, once, if it has not
+// had it (the stream ended by the upstream's close_notify or by
+// proxy_timeout); it reports whether it wrote it now. Runs on the loop, in
+// a step.
+func (s *session) notifyUpstream() bool {
+	if s.tc == nil || s.closeNotified || s.up.state != sideAttached || s.up.failed || s.cliToUp.held {
+		return false
 	}
+	if s.upNotified && finReceived(s.up.c.Fd()) {
+		// The upstream closed after its close_notify: a record now would
+		// reach a closed socket and draw a reset.
+		return false
+	}
+	s.tc.CloseWrite()
+	s.closeNotified = true
+	return true
+}
+
+// lingerUseful reports whether waiting for a plaintext upstream, after
+// the client ended, can still save something: bytes the upstream has not
+// acknowledged (anything in the socket's send queue: a close now would
+// reset the connection and drop them). Otherwise the session ends at
+// once, as NGINX's does. Runs on the loop.
+func (s *session) lingerUseful() bool {
 	if s.peer != nil && s.peer.Path != "" {
 		// A unix domain socket's close resets nothing: what was sent
 		// stays in the peer's queue (SIOCOUTQ counts it) until read.
 		return false
 	}
 	outq, err := unix.IoctlGetInt(s.up.c.Fd(), unix.SIOCOUTQ)
-	return err != nil || outq > closeNotifyMax
+	return err != nil || outq > 0
 }
 
-// startLinger shuts the upstream's write side (a FIN after the last
-// byte, and after close_notify) and arms the bound. Runs on the loop,
-// once the upstream's queue is empty.
+// startLinger lets go of the client (everything owed to it went) and
+// arms the bound; a plaintext upstream is shut (a FIN after its last
+// byte), a TLS one is not: it had close_notify and closes first. Runs on
+// the loop, in a step, once both queues are empty.
 func (s *session) startLinger() {
-	if s.up.shut != shutDone {
+	s.closeSide(&s.cli)
+	if s.tc == nil && s.up.shut != shutDone {
 		s.up.shut = shutDone
+		s.closedFirst()
 		unix.Shutdown(s.up.c.Fd(), unix.SHUT_WR)
 	}
 	s.lastUp = s.lp.nowTick()
-	s.lp.arm(&s.linger, s.lp.ticks(lingerTimeout))
+	s.lp.arm(&s.linger, s.lingerBound())
+}
+
+// closeSide closes sd's socket before the session finishes (a lingering
+// session's client): nothing is owed to it, and its gnet conn's OnClose
+// is ignored (the session let go of it). Runs on the loop, in a step.
+func (s *session) closeSide(sd *side) {
+	switch sd.state {
+	case sideAttached:
+		c := sd.c
+		sd.c = nil
+		c.Close()
+	case sideDetached, sideHalf:
+		unix.Close(sd.fd)
+		sd.fd = -1
+	default:
+		return // closed already (or in a transition drained() waited out)
+	}
+	sd.state = sideClosed
+	sd.release()
+}
+
+// closedFirst records, unless the upstream's end came first, that
+// tlsrelay is about to shut or close the upstream's socket first: with
+// close_notify before its FIN, a FIN alone, or a reset (an aborted
+// session). Runs on the loop, just before the shut or close.
+func (s *session) closedFirst() {
+	if s.upClose != metrics.CloseUnknown {
+		return
+	}
+	switch {
+	case s.aborted:
+		s.upClose = metrics.CloseRelayReset
+	case s.closeNotified:
+		s.upClose = metrics.CloseRelayNotify
+	default:
+		s.upClose = metrics.CloseRelayFIN
+	}
+}
+
+// upstreamClosedFirst records, unless tlsrelay shut or closed the
+// upstream's socket before, that the upstream's end came first: its FIN
+// (err nil or io.EOF; close_notify before it is told at finish, once read)
+// or a reset (any other err). Runs on the loop.
+func (s *session) upstreamClosedFirst(err error) {
+	if s.upClose != metrics.CloseUnknown {
+		return
+	}
+	if err == nil || errors.Is(err, io.EOF) {
+		s.upClose = metrics.CloseUpstreamFIN
+		return
+	}
+	s.upClose = metrics.CloseUpstreamReset
 }
 
 // onLinger fires when the upstream may have been silent for
@@ -445,12 +581,19 @@ func (s *session) onLinger() {
 	if s.phase == phaseDone {
 		return
 	}
-	if left := s.lastUp + s.lp.ticks(lingerTimeout) - s.lp.nowTick(); left > 0 {
+	if left := s.lastUp + s.lingerBound() - s.lp.nowTick(); left > 0 {
 		s.lp.arm(&s.linger, left)
 		return
 	}
 	s.begin()
 	defer s.end()
+	if s.upNotified && !s.closeNotified && s.notifyUpstream() {
+		// No FIN followed the upstream's close_notify: it waits for
+		// tlsrelay's, which went now.
+		s.lastUp = s.lp.nowTick()
+		s.lp.arm(&s.linger, s.lingerBound())
+		return
+	}
 	s.closing = closeLingered
 	s.settle()
 }

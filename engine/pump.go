@@ -72,6 +72,14 @@ func (s *session) onUpstreamTraffic(c gnet.Conn) {
 			// The client is gone; nothing to deliver to.
 			n, _ := c.Discard(-1)
 			s.droppedBytes(n)
+		} else if s.upNotified {
+			// Bytes after the upstream's close_notify: it is not
+			// closing as TLS says, so it is not waited for.
+			c.Discard(-1)
+			if s.closing == closeLingering {
+				s.closing = closeLingered
+				s.settle()
+			}
 		} else {
 			// With the client gone the plaintext goes nowhere, but
 			// the records are read: a ticket is stored, close_notify
@@ -225,6 +233,10 @@ func fill(r io.Reader, buf []byte) (int, error) {
 func (s *session) upstreamReadEnded(err error) {
 	if err == io.EOF {
 		s.upNotified = true // close_notify: a clean end
+		if s.closing == closeLingering {
+			// Its FIN is due at once (finAfterNotify).
+			s.lp.arm(&s.linger, s.lingerBound())
+		}
 		if !s.upEOF {
 			s.upEOF = true
 			s.upstreamEnded()

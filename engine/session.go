@@ -164,6 +164,9 @@ type session struct {
 
 	cliEOF, upEOF bool
 	closeNotified bool // close_notify went to the upstream
+	// upClose is which side closed the upstream's connection first, and
+	// how (closedFirst, upstreamClosedFirst); counted at finish.
+	upClose metrics.UpstreamClose
 	// closing is what a closing session waits for (closing.go); closeNone
 	// in every other phase.
 	closing closeStep
@@ -450,6 +453,11 @@ func (s *session) onClose(c gnet.Conn, err error) {
 		s.armPoll()
 		return
 	}
+	if sd == &s.up {
+		// Not our own close (the session let go of the conn before it
+		// closed it): the upstream's FIN or reset.
+		s.upstreamClosedFirst(err)
+	}
 	if s.srv.halfClose && sd.state == sideAttached && !sd.failed && errors.Is(err, io.EOF) && s.phase != phaseClosing {
 		// proxy_half_close on: the peer shut its write side only. The
 		// socket lives on through a duplicate, so that the other
@@ -506,6 +514,20 @@ func (s *session) finish(reason metrics.Reason) {
 	s.lp.wheel.Disarm(&s.idle)
 	s.lp.wheel.Disarm(&s.rate)
 	s.lp.wheel.Disarm(&s.linger)
+	if s.up.state != sideNone && s.up.state != sideClosed {
+		// tlsrelay closes the upstream's socket first (proxy_timeout, the
+		// stop, a failure, or an upstream that stayed silent for the
+		// linger's bound): a TLS upstream still learns that the stream
+		// ended cleanly.
+		if !s.aborted {
+			s.notifyUpstream()
+		}
+		s.closedFirst()
+	}
+	if s.upClose == metrics.CloseUpstreamFIN && s.upNotified {
+		s.upClose = metrics.CloseUpstreamNotify
+	}
+	s.e.m.UpstreamClosed(s.upClose)
 	for _, sd := range [...]*side{&s.cli, &s.up} {
 		if s.aborted {
 			sd.reset()
@@ -564,5 +586,15 @@ func (s *session) onIdle() {
 	}
 	s.e.m.IdleTimeout()
 	s.reason = metrics.ReasonIdleTimeout
+	if s.phase == phaseOpen && s.tc != nil && s.drained() && s.mustLinger() {
+		// The client is closed, a TLS upstream gets close_notify and is
+		// left to close first (see mustLinger); the timer, armed again,
+		// bounds the drain of close_notify.
+		s.lp.arm(&s.idle, idle)
+		s.begin()
+		defer s.end()
+		s.settle()
+		return
+	}
 	s.finish(metrics.ReasonIdleTimeout)
 }

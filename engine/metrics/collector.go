@@ -56,6 +56,7 @@ type descs struct {
 	handshakes, hsFailures, hsDuration, connDuration     *prometheus.Desc
 	selections, peerFailures, peerActive, peerState      *prometheus.Desc
 	healthChecks, prewarmed, prewarmedReady, resolutions *prometheus.Desc
+	upCloses                                             *prometheus.Desc
 	dialsInFlight, workers, jobs                         *prometheus.Desc
 	tickets, ticketKeys, ticketsStored, ticketsDropped   *prometheus.Desc
 }
@@ -88,6 +89,7 @@ func NewCollector(src Sources) *Collector {
 		connDuration:        n("upstream_connect_duration_seconds", "Duration of successful upstream TCP connects.", up...),
 		selections:          n("upstream_peer_selections_total", "Times a balancer picked the peer.", up...),
 		prewarmed:           n("upstream_prewarmed_total", "Pre-warmed upstream connections (proxy_ssl_prewarm), by what became of them: used by a session, expired (max_idle), closed by the upstream while ready, failed to connect or handshake.", "result"),
+		upCloses:            n("upstream_closes_total", "Upstream connections ended, by which side closed first (its socket keeps TIME_WAIT) and how: close_notify then FIN, FIN alone, or a reset.", "first", "how"),
 		prewarmedReady:      n("upstream_prewarmed_ready", "Pre-warmed upstream connections (proxy_ssl_prewarm) ready now, handshake done, waiting for a session."),
 		healthChecks:        n("upstream_health_checks_total", "Active health-check probes of the peer (health_check), by result.", append(up, "result")...),
 		resolutions:         n("upstream_resolutions_total", "DNS resolutions of the group's resolve servers, by result (failed: timeout, SERVFAIL, NXDOMAIN and other errors).", "upstream", "result"),
@@ -111,7 +113,7 @@ func (c *Collector) Describe(ch chan<- *prometheus.Desc) {
 		d.accepted, d.active, d.ended, d.bytes, d.stalls, d.pauses, d.idle, d.reloads, d.lastReload,
 		d.acceptFailures, d.refused, d.proxyHeaderFailures,
 		d.handshakes, d.hsFailures, d.hsDuration, d.connDuration, d.selections, d.peerFailures, d.peerActive, d.peerState,
-		d.healthChecks, d.prewarmed, d.prewarmedReady, d.resolutions,
+		d.healthChecks, d.prewarmed, d.prewarmedReady, d.resolutions, d.upCloses,
 		d.dialsInFlight, d.workers, d.jobs,
 		d.tickets, d.ticketKeys, d.ticketsStored, d.ticketsDropped,
 	} {
@@ -192,6 +194,10 @@ func (c *Collector) collectEngine(ch chan<- prometheus.Metric, s EngineSnapshot)
 	ch <- counter(d.proxyHeaderFailures, s.ProxyHeaderFailures)
 	for r, n := range s.Prewarmed {
 		ch <- counter(d.prewarmed, n, dial.WarmResult(r).String())
+	}
+	for c := CloseUnknown + 1; int(c) < UpstreamCloses; c++ {
+		first, how := c.Labels()
+		ch <- counter(d.upCloses, s.UpstreamCloses[c], first, how)
 	}
 	var last float64
 	if !s.LastLoad.IsZero() {

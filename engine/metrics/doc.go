@@ -47,6 +47,9 @@
 //	proxy_header_failures_total                  counter  clients closed: malformed or late PROXY header
 //	upstream_prewarmed_total{result}             counter  pre-warmed upstream connections (proxy_ssl_prewarm)
 //	                                                      result: used, expired, closed, failed
+//	upstream_closes_total{first,how}             counter  upstream connections ended: first: upstream, tlsrelay
+//	                                                      (the side that sent the first FIN, which keeps TIME_WAIT);
+//	                                                      how: close_notify (then FIN), fin (alone), reset
 //	upstream_prewarmed_ready                     gauge    pre-warmed connections ready now
 //	reloads_total{result}                        counter  result: ok, failed
 //	last_reload_success_timestamp_seconds        gauge    unix time of the last configuration load that worked

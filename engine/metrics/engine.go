@@ -126,6 +126,7 @@ type Engine struct {
 	acceptFailures, refused            atomic.Uint64
 	proxyHeaderFailures                atomic.Uint64
 	prewarmed                          [dial.WarmResults]atomic.Uint64
+	upCloses                           [UpstreamCloses]atomic.Uint64
 }
 
 // Prewarmed counts what became of a pre-warmed upstream connection
@@ -253,6 +254,9 @@ type EngineSnapshot struct {
 	// Prewarmed counts pre-warmed upstream connections by what became of
 	// them, indexed by dial.WarmResult.
 	Prewarmed [dial.WarmResults]uint64
+	// UpstreamCloses counts upstream connections by which side closed
+	// first and how, indexed by UpstreamClose.
+	UpstreamCloses [UpstreamCloses]uint64
 	// LastLoad is the time of the last load that worked; zero before
 	// Loaded or ReloadOK.
 	LastLoad time.Time
@@ -285,6 +289,9 @@ func (e *Engine) Snapshot() EngineSnapshot {
 	}
 	for i := range e.prewarmed {
 		s.Prewarmed[i] = e.prewarmed[i].Load()
+	}
+	for i := range e.upCloses {
+		s.UpstreamCloses[i] = e.upCloses[i].Load()
 	}
 	if n := e.lastLoadNano.Load(); n != 0 {
 		s.LastLoad = time.Unix(0, n)
