@@ -281,6 +281,10 @@ func runRateChild(ctx context.Context, argv []string, spec RateSpec, limit time.
 	case <-time.After(limit):
 		waitErr = stopGroup(cmd, done, fmt.Errorf("the child ran past %s", limit))
 	}
+	// A child that stopped its proxy leaves an empty group (ESRCH); one
+	// that died without doing so leaves the proxy, which goes now. The
+	// group's id cannot be reused while a member lives.
+	syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
 	pair, err := ReadRatePair(spec.Out)
 	if err != nil {
 		if waitErr == nil {
@@ -295,8 +299,8 @@ func runRateChild(ctx context.Context, argv []string, spec RateSpec, limit time.
 	return pair
 }
 
-// stopGroup ends the child's process group: SIGTERM (the child stops its
-// proxy and exits), then SIGKILL to the whole group after 10 s. It returns
+// stopGroup ends the child: SIGTERM (the child stops its proxy and
+// exits), then SIGKILL to its whole process group after 10 s. It returns
 // why.
 func stopGroup(cmd *exec.Cmd, done <-chan error, why error) error {
 	pgid := cmd.Process.Pid

@@ -5,9 +5,11 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
+	"os/signal"
 	"path/filepath"
 	"reflect"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -20,7 +22,10 @@ import (
 // with -rate-child and the spec file.
 func TestMain(m *testing.M) {
 	if len(os.Args) == 3 && os.Args[1] == "-rate-child" {
-		if err := RunRateChild(context.Background(), os.Args[2]); err != nil {
+		ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+		err := RunRateChild(ctx, os.Args[2])
+		stop()
+		if err != nil {
 			fmt.Fprintln(os.Stderr, "rate child:", err)
 			os.Exit(1)
 		}
