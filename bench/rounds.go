@@ -52,7 +52,8 @@ type Options struct {
 	// Rounds per proxy and configuration. Default 3, quick 1.
 	Rounds int
 	// Quick shortens every round so that the whole run takes under two
-	// minutes on two cores.
+	// minutes on two cores, plus under a minute for the sustained-rate
+	// row (as root, three proxies).
 	Quick bool
 	// LoadWorkers is the number of concurrent clients in handshake rounds.
 	// Default 16.

@@ -1,7 +1,8 @@
 // Command tlsrelay-bench is the driver behind `make bench`: it runs tlsrelay
 // beside NGINX (and HAProxy) when they are installed, measures handshake
-// cost, resumption, throughput, memory per connection and the CPU's crypto
-// speed, and writes BENCHMARKS.md, bench/results.json and SVG charts.
+// cost, resumption, throughput, memory per connection, new connections at
+// a sustained rate (as root) and the CPU's crypto speed, and writes
+// BENCHMARKS.md, bench/results.json and SVG charts.
 //
 //	tlsrelay-bench -tlsrelay bin/tlsrelay -out . [-quick] [-rounds N] [-workers N] [-only rows]
 //	tlsrelay-bench backend -spec JSON   (the upstream servers' child process)
@@ -102,7 +103,7 @@ func run(args []string) error {
 		haproxyPath  = fs.String("haproxy", "", `haproxy binary (default: from PATH; "none" to skip)`)
 		opensslPath  = fs.String("openssl", "openssl", `openssl binary for "openssl speed" ("none" to skip)`)
 		out          = fs.String("out", ".", "directory to write BENCHMARKS.md and bench/ files into")
-		quick        = fs.Bool("quick", os.Getenv("BENCH_QUICK") == "1", "quick run (under 2 minutes): 1 round, shorter rounds")
+		quick        = fs.Bool("quick", os.Getenv("BENCH_QUICK") == "1", "quick run (about 2.5 minutes as root, under 2 without the sustained-rate row): 1 round, shorter rounds")
 		rounds       = fs.Int("rounds", 0, "rounds per proxy and configuration (default 3, quick 1)")
 		workers      = fs.Int("workers", 2, "worker_processes of tlsrelay and NGINX, nbthread of HAProxy")
 		loadWorkers  = fs.Int("load-workers", 16, "concurrent clients in handshake rounds")
