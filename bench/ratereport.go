@@ -35,7 +35,8 @@ func rateMarkdown(res *Results) string {
 	var b strings.Builder
 	b.WriteString("## New connections at a sustained rate (TIME_WAIT)\n\n")
 	if row.Skipped != "" {
-		fmt.Fprintf(&b, "Not measured: %s.\n\n", strings.TrimSuffix(row.Skipped, "."))
+		why := strings.TrimSuffix(row.Skipped, ".")
+		fmt.Fprintf(&b, "%s%s.\n\n", strings.ToUpper(why[:1]), why[1:])
 		return b.String()
 	}
 	fmt.Fprintf(&b, "Each pair of proxy and upstream runs in a network namespace of its own with `net.ipv4.tcp_tw_reuse = 0`, as on a real network (the host loopback's default lets `connect()` reuse a port in TIME_WAIT and hides this), and %s ephemeral ports (`ip_local_port_range %d %d`); the clients' source addresses rotate over %s loopback addresses, so the client leg never runs short. ",
@@ -204,7 +205,7 @@ func RateSVG(res *Results) string {
 	if len(pairs) == 0 {
 		why := "no data: the sustained-rate row did not run"
 		if res.Rate != nil && res.Rate.Skipped != "" {
-			why = "not measured: " + res.Rate.Skipped
+			why = res.Rate.Skipped
 		}
 		fmt.Fprintf(&b, `<text x="10" y="50" fill="#888">%s</text>`+"\n</svg>\n", html.EscapeString(why))
 		return b.String()
