@@ -2,7 +2,7 @@
 GO        ?= go
 BIN       := bin
 PKGS      := ./...
-# BENCH_QUICK=1 make bench: the short run (within 2 minutes).
+# BENCH_QUICK=1 make bench: the short run (about 2.5 minutes; under 2 without root, which skips the sustained-rate row).
 BENCH_ARGS ?=
 
 .PHONY: all build build-boring build-openssl build-baseline test test-short bench bench-boring bench-go demo lint fuzz bench-deps clean

@@ -14,7 +14,11 @@
 //   - throughput with 1 and 16 long connections and CPU seconds per GiB;
 //   - RSS per idle proxied connection with thousands of connections held;
 //   - reference speeds of Go's crypto on this CPU, and from them the least
-//     each handshake kind must cost (its crypto floor).
+//     each handshake kind must cost (its crypto floor);
+//   - new connections at a sustained rate to one upstream address, in a
+//     network namespace with tcp_tw_reuse 0 and 1,024 ephemeral ports, for
+//     each way an upstream can close: whether the proxy, sending the first
+//     FIN, runs out of ports in TIME_WAIT (rate.go; root only).
 //
 // The upstreams run in a child process (see ServeBackends) so that neither
 // the harness nor the backends need more than the per-process descriptor

@@ -72,6 +72,7 @@ func atAGlance(res *Results) []string {
 				row.Held, s.IdleCPUPct.Median, n.IdleCPUPct.Median))
 		}
 	}
+	out = append(out, rateGlance(res)...)
 	lowest := func(name string) (float64, bool) {
 		low, ok := 2.0, false
 		for _, row := range res.Handshake {

@@ -241,17 +241,7 @@ func (in *Instance) Stop() error {
 }
 
 // logTail returns the last lines of the instance's log, for error messages.
-func (in *Instance) logTail() string {
-	data, err := os.ReadFile(in.log)
-	if err != nil {
-		return ""
-	}
-	lines := strings.Split(strings.TrimSpace(string(data)), "\n")
-	if len(lines) > 3 {
-		lines = lines[len(lines)-3:]
-	}
-	return strings.Join(lines, " | ")
-}
+func (in *Instance) logTail() string { return tailFile(in.log, 3) }
 
 // startProcess runs argv with stderr and stdout into logPath, waits until
 // listen accepts a TCP connection, and collects the pids: the main process

@@ -21,7 +21,7 @@ const (
 	maxErrorTextWidth = 100
 )
 
-// WriteReport writes BENCHMARKS.md, the JSON file and both charts under
+// WriteReport writes BENCHMARKS.md, the JSON file and the charts under
 // dir.
 func WriteReport(dir string, res *Results) error {
 	if err := os.MkdirAll(filepath.Join(dir, "bench"), 0o755); err != nil {
@@ -38,6 +38,7 @@ func WriteReport(dir string, res *Results) error {
 		{JSONFile, append(js, '\n')},
 		{HandshakeChart, []byte(HandshakeSVG(res))},
 		{MemoryChart, []byte(MemorySVG(res))},
+		{RateChart, []byte(RateSVG(res))},
 		{ReportFile, []byte(Markdown(res))},
 	}
 	for _, f := range files {
@@ -427,6 +428,7 @@ func Markdown(res *Results) string {
 		}
 		b.WriteString("\n")
 	}
+	b.WriteString(rateMarkdown(res))
 	if len(res.Crypto) > 0 {
 		b.WriteString("## 5. Reference limits of this CPU (one core)\n\n")
 		b.WriteString("Go's primitives timed with `testing.Benchmark`, OpenSSL's with `openssl speed -seconds 1 rsa2048 ecdsap256 ecdhx25519` (it times the X25519 derivation only; key generation is counted at the same cost).\n\n")

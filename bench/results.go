@@ -30,6 +30,8 @@ type Results struct {
 	Prewarm    []PrewarmRow    `json:"prewarm,omitempty"`
 	Throughput []ThroughputRow `json:"throughput,omitempty"`
 	Memory     []MemoryRow     `json:"memory,omitempty"`
+	// Rate is the sustained-rate row (rate.go).
+	Rate *RateRow `json:"rate,omitempty"`
 	// Notes are things the reader must know: missing peers, failures.
 	Notes []string `json:"notes,omitempty"`
 }

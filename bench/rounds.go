@@ -8,6 +8,7 @@ import (
 	"slices"
 	"time"
 
+	"github.com/tlsrelay/tlsrelay/internal/netns"
 	"github.com/tlsrelay/tlsrelay/internal/pki"
 )
 
@@ -19,10 +20,13 @@ const (
 	RowPrewarm    = "prewarm"
 	RowThroughput = "throughput"
 	RowMemory     = "memory"
+	// RowRate is the sustained rate of new connections (rate.go); it
+	// needs root for its network namespaces.
+	RowRate = "rate"
 )
 
 // AllRows lists the row groups in the order a run measures them.
-var AllRows = []string{RowCrypto, RowMicro, RowHandshake, RowPrewarm, RowThroughput, RowMemory}
+var AllRows = []string{RowCrypto, RowMicro, RowHandshake, RowPrewarm, RowThroughput, RowMemory, RowRate}
 
 // Options configure a run. Zero fields take the defaults their comments
 // give; Quick changes several of them.
@@ -48,7 +52,8 @@ type Options struct {
 	// Rounds per proxy and configuration. Default 3, quick 1.
 	Rounds int
 	// Quick shortens every round so that the whole run takes under two
-	// minutes on two cores.
+	// minutes on two cores, plus under a minute for the sustained-rate
+	// row (as root, three proxies).
 	Quick bool
 	// LoadWorkers is the number of concurrent clients in handshake rounds.
 	// Default 16.
@@ -87,6 +92,17 @@ type Options struct {
 	Step func(label string, done bool, outcome string)
 	// TotalSteps, if set, is told the number of steps before the first.
 	TotalSteps func(n int)
+	// RateDuration is the sustained-rate row's load per (proxy, kind)
+	// pair. Default 20s, quick 5s.
+	RateDuration time.Duration
+	// RateChild is the command that runs one pair of the sustained-rate
+	// row (RunRateChild); the spec file's path is appended. Default: this
+	// executable with -rate-child, tlsrelay-bench's hidden flag.
+	RateChild []string
+	// RatePorts, if set, replaces the sustained-rate row's 1,024
+	// ephemeral ports (from RatePortLow) by this many, so a short test
+	// reaches the wall sooner.
+	RatePorts int
 }
 
 func (o *Options) setDefaults() {
@@ -145,6 +161,9 @@ type runner struct {
 	o        Options
 	res      *Results
 	material map[pki.KeyType]*Material
+	// rateSkip says why the sustained-rate row cannot run (no network
+	// namespaces); nil when it can or was not asked for.
+	rateSkip error
 }
 
 // Run measures everything Options ask for and returns the results. It fails
@@ -157,6 +176,9 @@ func Run(ctx context.Context, o Options) (*Results, error) {
 		Started: time.Now(), Machine: DescribeMachine(), Workers: o.Workers, Rounds: o.Rounds,
 		Quick: o.Quick, LoadWorkers: o.LoadWorkers, HandshakeSeconds: o.HandshakeDuration.Seconds(),
 		HandshakeMaxConns: o.HandshakeMaxConns,
+	}
+	if o.want(RowRate) {
+		r.rateSkip = netns.Available()
 	}
 	o.TotalSteps(r.countSteps())
 	for _, key := range []pki.KeyType{pki.ECDSAP256, pki.RSA2048} {
@@ -196,6 +218,7 @@ func Run(ctx context.Context, o Options) (*Results, error) {
 		{RowPrewarm, r.prewarm},
 		{RowThroughput, r.throughput},
 		{RowMemory, r.memory},
+		{RowRate, r.rate},
 	}
 	for _, s := range steps {
 		if !o.want(s.row) {
@@ -239,6 +262,9 @@ func (r *runner) countSteps() int {
 	}
 	if r.o.want(RowMemory) {
 		n += r.o.Rounds * (peers + baseline)
+	}
+	if r.o.want(RowRate) && r.rateSkip == nil {
+		n += len(RateKinds()) * len(r.ratePeers())
 	}
 	return n
 }

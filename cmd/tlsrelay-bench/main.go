@@ -1,10 +1,12 @@
 // Command tlsrelay-bench is the driver behind `make bench`: it runs tlsrelay
 // beside NGINX (and HAProxy) when they are installed, measures handshake
-// cost, resumption, throughput, memory per connection and the CPU's crypto
-// speed, and writes BENCHMARKS.md, bench/results.json and SVG charts.
+// cost, resumption, throughput, memory per connection, new connections at
+// a sustained rate (as root) and the CPU's crypto speed, and writes
+// BENCHMARKS.md, bench/results.json and SVG charts.
 //
 //	tlsrelay-bench -tlsrelay bin/tlsrelay -out . [-quick] [-rounds N] [-workers N] [-only rows]
 //	tlsrelay-bench backend -spec JSON   (the upstream servers' child process)
+//	tlsrelay-bench -rate-child FILE     (one pair of the sustained-rate row, in its network namespace)
 //
 // BENCH_QUICK=1 in the environment is the same as -quick.
 package main
@@ -33,6 +35,13 @@ func main() {
 		}
 		return
 	}
+	if len(os.Args) > 1 && os.Args[1] == "-rate-child" {
+		if err := rateChildMain(os.Args[2:]); err != nil {
+			fmt.Fprintln(os.Stderr, "tlsrelay-bench -rate-child:", err)
+			os.Exit(1)
+		}
+		return
+	}
 	if err := run(os.Args[1:]); err != nil {
 		fmt.Fprintln(os.Stderr, "tlsrelay-bench:", err)
 		os.Exit(1)
@@ -53,6 +62,20 @@ func backendMain(args []string) error {
 	}
 	raiseFileLimit()
 	return bench.ServeBackends(spec, os.Stdin, os.Stdout)
+}
+
+// rateChildMain is the child process of the sustained-rate row: one
+// (proxy, upstream closing kind) pair, started by the driver in a new
+// network namespace with the path of its spec file. SIGTERM stops it
+// early; it still writes what it measured.
+func rateChildMain(args []string) error {
+	if len(args) != 1 {
+		return fmt.Errorf("want one argument, the spec file; have %d", len(args))
+	}
+	raiseFileLimit()
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	return bench.RunRateChild(ctx, args[0])
 }
 
 const usage = `usage: tlsrelay-bench [flags]
@@ -80,7 +103,7 @@ func run(args []string) error {
 		haproxyPath  = fs.String("haproxy", "", `haproxy binary (default: from PATH; "none" to skip)`)
 		opensslPath  = fs.String("openssl", "openssl", `openssl binary for "openssl speed" ("none" to skip)`)
 		out          = fs.String("out", ".", "directory to write BENCHMARKS.md and bench/ files into")
-		quick        = fs.Bool("quick", os.Getenv("BENCH_QUICK") == "1", "quick run (under 2 minutes): 1 round, shorter rounds")
+		quick        = fs.Bool("quick", os.Getenv("BENCH_QUICK") == "1", "quick run (about 2.5 minutes as root, under 2 without the sustained-rate row): 1 round, shorter rounds")
 		rounds       = fs.Int("rounds", 0, "rounds per proxy and configuration (default 3, quick 1)")
 		workers      = fs.Int("workers", 2, "worker_processes of tlsrelay and NGINX, nbthread of HAProxy")
 		loadWorkers  = fs.Int("load-workers", 16, "concurrent clients in handshake rounds")
@@ -88,6 +111,7 @@ func run(args []string) error {
 		benchtime    = fs.Duration("benchtime", 0, "time per Go crypto and handshake micro-benchmark (default 1s, quick 200ms)")
 		keep         = fs.Bool("keep", false, "keep the scratch directory (configurations, logs)")
 		kindsFlag    = fs.String("kinds", "", `comma-separated handshake rows to run, e.g. "TLS1.3 ecdsa-p256 resumed" (default all)`)
+		rateDuration = fs.Duration("rate-duration", 0, "load per (proxy, upstream closing kind) pair of the sustained-rate row (default 20s, quick 5s)")
 	)
 	if err := fs.Parse(args); err != nil {
 		return err
@@ -173,7 +197,7 @@ func run(args []string) error {
 	prog := bench.NewProgress(os.Stderr, bench.IsTerminal(os.Stderr))
 	res, runErr := bench.Run(ctx, bench.Options{
 		Peers: peers, HandshakePeers: handshakePeers, Baseline: baseline, Dir: scratch, Workers: *workers, Rounds: *rounds, Quick: *quick,
-		LoadWorkers: *loadWorkers, Only: onlyRows, OpenSSL: sslPath, Kinds: kinds,
+		LoadWorkers: *loadWorkers, Only: onlyRows, OpenSSL: sslPath, Kinds: kinds, RateDuration: *rateDuration,
 		StartBackends: func(s bench.BackendSpec) (bench.Backends, error) { return bench.StartChildBackends(exe, s) },
 		Step:          prog.Step,
 		TotalSteps:    prog.SetTotal,

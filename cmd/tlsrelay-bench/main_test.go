@@ -33,3 +33,17 @@ func TestChoosePeersWithout(t *testing.T) {
 		t.Errorf("notes %q", notes)
 	}
 }
+
+// TestRateChildArgs: the hidden -rate-child takes exactly the spec file,
+// and a spec it cannot read is an error, not a silent success.
+func TestRateChildArgs(t *testing.T) {
+	if err := rateChildMain(nil); err == nil {
+		t.Error("no spec file: no error")
+	}
+	if err := rateChildMain([]string{"a", "b"}); err == nil {
+		t.Error("two arguments: no error")
+	}
+	if err := rateChildMain([]string{t.TempDir() + "/none.json"}); err == nil || !strings.Contains(err.Error(), "reading the rate spec") {
+		t.Errorf("a missing spec: %v", err)
+	}
+}

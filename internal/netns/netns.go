@@ -32,6 +32,12 @@ type Settings struct {
 	// PortLow and PortHigh bound net.ipv4.ip_local_port_range; zero keeps
 	// the kernel's default (32768 60999).
 	PortLow, PortHigh int
+	// MaxTWBuckets is net.ipv4.tcp_max_tw_buckets, the most sockets the
+	// namespace keeps in TIME_WAIT; zero keeps the default, which scales
+	// with memory (131,072 on a 24 GiB host). Past it the kernel ends new
+	// TIME_WAIT sockets at once ("TCP: time wait bucket table overflow"),
+	// which frees their ports early.
+	MaxTWBuckets int
 }
 
 // Available reports why this process cannot make a network namespace
@@ -85,6 +91,11 @@ func Setup(s Settings) error {
 	}
 	if err := sysctl("net/ipv4/tcp_tw_reuse", strconv.Itoa(s.TWReuse)); err != nil {
 		return err
+	}
+	if s.MaxTWBuckets > 0 {
+		if err := sysctl("net/ipv4/tcp_max_tw_buckets", strconv.Itoa(s.MaxTWBuckets)); err != nil {
+			return err
+		}
 	}
 	if s.PortLow > 0 {
 		if err := sysctl("net/ipv4/ip_local_port_range", fmt.Sprintf("%d %d", s.PortLow, s.PortHigh)); err != nil {

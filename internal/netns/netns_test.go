@@ -10,10 +10,10 @@ import (
 // settings asked for; the host's stay as they were.
 func TestSetup(t *testing.T) {
 	if os.Getenv("NETNS_TEST_CHILD") == "1" {
-		if err := Setup(Settings{TWReuse: 0, PortLow: 40000, PortHigh: 41023}); err != nil {
+		if err := Setup(Settings{TWReuse: 0, PortLow: 40000, PortHigh: 41023, MaxTWBuckets: 500000}); err != nil {
 			t.Fatal(err)
 		}
-		for name, want := range map[string]string{"net/ipv4/tcp_tw_reuse": "0", "net/ipv4/ip_local_port_range": "40000\t41023"} {
+		for name, want := range map[string]string{"net/ipv4/tcp_tw_reuse": "0", "net/ipv4/ip_local_port_range": "40000\t41023", "net/ipv4/tcp_max_tw_buckets": "500000"} {
 			b, err := os.ReadFile("/proc/sys/" + name)
 			if err != nil || strings.TrimSpace(string(b)) != want {
 				t.Fatalf("%s = %q (%v), want %q", name, b, err, want)
