@@ -79,7 +79,7 @@ func (h *Histogram) Snapshot() HistogramSnapshot {
 // for each tlsbridge.Reason of a failure, and names them: this package
 // counts handshakes without knowing TLS. pool/dial does not build when the
 // two disagree.
-const FailureClasses = 14
+const FailureClasses = 15
 
 // peerStats are a Peer's handshake and connect facts.
 type peerStats struct {

@@ -4,6 +4,7 @@ import (
 	"crypto/tls"
 	"errors"
 	"fmt"
+	"sort"
 	"strings"
 )
 
@@ -589,4 +590,39 @@ func (st *cipherState) strengthSort() {
 	for b := maxBits; b >= 0; b-- {
 		st.apply(ruleOrd, func(c *osslSuite) bool { return c.bits == b })
 	}
+}
+
+// suiteFamilies are the families SummarizeSuites counts OpenSSL suite
+// names in, by a part of the name (DHE: a prefix), first match wins.
+var suiteFamilies = []struct{ part, family string }{
+	{"PSK", "PSK"}, {"SRP", "SRP"}, {"ARIA", "ARIA"}, {"CAMELLIA", "Camellia"},
+	{"CCM", "CCM"}, {"SEED", "SEED"}, {"IDEA", "IDEA"}, {"DHE-", "DHE"},
+	{"CHACHA20", "ChaCha20"}, {"SHA384", "CBC-SHA384"}, {"SHA256", "CBC-SHA256"},
+}
+
+// SummarizeSuites describes a list of OpenSSL suite names by family, most
+// first: "20 DHE, 14 PSK, 8 ARIA, 2 other" (a `-t` warning line instead
+// of dozens of names).
+func SummarizeSuites(names []string) string {
+	counts := map[string]int{}
+	var order []string
+	for _, n := range names {
+		family := "other"
+		for _, f := range suiteFamilies {
+			if f.part == "DHE-" && strings.HasPrefix(n, f.part) || f.part != "DHE-" && strings.Contains(n, f.part) {
+				family = f.family
+				break
+			}
+		}
+		if counts[family] == 0 {
+			order = append(order, family)
+		}
+		counts[family]++
+	}
+	sort.SliceStable(order, func(i, j int) bool { return counts[order[i]] > counts[order[j]] })
+	parts := make([]string, len(order))
+	for i, f := range order {
+		parts[i] = fmt.Sprintf("%d %s", counts[f], f)
+	}
+	return strings.Join(parts, ", ")
 }

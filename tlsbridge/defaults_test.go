@@ -42,7 +42,8 @@ func TestCipherWarnings(t *testing.T) {
 	if len(high.Missing) == 0 || len(insecureNames(high.Go)) == 0 {
 		t.Fatalf("HIGH:!aNULL:!MD5 should select missing and insecure suites: %v, %v", high.Missing, insecureNames(high.Go))
 	}
-	missingHigh := fmt.Sprintf("proxy_ssl_ciphers selects %d suites crypto/tls does not implement: %s", len(high.Missing), strings.Join(high.Missing, ":"))
+	missingHigh := fmt.Sprintf("proxy_ssl_ciphers selects %d suites crypto/tls does not implement, which are not offered (%s); `tlsrelay -T` lists them",
+		len(high.Missing), SummarizeSuites(high.Missing))
 	insecureHigh := "proxy_ssl_ciphers enables suites crypto/tls lists as insecure: " + strings.Join(insecureNames(high.Go), ":")
 	const oldProtos = `proxy_ssl_protocols enables TLSv1 TLSv1.1, but the cipher string "` + DefaultCiphers +
 		`" selects only TLS 1.2 suites, so TLSv1 and TLSv1.1 cannot be negotiated (add e.g. ECDHE+AES+SHA1 to proxy_ssl_ciphers)`

@@ -33,23 +33,34 @@ const (
 	ReasonTimeout                         // the handshake did not finish in time
 	ReasonClosed                          // the upstream closed or reset the connection during the handshake
 	ReasonHandshake                       // any other handshake failure (alerts, malformed messages)
+	// ReasonClosedAfterHandshake: a TLS 1.3 upstream ended the connection
+	// right after the handshake, before sending anything, with the
+	// client's bytes unanswered: most likely it refused the client
+	// certificate without an alert (GnuTLS's slapd does).
+	ReasonClosedAfterHandshake
 )
 
+// ErrClosedAfterHandshake is the error of an upstream session ended as
+// ReasonClosedAfterHandshake describes.
+var ErrClosedAfterHandshake = errors.New("the upstream closed the connection right after the TLS 1.3 handshake, before sending any data: " +
+	"it most likely refused the client certificate (without an alert)")
+
 var reasonNames = [...]string{
-	ReasonNone:              "none",
-	ReasonUnknownCA:         "unknown_ca",
-	ReasonNameMismatch:      "name_mismatch",
-	ReasonDepth:             "depth",
-	ReasonExpired:           "expired",
-	ReasonRevoked:           "revoked",
-	ReasonCRL:               "crl",
-	ReasonBadCertificate:    "bad_certificate",
-	ReasonProtocol:          "protocol",
-	ReasonCipher:            "cipher",
-	ReasonClientCertRefused: "client_cert_refused",
-	ReasonTimeout:           "timeout",
-	ReasonClosed:            "closed",
-	ReasonHandshake:         "handshake",
+	ReasonNone:                 "none",
+	ReasonUnknownCA:            "unknown_ca",
+	ReasonNameMismatch:         "name_mismatch",
+	ReasonDepth:                "depth",
+	ReasonExpired:              "expired",
+	ReasonRevoked:              "revoked",
+	ReasonCRL:                  "crl",
+	ReasonBadCertificate:       "bad_certificate",
+	ReasonProtocol:             "protocol",
+	ReasonCipher:               "cipher",
+	ReasonClientCertRefused:    "client_cert_refused",
+	ReasonTimeout:              "timeout",
+	ReasonClosed:               "closed",
+	ReasonHandshake:            "handshake",
+	ReasonClosedAfterHandshake: "closed_after_handshake",
 }
 
 // String returns a short snake_case name, suitable as a metrics label.
@@ -91,6 +102,9 @@ func Classify(err error) Reason {
 	var ve *VerifyError
 	if errors.As(err, &ve) {
 		return ve.Reason
+	}
+	if errors.Is(err, ErrClosedAfterHandshake) {
+		return ReasonClosedAfterHandshake
 	}
 	if errors.Is(err, context.DeadlineExceeded) || errors.Is(err, os.ErrDeadlineExceeded) {
 		return ReasonTimeout

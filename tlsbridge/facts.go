@@ -65,3 +65,29 @@ func (f HandshakeFacts) String() string {
 	}
 	return fmt.Sprintf("%s %s %s %s %s", f.VersionName(), f.CipherName(), mode, f.Duration.Round(time.Microsecond), f.PeerSubject)
 }
+
+// GroupName returns the key exchange group as OpenSSL names it
+// ("X25519", "X25519MLKEM768", "prime256v1", "secp384r1"), for
+// $upstream_ssl_curve; "" for none (a TLS 1.2 resumption, a TLS 1.3 one
+// without a key exchange), and crypto/tls's name for any other.
+func GroupName(id tls.CurveID) string {
+	switch id {
+	case 0:
+		return ""
+	case tls.X25519:
+		return "X25519"
+	case tls.X25519MLKEM768:
+		return "X25519MLKEM768"
+	case tls.SecP256r1MLKEM768:
+		return "SecP256r1MLKEM768"
+	case tls.SecP384r1MLKEM1024:
+		return "SecP384r1MLKEM1024"
+	case tls.CurveP256:
+		return "prime256v1"
+	case tls.CurveP384:
+		return "secp384r1"
+	case tls.CurveP521:
+		return "secp521r1"
+	}
+	return id.String()
+}

@@ -193,8 +193,8 @@ func NewPolicy(pc PolicyConfig, store *SessionStore) (*Policy, error) {
 		p.warnings = append(p.warnings, cipherDirective+": Suite B selects its cipher suites only; groups and signature algorithms are not restricted as in OpenSSL (use proxy_ssl_conf_command Groups)")
 	}
 	if len(p.ciphers.Missing) > 0 {
-		p.warnings = append(p.warnings, fmt.Sprintf("%s selects %d suites crypto/tls does not implement: %s",
-			cipherDirective, len(p.ciphers.Missing), strings.Join(p.ciphers.Missing, ":")))
+		p.warnings = append(p.warnings, fmt.Sprintf("%s selects %d suites crypto/tls does not implement, which are not offered (%s); `tlsrelay -T` lists them",
+			cipherDirective, len(p.ciphers.Missing), SummarizeSuites(p.ciphers.Missing)))
 	}
 	if p.minVer <= tls.VersionTLS12 {
 		if len(p.ciphers.Go) == 0 {
@@ -249,6 +249,7 @@ func NewPolicy(pc PolicyConfig, store *SessionStore) (*Policy, error) {
 	}
 	p.trust = m.trust
 	p.mat.Store(m)
+	p.warnings = append(p.warnings, materialWarnings(pc, m)...)
 
 	if pc.KeyLog != "" {
 		if pc.KeyLogFiles == nil {

@@ -20,7 +20,8 @@ import (
 type trustStore struct {
 	// roots are the self-signed certificates of the trusted file: the only
 	// trust anchors, since NGINX does not set X509_V_FLAG_PARTIAL_CHAIN.
-	roots *x509.CertPool
+	roots  *x509.CertPool
+	nroots int
 	// inner are the trusted file's other certificates; like OpenSSL, we use
 	// them to build chains, and they count towards the depth.
 	inner []*x509.Certificate
@@ -62,6 +63,7 @@ func loadTrustWith(reader func(directive string) readFunc, trustedFile, crlFile 
 	for _, c := range certs {
 		if selfSigned(c) {
 			ts.roots.AddCert(c)
+			ts.nroots++
 			rootDER = append(rootDER, c.Raw)
 		} else {
 			ts.inner = append(ts.inner, c)

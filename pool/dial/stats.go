@@ -13,10 +13,10 @@ import (
 // safe from any goroutine and takes no lock.
 
 // Slot i of pool.Peer.HandshakeFailures counts tlsbridge.Reason(i) for
-// ReasonUnknownCA..ReasonHandshake, slot 0 any other failure: the build
+// ReasonUnknownCA..ReasonClosedAfterHandshake, slot 0 any other failure: the build
 // fails here (a negative constant converted to uint) unless pool has
 // exactly one slot per reason.
-const _ = uint(pool.FailureClasses-int(tlsbridge.ReasonHandshake)-1) + uint(int(tlsbridge.ReasonHandshake)+1-pool.FailureClasses)
+const _ = uint(pool.FailureClasses-int(tlsbridge.ReasonClosedAfterHandshake)-1) + uint(int(tlsbridge.ReasonClosedAfterHandshake)+1-pool.FailureClasses)
 
 // FailureClass returns the slot of r in pool.Peer.HandshakeFailures, the
 // argument of pool.Peer.ObserveHandshakeFailure: 0 ("other") for a reason

@@ -16,11 +16,11 @@ import (
 )
 
 // TestFailureClasses: every tlsbridge.Reason of a failure has its own slot
-// and name; a reason added to tlsbridge after ReasonHandshake would land in
+// and name; a reason added to tlsbridge after ReasonClosedAfterHandshake would land in
 // "other", so this test fails until FailureClasses covers it.
 func TestFailureClasses(t *testing.T) {
 	seen := map[string]bool{}
-	for r := tlsbridge.ReasonUnknownCA; r <= tlsbridge.ReasonHandshake; r++ {
+	for r := tlsbridge.ReasonUnknownCA; r <= tlsbridge.ReasonClosedAfterHandshake; r++ {
 		i := FailureClass(r)
 		if i == 0 || FailureClassName(i) != r.String() || seen[r.String()] {
 			t.Fatalf("%v: slot %d name %q", r, i, FailureClassName(i))
@@ -30,7 +30,7 @@ func TestFailureClasses(t *testing.T) {
 	if FailureClass(tlsbridge.ReasonNone) != 0 || FailureClass(tlsbridge.Reason(99)) != 0 || FailureClassName(0) != "other" {
 		t.Fatal("none and unknown reasons are not 'other'")
 	}
-	if next := tlsbridge.ReasonHandshake + 1; !strings.HasPrefix(next.String(), "Reason(") {
+	if next := tlsbridge.ReasonClosedAfterHandshake + 1; !strings.HasPrefix(next.String(), "Reason(") {
 		t.Fatalf("tlsbridge has a new reason %q: raise FailureClasses", next)
 	}
 }
