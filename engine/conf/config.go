@@ -31,7 +31,8 @@ type Config struct {
 // Main holds the main context and the events block.
 type Main struct {
 	// WorkerProcesses is the number of event loops; 0 means auto (one per
-	// CPU). Default 1, as NGINX.
+	// CPU), the default (NGINX's is 1: one loop would leave every other
+	// CPU to the dialer's handshakes only).
 	WorkerProcesses int
 	// CPUAffinity pins event loops to CPUs (worker_cpu_affinity). Zero:
 	// no pinning.
@@ -51,7 +52,9 @@ type Main struct {
 	Daemon    bool
 	DaemonPos Pos
 	// WorkerConnections bounds open connections per event loop (events {
-	// worker_connections }), both sides counted as NGINX does. Default 512.
+	// worker_connections }), both sides counted as NGINX does. 0 (the
+	// default; NGINX's is 512): derived from the descriptor limit
+	// (ConnectionsPerLoop).
 	WorkerConnections int
 	// WorkerShutdownTimeout is worker_shutdown_timeout, as NGINX: once a
 	// configuration is replaced (reload) or the process quits gracefully,
@@ -66,6 +69,23 @@ type Main struct {
 	MetricsListenPos Pos
 	// Pos records where each main/events directive was set, by name.
 	Pos map[string]Pos
+}
+
+// ConnectionsPerLoop is the worker_connections in force for a process
+// whose descriptor limit (RLIMIT_NOFILE) is nofile: the directive's value
+// or, when it is not set (tlsrelay's default, for the tens of thousands of
+// mostly idle clients a gateway holds; NGINX's 512 would hold about 255
+// sessions), the limit shared by the loops, less a reserve for the
+// process's own files; 0 (no limit but the descriptors) when nofile is 0.
+func (m *Main) ConnectionsPerLoop(nofile uint64) int {
+	if m.WorkerConnections > 0 {
+		return m.WorkerConnections
+	}
+	const reserve = 64 // logs, listeners, the door, certificates being read
+	if nofile == 0 || nofile > 1<<30 {
+		return 0
+	}
+	return max(int(nofile)-reserve, 64) / m.Loops()
 }
 
 // Loops is the number of event loops worker_processes asks for, auto (0)
@@ -103,9 +123,10 @@ type Stream struct {
 	Upstreams []*Upstream
 	// Servers are the server blocks in file order.
 	Servers []*Server
-	// LogFormats maps log_format names to formats. Stream has no built-in
-	// format: access_log must name one defined here (basic is NGINX's
-	// documented example, not a default).
+	// LogFormats maps log_format names to formats, with tlsrelay's
+	// built-in one (BuiltinLogFormat; NGINX's stream module has none):
+	// access_log must name one (basic is NGINX's documented example, not
+	// a default).
 	LogFormats map[string]*LogFormat
 	// LimitConnZones are the limit_conn_zone directives by zone name.
 	LimitConnZones map[string]*LimitConnZone
@@ -517,6 +538,8 @@ type LogFormat struct {
 	Format   string
 	Template *Template
 	Pos      Pos
+	// Builtin marks BuiltinLogFormat (not printed by -T).
+	Builtin bool
 }
 
 // AccessLog is one access_log directive.

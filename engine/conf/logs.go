@@ -1,16 +1,46 @@
 package conf
 
 import (
+	"fmt"
 	"strconv"
 	"strings"
 )
 
 // Logs: log_format and access_log (ngx_stream_log_module), error_log.
 
+// BuiltinLogFormat is the name of tlsrelay's built-in log format, which
+// `access_log path tlsrelay;` uses without a log_format (NGINX's stream
+// module has none; its http module's is "combined"). Its text is
+// BuiltinLogFormatText.
+const BuiltinLogFormat = "tlsrelay"
+
+// BuiltinLogFormatText is the built-in format: the client, the time, the
+// status and bytes as NGINX's documented stream example logs them, then
+// the upstream, the TLS version, whether the handshake was full or
+// resumed, the key exchange group, the ALPN protocol, the failure class
+// and why the session ended. Empty values stay empty (key=).
+const BuiltinLogFormatText = `$remote_addr [$time_local] $status $bytes_sent $bytes_received $session_time ` +
+	`upstream="$upstream_addr" tls=$upstream_ssl_protocol handshake=$upstream_ssl_handshake ` +
+	`group=$upstream_ssl_curve alpn=$upstream_ssl_alpn error=$upstream_ssl_error close="$close_reason"`
+
+// builtinLogFormats returns the stream block's log formats before any
+// log_format: the built-in one, compiled at d (the stream block).
+func builtinLogFormats(d *directive) (map[string]*LogFormat, error) {
+	t, err := compileTemplate(BuiltinLogFormatText, knownVariable)
+	if err != nil {
+		return nil, fmt.Errorf("compiling the built-in log format: %w", err) // a bug
+	}
+	return map[string]*LogFormat{BuiltinLogFormat: {Name: BuiltinLogFormat, Escape: "default",
+		Format: BuiltinLogFormatText, Template: t, Pos: d.pos, Builtin: true}}, nil
+}
+
 // logFormat is `log_format name [escape=default|json|none] string ...`.
 func (p *parser) logFormat(d *directive, _ ctx) error {
 	name := d.args[0]
-	if _, ok := p.cfg.Stream.LogFormats[name]; ok {
+	if f, ok := p.cfg.Stream.LogFormats[name]; ok {
+		if f.Builtin {
+			return Errorf(d.pos, "duplicate \"log_format\" name %q: it is tlsrelay's built-in format", name)
+		}
 		return Errorf(d.pos, "duplicate \"log_format\" name %q", name)
 	}
 	f := &LogFormat{Name: name, Escape: "default", Pos: d.pos}
@@ -188,6 +218,9 @@ func formatLogFormats(w *confWriter, at *formatAt) {
 	st := at.cfg.Stream
 	for _, name := range sortedKeys(st.LogFormats) {
 		f := st.LogFormats[name]
+		if f.Builtin {
+			continue
+		}
 		w.line("log_format", name, "escape="+f.Escape, f.Format)
 	}
 }

@@ -188,6 +188,8 @@ func TestParseErrors(t *testing.T) {
 		{"access_log param", "stream { log_format f x; access_log /tmp/a f foo; }", `invalid parameter "foo" in t.conf:1`},
 		{"access_log off param", "stream { access_log off foo; }", `invalid parameter "foo" in t.conf:1`},
 		{"log_format dup", "stream { log_format f x; log_format f y; }", `duplicate "log_format" name "f" in t.conf:1`},
+		{"log_format builtin", "stream { log_format tlsrelay x; }", `duplicate "log_format" name "tlsrelay": it is tlsrelay's built-in format in t.conf:1`},
+		{"access_log builtin", srv("access_log /tmp/x tlsrelay buffer=4k;"), ""},
 		{"log_format escape", "stream { log_format f escape=foo x; }", `unknown log format escaping "foo" in t.conf:1`},
 		{"log_format args", "stream { log_format f; }", `invalid number of arguments in "log_format" directive in t.conf:1`},
 
@@ -268,7 +270,10 @@ func TestDefaults(t *testing.T) {
 	if msg != "" {
 		t.Fatal(msg)
 	}
-	if m := cfg.Main; m.WorkerProcesses != 1 || m.WorkerConnections != 512 || !m.Daemon || m.PID != "" {
+	// worker_processes auto and worker_connections derived from the
+	// descriptor limit (ConnectionsPerLoop): tlsrelay's defaults, not
+	// NGINX's 1 and 512 (docs/configuration.md).
+	if m := cfg.Main; m.WorkerProcesses != 0 || m.WorkerConnections != 0 || !m.Daemon || m.PID != "" {
 		t.Errorf("Main defaults = %+v", m)
 	}
 	s := cfg.Stream.Servers[0]

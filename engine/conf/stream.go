@@ -10,7 +10,11 @@ import (
 // proxy_pass), and the address forms they share with upstream servers.
 
 func (p *parser) stream(d *directive, _ ctx) error {
-	p.cfg.Stream = &Stream{Pos: d.pos, LogFormats: map[string]*LogFormat{}, LimitConnZones: map[string]*LimitConnZone{}}
+	formats, err := builtinLogFormats(d)
+	if err != nil {
+		return err
+	}
+	p.cfg.Stream = &Stream{Pos: d.pos, LogFormats: formats, LimitConnZones: map[string]*LimitConnZone{}}
 	p.streamLvl = p.newLevel()
 	p.streamSeen = map[string]bool{}
 	p.zoneSizes = map[string]int64{}

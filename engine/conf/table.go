@@ -45,7 +45,7 @@ func mainDirectives() []directiveSpec {
 		{name: "include", ctx: ctxAny, min: 1, max: 1, repeat: true, parse: (*parser).include, pos: posNowhere,
 			unprinted: "the directives of the files it names are printed in its place"},
 		{name: "worker_processes", ctx: ctxMain, min: 1, max: 1, parse: (*parser).workerProcesses, pos: posMain,
-			mainDefault: func(m *Main) { m.WorkerProcesses = 1 },
+			mainDefault: func(m *Main) { m.WorkerProcesses = 0 },
 			format: func(w *confWriter, at *formatAt) {
 				if n := at.cfg.Main.WorkerProcesses; n != 0 {
 					w.line("worker_processes", strconv.Itoa(n))
@@ -100,9 +100,11 @@ func mainDirectives() []directiveSpec {
 func eventsDirectives() []directiveSpec {
 	t := []directiveSpec{
 		{name: "worker_connections", ctx: ctxEvents, min: 1, max: 1, parse: (*parser).workerConnections, pos: posMain,
-			mainDefault: func(m *Main) { m.WorkerConnections = 512 },
+			mainDefault: func(m *Main) { m.WorkerConnections = 0 },
 			format: func(w *confWriter, at *formatAt) {
-				w.line("worker_connections", strconv.Itoa(at.cfg.Main.WorkerConnections))
+				if n := at.cfg.Main.WorkerConnections; n > 0 {
+					w.line("worker_connections", strconv.Itoa(n))
+				}
 			}},
 	}
 	for _, name := range []string{"use", "accept_mutex_delay", "debug_connection", "worker_aio_requests"} {

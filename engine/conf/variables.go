@@ -23,7 +23,8 @@ func knownVariable(name string) bool {
 	// upstream TLS variables).
 	case "upstream_tcp_connect_time", "upstream_ssl_protocol", "upstream_ssl_cipher",
 		"upstream_ssl_session_reused", "upstream_ssl_handshake_time",
-		"upstream_ssl_server_subject", "upstream_ssl_error", "close_reason":
+		"upstream_ssl_server_subject", "upstream_ssl_error", "close_reason",
+		"upstream_ssl_alpn", "upstream_ssl_curve", "upstream_ssl_handshake":
 		return true
 	}
 	return false
