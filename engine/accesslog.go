@@ -52,6 +52,9 @@ const (
 	varUpstreamSSLHandshakeTime
 	varUpstreamSSLServerSubject
 	varUpstreamSSLError
+	varUpstreamSSLALPN
+	varUpstreamSSLCurve
+	varUpstreamSSLHandshake
 	varCloseReason
 	varPPAddr
 	varPPPort
@@ -81,6 +84,9 @@ var logVarNames = map[string]varID{
 	"upstream_ssl_handshake_time": varUpstreamSSLHandshakeTime,
 	"upstream_ssl_server_subject": varUpstreamSSLServerSubject,
 	"upstream_ssl_error":          varUpstreamSSLError,
+	"upstream_ssl_alpn":           varUpstreamSSLALPN,
+	"upstream_ssl_curve":          varUpstreamSSLCurve,
+	"upstream_ssl_handshake":      varUpstreamSSLHandshake,
 	"close_reason":                varCloseReason,
 	"proxy_protocol_addr":         varPPAddr,
 	"proxy_protocol_port":         varPPPort,
@@ -328,8 +334,28 @@ func (s *session) appendVar(b []byte, id varID, now time.Time) []byte {
 		a := s.attempts()
 		for i := len(a) - 1; i >= 0; i-- {
 			if err := a[i].Err; err != nil {
+				if !a[i].Handshaking {
+					// The TCP connect (or the PROXY header) failed:
+					// nothing handshook.
+					return append(b, "connect"...)
+				}
 				return append(b, tlsbridge.Classify(err).String()...)
 			}
+		}
+	case varUpstreamSSLALPN:
+		if s.tc != nil {
+			return append(b, s.tc.ConnectionState().NegotiatedProtocol...)
+		}
+	case varUpstreamSSLCurve:
+		if s.tc != nil {
+			return append(b, tlsbridge.GroupName(s.tc.ConnectionState().CurveID)...)
+		}
+	case varUpstreamSSLHandshake:
+		if s.tlsVersion != 0 {
+			if s.tlsResumed {
+				return append(b, "resumed"...)
+			}
+			return append(b, "full"...)
 		}
 	case varCloseReason:
 		return append(b, s.reason.Text()...)

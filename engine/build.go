@@ -17,14 +17,19 @@ import (
 	"github.com/tlsrelay/tlsrelay/pool"
 	"github.com/tlsrelay/tlsrelay/pool/dial"
 	"github.com/tlsrelay/tlsrelay/tlsbridge"
+	"sync/atomic"
+
+	"golang.org/x/sys/unix"
 )
 
 // server is the runtime form of one server{} block. It is immutable once
 // built and shared by every loop.
 type server struct {
-	conf   *conf.Server
-	group  *pool.Group
-	policy *tlsbridge.Policy // nil when proxy_ssl is off
+	// alpnHinted is when alpnHint last warned (unix nanoseconds).
+	alpnHinted atomic.Int64
+	conf       *conf.Server
+	group      *pool.Group
+	policy     *tlsbridge.Policy // nil when proxy_ssl is off
 	// listen addresses of this block, as "ip:port".
 	listen []string
 
@@ -89,7 +94,8 @@ func build(cfg *conf.Config, openLogs bool, resolve func(ctx context.Context, ho
 func buildPlan(cfg *conf.Config, env planEnv) (_ *plan, err error) {
 	resolve := env.resolve
 	openLogs := env.files != nil
-	p := &plan{cfg: cfg, logs: newLogSet(env.files), groups: map[string]*pool.Group{}, zones: map[string]*connZone{}}
+	p := &plan{cfg: cfg, logs: newLogSet(env.files), groups: map[string]*pool.Group{}, zones: map[string]*connZone{},
+		workerConns: cfg.Main.ConnectionsPerLoop(nofileLimit())}
 	if env.keyLogs == nil {
 		p.ownKeyLogs = tlsbridge.NewKeyLogFiles()
 		env.keyLogs = p.ownKeyLogs
@@ -417,4 +423,14 @@ func checkSupported(sc *conf.Server, vars *sessionVars) error {
 		}
 	}
 	return nil
+}
+
+// nofileLimit is the process's descriptor limit (RLIMIT_NOFILE, soft;
+// Go raises it to the hard limit at start); 0 when unknown or unlimited.
+func nofileLimit() uint64 {
+	var rl unix.Rlimit
+	if err := unix.Getrlimit(unix.RLIMIT_NOFILE, &rl); err != nil || rl.Cur == unix.RLIM_INFINITY {
+		return 0
+	}
+	return rl.Cur
 }

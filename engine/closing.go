@@ -34,6 +34,7 @@ import (
 
 	"github.com/tlsrelay/tlsrelay/engine/errlog"
 	"github.com/tlsrelay/tlsrelay/engine/metrics"
+	"github.com/tlsrelay/tlsrelay/tlsbridge"
 )
 
 // closeStep is what a closing session waits for before it finishes; it is
@@ -92,6 +93,11 @@ const (
 // clean end.
 func (s *session) sideEnded(sd *side, err error) {
 	if s.phase == phaseDone {
+		return
+	}
+	if sd == &s.up && s.closedUnanswered() {
+		// A FIN or a reset right after the handshake, before any data.
+		s.refused(tlsbridge.ErrClosedAfterHandshake)
 		return
 	}
 	if s.phase != phaseConnecting && (sd.failed || (err != nil && !errors.Is(err, io.EOF))) {

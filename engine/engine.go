@@ -501,7 +501,12 @@ type gnetLogger struct{ l *errlog.Log }
 func (g gnetLogger) Debugf(format string, args ...any) {
 	g.l.Logf(errlog.LevelDebug, 0, format, args...)
 }
-func (g gnetLogger) Infof(format string, args ...any) { g.l.Logf(errlog.LevelInfo, 0, format, args...) }
+
+// Infof logs at debug: gnet's info lines name its internals (the loops'
+// door, a socket the user never configured), not what tlsrelay serves.
+func (g gnetLogger) Infof(format string, args ...any) {
+	g.l.Logf(errlog.LevelDebug, 0, format, args...)
+}
 func (g gnetLogger) Warnf(format string, args ...any) { g.l.Logf(errlog.LevelWarn, 0, format, args...) }
 func (g gnetLogger) Errorf(format string, args ...any) {
 	g.l.Logf(errlog.LevelError, 0, format, args...)

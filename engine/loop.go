@@ -47,6 +47,9 @@ type loop struct {
 	// cork collects the TLS records of one pump (side.cork).
 	cork     []byte
 	sessions int
+	// refusedLogged is the tick of the last "worker_connections are not
+	// enough" line (admit).
+	refusedLogged int64
 	// live is the head of the list of the loop's sessions that have not
 	// ended (linked through session.prev/next).
 	live  *session
@@ -177,12 +180,22 @@ func (lp *loop) runPolls() {
 // NGINX does ("worker_connections are not enough"). Runs on the loop.
 func (lp *loop) admit() bool {
 	p := lp.e.plan.Load()
-	wc := p.cfg.Main.WorkerConnections
+	wc := p.workerConns
 	if wc <= 0 || 2*(lp.sessions+1)+p.listens <= wc {
 		return true
 	}
 	lp.e.m.Refused()
-	lp.e.log.Logf(errlog.LevelAlert, 0, "%d worker_connections are not enough", wc)
+	// Logged once a minute per loop: a flood of refusals would otherwise
+	// fill the log (tlsrelay_sessions_refused_total counts them all).
+	if now := lp.nowTick(); lp.refusedLogged == 0 || now-lp.refusedLogged >= lp.ticks(time.Minute) {
+		lp.refusedLogged = now
+		how := "raise worker_connections"
+		if p.cfg.Main.WorkerConnections <= 0 {
+			how = "it is the descriptor limit shared by the event loops: raise worker_rlimit_nofile (or `ulimit -n`)"
+		}
+		lp.e.log.Logf(errlog.LevelAlert, 0, "%d worker_connections are not enough: this event loop holds %d sessions (two connections each) and %d listening sockets; %s",
+			wc, lp.sessions, p.listens, how)
+	}
 	return false
 }
 

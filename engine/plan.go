@@ -52,6 +52,9 @@ type plan struct {
 	// listens is the number of listen directives, which take one of
 	// each loop's worker_connections.
 	listens int
+	// workerConns is worker_connections in force per loop (the
+	// directive's, or derived from the descriptor limit); 0: no limit.
+	workerConns int
 	// vars are the split_clients and map variables, for the keys,
 	// proxy_bind values and log formats that name them.
 	vars  *sessionVars

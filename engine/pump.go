@@ -5,6 +5,8 @@ package engine
 // step (see session.go).
 
 import (
+	"bytes"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
@@ -14,6 +16,7 @@ import (
 	"github.com/panjf2000/gnet/v2"
 
 	"github.com/tlsrelay/tlsrelay/engine/errlog"
+	"github.com/tlsrelay/tlsrelay/engine/metrics"
 	"github.com/tlsrelay/tlsrelay/pool/dial"
 	"github.com/tlsrelay/tlsrelay/tlsbridge"
 )
@@ -169,9 +172,13 @@ func (s *session) pump(d *direction, force bool) {
 				return
 			}
 		} else if n > 0 {
-			if *d.moved == 0 && d.upstream {
-				// The upstream's first byte, for the access log.
-				s.firstByte = max(time.Since(s.start), 1)
+			if *d.moved == 0 {
+				if d.upstream {
+					// The upstream's first byte, for the access log.
+					s.firstByte = max(time.Since(s.start), 1)
+				} else if s.tc != nil && bytes.HasPrefix(buf[:n], h2Preface) {
+					s.clientH2 = true // for alpnHint
+				}
 			}
 			*d.moved += int64(n)
 			*d.sent += int64(n)
@@ -231,6 +238,11 @@ func fill(r io.Reader, buf []byte) (int, error) {
 // handshake: the first read fails), and is logged and kept for the access log
 // ($upstream_ssl_error).
 func (s *session) upstreamReadEnded(err error) {
+	if err == io.EOF && s.closedUnanswered() {
+		s.upNotified = true
+		s.refused(tlsbridge.ErrClosedAfterHandshake)
+		return
+	}
 	if err == io.EOF {
 		s.upNotified = true // close_notify: a clean end
 		if s.closing == closeLingering {
@@ -243,33 +255,57 @@ func (s *session) upstreamReadEnded(err error) {
 		}
 		return
 	}
-	s.readErr = err
-	reason := tlsbridge.Classify(err)
 	if refusedAtOnce(err) && s.fromUp == 0 && s.peer != nil && !s.peerFailed {
-		// An alert before any application data: the upstream refused
-		// the connection (a TLS 1.3 server that refuses the client
-		// certificate says so only after the handshake completed on the
-		// client's side). It is a failed attempt, as it would be in TLS
-		// 1.2: 502, the class logged, the peer's failure counted.
-		s.status = 502
-		s.peerFailed = true
-		s.e.m.AttemptFailed()
-		s.peer.ObserveHandshakeFailure(dial.FailureClass(reason))
-		disabled := s.lease.Failed(s.peer, time.Now())
-		s.e.log.Logf(errlog.LevelError, s.id, "reading from upstream failed (%s): %v: the upstream refused the connection after the TLS handshake, client: %s, server: %s, upstream: \"%s\"",
-			reason, err, hostOf(s.remote), s.srv.name, s.peer)
-		if disabled {
-			s.e.log.Logf(errlog.LevelWarn, s.id, "upstream server temporarily disabled while connecting to upstream, client: %s, server: %s, upstream: \"%s\"",
-				hostOf(s.remote), s.srv.name, s.peer)
-		}
-		s.upEOF = true
-		s.upstreamEnded()
+		s.refused(err)
 		return
 	}
+	s.readErr = err
+	reason := tlsbridge.Classify(err)
 	// A broken record stream after data: what the client got is not the
 	// whole stream.
 	s.upEOF = true
 	s.abort(&s.up, fmt.Errorf("reading from upstream failed (%s): %w", reason, err))
+}
+
+// refused ends a session whose upstream refused it right after the TLS
+// handshake, before any application data: with an alert (a TLS 1.3 server
+// that refuses the client certificate says so only after the handshake
+// completed on the client's side), or by closing the connection
+// (closedUnanswered). It is a failed attempt, as it would be in TLS 1.2:
+// 502, the class logged and in $upstream_ssl_error, the peer's failure
+// counted. Runs on the loop, in a step.
+func (s *session) refused(err error) {
+	s.readErr = err
+	reason := tlsbridge.Classify(err)
+	s.status = 502
+	s.peerFailed = true
+	s.e.m.AttemptFailed()
+	s.peer.ObserveHandshakeFailure(dial.FailureClass(reason))
+	disabled := s.lease.Failed(s.peer, time.Now())
+	s.e.log.Logf(errlog.LevelError, s.id, "reading from upstream failed (%s): %v: the upstream refused the connection after the TLS handshake, client: %s, server: %s, upstream: \"%s\"",
+		reason, err, hostOf(s.remote), s.srv.name, s.peer)
+	if disabled {
+		s.e.log.Logf(errlog.LevelWarn, s.id, "upstream server temporarily disabled while connecting to upstream, client: %s, server: %s, upstream: \"%s\"",
+			hostOf(s.remote), s.srv.name, s.peer)
+	}
+	s.upEOF = true
+	s.upstreamEnded()
+}
+
+// refuseWindow bounds how soon after the handshake an upstream's silent
+// close counts as a refusal (closedUnanswered): a refusal comes one round
+// trip after tlsrelay's Finished.
+const refuseWindow = time.Second
+
+// closedUnanswered reports whether the upstream's end, now, is most
+// likely a refusal of the client certificate without an alert (GnuTLS
+// servers close so): a full TLS 1.3 handshake in which tlsrelay presented
+// a certificate, nothing from the upstream yet, the client still there,
+// and the end within refuseWindow of the handshake. Runs on the loop.
+func (s *session) closedUnanswered() bool {
+	return s.tc != nil && s.tlsVersion == tls.VersionTLS13 && !s.tlsResumed && s.fromUp == 0 && !s.cliEOF &&
+		s.phase == phaseOpen && s.peer != nil && !s.peerFailed && s.srv.conf.Proxy.SSL.Certificate != "" &&
+		time.Since(s.start)-s.upOpened < refuseWindow
 }
 
 // refusedAtOnce reports whether err is an alert the upstream sent (as
@@ -284,4 +320,30 @@ func refusedAtOnce(err error) bool {
 func (s *session) allowance(rate, moved int64) int64 {
 	secs := int64(time.Since(s.start)/time.Second) + 1
 	return rate*secs - moved
+}
+
+// h2Preface starts what an HTTP/2 (and so gRPC) client sends first
+// (RFC 9113, section 3.4).
+var h2Preface = []byte("PRI * HTTP/2.0\r\n")
+
+// alpnHint warns, once a minute per server block, when a session whose
+// client speaks HTTP/2 (gRPC included) ended by the upstream without "h2"
+// negotiated: HTTP/2 servers refuse such a connection (gRPC's
+// "context deadline exceeded" on the client), and nothing else would say
+// why. Runs on the loop, when the session finishes.
+func (s *session) alpnHint() {
+	if !s.clientH2 || s.tc == nil || (s.reason != metrics.ReasonUpstreamClosed && s.reason != metrics.ReasonUpstreamAborted) {
+		return
+	}
+	if s.tc.ConnectionState().NegotiatedProtocol == "h2" {
+		return
+	}
+	now := time.Now().UnixNano()
+	last := s.srv.alpnHinted.Load()
+	if last != 0 && now-last < int64(time.Minute) || !s.srv.alpnHinted.CompareAndSwap(last, now) {
+		return
+	}
+	s.e.log.Logf(errlog.LevelWarn, s.id, "the client speaks HTTP/2 (or gRPC) and the upstream ended the session, but no ALPN protocol was negotiated with it: "+
+		"HTTP/2 servers need \"h2\" (add `proxy_ssl_alpn h2;` to the server block), client: %s, server: %s, upstream: \"%s\"",
+		hostOf(s.remote), s.srv.name, s.peer)
 }

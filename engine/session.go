@@ -185,7 +185,9 @@ type session struct {
 	// cleanly). aborted: a peer broke its stream; both sockets are reset
 	// when the session finishes (see abort).
 	upNotified, aborted bool
-	readErr             error // a TLS error after the handshake
+	// clientH2: the client's first bytes were HTTP/2's preface (alpnHint).
+	clientH2 bool
+	readErr  error // a TLS error after the handshake
 
 	fromClient, toClient, fromUp, toUp int64
 }
@@ -546,6 +548,7 @@ func (s *session) finish(reason metrics.Reason) {
 		sd.release()
 	}
 	s.releaseLimits()
+	s.alpnHint()
 	if s.peer != nil && !s.peerFailed {
 		s.release(s.peer) // a failed peer's connection ended with Failed
 	}

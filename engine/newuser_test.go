@@ -1,0 +1,243 @@
+package engine
+
+import (
+	"bytes"
+	"crypto/tls"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/tlsrelay/tlsrelay/internal/backend"
+	"github.com/tlsrelay/tlsrelay/internal/pki"
+	"github.com/tlsrelay/tlsrelay/internal/testutil"
+	"strconv"
+)
+
+// What new users met with etcd, slapd, HTTP/2 and HAProxy upstreams
+// (issue 22): each is said where they look.
+
+// builtinLogConf is the guide's server block over up, logging with the
+// built-in format to dir/access.log, with extra directives.
+func builtinLogConf(up, extra string) string {
+	return closeOrderConf(up, "access_log {{dir}}/access.log tlsrelay;\n"+extra)
+}
+
+// TestOpenSSLGroupAndALPN: against `openssl s_server` that offers only
+// X25519 and h2, the built-in log format shows the group, the ALPN
+// protocol and a full TLS 1.3 handshake.
+func TestOpenSSLGroupAndALPN(t *testing.T) {
+	openssl := testutil.NeedProgram(t, "openssl", "openssl")
+	_, files, dir := newPKI(t, pki.ECDSAP256, 1)
+	addr := testutil.FreeAddr(t)
+	cmd := exec.Command(openssl, "s_server", "-accept", addr,
+		"-cert", files.ServerCert, "-cert_chain", files.ServerCert, "-key", files.ServerKey, "-CAfile", files.CA, "-Verify", "2",
+		"-groups", "X25519", "-alpn", "h2")
+	out := &syncOut{}
+	cmd.Stdout, cmd.Stderr = out, out
+	stdin, err := cmd.StdinPipe() // s_server ends at its stdin's EOF: kept open
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait(); stdin.Close() })
+	testutil.WaitFor(t, "openssl s_server listening (ACCEPT)", 10*time.Second, func() bool { return strings.Contains(out.String(), "ACCEPT") })
+	tb := startEngine(t, dir, builtinLogConf(addr, "proxy_ssl_alpn h2;"))
+	c, err := net.Dial("tcp", tb.addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.Write([]byte("hello\n"))
+	t.Cleanup(func() {
+		if t.Failed() {
+			t.Logf("openssl s_server:\n%s", out.String())
+		}
+	})
+	testutil.WaitFor(t, "s_server got the line", 10*time.Second, func() bool { return strings.Contains(out.String(), "hello") })
+	c.Close()
+	lines := readLines(t, filepath.Join(dir, "access.log"), 1)
+	for _, want := range []string{" 200 ", "tls=TLSv1.3 ", "handshake=full ", "group=X25519 ", "alpn=h2 ", "error= ", `close="client closed"`} {
+		if !strings.Contains(lines[0], want) {
+			t.Errorf("access log %q lacks %q", lines[0], want)
+		}
+	}
+}
+
+// TestRefusedTCPConnectClass: a refused connect is class "connect", not
+// "handshake": nothing handshook.
+func TestRefusedTCPConnectClass(t *testing.T) {
+	_, _, dir := newPKI(t, pki.ECDSAP256, 1)
+	dead := backend.RefusingAddr(t)
+	tb := startEngine(t, dir, builtinLogConf(dead, ""))
+	c, err := net.Dial("tcp", tb.addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.SetDeadline(time.Now().Add(10 * time.Second))
+	io.ReadAll(c)
+	c.Close()
+	line := readLines(t, filepath.Join(dir, "access.log"), 1)[0]
+	if !strings.Contains(line, " 502 ") || !strings.Contains(line, "error=connect ") || !strings.Contains(line, "tls= handshake= ") {
+		t.Errorf("access log %q, want 502 with error=connect and no TLS facts", line)
+	}
+}
+
+// TestClosedAfterHandshake: a TLS 1.3 upstream that closes right after the
+// handshake, before any data, with the client's bytes unanswered (as
+// GnuTLS servers refuse a client certificate) is a failed attempt: 502,
+// class closed_after_handshake, logged at error.
+func TestClosedAfterHandshake(t *testing.T) {
+	set, _, dir := newPKI(t, pki.ECDSAP256, 1)
+	ln := testutil.Listen(t, "tcp", testutil.FreeAddr(t))
+	testutil.Serve(t, ln, func(c net.Conn) {
+		tc := tls.Server(c, set.ServerConfig())
+		if tc.Handshake() == nil {
+			c.Close() // a FIN, no alert, no close_notify
+		}
+	})
+	tb := startEngine(t, dir, builtinLogConf(ln.Addr().String(), ""))
+	c, err := net.Dial("tcp", tb.addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.SetDeadline(time.Now().Add(10 * time.Second))
+	c.Write([]byte("hello"))
+	got, _ := io.ReadAll(c)
+	c.Close()
+	if len(got) != 0 {
+		t.Errorf("client read %q", got)
+	}
+	line := readLines(t, filepath.Join(dir, "access.log"), 1)[0]
+	if !strings.Contains(line, " 502 ") || !strings.Contains(line, "error=closed_after_handshake ") {
+		t.Errorf("access log %q, want 502 with error=closed_after_handshake", line)
+	}
+	if !strings.Contains(tb.logText(), "[error]") || !strings.Contains(tb.logText(), "closed_after_handshake") {
+		t.Errorf("error log lacks the refusal:\n%s", tb.logText())
+	}
+}
+
+// TestALPNHint: an HTTP/2 client through tlsrelay to an HTTPS server
+// (Go's net/http) without proxy_ssl_alpn: the server does not take the
+// HTTP/2 preface over HTTP/1.1 and closes; tlsrelay says at warn what
+// to add. With proxy_ssl_alpn h2 the session speaks HTTP/2 and nothing is
+// said.
+func TestALPNHint(t *testing.T) {
+	set, _, dir := newPKI(t, pki.ECDSAP256, 1)
+	ln := testutil.Listen(t, "tcp", testutil.FreeAddr(t))
+	srv := &http.Server{TLSConfig: set.ServerConfig(), ErrorLog: nil,
+		Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "ok") })}
+	srv.TLSConfig.NextProtos = []string{"h2", "http/1.1"}
+	go srv.Serve(tls.NewListener(ln, srv.TLSConfig))
+	t.Cleanup(func() { srv.Close() })
+	preface := []byte("PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\x00\x00\x00\x04\x00\x00\x00\x00\x00")
+	for _, alpn := range []string{"", "proxy_ssl_alpn h2;"} {
+		sub := filepath.Join(dir, "sub"+map[bool]string{true: "1", false: "0"}[alpn != ""])
+		os.MkdirAll(sub, 0o700)
+		for _, name := range []string{"client.pem", "client.key", "ca.pem"} {
+			b, _ := os.ReadFile(filepath.Join(dir, name))
+			os.WriteFile(filepath.Join(sub, name), b, 0o600)
+		}
+		tb := startEngine(t, sub, builtinLogConf(ln.Addr().String(), alpn))
+		c, err := net.Dial("tcp", tb.addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		c.SetDeadline(time.Now().Add(10 * time.Second))
+		c.Write(preface)
+		buf := make([]byte, 9)
+		_, rerr := io.ReadFull(c, buf) // HTTP/2: the server's SETTINGS frame header
+		c.Close()
+		line := readLines(t, filepath.Join(sub, "access.log"), 1)[0]
+		hinted := strings.Contains(tb.logText(), "proxy_ssl_alpn h2")
+		if alpn == "" {
+			if !hinted || !strings.Contains(tb.logText(), "[warn]") {
+				t.Errorf("without proxy_ssl_alpn: no hint at warn (read %q, %v; access log %q):\n%s", buf, rerr, line, tb.logText())
+			}
+			continue
+		}
+		if rerr != nil || buf[3] != 0x4 {
+			t.Errorf("with proxy_ssl_alpn h2: read %q, %v; want the server's SETTINGS frame", buf, rerr)
+		}
+		if hinted || !strings.Contains(line, "alpn=h2 ") {
+			t.Errorf("with proxy_ssl_alpn h2: hint %v, access log %q", hinted, line)
+		}
+	}
+}
+
+// syncOut is a buffer a child process writes to while the test reads it.
+type syncOut struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (o *syncOut) Write(p []byte) (int, error) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	return o.b.Write(p)
+}
+
+func (o *syncOut) String() string {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	return o.b.String()
+}
+
+// TestGnuTLSRefusesCertificate: gnutls-serv (GnuTLS, as OpenLDAP's slapd
+// on Debian) that does not trust tlsrelay's client certificate: the
+// session is a failed attempt with its class, not a 200 "upstream
+// closed" with nothing in the error log.
+func TestGnuTLSRefusesCertificate(t *testing.T) {
+	gnutls := testutil.NeedProgram(t, "gnutls-serv", "gnutls-bin")
+	_, files, dir := newPKI(t, pki.ECDSAP256, 1)
+	other, err := pki.NewRoot("another root", pki.Options{Key: pki.ECDSAP256})
+	if err != nil {
+		t.Fatal(err)
+	}
+	otherCA := filepath.Join(dir, "other-ca.pem")
+	if err := os.WriteFile(otherCA, other.CertPEM(), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	// gnutls-serv takes a port, not an address, and listens on every
+	// address: a port the kernel just gave out.
+	probe := testutil.Listen(t, "tcp", "127.0.0.1:0")
+	port := strconv.Itoa(probe.Addr().(*net.TCPAddr).Port)
+	probe.Close()
+	cmd := exec.Command(gnutls, "--echo", "-p", port, "--x509certfile", files.ServerCert, "--x509keyfile", files.ServerKey,
+		"--x509cafile", otherCA, "--require-client-cert", "--verify-client-cert")
+	out := &syncOut{}
+	cmd.Stdout, cmd.Stderr = out, out
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		cmd.Process.Kill()
+		cmd.Wait()
+		if t.Failed() {
+			t.Logf("gnutls-serv:\n%s", out.String())
+		}
+	})
+	testutil.WaitFor(t, "gnutls-serv listening", 10*time.Second, func() bool { return strings.Contains(out.String(), "done") })
+	tb := startEngine(t, dir, builtinLogConf("127.0.0.1:"+port, ""))
+	c, err := net.Dial("tcp", tb.addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.SetDeadline(time.Now().Add(10 * time.Second))
+	c.Write([]byte("hello\n"))
+	got, _ := io.ReadAll(c)
+	c.Close()
+	line := readLines(t, filepath.Join(dir, "access.log"), 1)[0]
+	if len(got) != 0 || !strings.Contains(line, " 502 ") ||
+		!(strings.Contains(line, "error=closed_after_handshake ") || strings.Contains(line, "error=client_cert_refused ")) {
+		t.Errorf("client read %q; access log %q; want 502 with a refusal class", got, line)
+	}
+	t.Logf("access log: %s", line)
+}
