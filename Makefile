@@ -9,8 +9,12 @@ BENCH_ARGS ?=
 
 all: build
 
+# Every build says what it is (`tlsrelay -V`), -buildvcs=false or not.
+COMMIT  := $(shell git describe --always --dirty --abbrev=12 2>/dev/null)
+LDFLAGS := -X main.commit=$(COMMIT)
+
 build:
-	$(GO) build -o $(BIN)/tlsrelay ./cmd/tlsrelay
+	$(GO) build -ldflags '$(LDFLAGS)' -o $(BIN)/tlsrelay ./cmd/tlsrelay
 	$(GO) build -o $(BIN)/tlsrelay-bench ./cmd/tlsrelay-bench
 
 # tlsrelay built on BoringCrypto (the module inside the Go distribution,
@@ -18,7 +22,7 @@ build:
 # docs/benchmarks.md ("BoringCrypto build") for the rows it wins and loses.
 build-boring:
 	rm -f $(BIN)/tlsrelay-boring
-	CGO_ENABLED=1 GOEXPERIMENT=boringcrypto $(GO) build -o $(BIN)/tlsrelay-boring ./cmd/tlsrelay
+	CGO_ENABLED=1 GOEXPERIMENT=boringcrypto $(GO) build -ldflags '$(LDFLAGS)' -o $(BIN)/tlsrelay-boring ./cmd/tlsrelay
 
 # tlsrelay whose RSA client-certificate signatures are computed by OpenSSL's
 # libcrypto (opened at run time: libcrypto.so.3, Debian's libssl3; without it
@@ -27,7 +31,7 @@ build-boring:
 # `tlsrelay -V` says which signs.
 build-openssl:
 	rm -f $(BIN)/tlsrelay-openssl
-	CGO_ENABLED=1 $(GO) build -tags openssl -o $(BIN)/tlsrelay-openssl ./cmd/tlsrelay
+	CGO_ENABLED=1 $(GO) build -ldflags '$(LDFLAGS)' -tags openssl -o $(BIN)/tlsrelay-openssl ./cmd/tlsrelay
 
 # The whole suite with the race detector: unit, integration over loopback,
 # and the differential tests against nginx and openssl when they are

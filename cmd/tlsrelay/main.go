@@ -37,6 +37,12 @@ import (
 // Version is the version string printed by -v.
 const Version = "tlsrelay/0.1.0"
 
+// commit is the revision the binary was built from, stamped by the
+// Makefile (-ldflags "-X main.commit=..."), so that -V says it however
+// the build was made (-buildvcs=false, a tarball); empty in a plain go
+// build, where -V shows the toolchain's vcs.revision when it has one.
+var commit string
+
 // gcFloor is the heap the collector may reach between cycles however little
 // is live (memory.NewGCPacer).
 const gcFloor = 64 << 20
@@ -223,14 +229,22 @@ Options:
 func printBuild(w io.Writer) {
 	fmt.Fprintf(w, "built with %s %s/%s\n", runtime.Version(), runtime.GOOS, runtime.GOARCH)
 	fmt.Fprintf(w, "client certificate signatures: %s\n", tlsbridge.KeyBackend())
+	if commit != "" {
+		fmt.Fprintf(w, "commit: %s\n", commit)
+	}
 	bi, ok := debug.ReadBuildInfo()
 	if !ok {
 		return
 	}
+	vcs := false
 	for _, s := range bi.Settings {
 		if s.Key == "vcs.revision" || s.Key == "vcs.time" || s.Key == "vcs.modified" {
 			fmt.Fprintf(w, "%s: %s\n", s.Key, s.Value)
+			vcs = true
 		}
+	}
+	if commit == "" && !vcs {
+		fmt.Fprintln(w, "commit: unknown (built without version control information; `make build` stamps it)")
 	}
 	for _, d := range bi.Deps {
 		if strings.HasPrefix(d.Path, "github.com/panjf2000/gnet") {
@@ -323,9 +337,34 @@ func test(o options, stdout, stderr io.Writer) int {
 	}
 	if o.dump {
 		fmt.Fprintf(stdout, "# configuration file %s (effective, defaults filled in):\n", o.conf)
+		for _, line := range missingSuites(cfg) {
+			fmt.Fprintf(stdout, "# %s\n", line)
+		}
 		io.WriteString(stdout, cfg.Format())
 	}
 	return 0
+}
+
+// missingSuites lists, for -T, the suites each distinct proxy_ssl_ciphers
+// string selects that crypto/tls does not implement (-t's warning counts
+// them by family).
+func missingSuites(cfg *conf.Config) []string {
+	if cfg.Stream == nil {
+		return nil
+	}
+	seen := map[string]bool{}
+	var out []string
+	for _, srv := range cfg.Stream.Servers {
+		c := srv.Proxy.SSL.Ciphers
+		if !srv.Proxy.SSL.Enabled || seen[c] {
+			continue
+		}
+		seen[c] = true
+		if cl, err := tlsbridge.ParseCipherString(c); err == nil && len(cl.Missing) > 0 {
+			out = append(out, fmt.Sprintf("proxy_ssl_ciphers %q: not implemented by crypto/tls, not offered: %s", c, strings.Join(cl.Missing, ":")))
+		}
+	}
+	return out
 }
 
 // signals are the signals of -s, by name.

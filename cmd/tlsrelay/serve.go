@@ -104,7 +104,8 @@ func (r *runner) run() int {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	ready := make(chan struct{})
-	opts := engine.Options{Quit: r.quit, Ready: func([]net.Addr) { close(ready) }}
+	var addrs []net.Addr // written before ready closes, read after
+	opts := engine.Options{Quit: r.quit, Ready: func(a []net.Addr) { addrs = a; close(ready) }}
 	if r.hand != nil {
 		opts.Listen = r.hand.listen
 	}
@@ -126,9 +127,11 @@ func (r *runner) run() int {
 				printErr(r.stderr, err)
 				return 1
 			}
+			r.log.Logf(errlog.LevelNotice, 0, "exiting")
 			return code
 		case <-ready:
 			ready = nil
+			r.started(addrs)
 			if err := r.ready(); err != nil {
 				r.log.Logf(errlog.LevelEmerg, 0, "%v", err)
 				printErr(r.stderr, err)
@@ -164,6 +167,27 @@ func (r *runner) run() int {
 			r.upgradeDone(err)
 		}
 	}
+}
+
+// started logs, at notice, what the process serves and within which
+// limits, once its listeners are open. Runs on the runner's goroutine.
+func (r *runner) started(addrs []net.Addr) {
+	names := make([]string, len(addrs))
+	for i, a := range addrs {
+		names[i] = a.String()
+	}
+	var rl syscall.Rlimit
+	syscall.Getrlimit(syscall.RLIMIT_NOFILE, &rl)
+	wc := "derived from the descriptor limit"
+	if n := r.cfg.Main.WorkerConnections; n > 0 {
+		wc = strconv.Itoa(n)
+	}
+	build := ""
+	if commit != "" {
+		build = " (" + commit + ")"
+	}
+	r.log.Logf(errlog.LevelNotice, 0, "%s%s started, pid %d: %d event loops, listening on %s; worker_connections %s (%d per loop), descriptor limit %d",
+		Version, build, os.Getpid(), r.cfg.Main.Loops(), strings.Join(names, ", "), wc, r.cfg.Main.ConnectionsPerLoop(rl.Cur), rl.Cur)
 }
 
 // servable is what makes a configuration one a process can run (beyond
