@@ -50,7 +50,7 @@ func TestOpenSSLGroupAndALPN(t *testing.T) {
 	}
 	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait(); stdin.Close() })
 	testutil.WaitFor(t, "openssl s_server listening (ACCEPT)", 10*time.Second, func() bool { return strings.Contains(out.String(), "ACCEPT") })
-	tb := startEngine(t, dir, builtinLogConf(addr, "proxy_ssl_alpn h2;"))
+	tb := startEngine(t, dir, strings.Replace(builtinLogConf(addr, "proxy_ssl_alpn h2;"), "worker_processes 2;", "worker_processes 2;\nmetrics_listen 127.0.0.1:60;", 1))
 	c, err := net.Dial("tcp", tb.addr)
 	if err != nil {
 		t.Fatal(err)
@@ -68,6 +68,10 @@ func TestOpenSSLGroupAndALPN(t *testing.T) {
 		if !strings.Contains(lines[0], want) {
 			t.Errorf("access log %q lacks %q", lines[0], want)
 		}
+	}
+	series := `tlsrelay_upstream_handshake_groups_total{group="X25519",peer="` + addr + `",upstream="backend"} 1`
+	if m := scrape(t, tb.eng.MetricsAddr()); !strings.Contains(m, series) {
+		t.Errorf("metrics lack %s:\n%s", series, grepLines(m, "handshake_groups"))
 	}
 }
 
@@ -240,4 +244,15 @@ func TestGnuTLSRefusesCertificate(t *testing.T) {
 		t.Errorf("client read %q; access log %q; want 502 with a refusal class", got, line)
 	}
 	t.Logf("access log: %s", line)
+}
+
+// grepLines returns the lines of text that contain s.
+func grepLines(text, s string) string {
+	var out []string
+	for _, l := range strings.Split(text, "\n") {
+		if strings.Contains(l, s) {
+			out = append(out, l)
+		}
+	}
+	return strings.Join(out, "\n")
 }

@@ -81,11 +81,17 @@ func (h *Histogram) Snapshot() HistogramSnapshot {
 // two disagree.
 const FailureClasses = 15
 
+// KeyGroups is the number of slots of [Peer.HandshakeGroups]: the key
+// exchange groups of completed handshakes. The dialer gives the slots
+// their meaning (dial.GroupSlot) and names (dial.GroupSlotName).
+const KeyGroups = 7
+
 // peerStats are a Peer's handshake and connect facts.
 type peerStats struct {
 	selected, failures atomic.Uint64 // times selected; failed attempts
 	hsFull, hsResumed  atomic.Uint64
 	hsFailed           [FailureClasses]atomic.Uint64
+	hsGroups           [KeyGroups]atomic.Uint64
 	handshakeTime      Histogram    // successful handshakes
 	connectTime        Histogram    // successful TCP connects
 	checkedNano        atomic.Int64 // mirror of Peer.checked, for State
@@ -138,6 +144,26 @@ func (p *Peer) HandshakeFailures() [FailureClasses]uint64 {
 	var out [FailureClasses]uint64
 	for i := range p.stats.hsFailed {
 		out[i] = p.stats.hsFailed[i].Load()
+	}
+	return out
+}
+
+// ObserveHandshakeGroup counts a completed handshake's key exchange group
+// in slot (dial.GroupSlot; out of range counts in slot 0). Safe from any
+// goroutine, lock-free, no allocation.
+func (p *Peer) ObserveHandshakeGroup(slot int) {
+	if slot < 0 || slot >= KeyGroups {
+		slot = 0
+	}
+	p.stats.hsGroups[slot].Add(1)
+}
+
+// HandshakeGroups returns the completed handshakes by key exchange group,
+// indexed as dial.GroupSlot says. Safe from any goroutine.
+func (p *Peer) HandshakeGroups() [KeyGroups]uint64 {
+	var out [KeyGroups]uint64
+	for i := range p.stats.hsGroups {
+		out[i] = p.stats.hsGroups[i].Load()
 	}
 	return out
 }

@@ -54,6 +54,7 @@ type descs struct {
 	reloads, lastReload                                  *prometheus.Desc
 	acceptFailures, refused, proxyHeaderFailures         *prometheus.Desc
 	handshakes, hsFailures, hsDuration, connDuration     *prometheus.Desc
+	hsGroups                                             *prometheus.Desc
 	selections, peerFailures, peerActive, peerState      *prometheus.Desc
 	healthChecks, prewarmed, prewarmedReady, resolutions *prometheus.Desc
 	upCloses                                             *prometheus.Desc
@@ -84,6 +85,7 @@ func NewCollector(src Sources) *Collector {
 		proxyHeaderFailures: n("proxy_header_failures_total", "Clients closed for a malformed or late PROXY protocol header (listen ... proxy_protocol)."),
 		lastReload:          n("last_reload_success_timestamp_seconds", "Unix time of the last configuration load that worked (0: none yet)."),
 		handshakes:          n("upstream_handshakes_total", "Upstream TLS handshakes, by outcome (failed includes every class of upstream_handshake_failures_total).", append(up, "outcome")...),
+		hsGroups:            n("upstream_handshake_groups_total", "Completed upstream TLS handshakes, by the key exchange group the upstream chose (other: a TLS 1.2 resumption, which makes none, or a group not listed).", append(up, "group")...),
 		hsFailures:          n("upstream_handshake_failures_total", "Failed upstream TLS handshakes, by class.", append(up, "class")...),
 		hsDuration:          n("upstream_handshake_duration_seconds", "Duration of completed upstream TLS handshakes.", up...),
 		connDuration:        n("upstream_connect_duration_seconds", "Duration of successful upstream TCP connects.", up...),
@@ -112,7 +114,7 @@ func (c *Collector) Describe(ch chan<- *prometheus.Desc) {
 	for _, x := range []*prometheus.Desc{
 		d.accepted, d.active, d.ended, d.bytes, d.stalls, d.pauses, d.idle, d.reloads, d.lastReload,
 		d.acceptFailures, d.refused, d.proxyHeaderFailures,
-		d.handshakes, d.hsFailures, d.hsDuration, d.connDuration, d.selections, d.peerFailures, d.peerActive, d.peerState,
+		d.handshakes, d.hsFailures, d.hsGroups, d.hsDuration, d.connDuration, d.selections, d.peerFailures, d.peerActive, d.peerState,
 		d.healthChecks, d.prewarmed, d.prewarmedReady, d.resolutions, d.upCloses,
 		d.dialsInFlight, d.workers, d.jobs,
 		d.tickets, d.ticketKeys, d.ticketsStored, d.ticketsDropped,
@@ -213,6 +215,7 @@ type peerAgg struct {
 	full, resumed, failed uint64
 	checksOK, checksBad   uint64
 	byClass               [pool.FailureClasses]uint64
+	byGroup               [pool.KeyGroups]uint64
 	handshake, connect    pool.HistogramSnapshot
 	selected, failures    uint64
 	conns                 int64
@@ -268,6 +271,9 @@ func (c *Collector) collectPeers(ch chan<- prometheus.Metric) {
 		for j, n := range p.HandshakeFailures() {
 			a.byClass[j] += n
 		}
+		for j, n := range p.HandshakeGroups() {
+			a.byGroup[j] += n
+		}
 		addHist(&a.handshake, p.HandshakeTime())
 		addHist(&a.connect, p.ConnectTime())
 		passed, failedChecks := p.HealthChecks()
@@ -288,6 +294,9 @@ func (c *Collector) collectPeers(ch chan<- prometheus.Metric) {
 		ch <- counter(d.handshakes, a.failed, a.group, a.addr, "failed")
 		for j, n := range a.byClass {
 			ch <- counter(d.hsFailures, n, a.group, a.addr, dial.FailureClassName(j))
+		}
+		for j, n := range a.byGroup {
+			ch <- counter(d.hsGroups, n, a.group, a.addr, dial.GroupSlotName(j))
 		}
 		ch <- constHistogram(d.hsDuration, a.handshake, l...)
 		ch <- constHistogram(d.connDuration, a.connect, l...)

@@ -58,6 +58,9 @@
 //	upstream_handshake_failures_total{upstream,peer,class}    counter  class: tlsbridge.Reason names
 //	                                                                   (unknown_ca, name_mismatch, ...,
 //	                                                                   timeout, closed, handshake), other
+//	upstream_handshake_groups_total{upstream,peer,group}      counter  completed handshakes by key exchange group:
+//	                                                                   X25519MLKEM768, X25519, prime256v1, secp384r1,
+//	                                                                   secp521r1, SecP256r1MLKEM768, other
 //	upstream_handshake_duration_seconds{upstream,peer}        histogram completed handshakes
 //	upstream_connect_duration_seconds{upstream,peer}          histogram successful TCP connects
 //	upstream_peer_selections_total{upstream,peer}             counter  times a balancer picked the peer

@@ -234,6 +234,7 @@ func attemptOnce(parent context.Context, j *Job, p *pool.Peer, tlsFor func(*pool
 	state := tc.ConnectionState()
 	if !o.quiet {
 		p.ObserveHandshake(a.Handshake, state.DidResume)
+		p.ObserveHandshakeGroup(GroupSlot(state.CurveID))
 	}
 	if hasDeadline {
 		// The handshake cleared the deadline: the caller's is parent's.

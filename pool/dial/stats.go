@@ -3,6 +3,7 @@ package dial
 import (
 	"sync/atomic"
 
+	"crypto/tls"
 	"github.com/tlsrelay/tlsrelay/pool"
 	"github.com/tlsrelay/tlsrelay/tlsbridge"
 )
@@ -37,6 +38,31 @@ func FailureClassName(i int) string {
 		return "other"
 	}
 	return tlsbridge.Reason(i).String()
+}
+
+// keyGroups are the key exchange groups of pool.Peer.HandshakeGroups'
+// slots 1 and up; slot 0 counts "none" (a TLS 1.2 resumption, which makes
+// no key exchange) and any other group.
+var keyGroups = [pool.KeyGroups - 1]tls.CurveID{tls.X25519MLKEM768, tls.X25519, tls.CurveP256, tls.CurveP384, tls.CurveP521, tls.SecP256r1MLKEM768}
+
+// GroupSlot returns the slot of a handshake's key exchange group in
+// pool.Peer.HandshakeGroups.
+func GroupSlot(id tls.CurveID) int {
+	for i, g := range keyGroups {
+		if g == id {
+			return i + 1
+		}
+	}
+	return 0
+}
+
+// GroupSlotName returns the group label of slot i: OpenSSL's name
+// (tlsbridge.GroupName), or "other" for slot 0.
+func GroupSlotName(i int) string {
+	if i <= 0 || i >= pool.KeyGroups {
+		return "other"
+	}
+	return tlsbridge.GroupName(keyGroups[i-1])
 }
 
 // Stats are a Dialer's gauges and counters at one time.

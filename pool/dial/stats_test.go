@@ -150,3 +150,19 @@ func TestStats(t *testing.T) {
 		t.Fatalf("after: %+v", st)
 	}
 }
+
+// TestGroupSlots: every group of a slot has its own slot and its OpenSSL
+// name; an unknown group and none count as "other".
+func TestGroupSlots(t *testing.T) {
+	seen := map[string]bool{}
+	for _, g := range keyGroups {
+		i := GroupSlot(g)
+		if i == 0 || GroupSlotName(i) != tlsbridge.GroupName(g) || seen[GroupSlotName(i)] {
+			t.Fatalf("%v: slot %d name %q", g, i, GroupSlotName(i))
+		}
+		seen[GroupSlotName(i)] = true
+	}
+	if GroupSlot(0) != 0 || GroupSlot(tls.CurveID(9999)) != 0 || GroupSlotName(0) != "other" || GroupSlotName(pool.KeyGroups) != "other" {
+		t.Fatal("none and unknown groups are not 'other'")
+	}
+}
