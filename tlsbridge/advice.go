@@ -22,9 +22,13 @@ func materialWarnings(pc PolicyConfig, m *material) []string {
 				issuers = append(issuers, is)
 			}
 		}
-		out = append(out, fmt.Sprintf("proxy_ssl_trusted_certificate %q holds no self-signed root certificate (%d certificates, issued by %s): "+
+		what := fmt.Sprintf("%d certificates", len(ts.inner))
+		if len(ts.inner) == 1 {
+			what = "one certificate"
+		}
+		out = append(out, fmt.Sprintf("proxy_ssl_trusted_certificate %q holds no self-signed root certificate (%s, issued by %s): "+
 			"every upstream handshake will fail with unknown_ca; add the root CA certificate at the top of the chain to the file",
-			pc.TrustedCertificate, len(ts.inner), quoteAll(issuers)))
+			pc.TrustedCertificate, what, quoteAll(issuers)))
 	}
 	if m.cert != nil && m.cert.Leaf != nil && !clientAuthUsage(m.cert.Leaf) {
 		out = append(out, fmt.Sprintf("proxy_ssl_certificate %q has an extended key usage without clientAuth (%s): "+
