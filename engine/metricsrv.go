@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"io"
 	"iter"
 	stdlog "log"
 	"net"
@@ -50,8 +51,8 @@ const (
 	metricsMaxHeaderBytes = 16 << 10
 )
 
-// metricsServer serves GET /metrics (404 elsewhere) within the bounds
-// above, and writes what net/http would print on standard error (accept
+// metricsServer serves GET /metrics, /healthz and /readyz (404
+// elsewhere) within the bounds above, and writes what net/http would print on standard error (accept
 // errors, panics) to the engine's error log. Its methods are safe from any
 // goroutine.
 type metricsServer struct {
@@ -61,10 +62,27 @@ type metricsServer struct {
 	full func()
 }
 
-// newMetricsServer returns the server of h, logging through log.
-func newMetricsServer(h http.Handler, log *errlog.Log) *metricsServer {
+// newMetricsServer returns the server of h, logging through log; ready
+// answers /readyz.
+func newMetricsServer(h http.Handler, log *errlog.Log, ready func() (bool, string)) *metricsServer {
 	mux := http.NewServeMux()
 	mux.Handle("GET /metrics", h)
+	// Kubernetes' probes: liveness (the process answers) and readiness
+	// (serving new sessions). Plain text, no cache.
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
+		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+		w.Header().Set("Cache-Control", "no-store")
+		io.WriteString(w, "ok\n")
+	})
+	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, _ *http.Request) {
+		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+		w.Header().Set("Cache-Control", "no-store")
+		ok, why := ready()
+		if !ok {
+			w.WriteHeader(http.StatusServiceUnavailable)
+		}
+		io.WriteString(w, why+"\n")
+	})
 	return &metricsServer{srv: &http.Server{
 		Handler:           mux,
 		ReadHeaderTimeout: metricsReadHeaderTimeout,
@@ -226,7 +244,7 @@ func (e *Engine) listenMetrics(cfg *conf.Config) (*metricsEndpoint, error) {
 	if err != nil {
 		return nil, err
 	}
-	ep := &metricsEndpoint{addr: addr, srv: newMetricsServer(metrics.Handler(e.collector()), e.log)}
+	ep := &metricsEndpoint{addr: addr, srv: newMetricsServer(metrics.Handler(e.collector()), e.log, e.readiness)}
 	e.metricsAddr.Store(ln.Addr().String())
 	go func() {
 		if err := ep.srv.Serve(ln); err != nil {
@@ -246,3 +264,23 @@ func (e *Engine) MetricsAddr() string {
 // Metrics returns the engine's counters, which live as long as the
 // process: a reload does not reset them.
 func (e *Engine) Metrics() *metrics.Engine { return e.m }
+
+// readiness is /readyz's answer: ready once every listener accepts, until
+// a graceful quit (-s quit, SIGQUIT, a binary upgrade) closes them, when
+// the open sessions drain. Safe from any goroutine.
+func (e *Engine) readiness() (bool, string) {
+	select {
+	case <-e.stopped:
+		return false, "stopped"
+	default:
+	}
+	if e.quitting.Load() {
+		return false, fmt.Sprintf("draining: the listeners are closed, %d sessions still open", e.m.Active())
+	}
+	select {
+	case <-e.booted:
+		return true, "ready"
+	default:
+		return false, "starting: the listeners do not accept yet"
+	}
+}

@@ -205,7 +205,7 @@ func TestMetricsServerBounds(t *testing.T) {
 		return logText.String()
 	}
 	h := http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { io.WriteString(w, "ok 1\n") })
-	ms := newMetricsServer(h, log)
+	ms := newMetricsServer(h, log, func() (bool, string) { return true, "ready" })
 	full := make(chan struct{}, 100)
 	ms.full = func() { full <- struct{}{} }
 	accepted, closed := make(chan struct{}, 1000), make(chan struct{}, 1000)
@@ -292,5 +292,54 @@ func TestMetricsServerBounds(t *testing.T) {
 	resp.Body.Close()
 	if resp.StatusCode != http.StatusRequestHeaderFieldsTooLarge {
 		t.Errorf("oversized headers: status %d, want 431", resp.StatusCode)
+	}
+}
+
+// get GETs path from addr and returns the status and body.
+func get(t *testing.T, addr, path string) (int, string) {
+	t.Helper()
+	c := http.Client{Timeout: 10 * time.Second}
+	resp, err := c.Get("http://" + addr + path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, string(b)
+}
+
+// TestHealthEndpoints: /healthz answers while the process serves; /readyz
+// is 200 while serving and 503 once a graceful quit closed the listeners
+// and sessions drain, as Kubernetes' probes expect.
+func TestHealthEndpoints(t *testing.T) {
+	set, _, dir := newPKI(t, pki.ECDSAP256, 1)
+	ups := startUpstreams(t, set, 1, backend.Echo, nil)
+	text := strings.Replace(guideConf(ups, ""), "worker_processes 2;", "worker_processes 2;\nmetrics_listen 127.0.0.1:60;", 1)
+	tb := startEngine(t, dir, text)
+	maddr := tb.eng.MetricsAddr()
+	for _, path := range []string{"/healthz", "/readyz"} {
+		if code, body := get(t, maddr, path); code != 200 {
+			t.Errorf("%s while serving: %d %q", path, code, body)
+		}
+	}
+	held := holdSession(t, tb.addr)
+	close(tb.quit)
+	testutil.WaitFor(t, "quitting", 5*time.Second, func() bool { return tb.eng.quitting.Load() })
+	code, body := get(t, maddr, "/readyz")
+	if code != 503 || !strings.Contains(body, "draining") || !strings.Contains(body, "1 sessions still open") {
+		t.Errorf("/readyz while draining: %d %q, want 503 draining with 1 session", code, body)
+	}
+	if code, body := get(t, maddr, "/healthz"); code != 200 {
+		t.Errorf("/healthz while draining: %d %q", code, body)
+	}
+	if err := held.echo(16); err != nil {
+		t.Errorf("the held session while draining: %v", err)
+	}
+	held.c.Close()
+	select {
+	case <-tb.done:
+		tb.done <- nil // for the cleanup
+	case <-time.After(10 * time.Second):
+		t.Fatal("Serve did not return after the last session ended")
 	}
 }
