@@ -94,7 +94,8 @@ lint:
 # A minute of fuzzing per parser.
 FUZZTIME ?= 60s
 fuzz:
-	$(GO) test ./engine/conf -run '^$$' -fuzz FuzzParse -fuzztime $(FUZZTIME)
+	$(GO) test ./engine/conf -run '^$$' -fuzz '^FuzzParse$$' -fuzztime $(FUZZTIME)
+	$(GO) test ./engine/conf -run '^$$' -fuzz '^FuzzParseIdentity$$' -fuzztime $(FUZZTIME)
 	$(GO) test ./engine/conf -run '^$$' -fuzz FuzzCompileTemplate -fuzztime $(FUZZTIME)
 	$(GO) test ./tlsbridge -run '^$$' -fuzz FuzzCipherString -fuzztime $(FUZZTIME)
 	$(GO) test ./engine -run '^$$' -fuzz FuzzCompileFormat -fuzztime $(FUZZTIME)

@@ -290,6 +290,7 @@ func newPolicy(ssl *conf.SSL, fallback conf.Pos, store *tlsbridge.SessionStore, 
 		CRL:                ssl.CRL,
 		SessionReuse:       ssl.SessionReuse,
 		ALPN:               ssl.ALPN,
+		Identities:         ssl.Identities,
 		KeyLog:             ssl.KeyLog,
 		KeyLogFiles:        keyLogs,
 	}

@@ -15,6 +15,8 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+
+	"github.com/tlsrelay/tlsrelay/engine/conf"
 )
 
 // ConfCommand is one proxy_ssl_conf_command directive: an OpenSSL
@@ -58,6 +60,10 @@ type PolicyConfig struct {
 	ConfCommands []ConfCommand
 	// ALPN is the proxy_ssl_alpn list offered to the upstream.
 	ALPN []string
+	// Identities is proxy_ssl_verify_identity (tlsrelay's own): with
+	// Verify, the upstream certificate must carry one of them (see
+	// conf.ParseIdentity), and Name is not checked against it.
+	Identities []string
 	// KeyLog is proxy_ssl_key_log: the file the TLS secrets of every
 	// upstream handshake are appended to (NSS key log format, through
 	// tls.Config.KeyLogWriter). "" = none. It needs KeyLogFiles.
@@ -92,18 +98,20 @@ type Vars struct {
 // certificate and key, trusted certificates, CRLs) may be replaced as a
 // whole by Reload (see rotate.go), which new handshakes then use.
 type Policy struct {
-	pc       PolicyConfig
-	name     nameTemplate
-	minVer   uint16
-	maxVer   uint16
-	ciphers  CipherList
-	suites   []uint16 // Config.CipherSuites; nil when only TLS 1.3 is on
-	curves   []tls.CurveID
-	alpn     []string
-	store    *SessionStore // nil when session reuse is off
-	sessions *SessionStore // the store given to NewPolicy, for counts; may be nil
-	keyLog   io.Writer     // nil without proxy_ssl_key_log
-	warnings []string
+	pc      PolicyConfig
+	name    nameTemplate
+	minVer  uint16
+	maxVer  uint16
+	ciphers CipherList
+	suites  []uint16 // Config.CipherSuites; nil when only TLS 1.3 is on
+	curves  []tls.CurveID
+	alpn    []string
+	// identities are proxy_ssl_verify_identity's, parsed.
+	identities []conf.Identity
+	store      *SessionStore // nil when session reuse is off
+	sessions   *SessionStore // the store given to NewPolicy, for counts; may be nil
+	keyLog     io.Writer     // nil without proxy_ssl_key_log
+	warnings   []string
 
 	// mat is the current material, never nil after NewPolicy; Reload
 	// stores a new one (serialised by reloadMu).
@@ -233,6 +241,16 @@ func NewPolicy(pc PolicyConfig, store *SessionStore) (*Policy, error) {
 		}
 	}
 
+	for _, s := range pc.Identities {
+		id, err := conf.ParseIdentity(s)
+		if err != nil {
+			return nil, configError("proxy_ssl_verify_identity", fmt.Errorf("proxy_ssl_verify_identity: %w", err))
+		}
+		p.identities = append(p.identities, id)
+	}
+	if len(p.identities) > 0 && !pc.Verify {
+		return nil, configError("proxy_ssl_verify_identity", errors.New("proxy_ssl_verify_identity needs proxy_ssl_verify on: an identity is worth nothing in a certificate whose chain is not checked"))
+	}
 	if pc.Verify {
 		if pc.TrustedCertificate == "" {
 			return nil, configError("proxy_ssl_verify", errors.New("no proxy_ssl_trusted_certificate for proxy_ssl_verify"))
@@ -320,6 +338,7 @@ func (p *Policy) Config() PolicyConfig {
 	pc.Protocols = append([]string(nil), pc.Protocols...)
 	pc.ConfCommands = append([]ConfCommand(nil), pc.ConfCommands...)
 	pc.ALPN = append([]string(nil), pc.ALPN...)
+	pc.Identities = append([]string(nil), pc.Identities...)
 	return pc
 }
 
@@ -350,6 +369,9 @@ func (p *Policy) computeFingerprint(m *material) string {
 		h.Write(b)
 	}
 	field("name", []byte(p.pc.Name))
+	for _, id := range p.identities {
+		field("identity", []byte(id.String()))
+	}
 	field("sni", []byte(strconv.FormatBool(p.pc.ServerName)))
 	field("verify", []byte(strconv.FormatBool(p.pc.Verify)))
 	if m.trust != nil {
@@ -525,8 +547,17 @@ func (p *Policy) buildConfig(m *material, t Target, evaluated string, resume boo
 	if m.trust != nil {
 		depth := p.pc.VerifyDepth
 		trust := m.trust
-		cfg.VerifyConnection = func(cs tls.ConnectionState) error {
-			return trust.verify(cs.PeerCertificates, verifyName, depth)
+		if ids := p.identities; len(ids) > 0 {
+			cfg.VerifyConnection = func(cs tls.ConnectionState) error {
+				if err := trust.verify(cs.PeerCertificates, "", depth); err != nil {
+					return err
+				}
+				return checkIdentities(cs.PeerCertificates[0], ids)
+			}
+		} else {
+			cfg.VerifyConnection = func(cs tls.ConnectionState) error {
+				return trust.verify(cs.PeerCertificates, verifyName, depth)
+			}
 		}
 	}
 	if resume && p.store != nil {

@@ -423,6 +423,11 @@ type SSL struct {
 	ConfCommands []ConfCommand
 	// ALPN is the protocol list offered upstream (proxy_ssl_alpn).
 	ALPN []string
+	// Identities is proxy_ssl_verify_identity (tlsrelay's own): with
+	// Verify, the upstream certificate must carry one of these identities
+	// ("uri:spiffe://...", "dns:name", "cn:name"; ParseIdentity),
+	// instead of matching Name.
+	Identities []string
 	// CertificateCache is proxy_ssl_certificate_cache.
 	CertificateCache CertificateCache
 	// KeyLog is proxy_ssl_key_log (an NGINX Plus directive): the file the

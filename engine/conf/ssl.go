@@ -96,6 +96,19 @@ func mergeALPN(_ *parser, m *mergeable, d *directive) error {
 	return nil
 }
 
+// mergeIdentities is `proxy_ssl_verify_identity identity ...` (tlsrelay's
+// own): each "uri:...", "dns:..." or "cn:...", checked as the policy
+// parses them.
+func mergeIdentities(_ *parser, m *mergeable, d *directive) error {
+	for _, a := range d.args {
+		if _, err := ParseIdentity(a); err != nil {
+			return Errorf(d.pos, "invalid value %q in %q directive: %v", a, d.name, err)
+		}
+	}
+	m.Proxy.SSL.Identities = append([]string(nil), d.args...)
+	return nil
+}
+
 // mergeCertificateCache is `proxy_ssl_certificate_cache off | max=N
 // [inactive=time] [valid=time]`.
 func mergeCertificateCache(p *parser, m *mergeable, d *directive) error {

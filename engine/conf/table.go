@@ -330,6 +330,12 @@ func sslDirectives() []directiveSpec {
 					w.line("proxy_ssl_alpn", alpn...)
 				}
 			}},
+		{name: "proxy_ssl_verify_identity", ctx: ctxStreamServer, min: 1, max: noMax, merge: mergeIdentities, pos: posSSL,
+			format: func(w *confWriter, at *formatAt) {
+				if ids := at.lvl.Proxy.SSL.Identities; len(ids) > 0 {
+					w.line("proxy_ssl_verify_identity", ids...)
+				}
+			}},
 		{name: "proxy_ssl_certificate_cache", ctx: ctxStreamServer, min: 1, max: 3, merge: mergeCertificateCache,
 			pos: posSSL, format: formatCertificateCache,
 			levelDefault: func(m *mergeable) {

@@ -233,6 +233,7 @@ stream {
         proxy_ssl_conf_command Groups X25519;
         proxy_ssl_conf_command MinProtocol TLSv1.2;
         proxy_ssl_alpn h2 http/1.1;
+        proxy_ssl_verify_identity uri:spiffe://example.org/ns/prod/sa/redis dns:redis.internal cn:redis;
         proxy_ssl_certificate_cache max=10 inactive=5s valid=30s;
         proxy_ssl_key_log keys.log;
         proxy_ssl_watch 5s;

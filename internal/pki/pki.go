@@ -24,6 +24,8 @@ import (
 	"os"
 	"path/filepath"
 	"time"
+
+	"net/url"
 )
 
 // KeyType names the public-key algorithm of a generated certificate.
@@ -82,8 +84,10 @@ type Options struct {
 	NotAfter  time.Time // zero: NotBefore + 25h
 	DNSNames  []string
 	IPs       []net.IP
+	// URIs are URI SANs (SPIFFE IDs).
+	URIs []*url.URL
 	// Usage is x509.ExtKeyUsageServerAuth, ClientAuth or both; a leaf with
-	// none gets both.
+	// nil gets both, with an empty (non-nil) slice none (no extension).
 	Usage []x509.ExtKeyUsage
 }
 
@@ -161,7 +165,7 @@ func NewIntermediate(cn string, parent *Cert, o Options) (*Cert, error) {
 // NewLeaf makes an end-entity certificate signed by parent.
 func NewLeaf(cn string, parent *Cert, o Options) (*Cert, error) {
 	usage := o.Usage
-	if len(usage) == 0 {
+	if usage == nil {
 		usage = []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth}
 	}
 	ku := x509.KeyUsageDigitalSignature
@@ -174,6 +178,7 @@ func NewLeaf(cn string, parent *Cert, o Options) (*Cert, error) {
 		ExtKeyUsage: usage,
 		DNSNames:    o.DNSNames,
 		IPAddresses: o.IPs,
+		URIs:        o.URIs,
 	}, parent, o)
 }
 
