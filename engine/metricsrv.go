@@ -51,8 +51,8 @@ const (
 	metricsMaxHeaderBytes = 16 << 10
 )
 
-// metricsServer serves GET /metrics, /healthz and /readyz (404
-// elsewhere) within the bounds above, and writes what net/http would print on standard error (accept
+// metricsServer serves GET /metrics, /healthz and /readyz, and the
+// runtime API under /api/ (404 elsewhere) within the bounds above, and writes what net/http would print on standard error (accept
 // errors, panics) to the engine's error log. Its methods are safe from any
 // goroutine.
 type metricsServer struct {
@@ -63,10 +63,14 @@ type metricsServer struct {
 }
 
 // newMetricsServer returns the server of h, logging through log; ready
-// answers /readyz.
-func newMetricsServer(h http.Handler, log *errlog.Log, ready func() (bool, string)) *metricsServer {
+// answers /readyz, api (if not nil) /api/ (runtimeapi.go).
+func newMetricsServer(h http.Handler, log *errlog.Log, ready func() (bool, string), api http.HandlerFunc) *metricsServer {
 	mux := http.NewServeMux()
 	mux.Handle("GET /metrics", h)
+	if api != nil {
+		mux.HandleFunc("/api/", api)
+		mux.HandleFunc("/api", api)
+	}
 	// Kubernetes' probes: liveness (the process answers) and readiness
 	// (serving new sessions). Plain text, no cache.
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
@@ -244,7 +248,7 @@ func (e *Engine) listenMetrics(cfg *conf.Config) (*metricsEndpoint, error) {
 	if err != nil {
 		return nil, err
 	}
-	ep := &metricsEndpoint{addr: addr, srv: newMetricsServer(metrics.Handler(e.collector()), e.log, e.readiness)}
+	ep := &metricsEndpoint{addr: addr, srv: newMetricsServer(metrics.Handler(e.collector()), e.log, e.readiness, e.serveAPI)}
 	e.metricsAddr.Store(ln.Addr().String())
 	go func() {
 		if err := ep.srv.Serve(ln); err != nil {

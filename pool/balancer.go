@@ -14,16 +14,17 @@ import (
 // accept before falling back to round robin.
 const maxHashTries = 20
 
-// usable reports whether p may be picked now, tried bitmap aside: not down,
-// not banned by max_fails within fail_timeout, not at max_conns.
+// usable reports whether p may be picked now, tried bitmap aside: not down
+// or drained, not banned by max_fails within fail_timeout, not at
+// max_conns.
 func usable(p *Peer, now time.Time) bool {
-	if p.Down || p.Unhealthy() {
+	if p.out() {
 		return false
 	}
 	if p.MaxFails > 0 && p.fails >= p.MaxFails && now.Sub(p.checked) <= p.FailTimeout {
 		return false
 	}
-	if p.MaxConns > 0 && p.conns >= p.MaxConns {
+	if mc := p.maxConns(); mc > 0 && p.conns >= mc {
 		return false
 	}
 	return true
@@ -46,7 +47,7 @@ func (s *Selection) getRR(now time.Time) *Peer {
 	if t.single {
 		// One server: never banned, never marked tried.
 		p = t.peers[0]
-		if p.Down || p.Unhealthy() || (p.MaxConns > 0 && p.conns >= p.MaxConns) {
+		if mc := p.maxConns(); p.out() || (mc > 0 && p.conns >= mc) {
 			p = nil
 		}
 	} else {

@@ -152,6 +152,9 @@ type Peer struct {
 	// a new peer, as NGINX does.
 	srvWeight int
 
+	// admin is what the runtime API changed (admin.go).
+	admin adminState
+
 	// Protected by the group's mu.
 	currentWeight   int
 	effectiveWeight int

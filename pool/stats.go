@@ -186,16 +186,20 @@ const (
 	// PeerBanned: max_fails failures, the last within fail_timeout; no
 	// session picks it (but one probe after fail_timeout).
 	PeerBanned
-	// PeerDown: the server is marked `down` in the configuration.
+	// PeerDown: the server is marked `down` in the configuration, or set
+	// down at run time (the API).
 	PeerDown
 	// PeerUnhealthy: an active health check holds the peer out.
 	PeerUnhealthy
+	// PeerDraining: drained at run time (the API): no new session, the
+	// open ones go on.
+	PeerDraining
 )
 
 // PeerStates is the number of PeerState values.
-const PeerStates = 4
+const PeerStates = 5
 
-// String returns "up", "banned", "down" or "unhealthy".
+// String returns "up", "banned", "down", "unhealthy" or "draining".
 func (s PeerState) String() string {
 	switch s {
 	case PeerUp:
@@ -206,6 +210,8 @@ func (s PeerState) String() string {
 		return "down"
 	case PeerUnhealthy:
 		return "unhealthy"
+	case PeerDraining:
+		return "draining"
 	}
 	return "unknown"
 }
@@ -215,8 +221,11 @@ func (s PeerState) String() string {
 // succeeds). It reads atomics only, so it may lag a concurrent failure by
 // one call. Safe from any goroutine.
 func (p *Peer) State(now time.Time) PeerState {
-	if p.Down {
+	if p.Down || p.AdminDown() {
 		return PeerDown
+	}
+	if p.Draining() {
+		return PeerDraining
 	}
 	if p.Unhealthy() {
 		return PeerUnhealthy

@@ -67,6 +67,9 @@ type Main struct {
 	// MetricsListenPos is where it was set.
 	MetricsListen    string
 	MetricsListenPos Pos
+	// API is the api directive (the runtime API on metrics_listen); nil:
+	// none (the default).
+	API *API
 	// Pos records where each main/events directive was set, by name.
 	Pos map[string]Pos
 }

@@ -82,6 +82,8 @@ func mainDirectives() []directiveSpec {
 					w.line("metrics_listen", a)
 				}
 			}},
+		{name: "api", ctx: ctxMain, min: 0, max: 2, parse: (*parser).api, pos: posMain, check: (*parser).checkAPI,
+			format: formatAPI},
 		{name: "daemon", ctx: ctxMain, min: 1, max: 1, parse: (*parser).daemon, pos: posMain,
 			mainDefault: func(m *Main) { m.Daemon = true },
 			format:      func(w *confWriter, _ *formatAt) { w.line("daemon", "off") }},

@@ -153,6 +153,7 @@ error_log stderr warn;
 pid run/t.pid;
 worker_shutdown_timeout 30s;
 metrics_listen 127.0.0.1:9100;
+api write=on allow=127.0.0.1/32,10.0.0.0/8;
 daemon off;
 include events.conf;
 stream {

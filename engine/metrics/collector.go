@@ -239,7 +239,7 @@ func better(a, b pool.PeerState) bool {
 			return 3
 		case pool.PeerBanned:
 			return 2
-		case pool.PeerUnhealthy:
+		case pool.PeerUnhealthy, pool.PeerDraining:
 			return 1
 		}
 		return 0

@@ -70,7 +70,7 @@
 //	upstream_health_checks_total{upstream,peer,result}        counter  result: ok, failed (health_check probes)
 //	upstream_resolutions_total{upstream,result}               counter  result: ok, failed (DNS re-resolution of resolve servers)
 //	upstream_peer_state{upstream,peer,state}                  gauge    1 for the current state of up,
-//	                                                                   banned, down; 0 for the others
+//	                                                                   banned, down, unhealthy, draining; 0 for the others
 //	dial_in_flight{state}                        gauge    state: connecting (TCP connect, PROXY header),
 //	                                                      handshaking (TLS)
 //	dial_workers{state}                          gauge    state: busy, idle (their sum is the dialer's goroutines)
