@@ -123,7 +123,7 @@ func TestRuntimeAPIAccess(t *testing.T) {
 	set, _, dir := newPKI(t, pki.ECDSAP256, 1)
 	ups := startUpstreams(t, set, 1, backend.Echo, nil)
 	for _, tc := range []struct {
-		api               string
+		api                string
 		getCode, patchCode int
 	}{
 		{"api;", 200, 405},
