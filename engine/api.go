@@ -25,6 +25,9 @@ type Options struct {
 	// Listen, if set, supplies the listening sockets (see ListenFunc).
 	// Nil: each is bound as its listen directive says.
 	Listen ListenFunc
+	// Version names the build on the status page ("tlsrelay/0.1.0
+	// (commit)"); "" shows "tlsrelay".
+	Version string
 }
 
 // ListenFunc supplies one listening socket for a listen directive. create

@@ -29,6 +29,7 @@ import (
 	"github.com/tlsrelay/tlsrelay/pool"
 	"github.com/tlsrelay/tlsrelay/pool/dial"
 	"github.com/tlsrelay/tlsrelay/tlsbridge"
+	"time"
 )
 
 // cancelDial ends the session's dial, if one is running: a connect or
@@ -89,6 +90,9 @@ func (s *session) observeHandshake(p *pool.Peer, _ net.Addr, cs tls.ConnectionSt
 // dialAttemptFailed logs one failed attempt. Runs on a dialer worker.
 func (s *session) dialAttemptFailed(a dial.Attempt, disabled bool) {
 	s.e.m.AttemptFailed()
+	if a.Peer != nil {
+		a.Peer.ObserveError(a.Err.Error(), time.Now())
+	}
 	if a.Handshaking {
 		s.e.log.Logf(errlog.LevelError, s.id, "%v (%s) while SSL handshaking to upstream, client: %s, server: %s, upstream: \"%s\"",
 			a.Err, tlsbridge.Classify(a.Err), hostOf(s.remote), s.srv.name, a.Peer)

@@ -78,6 +78,7 @@ type Engine struct {
 	socks  map[string]*listenSock
 
 	booted  chan struct{} // the loops are known and the listeners accept
+	started time.Time     // when New made the engine (the status page's uptime)
 	stopped chan struct{} // every loop has stopped
 	kick    chan struct{} // wakes the ticker early
 	// sleepUntil is when the ticker next wakes (UnixNano); a loop that
@@ -119,6 +120,7 @@ func New(cfg *conf.Config, opts Options) (*Engine, error) {
 		loopIdx: map[gnet.EventLoop]*loop{},
 		booted:  make(chan struct{}), stopped: make(chan struct{}), kick: make(chan struct{}, 1),
 		loopsKnown: make(chan struct{}),
+		started:    time.Now(),
 	}
 	// Each open session holds two descriptors: its client and its
 	// upstream.

@@ -63,13 +63,17 @@ type metricsServer struct {
 }
 
 // newMetricsServer returns the server of h, logging through log; ready
-// answers /readyz, api (if not nil) /api/ (runtimeapi.go).
-func newMetricsServer(h http.Handler, log *errlog.Log, ready func() (bool, string), api http.HandlerFunc) *metricsServer {
+// answers /readyz, api (if not nil) /api/ (runtimeapi.go); pages are more
+// handlers by mux pattern (the status page, status.go).
+func newMetricsServer(h http.Handler, log *errlog.Log, ready func() (bool, string), api http.HandlerFunc, pages map[string]http.HandlerFunc) *metricsServer {
 	mux := http.NewServeMux()
 	mux.Handle("GET /metrics", h)
 	if api != nil {
 		mux.HandleFunc("/api/", api)
 		mux.HandleFunc("/api", api)
+	}
+	for path, h := range pages {
+		mux.HandleFunc(path, h)
 	}
 	// Kubernetes' probes: liveness (the process answers) and readiness
 	// (serving new sessions). Plain text, no cache.
@@ -248,7 +252,8 @@ func (e *Engine) listenMetrics(cfg *conf.Config) (*metricsEndpoint, error) {
 	if err != nil {
 		return nil, err
 	}
-	ep := &metricsEndpoint{addr: addr, srv: newMetricsServer(metrics.Handler(e.collector()), e.log, e.readiness, e.serveAPI)}
+	ep := &metricsEndpoint{addr: addr, srv: newMetricsServer(metrics.Handler(e.collector()), e.log, e.readiness, e.serveAPI,
+		map[string]http.HandlerFunc{"GET /{$}": e.serveStatusPage, "GET /status.json": e.serveStatusJSON})}
 	e.metricsAddr.Store(ln.Addr().String())
 	go func() {
 		if err := ep.srv.Serve(ln); err != nil {

@@ -205,7 +205,7 @@ func TestMetricsServerBounds(t *testing.T) {
 		return logText.String()
 	}
 	h := http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { io.WriteString(w, "ok 1\n") })
-	ms := newMetricsServer(h, log, func() (bool, string) { return true, "ready" }, nil)
+	ms := newMetricsServer(h, log, func() (bool, string) { return true, "ready" }, nil, nil)
 	full := make(chan struct{}, 100)
 	ms.full = func() { full <- struct{}{} }
 	accepted, closed := make(chan struct{}, 1000), make(chan struct{}, 1000)

@@ -3,6 +3,7 @@ package pool
 import (
 	"errors"
 	"sync/atomic"
+	"time"
 )
 
 // What the runtime API (the engine's /api, NGINX Plus's shape) changes on a
@@ -20,6 +21,8 @@ type adminState struct {
 	mode atomic.Uint32
 	// maxConns is max_conns plus one, 0 when the configuration's holds.
 	maxConns atomic.Int64
+	// lastErr is the last failure (ObserveError), for the status page.
+	lastErr atomic.Pointer[PeerError]
 }
 
 const (
@@ -108,3 +111,20 @@ func (g *Group) WeightNow(p *Peer) int {
 	defer g.mu.Unlock()
 	return p.Weight
 }
+
+// PeerError is the last failure seen on a peer: when, and what the error
+// log said.
+type PeerError struct {
+	At   time.Time
+	Text string
+}
+
+// ObserveError records err as the peer's last failure (the status page
+// shows it). Safe from any goroutine; it allocates the record.
+func (p *Peer) ObserveError(text string, at time.Time) {
+	p.admin.lastErr.Store(&PeerError{At: at, Text: text})
+}
+
+// LastError returns the peer's last failure, nil if none. Safe from any
+// goroutine.
+func (p *Peer) LastError() *PeerError { return p.admin.lastErr.Load() }

@@ -105,7 +105,11 @@ func (r *runner) run() int {
 	defer cancel()
 	ready := make(chan struct{})
 	var addrs []net.Addr // written before ready closes, read after
-	opts := engine.Options{Quit: r.quit, Ready: func(a []net.Addr) { addrs = a; close(ready) }}
+	version := Version
+	if commit != "" {
+		version += " (" + commit + ")"
+	}
+	opts := engine.Options{Quit: r.quit, Ready: func(a []net.Addr) { addrs = a; close(ready) }, Version: version}
 	if r.hand != nil {
 		opts.Listen = r.hand.listen
 	}
