@@ -5,7 +5,7 @@ PKGS      := ./...
 # BENCH_QUICK=1 make bench: the short run (about 2.5 minutes; under 2 without root, which skips the sustained-rate row).
 BENCH_ARGS ?=
 
-.PHONY: all build build-boring build-openssl build-baseline test test-short bench bench-boring bench-go demo lint fuzz bench-deps clean
+.PHONY: all build build-boring build-openssl build-baseline test test-short bench bench-boring bench-go demo lint fuzz bench-deps image clean
 
 all: build
 
@@ -110,6 +110,15 @@ fuzz:
 bench-deps:
 	apt-get update
 	DEBIAN_FRONTEND=noninteractive apt-get install -y nginx libnginx-mod-stream haproxy openssl
+
+# A container image from scratch (Containerfile): the static binary, its
+# license, a non-root user. With podman, else docker. IMAGE names it.
+IMAGE  ?= tlsrelay:$(COMMIT)
+ENGINE ?= $(shell command -v podman 2>/dev/null || command -v docker 2>/dev/null)
+image:
+	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS) -s -w' -o $(BIN)/tlsrelay-static ./cmd/tlsrelay
+	@test -n "$(ENGINE)" || { echo "make image: neither podman nor docker is installed"; exit 1; }
+	$(ENGINE) build -f Containerfile -t $(IMAGE) .
 
 clean:
 	rm -rf $(BIN)
