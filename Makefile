@@ -111,14 +111,15 @@ bench-deps:
 	apt-get update
 	DEBIAN_FRONTEND=noninteractive apt-get install -y nginx libnginx-mod-stream haproxy openssl
 
-# A container image from scratch (Containerfile): the static binary, its
+# A container image from scratch (cmd/tlsrelay/Containerfile): the static binary, its
 # license, a non-root user. With podman, else docker. IMAGE names it.
 IMAGE  ?= tlsrelay:$(COMMIT)
 ENGINE ?= $(shell command -v podman 2>/dev/null || command -v docker 2>/dev/null)
 image:
-	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS) -s -w' -o $(BIN)/tlsrelay-static ./cmd/tlsrelay
 	@test -n "$(ENGINE)" || { echo "make image: neither podman nor docker is installed"; exit 1; }
-	$(ENGINE) build -f Containerfile -t $(IMAGE) .
+	rm -rf $(BIN)/image && mkdir -p $(BIN)/image && cp LICENSE $(BIN)/image/
+	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS) -s -w' -o $(BIN)/image/tlsrelay ./cmd/tlsrelay
+	$(ENGINE) build -f cmd/tlsrelay/Containerfile -t $(IMAGE) $(BIN)/image
 
 clean:
 	rm -rf $(BIN)

@@ -41,20 +41,19 @@ func TestContainerImage(t *testing.T) {
 	}
 	podman := podmanOrSkip(t)
 	ctx := t.TempDir()
-	build := exec.Command("go", "build", "-trimpath", "-ldflags", "-X main.commit=container-test -s -w", "-o", filepath.Join(ctx, "bin", "tlsrelay-static"), ".")
+	// The build context make image makes: the binary and the license.
+	build := exec.Command("go", "build", "-trimpath", "-ldflags", "-X main.commit=container-test -s -w", "-o", filepath.Join(ctx, "tlsrelay"), ".")
 	build.Env = append(os.Environ(), "CGO_ENABLED=0")
 	if out, err := build.CombinedOutput(); err != nil {
 		t.Fatalf("go build: %v\n%s", err, out)
 	}
-	for _, f := range []string{"Containerfile", "LICENSE", ".containerignore"} {
-		b, err := os.ReadFile(filepath.Join("..", "..", f))
-		if err != nil {
-			t.Fatal(err)
-		}
-		os.WriteFile(filepath.Join(ctx, f), b, 0o644)
+	license, err := os.ReadFile(filepath.Join("..", "..", "LICENSE"))
+	if err != nil {
+		t.Fatal(err)
 	}
+	os.WriteFile(filepath.Join(ctx, "LICENSE"), license, 0o644)
 	image := fmt.Sprintf("localhost/tlsrelay-test:%d", rand.Uint32())
-	if out, err := exec.Command(podman, "build", "-q", "-f", filepath.Join(ctx, "Containerfile"), "-t", image, ctx).CombinedOutput(); err != nil {
+	if out, err := exec.Command(podman, "build", "-q", "-f", "Containerfile", "-t", image, ctx).CombinedOutput(); err != nil {
 		t.Fatalf("podman build: %v\n%s", err, out)
 	}
 	t.Cleanup(func() { exec.Command(podman, "rmi", "-f", image).Run() })
