@@ -127,11 +127,15 @@ func (p *parser) metricsListen(d *directive, _ ctx) error {
 	case host == "*":
 		host = "0.0.0.0"
 	}
-	if ip, err := netip.ParseAddr(host); err == nil && ip.IsUnspecified() {
-		// The endpoint has no authentication and tells whoever asks the
-		// upstreams, their health and the traffic.
-		p.warnf(d.pos, "\"metrics_listen\" %s exposes the metrics endpoint on every interface; "+
+	// The endpoint (metrics, status page, api) has no authentication and
+	// tells whoever asks the upstreams, their health and the traffic.
+	switch ip, err := netip.ParseAddr(host); {
+	case err == nil && ip.IsUnspecified():
+		p.warnf(d.pos, "\"metrics_listen\" %s exposes the metrics endpoint, status page and api on every interface; "+
 			"listen on 127.0.0.1 or a private address unless it is firewalled", a)
+	case err == nil && !ip.IsLoopback(), err != nil && host != "localhost":
+		p.warnf(d.pos, "\"metrics_listen\" %s is not a loopback address: the metrics endpoint, status page and api "+
+			"have no authentication; keep it on a management network", a)
 	}
 	p.cfg.Main.MetricsListen = net.JoinHostPort(host, strconv.Itoa(port))
 	p.cfg.Main.MetricsListenPos = d.pos
