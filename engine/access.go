@@ -127,6 +127,9 @@ func (s *session) limitConns() (full string) {
 		if key == "" {
 			continue // NGINX does not count an empty key
 		}
+		if s.limitStatus == limitNone {
+			s.limitStatus = limitPassed
+		}
 		z.mu.Lock()
 		over := z.open[key] >= l.Number
 		if !over {
@@ -135,15 +138,40 @@ func (s *session) limitConns() (full string) {
 		z.mu.Unlock()
 		if over {
 			if srv.conf.Core.LimitConnDryRun {
+				s.limitStatus = limitRejectedDryRun
 				s.e.log.Logf(limitLevel(srv.conf.Core.LimitConnLogLevel), s.id, "limiting connections, dry run, by zone %q, client: %s, server: %s", z.name, hostOf(s.remote), srv.name)
 				continue
 			}
+			s.limitStatus = limitRejected
 			s.releaseLimits()
 			return z.name
 		}
 		s.limits = append(s.limits, limitHold{zone: z, key: key})
 	}
 	return ""
+}
+
+// limitStatus is $limit_conn_status: what limit_conn did to a session.
+type limitStatus uint8
+
+const (
+	limitNone           limitStatus = iota // no limit_conn counted it ("-" in a log, as NGINX's not found)
+	limitPassed                            // PASSED
+	limitRejected                          // REJECTED
+	limitRejectedDryRun                    // REJECTED_DRY_RUN
+)
+
+// String returns NGINX's text: PASSED, REJECTED, REJECTED_DRY_RUN, or "-".
+func (l limitStatus) String() string {
+	switch l {
+	case limitPassed:
+		return "PASSED"
+	case limitRejected:
+		return "REJECTED"
+	case limitRejectedDryRun:
+		return "REJECTED_DRY_RUN"
+	}
+	return "-"
 }
 
 // releaseLimits gives back the session's counts. Runs on the loop.

@@ -55,6 +55,7 @@ const (
 	varUpstreamSSLALPN
 	varUpstreamSSLCurve
 	varUpstreamSSLHandshake
+	varLimitConnStatus
 	varCloseReason
 	varPPAddr
 	varPPPort
@@ -87,6 +88,7 @@ var logVarNames = map[string]varID{
 	"upstream_ssl_alpn":           varUpstreamSSLALPN,
 	"upstream_ssl_curve":          varUpstreamSSLCurve,
 	"upstream_ssl_handshake":      varUpstreamSSLHandshake,
+	"limit_conn_status":           varLimitConnStatus,
 	"close_reason":                varCloseReason,
 	"proxy_protocol_addr":         varPPAddr,
 	"proxy_protocol_port":         varPPPort,
@@ -357,6 +359,8 @@ func (s *session) appendVar(b []byte, id varID, now time.Time) []byte {
 			}
 			return append(b, "full"...)
 		}
+	case varLimitConnStatus:
+		return append(b, s.limitStatus.String()...)
 	case varCloseReason:
 		return append(b, s.reason.Text()...)
 	}

@@ -153,6 +153,8 @@ type session struct {
 	pp *proxyproto.Info
 	// limits are the limit_conn counts the session holds.
 	limits []limitHold
+	// limitStatus is $limit_conn_status (limitConns).
+	limitStatus limitStatus
 	// peerFailed: the upstream refused the session after its handshake
 	// (an alert before any data); its connection was ended as failed.
 	peerFailed bool

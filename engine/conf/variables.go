@@ -17,7 +17,7 @@ func knownVariable(name string) bool {
 		"bytes_sent", "bytes_received", "session_time", "status", "connection", "nginx_version",
 		"hostname", "pid", "msec", "time_iso8601", "time_local", "protocol",
 		"upstream_addr", "upstream_bytes_sent", "upstream_bytes_received", "upstream_connect_time",
-		"upstream_first_byte_time", "upstream_session_time":
+		"upstream_first_byte_time", "upstream_session_time", "limit_conn_status":
 		return true
 	// tlsrelay's own, for the access log (NGINX's stream module has no
 	// upstream TLS variables).
