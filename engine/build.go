@@ -244,6 +244,7 @@ func newGroup(u *conf.Upstream, resolve func(ctx context.Context, host string) (
 		Implicit: u.Implicit,
 		Balancer: pool.BalancerConfig{
 			Method: u.Method, Key: u.HashKey, Consistent: u.Consistent, Two: u.RandomTwo,
+			LeastTime: u.LeastTime, Inflight: u.LeastTimeInflight,
 		},
 	}
 	for _, us := range u.Servers {

@@ -174,8 +174,12 @@ func (s *session) pump(d *direction, force bool) {
 		} else if n > 0 {
 			if *d.moved == 0 {
 				if d.upstream {
-					// The upstream's first byte, for the access log.
+					// The upstream's first byte, for the access log and
+					// least_time first_byte (from the upstream's open).
 					s.firstByte = max(time.Since(s.start), 1)
+					if s.peer != nil {
+						s.peer.ObserveFirstByte(s.firstByte - s.upOpened)
+					}
 				} else if s.tc != nil && bytes.HasPrefix(buf[:n], h2Preface) {
 					s.clientH2 = true // for alpnHint
 				}

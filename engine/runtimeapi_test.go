@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"crypto/tls"
 	"github.com/tlsrelay/tlsrelay/internal/backend"
 	"github.com/tlsrelay/tlsrelay/internal/pki"
 	"github.com/tlsrelay/tlsrelay/internal/testutil"
@@ -142,5 +143,41 @@ func TestRuntimeAPIAccess(t *testing.T) {
 		tb.stop()
 		<-tb.done
 		tb.done <- nil
+	}
+}
+
+// TestLeastTimeFirstByte: least_time first_byte over a fast upstream and
+// one that answers 30 ms late: after each has been measured once, every
+// session goes to the fast one.
+func TestLeastTimeFirstByte(t *testing.T) {
+	set, _, dir := newPKI(t, pki.ECDSAP256, 1)
+	echo := func(delay time.Duration) func(*tls.Conn) {
+		return func(c *tls.Conn) {
+			buf := make([]byte, 64)
+			for {
+				n, err := c.Read(buf)
+				if n > 0 {
+					time.Sleep(delay)
+					c.Write(buf[:n])
+				}
+				if err != nil {
+					return
+				}
+			}
+		}
+	}
+	fast := testutil.TLSServer(t, set.ServerConfig(), echo(0))
+	slow := testutil.TLSServer(t, set.ServerConfig(), echo(30*time.Millisecond))
+	text := "worker_processes 2;\nmetrics_listen 127.0.0.1:60;\napi;\nstream {\nupstream backend {\n    least_time first_byte;\n    server " + fast + ";\n    server " + slow + ";\n}\n" +
+		strings.Replace(guideServer, "%s", "proxy_ssl_name localhost;", 1) + "}\n"
+	tb := startEngine(t, dir, text)
+	for range 20 {
+		if _, err := echoOnce(tb.addr, []byte("timed"), 10*time.Second); err != nil {
+			t.Fatal(err)
+		}
+	}
+	peers := apiPeers(t, tb.eng.MetricsAddr(), "backend")
+	if peers[0].Connections != 19 || peers[1].Connections != 1 {
+		t.Errorf("sessions: fast %d, slow %d; want 19 and 1 (the slow one measured once)", peers[0].Connections, peers[1].Connections)
 	}
 }

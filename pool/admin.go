@@ -90,7 +90,7 @@ var ErrWeightFixed = errors.New("weight can change at run time only with round r
 // SetWeight sets p's weight (at least 1) in g, for round robin and
 // least_conn. Safe from any goroutine: it takes the group's lock.
 func (g *Group) SetWeight(p *Peer, w int) error {
-	if g.method != methodRR && g.method != methodLeastConn {
+	if g.method != methodRR && g.method != methodLeastConn && g.method != methodLeastTime {
 		return ErrWeightFixed
 	}
 	if w < 1 {

@@ -95,6 +95,12 @@ type BalancerConfig struct {
 	// LeastConn records `random two least_conn`; it is the only way `two`
 	// compares servers, so it changes nothing.
 	LeastConn bool
+	// LeastTime is least_time's measure (LeastTimeConnect, ...), and
+	// Inflight its inflight parameter (which changes nothing: the active
+	// connections always count, see leastTimeCost). Only for
+	// MethodLeastTime.
+	LeastTime string
+	Inflight  bool
 }
 
 // GroupConfig describes an upstream group.
@@ -154,6 +160,8 @@ type Peer struct {
 
 	// admin is what the runtime API changed (admin.go).
 	admin adminState
+	// times are the moving averages least_time compares (leasttime.go).
+	times peerTimes
 
 	// Protected by the group's mu.
 	currentWeight   int
@@ -225,6 +233,7 @@ const (
 	methodCHash
 	methodRandom
 	methodRandom2
+	methodLeastTime
 )
 
 // peerSet is one version of a group's peers. It is immutable once
@@ -257,8 +266,10 @@ type serverSlot struct {
 // documentation.
 type Group struct {
 	// Constant after NewGroup.
-	name      string
-	method    method
+	name   string
+	method method
+	// leastTime is least_time's measure.
+	leastTime measure
 	servers   []serverSlot
 	dynamic   bool  // some server has resolve
 	errNoLive error // ErrNoLivePeers wrapped with the name, made once
@@ -303,6 +314,12 @@ func NewGroup(gc GroupConfig, resolve func(ctx context.Context, host string) ([]
 		if b.Two {
 			g.method = methodRandom2
 		}
+	case MethodLeastTime:
+		m, ok := measureOf(b.LeastTime)
+		if !ok {
+			return nil, fmt.Errorf("building upstream %q: least_time %q: want connect, first_byte or last_byte", gc.Name, b.LeastTime)
+		}
+		g.method, g.leastTime = methodLeastTime, m
 	default:
 		return nil, fmt.Errorf("building upstream %q: unknown balancing method %q", gc.Name, b.Method)
 	}
@@ -372,7 +389,9 @@ func NewGroup(gc GroupConfig, resolve func(ctx context.Context, host string) ([]
 }
 
 // allowsBackup reports whether the balancing method has a backup tier.
-func (g *Group) allowsBackup() bool { return g.method == methodRR || g.method == methodLeastConn }
+func (g *Group) allowsBackup() bool {
+	return g.method == methodRR || g.method == methodLeastConn || g.method == methodLeastTime
+}
 
 // newPeer makes a peer of the server line at addr; host is what the TLS
 // layer verifies (the server's host, or an SRV record's target); srvWeight

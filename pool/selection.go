@@ -102,6 +102,8 @@ func (s *Selection) Next(now time.Time) (*Peer, error) {
 		p = s.getRandom(now)
 	case methodRandom2:
 		p = s.getRandom2(now)
+	case methodLeastTime:
+		p = s.getLeastTime(now)
 	}
 	if p == nil {
 		g.mu.Unlock()

@@ -179,6 +179,9 @@ func attemptOnce(parent context.Context, j *Job, p *pool.Peer, tlsFor func(*pool
 		if cancelled() {
 			return Result{}, a, false
 		}
+		if !o.quiet {
+			p.ObserveConnectTime(a.Connect)
+		}
 		return Result{Peer: p, Raw: raw}, a, false
 	}
 	cfg, err := tlsFor(p, raw.LocalAddr())
@@ -235,6 +238,7 @@ func attemptOnce(parent context.Context, j *Job, p *pool.Peer, tlsFor func(*pool
 	if !o.quiet {
 		p.ObserveHandshake(a.Handshake, state.DidResume)
 		p.ObserveHandshakeGroup(GroupSlot(state.CurveID))
+		p.ObserveConnectTime(a.Connect + a.Handshake) // least_time connect, as $upstream_connect_time
 	}
 	if hasDeadline {
 		// The handshake cleared the deadline: the caller's is parent's.

@@ -1,0 +1,159 @@
+package pool
+
+import (
+	"sync/atomic"
+	"time"
+)
+
+// least_time (NGINX Plus's method, in NGINX 1.31's open source): the peer
+// with the least average time and the fewest active connections, weights
+// counted; ties go to weighted round robin, as least_conn's do. The time
+// is one of three, as the directive says: connect (the TCP connect and the
+// TLS handshake, as $upstream_connect_time), first_byte (to the upstream's
+// first byte) or last_byte (the whole session). Each peer keeps an
+// exponentially weighted moving average of each, fed by the dialer
+// (connect) and the engine (first and last byte) for every peer of every
+// method: a reload that switches to least_time starts from what the peers
+// measured.
+
+// Least-time measures, the values of [BalancerConfig.LeastTime].
+const (
+	LeastTimeConnect   = "connect"
+	LeastTimeFirstByte = "first_byte"
+	LeastTimeLastByte  = "last_byte"
+)
+
+// MethodLeastTime is least_time.
+const MethodLeastTime = "least_time"
+
+// measure indexes a peer's averages.
+type measure uint8
+
+const (
+	measureConnect measure = iota
+	measureFirstByte
+	measureLastByte
+	measures
+)
+
+// peerTimes are a peer's moving averages, in nanoseconds (0: none yet).
+type peerTimes struct {
+	avg [measures]atomic.Int64
+}
+
+// ewmaShift weighs a new sample 1/8, as TCP's smoothed RTT does.
+const ewmaShift = 3
+
+// observe folds d into the average of m. Safe from any goroutine.
+func (t *peerTimes) observe(m measure, d time.Duration) {
+	if d <= 0 {
+		d = 1
+	}
+	for {
+		old := t.avg[m].Load()
+		next := int64(d)
+		if old != 0 {
+			next = old + (int64(d)-old)>>ewmaShift
+		}
+		if t.avg[m].CompareAndSwap(old, max(next, 1)) {
+			return
+		}
+	}
+}
+
+// ObserveConnectTime records a completed connect and handshake of d
+// (least_time connect). The dialer calls it. Safe from any goroutine.
+func (p *Peer) ObserveConnectTime(d time.Duration) { p.times.observe(measureConnect, d) }
+
+// ObserveFirstByte records the time to the upstream's first byte of a
+// session (least_time first_byte). Safe from any goroutine.
+func (p *Peer) ObserveFirstByte(d time.Duration) { p.times.observe(measureFirstByte, d) }
+
+// ObserveLastByte records a whole session's time (least_time last_byte).
+// Safe from any goroutine.
+func (p *Peer) ObserveLastByte(d time.Duration) { p.times.observe(measureLastByte, d) }
+
+// AverageTime returns the peer's moving average of measure m
+// (LeastTimeConnect, LeastTimeFirstByte, LeastTimeLastByte); 0 when none.
+// Safe from any goroutine.
+func (p *Peer) AverageTime(m string) time.Duration {
+	if i, ok := measureOf(m); ok {
+		return time.Duration(p.times.avg[i].Load())
+	}
+	return 0
+}
+
+// measureOf maps a least_time parameter to its measure.
+func measureOf(s string) (measure, bool) {
+	switch s {
+	case LeastTimeConnect:
+		return measureConnect, true
+	case LeastTimeFirstByte:
+		return measureFirstByte, true
+	case LeastTimeLastByte:
+		return measureLastByte, true
+	}
+	return 0, false
+}
+
+// leastTimeCost is what least_time compares, lower first: the average time
+// (a peer not measured yet counts as the fastest, so that it gets measured)
+// by the active connections plus one, over the weight. The active
+// connections are the incomplete ones, so the inflight parameter (which in
+// NGINX adds them to the average) changes nothing here: they always count.
+func (g *Group) leastTimeCost(p *Peer) float64 {
+	avg := float64(p.times.avg[g.leastTime].Load())
+	return (avg + 1) * float64(p.conns+1) / float64(p.Weight)
+}
+
+// getLeastTime is least_time: getLeastConn's walk with leastTimeCost.
+// Called with the group's lock held.
+func (s *Selection) getLeastTime(now time.Time) *Peer {
+	t := s.tier()
+	if t.single {
+		return s.getRR(now)
+	}
+	g := s.g
+	var best *Peer
+	bi, bestCost := 0, 0.0
+	many := false
+	for i, p := range t.peers {
+		if s.isTried(i) || !usable(p, now) {
+			continue
+		}
+		c := g.leastTimeCost(p)
+		switch {
+		case best == nil || c < bestCost:
+			best, bi, bestCost, many = p, i, c, false
+		case c == bestCost:
+			many = true
+		}
+	}
+	if best == nil {
+		if s.toBackup() {
+			return s.getLeastTime(now)
+		}
+		return nil
+	}
+	if many {
+		total := 0
+		first := bi
+		for i := first; i < len(t.peers); i++ {
+			p := t.peers[i]
+			if s.isTried(i) || !usable(p, now) || g.leastTimeCost(p) != bestCost {
+				continue
+			}
+			p.currentWeight += p.effectiveWeight
+			total += p.effectiveWeight
+			if p.effectiveWeight < p.Weight {
+				p.effectiveWeight++
+			}
+			if p.currentWeight > best.currentWeight {
+				best, bi = p, i
+			}
+		}
+		best.currentWeight -= total
+	}
+	s.picked(bi, best, now)
+	return best
+}
