@@ -123,7 +123,7 @@ func (s *session) limitConns() (full string) {
 	srv := s.srv
 	for i, l := range srv.conf.LimitConn {
 		z := srv.limits[i]
-		key := z.key.eval(s.remote, s.local)
+		key := z.key.eval(s.remote, s.local, s.pp)
 		if key == "" {
 			continue // NGINX does not count an empty key
 		}

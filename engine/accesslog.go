@@ -195,7 +195,7 @@ func (s *session) render(b []byte, f *logFormat, now time.Time) []byte {
 		case varPPTLV:
 			b = append(b, s.pp.TLV(sg.lit)...)
 		case varKey:
-			b = append(b, sg.key.eval(s.remote, s.local)...)
+			b = append(b, sg.key.eval(s.remote, s.local, s.pp)...)
 		default:
 			b = s.appendVar(b, sg.id, now)
 		}

@@ -8,6 +8,7 @@ import (
 	"github.com/tlsrelay/tlsrelay/engine/conf"
 	"github.com/tlsrelay/tlsrelay/engine/errlog"
 	"github.com/tlsrelay/tlsrelay/engine/metrics"
+	"github.com/tlsrelay/tlsrelay/engine/proxyproto"
 )
 
 // keyVar is a variable a key evaluated when a session starts may hold
@@ -21,6 +22,8 @@ const (
 	keyRemotePort
 	keyServerAddr
 	keyServerPort
+	keyPPAddr // $proxy_protocol_addr: empty without a PROXY header
+	keyPPPort
 	keyEmpty   // $1..$9: tlsrelay has no regex captures
 	keySplit   // a split_clients variable (keyPart.split)
 	keyMap     // a map variable (keyPart.mapv)
@@ -40,6 +43,10 @@ func keyVarOf(name string) keyVar {
 		return keyServerAddr
 	case "server_port":
 		return keyServerPort
+	case "proxy_protocol_addr":
+		return keyPPAddr
+	case "proxy_protocol_port":
+		return keyPPPort
 	}
 	return keyEmpty
 }
@@ -130,18 +137,18 @@ type mapVar struct {
 
 // eval returns the variable's value for a session with the given
 // addresses. Runs on the session's loop.
-func (v *mapVar) eval(remote, local net.Addr) string {
-	t, caps := v.m.Find(v.key.eval(remote, local))
+func (v *mapVar) eval(remote, local net.Addr, pp *proxyproto.Info) string {
+	t, caps := v.m.Find(v.key.eval(remote, local, pp))
 	if t == nil {
 		return ""
 	}
-	return v.values[t].evalCaptures(remote, local, caps)
+	return v.values[t].evalCaptures(remote, local, pp, caps)
 }
 
 // eval returns the variable's value for a session with the given
 // addresses. Runs on the session's loop.
-func (v *splitVar) eval(remote, local net.Addr) string {
-	return v.sc.Pick(murmurHash2(v.key.eval(remote, local)))
+func (v *splitVar) eval(remote, local net.Addr, pp *proxyproto.Info) string {
+	return v.sc.Pick(murmurHash2(v.key.eval(remote, local, pp)))
 }
 
 // murmurHash2 is NGINX's ngx_murmur_hash2: Austin Appleby's MurmurHash2
@@ -176,15 +183,15 @@ func murmurHash2(s string) uint32 {
 	return h
 }
 
-// eval returns the key for a session with the given addresses. Runs on
-// the session's loop.
-func (t *hashTemplate) eval(remote, local net.Addr) string {
-	return t.evalCaptures(remote, local, nil)
+// eval returns the key for a session with the given addresses and PROXY
+// header (nil: none). Runs on the session's loop.
+func (t *hashTemplate) eval(remote, local net.Addr, pp *proxyproto.Info) string {
+	return t.evalCaptures(remote, local, pp, nil)
 }
 
 // evalCaptures is eval with a regular expression's groups for $1..$9
 // (a map's value). Runs on the session's loop.
-func (t *hashTemplate) evalCaptures(remote, local net.Addr, caps []string) string {
+func (t *hashTemplate) evalCaptures(remote, local net.Addr, pp *proxyproto.Info, caps []string) string {
 	if !t.vars {
 		return t.static
 	}
@@ -203,10 +210,18 @@ func (t *hashTemplate) evalCaptures(remote, local net.Addr, caps []string) strin
 			b.WriteString(hostOf(local))
 		case keyServerPort:
 			b.WriteString(portOf(local))
+		case keyPPAddr:
+			if pp != nil && pp.Src != nil {
+				b.WriteString(hostOf(pp.Src))
+			}
+		case keyPPPort:
+			if pp != nil && pp.Src != nil {
+				b.WriteString(portOf(pp.Src))
+			}
 		case keySplit:
-			b.WriteString(p.split.eval(remote, local))
+			b.WriteString(p.split.eval(remote, local, pp))
 		case keyMap:
-			b.WriteString(p.mapv.eval(remote, local))
+			b.WriteString(p.mapv.eval(remote, local, pp))
 		case keyCapture:
 			if p.n < len(caps) {
 				b.WriteString(caps[p.n])
@@ -232,11 +247,11 @@ func binaryAddr(a net.Addr) string {
 
 // hashKey evaluates the upstream block's hash key for a session; "" when
 // the block does not balance by hash.
-func (s *server) hashKey(remote, local net.Addr) string {
+func (s *server) hashKey(remote, local net.Addr, pp *proxyproto.Info) string {
 	if s.hash == nil {
 		return ""
 	}
-	return s.hash.eval(remote, local)
+	return s.hash.eval(remote, local, pp)
 }
 
 // bindLocal sets the dial's source address from proxy_bind's variables,
@@ -246,7 +261,7 @@ func (s *server) hashKey(remote, local net.Addr) string {
 // whether the session goes on. Runs on the session's loop, before the
 // dial job is submitted.
 func (s *session) bindLocal() bool {
-	v := s.srv.bindVar.eval(s.remote, s.local)
+	v := s.srv.bindVar.eval(s.remote, s.local, s.pp)
 	if v == "" {
 		return true
 	}

@@ -40,7 +40,7 @@ func TestHashTemplate(t *testing.T) {
 		if err != nil {
 			t.Fatalf("%q: %v", tc.tmpl, err)
 		}
-		if got := compileHashKey(ct, nil).eval(tc.remote, local); got != tc.want {
+		if got := compileHashKey(ct, nil).eval(tc.remote, local, nil); got != tc.want {
 			t.Errorf("%q for %v: got %q, want %q", tc.tmpl, tc.remote, got, tc.want)
 		}
 	}

@@ -289,7 +289,7 @@ func (e *Engine) openSessionAt(c gnet.Conn, lp *loop, srv *server, remote, local
 
 	d := new(dialState)
 	s.dial = d
-	srv.group.InitSelection(&d.sel, srv.hashKey(s.remote, s.local), srv.tries, s.start)
+	srv.group.InitSelection(&d.sel, srv.hashKey(s.remote, s.local, s.pp), srv.tries, s.start)
 	d.job = dial.Job{
 		Sel:                 &d.sel,
 		ConnectTimeout:      srv.connectTimeout,

@@ -132,7 +132,7 @@ func compileWith(d *directive, value string, known func(string) bool) (*Template
 // keyVariablesText lists the variables a key evaluated when a session
 // starts, before anything is proxied, may hold: `hash` and
 // `limit_conn_zone` keys (isKeyVariable).
-const keyVariablesText = "$binary_remote_addr, $remote_addr, $remote_port, $server_addr, $server_port"
+const keyVariablesText = "$binary_remote_addr, $remote_addr, $remote_port, $server_addr, $server_port, $proxy_protocol_addr, $proxy_protocol_port"
 
 // isKeyVariable reports whether name may appear in a `hash` or
 // `limit_conn_zone` key, or in `proxy_bind`: tlsrelay evaluates these
@@ -152,7 +152,8 @@ func (p *parser) isKeyOrSplitVariable(name string) bool {
 // isKeyVariable is the parser's isKeyVariable for NGINX's variables.
 func isKeyVariable(name string) bool {
 	switch name {
-	case "binary_remote_addr", "remote_addr", "remote_port", "server_addr", "server_port":
+	case "binary_remote_addr", "remote_addr", "remote_port", "server_addr", "server_port",
+		"proxy_protocol_addr", "proxy_protocol_port":
 		return true
 	}
 	return false
