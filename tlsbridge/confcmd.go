@@ -10,7 +10,11 @@ import (
 
 // confResult is what the proxy_ssl_conf_command directives change.
 type confResult struct {
-	cipherString       string
+	// certificate and privateKey are the Certificate and PrivateKey
+	// commands: files that replace proxy_ssl_certificate and its key, as
+	// SSL_CONF_cmd loads them into the context after NGINX's own.
+	certificate, privateKey string
+	cipherString            string
 	curves             []tls.CurveID
 	minProto, maxProto uint16 // 0: open
 	warnings           []string
@@ -153,6 +157,16 @@ func applyConfCommands(cmds []ConfCommand, cipherString string) (confResult, err
 				return r, fail("crypto/tls offers a fixed set of signature algorithms and cannot leave out %s (its set: %s)",
 					strings.Join(missing, ":"), strings.Join(goSigAlgs, ":"))
 			}
+		case "certificate":
+			if val == "" {
+				return r, fail("no file")
+			}
+			r.certificate = val
+		case "privatekey":
+			if val == "" {
+				return r, fail("no file")
+			}
+			r.privateKey = val
 		case "options":
 			for _, o := range strings.Split(val, ",") {
 				o = strings.TrimSpace(o)
@@ -165,7 +179,7 @@ func applyConfCommands(cmds []ConfCommand, cipherString string) (confResult, err
 				}
 			}
 		default:
-			return r, fmt.Errorf("proxy_ssl_conf_command %q is not supported (supported: Groups, Curves, MinProtocol, MaxProtocol, CipherString, Ciphersuites, SignatureAlgorithms, Options)", c.Name)
+			return r, fmt.Errorf("proxy_ssl_conf_command %q is not supported (supported: Groups, Curves, MinProtocol, MaxProtocol, CipherString, Ciphersuites, SignatureAlgorithms, Options, Certificate, PrivateKey)", c.Name)
 		}
 	}
 	return r, nil

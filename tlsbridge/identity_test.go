@@ -65,3 +65,28 @@ func TestVerifyIdentity(t *testing.T) {
 		t.Errorf("identities without verify: %v", err)
 	}
 }
+
+// TestConfCommandCertificate: proxy_ssl_conf_command Certificate and
+// PrivateKey replace the client certificate, as OpenSSL applies them after
+// proxy_ssl_certificate: the upstream sees the other certificate.
+func TestConfCommandCertificate(t *testing.T) {
+	set := mustSet(t, pki.ECDSAP256, 1)
+	f := pkiFiles(t, set)
+	other, err := pki.NewLeaf("other client", set.Root, pki.Options{Key: pki.ECDSAP256})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cert, key := writeFile(t, "other.pem", other.CertPEM()), writeFile(t, "other.key", other.KeyPEM())
+	srv := startServer(t, set.ServerConfig())
+	p := mustPolicy(t, PolicyConfig{Certificate: f.ClientCert, CertificateKey: f.ClientKey, Verify: true, VerifyDepth: 1,
+		TrustedCertificate: f.CA, ConfCommands: []ConfCommand{{"Certificate", cert}, {"PrivateKey", key}}}, nil)
+	if _, err := dialOnce(t, p, Target{Addr: srv.addr, Host: "localhost"}, Vars{}, nil); err != nil {
+		t.Fatal(err)
+	}
+	if sc := srv.next(t); len(sc.state.PeerCertificates) == 0 || sc.state.PeerCertificates[0].Subject.CommonName != "other client" {
+		t.Errorf("the upstream saw %v, want the Certificate command's", sc.state.PeerCertificates)
+	}
+	if _, err := NewPolicy(PolicyConfig{ConfCommands: []ConfCommand{{"Certificate", cert}}}, nil); err == nil {
+		t.Error("Certificate without PrivateKey (and no proxy_ssl_certificate_key) accepted")
+	}
+}

@@ -183,6 +183,14 @@ func NewPolicy(pc PolicyConfig, store *SessionStore) (*Policy, error) {
 	}
 	p.warnings = append(p.warnings, cc.warnings...)
 	p.curves = cc.curves
+	// Certificate and PrivateKey replace the client certificate's files,
+	// as OpenSSL applies them after proxy_ssl_certificate.
+	if cc.certificate != "" {
+		pc.Certificate, p.pc.Certificate = cc.certificate, cc.certificate
+	}
+	if cc.privateKey != "" {
+		pc.CertificateKey, p.pc.CertificateKey = cc.privateKey, cc.privateKey
+	}
 	if p.minVer, p.maxVer, err = protocolSpan(enabled, cc.minProto, cc.maxProto, &p.warnings); err != nil {
 		return nil, configError("proxy_ssl_protocols", err)
 	}

@@ -77,8 +77,13 @@ func mergeProtocols(p *parser, m *mergeable, d *directive) error {
 
 // mergeConfCommand is `proxy_ssl_conf_command name value`; the commands
 // of a level add up.
-func mergeConfCommand(_ *parser, m *mergeable, d *directive) error {
-	m.Proxy.SSL.ConfCommands = append(m.Proxy.SSL.ConfCommands, ConfCommand{Name: d.args[0], Value: d.args[1], Pos: d.pos})
+func mergeConfCommand(p *parser, m *mergeable, d *directive) error {
+	value := d.args[1]
+	if strings.EqualFold(d.args[0], "Certificate") || strings.EqualFold(d.args[0], "PrivateKey") {
+		// Files, resolved against the prefix as proxy_ssl_certificate's.
+		value = p.prefixPath(value)
+	}
+	m.Proxy.SSL.ConfCommands = append(m.Proxy.SSL.ConfCommands, ConfCommand{Name: d.args[0], Value: value, Pos: d.pos})
 	return nil
 }
 
