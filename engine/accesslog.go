@@ -11,6 +11,9 @@ import (
 	"github.com/tlsrelay/tlsrelay/engine/logfile"
 	"github.com/tlsrelay/tlsrelay/pool/dial"
 	"github.com/tlsrelay/tlsrelay/tlsbridge"
+	"path/filepath"
+
+	"slices"
 )
 
 // The access log writes one line per session when it ends, in a
@@ -162,6 +165,10 @@ type accessLog struct {
 	w      *logfile.File
 	format *logFormat
 	cond   *logFormat // if=; nil: always
+	// path, for a path with variables (w nil): the file is opened in
+	// files for each line.
+	path  *logFormat
+	files *logfile.Files
 }
 
 // logAccess writes the session's line to each of its server's access
@@ -176,10 +183,33 @@ func (s *session) logAccess(now time.Time) {
 		}
 		line := s.render(s.lp.logScratch[:0], al.format, now)
 		line = append(line, '\n')
-		if err := al.w.Write(line, now); err != nil && s.e.log.Enabled(errlog.LevelAlert) {
+		if al.path != nil {
+			s.logToPath(al, line, now)
+		} else if err := al.w.Write(line, now); err != nil && s.e.log.Enabled(errlog.LevelAlert) {
 			s.e.log.Logf(errlog.LevelAlert, 0, "writing access log %q: %v", al.w.Path(), err)
 		}
 		s.lp.logScratch = line[:0]
+	}
+}
+
+// logToPath writes line to the file al's path names for this session,
+// opened for the line and closed after it (unless another plan or line
+// holds it), as NGINX does without open_log_file_cache. A path that comes
+// out empty, relative, or with a ".." component is refused and logged:
+// variables must not walk the file system. Runs on the session's loop.
+func (s *session) logToPath(al accessLog, line []byte, now time.Time) {
+	path := string(s.render(nil, al.path, now))
+	if !filepath.IsAbs(path) || slices.Contains(strings.Split(path, "/"), "..") || strings.ContainsRune(path, 0) {
+		s.e.log.Logf(errlog.LevelError, s.id, "access log path %q is not an absolute path without \"..\": not written", path)
+		return
+	}
+	w, err := al.files.Acquire(path, 0, 0, 0)
+	if err == nil {
+		err = w.Write(line, now)
+		al.files.Release(w)
+	}
+	if err != nil && s.e.log.Enabled(errlog.LevelAlert) {
+		s.e.log.Logf(errlog.LevelAlert, s.id, "writing access log %q: %v", path, err)
 	}
 }
 

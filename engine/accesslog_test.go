@@ -188,3 +188,38 @@ func TestAccessLog(t *testing.T) {
 		t.Fatalf("gzip log has %d lines, want 3:\n%s", n, plain)
 	}
 }
+
+// TestAccessLogVariablePath: an access_log path with variables is a file
+// per value, opened for each line (NGINX without open_log_file_cache): two
+// servers log to a file named by their port; a value that would leave the
+// directory is refused and said in the error log.
+func TestAccessLogVariablePath(t *testing.T) {
+	up, sources := sourceRecorder(t)
+	dir := t.TempDir()
+	a, b := testutil.FreeAddr(t), testutil.FreeAddr(t)
+	text := "stream {\nlog_format p '$remote_addr $status';\n" +
+		"map $server_port $sub {\n    default ok;\n    " + portOnly(b) + " ../escape;\n}\n" +
+		"server { listen " + a + "; proxy_pass " + up + "; access_log {{dir}}/port_$server_port.log p; }\n" +
+		"server { listen " + b + "; proxy_pass " + up + "; access_log {{dir}}/$sub/x.log p; access_log {{dir}}/port_$server_port.log p; }\n}\n"
+	tb := startEngine(t, dir, text)
+	for i, addr := range []string{a, b, a} {
+		h := holdSession(t, addr)
+		h.c.Close()
+		testutil.WaitFor(t, "the upstream's session", 10*time.Second, func() bool { return len(sources()) == i+1 })
+	}
+	if got := readLines(t, filepath.Join(dir, "port_"+portOnly(a)+".log"), 2); len(got) != 2 || !strings.HasSuffix(got[0], " 200") {
+		t.Errorf("%s's log: %q", a, got)
+	}
+	if got := readLines(t, filepath.Join(dir, "port_"+portOnly(b)+".log"), 1); len(got) != 1 {
+		t.Errorf("%s's log: %q", b, got)
+	}
+	testutil.WaitFor(t, "the refusal of ../escape", 10*time.Second, func() bool {
+		return strings.Contains(tb.logText(), `access log path "`+dir+`/../escape/x.log" is not an absolute path without ".."`)
+	})
+}
+
+// portOnly returns the port of "host:port".
+func portOnly(addr string) string {
+	_, p, _ := net.SplitHostPort(addr)
+	return p
+}

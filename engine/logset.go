@@ -1,8 +1,6 @@
 package engine
 
 import (
-	"strings"
-
 	"github.com/tlsrelay/tlsrelay/engine/conf"
 	"github.com/tlsrelay/tlsrelay/engine/logfile"
 )
@@ -30,9 +28,6 @@ func (ls *logSet) open(cfg *conf.Config, logs []conf.AccessLog) ([]accessLog, er
 		if l.Off {
 			return nil, nil
 		}
-		if strings.Contains(l.Path, "$") {
-			return nil, conf.Errorf(l.Pos, "access_log path with variables is not supported")
-		}
 		lf := ls.formats[l.Format]
 		if lf == nil {
 			def := cfg.Stream.LogFormats[l.Format]
@@ -42,15 +37,23 @@ func (ls *logSet) open(cfg *conf.Config, logs []conf.AccessLog) ([]accessLog, er
 			lf = compileFormat(def.Template, def.Escape, ls.vars)
 			ls.formats[l.Format] = lf
 		}
-		w, err := ls.files.Acquire(l.Path, l.Buffer, l.Gzip, l.Flush)
-		if err != nil {
-			return nil, conf.Errorf(l.Pos, "%v", err)
+		al := accessLog{format: lf}
+		if l.PathTemplate != nil {
+			// Opened for each line (logAccess), as NGINX does without
+			// open_log_file_cache.
+			al.path = compileFormat(l.PathTemplate, "none", ls.vars)
+			al.files = ls.files
+		} else {
+			w, err := ls.files.Acquire(l.Path, l.Buffer, l.Gzip, l.Flush)
+			if err != nil {
+				return nil, conf.Errorf(l.Pos, "%v", err)
+			}
+			if ls.held[w] {
+				ls.files.Release(w) // one reference per plan
+			}
+			ls.held[w] = true
+			al.w = w
 		}
-		if ls.held[w] {
-			ls.files.Release(w) // one reference per plan
-		}
-		ls.held[w] = true
-		al := accessLog{w: w, format: lf}
 		if l.IfTemplate != nil {
 			al.cond = compileFormat(l.IfTemplate, "none", ls.vars)
 		}

@@ -556,8 +556,11 @@ type AccessLog struct {
 	// Off is access_log off (no other field is set).
 	Off bool
 	// Path is the file (absolute; relative paths are taken from the
-	// prefix), or "syslog:..." as written; may hold variables.
-	Path string
+	// prefix), or "syslog:..." as written; may hold variables, then
+	// PathTemplate is it compiled (nil without variables): the file is
+	// opened for each line, as NGINX does without open_log_file_cache.
+	Path         string
+	PathTemplate *Template
 	// Format names a LogFormat.
 	Format string
 	// Buffer is buffer= in bytes; 0: unbuffered (64k when gzip is set

@@ -77,10 +77,14 @@ func mergeAccessLog(p *parser, m *mergeable, d *directive) error {
 		m.AccessLogs = append(m.AccessLogs, AccessLog{Pos: d.pos, Off: true})
 		return nil
 	}
-	if err := checkVariables(d, d.args[0]); err != nil {
+	l := AccessLog{Pos: d.pos, Path: p.prefixPath(d.args[0])}
+	pathT, err := p.compileAt(d, l.Path)
+	if err != nil {
 		return err
 	}
-	l := AccessLog{Pos: d.pos, Path: p.prefixPath(d.args[0])}
+	if pathT.HasVars() {
+		l.PathTemplate = pathT
+	}
 	if len(d.args) < 2 {
 		return Errorf(d.pos, "log format is not specified")
 	}
@@ -124,6 +128,10 @@ func mergeAccessLog(p *parser, m *mergeable, d *directive) error {
 	}
 	if l.Flush != 0 && l.Buffer == 0 && l.Gzip == 0 {
 		return Errorf(d.pos, "no buffer is defined for access_log %q", d.args[0])
+	}
+	if l.PathTemplate != nil && (l.Buffer != 0 || l.Gzip != 0) {
+		// NGINX's words: a file opened per line has no buffer to hold.
+		return Errorf(d.pos, "buffered logs cannot have variables in name")
 	}
 	if l.Gzip != 0 && l.Buffer == 0 {
 		l.Buffer = 64 << 10

@@ -119,6 +119,10 @@ var nginxDiffCases = []struct {
 	{"access log format", "stream { log_format basic '$remote_addr $status'; access_log logs.txt basic buffer=4k flush=1s; }", true, false},
 	{"access log unknown format", "stream { access_log logs.txt nosuch; }", false, true},
 	{"access log without format", "stream { access_log logs.txt; }", false, true},
+	{"access log with variables", "stream { log_format f x; access_log logs_$server_port.txt f; }", true, false},
+	{"access log with variables, buffered", "stream { log_format f x; access_log logs_$server_port.txt f buffer=4k; }", false, true},
+	{"access log with variables, gzip", "stream { log_format f x; access_log logs_$server_port.txt f gzip; }", false, true},
+	{"access log with an unknown variable", "stream { log_format f x; access_log logs_$nosuch.txt f; }", false, false}, // NGINX says it without file:line
 	{"error_log levels", "error_log stderr warn; stream { error_log stderr info; server { listen 1; proxy_pass 127.0.0.1:2; error_log stderr notice; } }", true, false},
 	{"bad log level", "stream { error_log stderr loud; }", false, true},
 	{"resolver", "stream { resolver 127.0.0.1 valid=10s ipv6=off; resolver_timeout 5s; }", true, false},
