@@ -56,7 +56,7 @@ func TestCheckFiles(t *testing.T) {
 	}
 	for _, want := range []string{
 		`[warn] permissions 0644 for the "proxy_ssl_certificate_key" file "` + key + `" are too open: group or others can access it (chmod 600 it) in ` + conf + ":9",
-		`[warn] "metrics_listen" *:9100 exposes the metrics endpoint on every interface; listen on 127.0.0.1 or a private address unless it is firewalled in ` + conf + ":2",
+		`[warn] "metrics_listen" *:9100 exposes the metrics endpoint, status page and api on every interface; listen on 127.0.0.1 or a private address unless it is firewalled in ` + conf + ":2",
 	} {
 		if !strings.Contains(stderr, want) {
 			t.Errorf("-t said\n%s\nwant a line with\n%s", stderr, want)
