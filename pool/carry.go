@@ -1,6 +1,9 @@
 package pool
 
-import "slices"
+import (
+	"net/netip"
+	"slices"
+)
 
 // Carrying a group's state across a configuration reload.
 //
@@ -110,7 +113,13 @@ func (g *Group) preresolve(prev *Group) {
 			used[j] = true
 			var addrs []resolvedAddr
 			for _, q := range ps.byServer[j] {
-				addrs = append(addrs, resolvedAddr{addr: q.Addr, host: q.Host, weight: q.srvWeight, backup: q.Backup && sl.cfg.Service != ""})
+				addr := q.Addr
+				if sl.cfg.Service == "" {
+					// The address is the name's; the port is the new
+					// configuration's (a reload may have changed it).
+					addr = netip.AddrPortFrom(q.Addr.Addr(), sl.port)
+				}
+				addrs = append(addrs, resolvedAddr{addr: addr, host: q.Host, weight: q.srvWeight, backup: q.Backup && sl.cfg.Service != ""})
 			}
 			byServer[i] = g.peersFor(i, addrs, nil)
 			g.due[i] = due[j]

@@ -95,8 +95,13 @@ func (g *Group) peersFor(i int, addrs []resolvedAddr, old []*Peer) []*Peer {
 		}
 		return cmp.Or(strings.Compare(a.host, b.host), a.addr.Addr().Compare(b.addr.Addr()), cmp.Compare(a.addr.Port(), b.addr.Port()))
 	})
-	addrs = slices.CompactFunc(addrs, func(a, b resolvedAddr) bool { return a.addr == b.addr && a.host == b.host })
+	if sl.cfg.Service == "" {
+		// An address twice in an answer is one server; two identical SRV
+		// records are two (NGINX makes a peer of each record).
+		addrs = slices.CompactFunc(addrs, func(a, b resolvedAddr) bool { return a.addr == b.addr && a.host == b.host })
+	}
 	var out []*Peer
+	reused := map[*Peer]bool{}
 	for _, a := range addrs {
 		backup := sl.cfg.Backup || a.backup
 		if backup && !g.allowsBackup() {
@@ -111,7 +116,7 @@ func (g *Group) peersFor(i int, addrs []resolvedAddr, old []*Peer) []*Peer {
 		}
 		var p *Peer
 		for _, q := range old {
-			if q.Addr == a.addr && q.Host == a.host && q.srvWeight == a.weight && q.Backup == backup && q.Weight == weight {
+			if !reused[q] && q.Addr == a.addr && q.Host == a.host && q.srvWeight == a.weight && q.Backup == backup && q.Weight == weight {
 				p = q
 				break
 			}
@@ -119,6 +124,7 @@ func (g *Group) peersFor(i int, addrs []resolvedAddr, old []*Peer) []*Peer {
 		if p == nil {
 			p = sl.newPeer(a.addr, a.host, weight, a.weight, backup)
 		}
+		reused[p] = true
 		out = append(out, p)
 	}
 	return out
@@ -400,34 +406,48 @@ func (r *Resolver) lookupHost(ctx context.Context, name string) ([]netip.Addr, t
 	ttl := time.Duration(-1)
 	var failed error
 	for _, qt := range qtypes {
-		resp, err := r.exchange(ctx, name, qt)
-		if err != nil {
-			var re *resolveError
-			if !errors.As(err, &re) || re.code != dns.RcodeNameError {
-				failed = err
-			}
-			continue
-		}
-		for _, rr := range resp.Answer {
-			var ip net.IP
-			switch rr := rr.(type) {
-			case *dns.A:
-				if qt == dns.TypeA {
-					ip = rr.A
+		// An answer that holds only a CNAME is followed with a query for
+		// its target, as NGINX's resolver does, at most maxCNAMEs times.
+		qname := name
+	follow:
+		for range maxCNAMEs {
+			resp, err := r.exchange(ctx, qname, qt)
+			if err != nil {
+				var re *resolveError
+				if !errors.As(err, &re) || re.code != dns.RcodeNameError {
+					failed = err
 				}
-			case *dns.AAAA:
-				if qt == dns.TypeAAAA {
-					ip = rr.AAAA
+				break
+			}
+			found, cname := false, ""
+			for _, rr := range resp.Answer {
+				var ip net.IP
+				switch rr := rr.(type) {
+				case *dns.A:
+					if qt == dns.TypeA {
+						ip = rr.A
+					}
+				case *dns.AAAA:
+					if qt == dns.TypeAAAA {
+						ip = rr.AAAA
+					}
+				case *dns.CNAME:
+					cname = rr.Target
 				}
+				if d := time.Duration(rr.Header().Ttl) * time.Second; ttl < 0 || d < ttl {
+					ttl = d // a CNAME's TTL bounds the answer too
+				}
+				a, ok := netip.AddrFromSlice(ip)
+				if !ok {
+					continue
+				}
+				addrs = append(addrs, a.Unmap())
+				found = true
 			}
-			a, ok := netip.AddrFromSlice(ip)
-			if !ok {
-				continue
+			if found || cname == "" {
+				break follow
 			}
-			addrs = append(addrs, a.Unmap())
-			if d := time.Duration(rr.Header().Ttl) * time.Second; ttl < 0 || d < ttl {
-				ttl = d
-			}
+			qname = cname
 		}
 	}
 	if len(addrs) == 0 {
@@ -438,6 +458,9 @@ func (r *Resolver) lookupHost(ctx context.Context, name string) ([]netip.Addr, t
 	}
 	return addrs, max(ttl, 0), nil
 }
+
+// maxCNAMEs bounds the CNAMEs lookupHost follows for one name.
+const maxCNAMEs = 8
 
 // lookupSRV resolves sl's SRV records and their targets: the addresses
 // with the records' ports and weights, the records of the lowest priority

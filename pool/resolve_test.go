@@ -589,3 +589,50 @@ func TestResolveConcurrentSelections(t *testing.T) {
 		}
 	}
 }
+
+// TestResolveDetails: what NGINX's resolver does and tlsrelay's did not
+// (issue 24): an answer holding only a CNAME is followed with a query for
+// its target; two identical SRV records are two peers; a reload that
+// changes a resolve server's port uses the new port for the addresses it
+// carries over.
+func TestResolveDetails(t *testing.T) {
+	d := startDNS(t)
+	t.Run("CNAME only", func(t *testing.T) {
+		d.SetCNAME("alias.test", "chain.test")
+		d.SetCNAME("chain.test", "real.test")
+		d.SetAddrs("real.test", "127.0.0.7")
+		g := newResolveGroup(t, BalancerConfig{}, resolveServer("alias.test:443"))
+		NewResolver(g, ResolverConfig{Servers: []string{d.Addr()}, IPv4: true}).Resolve(context.Background(), 0)
+		if got := peerAddrs(g); !slices.Equal(got, []string{"127.0.0.7:443"}) {
+			t.Errorf("peers %v, want the CNAME chain's target", got)
+		}
+	})
+	t.Run("identical SRV records", func(t *testing.T) {
+		d.SetSRV("_x._tcp.twin.test", dnstest.SRV{Priority: 1, Weight: 1, Port: 9001, Target: "t.test"},
+			dnstest.SRV{Priority: 1, Weight: 1, Port: 9001, Target: "t.test"})
+		d.SetAddrs("t.test", "127.0.0.8")
+		sc := resolveServer("twin.test")
+		sc.Service = "x"
+		g := newResolveGroup(t, BalancerConfig{}, sc)
+		r := NewResolver(g, ResolverConfig{Servers: []string{d.Addr()}, IPv4: true})
+		for range 2 { // the second answer keeps both peers
+			r.Resolve(context.Background(), 0)
+			if got := peerAddrs(g); !slices.Equal(got, []string{"127.0.0.8:9001", "127.0.0.8:9001"}) {
+				t.Fatalf("peers %v, want two", got)
+			}
+		}
+		if ps := g.Peers(); ps[0] == ps[1] {
+			t.Error("the two records share one peer")
+		}
+	})
+	t.Run("reload changes the port", func(t *testing.T) {
+		d.SetAddrs("app.test", "127.0.0.2")
+		old := newResolveGroup(t, BalancerConfig{}, resolveServer("app.test:8443"))
+		NewResolver(old, ResolverConfig{Servers: []string{d.Addr()}, IPv4: true}).Resolve(context.Background(), 0)
+		next := newResolveGroup(t, BalancerConfig{}, resolveServer("app.test:9443"))
+		next.Inherit(old)
+		if got := peerAddrs(next); !slices.Equal(got, []string{"127.0.0.2:9443"}) {
+			t.Errorf("peers after the reload %v, want the new port", got)
+		}
+	})
+}

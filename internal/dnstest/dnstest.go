@@ -43,6 +43,7 @@ type Server struct {
 	mu       sync.Mutex
 	addrs    map[string][]netip.Addr // fqdn (lower case) → addresses
 	srvs     map[string][]SRV
+	cnames   map[string]string // fqdn (lower case) → target, answered alone
 	ttl      uint32
 	mode     Mode
 	truncate bool
@@ -109,6 +110,18 @@ func (s *Server) SetAddrs(name string, addrs ...string) {
 	s.addrs[dns.Fqdn(strings.ToLower(name))] = as
 }
 
+// SetCNAME makes name an alias of target: its A and AAAA answers hold the
+// CNAME record only (the resolver must ask again for target), as a
+// server that does not chase aliases answers.
+func (s *Server) SetCNAME(name, target string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.cnames == nil {
+		s.cnames = map[string]string{}
+	}
+	s.cnames[strings.ToLower(dns.Fqdn(name))] = dns.Fqdn(target)
+}
+
 // SetSRV sets name's SRV records (none: NXDOMAIN).
 func (s *Server) SetSRV(name string, srvs ...SRV) {
 	s.mu.Lock()
@@ -171,6 +184,13 @@ func (s *Server) ServeDNS(w dns.ResponseWriter, r *dns.Msg) {
 	hdr := dns.RR_Header{Name: q.Name, Class: dns.ClassINET, Ttl: s.ttl}
 	addrs, hasAddrs := s.addrs[name]
 	srvs, hasSRV := s.srvs[name]
+	if target, ok := s.cnames[name]; ok && (q.Qtype == dns.TypeA || q.Qtype == dns.TypeAAAA) {
+		h := hdr
+		h.Rrtype = dns.TypeCNAME
+		m.Answer = append(m.Answer, &dns.CNAME{Hdr: h, Target: target})
+		w.WriteMsg(m)
+		return
+	}
 	switch q.Qtype {
 	case dns.TypeA, dns.TypeAAAA:
 		for _, a := range addrs {
