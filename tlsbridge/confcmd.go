@@ -15,9 +15,9 @@ type confResult struct {
 	// SSL_CONF_cmd loads them into the context after NGINX's own.
 	certificate, privateKey string
 	cipherString            string
-	curves             []tls.CurveID
-	minProto, maxProto uint16 // 0: open
-	warnings           []string
+	curves                  []tls.CurveID
+	minProto, maxProto      uint16 // 0: open
+	warnings                []string
 }
 
 // groupNames maps OpenSSL group names (case-insensitive) to crypto/tls.
