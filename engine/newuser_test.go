@@ -1,7 +1,6 @@
 package engine
 
 import (
-	"bytes"
 	"crypto/tls"
 	"io"
 	"net"
@@ -10,7 +9,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -39,7 +37,7 @@ func TestOpenSSLGroupAndALPN(t *testing.T) {
 	cmd := exec.Command(openssl, "s_server", "-accept", addr,
 		"-cert", files.ServerCert, "-cert_chain", files.ServerCert, "-key", files.ServerKey, "-CAfile", files.CA, "-Verify", "2",
 		"-groups", "X25519", "-alpn", "h2")
-	out := &syncOut{}
+	out := &testutil.Buffer{}
 	cmd.Stdout, cmd.Stderr = out, out
 	stdin, err := cmd.StdinPipe() // s_server ends at its stdin's EOF: kept open
 	if err != nil {
@@ -176,24 +174,6 @@ func TestALPNHint(t *testing.T) {
 	}
 }
 
-// syncOut is a buffer a child process writes to while the test reads it.
-type syncOut struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (o *syncOut) Write(p []byte) (int, error) {
-	o.mu.Lock()
-	defer o.mu.Unlock()
-	return o.b.Write(p)
-}
-
-func (o *syncOut) String() string {
-	o.mu.Lock()
-	defer o.mu.Unlock()
-	return o.b.String()
-}
-
 // TestGnuTLSRefusesCertificate: gnutls-serv (GnuTLS, as OpenLDAP's slapd
 // on Debian) that does not trust tlsrelay's client certificate: the
 // session is a failed attempt with its class, not a 200 "upstream
@@ -216,7 +196,7 @@ func TestGnuTLSRefusesCertificate(t *testing.T) {
 	probe.Close()
 	cmd := exec.Command(gnutls, "--echo", "-p", port, "--x509certfile", files.ServerCert, "--x509keyfile", files.ServerKey,
 		"--x509cafile", otherCA, "--require-client-cert", "--verify-client-cert")
-	out := &syncOut{}
+	out := &testutil.Buffer{}
 	cmd.Stdout, cmd.Stderr = out, out
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)

@@ -116,27 +116,36 @@ func (s *Selection) getLeastConn(now time.Time) *Peer {
 		return nil
 	}
 	if many {
-		// Weighted round robin among the peers tied with best, from best on.
-		total := 0
 		first := best
-		for i := bi; i < len(t.peers); i++ {
-			p := t.peers[i]
-			if s.isTried(i) || !usable(p, now) || p.conns*first.Weight != first.conns*p.Weight {
-				continue
-			}
-			p.currentWeight += p.effectiveWeight
-			total += p.effectiveWeight
-			if p.effectiveWeight < p.Weight {
-				p.effectiveWeight++
-			}
-			if p.currentWeight > best.currentWeight {
-				best, bi = p, i
-			}
-		}
-		best.currentWeight -= total
+		best, bi = s.wrrTied(t, bi, now, func(p *Peer) bool { return p.conns*first.Weight == first.conns*p.Weight })
 	}
 	s.picked(bi, best, now)
 	return best
+}
+
+// wrrTied is the weighted round robin among the usable, untried peers of t
+// from index from on that tied says are tied with t.peers[from] (the
+// least_conn and least_time tie break, as NGINX's least_conn). Called with
+// the group's lock held.
+func (s *Selection) wrrTied(t *tier, from int, now time.Time, tied func(*Peer) bool) (*Peer, int) {
+	best, bi := t.peers[from], from
+	total := 0
+	for i := from; i < len(t.peers); i++ {
+		p := t.peers[i]
+		if s.isTried(i) || !usable(p, now) || !tied(p) {
+			continue
+		}
+		p.currentWeight += p.effectiveWeight
+		total += p.effectiveWeight
+		if p.effectiveWeight < p.Weight {
+			p.effectiveWeight++
+		}
+		if p.currentWeight > best.currentWeight {
+			best, bi = p, i
+		}
+	}
+	best.currentWeight -= total
+	return best, bi
 }
 
 // crc32Bytes is ngx_crc32_long.

@@ -136,23 +136,7 @@ func (s *Selection) getLeastTime(now time.Time) *Peer {
 		return nil
 	}
 	if many {
-		total := 0
-		first := bi
-		for i := first; i < len(t.peers); i++ {
-			p := t.peers[i]
-			if s.isTried(i) || !usable(p, now) || g.leastTimeCost(p) != bestCost {
-				continue
-			}
-			p.currentWeight += p.effectiveWeight
-			total += p.effectiveWeight
-			if p.effectiveWeight < p.Weight {
-				p.effectiveWeight++
-			}
-			if p.currentWeight > best.currentWeight {
-				best, bi = p, i
-			}
-		}
-		best.currentWeight -= total
+		best, bi = s.wrrTied(t, bi, now, func(p *Peer) bool { return g.leastTimeCost(p) == bestCost })
 	}
 	s.picked(bi, best, now)
 	return best

@@ -98,7 +98,7 @@ func TestContainerImage(t *testing.T) {
 	}
 	name := fmt.Sprintf("tlsrelay-test-%d", rand.Uint32())
 	run := exec.Command(podman, "run", "--rm", "--name", name, "--network", "host", "-v", conf+":/etc/tlsrelay:ro", image)
-	logs := &lockedBuffer{}
+	logs := &testutil.Buffer{}
 	run.Stdout, run.Stderr = logs, logs
 	if err := run.Start(); err != nil {
 		t.Fatal(err)

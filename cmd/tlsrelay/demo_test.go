@@ -1,37 +1,17 @@
 package main
 
 import (
-	"bytes"
 	"io"
 	"net"
 	"path/filepath"
 	"regexp"
 	"strconv"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/tlsrelay/tlsrelay/internal/testutil"
 )
-
-// syncBuffer is a bytes.Buffer the demo writes to while the test reads.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
 
 // TestDemoProxies runs the demo on a known free port: it drives its own
 // connections and reports full and resumed handshakes; then the test talks
@@ -43,7 +23,7 @@ func TestDemoProxies(t *testing.T) {
 	}
 	port := ln.Addr().(*net.TCPAddr).Port
 	ln.Close()
-	var out syncBuffer
+	var out testutil.Buffer
 	done := make(chan error, 1)
 	go func() { done <- demo(&out, port, 4*time.Second, "") }()
 	// The demo's own connections first: the line that reports them.
@@ -102,7 +82,7 @@ func checkDemoCounts(t *testing.T, text string) {
 // configuration that `tlsrelay -t` accepts.
 func TestDemoKeep(t *testing.T) {
 	dir := filepath.Join(t.TempDir(), "demo")
-	var out syncBuffer
+	var out testutil.Buffer
 	if err := demo(&out, 0, 500*time.Millisecond, dir); err != nil {
 		t.Fatal(err)
 	}

@@ -177,7 +177,7 @@ func TestNotifyProtocol(t *testing.T) {
 	writeFile(t, path, fmt.Sprintf(conf, ""))
 
 	sigs, hups := make(chan os.Signal, 1), make(chan os.Signal, 1)
-	var stderr syncBuffer
+	var stderr testutil.Buffer
 	r := &runner{o: options{prefix: dir, conf: path}, stderr: &stderr, sigs: sigs, hups: hups, notify: sdNotify,
 		noUpgrade: errors.New("upgrades are not tested in process")}
 	code := make(chan int, 1)
