@@ -284,8 +284,12 @@ func TestCloseOrderTimeWait(t *testing.T) {
 				crossed = int(c[metrics.CloseUpstreamReset])
 				theirs = n
 			}
-			if mine != 0 || theirs != n {
-				t.Errorf("connections in TIME_WAIT: %d on tlsrelay's side, %d on the upstream's; want 0 and %d (the others were reset)", mine, theirs, n)
+			// At least n on the upstream's side: fewer means resets. The
+			// kernel has shown more under load (27 for 24 sessions, two
+			// test processes at once, none on tlsrelay's side), so more
+			// is not a failure; any on tlsrelay's side is.
+			if mine != 0 || theirs < n {
+				t.Errorf("connections in TIME_WAIT: %d on tlsrelay's side, %d on the upstream's; want 0 and %d (fewer: the others were reset)", mine, theirs, n)
 			}
 			how := metrics.CloseUpstreamNotify
 			if kind == kindBareFIN {
