@@ -147,7 +147,7 @@ func TestRuntimeAPIAccess(t *testing.T) {
 }
 
 // TestLeastTimeFirstByte: least_time first_byte over a fast upstream and
-// one that answers 30 ms late: after each has been measured once, every
+// one that answers 200 ms late: after each has been measured once, every
 // session goes to the fast one.
 func TestLeastTimeFirstByte(t *testing.T) {
 	set, _, dir := newPKI(t, pki.ECDSAP256, 1)
@@ -167,7 +167,9 @@ func TestLeastTimeFirstByte(t *testing.T) {
 		}
 	}
 	fast := testutil.TLSServer(t, set.ServerConfig(), echo(0))
-	slow := testutil.TLSServer(t, set.ServerConfig(), echo(30*time.Millisecond))
+	// 200 ms: far above any scheduling delay of the fast one under the
+	// race detector on a loaded machine (30 ms was not).
+	slow := testutil.TLSServer(t, set.ServerConfig(), echo(200*time.Millisecond))
 	text := "worker_processes 2;\nmetrics_listen 127.0.0.1:60;\napi;\nstream {\nupstream backend {\n    least_time first_byte;\n    server " + fast + ";\n    server " + slow + ";\n}\n" +
 		strings.Replace(guideServer, "%s", "proxy_ssl_name localhost;", 1) + "}\n"
 	tb := startEngine(t, dir, text)
@@ -177,7 +179,9 @@ func TestLeastTimeFirstByte(t *testing.T) {
 		}
 	}
 	peers := apiPeers(t, tb.eng.MetricsAddr(), "backend")
-	if peers[0].Connections != 19 || peers[1].Connections != 1 {
-		t.Errorf("sessions: fast %d, slow %d; want 19 and 1 (the slow one measured once)", peers[0].Connections, peers[1].Connections)
+	// Round robin would give 10 and 10; least_time measures the slow one
+	// once (twice if the fast one's first measure was delayed).
+	if peers[0].Connections < 18 || peers[0].Connections+peers[1].Connections != 20 {
+		t.Errorf("sessions: fast %d, slow %d; want 19 and 1 (18 and 2 at worst)", peers[0].Connections, peers[1].Connections)
 	}
 }
