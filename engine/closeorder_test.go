@@ -129,11 +129,10 @@ func startCloseUpstream(t testing.TB, set *pki.Set, addr string, kind closeKind)
 	return u
 }
 
-// closeOrderConf is the guide's server block over one upstream address
-// (its certificate names localhost), with extra directives.
+// closeOrderConf is sslServerConf with the name the test certificates
+// carry (localhost) and extra directives.
 func closeOrderConf(up, extra string) string {
-	return "worker_processes 2;\nevents { worker_connections 20000; }\nstream {\nupstream backend {\n    server " + up + ";\n}\n" +
-		fmt.Sprintf(guideServer, "proxy_ssl_name localhost;\n"+extra) + "}\n"
+	return sslServerConf(up, "proxy_ssl_name localhost;\n"+extra)
 }
 
 // echo16 runs one client session: 16 bytes there and back, then close.

@@ -295,19 +295,6 @@ func TestMetricsServerBounds(t *testing.T) {
 	}
 }
 
-// get GETs path from addr and returns the status and body.
-func get(t *testing.T, addr, path string) (int, string) {
-	t.Helper()
-	c := http.Client{Timeout: 10 * time.Second}
-	resp, err := c.Get("http://" + addr + path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	b, _ := io.ReadAll(resp.Body)
-	return resp.StatusCode, string(b)
-}
-
 // TestHealthEndpoints: /healthz answers while the process serves; /readyz
 // is 200 while serving and 503 once a graceful quit closed the listeners
 // and sessions drain, as Kubernetes' probes expect.
@@ -318,18 +305,18 @@ func TestHealthEndpoints(t *testing.T) {
 	tb := startEngine(t, dir, text)
 	maddr := tb.eng.MetricsAddr()
 	for _, path := range []string{"/healthz", "/readyz"} {
-		if code, body := get(t, maddr, path); code != 200 {
+		if code, body := apiDo(t, maddr, "GET", path, ""); code != 200 {
 			t.Errorf("%s while serving: %d %q", path, code, body)
 		}
 	}
 	held := holdSession(t, tb.addr)
 	close(tb.quit)
 	testutil.WaitFor(t, "quitting", 5*time.Second, func() bool { return tb.eng.quitting.Load() })
-	code, body := get(t, maddr, "/readyz")
+	code, body := apiDo(t, maddr, "GET", "/readyz", "")
 	if code != 503 || !strings.Contains(body, "draining") || !strings.Contains(body, "1 sessions still open") {
 		t.Errorf("/readyz while draining: %d %q, want 503 draining with 1 session", code, body)
 	}
-	if code, body := get(t, maddr, "/healthz"); code != 200 {
+	if code, body := apiDo(t, maddr, "GET", "/healthz", ""); code != 200 {
 		t.Errorf("/healthz while draining: %d %q", code, body)
 	}
 	if err := held.echo(16); err != nil {

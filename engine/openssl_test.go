@@ -48,6 +48,22 @@ func startSServer(t *testing.T, dir, caFile string, args ...string) string {
 	}
 }
 
+// otherCAFile writes, in dir, the certificate of a root that signed
+// nothing tlsrelay presents: an upstream trusting only it refuses the
+// client certificate. It returns the file's path.
+func otherCAFile(t *testing.T, dir string) string {
+	t.Helper()
+	other, err := pki.NewRoot("another root", pki.Options{Key: pki.ECDSAP256})
+	if err != nil {
+		t.Fatal(err)
+	}
+	path := filepath.Join(dir, "other-ca.pem")
+	if err := os.WriteFile(path, other.CertPEM(), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return path
+}
+
 // sslServerConf is the guide's server block over one upstream address.
 func sslServerConf(addr, extra string) string {
 	return "worker_processes 2;\nevents { worker_connections 20000; }\nstream {\nupstream backend {\n    server " + addr + ";\n}\n" +
@@ -90,14 +106,7 @@ func TestShortSessionsResumeOpenSSL13(t *testing.T) {
 // failure counted.
 func TestClientCertRefusedOpenSSL13(t *testing.T) {
 	set, _, dir := newPKI(t, pki.ECDSAP256, 1)
-	other, err := pki.NewRoot("another root", pki.Options{Key: pki.ECDSAP256})
-	if err != nil {
-		t.Fatal(err)
-	}
-	otherCA := filepath.Join(dir, "other-ca.pem")
-	if err := os.WriteFile(otherCA, other.CertPEM(), 0o600); err != nil {
-		t.Fatal(err)
-	}
+	otherCA := otherCAFile(t, dir)
 	_ = set
 	addr := startSServer(t, dir, otherCA, "-tls1_3")
 	logPath := filepath.Join(dir, "access.log")

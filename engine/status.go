@@ -10,11 +10,11 @@ package engine
 import (
 	_ "embed"
 	"net/http"
-	"os"
 	"sort"
 	"strings"
 	"time"
 
+	"github.com/tlsrelay/tlsrelay/engine/listen"
 	"github.com/tlsrelay/tlsrelay/pool"
 	"io"
 )
@@ -109,7 +109,7 @@ func (e *Engine) status(now time.Time) statusJSON {
 	_, ready := e.readiness()
 	st := statusJSON{
 		Version: e.opts.Version, Uptime: now.Sub(e.started).Seconds(), Now: now.UnixMilli(),
-		Loops: p.cfg.Main.Loops(), FDs: statusFDs{Open: openFDs(), Limit: nofileLimit()},
+		Loops: p.cfg.Main.Loops(), FDs: statusFDs{Open: listen.OpenFDs(), Limit: nofileLimit()},
 		Reloads:  statusReloads{OK: snap.ReloadsOK, Failed: snap.ReloadsFailed},
 		Ready:    ready,
 		Sessions: statusSessions{Active: snap.Active, Accepted: snap.Accepted, Refused: snap.Refused},
@@ -150,14 +150,4 @@ func peerStatus(g *pool.Group, i int, p *pool.Peer, now time.Time) statusPeer {
 		ps.LastError, ps.LastErrorAt = strings.TrimSpace(le.Text), le.At.UnixMilli()
 	}
 	return ps
-}
-
-// openFDs counts the process's open descriptors (/proc/self/fd); -1 when
-// it cannot.
-func openFDs() int {
-	ents, err := os.ReadDir("/proc/self/fd")
-	if err != nil {
-		return -1
-	}
-	return len(ents) - 1 // the descriptor reading the directory
 }

@@ -381,11 +381,21 @@ func (g *Gate) Measure() {
 	if err := unix.Getrlimit(unix.RLIMIT_NOFILE, &lim); err != nil || lim.Cur > 1<<30 {
 		return
 	}
-	ents, err := os.ReadDir("/proc/self/fd")
-	if err != nil {
+	n := OpenFDs()
+	if n < 0 {
 		return
 	}
-	g.base, g.limit = int64(len(ents)), int64(lim.Cur)
+	g.base, g.limit = int64(n+1), int64(lim.Cur) // as before: the reading descriptor counted
+}
+
+// OpenFDs counts the process's open descriptors (/proc/self/fd, less the
+// one reading it); -1 when it cannot. Safe from any goroutine.
+func OpenFDs() int {
+	ents, err := os.ReadDir("/proc/self/fd")
+	if err != nil {
+		return -1
+	}
+	return len(ents) - 1
 }
 
 // tight reports whether one more client would bring the process near
