@@ -285,8 +285,9 @@ func (s *session) refused(err error) {
 	s.peerFailed = true
 	s.e.m.AttemptFailed()
 	s.peer.ObserveHandshakeFailure(dial.FailureClass(reason))
-	s.peer.ObserveError(err.Error(), time.Now())
-	disabled := s.lease.Failed(s.peer, time.Now())
+	now := time.Now()
+	s.peer.ObserveError(err.Error(), now)
+	disabled := s.lease.Failed(s.peer, now)
 	s.e.log.Logf(errlog.LevelError, s.id, "reading from upstream failed (%s): %v: the upstream refused the connection after the TLS handshake, client: %s, server: %s, upstream: \"%s\"",
 		reason, err, hostOf(s.remote), s.srv.name, s.peer)
 	if disabled {
