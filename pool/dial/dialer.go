@@ -245,6 +245,16 @@ func (d *Dialer) runJob(j *Job) {
 // run walks the session's group until a peer answers, none is left, or ctx
 // is cancelled. Runs on a worker goroutine.
 func (d *Dialer) run(ctx context.Context, j *Job) Result {
+	if j.Prepare != nil {
+		if err := j.Prepare(ctx); err != nil {
+			if ctx.Err() != nil {
+				return Result{Err: context.Canceled}
+			}
+			return Result{Err: err}
+		}
+	}
+	// proxy_next_upstream_timeout counts from here, after any lookup, as
+	// NGINX's peer.start_time is set once the name is resolved.
 	start := time.Now()
 	var lastErr error
 	for {

@@ -321,3 +321,52 @@ func fullBacklog(t *testing.T) string {
 	t.Skip("the accept queue never filled")
 	return ""
 }
+
+// TestDialerPrepare: Prepare runs on the worker before the walk and may
+// start it; its error ends the job with that error; a job cancelled while
+// it waits ends with context.Canceled.
+func TestDialerPrepare(t *testing.T) {
+	live := listenTCP(t).Addr().String()
+	g := testGroup(t, live)
+	d := NewDialer(Config{})
+	defer d.Close()
+
+	sel := new(pool.Selection)
+	j := &Job{Sel: sel, ConnectTimeout: 5 * time.Second, Prepare: func(context.Context) error {
+		g.InitSelection(sel, "", 0, time.Now())
+		return nil
+	}}
+	r := dialJob(t, d, j)
+	if r.Err != nil || r.Peer == nil || r.Peer.Name != live {
+		t.Fatalf("dial after Prepare: %+v", r)
+	}
+	r.Raw.Close()
+	sel.Release(r.Peer)
+
+	lookup := errors.New("x could not be resolved (3: Host not found)")
+	j = &Job{Sel: new(pool.Selection), Prepare: func(context.Context) error { return lookup }}
+	if r := dialJob(t, d, j); !errors.Is(r.Err, lookup) || len(j.Attempts) != 0 {
+		t.Fatalf("Prepare failing: %+v, attempts %v", r, j.Attempts)
+	}
+
+	waiting := make(chan struct{})
+	done := make(chan Result, 1)
+	j = &Job{Sel: new(pool.Selection), Prepare: func(ctx context.Context) error {
+		close(waiting)
+		<-ctx.Done()
+		return errors.New("lookup cut short")
+	}, Done: func(r Result) { done <- r }}
+	if err := d.Submit(j); err != nil {
+		t.Fatal(err)
+	}
+	<-waiting
+	j.Cancel()
+	select {
+	case r := <-done:
+		if !errors.Is(r.Err, context.Canceled) {
+			t.Fatalf("cancelled in Prepare: %v, want context.Canceled", r.Err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("a job cancelled in Prepare did not end")
+	}
+}

@@ -21,6 +21,12 @@ import (
 type Job struct {
 	// Sel is the session's walk over its group.
 	Sel *pool.Selection
+	// Prepare, if set, runs on the worker before the walk, under the
+	// job's context (Cancel ends it): it may wait, for DNS say, and it
+	// starts Sel's walk (Group.InitSelection), which is the caller's
+	// otherwise. An error ends the job with it (context.Canceled if the
+	// job was cancelled meanwhile).
+	Prepare func(ctx context.Context) error
 	// TLS returns the client configuration for a connection to p; nil
 	// TLS means a plaintext upstream. local is the connection's own
 	// address, for a caller that is its own client (a health probe, whose
