@@ -97,6 +97,7 @@ fuzz:
 	$(GO) test ./engine/conf -run '^$$' -fuzz '^FuzzParse$$' -fuzztime $(FUZZTIME)
 	$(GO) test ./engine/conf -run '^$$' -fuzz '^FuzzParseIdentity$$' -fuzztime $(FUZZTIME)
 	$(GO) test ./engine/conf -run '^$$' -fuzz FuzzCompileTemplate -fuzztime $(FUZZTIME)
+	$(GO) test ./engine/conf -run '^$$' -fuzz FuzzParseUpstreamAddr -fuzztime $(FUZZTIME)
 	$(GO) test ./tlsbridge -run '^$$' -fuzz FuzzCipherString -fuzztime $(FUZZTIME)
 	$(GO) test ./engine -run '^$$' -fuzz FuzzCompileFormat -fuzztime $(FUZZTIME)
 	$(GO) test ./engine -run '^$$' -fuzz FuzzNameServerAddr -fuzztime $(FUZZTIME)

@@ -217,6 +217,9 @@ type Server struct {
 	// ProxyPassVariables is set when ProxyPass holds variables; it is
 	// then evaluated per session and Upstream is nil.
 	ProxyPassVariables bool
+	// ProxyPassTemplate is ProxyPass compiled when it holds variables;
+	// nil otherwise.
+	ProxyPassTemplate *Template
 	// Upstream is the group sessions go to: the upstream block proxy_pass
 	// names, or an implicit group (Upstream.Implicit) with the single
 	// address proxy_pass gives, as NGINX makes one. Nil only with

@@ -2,7 +2,9 @@ package conf
 
 import (
 	"errors"
+	"net/netip"
 	"os"
+	"strings"
 	"testing"
 )
 
@@ -56,4 +58,62 @@ func FuzzParse(f *testing.F) {
 			t.Fatalf("Format is not stable:\n%s\n---\n%s", out, out2)
 		}
 	})
+}
+
+// FuzzParseUpstreamAddr: proxy_pass values come from variables a client
+// may influence ($proxy_protocol_addr, maps of them): whatever the text,
+// ParseUpstreamAddr returns an address it can stand behind or an error.
+func FuzzParseUpstreamAddr(f *testing.F) {
+	for _, s := range []string{"127.0.0.1:80", "[::1]:443", "backend", "db.example.com:5432", "unix:/tmp/s",
+		"unix:", ":80", "x:0", "x:65536", "[::1", "[1.2.3.4]:1", "a:b:c", "8081", "[fe80::1%eth0]:1"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, v string) {
+		a, errText := ParseUpstreamAddr(v)
+		if errText != "" {
+			if a != (UpstreamAddr{}) {
+				t.Fatalf("%q: error %q with an address %+v", v, errText, a)
+			}
+			return
+		}
+		if a.Host == "" || a.Port < 0 || a.Port > 65535 {
+			t.Fatalf("%q: %+v", v, a)
+		}
+		if a.Unix && (a.Port != 0 || a.IP.IsValid() || len(a.Host) >= MaxUnixPath) {
+			t.Fatalf("%q: unix %+v", v, a)
+		}
+		if a.IP.IsValid() && a.IP.Unmap().String() != a.IP.String() {
+			t.Fatalf("%q: IP %v not unmapped", v, a.IP)
+		}
+	})
+}
+
+func TestParseUpstreamAddr(t *testing.T) {
+	for _, tc := range []struct {
+		in   string
+		want UpstreamAddr
+		err  string
+	}{
+		{in: "127.0.0.1:80", want: UpstreamAddr{Host: "127.0.0.1", Port: 80, IP: netip.MustParseAddr("127.0.0.1")}},
+		{in: "[::1]:443", want: UpstreamAddr{Host: "::1", Port: 443, IP: netip.MustParseAddr("::1")}},
+		{in: "[::ffff:10.0.0.1]:1", want: UpstreamAddr{Host: "::ffff:10.0.0.1", Port: 1, IP: netip.MustParseAddr("10.0.0.1")}},
+		{in: "db.example.com:5432", want: UpstreamAddr{Host: "db.example.com", Port: 5432}},
+		{in: "8081", want: UpstreamAddr{Host: "8081"}},
+		{in: "backend", want: UpstreamAddr{Host: "backend"}},
+		{in: "unix:/run/s.sock", want: UpstreamAddr{Host: "/run/s.sock", Unix: true}},
+		{in: "unix:", err: "no path in the unix domain socket"},
+		{in: "unix:/" + strings.Repeat("x", MaxUnixPath), err: "too long path in the unix domain socket"},
+		{in: "", err: "no host"},
+		{in: ":80", err: "no host"},
+		{in: "x:0", err: "invalid port"},
+		{in: "x:65536", err: "invalid port"},
+		{in: "x:y", err: "invalid port"},
+		{in: "[::1", err: "invalid host"},
+		{in: "a:b:1", err: "invalid host"},
+	} {
+		got, err := ParseUpstreamAddr(tc.in)
+		if got != tc.want || err != tc.err {
+			t.Errorf("ParseUpstreamAddr(%q) = %+v, %q; want %+v, %q", tc.in, got, err, tc.want, tc.err)
+		}
+	}
 }

@@ -2,6 +2,7 @@ package conf
 
 import (
 	"net"
+	"net/netip"
 	"strconv"
 	"strings"
 )
@@ -239,26 +240,60 @@ func (p *parser) proxyPass(d *directive, _ ctx) error {
 	v := d.args[0]
 	srv.ProxyPass, srv.ProxyPassPos = v, d.pos
 	if strings.Contains(v, "$") {
-		srv.ProxyPassVariables = true
-		return checkVariables(d, v)
-	}
-	if strings.HasPrefix(v, "unix:") {
-		if len(v) == len("unix:") {
-			return Errorf(d.pos, "no path in the unix domain socket in upstream %q", v)
+		t, err := p.compileAt(d, v)
+		if err != nil {
+			return err
 		}
-		if len(v)-len("unix:") >= MaxUnixPath {
-			return Errorf(d.pos, "too long path in the unix domain socket in upstream %q", v)
-		}
+		srv.ProxyPassVariables, srv.ProxyPassTemplate = true, t
 		return nil
 	}
-	host, _, errText := splitHostPort(v)
+	if _, errText := ParseUpstreamAddr(v); errText != "" {
+		return Errorf(d.pos, "%s in upstream %q", errText, v)
+	}
+	return nil
+}
+
+// UpstreamAddr is a proxy_pass address as ngx_parse_url reads it without
+// resolving anything: "host:port", "[v6]:port", "host", "[v6]" or
+// "unix:/path".
+type UpstreamAddr struct {
+	// Host is the host as written, without an IPv6 address's brackets,
+	// or the unix domain socket's path.
+	Host string
+	// Port is the port; 0: none was given.
+	Port int
+	// Unix: Host is a unix domain socket's path.
+	Unix bool
+	// IP is Host as an address when it is an IP literal.
+	IP netip.Addr
+}
+
+// ParseUpstreamAddr reads a proxy_pass value (the configuration's, or one
+// evaluated from variables for a session) as NGINX's ngx_parse_url does
+// with no_resolve. On failure it returns NGINX's error text ("invalid
+// port", "no host", ...), which NGINX logs as `%s in upstream "%s"`.
+func ParseUpstreamAddr(v string) (UpstreamAddr, string) {
+	if path, ok := strings.CutPrefix(v, "unix:"); ok {
+		if path == "" {
+			return UpstreamAddr{}, "no path in the unix domain socket"
+		}
+		if len(path) >= MaxUnixPath {
+			return UpstreamAddr{}, "too long path in the unix domain socket"
+		}
+		return UpstreamAddr{Host: path, Unix: true}, ""
+	}
+	host, port, errText := splitHostPort(v)
 	if errText == "" && host == "" {
 		errText = "no host"
 	}
 	if errText != "" {
-		return Errorf(d.pos, "%s in upstream %q", errText, v)
+		return UpstreamAddr{}, errText
 	}
-	return nil
+	a := UpstreamAddr{Host: host, Port: port}
+	if ip, err := netip.ParseAddr(host); err == nil && ip.Zone() == "" {
+		a.IP = ip.Unmap()
+	}
+	return a, ""
 }
 
 // ignoredNumber is the *_hash_* directives: a size, accepted, no effect.
