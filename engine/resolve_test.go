@@ -111,6 +111,30 @@ func startUpstreamAt(t *testing.T, set *pki.Set, addr string) *backend.Server {
 	return s
 }
 
+// startUpstreamPair starts echo upstreams on 127.0.0.2 and 127.0.0.3 on
+// one port, as a name's two addresses are. The port is the first one
+// free on both: another test's client socket may hold 127.0.0.3 at the
+// port the kernel gave 127.0.0.2.
+func startUpstreamPair(t *testing.T, set *pki.Set) (up1, up2 *backend.Server, port string) {
+	t.Helper()
+	for range 20 {
+		a, err := backend.Start(backend.Config{Addr: "127.0.0.2:0", TLS: set.ServerConfig(), Mode: backend.Echo})
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, port, _ = net.SplitHostPort(a.Addr())
+		b, err := backend.Start(backend.Config{Addr: "127.0.0.3:" + port, TLS: set.ServerConfig(), Mode: backend.Echo})
+		if err != nil {
+			a.Close()
+			continue
+		}
+		t.Cleanup(func() { a.Close(); b.Close() })
+		return a, b, port
+	}
+	t.Fatal("no port free on both 127.0.0.2 and 127.0.0.3 in 20 tries")
+	return nil, nil, ""
+}
+
 // resolveConf is the guide's server (verifying "localhost", the test
 // certificate's name) over a zoned upstream of servers, with the resolver
 // at dnsAddr and the given resolver parameters and resolver_timeout.
@@ -163,9 +187,7 @@ func echoOn(t *testing.T, c net.Conn, msg string) {
 // session on the old one goes on.
 func TestResolveFollowsDNS(t *testing.T) {
 	set, _, dir := newPKI(t, pki.ECDSAP256, 1)
-	up1 := startUpstreamAt(t, set, "127.0.0.2:0")
-	_, port, _ := net.SplitHostPort(up1.Addr())
-	up2 := startUpstreamAt(t, set, "127.0.0.3:"+port)
+	up1, up2, port := startUpstreamPair(t, set)
 	d := startDNS(t)
 	d.SetAddrs("app.test", "127.0.0.2")
 	tb := startEngine(t, dir, resolveConf(d.Addr(), "", "2s", "app.test:"+port+" resolve"))
@@ -319,9 +341,7 @@ func TestResolveIPv6Off(t *testing.T) {
 // a reload that changes the block starts from the addresses resolved.
 func TestResolveReload(t *testing.T) {
 	set, _, dir := newPKI(t, pki.ECDSAP256, 1)
-	up1 := startUpstreamAt(t, set, "127.0.0.2:0")
-	_, port, _ := net.SplitHostPort(up1.Addr())
-	startUpstreamAt(t, set, "127.0.0.3:"+port)
+	_, _, port := startUpstreamPair(t, set)
 	d := startDNS(t)
 	d.SetAddrs("app.test", "127.0.0.2")
 	text := resolveConf(d.Addr(), "", "2s", "app.test:"+port+" resolve")
