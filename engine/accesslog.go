@@ -289,7 +289,7 @@ func (s *session) appendVar(b []byte, id varID, now time.Time) []byte {
 		return append(b, "1.22.1"...)
 	case varUpstreamAddr:
 		if len(s.attempts()) == 0 {
-			return append(b, s.srv.group.Name()...)
+			return append(b, s.groupName()...)
 		}
 		return s.appendAttempts(b, func(b []byte, a *dial.Attempt, _ bool) []byte { return append(b, a.Peer.String()...) })
 	case varUpstreamBytesSent:

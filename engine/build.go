@@ -76,6 +76,9 @@ type server struct {
 	// warm holds the block's pre-warmed upstream connections
 	// (proxy_ssl_prewarm); nil: off.
 	warm *dial.Warm
+	// pass is proxy_pass with variables (passtarget.go); group is nil
+	// then. Nil: proxy_pass names group.
+	pass *passVar
 }
 
 // build loads and checks everything cfg describes without binding a port.
@@ -116,6 +119,40 @@ func buildPlan(cfg *conf.Config, env planEnv) (_ *plan, err error) {
 	groups := map[*conf.Upstream]*pool.Group{}
 	p.vars = compileVars(cfg.Stream)
 	p.logs.vars = p.vars
+	groupOf := func(u *conf.Upstream) (*pool.Group, error) {
+		if g, ok := groups[u]; ok {
+			return g, nil
+		}
+		g, err := newGroup(u, resolve)
+		if err != nil {
+			return nil, err
+		}
+		// A reload keeps an unchanged group whole (health,
+		// connections, weights, counters); a changed one inherits the
+		// state of the peers that stayed.
+		if env.prev != nil {
+			if old := env.prev.groups[g.Name()]; old != nil {
+				if g.SameAs(old) {
+					g = old
+				} else {
+					g.Inherit(old)
+				}
+			}
+		}
+		groups[u] = g
+		p.groups[g.Name()] = g
+		if g.Resolves() {
+			rc, err := resolverConfig(u, cfg.Stream, resolve)
+			if err != nil {
+				return nil, err
+			}
+			p.resolvers = append(p.resolvers, groupResolver{g: g, cfg: rc})
+		}
+		return g, nil
+	}
+	if err := p.buildNamed(cfg.Stream, groupOf); err != nil {
+		return nil, err
+	}
 	for _, sc := range cfg.Stream.Servers {
 		if err := checkSupported(sc, p.vars); err != nil {
 			return nil, err
@@ -157,38 +194,21 @@ func buildPlan(cfg *conf.Config, env planEnv) (_ *plan, err error) {
 		if len(s.listen) > 0 {
 			s.name = s.listen[0]
 		}
-		g, ok := groups[sc.Upstream]
-		if !ok {
-			var err error
-			g, err = newGroup(sc.Upstream, resolve)
+		if sc.ProxyPassVariables {
+			pv, err := p.newPassVar(sc, resolve)
 			if err != nil {
 				return nil, err
 			}
-			// A reload keeps an unchanged group whole (health,
-			// connections, weights, counters); a changed one inherits
-			// the state of the peers that stayed.
-			if env.prev != nil {
-				if old := env.prev.groups[g.Name()]; old != nil {
-					if g.SameAs(old) {
-						g = old
-					} else {
-						g.Inherit(old)
-					}
-				}
+			s.pass = pv
+		} else {
+			g, err := groupOf(sc.Upstream)
+			if err != nil {
+				return nil, err
 			}
-			groups[sc.Upstream] = g
-			p.groups[g.Name()] = g
-			if g.Resolves() {
-				rc, err := resolverConfig(sc.Upstream, cfg.Stream, resolve)
-				if err != nil {
-					return nil, err
-				}
-				p.resolvers = append(p.resolvers, groupResolver{g: g, cfg: rc})
+			s.group = g
+			if err := checkUnixUpstream(sc, g); err != nil {
+				return nil, err
 			}
-		}
-		s.group = g
-		if err := checkUnixUpstream(sc, g); err != nil {
-			return nil, err
 		}
 		for _, l := range sc.LimitConn {
 			z := p.zones[l.Zone]
@@ -402,8 +422,13 @@ func clamp(v, lo, hi int64) int {
 // configuration language accepts (they are NGINX's) but the engine cannot
 // honour: silently ignoring them would change what a session does.
 func checkSupported(sc *conf.Server, vars *sessionVars) error {
-	if sc.ProxyPassVariables {
-		return conf.Errorf(sc.ProxyPassPos, "proxy_pass with variables is not supported")
+	if t := sc.ProxyPassTemplate; t != nil {
+		// The value is evaluated when the session starts (passTarget).
+		for _, name := range t.Vars() {
+			if keyVarOf(name) == keyEmpty && !vars.has(name) {
+				return conf.Errorf(sc.ProxyPassPos, "proxy_pass with the \"$%s\" variable is not supported", name)
+			}
+		}
 	}
 	if b := sc.Proxy.Bind; b != nil && b.Template != nil {
 		// The address is known when the session starts: the client's

@@ -68,6 +68,14 @@ type plan struct {
 	// resolvers re-resolve the groups with `resolve` servers
 	// (resolve.go) while the plan runs.
 	resolvers []groupResolver
+	// named are the groups a proxy_pass value may name, dyn the groups
+	// made for the addresses values gave, names the resolvers of their
+	// names, namesLog where those log (passtarget.go). Nil when no
+	// proxy_pass has variables.
+	named    map[upstreamKey]namedGroup
+	dyn      *dynGroups
+	names    map[namesKey]*pool.Names
+	namesLog atomic.Pointer[errlog.Log]
 
 	// sessions counts the sessions started on this plan that have not
 	// ended; once the plan is retired (a reload published another) and
@@ -125,6 +133,7 @@ func (p *plan) start(e *Engine) {
 		return
 	}
 	p.started = true
+	p.namesLog.Store(e.log)
 	ctx, cancel := context.WithCancel(context.Background())
 	serving, stopServing := context.WithCancel(ctx)
 	p.stopWatch, p.stopServing = cancel, stopServing
@@ -193,6 +202,9 @@ func (p *plan) retire() {
 func (p *plan) free() {
 	p.release.Do(func() {
 		p.stop(stopAll)
+		for _, n := range p.names {
+			n.Close()
+		}
 		p.logs.close()
 		if p.ownKeyLogs != nil {
 			p.ownKeyLogs.Close()

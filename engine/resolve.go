@@ -6,6 +6,7 @@ import (
 	"net/netip"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/tlsrelay/tlsrelay/engine/conf"
 	"github.com/tlsrelay/tlsrelay/engine/errlog"
@@ -42,6 +43,13 @@ func resolverConfig(u *conf.Upstream, st *conf.Stream, resolve func(ctx context.
 		// The configuration layer refuses this already.
 		return pool.ResolverConfig{}, conf.Errorf(u.Pos, "no resolver defined to resolve names at run time in upstream %q", u.Name)
 	}
+	return resolverConfigOf(r, timeout, resolve)
+}
+
+// resolverConfigOf is the pool's form of resolver r with timeout
+// (resolver_timeout). Name servers given by name are resolved now with
+// resolve (nil: the system resolver), as NGINX does at load.
+func resolverConfigOf(r *conf.Resolver, timeout time.Duration, resolve func(ctx context.Context, host string) ([]netip.Addr, error)) (pool.ResolverConfig, error) {
 	rc := pool.ResolverConfig{Valid: r.Valid, IPv4: r.IPv4, IPv6: r.IPv6, Timeout: timeout}
 	if resolve == nil {
 		resolve = pool.SystemResolve

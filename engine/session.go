@@ -214,6 +214,22 @@ type closeEvent struct {
 type dialState struct {
 	sel pool.Selection
 	job dial.Job
+	// group is the group sel walks, for the logs; set on the loop: when
+	// the walk starts there, or once the dial is done when a proxy_pass
+	// name was resolved on the worker (nil until then, and for good when
+	// it could not be).
+	group *pool.Group
+}
+
+// groupName is the name of the group the session's dial walks, for the
+// logs: "" once the upstream connection is open (the attempts name the
+// peers then), and while or when a proxy_pass name is not resolved.
+// Runs on the loop.
+func (s *session) groupName() string {
+	if s.dial == nil || s.dial.group == nil {
+		return ""
+	}
+	return s.dial.group.Name()
 }
 
 // attempts returns the dial job's attempts, for the access log and the
@@ -254,6 +270,9 @@ func (e *Engine) submit(s *session) {
 	if s.srv.bindVar != nil && !s.bindLocal() {
 		return
 	}
+	if s.srv.pass != nil && !s.passTarget() {
+		return
+	}
 	if err := e.dialer.Submit(&s.dial.job); err != nil {
 		e.log.Logf(errlog.LevelError, s.id, "%v while connecting to upstream, client: %s, server: %s", err, hostOf(s.remote), s.srv.name)
 		s.status = 503
@@ -289,7 +308,12 @@ func (e *Engine) openSessionAt(c gnet.Conn, lp *loop, srv *server, remote, local
 
 	d := new(dialState)
 	s.dial = d
-	srv.group.InitSelection(&d.sel, srv.hashKey(s.remote, s.local, s.pp), srv.tries, s.start)
+	if srv.group != nil {
+		// Without variables in proxy_pass; else passTarget starts the
+		// walk when the job is submitted.
+		srv.group.InitSelection(&d.sel, srv.hashKey(s.remote, s.local, s.pp), srv.tries, s.start)
+		d.group = srv.group
+	}
 	d.job = dial.Job{
 		Sel:                 &d.sel,
 		ConnectTimeout:      srv.connectTimeout,
@@ -350,10 +374,16 @@ func (s *session) dialFailed(err error) {
 	if s.phase == phaseDone {
 		return
 	}
+	if s.dial.group == nil {
+		// The walk started on the dial worker; it is done.
+		s.dial.group = s.dial.sel.Group()
+	}
 	if !errors.Is(err, context.Canceled) {
 		s.status = 502
-		if errors.Is(err, dial.ErrNoSocket) {
-			s.status = 500 // NGINX: socket() failed is an internal error
+		if errors.Is(err, dial.ErrNoSocket) || isResolveError(err) {
+			// NGINX: socket() failed, or a proxy_pass name that could
+			// not be resolved, is an internal error.
+			s.status = 500
 		}
 		if outOfDescriptors(err) {
 			s.e.pauseAccepting()
@@ -364,7 +394,7 @@ func (s *session) dialFailed(err error) {
 			n := len(a)
 			if n > 1 {
 				s.e.log.Logf(errlog.LevelError, s.id, "no upstream could be reached after %d attempts, client: %s, server: %s, upstream: \"%s\"",
-					n, hostOf(s.remote), s.srv.name, s.srv.group.Name())
+					n, hostOf(s.remote), s.srv.name, s.groupName())
 			}
 		} else {
 			s.e.log.Logf(errlog.LevelError, s.id, "%v, client: %s, server: %s", err, hostOf(s.remote), s.srv.name)

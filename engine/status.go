@@ -118,7 +118,11 @@ func (e *Engine) status(now time.Time) statusJSON {
 		st.Reloads.Last = snap.LastLoad.UnixMilli()
 	}
 	for _, s := range p.servers {
-		st.Servers = append(st.Servers, statusServer{Name: s.name, Listen: s.listen, Upstream: s.group.Name(), TLS: s.policy != nil})
+		up := s.conf.ProxyPass // with variables: the value as written
+		if s.group != nil {
+			up = s.group.Name()
+		}
+		st.Servers = append(st.Servers, statusServer{Name: s.name, Listen: s.listen, Upstream: up, TLS: s.policy != nil})
 	}
 	names := make([]string, 0, len(p.groups))
 	for name := range p.groups {
