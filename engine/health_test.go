@@ -70,13 +70,11 @@ func TestHealthCheckRefused(t *testing.T) {
 	if st := bad.State(time.Now()); st != pool.PeerUnhealthy {
 		t.Fatalf("state %v", st)
 	}
-	// Probes resume TLS sessions: after the first, every probe of the good
-	// peer is an abbreviated handshake.
-	gp := peerOf(t, tb, good.Addr())
-	testutil.WaitFor(t, "three probes of the good peer", 5*time.Second, func() bool { ok, _ := gp.HealthChecks(); return ok >= 3 })
-	if st := good.Stats(); st.Resumed < st.Handshakes-1 || st.Handshakes < 3 {
-		t.Fatalf("probes: %d handshakes, %d resumed; want all but the first resumed", st.Handshakes, st.Resumed)
-	}
+	// Probes resume TLS sessions: after the first, probes of the good peer
+	// are abbreviated handshakes. (One may miss its ticket when the
+	// machine is loaded: the probe waits for it only about as long as its
+	// handshake took, and then the next probe does a full handshake.)
+	testutil.WaitFor(t, "two resumed probes of the good peer", 10*time.Second, func() bool { return good.Stats().Resumed >= 2 })
 	for i := range 10 {
 		if _, err := echoOnce(tb.addr, []byte("hi"), 10*time.Second); err != nil {
 			t.Fatalf("client %d: %v", i, err)

@@ -28,21 +28,24 @@ func letterBackend(t *testing.T, ip string, letter byte) string {
 	return ln.Addr().String()
 }
 
-// greeting opens a session to addr and returns the byte the upstream
-// greeted it with, or "" when the session was closed without one.
-func greeting(t *testing.T, addr string) string {
+// reply opens a session to addr, sends send, and returns what comes back
+// before the session ends, or its first n bytes (n > 0); "" when it is
+// closed without a byte.
+func reply(t *testing.T, addr, send string, n int) string {
 	t.Helper()
 	c, err := net.DialTimeout("tcp", addr, 5*time.Second)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer c.Close()
-	c.SetReadDeadline(time.Now().Add(10 * time.Second))
-	b := make([]byte, 1)
-	if n, _ := c.Read(b); n == 1 {
-		return string(b)
+	c.SetDeadline(time.Now().Add(10 * time.Second))
+	io.WriteString(c, send)
+	var r io.Reader = c
+	if n > 0 {
+		r = io.LimitReader(c, int64(n))
 	}
-	return ""
+	b, _ := io.ReadAll(r)
+	return string(b)
 }
 
 func portOfAddr(a string) string {
@@ -104,7 +107,7 @@ server { listen %s; listen %s; proxy_pass $mapped; }
 		}
 		var o outcome
 		for _, i := range []int{0, 0, 1, 1, 2, 3, 4, 5, 6} {
-			o.greetings = append(o.greetings, fmt.Sprintf("%d:%s", i, greeting(t, l[i])))
+			o.greetings = append(o.greetings, fmt.Sprintf("%d:%s", i, reply(t, l[i], "", 1)))
 		}
 		lines := readLines(t, filepath.Join(dir, "access.log"), sessions)
 		index := map[string]int{}
@@ -236,14 +239,14 @@ map $server_port $target {
 	}
 
 	// The name is what the certificate is checked against.
-	if got := greetingOrEOF(t, l[1]); got != "" {
+	if got := reply(t, l[1], "ping", 0); got != "" {
 		t.Errorf("a session to wrong.test got %q through", got)
 	}
 	if want := `upstream certificate does not match "wrong.test"`; !strings.Contains(tb.logText(), want) {
 		t.Errorf("the error log lacks %q", want)
 	}
 	// A name that does not exist: 500, NGINX's line.
-	if got := greetingOrEOF(t, l[2]); got != "" {
+	if got := reply(t, l[2], "ping", 0); got != "" {
 		t.Errorf("a session to missing.test got %q through", got)
 	}
 	if want := "missing.test could not be resolved (3: Host not found)"; !strings.Contains(tb.logText(), want) {
@@ -263,21 +266,6 @@ map $server_port $target {
 		}
 		return up2.Stats().Accepted > 0
 	})
-}
-
-// greetingOrEOF sends a line and returns what comes back before the
-// session ends ("" when it is closed without a byte).
-func greetingOrEOF(t *testing.T, addr string) string {
-	t.Helper()
-	c, err := net.DialTimeout("tcp", addr, 5*time.Second)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	c.SetDeadline(time.Now().Add(10 * time.Second))
-	io.WriteString(c, "ping")
-	b, _ := io.ReadAll(c)
-	return string(b)
 }
 
 // TestProxyPassVariablesRefused: what `-t` refuses of proxy_pass values,

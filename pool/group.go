@@ -489,6 +489,22 @@ func SystemResolve(ctx context.Context, host string) ([]netip.Addr, error) {
 	return net.DefaultResolver.LookupNetIP(ctx, "ip", host)
 }
 
+// ipv4First returns addrs unmapped, IPv4 first (as ngx_inet_resolve_host
+// and NGINX's resolver order them), without duplicates, in their order
+// otherwise.
+func ipv4First(addrs []netip.Addr) []netip.Addr {
+	out := make([]netip.Addr, 0, len(addrs))
+	for _, v4 := range []bool{true, false} {
+		for _, a := range addrs {
+			a = a.Unmap()
+			if a.Is4() == v4 && !slices.Contains(out, a) {
+				out = append(out, a)
+			}
+		}
+	}
+	return out
+}
+
 // resolveHost returns the addresses of host: the literal itself, or what
 // resolve returns, IPv4 first (as ngx_inet_resolve_host orders them), without
 // duplicates.
@@ -500,15 +516,7 @@ func resolveHost(ctx context.Context, resolve func(context.Context, string) ([]n
 	if err != nil {
 		return nil, err
 	}
-	out := make([]netip.Addr, 0, len(addrs))
-	for _, v4 := range []bool{true, false} {
-		for _, a := range addrs {
-			a = a.Unmap()
-			if a.Is4() == v4 && !slices.Contains(out, a) {
-				out = append(out, a)
-			}
-		}
-	}
+	out := ipv4First(addrs)
 	if len(out) == 0 {
 		return nil, errors.New("no addresses")
 	}

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"net/netip"
-	"slices"
 	"sync"
 	"time"
 
@@ -141,18 +140,7 @@ func (n *Names) resolve(name string, e *nameEntry) {
 	now := time.Now()
 	switch {
 	case err == nil:
-		slices.SortStableFunc(addrs, func(a, b netip.Addr) int {
-			// IPv4 first, as NGINX exports them; the answer's order
-			// otherwise.
-			switch {
-			case a.Is4() && !b.Is4():
-				return -1
-			case !a.Is4() && b.Is4():
-				return 1
-			}
-			return 0
-		})
-		addrs = slices.Compact(addrs)
+		addrs = ipv4First(addrs)
 		if n.r.cfg.Valid > 0 {
 			ttl = n.r.cfg.Valid
 		}
