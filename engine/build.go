@@ -103,6 +103,7 @@ func buildPlan(cfg *conf.Config, env planEnv) (_ *plan, err error) {
 		p.ownKeyLogs = tlsbridge.NewKeyLogFiles()
 		env.keyLogs = p.ownKeyLogs
 	}
+	p.nameStats = env.nameStats
 	if env.prev != nil {
 		p.store = env.prev.store
 	} else {

@@ -20,6 +20,7 @@ import (
 	"github.com/tlsrelay/tlsrelay/engine/listen"
 	"github.com/tlsrelay/tlsrelay/engine/logfile"
 	"github.com/tlsrelay/tlsrelay/engine/metrics"
+	"github.com/tlsrelay/tlsrelay/pool"
 	"github.com/tlsrelay/tlsrelay/pool/dial"
 	"github.com/tlsrelay/tlsrelay/tlsbridge"
 )
@@ -54,6 +55,10 @@ type Engine struct {
 	// in a directory only this process's user can enter; the engine
 	// connects to it only to learn its loops.
 	door string
+
+	// names counts the lookups of proxy_pass names, for the process:
+	// every plan's resolvers add to it.
+	names *pool.NameStats
 
 	// files are the open access-log files, shared by the plans; keyLogs
 	// the proxy_ssl_key_log files.
@@ -107,13 +112,15 @@ func Check(cfg *conf.Config) (warnings []string, err error) {
 // New builds an engine from cfg. Nothing is bound until Serve.
 func New(cfg *conf.Config, opts Options) (*Engine, error) {
 	files, keyLogs := logfile.NewFiles(), tlsbridge.NewKeyLogFiles()
-	p, err := buildPlan(cfg, planEnv{files: files, keyLogs: keyLogs})
+	nameStats := new(pool.NameStats)
+	p, err := buildPlan(cfg, planEnv{files: files, keyLogs: keyLogs, nameStats: nameStats})
 	if err != nil {
 		return nil, err
 	}
 	e := &Engine{
 		files:   files,
 		keyLogs: keyLogs,
+		names:   nameStats,
 		m:       new(metrics.Engine),
 		opts:    opts,
 		socks:   map[string]*listenSock{},

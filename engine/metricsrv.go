@@ -214,7 +214,8 @@ func (e *Engine) collector() *metrics.Collector {
 				}
 			}
 		},
-		Dialer: func() *dial.Dialer { return e.dialer },
+		Dialer:      func() *dial.Dialer { return e.dialer },
+		NameLookups: e.names,
 		Prewarmed: func() int {
 			n := 0
 			for _, s := range e.plan.Load().servers {

@@ -294,7 +294,7 @@ func (p *plan) newPassVar(sc *conf.Server, resolve func(ctx context.Context, hos
 			log.Logf(errlog.LevelError, 0, format, args...)
 		}
 	}
-	pv.names = pool.NewNames(rc, 0)
+	pv.names = pool.NewNames(rc, 0, p.nameStats)
 	if p.names == nil {
 		p.names = map[namesKey]*pool.Names{}
 	}

@@ -186,7 +186,7 @@ func TestProxyPassVariablesResolve(t *testing.T) {
 stream {
 log_format p "$server_port $status $upstream_addr $upstream_ssl_session_reused";
 access_log {{dir}}/pass.log p;
-resolver %s valid=1s ipv6=off;
+resolver %s valid=3s ipv6=off;
 resolver_timeout 5s;
 map $server_port $target {
     %s localhost:%s;
@@ -257,7 +257,14 @@ map $server_port $target {
 		t.Errorf("access log %q, want %q", got, want)
 	}
 
-	// The answer expires (valid=1s): a new one is asked for, and new
+	// The metrics' counts: localhost asked once and then kept (once by
+	// the loop, for the second session), missing.test failed.
+	if st := tb.eng.names; st.OK.Load() != 2 || st.Cached.Load() < 1 || st.Failed.Load() != 1 {
+		t.Errorf("lookups counted: ok %d, cached %d, failed %d; want 2 (localhost, wrong.test), at least 1, 1 (missing.test)",
+			st.OK.Load(), st.Cached.Load(), st.Failed.Load())
+	}
+
+	// The answer expires (valid=3s): a new one is asked for, and new
 	// sessions follow it.
 	d.SetAddrs("localhost", "127.0.0.3")
 	testutil.WaitFor(t, "a session to the new address", 10*time.Second, func() bool {

@@ -72,10 +72,11 @@ type plan struct {
 	// made for the addresses values gave, names the resolvers of their
 	// names, namesLog where those log (passtarget.go). Nil when no
 	// proxy_pass has variables.
-	named    map[upstreamKey]namedGroup
-	dyn      *dynGroups
-	names    map[namesKey]*pool.Names
-	namesLog atomic.Pointer[errlog.Log]
+	named     map[upstreamKey]namedGroup
+	dyn       *dynGroups
+	names     map[namesKey]*pool.Names
+	namesLog  atomic.Pointer[errlog.Log]
+	nameStats *pool.NameStats
 
 	// sessions counts the sessions started on this plan that have not
 	// ended; once the plan is retired (a reload published another) and
@@ -119,6 +120,9 @@ type planEnv struct {
 	// keyLogs opens proxy_ssl_key_log files, one descriptor per path for
 	// the process; nil: the plan opens its own (Check).
 	keyLogs *tlsbridge.KeyLogFiles
+	// nameStats counts the lookups of proxy_pass names for the process;
+	// nil: the plan's own (Check).
+	nameStats *pool.NameStats
 }
 
 // start starts the plan's background work: certificate watchers, health

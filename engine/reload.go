@@ -39,7 +39,7 @@ func (e *Engine) Reload(cfg *conf.Config) error {
 		return fmt.Errorf("reloading: the engine is shutting down")
 	}
 	old := e.plan.Load()
-	p, err := buildPlan(cfg, planEnv{files: e.files, keyLogs: e.keyLogs, prev: old})
+	p, err := buildPlan(cfg, planEnv{files: e.files, keyLogs: e.keyLogs, prev: old, nameStats: e.names})
 	if err != nil {
 		e.m.ReloadFailed()
 		return err

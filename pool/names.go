@@ -5,6 +5,7 @@ import (
 	"errors"
 	"net/netip"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/miekg/dns"
@@ -24,14 +25,28 @@ import (
 // recently used is forgotten, and while maxNames lookups are in flight a
 // new name fails at once (ErrTooManyNames). A Names is safe for concurrent use.
 type Names struct {
-	r   *Resolver
-	max int
+	r     *Resolver
+	max   int
+	stats *NameStats
 
 	mu sync.Mutex
 	m  map[string]*nameEntry
 	// stop ends the lookups in flight (Close).
 	stop   context.Context
 	cancel context.CancelFunc
+}
+
+// NameStats counts what [Names] lookups came to, for the metrics. One
+// NameStats may be shared by several Names (the resolvers of one
+// configuration, and of the configurations a reload replaces), so that
+// the counts never go back. Its fields are safe from any goroutine.
+type NameStats struct {
+	// Cached counts lookups answered from a kept answer (a negative one
+	// too); OK and Failed the queries sent, by outcome (Failed: timeout,
+	// SERVFAIL, NXDOMAIN and other errors), however many sessions waited
+	// for each; Refused the names not sent (malformed, or too many in
+	// flight).
+	Cached, OK, Failed, Refused atomic.Uint64
 }
 
 // DefaultMaxNames is the number of names a [Names] keeps answers for when
@@ -52,13 +67,17 @@ type nameEntry struct {
 }
 
 // NewNames returns a Names asking the name servers of cfg; maxNames bounds
-// the answers kept (zero: DefaultMaxNames). cfg.Logf, if set, is told of
-// name servers that refuse a query.
-func NewNames(cfg ResolverConfig, maxNames int) *Names {
+// the answers kept (zero: DefaultMaxNames); stats counts the lookups (nil:
+// a NameStats of its own). cfg.Logf, if set, is told of name servers that
+// refuse a query.
+func NewNames(cfg ResolverConfig, maxNames int, stats *NameStats) *Names {
 	if maxNames <= 0 {
 		maxNames = DefaultMaxNames
 	}
-	n := &Names{r: NewResolver(nil, cfg), max: maxNames, m: map[string]*nameEntry{}}
+	if stats == nil {
+		stats = new(NameStats)
+	}
+	n := &Names{r: NewResolver(nil, cfg), max: maxNames, stats: stats, m: map[string]*nameEntry{}}
 	n.stop, n.cancel = context.WithCancel(context.Background())
 	return n
 }
@@ -77,6 +96,7 @@ func (n *Names) Cached(name string, now time.Time) ([]netip.Addr, bool) {
 		return nil, false
 	}
 	e.used = now
+	n.stats.Cached.Add(1)
 	return e.addrs, true
 }
 
@@ -91,6 +111,7 @@ func (n *Names) Cached(name string, now time.Time) ([]netip.Addr, bool) {
 func (n *Names) Lookup(ctx context.Context, name string) ([]netip.Addr, error) {
 	if _, ok := dns.IsDomainName(name); !ok || len(name) > 253 {
 		// Nothing a name server could answer: not sent.
+		n.stats.Refused.Add(1)
 		return nil, rcodeError(dns.RcodeFormatError)
 	}
 	now := time.Now()
@@ -103,11 +124,14 @@ func (n *Names) Lookup(ctx context.Context, name string) ([]netip.Addr, error) {
 	if e == nil {
 		if !n.evictLocked(now) {
 			n.mu.Unlock()
+			n.stats.Refused.Add(1)
 			return nil, ErrTooManyNames
 		}
 		e = &nameEntry{done: make(chan struct{})}
 		n.m[name] = e
 		go n.resolve(name, e)
+	} else if e.ended() {
+		n.stats.Cached.Add(1)
 	}
 	e.used = now
 	n.mu.Unlock()
@@ -140,17 +164,20 @@ func (n *Names) resolve(name string, e *nameEntry) {
 	now := time.Now()
 	switch {
 	case err == nil:
+		n.stats.OK.Add(1)
 		addrs = ipv4First(addrs)
 		if n.r.cfg.Valid > 0 {
 			ttl = n.r.cfg.Valid
 		}
 		e.addrs, e.expires = addrs, now.Add(ttl)
 	case isNXDomain(err):
+		n.stats.Failed.Add(1)
 		e.err, e.expires = err, now.Add(negativeValid)
 		if n.r.cfg.Valid > 0 {
 			e.expires = now.Add(n.r.cfg.Valid)
 		}
 	default:
+		n.stats.Failed.Add(1)
 		e.err = err // expires now: the next session asks again
 	}
 	n.mu.Lock()

@@ -17,7 +17,7 @@ import (
 
 func newNames(t *testing.T, d *dnstest.Server, ipv6 bool, timeout time.Duration, max int) *Names {
 	t.Helper()
-	n := NewNames(ResolverConfig{Servers: []string{d.Addr()}, IPv4: true, IPv6: ipv6, Timeout: timeout}, max)
+	n := NewNames(ResolverConfig{Servers: []string{d.Addr()}, IPv4: true, IPv6: ipv6, Timeout: timeout}, max, nil)
 	t.Cleanup(n.Close)
 	return n
 }
@@ -81,6 +81,13 @@ func TestNamesKeepsAnswers(t *testing.T) {
 	}
 	if after, _ := d.Queries(); after-before != 4 {
 		t.Errorf("%d queries for two lookups answered SERVFAIL, want 4 (asked again)", after-before)
+	}
+	// What the metrics read: app.test asked once, then kept (and once
+	// more by Cached); missing.test asked once, then kept; other.test
+	// asked twice.
+	st := n.stats
+	if c, ok, f := st.Cached.Load(), st.OK.Load(), st.Failed.Load(); c != 3 || ok != 1 || f != 3 {
+		t.Errorf("counts: cached %d, ok %d, failed %d; want 3, 1, 3", c, ok, f)
 	}
 }
 
@@ -173,5 +180,8 @@ func TestNamesMalformed(t *testing.T) {
 	}
 	if udp, tcp := d.Queries(); udp+tcp != 0 {
 		t.Errorf("%d queries sent for malformed names", udp+tcp)
+	}
+	if r := n.stats.Refused.Load(); r != 3 {
+		t.Errorf("%d lookups counted refused, want 3", r)
 	}
 }

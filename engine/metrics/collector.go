@@ -30,6 +30,9 @@ type Sources struct {
 	// Stores yields the current TLS session stores; their counts are
 	// added. Called once per scrape.
 	Stores iter.Seq[*tlsbridge.SessionStore]
+	// NameLookups counts the lookups of names proxy_pass values give
+	// (pool.Names); nil leaves the series out.
+	NameLookups *pool.NameStats
 	// Prewarmed returns how many pre-warmed upstream connections are
 	// ready now (proxy_ssl_prewarm). Called once per scrape.
 	Prewarmed func() int
@@ -57,7 +60,7 @@ type descs struct {
 	hsGroups                                             *prometheus.Desc
 	selections, peerFailures, peerActive, peerState      *prometheus.Desc
 	healthChecks, prewarmed, prewarmedReady, resolutions *prometheus.Desc
-	upCloses                                             *prometheus.Desc
+	upCloses, nameLookups                                *prometheus.Desc
 	dialsInFlight, workers, jobs                         *prometheus.Desc
 	tickets, ticketKeys, ticketsStored, ticketsDropped   *prometheus.Desc
 }
@@ -95,6 +98,7 @@ func NewCollector(src Sources) *Collector {
 		prewarmedReady:      n("upstream_prewarmed_ready", "Pre-warmed upstream connections (proxy_ssl_prewarm) ready now, handshake done, waiting for a session."),
 		healthChecks:        n("upstream_health_checks_total", "Active health-check probes of the peer (health_check), by result.", append(up, "result")...),
 		resolutions:         n("upstream_resolutions_total", "DNS resolutions of the group's resolve servers, by result (failed: timeout, SERVFAIL, NXDOMAIN and other errors).", "upstream", "result"),
+		nameLookups:         n("proxy_pass_lookups_total", "Lookups of the names proxy_pass values with variables give, by result: cached (a kept answer), ok and failed (queries sent; failed: timeout, SERVFAIL, NXDOMAIN and other errors), refused (malformed, or too many names in flight).", "result"),
 		peerFailures:        n("upstream_peer_failures_total", "Failed attempts on the peer (connect, PROXY header, TLS handshake, verification).", up...),
 		peerActive:          n("upstream_peer_active_connections", "Connections to the peer now (being set up or established).", up...),
 		peerState:           n("upstream_peer_state", "The peer's state: 1 for the current one of up, banned (max_fails within fail_timeout), down (configured down), unhealthy (failing its health_check).", append(up, "state")...),
@@ -115,7 +119,7 @@ func (c *Collector) Describe(ch chan<- *prometheus.Desc) {
 		d.accepted, d.active, d.ended, d.bytes, d.stalls, d.pauses, d.idle, d.reloads, d.lastReload,
 		d.acceptFailures, d.refused, d.proxyHeaderFailures,
 		d.handshakes, d.hsFailures, d.hsGroups, d.hsDuration, d.connDuration, d.selections, d.peerFailures, d.peerActive, d.peerState,
-		d.healthChecks, d.prewarmed, d.prewarmedReady, d.resolutions, d.upCloses,
+		d.healthChecks, d.prewarmed, d.prewarmedReady, d.resolutions, d.upCloses, d.nameLookups,
 		d.dialsInFlight, d.workers, d.jobs,
 		d.tickets, d.ticketKeys, d.ticketsStored, d.ticketsDropped,
 	} {
@@ -143,6 +147,12 @@ func (c *Collector) Collect(ch chan<- prometheus.Metric) {
 			ch <- counter(c.d.resolutions, ok, g.Name(), "ok")
 			ch <- counter(c.d.resolutions, failed, g.Name(), "failed")
 		}
+	}
+	if st := c.src.NameLookups; st != nil {
+		ch <- counter(c.d.nameLookups, st.Cached.Load(), "cached")
+		ch <- counter(c.d.nameLookups, st.OK.Load(), "ok")
+		ch <- counter(c.d.nameLookups, st.Failed.Load(), "failed")
+		ch <- counter(c.d.nameLookups, st.Refused.Load(), "refused")
 	}
 	if c.src.Dialer != nil {
 		if dl := c.src.Dialer(); dl != nil {

@@ -69,6 +69,8 @@
 //	upstream_peer_active_connections{upstream,peer}           gauge
 //	upstream_health_checks_total{upstream,peer,result}        counter  result: ok, failed (health_check probes)
 //	upstream_resolutions_total{upstream,result}               counter  result: ok, failed (DNS re-resolution of resolve servers)
+//	proxy_pass_lookups_total{result}                          counter  result: cached, ok, failed, refused (names
+//	                                                                   that proxy_pass values with variables give)
 //	upstream_peer_state{upstream,peer,state}                  gauge    1 for the current state of up,
 //	                                                                   banned, down, unhealthy, draining; 0 for the others
 //	dial_in_flight{state}                        gauge    state: connecting (TCP connect, PROXY header),
