@@ -308,3 +308,33 @@ func TestProxyPassVariablesRefused(t *testing.T) {
 	}
 	p.free()
 }
+
+// TestProxyPassVariablesReload: a reload that changes what a value names
+// sends new sessions to the new group; an upstream block no literal
+// proxy_pass names is built, and kept whole across the reload, as any
+// group.
+func TestProxyPassVariablesReload(t *testing.T) {
+	a := letterBackend(t, "127.0.0.1", 'a')
+	b := letterBackend(t, "127.0.0.1", 'b')
+	text := func(target string) string {
+		return fmt.Sprintf("stream {\nmap $server_port $t { default %s; }\nupstream u1 { server %s; }\nupstream u2 { server %s; }\n"+
+			"server { listen 127.0.0.1:0; proxy_pass $t; }\n}\n", target, a, b)
+	}
+	tb := startEngine(t, t.TempDir(), text("u1"))
+	if got := reply(t, tb.addr, "", 1); got != "a" {
+		t.Fatalf("a session before the reload was greeted %q, want a (u1)", got)
+	}
+	u2 := tb.eng.plan.Load().groups["u2"]
+	if u2 == nil {
+		t.Fatal("upstream u2, named by no literal proxy_pass, was not built")
+	}
+	if err := tb.reload(text("u2")); err != nil {
+		t.Fatal(err)
+	}
+	if got := reply(t, tb.addr, "", 1); got != "b" {
+		t.Errorf("a session after the reload was greeted %q, want b (u2)", got)
+	}
+	if tb.eng.plan.Load().groups["u2"] != u2 {
+		t.Error("the reload rebuilt upstream u2, which did not change")
+	}
+}
