@@ -2,6 +2,8 @@ package engine
 
 import (
 	"crypto/tls"
+	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -11,9 +13,6 @@ import (
 	"github.com/tlsrelay/tlsrelay/engine/logfile"
 	"github.com/tlsrelay/tlsrelay/pool/dial"
 	"github.com/tlsrelay/tlsrelay/tlsbridge"
-	"path/filepath"
-
-	"slices"
 )
 
 // The access log writes one line per session when it ends, in a

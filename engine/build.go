@@ -10,6 +10,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/tlsrelay/tlsrelay/engine/conf"
@@ -17,7 +18,6 @@ import (
 	"github.com/tlsrelay/tlsrelay/pool"
 	"github.com/tlsrelay/tlsrelay/pool/dial"
 	"github.com/tlsrelay/tlsrelay/tlsbridge"
-	"sync/atomic"
 
 	"golang.org/x/sys/unix"
 )

@@ -19,6 +19,7 @@ import (
 	"io"
 	"net"
 	"syscall"
+	"time"
 
 	"github.com/panjf2000/gnet/v2"
 	"golang.org/x/sys/unix"
@@ -29,7 +30,6 @@ import (
 	"github.com/tlsrelay/tlsrelay/pool"
 	"github.com/tlsrelay/tlsrelay/pool/dial"
 	"github.com/tlsrelay/tlsrelay/tlsbridge"
-	"time"
 )
 
 // cancelDial ends the session's dial, if one is running: a connect or

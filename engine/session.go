@@ -582,7 +582,7 @@ func (s *session) finish(reason metrics.Reason) {
 	s.releaseLimits()
 	s.alpnHint()
 	if s.peer != nil && !s.peerFailed && s.up.state != sideNone {
-		s.peer.ObserveLastByte(time.Since(s.start) - s.upOpened) // least_time last_byte
+		s.peer.ObserveLastByte(s.start.Add(s.upOpened)) // least_time last_byte
 	}
 	if s.peer != nil && !s.peerFailed {
 		s.release(s.peer) // a failed peer's connection ended with Failed

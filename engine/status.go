@@ -9,6 +9,7 @@ package engine
 
 import (
 	_ "embed"
+	"io"
 	"net/http"
 	"sort"
 	"strings"
@@ -16,7 +17,6 @@ import (
 
 	"github.com/tlsrelay/tlsrelay/engine/listen"
 	"github.com/tlsrelay/tlsrelay/pool"
-	"io"
 )
 
 //go:embed status.html

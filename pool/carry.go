@@ -59,8 +59,9 @@ func samePeer(p, q *Peer) bool {
 // and service=) starts with the addresses prev resolved for it, and is
 // next resolved when prev's would have been, as NGINX carries a zone's
 // resolved peers over a reload. Then each peer of g that also is in prev
-// (same server name, address and parameters) gets prev's health state and
-// counters, and the group its resolution counters. It must be called
+// (same server name, address and parameters) gets prev's health state,
+// counters and least_time average (when both groups compare the same
+// measure), and the group its resolution counters. It must be called
 // before g is used by any session or resolver (it does not take g's
 // locks); it takes prev's. Active connections are not carried: sessions
 // of the old configuration release their peers into prev.
@@ -85,6 +86,9 @@ func (g *Group) Inherit(prev *Group) {
 		p.effectiveWeight = q.effectiveWeight
 		p.nFails.Store(int64(q.fails))
 		p.stats = q.stats
+		if p.timedBy == q.timedBy && p.timedBy != noMeasure {
+			p.times.avg[p.timedBy].Store(q.times.avg[p.timedBy].Load())
+		}
 	}
 }
 

@@ -160,8 +160,11 @@ type Peer struct {
 
 	// admin is what the runtime API changed (admin.go).
 	admin adminState
-	// times are the moving averages least_time compares (leasttime.go).
-	times peerTimes
+	// times are the moving averages least_time compares (leasttime.go);
+	// timedBy is the measure the peer's group compares (noMeasure: not
+	// least_time), the only one kept.
+	times   peerTimes
+	timedBy measure
 
 	// Protected by the group's mu.
 	currentWeight   int
@@ -260,6 +263,8 @@ type serverSlot struct {
 	// dynamic: resolve with a host name, whose addresses a Resolver
 	// publishes.
 	dynamic bool
+	// timedBy is the measure its peers keep (Peer.timedBy).
+	timedBy measure
 }
 
 // Group is an upstream group. It is safe for concurrent use; see the package
@@ -339,7 +344,10 @@ func NewGroup(gc GroupConfig, resolve func(ctx context.Context, host string) ([]
 		if sc.Weight == 0 {
 			sc.Weight = DefaultWeight
 		}
-		slot := serverSlot{cfg: sc}
+		slot := serverSlot{cfg: sc, timedBy: noMeasure}
+		if g.method == methodLeastTime {
+			slot.timedBy = g.leastTime
+		}
 		if path, ok := strings.CutPrefix(sc.Addr, "unix:"); ok {
 			g.servers = append(g.servers, slot)
 			byServer = append(byServer, []*Peer{slot.unixPeer(path)})
@@ -416,6 +424,7 @@ func (sl *serverSlot) newPeer(addr netip.AddrPort, host string, weight, srvWeigh
 		srvWeight:       srvWeight,
 		effectiveWeight: weight,
 		stats:           new(peerStats),
+		timedBy:         sl.timedBy,
 	}
 }
 

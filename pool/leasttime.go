@@ -10,11 +10,12 @@ import (
 // counted; ties go to weighted round robin, as least_conn's do. The time
 // is one of three, as the directive says: connect (the TCP connect and the
 // TLS handshake, as $upstream_connect_time), first_byte (to the upstream's
-// first byte) or last_byte (the whole session). Each peer keeps an
-// exponentially weighted moving average of each, fed by the dialer
-// (connect) and the engine (first and last byte) for every peer of every
-// method: a reload that switches to least_time starts from what the peers
-// measured.
+// first byte) or last_byte (the whole session). Each peer of a least_time
+// group keeps an exponentially weighted moving average of its group's
+// measure, fed by the dialer (connect) and the engine (first and last
+// byte); the peers of other groups keep none, so their sessions pay
+// nothing for it. A reload that keeps a peer keeps its average
+// (Inherit).
 
 // Least-time measures, the values of [BalancerConfig.LeastTime].
 const (
@@ -35,6 +36,10 @@ const (
 	measureLastByte
 	measures
 )
+
+// noMeasure is the measure of a peer whose group does not balance by
+// least_time: none of its times is kept.
+const noMeasure = measures
 
 // peerTimes are a peer's moving averages, in nanoseconds (0: none yet).
 type peerTimes struct {
@@ -63,24 +68,27 @@ func (t *peerTimes) observe(m measure, d time.Duration) {
 
 // ObserveConnectTime records a completed connect and handshake of d
 // (least_time connect). The dialer calls it. Safe from any goroutine.
-func (p *Peer) ObserveConnectTime(d time.Duration) { p.times.observe(measureConnect, d) }
+func (p *Peer) ObserveConnectTime(d time.Duration) { p.observeTime(measureConnect, d) }
 
 // ObserveFirstByte records the time to the upstream's first byte of a
 // session (least_time first_byte). Safe from any goroutine.
-func (p *Peer) ObserveFirstByte(d time.Duration) { p.times.observe(measureFirstByte, d) }
+func (p *Peer) ObserveFirstByte(d time.Duration) { p.observeTime(measureFirstByte, d) }
 
-// ObserveLastByte records a whole session's time (least_time last_byte).
-// Safe from any goroutine.
-func (p *Peer) ObserveLastByte(d time.Duration) { p.times.observe(measureLastByte, d) }
-
-// AverageTime returns the peer's moving average of measure m
-// (LeastTimeConnect, LeastTimeFirstByte, LeastTimeLastByte); 0 when none.
-// Safe from any goroutine.
-func (p *Peer) AverageTime(m string) time.Duration {
-	if i, ok := measureOf(m); ok {
-		return time.Duration(p.times.avg[i].Load())
+// ObserveLastByte records the time of a whole session whose upstream
+// connection opened at opened (least_time last_byte); the clock is read
+// only by a peer that keeps that time. Safe from any goroutine.
+func (p *Peer) ObserveLastByte(opened time.Time) {
+	if p.timedBy == measureLastByte {
+		p.times.observe(measureLastByte, time.Since(opened))
 	}
-	return 0
+}
+
+// observeTime folds d into p's average of m if m is what p's group
+// compares; other times are dropped at the cost of one comparison.
+func (p *Peer) observeTime(m measure, d time.Duration) {
+	if m == p.timedBy {
+		p.times.observe(m, d)
+	}
 }
 
 // measureOf maps a least_time parameter to its measure.

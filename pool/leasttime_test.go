@@ -89,7 +89,7 @@ func observeMeasure(p *Peer, m string, d time.Duration) {
 	case LeastTimeFirstByte:
 		p.ObserveFirstByte(d)
 	case LeastTimeLastByte:
-		p.ObserveLastByte(d)
+		p.ObserveLastByte(time.Now().Add(-d))
 	}
 }
 
@@ -101,5 +101,40 @@ func TestEWMA(t *testing.T) {
 	pt.observe(measureConnect, 160*time.Millisecond)
 	if got := time.Duration(pt.avg[measureConnect].Load()); got != 90*time.Millisecond {
 		t.Errorf("average %v, want 90ms", got)
+	}
+}
+
+// TestLeastTimeKept: only a least_time group's peers keep a time, only
+// their group's measure; a reload that keeps a peer keeps its average.
+func TestLeastTimeKept(t *testing.T) {
+	rr := newTestGroup(t, BalancerConfig{}, srv("a"))
+	p := rr.Peers()[0]
+	p.ObserveConnectTime(time.Millisecond)
+	p.ObserveFirstByte(time.Millisecond)
+	p.ObserveLastByte(time.Now().Add(-time.Millisecond))
+	for m := range measures {
+		if v := p.times.avg[m].Load(); v != 0 {
+			t.Errorf("a round-robin peer keeps time %v for measure %d", time.Duration(v), m)
+		}
+	}
+	lt := BalancerConfig{Method: MethodLeastTime, LeastTime: LeastTimeFirstByte}
+	old := newTestGroup(t, lt, srv("a"), srv("b"))
+	for _, q := range old.Peers() {
+		q.ObserveFirstByte(7 * time.Millisecond)
+		q.ObserveConnectTime(time.Millisecond)
+	}
+	if fb, c := old.Peers()[0].times.avg[measureFirstByte].Load(), old.Peers()[0].times.avg[measureConnect].Load(); fb != int64(7*time.Millisecond) || c != 0 {
+		t.Errorf("a least_time first_byte peer keeps first_byte %v, connect %v; want 7ms and none", time.Duration(fb), time.Duration(c))
+	}
+	next := newTestGroup(t, lt, srv("a"), srv("b"), srv("c"))
+	next.Inherit(old)
+	for _, q := range next.Peers() {
+		want := int64(7 * time.Millisecond)
+		if q.Host == "c" {
+			want = 0
+		}
+		if got := q.times.avg[measureFirstByte].Load(); got != want {
+			t.Errorf("after the reload, %s's average is %v, want %v", q.Host, time.Duration(got), time.Duration(want))
+		}
 	}
 }

@@ -1,9 +1,9 @@
 package dial
 
 import (
+	"crypto/tls"
 	"sync/atomic"
 
-	"crypto/tls"
 	"github.com/tlsrelay/tlsrelay/pool"
 	"github.com/tlsrelay/tlsrelay/tlsbridge"
 )
