@@ -8,7 +8,6 @@ import (
 	"net"
 	"sync"
 	"sync/atomic"
-	"syscall"
 	"time"
 )
 
@@ -238,25 +237,12 @@ func (h *Holder) Open(ctx context.Context, addr string, n, workers int) error {
 	return first
 }
 
-// ipBindAddressNoPort is IP_BIND_ADDRESS_NO_PORT from <linux/in.h>: bind the
-// source address now, pick the port at connect time from the whole 4-tuple.
-const ipBindAddressNoPort = 24
-
 func holdOne(ctx context.Context, addr string, i int64) (net.Conn, error) {
 	src := &net.TCPAddr{IP: net.IPv4(127, 0, byte(i/4000/250), byte(2+i/4000%250))}
 	d := net.Dialer{
 		LocalAddr: src,
 		Timeout:   10 * time.Second,
-		Control: func(_, _ string, rc syscall.RawConn) error {
-			var serr error
-			err := rc.Control(func(fd uintptr) {
-				serr = syscall.SetsockoptInt(int(fd), syscall.IPPROTO_IP, ipBindAddressNoPort, 1)
-			})
-			if err != nil {
-				return err
-			}
-			return serr
-		},
+		Control:   bindAddressNoPort,
 	}
 	c, err := d.DialContext(ctx, "tcp", addr)
 	if err != nil {

@@ -85,7 +85,7 @@ type RatePair struct {
 	// timeout).
 	Conns  int `json:"conns"`
 	Failed int `json:"failed"`
-	// ConnsPerSec is Conns over Seconds.
+	// ConnsPerSec is Conns over the load's planned length (RateSpec.Seconds).
 	ConnsPerSec float64 `json:"conns_per_s"`
 	// FirstFailure is when the first failure ended, in seconds from the
 	// load's start; nil for none. FirstErr is its error.
@@ -277,9 +277,11 @@ func runRateChild(ctx context.Context, argv []string, spec RateSpec, limit time.
 	select {
 	case waitErr = <-done:
 	case <-ctx.Done():
-		waitErr = stopGroup(cmd, done, ctx.Err())
+		stopGroup(cmd, done)
+		waitErr = ctx.Err()
 	case <-time.After(limit):
-		waitErr = stopGroup(cmd, done, fmt.Errorf("the child ran past %s", limit))
+		stopGroup(cmd, done)
+		waitErr = fmt.Errorf("the child ran past %s", limit)
 	}
 	// A child that stopped its proxy leaves an empty group (ESRCH); one
 	// that died without doing so leaves the proxy, which goes now. The
@@ -300,9 +302,8 @@ func runRateChild(ctx context.Context, argv []string, spec RateSpec, limit time.
 }
 
 // stopGroup ends the child: SIGTERM (the child stops its proxy and
-// exits), then SIGKILL to its whole process group after 10 s. It returns
-// why.
-func stopGroup(cmd *exec.Cmd, done <-chan error, why error) error {
+// exits), then SIGKILL to its whole process group after 10 s.
+func stopGroup(cmd *exec.Cmd, done <-chan error) {
 	pgid := cmd.Process.Pid
 	syscall.Kill(pgid, syscall.SIGTERM)
 	select {
@@ -311,7 +312,6 @@ func stopGroup(cmd *exec.Cmd, done <-chan error, why error) error {
 		syscall.Kill(-pgid, syscall.SIGKILL)
 		<-done
 	}
-	return why
 }
 
 // WriteRatePair writes p as JSON into path (the child's result).

@@ -13,7 +13,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/tlsrelay/tlsrelay/internal/netns"
 	"github.com/tlsrelay/tlsrelay/internal/testutil"
 )
 
@@ -124,12 +123,7 @@ func TestSmokeRate(t *testing.T) {
 	if testing.Short() {
 		t.Skip("end-to-end smoke test")
 	}
-	if err := netns.Available(); err != nil {
-		if os.Getenv("CI") == "true" && os.Geteuid() == 0 {
-			t.Fatal(err)
-		}
-		t.Skipf("no network namespace: %v", err)
-	}
+	testutil.NeedNetns(t)
 	ng := testutil.NginxPath(t)
 	mod := testutil.NginxStreamModule
 	if _, err := os.Stat(mod); err != nil {

@@ -14,12 +14,11 @@ import (
 	"time"
 
 	"github.com/tlsrelay/tlsrelay/engine/conf"
+	"github.com/tlsrelay/tlsrelay/engine/listen"
 	"github.com/tlsrelay/tlsrelay/engine/logfile"
 	"github.com/tlsrelay/tlsrelay/pool"
 	"github.com/tlsrelay/tlsrelay/pool/dial"
 	"github.com/tlsrelay/tlsrelay/tlsbridge"
-
-	"golang.org/x/sys/unix"
 )
 
 // server is the runtime form of one server{} block. It is immutable once
@@ -98,7 +97,7 @@ func buildPlan(cfg *conf.Config, env planEnv) (_ *plan, err error) {
 	resolve := env.resolve
 	openLogs := env.files != nil
 	p := &plan{cfg: cfg, logs: newLogSet(env.files), groups: map[string]*pool.Group{}, zones: map[string]*connZone{},
-		workerConns: cfg.Main.ConnectionsPerLoop(nofileLimit())}
+		workerConns: cfg.Main.ConnectionsPerLoop(listen.NofileLimit())}
 	if env.keyLogs == nil {
 		p.ownKeyLogs = tlsbridge.NewKeyLogFiles()
 		env.keyLogs = p.ownKeyLogs
@@ -451,14 +450,4 @@ func checkSupported(sc *conf.Server, vars *sessionVars) error {
 		}
 	}
 	return nil
-}
-
-// nofileLimit is the process's descriptor limit (RLIMIT_NOFILE, soft;
-// Go raises it to the hard limit at start); 0 when unknown or unlimited.
-func nofileLimit() uint64 {
-	var rl unix.Rlimit
-	if err := unix.Getrlimit(unix.RLIMIT_NOFILE, &rl); err != nil || rl.Cur == unix.RLIM_INFINITY {
-		return 0
-	}
-	return rl.Cur
 }

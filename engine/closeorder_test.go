@@ -428,12 +428,7 @@ func TestCloseOrderSustainedRate(t *testing.T) {
 		closeOrderInNetns(t)
 		return
 	}
-	if err := netns.Available(); err != nil {
-		if os.Getenv("CI") == "true" && os.Geteuid() == 0 {
-			t.Fatalf("CI as root needs a network namespace: %v", err)
-		}
-		t.Skipf("skipped: %v", err)
-	}
+	testutil.NeedNetns(t)
 	cmd := netns.Command(os.Args[0], "-test.run=^TestCloseOrderSustainedRate$", "-test.v", "-test.count=1")
 	cmd.Env = append(os.Environ(), "TLSRELAY_NETNS_CHILD=1")
 	out, err := cmd.CombinedOutput()

@@ -91,7 +91,7 @@ func (s *session) observeHandshake(p *pool.Peer, _ net.Addr, cs tls.ConnectionSt
 func (s *session) dialAttemptFailed(a dial.Attempt, disabled bool) {
 	s.e.m.AttemptFailed()
 	if a.Peer != nil {
-		a.Peer.ObserveError(a.Err.Error(), time.Now())
+		a.Peer.ObserveError(a.Err, time.Now())
 	}
 	if a.Handshaking {
 		s.e.log.Logf(errlog.LevelError, s.id, "%v (%s) while SSL handshaking to upstream, client: %s, server: %s, upstream: \"%s\"",

@@ -1,7 +1,6 @@
 package engine
 
 import (
-	"bytes"
 	"context"
 	"crypto/tls"
 	"fmt"
@@ -11,7 +10,6 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -19,19 +17,19 @@ import (
 	"github.com/tlsrelay/tlsrelay/engine/errlog"
 	"github.com/tlsrelay/tlsrelay/internal/backend"
 	"github.com/tlsrelay/tlsrelay/internal/pki"
+	"github.com/tlsrelay/tlsrelay/internal/testutil"
 )
 
 // testbed is a PKI on disk, some upstreams and a running engine.
 type testbed struct {
-	t     *testing.T
-	dir   string
-	eng   *Engine
-	addr  string // the first listener
-	log   *bytes.Buffer
-	logMu *sync.Mutex
-	done  chan error
-	stop  context.CancelFunc
-	quit  chan struct{}
+	t    *testing.T
+	dir  string
+	eng  *Engine
+	addr string // the first listener
+	log  *testutil.Buffer
+	done chan error
+	stop context.CancelFunc
+	quit chan struct{}
 }
 
 func newPKI(t *testing.T, k pki.KeyType, n int) (*pki.Set, pki.Files, string) {
@@ -68,18 +66,6 @@ func startUpstreams(t *testing.T, set *pki.Set, n int, mode backend.Mode, mod fu
 	return ups
 }
 
-// syncBuffer is a bytes.Buffer safe for the log's writer and the test.
-type syncBuffer struct {
-	mu *sync.Mutex
-	b  *bytes.Buffer
-}
-
-func (s syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
 // startEngine parses text as a configuration ("{{dir}}" is replaced by
 // the PKI directory) and serves it until the test ends.
 func startEngine(t *testing.T, dir, text string) *testbed {
@@ -98,10 +84,10 @@ func startEngine(t *testing.T, dir, text string) *testbed {
 	if err != nil {
 		t.Fatalf("loading configuration: %v\n%s", err, text)
 	}
-	tb := &testbed{t: t, dir: dir, log: &bytes.Buffer{}, logMu: &sync.Mutex{}, done: make(chan error, 1), quit: make(chan struct{})}
+	tb := &testbed{t: t, dir: dir, log: &testutil.Buffer{}, done: make(chan error, 1), quit: make(chan struct{})}
 	ready := make(chan []net.Addr, 1)
 	e, err := New(cfg, Options{
-		Log:         errlog.New(syncBuffer{tb.logMu, tb.log}, errlog.LevelInfo),
+		Log:         errlog.New(tb.log, errlog.LevelInfo),
 		Ready:       func(a []net.Addr) { ready <- a },
 		Quit:        tb.quit,
 		QuitTimeout: 10 * time.Second,
@@ -137,8 +123,6 @@ func startEngine(t *testing.T, dir, text string) *testbed {
 }
 
 func (tb *testbed) logText() string {
-	tb.logMu.Lock()
-	defer tb.logMu.Unlock()
 	return tb.log.String()
 }
 

@@ -245,15 +245,6 @@ func binaryAddr(a net.Addr) string {
 	return string(ta.IP.To16())
 }
 
-// hashKey evaluates the upstream block's hash key for a session; "" when
-// the block does not balance by hash.
-func (s *server) hashKey(remote, local net.Addr, pp *proxyproto.Info) string {
-	if s.hash == nil {
-		return ""
-	}
-	return s.hash.eval(remote, local, pp)
-}
-
 // bindLocal sets the dial's source address from proxy_bind's variables,
 // as NGINX's proxy does before it connects: an empty value binds nothing,
 // an IP address is the source; anything else is logged ("invalid local

@@ -1,7 +1,6 @@
 package engine
 
 import (
-	"bytes"
 	"context"
 	"fmt"
 	"net"
@@ -9,7 +8,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -38,8 +36,7 @@ func TestSecondInstanceRefused(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var logMu sync.Mutex
-	e, err := New(cfg, Options{Log: errlog.New(syncBuffer{&logMu, &bytes.Buffer{}}, errlog.LevelInfo)})
+	e, err := New(cfg, Options{Log: errlog.New(&testutil.Buffer{}, errlog.LevelInfo)})
 	if err != nil {
 		t.Fatal(err)
 	}

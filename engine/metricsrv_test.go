@@ -1,7 +1,6 @@
 package engine
 
 import (
-	"bytes"
 	"fmt"
 	"io"
 	"net"
@@ -196,14 +195,9 @@ func (l *failOnce) Accept() (net.Conn, error) {
 // descriptor); a closed one frees its slot for the next; oversized headers
 // are refused; what net/http logs goes to the error log, not to stderr.
 func TestMetricsServerBounds(t *testing.T) {
-	var logMu sync.Mutex
-	var logText bytes.Buffer
-	log := errlog.New(syncBuffer{&logMu, &logText}, errlog.LevelInfo)
-	logged := func() string {
-		logMu.Lock()
-		defer logMu.Unlock()
-		return logText.String()
-	}
+	var logText testutil.Buffer
+	log := errlog.New(&logText, errlog.LevelInfo)
+	logged := logText.String
 	h := http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { io.WriteString(w, "ok 1\n") })
 	ms := newMetricsServer(h, log, func() (bool, string) { return true, "ready" }, nil, nil)
 	full := make(chan struct{}, 100)

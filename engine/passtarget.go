@@ -197,9 +197,10 @@ func (s *session) passTarget() bool {
 }
 
 // startWalk starts the session's walk over g, hashing by hash's key (nil:
-// g is not balanced by hash). Runs on the loop before the dial job is
-// submitted (which then records the group for the logs, dialState.group),
-// or on the dial worker that holds the job.
+// g is not balanced by hash): the server's group when the session opens,
+// or the one its proxy_pass value names. Runs on the loop before the dial
+// job is submitted (which then records the group for the logs,
+// dialState.group), or on the dial worker that holds the job.
 func (s *session) startWalk(g *pool.Group, hash *hashTemplate) {
 	key := ""
 	if hash != nil {

@@ -286,7 +286,7 @@ func (s *session) refused(err error) {
 	s.e.m.AttemptFailed()
 	s.peer.ObserveHandshakeFailure(dial.FailureClass(reason))
 	now := time.Now()
-	s.peer.ObserveError(err.Error(), now)
+	s.peer.ObserveError(err, now)
 	disabled := s.lease.Failed(s.peer, now)
 	s.e.log.Logf(errlog.LevelError, s.id, "reading from upstream failed (%s): %v: the upstream refused the connection after the TLS handshake, client: %s, server: %s, upstream: \"%s\"",
 		reason, err, hostOf(s.remote), s.srv.name, s.peer)

@@ -15,6 +15,7 @@ package engine
 // sees (and drops what PATCH changed: a reload builds the groups anew).
 
 import (
+	"bytes"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -93,7 +94,10 @@ type apiPatch struct {
 // serveAPI answers /api/...: 404 without the api directive, 403 to a client
 // outside its allow list, 405 for PATCH unless write=on.
 func (e *Engine) serveAPI(w http.ResponseWriter, r *http.Request) {
-	api := e.plan.Load().cfg.Main.API
+	// One plan for the whole request: a reload between two reads would
+	// pair one configuration's api settings with another's groups.
+	pl := e.plan.Load()
+	api := pl.cfg.Main.API
 	if api == nil {
 		apiError(w, http.StatusNotFound, "NotFound", "no api directive in the configuration")
 		return
@@ -114,7 +118,7 @@ func (e *Engine) serveAPI(w http.ResponseWriter, r *http.Request) {
 		apiError(w, http.StatusNotFound, "PathNotFound", "unknown path: /api/9/stream/upstreams is served")
 		return
 	}
-	groups := e.plan.Load().groups
+	groups := pl.groups
 	if len(parts) == 3 {
 		if r.Method != http.MethodGet {
 			apiError(w, http.StatusMethodNotAllowed, "MethodNotSupported", "method not supported")
@@ -174,7 +178,7 @@ func (e *Engine) patchServer(w http.ResponseWriter, r *http.Request, g *pool.Gro
 		return
 	}
 	var patch apiPatch
-	dec := json.NewDecoder(strings.NewReader(string(body)))
+	dec := json.NewDecoder(bytes.NewReader(body))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(&patch); err != nil {
 		apiError(w, http.StatusBadRequest, "UpstreamConfFormatError", "the body is not a JSON object of drain, down, weight, max_conns: "+err.Error())

@@ -311,7 +311,7 @@ func (e *Engine) openSessionAt(c gnet.Conn, lp *loop, srv *server, remote, local
 	if srv.group != nil {
 		// Without variables in proxy_pass; else passTarget starts the
 		// walk when the job is submitted.
-		srv.group.InitSelection(&d.sel, srv.hashKey(s.remote, s.local, s.pp), srv.tries, s.start)
+		s.startWalk(srv.group, srv.hash)
 		d.group = srv.group
 	}
 	d.job = dial.Job{

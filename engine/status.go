@@ -109,7 +109,7 @@ func (e *Engine) status(now time.Time) statusJSON {
 	_, ready := e.readiness()
 	st := statusJSON{
 		Version: e.opts.Version, Uptime: now.Sub(e.started).Seconds(), Now: now.UnixMilli(),
-		Loops: p.cfg.Main.Loops(), FDs: statusFDs{Open: listen.OpenFDs(), Limit: nofileLimit()},
+		Loops: p.cfg.Main.Loops(), FDs: statusFDs{Open: listen.OpenFDs(), Limit: listen.NofileLimit()},
 		Reloads:  statusReloads{OK: snap.ReloadsOK, Failed: snap.ReloadsFailed},
 		Ready:    ready,
 		Sessions: statusSessions{Active: snap.Active, Accepted: snap.Accepted, Refused: snap.Refused},
@@ -151,7 +151,7 @@ func peerStatus(g *pool.Group, i int, p *pool.Peer, now time.Time) statusPeer {
 		ps.HandshakeMs = float64(h.Sum.Microseconds()) / 1000 / float64(h.Count)
 	}
 	if le := p.LastError(); le != nil {
-		ps.LastError, ps.LastErrorAt = strings.TrimSpace(le.Text), le.At.UnixMilli()
+		ps.LastError, ps.LastErrorAt = strings.TrimSpace(le.Err.Error()), le.At.UnixMilli()
 	}
 	return ps
 }

@@ -12,7 +12,6 @@ import (
 	"path/filepath"
 	"regexp"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -231,7 +230,7 @@ func serveOnce(t *testing.T, dir, text string) (string, error) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	log := syncBuffer{mu: new(sync.Mutex), b: new(bytes.Buffer)}
+	log := &testutil.Buffer{}
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	e, err := New(cfg, Options{Log: errlog.New(log, errlog.LevelInfo), Ready: func([]net.Addr) { cancel() }})
@@ -245,9 +244,7 @@ func serveOnce(t *testing.T, dir, text string) (string, error) {
 	case <-time.After(30 * time.Second):
 		t.Fatal("Serve did not return")
 	}
-	log.mu.Lock()
-	defer log.mu.Unlock()
-	return log.b.String(), err
+	return log.String(), err
 }
 
 // TestUnixListenStale: a socket file no process accepts on (left by a

@@ -38,15 +38,6 @@ func (p *Peer) out() bool {
 	return p.Down || p.admin.mode.Load() != adminNone || p.Unhealthy()
 }
 
-// maxConns returns max_conns in force: the run-time one, else the
-// configuration's (0: no limit).
-func (p *Peer) maxConns() int {
-	if v := p.admin.maxConns.Load(); v > 0 {
-		return int(v - 1)
-	}
-	return p.MaxConns
-}
-
 // Draining reports whether the peer was drained at run time: it takes no
 // new session, its open ones go on. Safe from any goroutine.
 func (p *Peer) Draining() bool { return p.admin.mode.Load() == adminDrain }
@@ -79,26 +70,31 @@ func (p *Peer) SetDown(on bool) {
 // goroutine.
 func (p *Peer) SetMaxConns(n int) { p.admin.maxConns.Store(int64(n) + 1) }
 
-// MaxConnsNow returns max_conns in force (0: no limit). Safe from any
-// goroutine.
-func (p *Peer) MaxConnsNow() int { return p.maxConns() }
+// MaxConnsNow returns max_conns in force: the run-time one, else the
+// configuration's (0: no limit). Safe from any goroutine.
+func (p *Peer) MaxConnsNow() int {
+	if v := p.admin.maxConns.Load(); v > 0 {
+		return int(v - 1)
+	}
+	return p.MaxConns
+}
 
-// ErrWeightFixed is SetWeight's error for a group whose balancer
+// errWeightFixed is SetWeight's error for a group whose balancer
 // precomputes its weights (hash, random): a reload changes them.
-var ErrWeightFixed = errors.New("weight can change at run time only with round robin or least_conn; change it in the configuration and reload")
+var errWeightFixed = errors.New("weight can change at run time only with round robin or least_conn; change it in the configuration and reload")
 
 // SetWeight sets p's weight (at least 1) in g, for round robin and
 // least_conn. Safe from any goroutine: it takes the group's lock.
 func (g *Group) SetWeight(p *Peer, w int) error {
 	if g.method != methodRR && g.method != methodLeastConn && g.method != methodLeastTime {
-		return ErrWeightFixed
+		return errWeightFixed
 	}
 	if w < 1 {
 		return errors.New("weight must be at least 1")
 	}
 	g.mu.Lock()
 	defer g.mu.Unlock()
-	p.Weight = w
+	p.Weight = w // cfgWeight keeps the configuration's, for a reload
 	p.effectiveWeight = w
 	p.currentWeight = 0
 	return nil
@@ -112,17 +108,17 @@ func (g *Group) WeightNow(p *Peer) int {
 	return p.Weight
 }
 
-// PeerError is the last failure seen on a peer: when, and what the error
-// log said.
+// PeerError is the last failure seen on a peer: when, and the error (its
+// text is made when the status page shows it, not for each failure).
 type PeerError struct {
-	At   time.Time
-	Text string
+	At  time.Time
+	Err error
 }
 
 // ObserveError records err as the peer's last failure (the status page
 // shows it). Safe from any goroutine; it allocates the record.
-func (p *Peer) ObserveError(text string, at time.Time) {
-	p.admin.lastErr.Store(&PeerError{At: at, Text: text})
+func (p *Peer) ObserveError(err error, at time.Time) {
+	p.admin.lastErr.Store(&PeerError{At: at, Err: err})
 }
 
 // LastError returns the peer's last failure, nil if none. Safe from any

@@ -24,7 +24,7 @@ func usable(p *Peer, now time.Time) bool {
 	if p.MaxFails > 0 && p.fails >= p.MaxFails && now.Sub(p.checked) <= p.FailTimeout {
 		return false
 	}
-	if mc := p.maxConns(); mc > 0 && p.conns >= mc {
+	if mc := p.MaxConnsNow(); mc > 0 && p.conns >= mc {
 		return false
 	}
 	return true
@@ -47,7 +47,7 @@ func (s *Selection) getRR(now time.Time) *Peer {
 	if t.single {
 		// One server: never banned, never marked tried.
 		p = t.peers[0]
-		if mc := p.maxConns(); p.out() || (mc > 0 && p.conns >= mc) {
+		if mc := p.MaxConnsNow(); p.out() || (mc > 0 && p.conns >= mc) {
 			p = nil
 		}
 	} else {

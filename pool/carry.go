@@ -48,9 +48,10 @@ func (g *Group) SameAs(o *Group) bool {
 }
 
 // samePeer reports whether p and q are one server address with the same
-// parameters.
+// parameters, as configured (a weight the runtime API changed does not
+// count: the change is dropped by the reload, the peer's state is not).
 func samePeer(p, q *Peer) bool {
-	return p.Addr == q.Addr && p.Name == q.Name && p.Weight == q.Weight && p.MaxFails == q.MaxFails &&
+	return p.Addr == q.Addr && p.Name == q.Name && p.cfgWeight == q.cfgWeight && p.MaxFails == q.MaxFails &&
 		p.MaxConns == q.MaxConns && p.FailTimeout == q.FailTimeout && p.Backup == q.Backup && p.Down == q.Down
 }
 

@@ -90,3 +90,26 @@ func TestInherit(t *testing.T) {
 		}
 	}
 }
+
+// TestInheritAfterSetWeight: a weight changed at run time is dropped by a
+// reload that rebuilds the group, and the peer keeps its state and
+// counters all the same (it is the same server as configured).
+func TestInheritAfterSetWeight(t *testing.T) {
+	old := newTestGroup(t, BalancerConfig{}, srv("a"), srv("b"))
+	a := old.Peers()[0]
+	if err := old.SetWeight(a, 5); err != nil {
+		t.Fatal(err)
+	}
+	s := old.NewSelection("", 0, t0)
+	p, _ := s.Next(t0)
+	s.Release(p)
+	next := newTestGroup(t, BalancerConfig{}, srv("a"), srv("b"), srv("c"))
+	next.Inherit(old)
+	na := next.Peers()[0]
+	if na.Weight != 1 || na.Selected() != a.Selected() || a.Selected() == 0 {
+		t.Errorf("after the reload: weight %d, selected %d (before %d); want 1 and the counters carried", na.Weight, na.Selected(), a.Selected())
+	}
+	if err := newTestGroup(t, BalancerConfig{Method: MethodHash, Key: "$remote_addr"}, srv("a")).SetWeight(a, 2); !errors.Is(err, errWeightFixed) {
+		t.Errorf("SetWeight on a hash group: %v", err)
+	}
+}

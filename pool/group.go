@@ -140,8 +140,11 @@ type Peer struct {
 	// Name is the server's address as written, "host:port" (for
 	// `service=`: the SRV record's "target:port").
 	Name string
-	// Weight is the server's weight.
-	Weight int
+	// Weight is the server's weight. The runtime API may change it
+	// (Group.SetWeight, under the group's lock); cfgWeight keeps the
+	// configuration's.
+	Weight    int
+	cfgWeight int
 	// MaxFails, MaxConns and FailTimeout are the server's parameters.
 	MaxFails    int
 	MaxConns    int
@@ -422,6 +425,7 @@ func (sl *serverSlot) newPeer(addr netip.AddrPort, host string, weight, srvWeigh
 		Down:            sc.Down,
 		text:            addr.String(),
 		srvWeight:       srvWeight,
+		cfgWeight:       weight,
 		effectiveWeight: weight,
 		stats:           new(peerStats),
 		timedBy:         sl.timedBy,

@@ -593,11 +593,15 @@ func (st *cipherState) strengthSort() {
 }
 
 // suiteFamilies are the families SummarizeSuites counts OpenSSL suite
-// names in, by a part of the name (DHE: a prefix), first match wins.
-var suiteFamilies = []struct{ part, family string }{
-	{"PSK", "PSK"}, {"SRP", "SRP"}, {"ARIA", "ARIA"}, {"CAMELLIA", "Camellia"},
-	{"CCM", "CCM"}, {"SEED", "SEED"}, {"IDEA", "IDEA"}, {"DHE-", "DHE"},
-	{"CHACHA20", "ChaCha20"}, {"SHA384", "CBC-SHA384"}, {"SHA256", "CBC-SHA256"},
+// names in, by a part of the name (or its start: DHE, which ECDHE names
+// contain too), first match wins.
+var suiteFamilies = []struct {
+	part, family string
+	prefix       bool
+}{
+	{"PSK", "PSK", false}, {"SRP", "SRP", false}, {"ARIA", "ARIA", false}, {"CAMELLIA", "Camellia", false},
+	{"CCM", "CCM", false}, {"SEED", "SEED", false}, {"IDEA", "IDEA", false}, {"DHE-", "DHE", true},
+	{"CHACHA20", "ChaCha20", false}, {"SHA384", "CBC-SHA384", false}, {"SHA256", "CBC-SHA256", false},
 }
 
 // SummarizeSuites describes a list of OpenSSL suite names by family, most
@@ -609,7 +613,7 @@ func SummarizeSuites(names []string) string {
 	for _, n := range names {
 		family := "other"
 		for _, f := range suiteFamilies {
-			if f.part == "DHE-" && strings.HasPrefix(n, f.part) || f.part != "DHE-" && strings.Contains(n, f.part) {
+			if f.prefix && strings.HasPrefix(n, f.part) || !f.prefix && strings.Contains(n, f.part) {
 				family = f.family
 				break
 			}

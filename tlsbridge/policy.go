@@ -555,17 +555,16 @@ func (p *Policy) buildConfig(m *material, t Target, evaluated string, resume boo
 	if m.trust != nil {
 		depth := p.pc.VerifyDepth
 		trust := m.trust
-		if ids := p.identities; len(ids) > 0 {
-			cfg.VerifyConnection = func(cs tls.ConnectionState) error {
-				if err := trust.verify(cs.PeerCertificates, "", depth); err != nil {
-					return err
-				}
-				return checkIdentities(cs.PeerCertificates[0], ids)
+		// proxy_ssl_verify_identity replaces the name check.
+		name, ids := verifyName, p.identities
+		if len(ids) > 0 {
+			name = ""
+		}
+		cfg.VerifyConnection = func(cs tls.ConnectionState) error {
+			if err := trust.verify(cs.PeerCertificates, name, depth); err != nil || len(ids) == 0 {
+				return err
 			}
-		} else {
-			cfg.VerifyConnection = func(cs tls.ConnectionState) error {
-				return trust.verify(cs.PeerCertificates, verifyName, depth)
-			}
+			return checkIdentities(cs.PeerCertificates[0], ids)
 		}
 	}
 	if resume && p.store != nil {

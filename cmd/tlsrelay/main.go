@@ -43,6 +43,15 @@ const Version = "tlsrelay/0.1.0"
 // build, where -V shows the toolchain's vcs.revision when it has one.
 var commit string
 
+// fullVersion is Version with the commit, when stamped: what the start's
+// notice and the status page show.
+func fullVersion() string {
+	if commit == "" {
+		return Version
+	}
+	return Version + " (" + commit + ")"
+}
+
 // gcFloor is the heap the collector may reach between cycles however little
 // is live (memory.NewGCPacer).
 const gcFloor = 64 << 20

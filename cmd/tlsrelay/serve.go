@@ -16,6 +16,7 @@ import (
 	"github.com/tlsrelay/tlsrelay/engine"
 	"github.com/tlsrelay/tlsrelay/engine/conf"
 	"github.com/tlsrelay/tlsrelay/engine/errlog"
+	"github.com/tlsrelay/tlsrelay/engine/listen"
 )
 
 // serveSignals are the signals the running process handles besides HUP
@@ -105,11 +106,7 @@ func (r *runner) run() int {
 	defer cancel()
 	ready := make(chan struct{})
 	var addrs []net.Addr // written before ready closes, read after
-	version := Version
-	if commit != "" {
-		version += " (" + commit + ")"
-	}
-	opts := engine.Options{Quit: r.quit, Ready: func(a []net.Addr) { addrs = a; close(ready) }, Version: version}
+	opts := engine.Options{Quit: r.quit, Ready: func(a []net.Addr) { addrs = a; close(ready) }, Version: fullVersion()}
 	if r.hand != nil {
 		opts.Listen = r.hand.listen
 	}
@@ -180,18 +177,17 @@ func (r *runner) started(addrs []net.Addr) {
 	for i, a := range addrs {
 		names[i] = a.String()
 	}
-	var rl syscall.Rlimit
-	syscall.Getrlimit(syscall.RLIMIT_NOFILE, &rl)
+	nofile := listen.NofileLimit()
 	wc := "derived from the descriptor limit"
 	if n := r.cfg.Main.WorkerConnections; n > 0 {
 		wc = strconv.Itoa(n)
 	}
-	build := ""
-	if commit != "" {
-		build = " (" + commit + ")"
+	limit := "unlimited"
+	if nofile > 0 {
+		limit = strconv.FormatUint(nofile, 10)
 	}
-	r.log.Logf(errlog.LevelNotice, 0, "%s%s started, pid %d: %d event loops, listening on %s; worker_connections %s (%d per loop), descriptor limit %d",
-		Version, build, os.Getpid(), r.cfg.Main.Loops(), strings.Join(names, ", "), wc, r.cfg.Main.ConnectionsPerLoop(rl.Cur), rl.Cur)
+	r.log.Logf(errlog.LevelNotice, 0, "%s started, pid %d: %d event loops, listening on %s; worker_connections %s (%d per loop), descriptor limit %s",
+		fullVersion(), os.Getpid(), r.cfg.Main.Loops(), strings.Join(names, ", "), wc, r.cfg.Main.ConnectionsPerLoop(nofile), limit)
 }
 
 // servable is what makes a configuration one a process can run (beyond

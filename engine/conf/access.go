@@ -21,18 +21,12 @@ func (p *parser) accessRule(d *directive, c ctx) error {
 		r.All = true
 	case v == "unix:":
 		r.Unix = true
-	case strings.Contains(v, "/"):
-		pfx, err := netip.ParsePrefix(v)
-		if err != nil {
-			return Errorf(d.pos, "invalid parameter %q", v)
-		}
-		r.Prefix = pfx.Masked()
 	default:
-		a, err := netip.ParseAddr(v)
-		if err != nil {
+		pfx, ok := parseAddrPrefix(v)
+		if !ok {
 			return Errorf(d.pos, "invalid parameter %q", v)
 		}
-		r.Prefix = netip.PrefixFrom(a.Unmap(), a.Unmap().BitLen())
+		r.Prefix = pfx
 	}
 	lvl := p.streamLvl
 	if c == ctxServer {
@@ -44,6 +38,22 @@ func (p *parser) accessRule(d *directive, c ctx) error {
 	}
 	lvl.access = append(lvl.access, r)
 	return nil
+}
+
+// parseAddrPrefix reads an address or a CIDR as allow and deny do: an
+// address is a prefix of its full length (an IPv4-mapped IPv6 address
+// as IPv4, as clients are matched), a CIDR is masked.
+func parseAddrPrefix(v string) (netip.Prefix, bool) {
+	if strings.Contains(v, "/") {
+		pfx, err := netip.ParsePrefix(v)
+		return pfx.Masked(), err == nil
+	}
+	a, err := netip.ParseAddr(v)
+	if err != nil {
+		return netip.Prefix{}, false
+	}
+	a = a.Unmap()
+	return netip.PrefixFrom(a, a.BitLen()), true
 }
 
 // limitConnZone parses `limit_conn_zone key zone=name:size`.

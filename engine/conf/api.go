@@ -47,15 +47,11 @@ func (p *parser) api(d *directive, _ ctx) error {
 		}
 	}
 	for _, s := range allow {
-		pfx, err := netip.ParsePrefix(s)
-		if err != nil {
-			ip, ierr := netip.ParseAddr(s)
-			if ierr != nil {
-				return Errorf(d.pos, "invalid address %q in the allow list of the \"api\" directive", s)
-			}
-			pfx = netip.PrefixFrom(ip, ip.BitLen())
+		pfx, ok := parseAddrPrefix(s)
+		if !ok {
+			return Errorf(d.pos, "invalid address %q in the allow list of the \"api\" directive", s)
 		}
-		a.Allow = append(a.Allow, pfx.Masked())
+		a.Allow = append(a.Allow, pfx)
 	}
 	p.cfg.Main.API = a
 	return nil

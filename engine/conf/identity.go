@@ -32,8 +32,9 @@ func (id Identity) String() string {
 // ParseIdentity parses "uri:VALUE", "dns:NAME" or "cn:NAME". A URI must be
 // absolute with a host (a SPIFFE ID: spiffe://trust-domain/path) and may
 // end in "*" to match every URI it starts (spiffe://example.org/ns/prod/*);
-// a DNS name is a host name, "*.example.org" matching one label as in
-// certificates.
+// a DNS name is one the certificate's SANs carry as written, compared
+// without regard to case ("dns:*.example.org" matches a wildcard SAN,
+// not a name under it).
 func ParseIdentity(s string) (Identity, error) {
 	kind, value, ok := strings.Cut(s, ":")
 	if !ok || value == "" {

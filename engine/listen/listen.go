@@ -388,6 +388,18 @@ func (g *Gate) Measure() {
 	g.base, g.limit = int64(n+1), int64(lim.Cur) // as before: the reading descriptor counted
 }
 
+// NofileLimit is the process's descriptor limit (RLIMIT_NOFILE's soft
+// limit; Go raises it to the hard limit at start); 0 when it is unlimited
+// or cannot be read. Safe from any
+// goroutine.
+func NofileLimit() uint64 {
+	var rl unix.Rlimit
+	if err := unix.Getrlimit(unix.RLIMIT_NOFILE, &rl); err != nil || rl.Cur == unix.RLIM_INFINITY {
+		return 0
+	}
+	return rl.Cur
+}
+
 // OpenFDs counts the process's open descriptors (/proc/self/fd, less the
 // one reading it); -1 when it cannot. Safe from any goroutine.
 func OpenFDs() int {

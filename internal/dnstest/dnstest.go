@@ -54,7 +54,7 @@ type Server struct {
 
 // Start starts a server with no records and a TTL of 1s; Close stops it.
 func Start() (*Server, error) {
-	s := &Server{addrs: map[string][]netip.Addr{}, srvs: map[string][]SRV{}, ttl: 1}
+	s := &Server{addrs: map[string][]netip.Addr{}, srvs: map[string][]SRV{}, cnames: map[string]string{}, ttl: 1}
 	var pc net.PacketConn
 	var ln net.Listener
 	// The TCP port must be the UDP one: try a few kernel-picked ports.
@@ -116,9 +116,6 @@ func (s *Server) SetAddrs(name string, addrs ...string) {
 func (s *Server) SetCNAME(name, target string) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if s.cnames == nil {
-		s.cnames = map[string]string{}
-	}
 	s.cnames[strings.ToLower(dns.Fqdn(name))] = dns.Fqdn(target)
 }
 

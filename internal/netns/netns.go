@@ -48,9 +48,7 @@ func Available() error {
 	if os.Geteuid() != 0 {
 		return errors.New("network namespaces need root (CAP_SYS_ADMIN); running as uid " + strconv.Itoa(os.Geteuid()))
 	}
-	cmd := exec.Command("/bin/true")
-	cmd.SysProcAttr = &syscall.SysProcAttr{Cloneflags: syscall.CLONE_NEWNET}
-	if err := cmd.Run(); err != nil {
+	if err := Command("/bin/true").Run(); err != nil {
 		return fmt.Errorf("starting a process in a new network namespace: %w", err)
 	}
 	return nil

@@ -21,11 +21,10 @@ import (
 	"fmt"
 	"math/big"
 	"net"
+	"net/url"
 	"os"
 	"path/filepath"
 	"time"
-
-	"net/url"
 )
 
 // KeyType names the public-key algorithm of a generated certificate.

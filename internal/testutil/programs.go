@@ -6,6 +6,8 @@ import (
 	"os"
 	"os/exec"
 	"testing"
+
+	"github.com/tlsrelay/tlsrelay/internal/netns"
 )
 
 // NeedProgram returns the path of a program a test runs (the program a
@@ -46,4 +48,19 @@ func NeedFile(t testing.TB, path, pkg string) {
 		return
 	}
 	t.Skipf("%s is missing (Debian package %s; .ci/run installs it)", path, pkg)
+}
+
+// NeedNetns skips the test when this process cannot make a network
+// namespace (netns.Available says why), and fails it instead when running
+// as root under CI=true, where .ci/run gives it one.
+func NeedNetns(t testing.TB) {
+	t.Helper()
+	err := netns.Available()
+	if err == nil {
+		return
+	}
+	if os.Getenv("CI") == "true" && os.Geteuid() == 0 {
+		t.Fatalf("CI as root needs a network namespace: %v", err)
+	}
+	t.Skipf("no network namespace: %v", err)
 }
