@@ -402,7 +402,14 @@ func (e *Engine) supervise(ctx context.Context) {
 	// connections are refused (a balancer in front sees the instance go);
 	// open sessions run to their end.
 	e.closeListeners()
+	// No session will start any more: probes, re-resolution and
+	// pre-warming end (the ready connections close), the groups stay as
+	// last probed for the sessions still connecting. Under reloadMu, so
+	// that no reload publishes a plan that starts them again.
+	e.reloadMu.Lock()
 	e.quitting.Store(true)
+	e.plan.Load().stop(stopQuiet)
+	e.reloadMu.Unlock()
 	e.log.Logf(errlog.LevelNotice, 0, "gracefully shutting down")
 	// As NGINX: worker_shutdown_timeout bounds the wait; without it
 	// sessions run to their end (Options.QuitTimeout, when set, is the

@@ -33,8 +33,10 @@ var errExpect = errors.New("the response does not match")
 
 // startHealth starts the plan's health checkers; they end when ctx does
 // (plan.free cancels it) or when the plan is retired (p.stopHealth), so a
-// replaced plan whose sessions linger no longer holds peers out. Runs on
-// the goroutine that publishes the plan, before it is retired.
+// replaced plan whose sessions linger no longer holds peers out. A
+// graceful quit ends them with p.holdHealth first: the peers stay as last
+// probed. Runs on the goroutine that publishes the plan, before it is
+// retired.
 func (p *plan) startHealth(ctx context.Context, log *errlog.Log) {
 	ctx, cancel := context.WithCancel(ctx)
 	var checkers []*pool.HealthChecker
@@ -43,6 +45,12 @@ func (p *plan) startHealth(ctx context.Context, log *errlog.Log) {
 		for _, h := range checkers {
 			h.Stop()
 		}
+	}
+	p.holdHealth = func() {
+		for _, h := range checkers {
+			h.Hold()
+		}
+		cancel()
 	}
 	for _, s := range p.servers {
 		hc := s.conf.HealthCheck

@@ -22,22 +22,30 @@ import (
 // one, a health checker per server block with health_check, a resolver
 // per group with `resolve` servers, pre-warm refillers per server block
 // with proxy_ssl_prewarm. All of it is started by one start, when the plan
-// is published (Serve, or a reload's swap), and ended by one stop, in two
-// steps: stopNew when a reload retires the plan (what serves only new
-// sessions ends at once: a replaced plan's checks no longer hold peers
-// out, its refillers no longer dial), stopAll when it is freed with its
-// last session, at the end of Serve (graceful quit or hard stop), or after
-// a build or reload that failed (nothing was started; a start after it
-// does nothing).
+// is published (Serve, or a reload's swap), and ended by stop, in up to
+// three steps: stopQuiet at a graceful quit (no new session will come:
+// probes, re-resolution and refills end, the ready pre-warmed connections
+// close, and the groups stay as last probed and resolved for the sessions
+// still connecting), stopNew when a reload retires the plan (the same, and
+// a replaced plan's checks no longer hold peers out), stopAll when it is
+// freed with its last session, at the end of Serve (graceful quit or hard
+// stop), or after a build or reload that failed (nothing was started; a
+// start after it does nothing).
 
 // stopScope is what plan.stop ends.
 type stopScope uint8
 
 const (
-	// stopNew ends what serves only new sessions: health checks,
-	// re-resolution, pre-warm refillers. A retired plan's sessions that
-	// linger need none of it.
-	stopNew stopScope = iota + 1
+	// stopQuiet ends what serves only new sessions and keeps what it
+	// found: health checks end with the peers they hold out still out,
+	// re-resolution ends with the addresses last resolved, pre-warm
+	// refillers end and their ready connections close. A graceful quit:
+	// the sessions still connecting walk the groups as they were.
+	stopQuiet stopScope = iota + 1
+	// stopNew is stopQuiet, and the health checks release the peers they
+	// held out: a retired plan's sessions that linger need none of it,
+	// and the new plan's checks decide.
+	stopNew
 	// stopAll ends everything start started, the certificate watchers
 	// too: they keep a lingering session's next handshake (another
 	// upstream, proxy_next_upstream) on the rotated files until then.
@@ -99,8 +107,9 @@ type plan struct {
 	// new sessions (health checkers', resolvers'), a child of it.
 	stopWatch, stopServing context.CancelFunc
 	// stopHealth ends the health checkers and releases the peers they
-	// hold out (health.go sets it).
-	stopHealth context.CancelFunc
+	// hold out; holdHealth ends them and keeps those peers out (health.go
+	// sets both).
+	stopHealth, holdHealth context.CancelFunc
 	// warms are the pre-warm pools startWarm started (prewarm.go);
 	// warmStopped: stopWarm ran, nothing starts any more.
 	warmMu      sync.Mutex
@@ -147,8 +156,8 @@ func (p *plan) start(e *Engine) {
 	p.startWarm(e)
 }
 
-// stop ends what scope says of the plan's background work (stopAll
-// includes stopNew), whether or not start ran. Each part is stopped once
+// stop ends what scope says of the plan's background work (each scope
+// includes the ones before it), whether or not start ran. Each part is stopped once
 // however often stop is called; the stopping runs outside runMu, so that
 // a loop freeing a plan never waits behind a reload retiring it. Any
 // goroutine.
@@ -159,13 +168,16 @@ func (p *plan) stop(scope stopScope) {
 		return
 	}
 	var ends []func()
-	if p.started && p.stopped < stopNew {
-		ends = append(ends, p.stopServing)
-		if p.stopHealth != nil {
-			ends = append(ends, p.stopHealth)
+	if p.started && p.stopped < stopQuiet {
+		if scope == stopQuiet && p.holdHealth != nil {
+			ends = append(ends, p.holdHealth) // before the context ends
 		}
+		ends = append(ends, p.stopServing)
 	}
-	if p.stopped < stopNew {
+	if p.started && scope >= stopNew && p.stopped < stopNew && p.stopHealth != nil {
+		ends = append(ends, p.stopHealth)
+	}
+	if p.stopped < stopQuiet {
 		ends = append(ends, p.stopWarm)
 	}
 	if p.started && scope == stopAll {

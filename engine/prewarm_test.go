@@ -32,10 +32,14 @@ func prewarmConf(ups []*backend.Server, extra string) string {
 func warmOf(tb *testbed) *dial.Warm { return tb.eng.plan.Load().servers[0].warm }
 
 // refillers counts the pre-warm refiller goroutines running now.
-func refillers() int {
+func refillers() int { return goroutinesIn("dial.(*Warm).refill(") }
+
+// goroutinesIn counts the goroutines with frame (a function's name and
+// its opening parenthesis) on their stacks now.
+func goroutinesIn(frame string) int {
 	buf := make([]byte, 8<<20)
 	n := runtime.Stack(buf, true)
-	return strings.Count(string(buf[:n]), "dial.(*Warm).refill(")
+	return strings.Count(string(buf[:n]), frame)
 }
 
 // TestPrewarmUsed: with proxy_ssl_prewarm 2 the upstream sees two

@@ -83,3 +83,53 @@ func TestQuitPendingDials(t *testing.T) {
 	}
 	testutil.WaitFor(t, "the upstream to see every connection closed", 10*time.Second, func() bool { return silent.Open() == 0 })
 }
+
+// TestQuitEndsBackgroundWork: a graceful quit ends at once what only new
+// sessions need, not when the last held session ends (for a gateway's
+// idle clients, hours later): the health probes stop, with the peer they
+// held out still out for the sessions still connecting; the pre-warm
+// refillers stop and their ready connections close, so the upstream sees
+// the held session alone. The held session is untouched.
+func TestQuitEndsBackgroundWork(t *testing.T) {
+	set, _, dir := newPKI(t, pki.ECDSAP256, 1)
+	good := startUpstreams(t, set, 1, backend.Echo, nil)[0]
+	dead := backend.RefusingAddr(t)
+	tb := startHealthEngine(t, dir, healthConf([]string{dead, good.Addr()}, "",
+		"health_check interval=50ms; proxy_ssl_prewarm 2;"))
+	bad, peer, w := peerOf(t, tb, dead), peerOf(t, tb, good.Addr()), warmOf(tb)
+	testutil.WaitFor(t, "the refusing peer out, two ready connections", 10*time.Second, func() bool {
+		return bad.Unhealthy() && w.Ready(peer) == 2
+	})
+	held := holdSession(t, tb.addr)
+	probes := func() int {
+		return goroutinesIn("pool.(*HealthChecker).Run(") + goroutinesIn("pool.(*HealthChecker).watch(")
+	}
+	if n := probes(); n != 3 {
+		t.Fatalf("%d health checker goroutines before quit, want 3 (Run and two peers)", n)
+	}
+
+	close(tb.quit)
+	testutil.WaitFor(t, "the probes and refillers to end, the ready connections to close", 10*time.Second, func() bool {
+		return probes() == 0 && refillers() == 0 && w.Ready(peer) == 0
+	})
+	testutil.WaitFor(t, "the upstream to hold the held session alone", 10*time.Second, func() bool {
+		return good.Stats().Active == 1
+	})
+	if !bad.Unhealthy() {
+		t.Error("the quit released the peer the health check held out")
+	}
+	if err := held.echo(16 << 10); err != nil {
+		t.Fatalf("held session after quit: %v", err)
+	}
+	checks := good.Stats().Accepted
+	held.c.Close()
+	select {
+	case err := <-tb.done:
+		tb.done <- err
+	case <-time.After(10 * time.Second):
+		t.Fatal("Serve did not return after the last session ended")
+	}
+	if n := good.Stats().Accepted; n != checks {
+		t.Errorf("the upstream accepted %d connections after the quit's background work ended", n-checks)
+	}
+}

@@ -67,6 +67,7 @@ type HealthChecker struct {
 	mu      sync.Mutex
 	held    map[*Peer]bool // peers this checker holds out
 	stopped bool
+	holding bool // Hold: no state changes; Run's end keeps held
 }
 
 // NewHealthChecker returns a checker of g's peers (peers marked down in
@@ -102,7 +103,7 @@ func NewHealthChecker(g *Group, cfg HealthConfig) *HealthChecker {
 func (h *HealthChecker) setOut(p *Peer, out bool) bool {
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	if h.stopped || h.held[p] == out {
+	if h.stopped || h.holding || h.held[p] == out {
 		return false
 	}
 	if out {
@@ -113,6 +114,18 @@ func (h *HealthChecker) setOut(p *Peer, out bool) bool {
 		p.stats.health.down.Add(-1)
 	}
 	return true
+}
+
+// Hold freezes what the checker decided: from now on no peer changes
+// state, and Run, when its context ends, returns without releasing the
+// peers it holds out; Stop still releases them. For a graceful quit: cancel
+// Run's context after Hold, and the probes end while the sessions still
+// connecting see the group as last probed. Safe from any goroutine, more
+// than once.
+func (h *HealthChecker) Hold() {
+	h.mu.Lock()
+	h.holding = true
+	h.mu.Unlock()
 }
 
 // Stop releases every peer the checker holds out, at once, and makes it
@@ -129,8 +142,9 @@ func (h *HealthChecker) Stop() {
 }
 
 // Run probes every peer at once and then every Interval until ctx is done;
-// it returns after releasing every peer it held out (Stop), so a
-// configuration that drops the check does not leave peers out. Each peer
+// it returns after releasing every peer it held out (Stop, unless Hold
+// came first), so a configuration that drops the check does not leave
+// peers out. Each peer
 // is probed on its own goroutine, so a hanging peer delays no other. When
 // DNS re-resolution changes the group's peers, a new peer is probed at
 // once (and, with Mandatory, held out until it passes) and a peer that
@@ -173,7 +187,12 @@ func (h *HealthChecker) Run(ctx context.Context) {
 		select {
 		case <-ctx.Done():
 			wg.Wait()
-			h.Stop()
+			h.mu.Lock()
+			hold := h.holding
+			h.mu.Unlock()
+			if !hold {
+				h.Stop()
+			}
 			return
 		case <-set.changed:
 		}

@@ -113,6 +113,41 @@ func TestHealthRunReleases(t *testing.T) {
 	}
 }
 
+// TestHealthHold: after Hold, Run's end keeps the peers held out (a
+// graceful quit's groups stay as last probed), a probe that ends no
+// longer changes a state, and Stop releases them.
+func TestHealthHold(t *testing.T) {
+	g, err := NewGroup(GroupConfig{Name: "b", Servers: []ServerConfig{NewServerConfig("127.0.0.1:1")}}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := g.Peers()[0]
+	probed := make(chan struct{})
+	ctx, cancel := context.WithCancel(context.Background())
+	h := NewHealthChecker(g, HealthConfig{Mandatory: true, Interval: time.Hour,
+		Probe: func(ctx context.Context, _ *Peer) error {
+			close(probed)
+			<-ctx.Done()
+			return nil // a pass, but too late: Hold came first
+		}})
+	stopped := make(chan struct{})
+	go func() { h.Run(ctx); close(stopped) }()
+	<-probed
+	h.Hold()
+	cancel()
+	<-stopped
+	if !p.Unhealthy() {
+		t.Fatal("the held peer was released when Run returned after Hold")
+	}
+	if h.setOut(p, false) {
+		t.Fatal("a state changed after Hold")
+	}
+	h.Stop()
+	if p.Unhealthy() {
+		t.Fatal("the peer is out after Stop")
+	}
+}
+
 // TestHealthAllOut: with every peer out the group has no live upstreams.
 func TestHealthAllOut(t *testing.T) {
 	g, err := NewGroup(GroupConfig{Name: "one", Servers: []ServerConfig{NewServerConfig("127.0.0.1:1")}}, nil)
