@@ -65,16 +65,21 @@ type RateRow struct {
 	PortLow     int `json:"port_low"`
 	PortHigh    int `json:"port_high"`
 	SourceAddrs int `json:"source_addrs"`
-	// Pairs in the order they ran.
+	// Rounds is how many times each pair ran (the run's rounds).
+	Rounds int `json:"rounds"`
+	// Pairs in the order they ran, every round's.
 	Pairs []RatePair `json:"pairs"`
 }
 
 // RatePair is one (proxy, upstream closing kind) pair: what its child
 // process measured (RunRateChild writes it as JSON).
 type RatePair struct {
-	// Proxy is the proxy's column name, Kind a RateKinds entry.
+	// Proxy is the proxy's column name, Kind a RateKinds entry, Round
+	// the round it ran in, from 1 (0 in results of builds before rounds:
+	// the one round).
 	Proxy string `json:"proxy"`
 	Kind  string `json:"kind"`
+	Round int    `json:"round,omitempty"`
 	// Err is set when the pair could not be measured (the proxy did not
 	// start, no echo through it, the child failed).
 	Err string `json:"error,omitempty"`
@@ -186,9 +191,9 @@ func (o *Options) rateDuration() time.Duration {
 	return 20 * time.Second
 }
 
-// rate measures the sustained-rate row, one child process per pair, kinds
-// in order and the proxies alternating between kinds. It runs on the
-// bench's goroutine.
+// rate measures the sustained-rate row, one child process per pair, every
+// pair once per round: kinds in order, the proxies' order alternating
+// between kinds and rounds. It runs on the bench's goroutine.
 func (r *runner) rate() error {
 	if r.rateSkip != nil {
 		r.res.Rate = &RateRow{Skipped: "skipped: " + r.rateSkip.Error()}
@@ -207,15 +212,30 @@ func (r *runner) rate() error {
 	if r.o.RatePorts > 0 {
 		portHigh = RatePortLow + r.o.RatePorts - 1
 	}
-	row := &RateRow{Seconds: d.Seconds(), Workers: r.o.LoadWorkers, PortLow: RatePortLow, PortHigh: portHigh, SourceAddrs: RateSourceAddrs}
+	row := &RateRow{Seconds: d.Seconds(), Workers: r.o.LoadWorkers, PortLow: RatePortLow, PortHigh: portHigh,
+		SourceAddrs: RateSourceAddrs, Rounds: r.o.Rounds}
 	r.res.Rate = row
 	m := r.material[pki.ECDSAP256]
+	for round := range r.o.Rounds {
+		if err := r.ratePairs(row, child, d, portHigh, m, round); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// ratePairs runs one round of the row: every (proxy, kind) pair once,
+// appended to row.Pairs. Runs on the bench's goroutine.
+func (r *runner) ratePairs(row *RateRow, child []string, d time.Duration, portHigh int, m *Material, round int) error {
 	for i, kind := range RateKinds() {
-		for _, rp := range order(r.ratePeers(), i) {
+		for _, rp := range order(r.ratePeers(), round+i) {
 			if err := r.ctx.Err(); err != nil {
 				return err
 			}
 			label := fmt.Sprintf("sustained rate · %s · upstream %s", rp.Name, kind)
+			if r.o.Rounds > 1 {
+				label += fmt.Sprintf(" · round %d/%d", round+1, r.o.Rounds)
+			}
 			r.o.Step(label, false, "")
 			dir, err := os.MkdirTemp(r.o.Dir, "rate-")
 			if err != nil {
@@ -228,11 +248,13 @@ func (r *runner) rate() error {
 				Files: m.Files, ClientCombined: m.ClientCombined, Dir: dir, Out: filepath.Join(dir, "result.json"),
 			}
 			pair := runRateChild(r.ctx, child, spec, d+90*time.Second)
+			pair.Round = round + 1
 			row.Pairs = append(row.Pairs, pair)
 			if pair.Err != "" {
 				r.o.Step(label, true, "error: "+pair.Err)
-				continue
+				continue // its logs stay, for the reader of the error
 			}
+			os.RemoveAll(dir) // NGINX's log of a walled pair is ~50 MB
 			first := "none"
 			if pair.FirstFailure != nil {
 				first = fmt.Sprintf("at %.1f s", *pair.FirstFailure)

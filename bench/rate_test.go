@@ -75,10 +75,10 @@ func TestRateMarkdown(t *testing.T) {
 		"## New connections at a sustained rate (TIME_WAIT)",
 		"`net.ipv4.tcp_tw_reuse = 0`", "1,024 ephemeral ports", "4,064 loopback addresses", "EADDRNOTAVAIL",
 		"(" + rateDoc + ")", "![completed and failed connections per second](bench/sustained-rate.svg)",
-		"| tlsrelay | close_notify | 6000 | 0 | 2000 | none | 0 / 5990 | – |",
-		"| NGINX | bare FIN | 1100 | 30000 | 367 | 1.4 s | 1024 / 0 | 30000 |",
+		"| tlsrelay | close_notify | 6000 | 0 | 2000 | – | none | 0 / 5990 | – |",
+		"| NGINX | bare FIN | 1100 | 30000 | 367 | – | 1.4 s | 1024 / 0 | 30000 |",
 		"| HAProxy | upstream first | n/a (error: starting haproxy: exit status 1) |",
-		"NGINX, bare FIN:               1100/5000 0/12000 0/13000",
+		"NGINX, bare FIN:                       1100/5000 0/12000 0/13000",
 		"tcp_tw_reuse 0 and 1,024 ports, upstream closing kinds whose connections failed: tlsrelay none of 1; NGINX bare FIN (first at 1.4 s).",
 	} {
 		if !strings.Contains(md, want) {
@@ -112,6 +112,53 @@ func TestRateMarkdown(t *testing.T) {
 	checkSVG(t, "no rate chart", RateSVG(&Results{}))
 }
 
+// TestRateMarkdownRounds: with rounds, a (proxy, kind) pair is one row of
+// medians with (min–max), its connections/s set against NGINX's with the
+// same upstream; the first failure gives the rounds that had one; a round
+// that could not run is said; the per-second series name their round and
+// the chart draws each pair's median round.
+func TestRateMarkdownRounds(t *testing.T) {
+	res := sampleResults()
+	at := func(v float64) *float64 { return &v }
+	n := func(v int) *int { return &v }
+	pair := func(proxy, kind string, round, conns, failed int, first *float64, ok0 int) RatePair {
+		return RatePair{Proxy: proxy, Kind: kind, Round: round, Seconds: 2, Conns: conns, Failed: failed,
+			ConnsPerSec: float64(conns) / 2, FirstFailure: first, OKPerSec: []int{ok0, conns - ok0}, FailedPerSec: []int{0, failed},
+			TimeWaitUpstream: conns / 2, AddrNotAvail: n(failed)}
+	}
+	res.Rate = &RateRow{Seconds: 2, Workers: 16, PortLow: RatePortLow, PortHigh: RatePortHigh, SourceAddrs: RateSourceAddrs, Rounds: 3,
+		Pairs: []RatePair{
+			pair("tlsrelay", RateBareFIN, 1, 4000, 0, nil, 1999),
+			pair("NGINX", RateBareFIN, 1, 1000, 900, at(0.4), 1000),
+			pair("NGINX", RateBareFIN, 2, 1100, 800, at(0.2), 1100),
+			pair("tlsrelay", RateBareFIN, 2, 4400, 0, nil, 2222),
+			pair("tlsrelay", RateBareFIN, 3, 4200, 0, nil, 2111),
+			{Proxy: "NGINX", Kind: RateBareFIN, Round: 3, Err: "nginx did not start"},
+		}}
+	res.Rate.Pairs[0].AddrNotAvail, res.Rate.Pairs[3].AddrNotAvail, res.Rate.Pairs[4].AddrNotAvail = nil, nil, nil
+	md := Markdown(res)
+	for _, want := range []string{
+		"| tlsrelay | bare FIN | 4200 (4000–4400) | 0 | 2100 (2000–2200) | 4.00× | none | 0 / 2100 | – |",
+		"| NGINX | bare FIN | 1050 (1000–1100) (1 of 3 rounds did not run: n/a (error: nginx did not start)) | 850 (800–900) | 525 (500–550) | – | 0.3 s (0.2–0.4), 2 of 2 rounds | 0 / 525 | 850 (800–900) |",
+		"Each pair ran in 3 rounds",
+		"tlsrelay, bare FIN, round 2:           2222/0 2178/0",
+		"NGINX bare FIN (first at 0.3 s (0.2–0.4), 2 of 2 rounds); connections/s tlsrelay/NGINX by upstream closing kind: bare FIN 4.00×.",
+	} {
+		if !strings.Contains(md, want) {
+			t.Errorf("report lacks %q:\n%s", want, rateMarkdown(res))
+		}
+	}
+	svg := RateSVG(res)
+	checkSVG(t, "rate chart", svg)
+	// The median round of tlsrelay is round 3 (2100/s): its first second.
+	if !strings.Contains(svg, "(each line: its median round)") || strings.Count(svg, "<polyline") != 4 {
+		t.Errorf("chart: want 2 pairs × 2 panels, their median rounds:\n%s", svg)
+	}
+	if got := rateGroups(res.Rate)[0].median(); got.Round != 3 {
+		t.Errorf("median round of tlsrelay: %d, want 3", got.Round)
+	}
+}
+
 // TestSmokeRate runs the row for real, 1 s per pair, with a freshly built
 // tlsrelay and NGINX, in namespaces with 128 ephemeral ports so the wall
 // comes within the second: NGINX, which sends the first FIN when the
@@ -138,7 +185,7 @@ func TestSmokeRate(t *testing.T) {
 	res, err := Run(t.Context(), Options{
 		Peers: []Peer{Tlsrelay{Path: bin}, Nginx{Path: ng, Module: mod}}, Dir: dir,
 		Only:         map[string]bool{RowRate: true},
-		RateDuration: time.Second, RatePorts: 128,
+		RateDuration: time.Second, RatePorts: 128, Rounds: 2,
 		TotalSteps: func(n int) { steps = append(steps, fmt.Sprint(n)) },
 		Step: func(label string, done bool, outcome string) {
 			if done {
@@ -149,15 +196,18 @@ func TestSmokeRate(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if !reflect.DeepEqual(steps, []string{"6"}) {
-		t.Errorf("TotalSteps told %v, want [6]", steps)
+	if !reflect.DeepEqual(steps, []string{"12"}) {
+		t.Errorf("TotalSteps told %v, want [12] (6 pairs, 2 rounds)", steps)
 	}
-	if res.Rate == nil || res.Rate.Skipped != "" || len(res.Rate.Pairs) != 6 {
+	if res.Rate == nil || res.Rate.Skipped != "" || len(res.Rate.Pairs) != 12 || res.Rate.Rounds != 2 {
 		t.Fatalf("rate row: %+v", res.Rate)
 	}
 	byName := map[string]RatePair{}
-	for _, p := range res.Rate.Pairs {
-		byName[p.Proxy+"/"+p.Kind] = p
+	for i, p := range res.Rate.Pairs {
+		if want := i/6 + 1; p.Round != want {
+			t.Errorf("pair %d (%s/%s) ran in round %d, want %d", i, p.Proxy, p.Kind, p.Round, want)
+		}
+		byName[p.Proxy+"/"+p.Kind] = p // the second round's
 		if p.Err != "" || p.Conns == 0 || len(p.OKPerSec) != 1 || len(p.FailedPerSec) != 1 ||
 			p.OKPerSec[0] != p.Conns || p.FailedPerSec[0] != p.Failed || p.UpstreamAccepted == 0 {
 			t.Errorf("pair %s/%s: %+v", p.Proxy, p.Kind, p)

@@ -4,6 +4,7 @@ package bench
 // series and its chart (bench/sustained-rate.svg).
 
 import (
+	"cmp"
 	"fmt"
 	"html"
 	"math"
@@ -18,12 +19,86 @@ const RateChart = "bench/sustained-rate.svg"
 // rateDoc is the section of docs/operations.md the row illustrates.
 const rateDoc = "docs/operations.md#load-harnesses-new-connections-at-a-sustained-rate"
 
-// firstFailureText renders when a pair's first failure came.
-func firstFailureText(p RatePair) string {
-	if p.FirstFailure == nil {
+// rateGroup is one (proxy, kind) pair of the row over its rounds.
+type rateGroup struct {
+	proxy, kind string
+	// ok are the rounds that measured, in the order they ran; errs the
+	// errors of the rounds that could not.
+	ok   []RatePair
+	errs []string
+}
+
+// rateGroups gathers the row's pairs by (proxy, kind), in the order the
+// first round ran them.
+func rateGroups(row *RateRow) []*rateGroup {
+	var out []*rateGroup
+	by := map[[2]string]*rateGroup{}
+	for _, p := range row.Pairs {
+		k := [2]string{p.Proxy, p.Kind}
+		g := by[k]
+		if g == nil {
+			g = &rateGroup{proxy: p.Proxy, kind: p.Kind}
+			by[k] = g
+			out = append(out, g)
+		}
+		if p.Err != "" {
+			g.errs = append(g.errs, p.Err)
+		} else {
+			g.ok = append(g.ok, p)
+		}
+	}
+	return out
+}
+
+// summary summarizes f over the rounds that measured.
+func (g *rateGroup) summary(f func(RatePair) float64) Summary {
+	xs := make([]float64, len(g.ok))
+	for i, p := range g.ok {
+		xs[i] = f(p)
+	}
+	return Summarize(xs)
+}
+
+// failing returns the rounds with a failed connection.
+func (g *rateGroup) failing() []RatePair {
+	var out []RatePair
+	for _, p := range g.ok {
+		if p.FirstFailure != nil {
+			out = append(out, p)
+		}
+	}
+	return out
+}
+
+// firstFailureText renders when the group's first failure came: "none",
+// or the median second over the rounds that failed and how many did
+// ("0.3 s (0.2–0.4), 5 of 5 rounds").
+func (g *rateGroup) firstFailureText() string {
+	f := g.failing()
+	if len(f) == 0 {
 		return "none"
 	}
-	return fmt.Sprintf("%.1f s", *p.FirstFailure)
+	at := make([]float64, len(f))
+	for i, p := range f {
+		at[i] = *p.FirstFailure
+	}
+	sum := Summarize(at)
+	text := fmt.Sprintf("%.1f s", sum.Median)
+	if lo, hi := fmt.Sprintf("%.1f", sum.Min), fmt.Sprintf("%.1f", sum.Max); lo != hi {
+		text = fmt.Sprintf("%.1f s (%s–%s)", sum.Median, lo, hi)
+	}
+	if len(g.ok) > 1 {
+		text += fmt.Sprintf(", %d of %d rounds", len(f), len(g.ok))
+	}
+	return text
+}
+
+// median returns the round whose connections/s is the median (the lower
+// middle one of an even count): the one the chart draws.
+func (g *rateGroup) median() RatePair {
+	v := slices.Clone(g.ok)
+	slices.SortStableFunc(v, func(a, b RatePair) int { return cmp.Compare(a.ConnsPerSec, b.ConnsPerSec) })
+	return v[(len(v)-1)/2]
 }
 
 // rateMarkdown renders the sustained-rate row ("" without it).
@@ -46,16 +121,42 @@ func rateMarkdown(res *Results) string {
 	fmt.Fprintf(&b, "%d clients each connect, send 16 bytes, read them back and close, as fast as they can for %s per pair (a failure: a dial error, a short read, other bytes, or 2 s without the echo). Every pair has a fresh namespace, proxy and upstream (a Go TLS 1.3 server that requires the proxy's client certificate), so no TIME_WAIT carries over. The proxies run with their defaults apart from listen, upstream, `proxy_ssl` with the client certificate, verification, `proxy_ssl_name` and TLS 1.3 (`worker_processes %d`). The upstream ends each connection after the echo in one of three ways: *%s*: at the proxy's close_notify it answers with close_notify and FIN; *%s*: it answers with a FIN alone; *%s*: it sends close_notify and FIN right after the echo, without waiting.\n\n",
 		row.Workers, fmtSeconds(row.Seconds), res.Workers, RateCloseNotify, RateBareFIN, RateUpstreamFirst)
 	fmt.Fprintf(&b, "![completed and failed connections per second](%s)\n\n", RateChart)
-	t := newTable(&b, "proxy", "upstream closes", "connections", "failed", "connections/s", "first failure", "TIME_WAIT at the end: proxy side / upstream side", "proxy log: EADDRNOTAVAIL")
-	for _, p := range row.Pairs {
-		if p.Err != "" {
-			t.row(p.Proxy, p.Kind, errorText(p.Err), "", "", "", "", "")
+	rounds := max(row.Rounds, 1)
+	t := newTable(&b, "proxy", "upstream closes", "connections", "failed", "connections/s", "/"+baselineName, "first failure", "TIME_WAIT at the end: proxy side / upstream side", "proxy log: EADDRNOTAVAIL")
+	groups := rateGroups(row)
+	for _, g := range groups {
+		if len(g.ok) == 0 {
+			t.row(g.proxy, g.kind, errorText(g.errs[0]), "", "", "", "", "", "")
 			continue
 		}
-		t.row(p.Proxy, p.Kind, fmt.Sprint(p.Conns), fmt.Sprint(p.Failed), num(p.ConnsPerSec), firstFailureText(p),
-			fmt.Sprintf("%d / %d", p.TimeWaitProxy, p.TimeWaitUpstream), addrNotAvailText(p))
+		perSec := func(p RatePair) float64 { return p.ConnsPerSec }
+		ratio := "–"
+		for _, o := range groups {
+			if g.proxy != baselineName && o.proxy == baselineName && o.kind == g.kind && len(o.ok) > 0 {
+				ratio = ratioText(g.summary(perSec), o.summary(perSec))
+			}
+		}
+		conns := countText(g.summary(func(p RatePair) float64 { return float64(p.Conns) }))
+		if len(g.errs) > 0 {
+			conns += fmt.Sprintf(" (%d of %d rounds did not run: %s)", len(g.errs), len(g.ok)+len(g.errs), errorText(g.errs[0]))
+		}
+		twProxy := g.summary(func(p RatePair) float64 { return float64(p.TimeWaitProxy) })
+		twUp := g.summary(func(p RatePair) float64 { return float64(p.TimeWaitUpstream) })
+		addr := "–"
+		if g.ok[0].AddrNotAvail != nil {
+			addr = countText(g.summary(func(p RatePair) float64 {
+				if p.AddrNotAvail == nil {
+					return math.NaN()
+				}
+				return float64(*p.AddrNotAvail)
+			}))
+		}
+		t.row(g.proxy, g.kind, conns, countText(g.summary(func(p RatePair) float64 { return float64(p.Failed) })),
+			summaryText(g.summary(perSec), 1), ratio, g.firstFailureText(),
+			fmt.Sprintf("%.0f / %.0f", twProxy.Median, twUp.Median), addr)
 	}
-	b.WriteString("\n*Connections/s* is completed connections over the load's length. TIME_WAIT is counted in the namespace's `/proc/net/tcp` as the load ends; the proxy side is the proxy's end of its upstream connections. HAProxy, as configured here, logs no failed connect (–).\n\n")
+	fmt.Fprintf(&b, "\n%s. *Connections/s* is completed connections over the load's length; */%s* is the proxy's median connections/s over %s's with the same upstream, in this run. *First failure* is the second of the load it came in, over the rounds with one. TIME_WAIT is counted in the namespace's `/proc/net/tcp` as the load ends (medians); the proxy side is the proxy's end of its upstream connections. HAProxy, as configured here, logs no failed connect (–).\n\n",
+		roundsText(rounds), baselineName, baselineName)
 	b.WriteString("<details><summary>Per second: completed / failed connections</summary>\n\n```\n")
 	for _, p := range row.Pairs {
 		if p.Err != "" {
@@ -69,19 +170,34 @@ func rateMarkdown(res *Results) string {
 			}
 			cells = append(cells, fmt.Sprintf("%d/%d", p.OKPerSec[i], f))
 		}
-		fmt.Fprintf(&b, "%-30s %s\n", p.Proxy+", "+p.Kind+":", strings.Join(cells, " "))
+		label := p.Proxy + ", " + p.Kind
+		if rounds > 1 {
+			label += fmt.Sprintf(", round %d", max(p.Round, 1))
+		}
+		fmt.Fprintf(&b, "%-38s %s\n", label+":", strings.Join(cells, " "))
 	}
 	b.WriteString("```\n\n</details>\n\n")
 	return b.String()
 }
 
-// addrNotAvailText renders the count of EADDRNOTAVAIL lines in the
-// proxy's log, "–" for a proxy that logs no failed connect.
-func addrNotAvailText(p RatePair) string {
-	if p.AddrNotAvail == nil {
+// countText renders a summary of counts: "median (min–max)" in whole
+// numbers, the median alone for one round.
+func countText(s Summary) string {
+	if !s.Valid() {
 		return "–"
 	}
-	return fmt.Sprint(*p.AddrNotAvail)
+	if s.Min == s.Max {
+		return fmt.Sprintf("%.0f", s.Median)
+	}
+	return fmt.Sprintf("%.0f (%.0f–%.0f)", s.Median, s.Min, s.Max)
+}
+
+// roundsText says how many rounds each cell summarizes.
+func roundsText(n int) string {
+	if n == 1 {
+		return "One round per pair"
+	}
+	return fmt.Sprintf("Each pair ran in %d rounds, the proxies' order alternating; each cell is the median with (min–max)", n)
 }
 
 // rateGlance is the row's line in "At a glance": which closing kinds
@@ -90,16 +206,17 @@ func rateGlance(res *Results) []string {
 	if res.Rate == nil || len(res.Rate.Pairs) == 0 {
 		return nil
 	}
+	groups := rateGroups(res.Rate)
 	var parts []string
 	for _, name := range []string{subjectName, baselineName} {
 		var walled, measured []string
-		for _, p := range res.Rate.Pairs {
-			if p.Proxy != name || p.Err != "" {
+		for _, g := range groups {
+			if g.proxy != name || len(g.ok) == 0 {
 				continue
 			}
-			measured = append(measured, p.Kind)
-			if p.Failed > 0 {
-				walled = append(walled, fmt.Sprintf("%s (first at %s)", p.Kind, firstFailureText(p)))
+			measured = append(measured, g.kind)
+			if len(g.failing()) > 0 {
+				walled = append(walled, fmt.Sprintf("%s (first at %s)", g.kind, g.firstFailureText()))
 			}
 		}
 		switch {
@@ -114,8 +231,24 @@ func rateGlance(res *Results) []string {
 	if len(parts) == 0 {
 		return nil
 	}
+	var ratios []string
+	perSec := func(p RatePair) float64 { return p.ConnsPerSec }
+	for _, g := range groups {
+		if g.proxy != subjectName || len(g.ok) == 0 {
+			continue
+		}
+		for _, o := range groups {
+			if o.proxy == baselineName && o.kind == g.kind && len(o.ok) > 0 {
+				ratios = append(ratios, g.kind+" "+ratioText(g.summary(perSec), o.summary(perSec)))
+			}
+		}
+	}
+	ratioLine := ""
+	if len(ratios) > 0 {
+		ratioLine = fmt.Sprintf("; connections/s %s/%s by upstream closing kind: %s", subjectName, baselineName, strings.Join(ratios, ", "))
+	}
 	ports := thousands(res.Rate.PortHigh - res.Rate.PortLow + 1)
-	return []string{"New connections at a sustained rate with tcp_tw_reuse 0 and " + ports + " ports, upstream closing kinds whose connections failed: " + strings.Join(parts, "; ") + "."}
+	return []string{"New connections at a sustained rate with tcp_tw_reuse 0 and " + ports + " ports, upstream closing kinds whose connections failed: " + strings.Join(parts, "; ") + ratioLine + "."}
 }
 
 // thousands renders n with commas: 4,064.
@@ -178,13 +311,13 @@ func RateSVG(res *Results) string {
 	var pairs []RatePair
 	var proxies []string
 	if res.Rate != nil {
-		for _, p := range res.Rate.Pairs {
-			if p.Err != "" {
+		for _, g := range rateGroups(res.Rate) {
+			if len(g.ok) == 0 {
 				continue
 			}
-			pairs = append(pairs, p)
-			if !hasColumn(proxies, p.Proxy) {
-				proxies = append(proxies, p.Proxy)
+			pairs = append(pairs, g.median())
+			if !hasColumn(proxies, g.proxy) {
+				proxies = append(proxies, g.proxy)
 			}
 		}
 	}
@@ -192,6 +325,9 @@ func RateSVG(res *Results) string {
 	title := "New connections per second through each proxy, tcp_tw_reuse 0"
 	if r := res.Rate; r != nil && r.Skipped == "" {
 		title += ", " + thousands(r.PortHigh-r.PortLow+1) + " ports"
+		if r.Rounds > 1 {
+			title += " (each line: its median round)"
+		}
 	}
 	legendRows := (len(pairs) + 2) / 3
 	top := 40 + 18*float64(legendRows) + 10

@@ -264,7 +264,7 @@ func (r *runner) countSteps() int {
 		n += r.o.Rounds * (peers + baseline)
 	}
 	if r.o.want(RowRate) && r.rateSkip == nil {
-		n += len(RateKinds()) * len(r.ratePeers())
+		n += r.o.Rounds * len(RateKinds()) * len(r.ratePeers())
 	}
 	return n
 }
