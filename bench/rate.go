@@ -109,6 +109,12 @@ type RatePair struct {
 	// UpstreamAccepted is how many connections the upstream accepted
 	// (the first echo check included).
 	UpstreamAccepted int64 `json:"upstream_accepted"`
+	// UpstreamResumed is how many of the upstream's handshakes resumed a
+	// TLS session.
+	UpstreamResumed int64 `json:"upstream_resumed"`
+	// Group is the key exchange group of the upstream's first handshake
+	// ("X25519"); "" when none completed.
+	Group string `json:"group,omitempty"`
 	// AddrNotAvail counts the proxy's log lines with "Cannot assign
 	// requested address" (connect() failing with EADDRNOTAVAIL); nil for
 	// a proxy whose log has no line per failed connect (HAProxy without

@@ -36,7 +36,7 @@ func TestMain(m *testing.M) {
 func samplePairs() []RatePair {
 	at, n := 1.37, 30000
 	return []RatePair{
-		{Proxy: "tlsrelay", Kind: RateCloseNotify, Seconds: 3, Conns: 6000, ConnsPerSec: 2000,
+		{Proxy: "tlsrelay", Kind: RateCloseNotify, Seconds: 3, Conns: 6000, ConnsPerSec: 2000, Group: "X25519", UpstreamResumed: 5990,
 			OKPerSec: []int{2100, 1900, 2000}, FailedPerSec: []int{0, 0, 0}, TimeWaitUpstream: 5990, UpstreamAccepted: 6001},
 		{Proxy: "NGINX", Kind: RateBareFIN, Seconds: 3, Conns: 1100, Failed: 30000, ConnsPerSec: 366.7,
 			FirstFailure: &at, FirstErr: "reading the echo: EOF",
@@ -75,8 +75,8 @@ func TestRateMarkdown(t *testing.T) {
 		"## New connections at a sustained rate (TIME_WAIT)",
 		"`net.ipv4.tcp_tw_reuse = 0`", "1,024 ephemeral ports", "4,064 loopback addresses", "EADDRNOTAVAIL",
 		"(" + rateDoc + ")", "![completed and failed connections per second](bench/sustained-rate.svg)",
-		"| tlsrelay | close_notify | 6000 | 0 | 2000 | – | none | 0 / 5990 | – |",
-		"| NGINX | bare FIN | 1100 | 30000 | 367 | – | 1.4 s | 1024 / 0 | 30000 |",
+		"| tlsrelay | close_notify | 6000 | 0 | 2000 | – | none | 0 / 5990 | – | X25519 |",
+		"| NGINX | bare FIN | 1100 | 30000 | 367 | – | 1.4 s | 1024 / 0 | 30000 | – |",
 		"| HAProxy | upstream first | n/a (error: starting haproxy: exit status 1) |",
 		"NGINX, bare FIN:                       1100/5000 0/12000 0/13000",
 		"tcp_tw_reuse 0 and 1,024 ports, upstream closing kinds whose connections failed: tlsrelay none of 1; NGINX bare FIN (first at 1.4 s).",
@@ -138,8 +138,8 @@ func TestRateMarkdownRounds(t *testing.T) {
 	res.Rate.Pairs[0].AddrNotAvail, res.Rate.Pairs[3].AddrNotAvail, res.Rate.Pairs[4].AddrNotAvail = nil, nil, nil
 	md := Markdown(res)
 	for _, want := range []string{
-		"| tlsrelay | bare FIN | 4200 (4000–4400) | 0 | 2100 (2000–2200) | 4.00× | none | 0 / 2100 | – |",
-		"| NGINX | bare FIN | 1050 (1000–1100) (1 of 3 rounds did not run: n/a (error: nginx did not start)) | 850 (800–900) | 525 (500–550) | – | 0.3 s (0.2–0.4), 2 of 2 rounds | 0 / 525 | 850 (800–900) |",
+		"| tlsrelay | bare FIN | 4200 (4000–4400) | 0 | 2100 (2000–2200) | 4.00× | none | 0 / 2100 | – | – |",
+		"| NGINX | bare FIN | 1050 (1000–1100) (1 of 3 rounds did not run: n/a (error: nginx did not start)) | 850 (800–900) | 525 (500–550) | – | 0.3 s (0.2–0.4), 2 of 2 rounds | 0 / 525 | 850 (800–900) | – |",
 		"Each pair ran in 3 rounds",
 		"tlsrelay, bare FIN, round 2:           2222/0 2178/0",
 		"NGINX bare FIN (first at 0.3 s (0.2–0.4), 2 of 2 rounds); connections/s tlsrelay/NGINX by upstream closing kind: bare FIN 4.00×.",
@@ -211,6 +211,10 @@ func TestSmokeRate(t *testing.T) {
 		if p.Err != "" || p.Conns == 0 || len(p.OKPerSec) != 1 || len(p.FailedPerSec) != 1 ||
 			p.OKPerSec[0] != p.Conns || p.FailedPerSec[0] != p.Failed || p.UpstreamAccepted == 0 {
 			t.Errorf("pair %s/%s: %+v", p.Proxy, p.Kind, p)
+		}
+		if p.Group != "X25519" || 2*p.UpstreamResumed < p.UpstreamAccepted {
+			t.Errorf("pair %s/%s: key exchange %q, %d of %d upstream handshakes resumed; want X25519 (Groups %s), most resumed",
+				p.Proxy, p.Kind, p.Group, p.UpstreamResumed, p.UpstreamAccepted, Groups)
 		}
 	}
 	if p := byName["NGINX/"+RateBareFIN]; p.Failed == 0 || p.FirstFailure == nil || p.AddrNotAvail == nil || *p.AddrNotAvail == 0 || p.TimeWaitProxy < 100 {

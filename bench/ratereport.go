@@ -93,6 +93,21 @@ func (g *rateGroup) firstFailureText() string {
 	return text
 }
 
+// groups renders the key exchange groups the upstream saw over the
+// rounds, distinct, in order ("–" for none).
+func (g *rateGroup) groups() string {
+	var seen []string
+	for _, p := range g.ok {
+		if p.Group != "" && !slices.Contains(seen, p.Group) {
+			seen = append(seen, p.Group)
+		}
+	}
+	if len(seen) == 0 {
+		return "–"
+	}
+	return strings.Join(seen, ", ")
+}
+
 // median returns the round whose connections/s is the median (the lower
 // middle one of an even count): the one the chart draws.
 func (g *rateGroup) median() RatePair {
@@ -118,15 +133,15 @@ func rateMarkdown(res *Results) string {
 		thousands(row.PortHigh-row.PortLow+1), row.PortLow, row.PortHigh, thousands(row.SourceAddrs))
 	b.WriteString("Whichever side of an upstream connection sends the first FIN keeps its socket in TIME_WAIT for 60 s: a proxy that closes first can open only as many connections to one upstream address per minute as it has ports, then `connect()` fails with EADDRNOTAVAIL (`connect() failed (99: Cannot assign requested address)`). ")
 	fmt.Fprintf(&b, "What a harness at thousands of connections per second needs: [docs/operations.md](%s).\n\n", rateDoc)
-	fmt.Fprintf(&b, "%d clients each connect, send 16 bytes, read them back and close, as fast as they can for %s per pair (a failure: a dial error, a short read, other bytes, or 2 s without the echo). Every pair has a fresh namespace, proxy and upstream (a Go TLS 1.3 server that requires the proxy's client certificate), so no TIME_WAIT carries over. The proxies run with their defaults apart from listen, upstream, `proxy_ssl` with the client certificate, verification, `proxy_ssl_name` and TLS 1.3 (`worker_processes %d`). The upstream ends each connection after the echo in one of three ways: *%s*: at the proxy's close_notify it answers with close_notify and FIN; *%s*: it answers with a FIN alone; *%s*: it sends close_notify and FIN right after the echo, without waiting.\n\n",
-		row.Workers, fmtSeconds(row.Seconds), res.Workers, RateCloseNotify, RateBareFIN, RateUpstreamFirst)
+	fmt.Fprintf(&b, "%d clients each connect, send 16 bytes, read them back and close, as fast as they can for %s per pair (a failure: a dial error, a short read, other bytes, or 2 s without the echo). Every pair has a fresh namespace, proxy and upstream (a Go TLS 1.3 server that requires the proxy's client certificate), so no TIME_WAIT carries over. The proxies run with their defaults apart from listen, upstream, `proxy_ssl` with the client certificate, verification, `proxy_ssl_name`, TLS 1.3 and the other rows' key exchange groups (`proxy_ssl_conf_command Groups %s`: crypto/tls would otherwise offer the post-quantum X25519MLKEM768 first, which NGINX 1.22's OpenSSL cannot, and the proxies would not make the same handshake) (`worker_processes %d`). The upstream ends each connection after the echo in one of three ways: *%s*: at the proxy's close_notify it answers with close_notify and FIN; *%s*: it answers with a FIN alone; *%s*: it sends close_notify and FIN right after the echo, without waiting.\n\n",
+		row.Workers, fmtSeconds(row.Seconds), Groups, res.Workers, RateCloseNotify, RateBareFIN, RateUpstreamFirst)
 	fmt.Fprintf(&b, "![completed and failed connections per second](%s)\n\n", RateChart)
 	rounds := max(row.Rounds, 1)
-	t := newTable(&b, "proxy", "upstream closes", "connections", "failed", "connections/s", "/"+baselineName, "first failure", "TIME_WAIT at the end: proxy side / upstream side", "proxy log: EADDRNOTAVAIL")
+	t := newTable(&b, "proxy", "upstream closes", "connections", "failed", "connections/s", "/"+baselineName, "first failure", "TIME_WAIT at the end: proxy side / upstream side", "proxy log: EADDRNOTAVAIL", "key exchange")
 	groups := rateGroups(row)
 	for _, g := range groups {
 		if len(g.ok) == 0 {
-			t.row(g.proxy, g.kind, errorText(g.errs[0]), "", "", "", "", "", "")
+			t.row(g.proxy, g.kind, errorText(g.errs[0]), "", "", "", "", "", "", "")
 			continue
 		}
 		perSec := func(p RatePair) float64 { return p.ConnsPerSec }
@@ -153,9 +168,9 @@ func rateMarkdown(res *Results) string {
 		}
 		t.row(g.proxy, g.kind, conns, countText(g.summary(func(p RatePair) float64 { return float64(p.Failed) })),
 			summaryText(g.summary(perSec), 1), ratio, g.firstFailureText(),
-			fmt.Sprintf("%.0f / %.0f", twProxy.Median, twUp.Median), addr)
+			fmt.Sprintf("%.0f / %.0f", twProxy.Median, twUp.Median), addr, g.groups())
 	}
-	fmt.Fprintf(&b, "\n%s. *Connections/s* is completed connections over the load's length; */%s* is the proxy's median connections/s over %s's with the same upstream, in this run. *First failure* is the second of the load it came in, over the rounds with one. TIME_WAIT is counted in the namespace's `/proc/net/tcp` as the load ends (medians); the proxy side is the proxy's end of its upstream connections. HAProxy, as configured here, logs no failed connect (–).\n\n",
+	fmt.Fprintf(&b, "\n%s. *Connections/s* is completed connections over the load's length; */%s* is the proxy's median connections/s over %s's with the same upstream, in this run. *First failure* is the second of the load it came in, over the rounds with one. TIME_WAIT is counted in the namespace's `/proc/net/tcp` as the load ends (medians); the proxy side is the proxy's end of its upstream connections. *Key exchange* is the group of the upstream's first handshake in each round. HAProxy, as configured here, logs no failed connect (–).\n\n",
 		roundsText(rounds), baselineName, baselineName)
 	b.WriteString("<details><summary>Per second: completed / failed connections</summary>\n\n```\n")
 	for _, p := range row.Pairs {
