@@ -157,10 +157,10 @@ func (p *plan) start(e *Engine) {
 }
 
 // stop ends what scope says of the plan's background work (each scope
-// includes the ones before it), whether or not start ran. Each part is stopped once
-// however often stop is called; the stopping runs outside runMu, so that
-// a loop freeing a plan never waits behind a reload retiring it. Any
-// goroutine.
+// includes the ones before it), whether or not start ran. Each part is
+// stopped once however often stop is called; the stopping runs outside
+// runMu, so that a loop freeing a plan never waits behind a reload
+// retiring it. Any goroutine.
 func (p *plan) stop(scope stopScope) {
 	p.runMu.Lock()
 	if scope <= p.stopped {
