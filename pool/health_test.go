@@ -84,67 +84,51 @@ func TestHealthChecker(t *testing.T) {
 	}
 }
 
-// TestHealthRunReleases: a checker whose context ends releases its peers
-// when Run returns; mandatory starts peers out.
-func TestHealthRunReleases(t *testing.T) {
-	g, err := NewGroup(GroupConfig{Name: "b", Servers: []ServerConfig{NewServerConfig("127.0.0.1:1")}}, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	p := g.Peers()[0]
-	probed := make(chan struct{})
-	ctx, cancel := context.WithCancel(context.Background())
-	h := NewHealthChecker(g, HealthConfig{Mandatory: true, Interval: time.Hour,
-		Probe: func(ctx context.Context, _ *Peer) error {
-			close(probed)
-			<-ctx.Done() // hangs until the checker is cancelled
-			return ctx.Err()
-		}})
-	stopped := make(chan struct{})
-	go func() { h.Run(ctx); close(stopped) }()
-	<-probed
-	if !p.Unhealthy() {
-		t.Fatal("mandatory: the peer is in before its first probe passed")
-	}
-	cancel()
-	<-stopped
-	if p.Unhealthy() {
-		t.Fatal("the peer is out after Run returned")
-	}
-}
-
-// TestHealthHold: after Hold, Run's end keeps the peers held out (a
-// graceful quit's groups stay as last probed), a probe that ends no
-// longer changes a state, and Stop releases them.
-func TestHealthHold(t *testing.T) {
-	g, err := NewGroup(GroupConfig{Name: "b", Servers: []ServerConfig{NewServerConfig("127.0.0.1:1")}}, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	p := g.Peers()[0]
-	probed := make(chan struct{})
-	ctx, cancel := context.WithCancel(context.Background())
-	h := NewHealthChecker(g, HealthConfig{Mandatory: true, Interval: time.Hour,
-		Probe: func(ctx context.Context, _ *Peer) error {
-			close(probed)
-			<-ctx.Done()
-			return nil // a pass, but too late: Hold came first
-		}})
-	stopped := make(chan struct{})
-	go func() { h.Run(ctx); close(stopped) }()
-	<-probed
-	h.Hold()
-	cancel()
-	<-stopped
-	if !p.Unhealthy() {
-		t.Fatal("the held peer was released when Run returned after Hold")
-	}
-	if h.setOut(p, false) {
-		t.Fatal("a state changed after Hold")
-	}
-	h.Stop()
-	if p.Unhealthy() {
-		t.Fatal("the peer is out after Stop")
+// TestHealthRunEnds: a checker whose context ends releases its peers
+// when Run returns (mandatory starts peers out); after Hold it keeps them
+// out (a graceful quit's groups stay as last probed), a probe that ends
+// then changes no state, and Stop releases them.
+func TestHealthRunEnds(t *testing.T) {
+	for _, hold := range []bool{false, true} {
+		t.Run(fmt.Sprintf("hold=%v", hold), func(t *testing.T) {
+			g, err := NewGroup(GroupConfig{Name: "b", Servers: []ServerConfig{NewServerConfig("127.0.0.1:1")}}, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			p := g.Peers()[0]
+			probed := make(chan struct{})
+			ctx, cancel := context.WithCancel(context.Background())
+			h := NewHealthChecker(g, HealthConfig{Mandatory: true, Interval: time.Hour,
+				Probe: func(ctx context.Context, _ *Peer) error {
+					close(probed)
+					<-ctx.Done() // hangs until the checker is cancelled
+					return nil   // a pass, but too late to count
+				}})
+			stopped := make(chan struct{})
+			go func() { h.Run(ctx); close(stopped) }()
+			<-probed
+			if !p.Unhealthy() {
+				t.Fatal("mandatory: the peer is in before its first probe passed")
+			}
+			if hold {
+				h.Hold()
+			}
+			cancel()
+			<-stopped
+			if p.Unhealthy() != hold {
+				t.Fatalf("after Run returned: out %v, want %v", p.Unhealthy(), hold)
+			}
+			if !hold {
+				return
+			}
+			if h.setOut(p, false) {
+				t.Fatal("a state changed after Hold")
+			}
+			h.Stop()
+			if p.Unhealthy() {
+				t.Fatal("the peer is out after Stop")
+			}
+		})
 	}
 }
 
