@@ -81,10 +81,10 @@ func (p *Peer) MaxConnsNow() int {
 
 // errWeightFixed is SetWeight's error for a group whose balancer
 // precomputes its weights (hash, random): a reload changes them.
-var errWeightFixed = errors.New("weight can change at run time only with round robin or least_conn; change it in the configuration and reload")
+var errWeightFixed = errors.New("weight can change at run time only with round robin, least_conn or least_time; change it in the configuration and reload")
 
-// SetWeight sets p's weight (at least 1) in g, for round robin and
-// least_conn. Safe from any goroutine: it takes the group's lock.
+// SetWeight sets p's weight (at least 1) in g, for round robin, least_conn
+// and least_time; a reload goes back to the configuration's. Safe from any goroutine: it takes the group's lock.
 func (g *Group) SetWeight(p *Peer, w int) error {
 	if g.method != methodRR && g.method != methodLeastConn && g.method != methodLeastTime {
 		return errWeightFixed

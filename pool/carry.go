@@ -84,11 +84,13 @@ func (g *Group) Inherit(prev *Group) {
 			continue
 		}
 		p.fails, p.checked, p.accessed = q.fails, q.checked, q.accessed
-		p.effectiveWeight = q.effectiveWeight
+		// A run-time weight (SetWeight) is not carried: the balancer
+		// only raises effectiveWeight toward Weight.
+		p.effectiveWeight = min(q.effectiveWeight, p.Weight)
 		p.nFails.Store(int64(q.fails))
 		p.stats = q.stats
 		if p.timedBy == q.timedBy && p.timedBy != noMeasure {
-			p.times.avg[p.timedBy].Store(q.times.avg[p.timedBy].Load())
+			p.times.avg.Store(q.times.avg.Load())
 		}
 	}
 }

@@ -109,6 +109,18 @@ func TestInheritAfterSetWeight(t *testing.T) {
 	if na.Weight != 1 || na.Selected() != a.Selected() || a.Selected() == 0 {
 		t.Errorf("after the reload: weight %d, selected %d (before %d); want 1 and the counters carried", na.Weight, na.Selected(), a.Selected())
 	}
+	// The run-time weight is not carried into the balancing either:
+	// with weights 1, 1, 1 each peer gets a third of the picks.
+	picks := map[*Peer]int{}
+	for range 30 {
+		s := next.NewSelection("", 0, t0)
+		p, _ := s.Next(t0)
+		picks[p]++
+		s.Release(p)
+	}
+	if picks[na] != 10 {
+		t.Errorf("after the reload a got %d of 30 picks, want 10 (weights 1, 1, 1)", picks[na])
+	}
 	if err := newTestGroup(t, BalancerConfig{Method: MethodHash, Key: "$remote_addr"}, srv("a")).SetWeight(a, 2); !errors.Is(err, errWeightFixed) {
 		t.Errorf("SetWeight on a hash group: %v", err)
 	}

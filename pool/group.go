@@ -276,8 +276,9 @@ type Group struct {
 	// Constant after NewGroup.
 	name   string
 	method method
-	// leastTime is least_time's measure.
-	leastTime measure
+	// timedBy is the measure least_time compares (noMeasure: another
+	// method); each peer keeps that one (Peer.timedBy).
+	timedBy   measure
 	servers   []serverSlot
 	dynamic   bool  // some server has resolve
 	errNoLive error // ErrNoLivePeers wrapped with the name, made once
@@ -303,7 +304,7 @@ func NewGroup(gc GroupConfig, resolve func(ctx context.Context, host string) ([]
 	if resolve == nil {
 		resolve = SystemResolve
 	}
-	g := &Group{name: gc.Name, rand: gc.Rand, balancer: gc.Balancer}
+	g := &Group{name: gc.Name, rand: gc.Rand, balancer: gc.Balancer, timedBy: noMeasure}
 	g.errNoLive = fmt.Errorf("%w while connecting to upstream %q", ErrNoLivePeers, gc.Name)
 
 	b := gc.Balancer
@@ -327,7 +328,7 @@ func NewGroup(gc GroupConfig, resolve func(ctx context.Context, host string) ([]
 		if !ok {
 			return nil, fmt.Errorf("building upstream %q: least_time %q: want connect, first_byte or last_byte", gc.Name, b.LeastTime)
 		}
-		g.method, g.leastTime = methodLeastTime, m
+		g.method, g.timedBy = methodLeastTime, m
 	default:
 		return nil, fmt.Errorf("building upstream %q: unknown balancing method %q", gc.Name, b.Method)
 	}
@@ -347,10 +348,7 @@ func NewGroup(gc GroupConfig, resolve func(ctx context.Context, host string) ([]
 		if sc.Weight == 0 {
 			sc.Weight = DefaultWeight
 		}
-		slot := serverSlot{cfg: sc, timedBy: noMeasure}
-		if g.method == methodLeastTime {
-			slot.timedBy = g.leastTime
-		}
+		slot := serverSlot{cfg: sc, timedBy: g.timedBy}
 		if path, ok := strings.CutPrefix(sc.Addr, "unix:"); ok {
 			g.servers = append(g.servers, slot)
 			byServer = append(byServer, []*Peer{slot.unixPeer(path)})
@@ -448,7 +446,9 @@ func (g *Group) newSet(byServer [][]*Peer) *peerSet {
 	for _, t := range []*tier{&s.primary, &s.backup} {
 		for _, p := range t.peers {
 			t.ranges = append(t.ranges, t.totalWeight)
-			t.totalWeight += p.Weight
+			// cfgWeight: hash and random, which read these, refuse
+			// SetWeight; it is the weight no other goroutine writes.
+			t.totalWeight += p.cfgWeight
 			if !p.Down {
 				t.tries++
 			}

@@ -41,26 +41,27 @@ const (
 // least_time: none of its times is kept.
 const noMeasure = measures
 
-// peerTimes are a peer's moving averages, in nanoseconds (0: none yet).
+// peerTimes is a peer's moving average of its group's measure
+// (Peer.timedBy), in nanoseconds (0: none yet).
 type peerTimes struct {
-	avg [measures]atomic.Int64
+	avg atomic.Int64
 }
 
 // ewmaShift weighs a new sample 1/8, as TCP's smoothed RTT does.
 const ewmaShift = 3
 
-// observe folds d into the average of m. Safe from any goroutine.
-func (t *peerTimes) observe(m measure, d time.Duration) {
+// observe folds d into the average. Safe from any goroutine.
+func (t *peerTimes) observe(d time.Duration) {
 	if d <= 0 {
 		d = 1
 	}
 	for {
-		old := t.avg[m].Load()
+		old := t.avg.Load()
 		next := int64(d)
 		if old != 0 {
 			next = old + (int64(d)-old)>>ewmaShift
 		}
-		if t.avg[m].CompareAndSwap(old, max(next, 1)) {
+		if t.avg.CompareAndSwap(old, max(next, 1)) {
 			return
 		}
 	}
@@ -79,7 +80,7 @@ func (p *Peer) ObserveFirstByte(d time.Duration) { p.observeTime(measureFirstByt
 // only by a peer that keeps that time. Safe from any goroutine.
 func (p *Peer) ObserveLastByte(opened time.Time) {
 	if p.timedBy == measureLastByte {
-		p.times.observe(measureLastByte, time.Since(opened))
+		p.times.observe(time.Since(opened))
 	}
 }
 
@@ -87,7 +88,7 @@ func (p *Peer) ObserveLastByte(opened time.Time) {
 // compares; other times are dropped at the cost of one comparison.
 func (p *Peer) observeTime(m measure, d time.Duration) {
 	if m == p.timedBy {
-		p.times.observe(m, d)
+		p.times.observe(d)
 	}
 }
 
@@ -110,7 +111,7 @@ func measureOf(s string) (measure, bool) {
 // connections are the incomplete ones, so the inflight parameter (which in
 // NGINX adds them to the average) changes nothing here: they always count.
 func (g *Group) leastTimeCost(p *Peer) float64 {
-	avg := float64(p.times.avg[g.leastTime].Load())
+	avg := float64(p.times.avg.Load())
 	return (avg + 1) * float64(p.conns+1) / float64(p.Weight)
 }
 

@@ -97,9 +97,9 @@ func observeMeasure(p *Peer, m string, d time.Duration) {
 // the way to each next one.
 func TestEWMA(t *testing.T) {
 	var pt peerTimes
-	pt.observe(measureConnect, 80*time.Millisecond)
-	pt.observe(measureConnect, 160*time.Millisecond)
-	if got := time.Duration(pt.avg[measureConnect].Load()); got != 90*time.Millisecond {
+	pt.observe(80 * time.Millisecond)
+	pt.observe(160 * time.Millisecond)
+	if got := time.Duration(pt.avg.Load()); got != 90*time.Millisecond {
 		t.Errorf("average %v, want 90ms", got)
 	}
 }
@@ -112,10 +112,8 @@ func TestLeastTimeKept(t *testing.T) {
 	p.ObserveConnectTime(time.Millisecond)
 	p.ObserveFirstByte(time.Millisecond)
 	p.ObserveLastByte(time.Now().Add(-time.Millisecond))
-	for m := range measures {
-		if v := p.times.avg[m].Load(); v != 0 {
-			t.Errorf("a round-robin peer keeps time %v for measure %d", time.Duration(v), m)
-		}
+	if v := p.times.avg.Load(); v != 0 {
+		t.Errorf("a round-robin peer keeps a time, %v", time.Duration(v))
 	}
 	lt := BalancerConfig{Method: MethodLeastTime, LeastTime: LeastTimeFirstByte}
 	old := newTestGroup(t, lt, srv("a"), srv("b"))
@@ -123,8 +121,9 @@ func TestLeastTimeKept(t *testing.T) {
 		q.ObserveFirstByte(7 * time.Millisecond)
 		q.ObserveConnectTime(time.Millisecond)
 	}
-	if fb, c := old.Peers()[0].times.avg[measureFirstByte].Load(), old.Peers()[0].times.avg[measureConnect].Load(); fb != int64(7*time.Millisecond) || c != 0 {
-		t.Errorf("a least_time first_byte peer keeps first_byte %v, connect %v; want 7ms and none", time.Duration(fb), time.Duration(c))
+	// The connect times were dropped: the average is first_byte's.
+	if fb := old.Peers()[0].times.avg.Load(); fb != int64(7*time.Millisecond) {
+		t.Errorf("a least_time first_byte peer keeps %v, want first_byte's 7ms and no connect time", time.Duration(fb))
 	}
 	next := newTestGroup(t, lt, srv("a"), srv("b"), srv("c"))
 	next.Inherit(old)
@@ -133,7 +132,7 @@ func TestLeastTimeKept(t *testing.T) {
 		if q.Host == "c" {
 			want = 0
 		}
-		if got := q.times.avg[measureFirstByte].Load(); got != want {
+		if got := q.times.avg.Load(); got != want {
 			t.Errorf("after the reload, %s's average is %v, want %v", q.Host, time.Duration(got), time.Duration(want))
 		}
 	}

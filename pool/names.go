@@ -82,9 +82,6 @@ func NewNames(cfg ResolverConfig, maxNames int, stats *NameStats) *Names {
 	return n
 }
 
-// Timeout is the resolver_timeout a lookup is bounded by.
-func (n *Names) Timeout() time.Duration { return n.r.cfg.Timeout }
-
 // Cached returns the addresses of name when an answer that has not
 // expired is kept, without waiting. Safe from any goroutine; it is what an
 // event loop may call.
@@ -161,24 +158,17 @@ func (n *Names) resolve(name string, e *nameEntry) {
 	ctx, cancel := context.WithTimeout(n.stop, n.r.cfg.Timeout)
 	defer cancel()
 	addrs, ttl, err := n.r.lookupHost(ctx, name)
-	now := time.Now()
-	switch {
-	case err == nil:
+	if err == nil {
 		n.stats.OK.Add(1)
-		addrs = ipv4First(addrs)
-		if n.r.cfg.Valid > 0 {
-			ttl = n.r.cfg.Valid
-		}
-		e.addrs, e.expires = addrs, now.Add(ttl)
-	case isNXDomain(err):
+		e.addrs = ipv4First(addrs)
+	} else {
 		n.stats.Failed.Add(1)
-		e.err, e.expires = err, now.Add(negativeValid)
-		if n.r.cfg.Valid > 0 {
-			e.expires = now.Add(n.r.cfg.Valid)
-		}
-	default:
-		n.stats.Failed.Add(1)
-		e.err = err // expires now: the next session asks again
+		e.err = err
+	}
+	// A failure not kept (a timeout, SERVFAIL) expires now: the next
+	// session asks again.
+	if keep, kept := n.r.cfg.keepFor(ttl, err); kept {
+		e.expires = time.Now().Add(keep)
 	}
 	n.mu.Lock()
 	close(e.done)
@@ -191,7 +181,26 @@ func isNXDomain(err error) bool {
 	return errors.As(err, &re) && re.code == dns.RcodeNameError
 }
 
-// ErrTooManyNames is Lookup's error when MaxNames lookups are in flight
+// keepFor is how long an answer of ttl, or err, is kept, as NGINX's
+// resolver does: valid= when set, else the answer's TTL, or negativeValid
+// for a name that does not exist; never under a second (NGINX's clock
+// counts whole seconds). kept is false for a failure that is not kept (a
+// timeout, SERVFAIL): the name is asked again.
+func (c ResolverConfig) keepFor(ttl time.Duration, err error) (keep time.Duration, kept bool) {
+	switch {
+	case err == nil:
+	case isNXDomain(err):
+		ttl = negativeValid
+	default:
+		return 0, false
+	}
+	if c.Valid > 0 {
+		ttl = c.Valid
+	}
+	return max(ttl, time.Second), true
+}
+
+// ErrTooManyNames is Lookup's error when maxNames lookups are in flight
 // at once: a name server that answers nothing must not grow the process
 // without bound.
 var ErrTooManyNames = errors.New("too many names being resolved at once")

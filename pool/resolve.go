@@ -116,7 +116,7 @@ func (g *Group) peersFor(i int, addrs []resolvedAddr, old []*Peer) []*Peer {
 		}
 		var p *Peer
 		for _, q := range old {
-			if !reused[q] && q.Addr == a.addr && q.Host == a.host && q.srvWeight == a.weight && q.Backup == backup && q.Weight == weight {
+			if !reused[q] && q.Addr == a.addr && q.Host == a.host && q.srvWeight == a.weight && q.Backup == backup && q.cfgWeight == weight {
 				p = q
 				break
 			}
@@ -282,23 +282,20 @@ func (r *Resolver) Resolve(ctx context.Context, i int) (next time.Time) {
 		} else {
 			r.cfg.Logf(true, "%s could not be resolved (%v)", sl.host, err)
 		}
-		var re *resolveError
-		if !errors.As(err, &re) || re.code != dns.RcodeNameError {
-			// Keep the addresses; try again after resolver_timeout.
-			next = now.Add(max(r.cfg.Timeout, time.Second))
-			r.g.setDue(i, next)
-			return next
-		}
-		// NXDOMAIN: the name has no addresses now.
-		ttl = negativeValid
-		addrs = nil
 	} else {
 		r.g.resolves.ok.Add(1)
 	}
-	if r.cfg.Valid > 0 {
-		ttl = r.cfg.Valid
+	keep, kept := r.cfg.keepFor(ttl, err)
+	if !kept {
+		// Keep the addresses; try again after resolver_timeout.
+		next = now.Add(max(r.cfg.Timeout, time.Second))
+		r.g.setDue(i, next)
+		return next
 	}
-	next = now.Add(max(ttl, time.Second))
+	if err != nil {
+		addrs = nil // NXDOMAIN: the name has no addresses now
+	}
+	next = now.Add(keep)
 	before, after := r.g.setResolved(i, addrs, next)
 	if !slices.Equal(before, after) {
 		r.cfg.Logf(false, "upstream %q: server %s resolved to %s (was %s)", r.g.name, sl.cfg.Addr, peerList(after), peerList(before))
@@ -413,8 +410,7 @@ func (r *Resolver) lookupHost(ctx context.Context, name string) ([]netip.Addr, t
 		for range maxCNAMEs {
 			resp, err := r.exchange(ctx, qname, qt)
 			if err != nil {
-				var re *resolveError
-				if !errors.As(err, &re) || re.code != dns.RcodeNameError {
+				if !isNXDomain(err) {
 					failed = err
 				}
 				break
@@ -507,8 +503,7 @@ func (r *Resolver) lookupSRV(ctx context.Context, sl *serverSlot) ([]resolvedAdd
 			targets[target] = ans
 			if ans.err != nil {
 				r.cfg.Logf(true, "%s could not be resolved (%v) while resolving service %s of %s", target, ans.err, sl.cfg.Service, sl.host)
-				var re *resolveError
-				if errors.As(ans.err, &re) && re.code == dns.RcodeNameError {
+				if isNXDomain(ans.err) {
 					nx = true
 				} else if firstErr == nil {
 					firstErr = ans.err

@@ -173,6 +173,15 @@ func TestResolveCarriesPeers(t *testing.T) {
 	if cur["127.0.0.3:8443"] != old["127.0.0.3:8443"] || cur["127.0.0.3:8443"].Fails() != 1 {
 		t.Errorf("the address that stayed lost its state (fails %d)", cur["127.0.0.3:8443"].Fails())
 	}
+	// A weight the runtime API set does not make the next resolution
+	// take the peer for a new one (the state stays with it).
+	if err := g.SetWeight(cur["127.0.0.3:8443"], 4); err != nil {
+		t.Fatal(err)
+	}
+	r.Resolve(context.Background(), 1)
+	if p := byAddr()["127.0.0.3:8443"]; p != old["127.0.0.3:8443"] || p.Fails() != 1 {
+		t.Errorf("after SetWeight, a re-resolution replaced the peer that stayed (fails %d)", p.Fails())
+	}
 	if cur["127.0.0.4:8443"].Fails() != 0 || cur["127.0.0.4:8443"].Selected() != 0 {
 		t.Errorf("a new address starts with state")
 	}
