@@ -102,7 +102,6 @@ func buildPlan(cfg *conf.Config, env planEnv) (_ *plan, err error) {
 		p.ownKeyLogs = tlsbridge.NewKeyLogFiles()
 		env.keyLogs = p.ownKeyLogs
 	}
-	p.nameStats = env.nameStats
 	if env.prev != nil {
 		p.store = env.prev.store
 	} else {
@@ -194,8 +193,8 @@ func buildPlan(cfg *conf.Config, env planEnv) (_ *plan, err error) {
 		if len(s.listen) > 0 {
 			s.name = s.listen[0]
 		}
-		if sc.ProxyPassVariables {
-			pv, err := p.newPassVar(sc, resolve)
+		if sc.ProxyPassVariables() {
+			pv, err := p.newPassVar(sc, resolve, env.nameStats)
 			if err != nil {
 				return nil, err
 			}
@@ -422,21 +421,18 @@ func clamp(v, lo, hi int64) int {
 // configuration language accepts (they are NGINX's) but the engine cannot
 // honour: silently ignoring them would change what a session does.
 func checkSupported(sc *conf.Server, vars *sessionVars) error {
+	// proxy_pass's value and proxy_bind's address are evaluated when
+	// the session starts (passTarget, bindLocal): the client's and the
+	// listener's addresses and ports are known then, and map and split
+	// variables of them.
 	if t := sc.ProxyPassTemplate; t != nil {
-		// The value is evaluated when the session starts (passTarget).
-		for _, name := range t.Vars() {
-			if keyVarOf(name) == keyEmpty && !vars.has(name) {
-				return conf.Errorf(sc.ProxyPassPos, "proxy_pass with the \"$%s\" variable is not supported", name)
-			}
+		if name := vars.unknownAtStart(t); name != "" {
+			return conf.Errorf(sc.ProxyPassPos, "proxy_pass with the \"$%s\" variable is not supported", name)
 		}
 	}
 	if b := sc.Proxy.Bind; b != nil && b.Template != nil {
-		// The address is known when the session starts: the client's
-		// and the listener's addresses and ports are.
-		for _, name := range b.Template.Vars() {
-			if keyVarOf(name) == keyEmpty && !vars.has(name) {
-				return conf.Errorf(sc.Proxy.Pos["proxy_bind"], "proxy_bind with the \"$%s\" variable is not supported", name)
-			}
+		if name := vars.unknownAtStart(b.Template); name != "" {
+			return conf.Errorf(sc.Proxy.Pos["proxy_bind"], "proxy_bind with the \"$%s\" variable is not supported", name)
 		}
 		if sc.Proxy.SSL.Prewarm.Size > 0 {
 			// A ready connection was bound before its session, and so

@@ -401,13 +401,14 @@ func (e *Engine) supervise(ctx context.Context) {
 	// Graceful quit: the listening sockets close at once, so that new
 	// connections are refused (a balancer in front sees the instance go);
 	// open sessions run to their end.
-	e.closeListeners()
 	// No session will start any more: probes, re-resolution and
 	// pre-warming end (the ready connections close), the groups stay as
 	// last probed for the sessions still connecting. Under reloadMu, so
-	// that no reload publishes a plan that starts them again.
+	// that no reload opens a listener or starts a plan again (a reload
+	// waiting for the lock then sees quitting and is refused).
 	e.reloadMu.Lock()
 	e.quitting.Store(true)
+	e.closeListeners()
 	e.plan.Load().stop(stopQuiet)
 	e.reloadMu.Unlock()
 	e.log.Logf(errlog.LevelNotice, 0, "gracefully shutting down")

@@ -128,6 +128,18 @@ func compileVars(st *conf.Stream) *sessionVars {
 // has reports whether name is one of the variables.
 func (v *sessionVars) has(name string) bool { return v.splits[name] != nil || v.maps[name] != nil }
 
+// unknownAtStart returns the first variable of t whose value is not known
+// when a session starts (neither a key variable nor a map or split one),
+// "" when there is none. Runs in buildPlan.
+func (v *sessionVars) unknownAtStart(t *conf.Template) string {
+	for _, name := range t.Vars() {
+		if keyVarOf(name) == keyEmpty && !v.has(name) {
+			return name
+		}
+	}
+	return ""
+}
+
 // mapVar is a map variable: its key and its values, compiled.
 type mapVar struct {
 	key    *hashTemplate

@@ -41,6 +41,8 @@ import (
 // share its round robin and its max_fails (NGINX makes each session a
 // group of its own, so its round robin starts afresh each time); they are
 // not in the status page, the metrics' upstream labels or the runtime API.
+// A reload starts with none kept and no answer kept (the plan's Names are
+// new), as NGINX's new cycle starts its resolver afresh.
 
 // maxDynGroups bounds the groups kept for addresses and names.
 const maxDynGroups = 1024
@@ -85,9 +87,10 @@ type dynGroup struct {
 }
 
 // get returns the group for value (the evaluated proxy_pass, which keys
-// it), made of addrs with port; for a unix socket addrs is nil. A group
-// kept for the same addresses is reused; new addresses replace it.
-func (d *dynGroups) get(value string, addrs []netip.Addr, port int, now time.Time) (*pool.Group, error) {
+// it, read as a), made of addrs with a's port; for a unix socket addrs is
+// nil. A group kept for the same addresses is reused; new addresses
+// replace it.
+func (d *dynGroups) get(value string, a conf.UpstreamAddr, addrs []netip.Addr, now time.Time) (*pool.Group, error) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	if dg := d.m[value]; dg != nil && slices.Equal(dg.addrs, addrs) {
@@ -98,11 +101,9 @@ func (d *dynGroups) get(value string, addrs []netip.Addr, port int, now time.Tim
 	if addrs == nil {
 		gc.Servers = []pool.ServerConfig{pool.NewServerConfig(value)}
 	} else {
-		// One server line per address: the group's peers keep the host
-		// as written, the name the TLS layer verifies.
-		host := value[:strings.LastIndexByte(value, ':')]
-		host = strings.TrimSuffix(strings.TrimPrefix(host, "["), "]")
-		gc.Servers = []pool.ServerConfig{pool.NewServerConfig(net.JoinHostPort(host, strconv.Itoa(port)))}
+		// One server line for the addresses: the group's peers keep the
+		// host as written, the name the TLS layer verifies.
+		gc.Servers = []pool.ServerConfig{pool.NewServerConfig(net.JoinHostPort(a.Host, strconv.Itoa(a.Port)))}
 	}
 	g, err := pool.NewGroup(gc, func(context.Context, string) ([]netip.Addr, error) { return addrs, nil })
 	if err != nil {
@@ -128,18 +129,14 @@ func (d *dynGroups) evictLocked() {
 	delete(d.m, oldest)
 }
 
-// errResolve is a name of a proxy_pass value that could not be resolved:
-// the session ends with 500, as in NGINX.
-type errResolve struct {
-	name string
-	err  error
-}
+// errPassValue is a proxy_pass value that named nothing the dial worker
+// could use (a name not resolved, a group not made): the session ends
+// with 500, as in NGINX.
+type errPassValue struct{ err error }
 
-func (e *errResolve) Error() string {
-	return fmt.Sprintf("%s could not be resolved (%v)", e.name, e.err)
-}
+func (e *errPassValue) Error() string { return e.err.Error() }
 
-func (e *errResolve) Unwrap() error { return e.err }
+func (e *errPassValue) Unwrap() error { return e.err }
 
 // passTarget evaluates the server's proxy_pass for the session and starts
 // its walk over the group the value names, or, for a name not resolved
@@ -164,7 +161,6 @@ func (s *session) passTarget() bool {
 	if !a.Unix {
 		if ng, ok := p.named[upstreamKey{host: strings.ToLower(a.Host), port: a.Port}]; ok {
 			s.startWalk(ng.g, ng.hash)
-			s.dial.group = ng.g
 			return true
 		}
 	}
@@ -187,26 +183,26 @@ func (s *session) passTarget() bool {
 		}
 		addrs = cached
 	}
-	g, err := p.dyn.get(value, addrs, a.Port, now)
+	g, err := p.dyn.get(value, a, addrs, now)
 	if err != nil {
 		return fail("%v", err)
 	}
 	s.startWalk(g, nil)
-	s.dial.group = g
 	return true
 }
 
 // startWalk starts the session's walk over g, hashing by hash's key (nil:
-// g is not balanced by hash): the server's group when the session opens,
-// or the one its proxy_pass value names. Runs on the loop before the dial
-// job is submitted (which then records the group for the logs,
-// dialState.group), or on the dial worker that holds the job.
+// g is not balanced by hash), and records g for the logs
+// (dialState.group): the server's group when the session opens, or the
+// one its proxy_pass value names. Runs on the loop, before the dial job
+// is submitted.
 func (s *session) startWalk(g *pool.Group, hash *hashTemplate) {
 	key := ""
 	if hash != nil {
 		key = hash.eval(s.remote, s.local, s.pp)
 	}
 	g.InitSelection(&s.dial.sel, key, s.srv.tries, s.start)
+	s.dial.group = g
 }
 
 // resolveOnWorker makes the dial job look value's host up before it
@@ -215,27 +211,28 @@ func (s *session) startWalk(g *pool.Group, hash *hashTemplate) {
 func (s *session) resolveOnWorker(value string, a conf.UpstreamAddr) {
 	names, dyn := s.srv.pass.names, s.srv.plan.dyn
 	s.dial.job.Prepare = func(ctx context.Context) error {
+		// An error while ctx is done reads as context.Canceled
+		// (dial.Job.Prepare).
 		addrs, err := names.Lookup(ctx, a.Host)
 		if err != nil {
-			if ctx.Err() != nil {
-				return ctx.Err()
-			}
-			return &errResolve{name: a.Host, err: err}
+			return &errPassValue{fmt.Errorf("%s could not be resolved (%w)", a.Host, err)}
 		}
-		g, err := dyn.get(value, addrs, a.Port, time.Now())
+		g, err := dyn.get(value, a, addrs, time.Now())
 		if err != nil {
-			return err
+			return &errPassValue{err}
 		}
-		s.startWalk(g, nil)
+		// Not startWalk: the loop owns dialState.group, and a name's
+		// group has no hash key.
+		g.InitSelection(&s.dial.sel, "", s.srv.tries, s.start)
 		return nil
 	}
 }
 
-// isResolveError reports a dial that ended because its name could not be
-// resolved (or was malformed): a 500, as in NGINX.
-func isResolveError(err error) bool {
-	var re *errResolve
-	return errors.As(err, &re)
+// isPassValueError reports a dial that ended because its proxy_pass
+// value named nothing usable: a 500, as in NGINX.
+func isPassValueError(err error) bool {
+	var pe *errPassValue
+	return errors.As(err, &pe)
 }
 
 // buildNamed makes, when some server block's proxy_pass has variables,
@@ -243,7 +240,7 @@ func isResolveError(err error) bool {
 // name even if no literal proxy_pass does, and indexes them as values
 // name them. Runs in buildPlan.
 func (p *plan) buildNamed(st *conf.Stream, groupOf func(*conf.Upstream) (*pool.Group, error)) error {
-	if !slices.ContainsFunc(st.Servers, func(sc *conf.Server) bool { return sc.ProxyPassVariables }) {
+	if !slices.ContainsFunc(st.Servers, func(sc *conf.Server) bool { return sc.ProxyPassVariables() }) {
 		return nil
 	}
 	p.named = map[upstreamKey]namedGroup{}
@@ -272,8 +269,9 @@ func (p *plan) buildNamed(st *conf.Stream, groupOf func(*conf.Upstream) (*pool.G
 
 // newPassVar compiles sc's proxy_pass with variables, with the resolver
 // in force for the block (one Names per resolver and timeout, shared by
-// the blocks that inherit them). Runs in buildPlan.
-func (p *plan) newPassVar(sc *conf.Server, resolve func(ctx context.Context, host string) ([]netip.Addr, error)) (*passVar, error) {
+// the blocks that inherit them, counting its lookups in stats). Runs in
+// buildPlan.
+func (p *plan) newPassVar(sc *conf.Server, resolve func(ctx context.Context, host string) ([]netip.Addr, error), stats *pool.NameStats) (*passVar, error) {
 	pv := &passVar{tmpl: compileHashKey(sc.ProxyPassTemplate, p.vars)}
 	r := sc.Core.Resolver
 	if r == nil {
@@ -288,14 +286,10 @@ func (p *plan) newPassVar(sc *conf.Server, resolve func(ctx context.Context, hos
 	if err != nil {
 		return nil, err
 	}
-	// Logf reads the plan's log, which start sets before any session
-	// can ask.
-	rc.Logf = func(failed bool, format string, args ...any) {
-		if log := p.namesLog.Load(); log != nil {
-			log.Logf(errlog.LevelError, 0, format, args...)
-		}
-	}
-	pv.names = pool.NewNames(rc, 0, p.nameStats)
+	// The plan's log is set before the plan serves (Serve's start,
+	// Reload before it publishes the plan).
+	rc.Logf = func(failed bool, format string, args ...any) { logResolver(p.namesLog.Load(), failed, format, args...) }
+	pv.names = pool.NewNames(rc, 0, stats)
 	if p.names == nil {
 		p.names = map[namesKey]*pool.Names{}
 	}

@@ -80,11 +80,10 @@ type plan struct {
 	// made for the addresses values gave, names the resolvers of their
 	// names, namesLog where those log (passtarget.go). Nil when no
 	// proxy_pass has variables.
-	named     map[upstreamKey]namedGroup
-	dyn       *dynGroups
-	names     map[namesKey]*pool.Names
-	namesLog  atomic.Pointer[errlog.Log]
-	nameStats *pool.NameStats
+	named    map[upstreamKey]namedGroup
+	dyn      *dynGroups
+	names    map[namesKey]*pool.Names
+	namesLog atomic.Pointer[errlog.Log]
 
 	// sessions counts the sessions started on this plan that have not
 	// ended; once the plan is retired (a reload published another) and
@@ -109,7 +108,7 @@ type plan struct {
 	// stopHealth ends the health checkers and releases the peers they
 	// hold out; holdHealth ends them and keeps those peers out (health.go
 	// sets both).
-	stopHealth, holdHealth context.CancelFunc
+	stopHealth, holdHealth func()
 	// warms are the pre-warm pools startWarm started (prewarm.go);
 	// warmStopped: stopWarm ran, nothing starts any more.
 	warmMu      sync.Mutex

@@ -83,7 +83,8 @@ func (e *Engine) Reload(cfg *conf.Config) error {
 	prev := e.socks
 	e.socks = socks
 	// New sessions start on p from here: its plan first, then each
-	// socket's binding.
+	// socket's binding. Its proxy_pass lookups log from the first.
+	p.namesLog.Store(e.log)
 	e.plan.Store(p)
 	e.bindAll(p)
 	for key, ls := range socks {

@@ -113,13 +113,20 @@ func nameServerAddr(a string) (host string, port uint16, err error) {
 func (p *plan) startResolvers(ctx context.Context, log *errlog.Log) {
 	for _, gr := range p.resolvers {
 		cfg := gr.cfg
-		cfg.Logf = func(failed bool, format string, args ...any) {
-			lv := errlog.LevelInfo
-			if failed {
-				lv = errlog.LevelError
-			}
-			log.Logf(lv, 0, format, args...)
-		}
+		cfg.Logf = func(failed bool, format string, args ...any) { logResolver(log, failed, format, args...) }
 		go pool.NewResolver(gr.g, cfg).Run(ctx)
 	}
+}
+
+// logResolver writes a resolver's line to log (nil: nowhere): failures
+// at error, changes of addresses at info. Any goroutine.
+func logResolver(log *errlog.Log, failed bool, format string, args ...any) {
+	if log == nil {
+		return
+	}
+	lv := errlog.LevelInfo
+	if failed {
+		lv = errlog.LevelError
+	}
+	log.Logf(lv, 0, format, args...)
 }

@@ -312,7 +312,6 @@ func (e *Engine) openSessionAt(c gnet.Conn, lp *loop, srv *server, remote, local
 		// Without variables in proxy_pass; else passTarget starts the
 		// walk when the job is submitted.
 		s.startWalk(srv.group, srv.hash)
-		d.group = srv.group
 	}
 	d.job = dial.Job{
 		Sel:                 &d.sel,
@@ -380,7 +379,7 @@ func (s *session) dialFailed(err error) {
 	}
 	if !errors.Is(err, context.Canceled) {
 		s.status = 502
-		if errors.Is(err, dial.ErrNoSocket) || isResolveError(err) {
+		if errors.Is(err, dial.ErrNoSocket) || isPassValueError(err) {
 			// NGINX: socket() failed, or a proxy_pass name that could
 			// not be resolved, is an internal error.
 			s.status = 500

@@ -214,15 +214,13 @@ type Server struct {
 	// position.
 	ProxyPass    string
 	ProxyPassPos Pos
-	// ProxyPassVariables is set when ProxyPass holds variables; it is
-	// then evaluated per session and Upstream is nil.
-	ProxyPassVariables bool
-	// ProxyPassTemplate is ProxyPass compiled when it holds variables;
-	// nil otherwise.
+	// ProxyPassTemplate is ProxyPass compiled when it holds variables
+	// (it is then evaluated per session and Upstream is nil); nil
+	// otherwise.
 	ProxyPassTemplate *Template
 	// Upstream is the group sessions go to: the upstream block proxy_pass
 	// names, or an implicit group (Upstream.Implicit) with the single
-	// address proxy_pass gives, as NGINX makes one. Nil only with
+	// address proxy_pass gives, as NGINX makes one. Nil only when
 	// ProxyPassVariables.
 	Upstream *Upstream
 	// Proxy holds the effective proxy settings: the server's own, else
@@ -255,6 +253,10 @@ type Server struct {
 	HealthCheckTimeout    time.Duration
 	HealthCheckTimeoutPos Pos
 }
+
+// ProxyPassVariables reports whether proxy_pass holds variables: its
+// value is then evaluated per session (ProxyPassTemplate).
+func (s *Server) ProxyPassVariables() bool { return s.ProxyPassTemplate != nil }
 
 // LimitConnZone is a limit_conn_zone directive: the key (text with
 // variables) that sessions are counted by, in the named zone.

@@ -136,18 +136,14 @@ func (p *parser) effective(levels ...*level) mergeable {
 // implicit group for a literal address (shared by every server that names
 // the same address, as in NGINX).
 func (p *parser) target(srv *Server) error {
-	if srv.ProxyPassVariables {
+	if srv.ProxyPassVariables() {
 		return nil
 	}
 	st := p.cfg.Stream
 	v := srv.ProxyPass
-	var host string
-	port := 0
-	unix := strings.HasPrefix(v, "unix:")
-	if unix {
-		host = v[len("unix:"):]
-	} else {
-		host, port, _ = splitHostPort(v)
+	a, _ := ParseUpstreamAddr(v) // proxyPass checked it
+	host, port, unix := a.Host, a.Port, a.Unix
+	if !unix {
 		for _, u := range st.Upstreams {
 			if u.Implicit || !strings.EqualFold(u.Name, host) {
 				continue

@@ -88,6 +88,8 @@ func FuzzParseUpstreamAddr(f *testing.F) {
 	})
 }
 
+// TestParseUpstreamAddr: proxy_pass values read as ngx_parse_url reads
+// them (no_resolve), with NGINX's error texts.
 func TestParseUpstreamAddr(t *testing.T) {
 	for _, tc := range []struct {
 		in   string

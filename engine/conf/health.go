@@ -210,7 +210,7 @@ func (p *parser) checkHealthChecks() error {
 		if hc.Match != "" && st.Matches[hc.Match] == nil {
 			return Errorf(hc.Pos, "match %q not found in %q directive", hc.Match, "health_check")
 		}
-		if srv.ProxyPassVariables || srv.ProxyPass == "" {
+		if srv.ProxyPassVariables() || srv.ProxyPass == "" {
 			return Errorf(hc.Pos, "\"health_check\" requires an upstream block in \"proxy_pass\"")
 		}
 		host, _, _ := splitHostPort(srv.ProxyPass)

@@ -83,7 +83,7 @@ func prewarmProblem(srv *Server) string {
 		return `"proxy_ssl_prewarm" cannot be used with variables in "proxy_ssl_name": the handshake would depend on the session`
 	case hasVariables(s.Certificate) || hasVariables(s.CertificateKey):
 		return `"proxy_ssl_prewarm" cannot be used with variables in "proxy_ssl_certificate": the handshake would depend on the session`
-	case srv.ProxyPassVariables:
+	case srv.ProxyPassVariables():
 		return `"proxy_ssl_prewarm" cannot be used with variables in "proxy_pass"`
 	case resolves(srv.Upstream):
 		return `"proxy_ssl_prewarm" cannot be used with an upstream that has "resolve" servers: its addresses change at run time`

@@ -244,7 +244,7 @@ func (p *parser) proxyPass(d *directive, _ ctx) error {
 		if err != nil {
 			return err
 		}
-		srv.ProxyPassVariables, srv.ProxyPassTemplate = true, t
+		srv.ProxyPassTemplate = t
 		return nil
 	}
 	if _, errText := ParseUpstreamAddr(v); errText != "" {
@@ -290,7 +290,7 @@ func ParseUpstreamAddr(v string) (UpstreamAddr, string) {
 		return UpstreamAddr{}, errText
 	}
 	a := UpstreamAddr{Host: host, Port: port}
-	if ip, err := netip.ParseAddr(host); err == nil && ip.Zone() == "" {
+	if ip, err := netip.ParseAddr(host); err == nil { // splitHostPort refuses zones
 		a.IP = ip.Unmap()
 	}
 	return a, ""

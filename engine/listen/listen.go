@@ -377,21 +377,20 @@ const fdReserve = 16
 // logs, pollers) and the soft RLIMIT_NOFILE, for the check near the limit.
 // Runs once, on the goroutine that starts the sockets, before they accept.
 func (g *Gate) Measure() {
-	var lim unix.Rlimit
-	if err := unix.Getrlimit(unix.RLIMIT_NOFILE, &lim); err != nil || lim.Cur > 1<<30 {
+	lim := NofileLimit()
+	if lim == 0 || lim > 1<<30 {
 		return
 	}
 	n := OpenFDs()
 	if n < 0 {
 		return
 	}
-	g.base, g.limit = int64(n+1), int64(lim.Cur) // as before: the reading descriptor counted
+	g.base, g.limit = int64(n+1), int64(lim) // as before: the reading descriptor counted
 }
 
 // NofileLimit is the process's descriptor limit (RLIMIT_NOFILE's soft
 // limit; Go raises it to the hard limit at start); 0 when it is unlimited
-// or cannot be read. Safe from any
-// goroutine.
+// or cannot be read. Safe from any goroutine.
 func NofileLimit() uint64 {
 	var rl unix.Rlimit
 	if err := unix.Getrlimit(unix.RLIMIT_NOFILE, &rl); err != nil || rl.Cur == unix.RLIM_INFINITY {
