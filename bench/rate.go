@@ -65,9 +65,7 @@ type RateRow struct {
 	PortLow     int `json:"port_low"`
 	PortHigh    int `json:"port_high"`
 	SourceAddrs int `json:"source_addrs"`
-	// Rounds is how many times each pair ran (the run's rounds).
-	Rounds int `json:"rounds"`
-	// Pairs in the order they ran, every round's.
+	// Pairs in the order they ran, every round's (RatePair.Round).
 	Pairs []RatePair `json:"pairs"`
 }
 
@@ -218,21 +216,27 @@ func (r *runner) rate() error {
 	if r.o.RatePorts > 0 {
 		portHigh = RatePortLow + r.o.RatePorts - 1
 	}
-	row := &RateRow{Seconds: d.Seconds(), Workers: r.o.LoadWorkers, PortLow: RatePortLow, PortHigh: portHigh,
-		SourceAddrs: RateSourceAddrs, Rounds: r.o.Rounds}
+	row := &RateRow{Seconds: d.Seconds(), Workers: r.o.LoadWorkers, PortLow: RatePortLow, PortHigh: portHigh, SourceAddrs: RateSourceAddrs}
 	r.res.Rate = row
 	m := r.material[pki.ECDSAP256]
+	// What every pair's child is told but its proxy, kind and directory.
+	common := RateSpec{
+		Workers: r.o.Workers, LoadWorkers: r.o.LoadWorkers,
+		Seconds: d.Seconds(), MaxConns: int(50000 * d.Seconds()), ConnTimeout: 2,
+		PortLow: RatePortLow, PortHigh: portHigh, Files: m.Files, ClientCombined: m.ClientCombined,
+	}
 	for round := range r.o.Rounds {
-		if err := r.ratePairs(row, child, d, portHigh, m, round); err != nil {
+		if err := r.ratePairs(row, child, common, d+90*time.Second, round); err != nil {
 			return err
 		}
 	}
 	return nil
 }
 
-// ratePairs runs one round of the row: every (proxy, kind) pair once,
-// appended to row.Pairs. Runs on the bench's goroutine.
-func (r *runner) ratePairs(row *RateRow, child []string, d time.Duration, portHigh int, m *Material, round int) error {
+// ratePairs runs one round of the row: every (proxy, kind) pair once, in
+// a child given common with its proxy, kind and directory and killed
+// after limit, appended to row.Pairs. Runs on the bench's goroutine.
+func (r *runner) ratePairs(row *RateRow, child []string, common RateSpec, limit time.Duration, round int) error {
 	for i, kind := range RateKinds() {
 		for _, rp := range order(r.ratePeers(), round+i) {
 			if err := r.ctx.Err(); err != nil {
@@ -247,13 +251,9 @@ func (r *runner) ratePairs(row *RateRow, child []string, d time.Duration, portHi
 			if err != nil {
 				return fmt.Errorf("making a directory for the rate row: %w", err)
 			}
-			spec := RateSpec{
-				Proxy: rp, Kind: kind, Workers: r.o.Workers, LoadWorkers: r.o.LoadWorkers,
-				Seconds: d.Seconds(), MaxConns: int(50000 * d.Seconds()), ConnTimeout: 2,
-				PortLow: RatePortLow, PortHigh: portHigh,
-				Files: m.Files, ClientCombined: m.ClientCombined, Dir: dir, Out: filepath.Join(dir, "result.json"),
-			}
-			pair := runRateChild(r.ctx, child, spec, d+90*time.Second)
+			spec := common
+			spec.Proxy, spec.Kind, spec.Dir, spec.Out = rp, kind, dir, filepath.Join(dir, "result.json")
+			pair := runRateChild(r.ctx, child, spec, limit)
 			pair.Round = round + 1
 			row.Pairs = append(row.Pairs, pair)
 			if pair.Err != "" {

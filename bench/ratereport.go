@@ -50,13 +50,36 @@ func rateGroups(row *RateRow) []*rateGroup {
 	return out
 }
 
-// summary summarizes f over the rounds that measured.
-func (g *rateGroup) summary(f func(RatePair) float64) Summary {
+// perSec summarizes the completed connections per second over the rounds
+// that measured.
+func (g *rateGroup) perSec() Summary {
 	xs := make([]float64, len(g.ok))
 	for i, p := range g.ok {
-		xs[i] = f(p)
+		xs[i] = p.ConnsPerSec
 	}
 	return Summarize(xs)
+}
+
+// rateBaseline returns NGINX's connections/s by upstream closing kind,
+// for the ratios.
+func rateBaseline(groups []*rateGroup) map[string]Summary {
+	out := map[string]Summary{}
+	for _, g := range groups {
+		if g.proxy == baselineName && len(g.ok) > 0 {
+			out[g.kind] = g.perSec()
+		}
+	}
+	return out
+}
+
+// rounds is how many rounds the row ran: the last pair's round (1 for
+// results written before rounds, and for a run cancelled in its first).
+func (r *RateRow) rounds() int {
+	n := 1
+	for _, p := range r.Pairs {
+		n = max(n, p.Round)
+	}
+	return n
 }
 
 // failing returns the rounds with a failed connection.
@@ -93,9 +116,9 @@ func (g *rateGroup) firstFailureText() string {
 	return text
 }
 
-// groups renders the key exchange groups the upstream saw over the
+// keyExchanges renders the key exchange groups the upstream saw over the
 // rounds, distinct, in order ("–" for none).
-func (g *rateGroup) groups() string {
+func (g *rateGroup) keyExchanges() string {
 	var seen []string
 	for _, p := range g.ok {
 		if p.Group != "" && !slices.Contains(seen, p.Group) {
@@ -136,41 +159,28 @@ func rateMarkdown(res *Results) string {
 	fmt.Fprintf(&b, "%d clients each connect, send 16 bytes, read them back and close, as fast as they can for %s per pair (a failure: a dial error, a short read, other bytes, or 2 s without the echo). Every pair has a fresh namespace, proxy and upstream (a Go TLS 1.3 server that requires the proxy's client certificate), so no TIME_WAIT carries over. The proxies run with their defaults apart from listen, upstream, `proxy_ssl` with the client certificate, verification, `proxy_ssl_name`, TLS 1.3 and the other rows' key exchange groups (`proxy_ssl_conf_command Groups %s`: crypto/tls would otherwise offer the post-quantum X25519MLKEM768 first, which NGINX 1.22's OpenSSL cannot, and the proxies would not make the same handshake) (`worker_processes %d`). The upstream ends each connection after the echo in one of three ways: *%s*: at the proxy's close_notify it answers with close_notify and FIN; *%s*: it answers with a FIN alone; *%s*: it sends close_notify and FIN right after the echo, without waiting.\n\n",
 		row.Workers, fmtSeconds(row.Seconds), Groups, res.Workers, RateCloseNotify, RateBareFIN, RateUpstreamFirst)
 	fmt.Fprintf(&b, "![completed and failed connections per second](%s)\n\n", RateChart)
-	rounds := max(row.Rounds, 1)
+	rounds := row.rounds()
 	t := newTable(&b, "proxy", "upstream closes", "connections", "failed", "connections/s", "/"+baselineName, "first failure", "TIME_WAIT at the end: proxy side / upstream side", "proxy log: EADDRNOTAVAIL", "key exchange")
 	groups := rateGroups(row)
+	base := rateBaseline(groups)
 	for _, g := range groups {
 		if len(g.ok) == 0 {
 			t.row(g.proxy, g.kind, errorText(g.errs[0]), "", "", "", "", "", "", "")
 			continue
 		}
-		perSec := func(p RatePair) float64 { return p.ConnsPerSec }
+		perSec := g.perSec()
 		ratio := "–"
-		for _, o := range groups {
-			if g.proxy != baselineName && o.proxy == baselineName && o.kind == g.kind && len(o.ok) > 0 {
-				ratio = ratioText(g.summary(perSec), o.summary(perSec))
-			}
+		if b, ok := base[g.kind]; ok && g.proxy != baselineName {
+			ratio = ratioText(perSec, b)
 		}
-		conns := countText(g.summary(func(p RatePair) float64 { return float64(p.Conns) }))
-		if len(g.errs) > 0 {
-			conns += fmt.Sprintf(" (%d of %d rounds did not run: %s)", len(g.errs), len(g.ok)+len(g.errs), errorText(g.errs[0]))
-		}
-		twProxy := g.summary(func(p RatePair) float64 { return float64(p.TimeWaitProxy) })
-		twUp := g.summary(func(p RatePair) float64 { return float64(p.TimeWaitUpstream) })
-		addr := "–"
-		if g.ok[0].AddrNotAvail != nil {
-			addr = countText(g.summary(func(p RatePair) float64 {
-				if p.AddrNotAvail == nil {
-					return math.NaN()
-				}
-				return float64(*p.AddrNotAvail)
-			}))
-		}
-		t.row(g.proxy, g.kind, conns, countText(g.summary(func(p RatePair) float64 { return float64(p.Failed) })),
-			summaryText(g.summary(perSec), 1), ratio, g.firstFailureText(),
-			fmt.Sprintf("%.0f / %.0f", twProxy.Median, twUp.Median), addr, g.groups())
+		// The counts are the median round's, the one the chart draws: a
+		// median of each count on its own would mix rounds.
+		m := g.median()
+		t.row(g.proxy, g.kind, fmt.Sprint(m.Conns), fmt.Sprint(m.Failed),
+			cellText(perSec, cellError(g.errs, len(g.ok)+len(g.errs)), 1), ratio, g.firstFailureText(),
+			fmt.Sprintf("%d / %d", m.TimeWaitProxy, m.TimeWaitUpstream), addrNotAvailText(m), g.keyExchanges())
 	}
-	fmt.Fprintf(&b, "\n%s. *Connections/s* is completed connections over the load's length; */%s* is the proxy's median connections/s over %s's with the same upstream, in this run. *First failure* is the second of the load it came in, over the rounds with one. TIME_WAIT is counted in the namespace's `/proc/net/tcp` as the load ends (medians); the proxy side is the proxy's end of its upstream connections. *Key exchange* is the group of the upstream's first handshake in each round. HAProxy, as configured here, logs no failed connect (–).\n\n",
+	fmt.Fprintf(&b, "\n%s *Connections/s* is completed connections over the load's length; */%s* is the proxy's median connections/s over %s's with the same upstream, in this run. *First failure* is the second of the load it came in, over the rounds with one. TIME_WAIT is counted in the namespace's `/proc/net/tcp` as the load ends; the proxy side is the proxy's end of its upstream connections. *Key exchange* is the group of the upstream's first handshake in each round (HAProxy's at OpenSSL's defaults, X25519 first). HAProxy, as configured here, logs no failed connect (–).\n\n",
 		roundsText(rounds), baselineName, baselineName)
 	b.WriteString("<details><summary>Per second: completed / failed connections</summary>\n\n```\n")
 	for _, p := range row.Pairs {
@@ -195,24 +205,21 @@ func rateMarkdown(res *Results) string {
 	return b.String()
 }
 
-// countText renders a summary of counts: "median (min–max)" in whole
-// numbers, the median alone for one round.
-func countText(s Summary) string {
-	if !s.Valid() {
+// addrNotAvailText renders the count of EADDRNOTAVAIL lines in the
+// proxy's log, "–" for a proxy that logs no failed connect.
+func addrNotAvailText(p RatePair) string {
+	if p.AddrNotAvail == nil {
 		return "–"
 	}
-	if s.Min == s.Max {
-		return fmt.Sprintf("%.0f", s.Median)
-	}
-	return fmt.Sprintf("%.0f (%.0f–%.0f)", s.Median, s.Min, s.Max)
+	return fmt.Sprint(*p.AddrNotAvail)
 }
 
-// roundsText says how many rounds each cell summarizes.
+// roundsText says what the cells are over n rounds.
 func roundsText(n int) string {
 	if n == 1 {
-		return "One round per pair"
+		return "One round per pair."
 	}
-	return fmt.Sprintf("Each pair ran in %d rounds, the proxies' order alternating; each cell is the median with (min–max)", n)
+	return fmt.Sprintf("Each pair ran in %d rounds, the proxies' order alternating: connections/s is the median with (min–max) over them; the counts are those of the pair's median round by connections/s, the one the chart draws.", n)
 }
 
 // rateGlance is the row's line in "At a glance": which closing kinds
@@ -247,15 +254,10 @@ func rateGlance(res *Results) []string {
 		return nil
 	}
 	var ratios []string
-	perSec := func(p RatePair) float64 { return p.ConnsPerSec }
+	base := rateBaseline(groups)
 	for _, g := range groups {
-		if g.proxy != subjectName || len(g.ok) == 0 {
-			continue
-		}
-		for _, o := range groups {
-			if o.proxy == baselineName && o.kind == g.kind && len(o.ok) > 0 {
-				ratios = append(ratios, g.kind+" "+ratioText(g.summary(perSec), o.summary(perSec)))
-			}
+		if b, ok := base[g.kind]; ok && g.proxy == subjectName && len(g.ok) > 0 {
+			ratios = append(ratios, g.kind+" "+ratioText(g.perSec(), b))
 		}
 	}
 	ratioLine := ""
@@ -340,7 +342,7 @@ func RateSVG(res *Results) string {
 	title := "New connections per second through each proxy, tcp_tw_reuse 0"
 	if r := res.Rate; r != nil && r.Skipped == "" {
 		title += ", " + thousands(r.PortHigh-r.PortLow+1) + " ports"
-		if r.Rounds > 1 {
+		if r.rounds() > 1 {
 			title += " (each line: its median round)"
 		}
 	}

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"fmt"
 	"io"
 	"net"
@@ -395,9 +396,9 @@ func TestFaultDescriptorFlood(t *testing.T) {
 }
 
 // TestFaultIdleRSS: the tlsrelay process's RSS with 2,000 idle sessions,
-// each of which has carried one line both ways (so its upstream TLS
-// session is up), and after they leave. It reads as make bench does: the
-// sessions open 32 at a time, and the reading that counts is the one
+// each of which has carried a byte both ways (so its upstream TLS session
+// is up), and after they leave. It holds and reads as make bench does
+// (bench.Holder): the sessions open 32 at a time, and the reading that counts is the one
 // after the burst of opening has ended and the engine's memory.Keeper has
 // handed the heap it grew back to the kernel (the collector may let the
 // heap reach 64 MiB between cycles while little is live, and 2,000
@@ -424,24 +425,14 @@ func TestFaultIdleRSS(t *testing.T) {
 		bound  = 32 << 10 // per session; make bench reads about 15 KiB
 		settle = 20 * time.Second
 	)
-	conns := make([]net.Conn, n)
-	defer func() {
-		for _, c := range conns {
-			if c != nil {
-				c.Close()
-			}
-		}
-	}()
-	err = inParallel(32, n, func(i int) error {
-		c, err := net.DialTimeout("tcp", addr, 5*time.Second)
-		if err != nil {
-			return err
-		}
-		conns[i] = c
-		return echoLine(c, "hello", 10*time.Second)
-	})
-	if err != nil {
-		t.Fatalf("holding %d sessions: %v", n, err)
+	// As make bench holds them: each sends a byte and reads the echo,
+	// 32 opening at a time.
+	var h bench.Holder
+	defer h.Close()
+	ctx, cancel := context.WithTimeout(t.Context(), 90*time.Second)
+	defer cancel()
+	if err := h.Open(ctx, addr, n, 32); err != nil {
+		t.Fatalf("holding %d sessions (%d open): %v", n, h.Len(), err)
 	}
 	first, err := bench.ReadRSS(p.pid)
 	if err != nil {
@@ -463,10 +454,7 @@ func TestFaultIdleRSS(t *testing.T) {
 	}
 	waited := time.Since(start)
 	fds1 := p.fds()
-	for i, c := range conns {
-		c.Close()
-		conns[i] = nil
-	}
+	h.Close()
 	deadline := time.Now().Add(60 * time.Second)
 	for up.Stats().Active > 0 {
 		if time.Now().After(deadline) {
@@ -474,6 +462,7 @@ func TestFaultIdleRSS(t *testing.T) {
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
+	time.Sleep(time.Second) // for the log's figure only: the Keeper's release
 	rss2, _ := bench.ReadRSS(p.pid)
 	per := (rss1 - rss0) / n
 	t.Logf("tlsrelay RSS %.1f MiB idle; with %d idle sessions (%d descriptors) %.1f MiB once all were up, %.1f MiB (%d KiB each) %v later; %.1f MiB when they had left",
@@ -481,40 +470,6 @@ func TestFaultIdleRSS(t *testing.T) {
 	if per > bound {
 		t.Errorf("RSS %d KiB per idle session %v after the sessions were up, want at most %d", per>>10, settle, bound>>10)
 	}
-}
-
-// inParallel runs f(0) to f(n-1) on workers goroutines and returns the
-// first error; after one, the rest are not started.
-func inParallel(workers, n int, f func(i int) error) error {
-	var (
-		next atomic.Int64
-		mu   sync.Mutex
-		err  error
-		wg   sync.WaitGroup
-	)
-	for w := 0; w < workers; w++ {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for {
-				i := int(next.Add(1) - 1)
-				if i >= n {
-					return
-				}
-				if e := f(i); e != nil {
-					mu.Lock()
-					if err == nil {
-						err = fmt.Errorf("%d: %w", i, e)
-					}
-					mu.Unlock()
-					next.Store(int64(n))
-					return
-				}
-			}
-		}()
-	}
-	wg.Wait()
-	return err
 }
 
 // dialEchoOnce connects to addr and echoes one line.
